@@ -1,0 +1,1 @@
+"""Loss-landscape analyses of SWAMP / IMP checkpoints: barriers, subspaces, Hessian spectra."""

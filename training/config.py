@@ -1,0 +1,168 @@
+"""One source of truth for a run's hyperparameters.
+
+Each hyperparameter is one field of :class:`RunConfig`; the same field produces the command-line
+flag, its help text, preset resolution, validation and the ``config.json`` of a run (the idea of
+open_lth's ``foundations/hparams.py``). Values come, in increasing priority, from the field default,
+the preset (``--preset`` or the dataset's default preset, see :mod:`training.presets`) and the
+command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from training.errors import UserError
+from training.presets import DEFAULT_PRESET, PRESETS
+
+DATASETS = ("mnist1d", "cifar10", "cifar100", "imagefolder")
+REWINDS = ("ticket", "lr", "none")
+PRUNE_METHODS = ("global", "layerwise", "random")
+ENGINES = ("auto", "sequential")
+
+
+def _opt(help_: str, default: Any = None, **argparse_kwargs: Any) -> Any:
+    """A config field: ``default`` None means "taken from the preset"."""
+    return field(default=default, metadata={"help": help_, **argparse_kwargs})
+
+
+@dataclass
+class RunConfig:
+    """Every hyperparameter of a SWAMP / IMP run (see docs/hyperparameters.md for their sources)."""
+
+    # data
+    dataset: str = _opt("dataset", "mnist1d", choices=DATASETS)
+    data_dir: str = _opt("where datasets live / are cached", "data")
+    download: bool = _opt("allow torchvision to download CIFAR (needs internet)", False)
+    batch_size: int = _opt("training mini-batch size")
+    eval_batch_size: int = _opt("batch size for evaluation and BN recalibration", 1000)
+    workers: int = _opt("data-loader worker processes (imagefolder only)", 4)
+    # model
+    model: str = _opt("model registry name (mlp, cnn1d, wrn28x2, vgg19, resnet20, resnet18, resnet50)")
+    model_kwargs: str = _opt("JSON object of extra model arguments, e.g. '{\"width\": 64}'", "{}")
+    # SWAMP / IMP
+    particles: int = _opt("particles per cycle (1 = IMP)", 4)
+    particles_from_cycle: int = _opt("SWAMP+: one particle before this cycle, --particles from it", 0)
+    cycles: int = _opt("pruning cycles; cycle k trains at density (1-prune_ratio)^k")
+    epochs: int = _opt("training epochs per particle per cycle")
+    rewind_epochs: int = _opt("dense epochs that produce the matching ticket")
+    rewind: str = _opt("what each cycle starts from: ticket, lr (previous solution, LR restarted) "
+                       "or none (previous solution, fine-tuned at --finetune-lr)", "ticket",
+                       choices=REWINDS)
+    prune_ratio: float = _opt("fraction of the remaining prunable weights removed per cycle", 0.2)
+    prune_method: str = _opt("global (magnitude), layerwise (magnitude) or random", "global",
+                             choices=PRUNE_METHODS)
+    # optimisation
+    lr: float = _opt("peak SGD learning rate")
+    momentum: float = _opt("SGD momentum", 0.9)
+    weight_decay: float = _opt("SGD weight decay")
+    swa: bool = _opt("stochastic weight averaging in every particle", True)
+    swa_start: float = _opt("SWA over the last (1 - swa_start) of each cycle's epochs", 0.75)
+    swa_lr: float = _opt("constant learning rate during SWA")
+    finetune_lr: float = _opt("constant learning rate with --rewind none", 0.01)
+    bn_samples: int = _opt("training samples for BN recalibration (0 = all)", 0)
+    # run
+    seed: int = _opt("master seed; particle p of cycle k derives its data order from (seed, k, p)", 0)
+    out: str = _opt("run directory (default runs/<preset>-n<particles>-s<seed>)")
+    resume: bool = _opt("continue the run in --out", False)
+    overwrite: bool = _opt("replace an existing run directory", False)
+    device: str = _opt("auto, cpu, cuda or cuda:N", "auto")
+    engine: str = _opt("how particles run", "auto", choices=ENGINES)
+    preset: str = _opt("named hyperparameter set: " + ", ".join(PRESETS))
+    progress: bool = _opt("tqdm progress bars (default: only on a terminal)")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def model_kwargs_dict(self) -> dict[str, Any]:
+        return json.loads(self.model_kwargs)
+
+    def particles_in_cycle(self, cycle: int) -> int:
+        """N particles, or one before ``particles_from_cycle`` (SWAMP+)."""
+        return self.particles if cycle >= self.particles_from_cycle else 1
+
+    def swa_epochs(self) -> int:
+        """Number of final epochs whose end-of-epoch snapshots enter the SWA average."""
+        if not self.swa:
+            return 0
+        return max(1, self.epochs - int(round(self.swa_start * self.epochs)))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per :class:`RunConfig` field; every default is None."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for f in fields(RunConfig):
+        kwargs: dict[str, Any] = {"default": None, "help": f.metadata["help"]}
+        if f.type == "bool" or isinstance(f.default, bool) or f.name == "progress":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = {"int": int, "float": float}.get(str(f.type), str)
+            kwargs["metavar"] = f.name.upper()
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+        if f.default is not None and f.default is not False:
+            kwargs["help"] += f" (default {f.default})"
+        parser.add_argument(_flag(f.name), **kwargs)
+    return parser
+
+
+def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:
+    """Field defaults < ``base`` (program defaults) < preset < explicit command-line values."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    dataset = given.get("dataset", (base or {}).get("dataset", "mnist1d"))
+    preset_name = given.get("preset") or DEFAULT_PRESET.get(dataset)
+    if preset_name not in PRESETS:
+        raise UserError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset_name], **(base or {}), **given, "preset": preset_name}
+    cfg = RunConfig(**values)
+    if cfg.out is None:
+        kind = "swamp" if cfg.particles > 1 or cfg.swa else "imp"
+        cfg.out = f"runs/{preset_name}-{kind}-n{cfg.particles}-s{cfg.seed}"
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Refuse impossible hyperparameters with one clear line (raises :class:`UserError`)."""
+    missing = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None and f.name != "progress"]
+    if missing:
+        raise UserError("no value for " + ", ".join(_flag(m) for m in missing) + "; give it or a --preset")
+    checks = [
+        (0.0 < cfg.prune_ratio < 1.0, "--prune-ratio must lie in (0, 1)"),
+        (cfg.particles >= 1, "--particles must be at least 1"),
+        (cfg.particles_from_cycle >= 0, "--particles-from-cycle must be >= 0"),
+        (cfg.cycles >= 1, "--cycles must be at least 1"),
+        (cfg.epochs >= 1, "--epochs must be positive"),
+        (cfg.rewind_epochs >= 0, "--rewind-epochs must be >= 0"),
+        (0.0 <= cfg.swa_start < 1.0, "--swa-start must lie in [0, 1)"),
+        (cfg.lr > 0 and cfg.swa_lr > 0 and cfg.finetune_lr > 0, "learning rates must be positive"),
+        (0.0 <= cfg.momentum < 1.0, "--momentum must lie in [0, 1)"),
+        (cfg.weight_decay >= 0.0, "--weight-decay must be >= 0"),
+        (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be positive"),
+        (cfg.bn_samples >= 0, "--bn-samples must be >= 0 (0 = all)"),
+        (cfg.workers >= 0, "--workers must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    try:
+        kwargs = json.loads(cfg.model_kwargs)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--model-kwargs is not valid JSON: {err.msg}") from None
+    if not isinstance(kwargs, dict):
+        raise UserError("--model-kwargs must be a JSON object such as '{\"width\": 64}'")
+
+
+def parse_config(argv: Sequence[str] | None, prog: str, description: str,
+                 base: dict[str, Any] | None = None) -> RunConfig:
+    """Parse ``argv`` into a validated :class:`RunConfig` (argparse usage errors exit with 2)."""
+    return resolve_config(build_parser(prog, description).parse_args(argv), base)

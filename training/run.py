@@ -1,0 +1,212 @@
+"""A SWAMP / IMP run: matching ticket, then pruning cycles of N particles each.
+
+Algorithm (SWAMP, Choi et al. 2024, Algorithm 1; IMP with rewinding, Frankle et al. 2020):
+
+1. theta_0 <- seeded init; train it densely for ``rewind_epochs`` -> matching ticket theta_T.
+2. For cycle k = 0, 1, ...: mask m_k (all ones for k = 0, density (1-P)^k after).
+   Each particle n starts from theta_T * m_k (or from the previous solution, ``--rewind lr|none``),
+   trains ``epochs`` epochs on its own batch order (seed derived from (seed, k, n)), SWA on its last
+   epochs. The cycle's solution is theta_bar = (1/N) sum_n theta_n with BatchNorm recomputed;
+   m_{k+1} = prune(theta_bar, m_k).
+
+With N = 1 and no SWA this is IMP with weight rewinding; the solution is then the particle itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from training import __version__
+from training.averaging import average_states, recalibrate_batchnorm
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import RunConfig
+from training.data import Dataset, dataset_spec, load_dataset
+from training.device import resolve_device
+from training.evaluate import ensemble_log_probs, evaluate, predict, score
+from training.models import build_model, model_spec
+from training.pruning import apply_masks, dense_masks, density, next_masks
+from training.rundir import (
+    RunDir,
+    load_train_state,
+    prepare,
+    read_metrics,
+    save_train_state,
+    write_metrics,
+    write_results,
+)
+from training.seeds import derive_seed, generator
+from training.train import Hyper, Schedule, steps_per_epoch, train_particle
+
+TRAIN_EVAL_SAMPLES = 10_000  # train loss is measured on at most this many (seeded) training samples
+
+
+@dataclass
+class Context:
+    """What every stage of a run shares."""
+
+    cfg: RunConfig
+    run: RunDir
+    device: torch.device
+    data: Dataset
+    model_spec: dict[str, Any]
+    data_spec: dict[str, Any]
+    hyper: Hyper
+    show_progress: bool
+
+    def fresh_model(self, state: dict[str, Tensor] | None = None) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, "init"))
+            model = build_model(self.model_spec)
+        if state is not None:
+            model.load_state_dict(state)
+        return model.to(self.device)
+
+    def save(self, path: Any, state: dict[str, Tensor], masks: dict[str, Tensor], kind: str,
+             cycle: int | None = None, particle: int | None = None) -> None:
+        save_checkpoint(path, state, masks, kind=kind, model=self.model_spec, dataset=self.data_spec,
+                        config=self.cfg.to_json(), cycle=cycle, particle=particle)
+
+    def train_unit(self, unit: str, model: nn.Module, masks: dict[str, Tensor], schedule: Schedule, seed_stream: str,
+                   *indices: int, bar: Any = None) -> dict[str, Tensor]:
+        """Train one particle (or the ticket) with epoch-boundary resume state under ``.resume/``."""
+        resume_path = self.run.resume_state(unit)
+        state = train_particle(
+            model, masks, self.data, schedule, self.hyper, generator(self.cfg.seed, seed_stream, *indices),
+            resume=load_train_state(resume_path, self.device),
+            on_epoch=lambda s: save_train_state(resume_path, s),
+            bn_generator=generator(self.cfg.seed, "bn", *indices), bn_samples=self.cfg.bn_samples,
+            label=unit.replace("_", " "), progress=bar.update if bar is not None else None)
+        return state
+
+    def finish_unit(self, unit: str) -> None:
+        self.run.resume_state(unit).unlink(missing_ok=True)
+
+
+def build_context(cfg: RunConfig) -> Context:
+    device = resolve_device(cfg.device)
+    spec = dataset_spec(cfg)
+    data = load_dataset(spec, device, download=cfg.download)
+    mspec = model_spec(cfg.model, data.num_classes, cfg.model_kwargs_dict)
+    hyper = Hyper(cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.eval_batch_size)
+    return Context(cfg, RunDir(Path(cfg.out)), device, data, mspec, spec, hyper, cfg.progress)
+
+
+def run_config_json(ctx: Context) -> dict[str, Any]:
+    return {**ctx.cfg.to_json(), "package_version": __version__, "torch_version": torch.__version__,
+            "model_spec": ctx.model_spec, "dataset_spec": ctx.data_spec}
+
+
+def cycle_schedule(ctx: Context, cycle: int) -> Schedule:
+    cfg = ctx.cfg
+    spe = steps_per_epoch(ctx.data, cfg.batch_size)
+    swa_epochs = cfg.swa_epochs()
+    if cfg.rewind == "none" and cycle > 0:
+        return Schedule(cfg.epochs, spe, cfg.finetune_lr, cfg.swa_lr if swa_epochs else cfg.finetune_lr,
+                        swa_epochs, constant=True)
+    return Schedule(cfg.epochs, spe, cfg.lr, cfg.swa_lr if swa_epochs else 0.0, swa_epochs)
+
+
+def make_ticket(ctx: Context) -> dict[str, Tensor]:
+    """Dense training for ``rewind_epochs`` at constant ``lr`` from the seeded initialisation."""
+    if ctx.run.ticket.is_file():
+        return load_checkpoint(ctx.run.ticket).state
+    model = ctx.fresh_model()
+    schedule = Schedule(ctx.cfg.rewind_epochs, steps_per_epoch(ctx.data, ctx.cfg.batch_size), ctx.cfg.lr,
+                        constant=True)
+    state = ctx.train_unit("ticket", model, {}, schedule, "ticket") if ctx.cfg.rewind_epochs else model.state_dict()
+    ctx.save(ctx.run.ticket, state, dense_masks(model), "ticket")
+    ctx.finish_unit("ticket")
+    return state
+
+
+def train_eval_indices(ctx: Context) -> Tensor | None:
+    n = ctx.data.size("train")
+    if n <= TRAIN_EVAL_SAMPLES:
+        return None
+    return torch.randperm(n, generator=generator(ctx.cfg.seed, "bn", 10**6))[:TRAIN_EVAL_SAMPLES]
+
+
+def assess(ctx: Context, model: nn.Module) -> tuple[dict[str, float], Tensor, Tensor]:
+    """Test loss/acc and train loss of ``model``, plus its test log-probabilities for the ensemble."""
+    log_probs, labels = predict(model, ctx.data.eval_batches("test", ctx.hyper.eval_batch_size))
+    test = score(log_probs, labels)
+    train = evaluate(model, ctx.data.eval_batches("train", ctx.hyper.eval_batch_size, train_eval_indices(ctx)))
+    return {"test_loss": test.loss, "test_acc": test.acc, "train_loss": train.loss}, log_probs, labels
+
+
+def run_cycle(ctx: Context, cycle: int, start: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Any]:
+    """Train the cycle's particles, average them, evaluate everything and write the cycle's files."""
+    began = time.perf_counter()
+    cfg, run = ctx.cfg, ctx.run
+    n = cfg.particles_in_cycle(cycle)
+    schedule = cycle_schedule(ctx, cycle)
+    states, reports, member_log_probs = [], [], []
+    bar = tqdm(total=n * cfg.epochs, desc=f"cycle {cycle:02d} ({n} particles)", leave=False,
+               disable=_disabled(ctx), unit="epoch")
+    for p in range(n):
+        path = run.particle(cycle, p)
+        if path.is_file():
+            state = load_checkpoint(path).state
+            bar.update(cfg.epochs)
+        else:
+            model = ctx.fresh_model(start)
+            apply_masks(model, masks)
+            state = ctx.train_unit(f"cycle_{cycle:02d}_particle_{p:02d}", model, masks, schedule, "particle",
+                                   cycle, p, bar=bar)
+            ctx.save(path, state, masks, "particle", cycle, p)
+            ctx.finish_unit(f"cycle_{cycle:02d}_particle_{p:02d}")
+        states.append(state)
+        report, log_probs, labels = assess(ctx, ctx.fresh_model(state))
+        reports.append({"particle": p, **report})
+        member_log_probs.append(log_probs)
+    bar.close()
+    avg_model = ctx.fresh_model(average_states(states))
+    if n > 1:
+        indices = None
+        if cfg.bn_samples and cfg.bn_samples < ctx.data.size("train"):
+            indices = torch.randperm(ctx.data.size("train"), generator=generator(cfg.seed, "bn", cycle))
+            indices = indices[:cfg.bn_samples]
+        recalibrate_batchnorm(avg_model, ctx.data.eval_batches("train", cfg.eval_batch_size, indices))
+    avg_state = {k: v.detach().clone() for k, v in avg_model.state_dict().items()}
+    ctx.save(run.average(cycle), avg_state, masks, "average", cycle)
+    average, _, _ = assess(ctx, avg_model)
+    ens = score(ensemble_log_probs(member_log_probs), labels)
+    d = density(masks)
+    metrics = {"cycle": cycle, "density": d, "sparsity": 1.0 - d, "particles": reports, "average": average,
+               "ensemble": {"test_loss": ens.loss, "test_acc": ens.acc}, "seconds": time.perf_counter() - began}
+    write_metrics(run, cycle, metrics)
+    return metrics
+
+
+def _disabled(ctx: Context) -> bool | None:
+    """tqdm's ``disable``: None means "only on a terminal"."""
+    return None if ctx.show_progress is None else not ctx.show_progress
+
+
+def run_swamp(cfg: RunConfig) -> list[dict[str, Any]]:
+    """Execute (or resume) the run ``cfg`` describes; returns every cycle's metrics."""
+    ctx = build_context(cfg)
+    prepare(ctx.run, run_config_json(ctx), cfg.resume, cfg.overwrite)
+    ticket = make_ticket(ctx)
+    masks = {k: v.to(ctx.device) for k, v in dense_masks(ctx.fresh_model()).items()}
+    start = ticket
+    all_metrics: list[dict[str, Any]] = []
+    for cycle in tqdm(range(cfg.cycles), desc="cycles", disable=_disabled(ctx), unit="cycle"):
+        metrics = read_metrics(ctx.run, cycle) if ctx.run.average(cycle).is_file() else None
+        if metrics is None:
+            metrics = run_cycle(ctx, cycle, start, masks)
+        all_metrics.append(metrics)
+        write_results(ctx.run, all_metrics)
+        solution = {k: v.to(ctx.device) for k, v in load_checkpoint(ctx.run.average(cycle)).state.items()}
+        masks = next_masks(cfg.prune_method, solution, masks, cfg.prune_ratio,
+                           generator(cfg.seed, "prune", cycle))
+        masks = {k: v.to(ctx.device) for k, v in masks.items()}
+        start = ticket if cfg.rewind == "ticket" else solution
+    return all_metrics

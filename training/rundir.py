@@ -1,0 +1,149 @@
+"""The run directory of CONTRACT.md section 2, plus the hidden per-epoch resume state.
+
+```
+DIR/config.json  ticket.safetensors  results.csv
+DIR/cycle_KK/particle_PP.safetensors  average.safetensors  metrics.json
+DIR/.resume/...                     epoch-boundary training state, deleted when a unit finishes
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import save
+
+from training.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from training.averaging import RunningAverage
+from training.errors import UserError
+from training.train import TrainState
+
+RESULTS_COLUMNS = ["cycle", "density", "sparsity", "average_test_acc", "average_test_loss",
+                   "particle_test_acc_mean", "particle_test_acc_std", "ensemble_test_acc", "ensemble_test_loss",
+                   "average_train_loss", "particles", "seconds"]
+# Fields that may change when a run is resumed (they do not affect its results).
+RESUMABLE_CHANGES = {"resume", "overwrite", "device", "progress", "out", "workers", "eval_batch_size", "engine",
+                     "download"}
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def ticket(self) -> Path:
+        return self.root / "ticket.safetensors"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.csv"
+
+    def cycle(self, k: int) -> Path:
+        return self.root / f"cycle_{k:02d}"
+
+    def particle(self, k: int, p: int) -> Path:
+        return self.cycle(k) / f"particle_{p:02d}.safetensors"
+
+    def average(self, k: int) -> Path:
+        return self.cycle(k) / "average.safetensors"
+
+    def metrics(self, k: int) -> Path:
+        return self.cycle(k) / "metrics.json"
+
+    def resume_state(self, unit: str) -> Path:
+        return self.root / ".resume" / f"{unit}.safetensors"
+
+
+def prepare(run: RunDir, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
+    """Create, replace or reopen the run directory according to --resume / --overwrite."""
+    exists = run.root.exists() and any(run.root.iterdir())
+    if resume:
+        if not run.config.is_file():
+            raise UserError(f"cannot resume: {run.config} does not exist (start the run without --resume)")
+        try:
+            saved = json.loads(run.config.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserError(f"cannot resume: {run.config} is unreadable ({err})") from None
+        changed = sorted(k for k, v in config.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+        if changed:
+            k = changed[0]
+            raise UserError(f"cannot resume {run.root}: --{k.replace('_', '-')} was {saved.get(k)!r}, now "
+                            f"{config[k]!r}; resume with the original settings")
+        remove_stale_temporaries(run.root)
+        return
+    if exists and not overwrite:
+        raise UserError(f"run directory {run.root} already exists; pass --resume to continue it or "
+                        "--overwrite to replace it")
+    if exists:
+        shutil.rmtree(run.root)
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def save_train_state(path: Path, state: TrainState) -> None:
+    tensors = {f"model.{k}": v for k, v in state.model.items()}
+    tensors.update({f"momentum.{k}": v for k, v in state.momentum.items()})
+    tensors.update({f"swa.{k}": v for k, v in state.swa.state.items()})
+    tensors["rng"] = state.rng
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    meta = {"epoch": str(state.epoch), "swa_count": str(state.swa.count)}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_train_state(path: Path, device: Any) -> TrainState | None:
+    """The saved state, or None if there is none (a corrupt one is an error, never ignored)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata()
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as err:  # corrupt file
+        raise UserError(f"resume state {path} is unreadable ({err}); delete it to restart that unit") from None
+
+    def group(prefix: str) -> dict:
+        return {k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
+
+    swa = RunningAverage(group("swa."), int(meta["swa_count"]))
+    return TrainState(int(meta["epoch"]), group("model."), group("momentum."), swa, tensors["rng"])
+
+
+def write_metrics(run: RunDir, k: int, metrics: dict[str, Any]) -> None:
+    atomic_write_text(run.metrics(k), json.dumps(metrics, indent=2) + "\n")
+
+
+def read_metrics(run: RunDir, k: int) -> dict[str, Any] | None:
+    path = run.metrics(k)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def results_row(m: dict[str, Any]) -> dict[str, Any]:
+    """One ``results.csv`` row from a cycle's ``metrics.json``."""
+    accs = [p["test_acc"] for p in m["particles"]]
+    mean = sum(accs) / len(accs)
+    std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
+    return {"cycle": m["cycle"], "density": m["density"], "sparsity": m["sparsity"],
+            "average_test_acc": m["average"]["test_acc"], "average_test_loss": m["average"]["test_loss"],
+            "particle_test_acc_mean": mean, "particle_test_acc_std": std,
+            "ensemble_test_acc": m["ensemble"]["test_acc"], "ensemble_test_loss": m["ensemble"]["test_loss"],
+            "average_train_loss": m["average"]["train_loss"], "particles": len(accs), "seconds": m["seconds"]}
+
+
+def write_results(run: RunDir, metrics: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULTS_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for m in metrics:
+        writer.writerow(results_row(m))
+    atomic_write_text(run.results, buf.getvalue())

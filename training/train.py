@@ -1,0 +1,147 @@
+"""Masked SGD training of one particle, with optional SWA and epoch-boundary resume state.
+
+Learning-rate schedule, per step t of T = epochs * steps_per_epoch:
+* SWA on (Izmailov et al. 2018, as used by SWAMP): cosine decay from ``lr`` to ``swa_lr`` over the
+  first ``epochs - swa_epochs`` epochs, then constant ``swa_lr``; the particle's result is the mean of
+  its end-of-epoch weights over the last ``swa_epochs`` epochs, BatchNorm statistics recomputed.
+* SWA off: cosine decay from ``lr`` to 0 over all epochs (the IMP baseline).
+* ``constant``: the same rate throughout (ticket training and fine-tuning).
+
+Pruned weights stay exactly zero: their gradients are zeroed before every step, so SGD's momentum
+buffer and weight-decay term are zero there as well, and no update can revive them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from training.averaging import RunningAverage, recalibrate_batchnorm
+from training.data import Dataset
+from training.errors import UserError
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-step learning rate and the SWA window (see the module docstring)."""
+
+    epochs: int
+    steps_per_epoch: int
+    lr: float
+    end_lr: float = 0.0
+    swa_epochs: int = 0
+    constant: bool = False
+
+    def lr_at(self, epoch: int, step: int) -> float:
+        if self.constant:
+            return self.lr if epoch < self.epochs - self.swa_epochs else self.end_lr
+        decay_steps = (self.epochs - self.swa_epochs) * self.steps_per_epoch
+        t = epoch * self.steps_per_epoch + step
+        if t >= decay_steps:
+            return self.end_lr
+        return self.end_lr + (self.lr - self.end_lr) * 0.5 * (1.0 + math.cos(math.pi * t / decay_steps))
+
+    def in_swa(self, epoch: int) -> bool:
+        return epoch >= self.epochs - self.swa_epochs
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Optimiser settings shared by all particles."""
+
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a particle bit-identically from an epoch boundary."""
+
+    epoch: int
+    model: dict[str, Tensor]
+    momentum: dict[str, Tensor]
+    swa: RunningAverage
+    rng: Tensor
+
+
+class Divergence(UserError):
+    """The training loss became NaN or infinite."""
+
+
+def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
+    return max(dataset.size("train") // batch_size, 1)
+
+
+def _optimizer(model: nn.Module, hyper: Hyper) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=0.0, momentum=hyper.momentum, weight_decay=hyper.weight_decay)
+
+
+def _restore(model: nn.Module, opt: torch.optim.SGD, state: TrainState, gen: torch.Generator) -> None:
+    model.load_state_dict(state.model)
+    params = dict(model.named_parameters())
+    for name, buf in state.momentum.items():
+        opt.state[params[name]]["momentum_buffer"] = buf.to(params[name].device).clone()
+    gen.set_state(state.rng)
+
+
+def _capture(epoch: int, model: nn.Module, opt: torch.optim.SGD, swa: RunningAverage,
+             gen: torch.Generator) -> TrainState:
+    momentum = {name: opt.state[p]["momentum_buffer"] for name, p in model.named_parameters()
+                if "momentum_buffer" in opt.state.get(p, {})}
+    return TrainState(epoch, model.state_dict(), momentum, swa, gen.get_state())
+
+
+def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset, schedule: Schedule, hyper: Hyper,
+                   gen: torch.Generator, *, resume: TrainState | None = None,
+                   on_epoch: Callable[[TrainState], None] | None = None, bn_generator: torch.Generator | None = None,
+                   bn_samples: int = 0, label: str = "", progress: Callable[[int], None] | None = None
+                   ) -> dict[str, Tensor]:
+    """Train ``model`` in place from its current weights; returns its final state.
+
+    With SWA the returned state is the snapshot average with BatchNorm recomputed on ``bn_samples``
+    training samples (all when 0). ``on_epoch`` receives the resume state after each epoch.
+    """
+    opt = _optimizer(model, hyper)
+    swa = RunningAverage()
+    start = 0
+    if resume is not None:
+        _restore(model, opt, resume, gen)
+        swa, start = resume.swa, resume.epoch
+    params = dict(model.named_parameters())
+    masked = [(params[n], m.to(params[n].device)) for n, m in masks.items()]
+    for epoch in range(start, schedule.epochs):
+        model.train()
+        loss_sum = torch.zeros((), device=next(model.parameters()).device)
+        for step, (x, y) in enumerate(dataset.train_batches(hyper.batch_size, gen)):
+            lr = schedule.lr_at(epoch, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            if masked:
+                torch._foreach_mul_([p.grad for p, _ in masked], [m for _, m in masked])
+            opt.step()
+            loss_sum += loss.detach()
+        if not bool(torch.isfinite(loss_sum)):
+            raise Divergence(f"training diverged (loss is {float(loss_sum)}) in {label} epoch {epoch}; "
+                             "lower --lr or --swa-lr; the last finished epoch is kept for --resume")
+        if schedule.in_swa(epoch):
+            swa.update(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(_capture(epoch + 1, model, opt, swa, gen))
+        if progress is not None:
+            progress(1)
+    if swa.count:
+        model.load_state_dict(swa.state)
+        indices = None
+        if bn_samples and bn_samples < dataset.size("train"):
+            indices = torch.randperm(dataset.size("train"), generator=bn_generator)[:bn_samples]
+        recalibrate_batchnorm(model, dataset.eval_batches("train", hyper.eval_batch_size, indices))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
