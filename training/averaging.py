@@ -72,6 +72,6 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
     model.train()
     for x, _ in batches:
         model(x)
-    for bn, momentum in zip(bns, momenta):
+    for bn, momentum in zip(bns, momenta, strict=True):
         bn.momentum = momentum
     model.eval()

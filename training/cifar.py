@@ -1,7 +1,7 @@
 """CIFAR-10/100 from the official ``cifar-10-batches-py`` / ``cifar-100-python`` directories.
 
 The official files are Python pickles. They are read with :class:`RestrictedUnpickler`, which can
-build only dicts, lists, strings, numbers and NumPy arrays: a crafted file cannot run code. Downloading
+build only dicts, lists, strings, bytes, numbers and NumPy arrays: a crafted file cannot run code. Downloading
 is opt-in (``--download``) and uses torchvision's download-and-verify helper (MD5 of the archive).
 """
 
@@ -28,6 +28,7 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocol 2; builds bytes from str
 }
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from training.errors import UserError
@@ -102,7 +103,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for f in fields(RunConfig):
         kwargs: dict[str, Any] = {"default": None, "help": f.metadata["help"]}
-        if f.type == "bool" or isinstance(f.default, bool) or f.name == "progress":
+        if f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = {"int": int, "float": float}.get(str(f.type), str)
@@ -116,19 +117,36 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:
-    """Field defaults < ``base`` (program defaults) < preset < explicit command-line values."""
+    """Field defaults < ``base`` (program defaults, or a resumed run's config) < preset < command line.
+
+    A preset only fills values that neither ``base`` nor the command line give.
+    """
     given = {k: v for k, v in vars(args).items() if v is not None}
-    dataset = given.get("dataset", (base or {}).get("dataset", "mnist1d"))
-    preset_name = given.get("preset") or DEFAULT_PRESET.get(dataset)
+    base = base or {}
+    dataset = given.get("dataset", base.get("dataset", "mnist1d"))
+    preset_name = given.get("preset") or base.get("preset") or DEFAULT_PRESET.get(dataset)
     if preset_name not in PRESETS:
         raise UserError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
-    values = {**PRESETS[preset_name], **(base or {}), **given, "preset": preset_name}
+    values = {**PRESETS[preset_name], **base, **given, "preset": preset_name}
     cfg = RunConfig(**values)
     if cfg.out is None:
         kind = "swamp" if cfg.particles > 1 or cfg.swa else "imp"
         cfg.out = f"runs/{preset_name}-{kind}-n{cfg.particles}-s{cfg.seed}"
     validate(cfg)
     return cfg
+
+
+def saved_config(out: str) -> dict[str, Any]:
+    """The hyperparameters stored in ``OUT/config.json`` (empty if there is none)."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot resume: {path} is unreadable ({err})") from None
+    names = {f.name for f in fields(RunConfig)} - {"resume", "overwrite", "out", "device", "progress"}
+    return {k: v for k, v in saved.items() if k in names}
 
 
 def validate(cfg: RunConfig) -> None:
@@ -164,5 +182,11 @@ def validate(cfg: RunConfig) -> None:
 
 def parse_config(argv: Sequence[str] | None, prog: str, description: str,
                  base: dict[str, Any] | None = None) -> RunConfig:
-    """Parse ``argv`` into a validated :class:`RunConfig` (argparse usage errors exit with 2)."""
-    return resolve_config(build_parser(prog, description).parse_args(argv), base)
+    """Parse ``argv`` into a validated :class:`RunConfig` (argparse usage errors exit with 2).
+
+    With ``--resume --out DIR`` the run's saved settings are the base, so no flag needs repeating.
+    """
+    args = build_parser(prog, description).parse_args(argv)
+    if args.resume and args.out:
+        base = {**(base or {}), **saved_config(args.out)}
+    return resolve_config(args, base)

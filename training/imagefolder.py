@@ -17,6 +17,8 @@ from torch import Tensor
 
 from training.errors import UserError
 
+Batch = tuple[Tensor, Tensor]
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -54,21 +56,21 @@ class ImageFolderDataset:
         return len(self._train if split == "train" else self._test)
 
     def _loader(self, dataset: Any, batch_size: int, sampler: Any, drop_last: bool,
-                generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+                generator: torch.Generator | None = None) -> Iterator[Batch]:
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                                              num_workers=self.workers, pin_memory=self.device.type == "cuda",
                                              generator=generator)
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         """One shuffled epoch. With ``workers`` > 0 the augmentation is seeded too (worker seeds derive
         from a generator drawn from ``generator``); with 0 workers it uses torch's global RNG."""
         order = torch.randperm(len(self._train), generator=generator).tolist()
         worker_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         yield from self._loader(self._train, batch_size, order, drop_last=True, generator=worker_gen)
 
-    def eval_batches(self, split: str, batch_size: int, indices: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    def eval_batches(self, split: str, batch_size: int, indices: Tensor | None = None) -> Iterator[Batch]:
         dataset = self._train_eval if split == "train" else self._test
         order = range(len(dataset)) if indices is None else indices.tolist()
         yield from self._loader(dataset, batch_size, list(order), drop_last=False)

@@ -30,7 +30,7 @@ RESULTS_COLUMNS = ["cycle", "density", "sparsity", "average_test_acc", "average_
                    "average_train_loss", "particles", "seconds"]
 # Fields that may change when a run is resumed (they do not affect its results).
 RESUMABLE_CHANGES = {"resume", "overwrite", "device", "progress", "out", "workers", "eval_batch_size", "engine",
-                     "download"}
+                     "download", "data_dir"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny real runs made once per test session (MNIST-1D, a few seconds each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.swamp import main as swamp_main
+
+TINY_ARGS = ["--cycles", "3", "--epochs", "2", "--particles", "3", "--rewind-epochs", "1", "--no-progress"]
+
+
+def make_run(out: Path, *extra: str) -> Path:
+    """Run ``python -m training.swamp`` in-process with tiny settings into ``out``."""
+    assert swamp_main([*TINY_ARGS, "--out", str(out), "--data-dir", str(DATA_DIR), *extra]) == 0
+    return out
+
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-cycle SWAMP run with 3 particles and SWA (cnn1d with BatchNorm)."""
+    return make_run(tmp_path_factory.mktemp("runs") / "swamp")
