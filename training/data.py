@@ -106,6 +106,13 @@ class TensorDataset:
                              self.x_test.to(device), self.y_test.to(device), self.augment)
 
 
+def subsample_indices(size: int, n: int, generator: torch.Generator) -> Tensor | None:
+    """``n`` distinct indices of ``range(size)`` drawn with ``generator``; None (all) if n is 0 or >= size."""
+    if n <= 0 or n >= size:
+        return None
+    return torch.randperm(size, generator=generator)[:n]
+
+
 def mnist1d_spec(data_dir: str, num_samples: int = 5000, seed: int = 42) -> dict[str, Any]:
     """MNIST-1D (Greydanus 2020) with the package's default generator arguments."""
     return {"name": "mnist1d", "data_dir": data_dir, "num_samples": num_samples, "seed": seed}

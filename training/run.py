@@ -15,6 +15,7 @@ With N = 1 and no SWA this is IMP with weight rewinding; the solution is then th
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,12 @@ from training import __version__
 from training.averaging import average_states, recalibrate_batchnorm
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import RunConfig
-from training.data import Dataset, dataset_spec, load_dataset
+from training.data import Dataset, dataset_spec, load_dataset, subsample_indices
 from training.device import resolve_device
+from training.engines import particle_unit, select_engine
 from training.evaluate import ensemble_log_probs, evaluate, predict, score
 from training.models import build_model, model_spec
-from training.pruning import apply_masks, dense_masks, density, next_masks
+from training.pruning import dense_masks, density, next_masks
 from training.rundir import (
     RunDir,
     load_train_state,
@@ -81,9 +83,14 @@ class Context:
             model, masks, self.data, schedule, self.hyper, generator(self.cfg.seed, seed_stream, *indices),
             resume=load_train_state(resume_path, self.device),
             on_epoch=lambda s: save_train_state(resume_path, s),
-            bn_generator=generator(self.cfg.seed, "bn", *indices), bn_samples=self.cfg.bn_samples,
+            bn_batches=lambda: self.bn_batches(generator(self.cfg.seed, "bn", *indices)),
             label=unit.replace("_", " "), progress=bar.update if bar is not None else None)
         return state
+
+    def bn_batches(self, gen: torch.Generator) -> Iterable[tuple[Tensor, Tensor]]:
+        """Un-augmented training batches for BN recalibration (``--bn-samples`` of them, 0 = all)."""
+        indices = subsample_indices(self.data.size("train"), self.cfg.bn_samples, gen)
+        return self.data.eval_batches("train", self.cfg.eval_batch_size, indices)
 
     def finish_unit(self, unit: str) -> None:
         self.run.resume_state(unit).unlink(missing_ok=True)
@@ -127,10 +134,7 @@ def make_ticket(ctx: Context) -> dict[str, Tensor]:
 
 
 def train_eval_indices(ctx: Context) -> Tensor | None:
-    n = ctx.data.size("train")
-    if n <= TRAIN_EVAL_SAMPLES:
-        return None
-    return torch.randperm(n, generator=generator(ctx.cfg.seed, "bn", 10**6))[:TRAIN_EVAL_SAMPLES]
+    return subsample_indices(ctx.data.size("train"), TRAIN_EVAL_SAMPLES, generator(ctx.cfg.seed, "train_eval"))
 
 
 def assess(ctx: Context, model: nn.Module) -> tuple[dict[str, float], Tensor, Tensor]:
@@ -147,33 +151,29 @@ def run_cycle(ctx: Context, cycle: int, start: dict[str, Tensor], masks: dict[st
     cfg, run = ctx.cfg, ctx.run
     n = cfg.particles_in_cycle(cycle)
     schedule = cycle_schedule(ctx, cycle)
-    states, reports, member_log_probs = [], [], []
-    bar = tqdm(total=n * cfg.epochs, desc=f"cycle {cycle:02d} ({n} particles)", leave=False,
-               disable=_disabled(ctx), unit="epoch")
+    states: dict[int, dict[str, Tensor]] = {}
     for p in range(n):
-        path = run.particle(cycle, p)
-        if path.is_file():
-            state = load_checkpoint(path).state
-            bar.update(cfg.epochs)
-        else:
-            model = ctx.fresh_model(start)
-            apply_masks(model, masks)
-            state = ctx.train_unit(f"cycle_{cycle:02d}_particle_{p:02d}", model, masks, schedule, "particle",
-                                   cycle, p, bar=bar)
-            ctx.save(path, state, masks, "particle", cycle, p)
-            ctx.finish_unit(f"cycle_{cycle:02d}_particle_{p:02d}")
-        states.append(state)
-        report, log_probs, labels = assess(ctx, ctx.fresh_model(state))
+        if run.particle(cycle, p).is_file():
+            states[p] = load_checkpoint(run.particle(cycle, p)).state
+
+    def done(p: int, state: dict[str, Tensor]) -> None:
+        ctx.save(run.particle(cycle, p), state, masks, "particle", cycle, p)
+        ctx.finish_unit(particle_unit(cycle, p))
+        states[p] = state
+
+    bar = tqdm(total=n * cfg.epochs, initial=len(states) * cfg.epochs, desc=f"cycle {cycle:02d} ({n} particles)",
+               leave=False, disable=_disabled(ctx), unit="epoch")
+    select_engine(cfg.engine)(ctx, cycle, start, masks, schedule, [p for p in range(n) if p not in states], done,
+                              bar)
+    bar.close()
+    reports, member_log_probs = [], []
+    for p in range(n):
+        report, log_probs, labels = assess(ctx, ctx.fresh_model(states[p]))
         reports.append({"particle": p, **report})
         member_log_probs.append(log_probs)
-    bar.close()
-    avg_model = ctx.fresh_model(average_states(states))
+    avg_model = ctx.fresh_model(average_states([states[p] for p in range(n)]))
     if n > 1:
-        indices = None
-        if cfg.bn_samples and cfg.bn_samples < ctx.data.size("train"):
-            indices = torch.randperm(ctx.data.size("train"), generator=generator(cfg.seed, "bn", cycle))
-            indices = indices[:cfg.bn_samples]
-        recalibrate_batchnorm(avg_model, ctx.data.eval_batches("train", cfg.eval_batch_size, indices))
+        recalibrate_batchnorm(avg_model, ctx.bn_batches(generator(cfg.seed, "bn", cycle)))
     avg_state = {k: v.detach().clone() for k, v in avg_model.state_dict().items()}
     ctx.save(run.average(cycle), avg_state, masks, "average", cycle)
     average, _, _ = assess(ctx, avg_model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-STREAMS = {"init": 0, "ticket": 1, "particle": 2, "prune": 3, "bn": 4}
+STREAMS = {"init": 0, "ticket": 1, "particle": 2, "prune": 3, "bn": 4, "train_eval": 5}
 
 
 def derive_seed(seed: int, stream: str, *indices: int) -> int:

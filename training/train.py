@@ -14,14 +14,14 @@ buffer and weight-decay term are zero there as well, and no update can revive th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from training.averaging import RunningAverage, recalibrate_batchnorm
-from training.data import Dataset
+from training.data import Batch, Dataset
 from training.errors import UserError
 
 
@@ -99,13 +99,14 @@ def _capture(epoch: int, model: nn.Module, opt: torch.optim.SGD, swa: RunningAve
 
 def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset, schedule: Schedule, hyper: Hyper,
                    gen: torch.Generator, *, resume: TrainState | None = None,
-                   on_epoch: Callable[[TrainState], None] | None = None, bn_generator: torch.Generator | None = None,
-                   bn_samples: int = 0, label: str = "", progress: Callable[[int], None] | None = None
+                   on_epoch: Callable[[TrainState], None] | None = None,
+                   bn_batches: Callable[[], Iterable[Batch]] | None = None, label: str = "",
+                   progress: Callable[[int], None] | None = None
                    ) -> dict[str, Tensor]:
     """Train ``model`` in place from its current weights; returns its final state.
 
-    With SWA the returned state is the snapshot average with BatchNorm recomputed on ``bn_samples``
-    training samples (all when 0). ``on_epoch`` receives the resume state after each epoch.
+    With SWA the returned state is the snapshot average with BatchNorm recomputed on ``bn_batches()``
+    (default: all training data, un-augmented). ``on_epoch`` receives the resume state after each epoch.
     """
     opt = _optimizer(model, hyper)
     swa = RunningAverage()
@@ -140,8 +141,6 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
             progress(1)
     if swa.count:
         model.load_state_dict(swa.state)
-        indices = None
-        if bn_samples and bn_samples < dataset.size("train"):
-            indices = torch.randperm(dataset.size("train"), generator=bn_generator)[:bn_samples]
-        recalibrate_batchnorm(model, dataset.eval_batches("train", hyper.eval_batch_size, indices))
+        batches = bn_batches() if bn_batches is not None else dataset.eval_batches("train", hyper.eval_batch_size)
+        recalibrate_batchnorm(model, batches)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
