@@ -1,0 +1,256 @@
+"""Linear mode connectivity between two checkpoints: ``python -m landscape.barrier A B``.
+
+Along theta(lambda) = (1 - lambda) theta_A + lambda theta_B at K evenly spaced lambda in [0, 1]
+(0 and 1 included), with L the loss or the error 1 - acc on a split:
+
+* ``barrier`` (Frankle et al. 2020, "Linear Mode Connectivity and the Lottery Ticket Hypothesis"):
+  max_lambda L(lambda) - ((1 - lambda) L(0) + lambda L(1)), the height above the chord;
+* ``barrier_max`` (the seed's definition): max_lambda L(lambda) - max(L(0), L(1)).
+
+Both are >= 0 (lambda = 0 contributes 0) and exactly 0 for identical checkpoints. BatchNorm
+statistics are recomputed at every lambda, the endpoints included, so that all points are treated
+alike (see :mod:`landscape.evaluation`); ``--bn-recal 0`` keeps the endpoints' stored statistics. With a shared mask
+theta(lambda) keeps it; with different masks (consecutive IMP cycles) the masked weights are
+interpolated as they are and the union density is reported.
+
+Run-level modes: every particle pair of one cycle (``--run DIR --cycle K``, heatmap) and the
+solutions of consecutive cycles (``--run DIR --consecutive``, line plot).
+
+JSON (CONTRACT.md section 4) plus: ``points``, ``mask`` ({shared, density (union), densities, note}),
+``device``; run-level files hold {run, mode, cycle, checkpoints, pairs: [{i, j, <pair JSON>}]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from landscape.cli import add_eval_arguments, eval_options, open_checkpoint, write_json
+from landscape.evaluation import (
+    SPLITS,
+    CheckpointLike,
+    CombinationEvaluator,
+    EvalOptions,
+    MaskInfo,
+    Series,
+    describe_checkpoint,
+    load_compatible,
+    mask_info,
+    run_particles,
+    run_solutions,
+)
+from landscape.plots import heatmap_panels, line_panels, save_figure
+from training.errors import UserError, run_cli
+
+BOTH_SPLITS = EvalOptions(SPLITS)
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """A barrier height for the loss and for the error (a fraction)."""
+
+    loss: float
+    error: float
+
+    def to_json(self) -> dict[str, float]:
+        return {"loss": self.loss, "error": self.error}
+
+
+def frankle_barrier(lambdas: Sequence[float], values: Sequence[float]) -> float:
+    """max_lambda v(lambda) - ((1 - lambda) v(0) + lambda v(1))  (Frankle et al. 2020)."""
+    lam, v = np.asarray(lambdas, dtype=float), np.asarray(values, dtype=float)
+    return float(np.max(v - (v[0] + lam * (v[-1] - v[0]))))
+
+
+def max_barrier(values: Sequence[float]) -> float:
+    """max_lambda v(lambda) - max(v(0), v(1))."""
+    v = np.asarray(values, dtype=float)
+    return float(v.max() - max(v[0], v[-1]))
+
+
+@dataclass(frozen=True)
+class BarrierResult:
+    """The interpolation curves of each split and both barrier definitions."""
+
+    a: str
+    b: str
+    lambdas: tuple[float, ...]
+    curves: dict[str, Series]
+    barrier: dict[str, Barrier]
+    barrier_max: dict[str, Barrier]
+    bn: str
+    mask: MaskInfo
+    device: str
+
+    def to_json(self) -> dict:
+        return {"a": self.a, "b": self.b, "points": len(self.lambdas), "lambdas": list(self.lambdas),
+                **{s: c.to_json() for s, c in self.curves.items()},
+                "barrier": {s: b.to_json() for s, b in self.barrier.items()},
+                "barrier_max": {s: b.to_json() for s, b in self.barrier_max.items()},
+                "bn": self.bn, "mask": self.mask.to_json(), "device": self.device}
+
+
+def linear_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
+                   options: EvalOptions = BOTH_SPLITS) -> BarrierResult:
+    """Evaluate theta(lambda) at ``points`` lambdas on ``options.splits`` and measure the barriers."""
+    if points < 2:
+        raise UserError("--points must be at least 2 (lambda = 0 and 1)")
+    ckpts = load_compatible([a, b])
+    evaluator = CombinationEvaluator(ckpts, options)
+    lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
+    curves = evaluator.evaluate_many([(1.0 - lam, lam) for lam in lambdas], desc="lambda")
+    barrier = {s: Barrier(frankle_barrier(lambdas, c.loss), frankle_barrier(lambdas, c.error))
+               for s, c in curves.items()}
+    highest = {s: Barrier(max_barrier(c.loss), max_barrier(c.error)) for s, c in curves.items()}
+    return BarrierResult(ckpts[0].path, ckpts[1].path, lambdas, curves, barrier, highest, evaluator.bn,
+                         mask_info(ckpts), str(evaluator.device))
+
+
+@dataclass(frozen=True)
+class BarrierSet:
+    """Barriers of several checkpoint pairs of one run: ``pairs[n] = (i, j, result)``."""
+
+    run: str
+    mode: str
+    cycle: int | None
+    checkpoints: tuple[str, ...]
+    pairs: tuple[tuple[int, int, BarrierResult], ...]
+
+    def matrix(self, split: str, metric: str = "loss") -> np.ndarray:
+        """Symmetric matrix of Frankle barriers between checkpoints (NaN where not measured, 0 on the
+        diagonal: a checkpoint has no barrier to itself)."""
+        n = len(self.checkpoints)
+        out = np.full((n, n), np.nan)
+        np.fill_diagonal(out, 0.0)
+        for i, j, result in self.pairs:
+            out[i, j] = out[j, i] = getattr(result.barrier[split], metric)
+        return out
+
+    def to_json(self) -> dict:
+        return {"run": self.run, "mode": self.mode, "cycle": self.cycle, "checkpoints": list(self.checkpoints),
+                "pairs": [{"i": i, "j": j, **r.to_json()} for i, j, r in self.pairs]}
+
+
+def _barrier_set(run: str, mode: str, cycle: int | None, items: Sequence[CheckpointLike],
+                 pairs: Sequence[tuple[int, int]], points: int, options: EvalOptions) -> BarrierSet:
+    ckpts = load_compatible(items)
+    results = tuple((i, j, linear_barrier(ckpts[i], ckpts[j], points, options)) for i, j in pairs)
+    return BarrierSet(str(run), mode, cycle, tuple(c.path for c in ckpts), results)
+
+
+def cycle_barriers(run: str, cycle: int, points: int = 11,
+                   options: EvalOptions = BOTH_SPLITS) -> BarrierSet:
+    """Barriers between every pair of particles of one cycle (they share the cycle's mask)."""
+    paths = run_particles(run, cycle)
+    if len(paths) < 2:
+        raise UserError(f"cycle {cycle} of {run} has one particle; pairs need at least two")
+    return _barrier_set(run, "pairs", cycle, paths, list(combinations(range(len(paths)), 2)), points, options)
+
+
+def consecutive_barriers(run: str, points: int = 11,
+                         options: EvalOptions = BOTH_SPLITS) -> BarrierSet:
+    """Barriers between the solutions (``average.safetensors``) of cycles k and k + 1."""
+    paths = run_solutions(run)
+    if len(paths) < 2:
+        raise UserError(f"{run} has one finished cycle; consecutive barriers need at least two")
+    return _barrier_set(run, "consecutive", None, paths, [(k, k + 1) for k in range(len(paths) - 1)], points,
+                        options)
+
+
+def plot_barrier(result: BarrierResult) -> Figure:
+    """Loss and error against lambda, one line per split."""
+    panels = {"loss": {s: c.loss for s, c in result.curves.items()},
+              "error": {s: c.error for s, c in result.curves.items()}}
+    return line_panels(result.lambdas, panels, "λ", title=f"{result.bn}; {result.mask.describe()}")
+
+
+def plot_barrier_set(bset: BarrierSet) -> Figure:
+    """Heatmaps of pairwise barriers (``pairs``) or barrier against cycle (``consecutive``)."""
+    splits = list(bset.pairs[0][2].barrier)
+    if bset.mode == "pairs":
+        panels = {f"{s} {m} barrier": bset.matrix(s, m) for s in splits for m in ("loss", "error")}
+        return heatmap_panels(panels, [str(i) for i in range(len(bset.checkpoints))],
+                              title=f"cycle {bset.cycle}: barriers between particles (Frankle et al. 2020)")
+    later = [j for _, j, _ in bset.pairs]
+    panels = {f"{m} barrier": {s: [getattr(r.barrier[s], m) for _, _, r in bset.pairs] for s in splits}
+              for m in ("loss", "error")}
+    return line_panels(later, panels, "cycle k (vs k - 1)", title="barriers between consecutive cycle solutions")
+
+
+def format_result(result: BarrierResult) -> str:
+    """The curve as a table, then both barriers per split."""
+    splits = list(result.curves)
+    head = f"{'lambda':>6}" + "".join(f" {s + ' loss':>11} {s + ' err':>9}" for s in splits)
+    rows = [head]
+    for n, lam in enumerate(result.lambdas):
+        rows.append(f"{lam:>6.3f}" + "".join(f" {result.curves[s].loss[n]:>11.4f} "
+                                              f"{100 * result.curves[s].error[n]:>8.2f}%" for s in splits))
+    for name, values in (("barrier (Frankle et al. 2020)", result.barrier), ("barrier_max", result.barrier_max)):
+        rows.append(f"{name}: " + "; ".join(f"{s} loss {values[s].loss:.4f} error {100 * values[s].error:.2f}%"
+                                            for s in splits))
+    return "\n".join(rows)
+
+
+def format_set(bset: BarrierSet) -> str:
+    """One line per pair: its checkpoints, their union density and Frankle barriers of each split."""
+    splits = list(bset.pairs[0][2].barrier)
+    rows = [f"{'i':>3} {'j':>3} {'density':>8}" + "".join(f" {s + ' loss':>11} {s + ' err':>9}" for s in splits)]
+    for i, j, r in bset.pairs:
+        values = "".join(f" {r.barrier[s].loss:>11.4f} {100 * r.barrier[s].error:>8.2f}%" for s in splits)
+        rows.append(f"{i:>3d} {j:>3d} {r.mask.density:>8.4f}{values}")
+    return "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m landscape.barrier",
+        description="Loss barrier on the straight line between two checkpoints (linear mode connectivity, "
+                    "Frankle et al. 2020), or between all particles of a cycle / consecutive cycle solutions.")
+    parser.add_argument("checkpoints", nargs="*", metavar="CKPT", help="two checkpoints A and B")
+    parser.add_argument("--points", type=int, default=11, metavar="K", help="lambdas in [0, 1] (default 11)")
+    parser.add_argument("--run", default=None, metavar="DIR", help="a run directory (with --cycle or --consecutive)")
+    parser.add_argument("--cycle", type=int, default=None, metavar="K", help="all particle pairs of cycle K")
+    parser.add_argument("--consecutive", action="store_true", help="solutions of cycles k and k + 1")
+    add_eval_arguments(parser, default_split="both")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = eval_options(args)
+    if args.run is None:
+        if len(args.checkpoints) != 2 or args.cycle is not None or args.consecutive:
+            raise UserError("give two checkpoints A B, or --run DIR with --cycle K or --consecutive")
+        a, b = (open_checkpoint(p, args) for p in args.checkpoints)
+        result = linear_barrier(a, b, args.points, options)
+        print(f"A: {a.path} ({describe_checkpoint(a)})\nB: {b.path} ({describe_checkpoint(b)})")
+        print(f"BatchNorm: {result.bn}; {result.mask.describe()}")
+        print(format_result(result))
+        obj, make_figure = result.to_json(), lambda: plot_barrier(result)
+    else:
+        if args.checkpoints or (args.cycle is None) == (not args.consecutive):
+            raise UserError("with --run give exactly one of --cycle K or --consecutive, and no checkpoint files")
+        if args.consecutive:
+            bset = consecutive_barriers(args.run, args.points, options)
+        else:
+            bset = cycle_barriers(args.run, args.cycle, args.points, options)
+        first = bset.pairs[0][2]
+        print(f"{bset.mode} barriers (Frankle et al. 2020) in {bset.run}; BatchNorm: {first.bn}")
+        print("\n".join(f"{n:>3d}: {p}" for n, p in enumerate(bset.checkpoints)))
+        print(format_set(bset))
+        obj, make_figure = bset.to_json(), lambda: plot_barrier_set(bset)
+    if args.json:
+        write_json(args.json, obj)
+    if args.plot:
+        save_figure(make_figure(), args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,294 @@
+"""Shared machinery of the landscape tools: compatible checkpoints, weight combinations, BN, data.
+
+Every landscape quantity here is the loss of an affine combination of checkpoints theta_1..theta_n,
+
+    theta(c) = sum_i c_i theta_i = theta_1 + sum_{i>1} c_i (theta_i - theta_1),   sum_i c_i = 1,
+
+a line (Frankle et al. 2020), a simplex (the convex hull of SWAMP's particles) or a plane
+(Garipov et al. 2018). The second form is the one computed: where checkpoints agree the combination
+equals them exactly (identical checkpoints give a perfectly flat landscape, and a shared mask's zeros
+stay exactly zero), and a one-hot c returns that checkpoint bit for bit.
+
+BatchNorm: combined weights do not match any checkpoint's running statistics, so by default they are
+recomputed at every point (:func:`training.averaging.recalibrate_batchnorm`) on one seeded subsample
+of training data, the same for every point so that the landscape stays smooth; ``bn_recal=0`` instead
+combines the stored statistics with the same coefficients. Data sets are loaded once per spec.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from training.averaging import has_batchnorm, recalibrate_batchnorm
+from training.checkpoint import Checkpoint, build_model, load_checkpoint
+from training.data import Dataset, load_dataset
+from training.device import resolve_device
+from training.errors import UserError
+from training.evaluate import Evaluation, evaluate
+from training.pruning import density
+from training.rundir import RunDir
+from training.seeds import generator
+
+SPLITS = ("train", "test")
+DEFAULT_BN_SAMPLES = 2048
+DEFAULT_BATCH_SIZE = 1000
+_LOCATION_KEYS = ("data_dir", "workers")  # where a data set lives or how it is read, not what it is
+
+CheckpointLike = Checkpoint | str | os.PathLike
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How every point of a landscape is evaluated.
+
+    ``bn_recal``: training samples for BatchNorm recomputation (all if fewer; 0 = combine the stored
+    statistics). ``batch_size`` None: the run's ``eval_batch_size``. ``data_dir`` overrides where the
+    checkpoints' data set lives. ``progress`` None: progress bars only on a terminal.
+    """
+
+    splits: tuple[str, ...] = ("test",)
+    bn_recal: int = DEFAULT_BN_SAMPLES
+    seed: int = 0
+    batch_size: int | None = None
+    device: str = "auto"
+    data_dir: str | None = None
+    progress: bool | None = None
+
+
+TEST_SPLIT = EvalOptions()
+
+
+@dataclass(frozen=True)
+class Series:
+    """Loss and accuracy at a sequence of points of one split."""
+
+    loss: tuple[float, ...]
+    acc: tuple[float, ...]
+
+    @property
+    def error(self) -> tuple[float, ...]:
+        return tuple(1.0 - a for a in self.acc)
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"loss": list(self.loss), "acc": list(self.acc)}
+
+
+@dataclass(frozen=True)
+class MaskInfo:
+    """Whether the checkpoints share one mask; densities of each and of the union of their masks."""
+
+    shared: bool
+    density: float
+    densities: tuple[float, ...]
+
+    def describe(self) -> str:
+        if self.shared:
+            return f"shared mask, density {self.density:.4f}"
+        each = ", ".join(f"{d:.4f}" for d in self.densities)
+        return (f"masks differ (densities {each}): the masked weights are combined as they are; "
+                f"union density {self.density:.4f}")
+
+    def to_json(self) -> dict:
+        return {"shared": self.shared, "density": self.density, "densities": list(self.densities),
+                "note": self.describe()}
+
+
+def describe_checkpoint(ckpt: Checkpoint) -> str:
+    """``kind cycle k particle p, density d`` as far as the metadata says."""
+    parts = [ckpt.kind]
+    if ckpt.cycle is not None:
+        parts.append(f"cycle {ckpt.cycle}")
+    if ckpt.particle is not None:
+        parts.append(f"particle {ckpt.particle}")
+    return " ".join(parts) + f", density {ckpt.density:.4f}"
+
+
+def _data_identity(spec: Mapping) -> dict:
+    return {k: v for k, v in spec.items() if k not in _LOCATION_KEYS}
+
+
+def check_compatible(ckpts: Sequence[Checkpoint]) -> None:
+    """Refuse (:class:`UserError`) checkpoints of different architectures, shapes or data sets."""
+    first = ckpts[0]
+    for other in ckpts[1:]:
+        where = f"{other.path} and {first.path}"
+        if other.model != first.model:
+            raise UserError(f"{where} are different architectures ({json.dumps(other.model)} vs "
+                            f"{json.dumps(first.model)}); compare checkpoints of one model")
+        if _data_identity(other.dataset) != _data_identity(first.dataset):
+            raise UserError(f"{where} were trained on different data sets ({json.dumps(other.dataset)} vs "
+                            f"{json.dumps(first.dataset)}); compare checkpoints of one data set")
+        odd = sorted(set(other.state) ^ set(first.state))
+        if odd:
+            raise UserError(f"{where} do not hold the same tensors (e.g. {odd[0]}); they are not one model")
+        for key, value in first.state.items():
+            if other.state[key].shape != value.shape or other.state[key].dtype != value.dtype:
+                raise UserError(f"{where} differ in tensor {key} ({tuple(other.state[key].shape)} vs "
+                                f"{tuple(value.shape)}); they are not one model")
+
+
+def load_compatible(items: Sequence[CheckpointLike]) -> tuple[Checkpoint, ...]:
+    """Load the checkpoints that are not loaded yet, then :func:`check_compatible`."""
+    ckpts = tuple(c if isinstance(c, Checkpoint) else load_checkpoint(c) for c in items)
+    check_compatible(ckpts)
+    return ckpts
+
+
+def mask_info(ckpts: Sequence[Checkpoint]) -> MaskInfo:
+    """Compare masks; a checkpoint without masks (a plain state_dict) counts as dense."""
+    names = sorted(set().union(*(c.masks for c in ckpts)))
+    if not names:
+        return MaskInfo(True, 1.0, tuple(1.0 for _ in ckpts))
+    masks = [{n: c.masks.get(n, torch.ones_like(c.state[n])).float() for n in names} for c in ckpts]
+    shared = all(torch.equal(m[n], masks[0][n]) for m in masks[1:] for n in names)
+    union = {n: torch.stack([m[n] for m in masks]).amax(0) for n in names}
+    return MaskInfo(shared, density(union), tuple(density(m) for m in masks))
+
+
+def shared_mask_or_refuse(ckpts: Sequence[Checkpoint], allow_union: bool) -> MaskInfo:
+    """:func:`mask_info`, refusing different masks unless ``allow_union`` (``--allow-mask-union``)."""
+    info = mask_info(ckpts)
+    if not info.shared and not allow_union:
+        each = ", ".join(f"{d:.4f}" for d in info.densities)
+        raise UserError(f"the checkpoints have different masks (densities {each}); pass --allow-mask-union to "
+                        "combine the masked weights as they are")
+    return info
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(spec_json: str, device: str) -> Dataset:
+    return load_dataset(json.loads(spec_json), torch.device(device))
+
+
+def cached_dataset(spec: Mapping, device: torch.device | str) -> Dataset:
+    """The data set ``spec`` describes, loaded once per (spec, device) and kept for the next call."""
+    return _load_cached(json.dumps(spec, sort_keys=True), str(device))
+
+
+def bn_subsample(size: int, samples: int, seed: int) -> Tensor | None:
+    """The first ``samples`` of a seeded permutation of ``range(size)``; None (all) if not fewer."""
+    if samples >= size:
+        return None
+    return torch.randperm(size, generator=generator(seed, "bn"))[:samples]
+
+
+def even_batch_size(samples: int, batch_size: int) -> int:
+    """Largest batches of near-equal size: the cumulative BN average weighs batches, not samples."""
+    return math.ceil(samples / math.ceil(samples / batch_size))
+
+
+class CombinationEvaluator:
+    """Loss and accuracy of theta(c) = sum_i c_i theta_i for fixed, compatible checkpoints.
+
+    Holds one model, the stacked checkpoint tensors and the (cached) data on the chosen device.
+    """
+
+    def __init__(self, checkpoints: Sequence[Checkpoint], options: EvalOptions = TEST_SPLIT):
+        unknown = [s for s in options.splits if s not in SPLITS]
+        if unknown or not options.splits:
+            raise ValueError(f"splits must be a non-empty subset of {SPLITS}, got {options.splits}")
+        check_compatible(checkpoints)
+        self.checkpoints = tuple(checkpoints)
+        self.options = options
+        self.device = resolve_device(options.device)
+        first = checkpoints[0]
+        spec = {**first.dataset, "data_dir": options.data_dir} if options.data_dir else first.dataset
+        self.data = cached_dataset(spec, self.device)
+        self.model = build_model(first, self.device)
+        self.parameter_names = tuple(name for name, _ in self.model.named_parameters())
+        self._stacks = {k: torch.stack([c.state[k] for c in checkpoints]).to(self.device)
+                        for k, v in first.state.items() if v.is_floating_point()}
+        self._fixed = {k: v.to(self.device) for k, v in first.state.items() if not v.is_floating_point()}
+        self.batch_size = options.batch_size or int(first.config.get("eval_batch_size") or DEFAULT_BATCH_SIZE)
+        self._recalibrate = has_batchnorm(self.model) and options.bn_recal > 0
+        train_size = self.data.size("train")
+        bn_samples = min(options.bn_recal, train_size)
+        self._bn_indices = bn_subsample(train_size, bn_samples, options.seed) if self._recalibrate else None
+        self._bn_batch = even_batch_size(bn_samples, self.batch_size) if self._recalibrate else 0
+        if not has_batchnorm(self.model):
+            self.bn = "no BatchNorm layers: nothing to recalibrate"
+        elif self._recalibrate:
+            self.bn = f"recalibrated on {bn_samples} train samples"
+        else:
+            self.bn = "stored BatchNorm statistics combined like the weights (--bn-recal 0)"
+
+    def state(self, coefficients: Sequence[float]) -> dict[str, Tensor]:
+        """The combined state_dict; ``coefficients`` must sum to 1 (any signs: planes extrapolate)."""
+        c = [float(x) for x in coefficients]
+        if len(c) != len(self.checkpoints) or abs(sum(c) - 1.0) > 1e-6:
+            raise ValueError(f"need {len(self.checkpoints)} coefficients summing to 1, got {c}")
+        nonzero = [i for i, x in enumerate(c) if x != 0.0]
+        if len(nonzero) == 1:
+            floats = {k: s[nonzero[0]] for k, s in self._stacks.items()}
+        else:
+            w = torch.tensor(c[1:], dtype=torch.float64)
+            floats = {k: s[0] + torch.tensordot(w.to(s.device, s.dtype), s[1:] - s[0], dims=1)
+                      for k, s in self._stacks.items()}
+        return {**floats, **self._fixed}
+
+    def evaluate(self, coefficients: Sequence[float]) -> dict[str, Evaluation]:
+        """Load theta(c), recompute BatchNorm if asked, evaluate every split."""
+        self.model.load_state_dict(self.state(coefficients))
+        if self._recalibrate:
+            recalibrate_batchnorm(self.model, self.data.eval_batches("train", self._bn_batch, self._bn_indices))
+        return {s: evaluate(self.model, self.data.eval_batches(s, self.batch_size)) for s in self.options.splits}
+
+    def evaluate_many(self, rows: Sequence[Sequence[float]], desc: str,
+                      results: dict[int, dict[str, Evaluation]] | None = None,
+                      on_point: Callable[[dict[int, dict[str, Evaluation]]], None] | None = None
+                      ) -> dict[str, Series]:
+        """Evaluate every row of coefficients, with a progress bar.
+
+        ``results`` (row index -> evaluations) is filled in place and rows already in it are skipped,
+        so a caller can keep and continue a partial scan; ``on_point`` is called after each new row.
+        """
+        results = {} if results is None else results
+        disable = None if self.options.progress is None else not self.options.progress
+        with tqdm(total=len(rows), desc=desc, unit="point", leave=False, disable=disable) as bar:
+            bar.update(len(results))
+            for i, c in enumerate(rows):
+                if i in results:
+                    continue
+                results[i] = self.evaluate(c)
+                bar.update()
+                if on_point is not None:
+                    on_point(results)
+        return {s: Series(tuple(results[i][s].loss for i in range(len(rows))),
+                          tuple(results[i][s].acc for i in range(len(rows)))) for s in self.options.splits}
+
+    def displacement_gram(self) -> np.ndarray:
+        """G[i, j] = <theta_{i+2} - theta_1, theta_{j+2} - theta_1> over the parameters (not buffers)."""
+        diffs = torch.stack([torch.cat([(s[i] - s[0]).double().flatten() for k, s in self._stacks.items()
+                                        if k in self.parameter_names]) for i in range(1, len(self.checkpoints))])
+        return (diffs @ diffs.T).cpu().numpy()
+
+
+def run_particles(run: str | os.PathLike, cycle: int) -> list[Path]:
+    """The particle checkpoints of one cycle of a run directory (CONTRACT.md section 2)."""
+    folder = RunDir(Path(run)).cycle(cycle)
+    paths = sorted(folder.glob("particle_*.safetensors"))
+    if not paths:
+        raise UserError(f"{folder} holds no particle checkpoints; is {run} a run directory with cycle {cycle}?")
+    return paths
+
+
+def run_solutions(run: str | os.PathLike) -> list[Path]:
+    """Every finished cycle's solution ``cycle_KK/average.safetensors``, in cycle order."""
+    rundir = RunDir(Path(run))
+    paths = []
+    while rundir.average(len(paths)).is_file():
+        paths.append(rundir.average(len(paths)))
+    if not paths:
+        raise UserError(f"{run} holds no cycle_00/average.safetensors; is it a run directory?")
+    return paths

@@ -1,0 +1,166 @@
+"""The loss on the plane through three checkpoints (Garipov et al. 2018, "Loss Surfaces, Mode
+Connectivity, and Fast Ensembling of DNNs", section 2 and figure 1).
+
+With u = theta_2 - theta_1 and w = theta_3 - theta_1 (over the parameters), Gram-Schmidt gives the
+orthonormal basis e_1 = u / |u|, e_2 = (w - <w, e_1> e_1) / |w - <w, e_1> e_1|, and the point (x, y) is
+theta_1 + x e_1 + y e_2. The checkpoints sit at P_1 = (0, 0), P_2 = (|u|, 0), P_3 = (<w, e_1>, |w_perp|).
+Every point is the affine combination sum_i c_i theta_i with barycentric coordinates
+
+    c_3 = y / P_3y,   c_2 = (x - c_3 P_3x) / P_2x,   c_1 = 1 - c_2 - c_3,
+
+so the plane is evaluated by :class:`landscape.evaluation.CombinationEvaluator` (BatchNorm handled as
+everywhere else; with ``bn_recal=0`` the stored statistics follow the same coefficients, which may
+extrapolate badly outside the triangle) and each P_i gives back theta_i exactly.
+
+The grid has R x R points over the triangle's bounding box widened on each side by ``margin`` times
+its width (height). A scan can be long: with a ``partial`` file the points computed so far are kept
+there (written atomically every few points and on interruption) and a rerun with the same
+checkpoints and settings continues from them; the file is removed when the scan completes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from landscape.evaluation import (
+    TEST_SPLIT,
+    CheckpointLike,
+    CombinationEvaluator,
+    EvalOptions,
+    MaskInfo,
+    load_compatible,
+    shared_mask_or_refuse,
+)
+from training.atomic import atomic_write_text
+from training.errors import UserError
+from training.evaluate import Evaluation
+
+SAVE_EVERY = 10  # grid points between two writes of the partial file
+
+
+@dataclass(frozen=True)
+class PlaneGeometry:
+    """Plane coordinates of the three checkpoints (P_1 = origin, P_2 on the first axis)."""
+
+    vertices: tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
+
+    def coefficients(self, x: float, y: float) -> tuple[float, float, float]:
+        """Barycentric coordinates (c_1, c_2, c_3) of (x, y); one-hot exactly at the vertices."""
+        (p2x, _), (p3x, p3y) = self.vertices[1], self.vertices[2]
+        c3 = y / p3y
+        c2 = (x - c3 * p3x) / p2x
+        return 1.0 - c2 - c3, c2, c3
+
+    def grid(self, resolution: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        """``resolution`` evenly spaced x and y values over the widened bounding box."""
+        xy = np.array(self.vertices)
+        lo, hi = xy.min(0), xy.max(0)
+        pad = margin * (hi - lo)
+        return (np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution),
+                np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution))
+
+
+def plane_geometry(gram: np.ndarray) -> PlaneGeometry:
+    """Gram-Schmidt coordinates from the 2 x 2 Gram matrix of u = theta_2 - theta_1, w = theta_3 - theta_1."""
+    uu, uw, ww = float(gram[0, 0]), float(gram[0, 1]), float(gram[1, 1])
+    norm_u = math.sqrt(max(uu, 0.0))
+    along = uw / norm_u if norm_u > 0 else 0.0
+    height = math.sqrt(max(ww - along * along, 0.0))
+    if norm_u == 0.0 or height <= 1e-6 * max(norm_u, math.sqrt(ww)):
+        raise UserError("the three checkpoints are (nearly) collinear or equal, so no plane passes through them; "
+                        "choose three checkpoints that differ")
+    return PlaneGeometry(((0.0, 0.0), (norm_u, 0.0), (along, height)))
+
+
+@dataclass(frozen=True)
+class PlaneResult:
+    """Loss and accuracy on the grid: ``grids[split]["loss"][iy][ix]`` at (xs[ix], ys[iy])."""
+
+    checkpoints: tuple[str, ...]
+    vertices: tuple[tuple[float, float], ...]
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    margin: float
+    grids: dict[str, dict[str, np.ndarray]]
+    bn: str
+    mask: MaskInfo
+    resumed: int
+
+    def to_json(self) -> dict:
+        return {"checkpoints": list(self.checkpoints), "basis": "Gram-Schmidt of (C2 - C1, C3 - C1) over the "
+                "parameters (Garipov et al. 2018)", "vertices": [list(v) for v in self.vertices],
+                "resolution": len(self.xs), "margin": self.margin, "xs": list(self.xs), "ys": list(self.ys),
+                **{s: {k: v.tolist() for k, v in g.items()} for s, g in self.grids.items()},
+                "bn": self.bn, "mask": self.mask.to_json(), "resumed_points": self.resumed}
+
+
+def _identity(ckpts: Sequence, resolution: int, margin: float, options: EvalOptions) -> dict:
+    """What a partial scan must match to be continued (files by path, size and modification time)."""
+    files = []
+    for c in ckpts:
+        st = os.stat(c.path) if os.path.exists(c.path) else None
+        files.append([os.path.abspath(c.path), st.st_size if st else None, st.st_mtime_ns if st else None])
+    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("progress", "device")}
+    return {"checkpoints": files, "resolution": resolution, "margin": margin, "options": settings}
+
+
+def _load_partial(path: Path | None, identity: dict) -> dict[int, dict[str, Evaluation]]:
+    """Points of an earlier scan with the same identity; nothing if absent, unreadable or stale."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+        if saved["identity"] != json.loads(json.dumps(identity)):
+            return {}
+        return {int(i): {s: Evaluation(*v) for s, v in point.items()} for i, point in saved["points"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _save_partial(path: Path, identity: dict, points: dict[int, dict[str, Evaluation]]) -> None:
+    body = {str(i): {s: [e.loss, e.acc] for s, e in point.items()} for i, point in points.items()}
+    atomic_write_text(path, json.dumps({"identity": identity, "points": body}))
+
+
+def loss_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21, margin: float = 0.2,
+               options: EvalOptions = TEST_SPLIT, allow_mask_union: bool = False,
+               partial: Path | None = None) -> PlaneResult:
+    """Evaluate the R x R grid of the plane through exactly three checkpoints."""
+    if len(checkpoints) != 3:
+        raise UserError(f"a plane needs exactly three checkpoints, got {len(checkpoints)}")
+    if resolution < 2 or margin < 0:
+        raise UserError("--resolution must be at least 2 and --margin non-negative")
+    ckpts = load_compatible(checkpoints)
+    mask = shared_mask_or_refuse(ckpts, allow_mask_union)
+    evaluator = CombinationEvaluator(ckpts, options)
+    geometry = plane_geometry(evaluator.displacement_gram())
+    xs, ys = geometry.grid(resolution, margin)
+    rows = [geometry.coefficients(x, y) for y in ys for x in xs]
+    identity = _identity(ckpts, resolution, margin, options)
+    points = _load_partial(partial, identity)
+    resumed = len(points)
+
+    def keep(done: dict[int, dict[str, Evaluation]]) -> None:
+        if partial is not None and len(done) % SAVE_EVERY == 0:
+            _save_partial(partial, identity, done)
+
+    try:
+        values = evaluator.evaluate_many(rows, desc="plane", results=points, on_point=keep)
+    except BaseException:
+        if partial is not None and len(points) > resumed:
+            _save_partial(partial, identity, points)
+        raise
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+    shape = (resolution, resolution)
+    grids = {s: {"loss": np.reshape(v.loss, shape), "acc": np.reshape(v.acc, shape)} for s, v in values.items()}
+    return PlaneResult(tuple(c.path for c in ckpts), geometry.vertices, tuple(float(x) for x in xs),
+                       tuple(float(y) for y in ys), margin, grids, evaluator.bn, mask, resumed)

@@ -1,0 +1,203 @@
+"""Loss over the convex hull of checkpoints, and the plane through three: ``python -m landscape.subspace``.
+
+SWAMP averages particles that share a mask (Choi et al. 2024); whether the whole simplex spanned by
+them has low loss, not only its centroid, tells whether they lie in one basin. For checkpoints
+theta_1..theta_n the hull is sampled with coefficients c ~ Dirichlet(1, ..., 1), the uniform
+distribution on the simplex {c_i >= 0, sum_i c_i = 1}, and theta(c) = sum_i c_i theta_i is evaluated
+(BatchNorm recomputed as in :mod:`landscape.barrier`), together with every vertex and the centroid.
+
+Summary per split: ``hull_loss_max`` and ``hull_loss_mean`` over the S samples, ``vertex_loss_max``
+(the worst checkpoint) and ``hull_frac_below_vertex_max``, the fraction of samples whose loss is at
+or below the worst vertex's. ``--plane`` adds the loss plane through exactly three checkpoints
+(:mod:`landscape.plane`, Garipov et al. 2018).
+
+JSON (CONTRACT.md section 4) plus: ``samples``, ``seed``, ``bn``, ``mask``, ``device`` and, with
+``--plane``, ``plane`` (see :meth:`landscape.plane.PlaneResult.to_json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from landscape.cli import add_eval_arguments, eval_options, open_checkpoint, write_json
+from landscape.evaluation import (
+    TEST_SPLIT,
+    CheckpointLike,
+    CombinationEvaluator,
+    EvalOptions,
+    MaskInfo,
+    Series,
+    describe_checkpoint,
+    load_compatible,
+    run_particles,
+    shared_mask_or_refuse,
+)
+from landscape.plane import PlaneResult, loss_plane
+from landscape.plots import contour_panels, histogram_panels, save_figure
+from training.errors import UserError, run_cli
+from training.evaluate import Evaluation
+
+HULL_STREAM = 0x4855  # keeps the hull's random stream apart from any other use of the same seed
+
+
+def simplex_samples(n: int, samples: int, seed: int) -> np.ndarray:
+    """``samples`` x ``n`` rows drawn uniformly from the simplex (Dirichlet(1, ..., 1)), each summing to 1."""
+    rng = np.random.default_rng([seed, HULL_STREAM])
+    rows = rng.dirichlet(np.ones(n), size=samples)
+    return rows / rows.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class HullSummary:
+    hull_loss_max: float
+    hull_loss_mean: float
+    vertex_loss_max: float
+    hull_frac_below_vertex_max: float
+
+
+@dataclass(frozen=True)
+class HullResult:
+    """Vertices, centroid and hull samples of each split, and their summary."""
+
+    checkpoints: tuple[str, ...]
+    vertices: dict[str, Series]
+    centroid: dict[str, Evaluation]
+    coefficients: tuple[tuple[float, ...], ...]
+    hull: dict[str, Series]
+    summary: dict[str, HullSummary]
+    seed: int
+    bn: str
+    mask: MaskInfo
+    device: str
+
+    def to_json(self) -> dict:
+        return {"checkpoints": list(self.checkpoints),
+                "vertices": {s: v.to_json() for s, v in self.vertices.items()},
+                "centroid": {s: {"loss": e.loss, "acc": e.acc} for s, e in self.centroid.items()},
+                "hull": {"coefficients": [list(c) for c in self.coefficients],
+                         **{s: v.to_json() for s, v in self.hull.items()}},
+                "summary": {s: vars(v) for s, v in self.summary.items()},
+                "samples": len(self.coefficients), "seed": self.seed, "bn": self.bn, "mask": self.mask.to_json(),
+                "device": self.device}
+
+
+def hull_landscape(checkpoints: Sequence[CheckpointLike], samples: int = 32, options: EvalOptions = TEST_SPLIT,
+                   allow_mask_union: bool = False) -> HullResult:
+    """Evaluate the vertices, the centroid and ``samples`` uniform points of the checkpoints' convex hull."""
+    if len(checkpoints) < 2 or samples < 1:
+        raise UserError("the hull needs at least two checkpoints and --samples >= 1")
+    ckpts = load_compatible(checkpoints)
+    mask = shared_mask_or_refuse(ckpts, allow_mask_union)
+    evaluator = CombinationEvaluator(ckpts, options)
+    n = len(ckpts)
+    coefficients = tuple(tuple(float(x) for x in row) for row in simplex_samples(n, samples, options.seed))
+    rows = [tuple(np.eye(n)[i]) for i in range(n)] + [(1.0 / n,) * n] + list(coefficients)
+    values = evaluator.evaluate_many(rows, desc="hull")
+    vertices = {s: Series(v.loss[:n], v.acc[:n]) for s, v in values.items()}
+    centroid = {s: Evaluation(v.loss[n], v.acc[n]) for s, v in values.items()}
+    hull = {s: Series(v.loss[n + 1:], v.acc[n + 1:]) for s, v in values.items()}
+    summary = {}
+    for s, h in hull.items():
+        worst = max(vertices[s].loss)
+        summary[s] = HullSummary(max(h.loss), float(np.mean(h.loss)), worst,
+                                 float(np.mean([loss <= worst for loss in h.loss])))
+    return HullResult(tuple(c.path for c in ckpts), vertices, centroid, coefficients, hull, summary, options.seed,
+                      evaluator.bn, mask, str(evaluator.device))
+
+
+def plot_hull(result: HullResult) -> Figure:
+    """Histogram of hull-sample losses per split, with each vertex and the centroid marked."""
+    markers = {s: {**{f"C{i + 1}": loss for i, loss in enumerate(v.loss)}, "centroid": result.centroid[s].loss}
+               for s, v in result.vertices.items()}
+    return histogram_panels({s: h.loss for s, h in result.hull.items()}, markers, "loss",
+                            title=f"loss over the convex hull ({len(result.coefficients)} samples)")
+
+
+def plot_plane(plane: PlaneResult) -> Figure:
+    """Contours of loss (log-spaced levels) and error per split, with the checkpoints and their triangle."""
+    panels = {}
+    for s, g in plane.grids.items():
+        panels[f"{s} loss"] = g["loss"]
+        panels[f"{s} error"] = 1.0 - g["acc"]
+    return contour_panels(plane.xs, plane.ys, panels, plane.vertices, ["C1", "C2", "C3"],
+                          title="plane through three checkpoints (Garipov et al. 2018)",
+                          log_scale=[name for name in panels if name.endswith("loss")])
+
+
+def format_hull(result: HullResult) -> str:
+    """Vertex and centroid values, then the summary, one block per split."""
+    splits = list(result.vertices)
+    rows = [f"{'':>9}" + "".join(f" {s + ' loss':>11} {s + ' err':>9}" for s in splits)]
+    for i in range(len(result.checkpoints)):
+        rows.append(f"{'C' + str(i + 1):>9}" + "".join(
+            f" {result.vertices[s].loss[i]:>11.4f} {100 * result.vertices[s].error[i]:>8.2f}%" for s in splits))
+    rows.append(f"{'centroid':>9}" + "".join(
+        f" {result.centroid[s].loss:>11.4f} {100 * (1 - result.centroid[s].acc):>8.2f}%" for s in splits))
+    for s, m in result.summary.items():
+        rows.append(f"{s}: hull loss max {m.hull_loss_max:.4f}, mean {m.hull_loss_mean:.4f}; worst vertex "
+                    f"{m.vertex_loss_max:.4f}; {100 * m.hull_frac_below_vertex_max:.1f}% of "
+                    f"{len(result.coefficients)} samples at or below it")
+    return "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m landscape.subspace",
+        description="Loss over the convex hull of checkpoints (uniform Dirichlet samples) and, with --plane, "
+                    "on the plane through three checkpoints (Garipov et al. 2018).")
+    parser.add_argument("checkpoints", nargs="*", metavar="CKPT", help="two or more checkpoints")
+    parser.add_argument("--run", default=None, metavar="DIR", help="a run directory: the particles of --cycle")
+    parser.add_argument("--cycle", type=int, default=None, metavar="K", help="cycle whose particles to use")
+    parser.add_argument("--samples", type=int, default=32, metavar="S", help="hull samples (default 32)")
+    parser.add_argument("--plane", action="store_true", help="also scan the plane through three checkpoints "
+                        "(with --json, finished points are kept in OUT.partial and a rerun continues them)")
+    parser.add_argument("--resolution", type=int, default=21, metavar="R", help="plane grid R x R (default 21)")
+    parser.add_argument("--margin", type=float, default=0.2, metavar="M",
+                        help="plane margin around the triangle, a fraction of its extent (default 0.2)")
+    parser.add_argument("--allow-mask-union", action="store_true",
+                        help="combine checkpoints with different masks (weights taken as they are)")
+    add_eval_arguments(parser, default_split="test")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = eval_options(args)
+    if (args.run is None) != (args.cycle is None) or (args.run is not None and args.checkpoints):
+        raise UserError("give checkpoint files, or --run DIR with --cycle K (not both)")
+    paths = run_particles(args.run, args.cycle) if args.run is not None else args.checkpoints
+    ckpts = load_compatible([open_checkpoint(p, args) for p in paths])
+    if args.plane and len(ckpts) != 3:
+        raise UserError(f"--plane needs exactly three checkpoints, got {len(ckpts)}; pass three files")
+    partial = Path(f"{args.json}.partial") if args.json else None
+    plane = loss_plane(ckpts, args.resolution, args.margin, options, args.allow_mask_union, partial) \
+        if args.plane else None
+    hull = hull_landscape(ckpts, args.samples, options, args.allow_mask_union)
+    print("\n".join(f"C{i + 1}: {c.path} ({describe_checkpoint(c)})" for i, c in enumerate(ckpts)))
+    print(f"BatchNorm: {hull.bn}; {hull.mask.describe()}")
+    print(format_hull(hull))
+    obj = hull.to_json()
+    if plane is not None:
+        if plane.resumed:
+            print(f"plane: continued a partial scan ({plane.resumed} of {args.resolution ** 2} points from {partial})")
+        for s, g in plane.grids.items():
+            err = 100 * (1 - g["acc"])
+            print(f"plane {s}: {args.resolution}x{args.resolution} grid, loss {g['loss'].min():.4f} .. "
+                  f"{g['loss'].max():.4f}, error {err.min():.2f}% .. {err.max():.2f}%")
+        obj["plane"] = plane.to_json()
+    if args.json:
+        write_json(args.json, obj)
+    if args.plot:
+        save_figure(plot_hull(hull) if plane is None else plot_plane(plane), args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
