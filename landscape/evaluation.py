@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from training.averaging import has_batchnorm, recalibrate_batchnorm
 from training.checkpoint import Checkpoint, build_model, load_checkpoint
-from training.data import Dataset, load_dataset
+from training.data import Dataset, load_dataset, subsample_indices
 from training.device import resolve_device
 from training.errors import UserError
 from training.evaluate import Evaluation, evaluate
@@ -177,10 +177,8 @@ def cached_dataset(spec: Mapping, device: torch.device | str) -> Dataset:
 
 
 def bn_subsample(size: int, samples: int, seed: int) -> Tensor | None:
-    """The first ``samples`` of a seeded permutation of ``range(size)``; None (all) if not fewer."""
-    if samples >= size:
-        return None
-    return torch.randperm(size, generator=generator(seed, "bn"))[:samples]
+    """The training samples every landscape point recomputes BatchNorm on; None (all) if not fewer."""
+    return subsample_indices(size, samples, generator(seed, "bn"))
 
 
 def even_batch_size(samples: int, batch_size: int) -> int:
