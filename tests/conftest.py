@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from training.swamp import main as swamp_main
+
+# The tests' models are tiny: one thread is faster than two, and keeps results identical between the
+# in-process runs and the subprocess runs (which get OMP_NUM_THREADS=1).
+torch.set_num_threads(1)
 
 TINY_ARGS = ["--cycles", "3", "--epochs", "2", "--particles", "3", "--rewind-epochs", "1", "--no-progress"]
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from training.atomic import atomic_write_bytes
 from training.errors import UserError
 from training.pruning import density as mask_density
+from training.serialize import dumps
 
 FORMAT = "swamp-checkpoint/1"
 MASK_PREFIX = "mask."
@@ -49,20 +50,18 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Tensor], masks: di
                     model: dict[str, Any], dataset: dict[str, Any], config: dict[str, Any],
                     cycle: int | None = None, particle: int | None = None) -> None:
     """Write a checkpoint atomically. Refuses (as a bug) a weight that is non-zero where masked."""
-    from safetensors.torch import save
-
     for name, mask in masks.items():
         if bool((state[name][mask == 0] != 0).any()):
             raise RuntimeError(f"internal error: pruned entries of {name} are not zero")
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    tensors.update({MASK_PREFIX + k: m.detach().to("cpu", torch.float32).contiguous() for k, m in masks.items()})
+    tensors = dict(state)
+    tensors.update({MASK_PREFIX + k: m.to(torch.float32) for k, m in masks.items()})
     meta = {"format": FORMAT, "kind": kind, "density": repr(mask_density(masks)) if masks else "1.0",
             "model": json.dumps(model), "dataset": json.dumps(dataset), "config": json.dumps(config)}
     if cycle is not None:
         meta["cycle"] = str(cycle)
     if particle is not None:
         meta["particle"] = str(particle)
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    atomic_write_bytes(path, dumps(tensors, meta))
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:

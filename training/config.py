@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,6 +25,10 @@ DATASETS = ("mnist1d", "cifar10", "cifar100", "imagefolder")
 REWINDS = ("ticket", "lr", "none")
 PRUNE_METHODS = ("global", "layerwise", "random")
 ENGINES = ("auto", "sequential")
+# Where and how a run executes, not what it computes: may change on --resume, and is left out of the
+# config stored in checkpoints (so the same run gives the same files wherever it is written).
+RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
+                            "data_dir"})
 
 
 def _opt(help_: str, default: Any = None, **argparse_kwargs: Any) -> Any:
@@ -78,6 +83,10 @@ class RunConfig:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The fields that define the run's results (all but :data:`RUNTIME_FIELDS`)."""
+        return {k: v for k, v in self.to_json().items() if k not in RUNTIME_FIELDS}
 
     @property
     def model_kwargs_dict(self) -> dict[str, Any]:
@@ -145,7 +154,7 @@ def saved_config(out: str) -> dict[str, Any]:
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"cannot resume: {path} is unreadable ({err})") from None
-    names = {f.name for f in fields(RunConfig)} - {"resume", "overwrite", "out", "device", "progress"}
+    names = {f.name for f in fields(RunConfig)} - {"resume", "overwrite", "out"}
     return {k: v for k, v in saved.items() if k in names}
 
 
@@ -154,6 +163,10 @@ def validate(cfg: RunConfig) -> None:
     missing = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None and f.name != "progress"]
     if missing:
         raise UserError("no value for " + ", ".join(_flag(m) for m in missing) + "; give it or a --preset")
+    floats = [f.name for f in fields(cfg) if f.type == "float"]
+    for name in floats:
+        if not math.isfinite(getattr(cfg, name)):
+            raise UserError(f"{_flag(name)} must be a finite number")
     checks = [
         (0.0 < cfg.prune_ratio < 1.0, "--prune-ratio must lie in (0, 1)"),
         (cfg.particles >= 1, "--particles must be at least 1"),

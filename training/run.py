@@ -73,7 +73,7 @@ class Context:
     def save(self, path: Any, state: dict[str, Tensor], masks: dict[str, Tensor], kind: str,
              cycle: int | None = None, particle: int | None = None) -> None:
         save_checkpoint(path, state, masks, kind=kind, model=self.model_spec, dataset=self.data_spec,
-                        config=self.cfg.to_json(), cycle=cycle, particle=particle)
+                        config=self.cfg.hyperparameters(), cycle=cycle, particle=particle)
 
     def train_unit(self, unit: str, model: nn.Module, masks: dict[str, Tensor], schedule: Schedule, seed_stream: str,
                    *indices: int, bar: Any = None) -> dict[str, Tensor]:
@@ -123,6 +123,7 @@ def cycle_schedule(ctx: Context, cycle: int) -> Schedule:
 def make_ticket(ctx: Context) -> dict[str, Tensor]:
     """Dense training for ``rewind_epochs`` at constant ``lr`` from the seeded initialisation."""
     if ctx.run.ticket.is_file():
+        ctx.finish_unit("ticket")
         return load_checkpoint(ctx.run.ticket).state
     model = ctx.fresh_model()
     schedule = Schedule(ctx.cfg.rewind_epochs, steps_per_epoch(ctx.data, ctx.cfg.batch_size), ctx.cfg.lr,
@@ -155,6 +156,7 @@ def run_cycle(ctx: Context, cycle: int, start: dict[str, Tensor], masks: dict[st
     for p in range(n):
         if run.particle(cycle, p).is_file():
             states[p] = load_checkpoint(run.particle(cycle, p)).state
+            ctx.finish_unit(particle_unit(cycle, p))  # a kill may have come between save and clean-up
 
     def done(p: int, state: dict[str, Tensor]) -> None:
         ctx.save(run.particle(cycle, p), state, masks, "particle", cycle, p)

@@ -18,19 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import save
 
 from training.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from training.averaging import RunningAverage
+from training.config import RUNTIME_FIELDS
 from training.errors import UserError
+from training.serialize import dumps
 from training.train import TrainState
 
 RESULTS_COLUMNS = ["cycle", "density", "sparsity", "average_test_acc", "average_test_loss",
                    "particle_test_acc_mean", "particle_test_acc_std", "ensemble_test_acc", "ensemble_test_loss",
                    "average_train_loss", "particles", "seconds"]
-# Fields that may change when a run is resumed (they do not affect its results).
-RESUMABLE_CHANGES = {"resume", "overwrite", "device", "progress", "out", "workers", "eval_batch_size", "engine",
-                     "download", "data_dir"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ def prepare(run: RunDir, config: dict[str, Any], resume: bool, overwrite: bool) 
             saved = json.loads(run.config.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise UserError(f"cannot resume: {run.config} is unreadable ({err})") from None
-        changed = sorted(k for k, v in config.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+        changed = sorted(k for k, v in config.items() if k not in RUNTIME_FIELDS and saved.get(k) != v)
         if changed:
             k = changed[0]
             raise UserError(f"cannot resume {run.root}: --{k.replace('_', '-')} was {saved.get(k)!r}, now "
@@ -96,9 +94,8 @@ def save_train_state(path: Path, state: TrainState) -> None:
     tensors.update({f"momentum.{k}": v for k, v in state.momentum.items()})
     tensors.update({f"swa.{k}": v for k, v in state.swa.state.items()})
     tensors["rng"] = state.rng
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"epoch": str(state.epoch), "swa_count": str(state.swa.count)}
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    atomic_write_bytes(path, dumps(tensors, meta))
 
 
 def load_train_state(path: Path, device: Any) -> TrainState | None:

@@ -1,0 +1,190 @@
+"""Nothing lost, nothing executed: kills, resumes, full disks, divergence and hostile files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import DATA_DIR
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from training import checkpoint as checkpoint_module
+from training import swamp
+from training.checkpoint import load_checkpoint, load_plain_state_dict
+from training.config import parse_config
+from training.errors import UserError, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+KILL_ARGS = ["--cycles", "2", "--epochs", "3", "--particles", "2", "--rewind-epochs", "1", "--no-progress",
+             "--data-dir", str(DATA_DIR)]
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "training.swamp", *KILL_ARGS, "--out", str(out), *extra],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    """Every result file; metrics lose their wall-clock field, the only thing allowed to differ."""
+    out = {}
+    for path in sorted(run.rglob("*")):
+        if not path.is_file() or path.name == "config.json":
+            continue
+        data = path.read_bytes()
+        if path.name == "metrics.json":
+            metrics = json.loads(data)
+            metrics.pop("seconds")
+            data = json.dumps(metrics).encode()
+        elif path.name == "results.csv":
+            data = b"\n".join(b",".join(line.split(b",")[:-1]) for line in data.splitlines())
+        out[str(path.relative_to(run))] = data
+    return out
+
+
+def test_killed_runs_resume_to_byte_identical_files(tmp_path):
+    reference = _start(tmp_path / "reference")
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
+    rng = random.Random(1234)
+    out = tmp_path / "killed"
+    first = True
+    for _ in range(4):
+        proc = _start(out) if first else _start(out, "--resume")
+        time.sleep(rng.uniform(2.0, 6.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        first = first and not (out / "config.json").exists()
+    final = _start(out, "--resume") if not first else _start(out)
+    assert final.wait(timeout=300) == 0, final.stderr.read().decode()
+    assert not list(out.rglob(".*.tmp-*")), "temporary files are cleaned on resume"
+    assert not list((out / ".resume").glob("*")), "no resume state is left once a run is finished"
+    assert _files(out) == _files(tmp_path / "reference")
+
+
+def test_stale_temporaries_are_ignored_and_removed_on_resume(tiny_run, capsys):
+    stale = [tiny_run / "cycle_01" / ".average.safetensors.tmp-99999", tiny_run / ".resume" / ".x.tmp-1"]
+    for path in stale:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a checkpoint")
+    assert run_cli(swamp.main, ["--out", str(tiny_run), "--resume", "--no-progress"]) == 0
+    assert not any(p.exists() for p in stale)
+
+
+def test_full_disk_stops_cleanly_and_the_run_resumes(tmp_path, monkeypatch, capsys):
+    real_write = checkpoint_module.atomic_write_bytes
+    calls = {"n": 0}
+
+    def failing_write(path, data):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", failing_write)
+    args = [*KILL_ARGS, "--out", str(tmp_path / "run")]
+    assert run_cli(swamp.main, args) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "--resume" in err and err.count("\n") == 1
+    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", real_write)
+    assert run_cli(swamp.main, ["--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert (tmp_path / "run" / "cycle_01" / "average.safetensors").is_file()
+
+
+def test_divergence_names_cycle_particle_and_epoch(tmp_path, capsys):
+    args = [*KILL_ARGS, "--rewind-epochs", "0", "--lr", "1e12", "--out", str(tmp_path / "run")]
+    assert run_cli(swamp.main, args) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "cycle 00 particle 00 epoch 0" in err and err.count("\n") == 1
+    assert load_checkpoint(tmp_path / "run" / "ticket.safetensors").kind == "ticket"
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"weight": torch.zeros(2), "evil": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="not a plain PyTorch state_dict"):
+        load_plain_state_dict(tmp_path / "evil.pt", {"name": "mlp", "kwargs": {}}, {"name": "mnist1d"})
+    assert not (tmp_path / "PWNED").exists()
+    with pytest.raises(UserError, match="PyTorch file"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_plain_state_dict_is_accepted_with_weights_only(tmp_path):
+    torch.save({"0.weight": torch.ones(2, 2)}, tmp_path / "ok.pt")
+    ckpt = load_plain_state_dict(tmp_path / "ok.pt", {"name": "mlp", "kwargs": {}}, {"name": "mnist1d"})
+    assert torch.equal(ckpt.state["0.weight"], torch.ones(2, 2))
+
+
+def test_bad_checkpoint_files_are_user_errors(tiny_run, tmp_path):
+    good = (tiny_run / "cycle_01" / "average.safetensors").read_bytes()
+    cases = {"truncated.safetensors": good[: len(good) // 2], "empty.safetensors": b"",
+             "json.safetensors": b'{"not": "a checkpoint"}', "noise.safetensors": os.urandom(4096)}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UserError):
+            load_checkpoint(tmp_path / name)
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "absent.safetensors")
+
+
+def test_foreign_safetensors_and_revived_weights_are_refused(tiny_run, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(UserError, match="not a SWAMP checkpoint"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+    ckpt = load_checkpoint(tiny_run / "cycle_02" / "average.safetensors")
+    name = next(iter(ckpt.masks))
+    tensors = {**ckpt.state, **{f"mask.{k}": v for k, v in ckpt.masks.items()}}
+    tensors[name] = tensors[name] + 1.0
+    from safetensors import safe_open
+
+    with safe_open(ckpt.path, framework="pt") as fh:
+        meta = fh.metadata()
+    save_file(tensors, str(tmp_path / "revived.safetensors"), metadata=meta)
+    with pytest.raises(UserError, match="non-zero where its mask is 0"):
+        load_checkpoint(tmp_path / "revived.safetensors")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=2048))
+def test_any_bytes_are_a_checkpoint_or_a_user_error(tmp_path, data):
+    path = tmp_path / "fuzz.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(UserError):
+        load_checkpoint(path)
+
+
+NUMERIC_FLAGS = ["--prune-ratio", "--particles", "--cycles", "--epochs", "--swa-start", "--lr", "--swa-lr",
+                 "--momentum", "--weight-decay", "--batch-size", "--rewind-epochs", "--bn-samples"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(NUMERIC_FLAGS),
+                          st.one_of(st.integers(-5, 5).map(str), st.floats(allow_nan=True).map(str),
+                                    st.text(max_size=4))), max_size=4))
+def test_any_command_line_is_valid_config_or_one_clean_error(pairs):
+    argv = [token for pair in pairs for token in pair]
+    try:
+        cfg = parse_config(argv, "swamp", "")
+    except UserError as err:
+        assert "\n" not in str(err)
+    except SystemExit as exit_:
+        assert exit_.code == 2  # argparse's own usage error (unparsable number)
+    else:
+        assert 0 < cfg.prune_ratio < 1 and cfg.particles >= 1 and cfg.epochs >= 1 and 0 <= cfg.swa_start < 1
