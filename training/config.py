@@ -21,10 +21,12 @@ from typing import Any
 from training.errors import UserError
 from training.presets import DEFAULT_PRESET, PRESETS
 
+PRESET_FIELDS = frozenset(k for preset in PRESETS.values() for k in preset)
+
 DATASETS = ("mnist1d", "cifar10", "cifar100", "imagefolder")
 REWINDS = ("ticket", "lr", "none")
 PRUNE_METHODS = ("global", "layerwise", "random")
-ENGINES = ("auto", "sequential")
+ENGINES = ("auto", "sequential", "vectorized", "distributed")
 # Where and how a run executes, not what it computes: may change on --resume, and is left out of the
 # config stored in checkpoints (so the same run gives the same files wherever it is written).
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
@@ -114,13 +116,15 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         kwargs: dict[str, Any] = {"default": None, "help": f.metadata["help"]}
         if f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
         else:
             kwargs["type"] = {"int": int, "float": float}.get(str(f.type), str)
             kwargs["metavar"] = f.name.upper()
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
         if f.default is not None and f.default is not False:
             kwargs["help"] += f" (default {f.default})"
+        elif f.name in PRESET_FIELDS:
+            kwargs["help"] += " (default: from the preset)"
         parser.add_argument(_flag(f.name), **kwargs)
     return parser
 

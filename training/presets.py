@@ -18,29 +18,20 @@ _CIFAR = {
     "swa_lr": 0.05,
 }
 
+_MNIST1D = {
+    "dataset": "mnist1d",
+    "batch_size": 128,
+    "epochs": 16,
+    "cycles": 12,
+    "rewind_epochs": 8,
+    "lr": 0.1,
+    "weight_decay": 5e-4,
+    "swa_lr": 0.05,
+}
+
 PRESETS: dict[str, dict] = {
-    "mnist1d": {
-        "dataset": "mnist1d",
-        "model": "cnn1d",
-        "batch_size": 128,
-        "epochs": 16,
-        "cycles": 12,
-        "rewind_epochs": 8,
-        "lr": 0.1,
-        "weight_decay": 5e-4,
-        "swa_lr": 0.05,
-    },
-    "mnist1d-mlp": {
-        "dataset": "mnist1d",
-        "model": "mlp",
-        "batch_size": 128,
-        "epochs": 16,
-        "cycles": 12,
-        "rewind_epochs": 8,
-        "lr": 0.1,
-        "weight_decay": 5e-4,
-        "swa_lr": 0.05,
-    },
+    "mnist1d": {"model": "cnn1d", **_MNIST1D},
+    "mnist1d-mlp": {"model": "mlp", **_MNIST1D},
     "cifar10-wrn28x2": {"dataset": "cifar10", "model": "wrn28x2", **_CIFAR},
     "cifar10-vgg19": {"dataset": "cifar10", "model": "vgg19", **_CIFAR},
     "cifar100-wrn28x2": {"dataset": "cifar100", "model": "wrn28x2", **_CIFAR},
