@@ -15,7 +15,7 @@ With N = 1 and no SWA this is IMP with weight rewinding; the solution is then th
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,10 +192,26 @@ def _disabled(ctx: Context) -> bool | None:
     return None if ctx.show_progress is None else not ctx.show_progress
 
 
-def run_swamp(cfg: RunConfig) -> list[dict[str, Any]]:
-    """Execute (or resume) the run ``cfg`` describes; returns every cycle's metrics."""
+MaskRule = Callable[[int, dict[str, Tensor], dict[str, Tensor]], dict[str, Tensor]]
+"""``rule(k, solution_k, masks_k) -> masks_{k+1}``: the mask of the cycle after ``k``."""
+
+
+def iterative_rule(cfg: RunConfig) -> MaskRule:
+    """IMP's rule: prune ``prune_ratio`` of the weights that survive in cycle k's solution."""
+    return lambda cycle, solution, masks: next_masks(cfg.prune_method, solution, masks, cfg.prune_ratio,
+                                                     generator(cfg.seed, "prune", cycle))
+
+
+def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None,
+              extra_config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Execute (or resume) the run ``cfg`` describes; returns every cycle's metrics.
+
+    ``mask_rule`` (default :func:`iterative_rule`) lets other pruning schedules (one-shot,
+    :mod:`training.oneshot`) reuse the cycle loop; ``extra_config`` is stored in ``config.json``.
+    """
     ctx = build_context(cfg)
-    prepare(ctx.run, run_config_json(ctx), cfg.resume, cfg.overwrite)
+    prepare(ctx.run, {**run_config_json(ctx), **(extra_config or {})}, cfg.resume, cfg.overwrite)
+    rule = mask_rule or iterative_rule(cfg)
     ticket = make_ticket(ctx)
     masks = {k: v.to(ctx.device) for k, v in dense_masks(ctx.fresh_model()).items()}
     start = ticket
@@ -207,8 +223,6 @@ def run_swamp(cfg: RunConfig) -> list[dict[str, Any]]:
         all_metrics.append(metrics)
         write_results(ctx.run, all_metrics)
         solution = {k: v.to(ctx.device) for k, v in load_checkpoint(ctx.run.average(cycle)).state.items()}
-        masks = next_masks(cfg.prune_method, solution, masks, cfg.prune_ratio,
-                           generator(cfg.seed, "prune", cycle))
-        masks = {k: v.to(ctx.device) for k, v in masks.items()}
+        masks = {k: v.to(ctx.device) for k, v in rule(cycle, solution, masks).items()}
         start = ticket if cfg.rewind == "ticket" else solution
     return all_metrics

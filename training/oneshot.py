@@ -1,0 +1,46 @@
+"""One-shot pruning baselines at IMP's sparsities, written as ordinary run directories.
+
+Cycle 0 trains the dense network from the ticket exactly as IMP does (same seeds, so the same
+weights). Every later cycle k starts again from the ticket with the mask that prunes the *dense*
+solution theta_0 in one step to IMP's density d_k = (1 - P)^k (Han et al. 2015; Frankle & Carbin
+2019 compare IMP against it):
+
+    m_k = prune(theta_0, 1, ratio = 1 - d_k)     (global magnitude, or uniformly random),
+
+and trains it with the run's schedule. Unlike IMP, m_k does not depend on m_{k-1}; ``cycle_KK`` of the
+run directory holds the network trained at density d_k, so every landscape tool reads it as usual.
+``config.json`` records ``"pruning_schedule": "one-shot"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from training.config import RunConfig
+from training.pruning import next_masks
+from training.run import MaskRule, run_swamp
+from training.seeds import generator
+
+ONESHOT_CONFIG = {"pruning_schedule": "one-shot"}
+
+
+def oneshot_rule(cfg: RunConfig) -> MaskRule:
+    """Masks for cycle k + 1 pruned from cycle 0's (dense) solution straight to (1 - P)^(k+1)."""
+    dense: dict[str, dict[str, Tensor]] = {}
+
+    def rule(cycle: int, solution: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        if cycle == 0:  # the cycle loop visits cycle 0 first, also on resume
+            dense["solution"], dense["masks"] = solution, {k: torch.ones_like(m) for k, m in masks.items()}
+        ratio = 1.0 - (1.0 - cfg.prune_ratio) ** (cycle + 1)
+        return next_masks(cfg.prune_method, dense["solution"], dense["masks"], ratio,
+                          generator(cfg.seed, "prune", cycle))
+
+    return rule
+
+
+def run_oneshot(cfg: RunConfig) -> list[dict[str, Any]]:
+    """Train the dense network, then one network per IMP density with a one-shot mask."""
+    return run_swamp(cfg, oneshot_rule(cfg), ONESHOT_CONFIG)

@@ -1,0 +1,254 @@
+"""``python -m training.study --out DIR``: the whole SWAMP experiment grid as resumable sub-runs.
+
+Every method below runs for every seed as an ordinary run directory ``DIR/runs/METHOD-sSEED``
+(CONTRACT.md section 2), so every landscape tool reads it; ``DIR/study.json`` (written atomically
+after every change) lists them with their status. The same command continues an interrupted study:
+finished sub-runs are skipped, unfinished ones resume at their last finished epoch.
+
+Methods (Choi et al. 2024, sections 4-5 and their ablations):
+
+=================  =============================================================================
+``imp``            IMP with weight rewinding (Frankle et al. 2020): one particle, plain SGD
+``swa``            IMP + SWA (Izmailov et al. 2018): one particle with SWA (N = 1 of the ablation)
+``particles``      N particles averaged, no SWA
+``swamp-nN``       SWAMP with N = 2, 4, 8 SWA particles
+``swamp-plus``     SWAMP+: one particle before ``plus_cycle``, N particles from it
+``oneshot-*``      one-shot global magnitude / random pruning of the dense solution to every IMP
+                   density, then training from the ticket (:mod:`training.oneshot`)
+=================  =============================================================================
+
+The default grid (``--preset mnist1d``) runs 15 cycles, so that the last trains at density
+0.8^14 = 4.4% (>= 95% sparsity), on three seeds. ``--quick`` is a seconds-long grid for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from training.atomic import atomic_write_text
+from training.config import resolve_config
+from training.errors import UserError, run_cli
+from training.oneshot import run_oneshot
+from training.presets import PRESETS
+from training.run import run_swamp
+from training.rundir import RunDir
+
+FORMAT = "swamp-study/1"
+MANIFEST = "study.json"
+STUDY_CYCLES = 15  # 0.8^14 = 4.4% density in the last cycle
+
+
+@dataclass(frozen=True)
+class Method:
+    """One arm of the study: the RunConfig fields it sets, and whether it prunes one-shot."""
+
+    name: str
+    particles: int = 1
+    swa: bool = True
+    particles_from_cycle: int = 0
+    prune_method: str = "global"
+    oneshot: bool = False
+
+    def overrides(self) -> dict[str, Any]:
+        return {"particles": self.particles, "swa": self.swa, "particles_from_cycle": self.particles_from_cycle,
+                "prune_method": self.prune_method}
+
+
+def grid(particles: Sequence[int], plus_cycle: int, plus_particles: int, averaged: int) -> tuple[Method, ...]:
+    """IMP, SWA only, particles only (``averaged`` of them), one-shot, SWAMP with each N and SWAMP+.
+
+    Cheap and central arms first, so that a study cut short still holds the main comparison.
+    """
+    central, *others = sorted(particles, key=lambda n: (n != 4, n))
+    return (Method("imp", swa=False), Method("swa"), Method(f"swamp-n{central}", central),
+            Method("particles", averaged, swa=False), Method("oneshot-magnitude", swa=False, oneshot=True),
+            Method("oneshot-random", swa=False, prune_method="random", oneshot=True),
+            *(Method(f"swamp-n{n}", n) for n in others),
+            Method("swamp-plus", plus_particles, particles_from_cycle=plus_cycle))
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What a study runs: the preset, settings shared by every sub-run, seeds and methods."""
+
+    preset: str
+    settings: dict[str, Any]
+    seeds: tuple[int, ...]
+    methods: tuple[Method, ...]
+    quick: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"preset": self.preset, "settings": self.settings, "seeds": list(self.seeds),
+                "methods": [asdict(m) for m in self.methods], "quick": self.quick}
+
+
+def default_plan(preset: str, seeds: Sequence[int] = (0, 1, 2)) -> StudyPlan:
+    """The full grid: 15 cycles, N = 2, 4, 8, particles-only with 4, SWAMP+ (4 particles) from cycle 5."""
+    return StudyPlan(preset, {"cycles": STUDY_CYCLES}, tuple(seeds), grid((2, 4, 8), 5, 4, 4))
+
+
+def quick_plan(preset: str, seeds: Sequence[int] = (0, 1)) -> StudyPlan:
+    """A grid for tests (about half a minute): 2 cycles of 1 epoch, N = 2, SWAMP+ from cycle 1."""
+    settings = {"cycles": 2, "epochs": 1, "rewind_epochs": 1}
+    return StudyPlan(preset, settings, tuple(seeds), grid((2,), 1, 2, 2), quick=True)
+
+
+@dataclass
+class SubRun:
+    """One (method, seed) run directory of the study and where it stands."""
+
+    name: str
+    method: str
+    seed: int
+    particles: int
+    path: str
+    status: str = "pending"
+    cycles_done: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def sub_runs(plan: StudyPlan) -> list[SubRun]:
+    """Seed-major order, so an interrupted study has complete seeds first."""
+    return [SubRun(f"{m.name}-s{s}", m.name, s, m.particles, f"runs/{m.name}-s{s}") for s in plan.seeds
+            for m in plan.methods]
+
+
+def cycles_done(path: Path) -> int:
+    """Rows of the run's ``results.csv`` (0 when absent)."""
+    results = RunDir(path).results
+    if not results.is_file():
+        return 0
+    with results.open(newline="") as fh:
+        return sum(1 for _ in csv.DictReader(fh))
+
+
+def write_manifest(root: Path, plan: StudyPlan, runs: Sequence[SubRun]) -> None:
+    body = {"format": FORMAT, **plan.to_json(), "runs": [asdict(r) for r in runs],
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_text(root / MANIFEST, json.dumps(body, indent=2) + "\n")
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """The study's ``study.json``; one clear error if there is none."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; is {root} a study directory (python -m training.study --out DIR)?")
+    return json.loads(path.read_text())
+
+
+def check_same_plan(root: Path, plan: StudyPlan) -> None:
+    """An existing study must be continued with the grid it was started with."""
+    if not (root / MANIFEST).is_file():
+        return
+    saved = read_manifest(root)
+    if {k: saved.get(k) for k in plan.to_json()} != json.loads(json.dumps(plan.to_json())):
+        raise UserError(f"{root} holds a study with other settings ({MANIFEST}); continue it with the flags it "
+                        "was started with, or choose another --out")
+
+
+def sub_config(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: dict[str, Any]) -> Any:
+    """The sub-run's RunConfig: preset < study settings < method < seed, resuming what exists."""
+    exists = RunDir(path).config.is_file()
+    values = {"preset": plan.preset, **plan.settings, **method.overrides(), "seed": seed, "out": str(path),
+              "resume": exists, "overwrite": not exists, **runtime}
+    return resolve_config(argparse.Namespace(**values))
+
+
+def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None = None,
+              log: Callable[[str], None] = print) -> list[SubRun]:
+    """Run (or continue) every sub-run of ``plan`` under ``root``; returns their final status.
+
+    A sub-run that fails is marked ``failed`` with its error and the others still run.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    check_same_plan(root, plan)
+    methods = {m.name: m for m in plan.methods}
+    cycles = plan.settings.get("cycles") or PRESETS[plan.preset]["cycles"]
+    runs = sub_runs(plan)
+    for r in runs:
+        r.cycles_done = cycles_done(root / r.path)
+        r.status = "done" if r.cycles_done >= cycles else ("partial" if r.cycles_done else "pending")
+    write_manifest(root, plan, runs)
+    for r in runs:
+        if r.status == "done":
+            log(f"skip {r.name}: finished")
+            continue
+        method = methods[r.method]
+        r.status, r.error = "running", None
+        write_manifest(root, plan, runs)
+        began = time.perf_counter()
+        log(f"run  {r.name} ({r.cycles_done}/{cycles} cycles done)")
+        try:
+            cfg = sub_config(plan, method, r.seed, root / r.path, runtime or {})
+            (run_oneshot if method.oneshot else run_swamp)(cfg)
+            r.status = "done"
+        except KeyboardInterrupt:
+            r.status = "partial"
+            raise
+        except Exception as err:  # one broken sub-run must not stop the grid
+            r.status, r.error = "failed", f"{type(err).__name__}: {err}"
+            log(f"FAILED {r.name}: {r.error}")
+        finally:
+            r.seconds += time.perf_counter() - began
+            r.cycles_done = cycles_done(root / r.path)
+            write_manifest(root, plan, runs)
+    return runs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.study",
+        description="Run the SWAMP study grid (IMP, SWA only, particles only, SWAMP N = 2/4/8, SWAMP+, one-shot "
+                    "magnitude/random pruning) for several seeds into one directory; rerun to continue it.")
+    parser.add_argument("--out", required=True, metavar="DIR", help="study directory")
+    parser.add_argument("--quick", action="store_true", help="tiny grid for tests (seconds)")
+    parser.add_argument("--preset", default="mnist1d", choices=list(PRESETS), help="hyperparameter preset")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...", help="seeds (default 0,1,2; quick 0,1)")
+    parser.add_argument("--methods", default=None, metavar="NAME,...", help="run only these methods")
+    for name in ("epochs", "cycles", "rewind_epochs"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
+                            help=f"override the plan's {name} (a reduced study; recorded in {MANIFEST})")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where datasets live")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars")
+    return parser
+
+
+def plan_from_args(args: argparse.Namespace) -> StudyPlan:
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    plan = quick_plan(args.preset, *([seeds] if seeds else [])) if args.quick else \
+        default_plan(args.preset, *([seeds] if seeds else []))
+    settings = {**plan.settings, **{k: getattr(args, k) for k in ("epochs", "cycles", "rewind_epochs")
+                                    if getattr(args, k) is not None}}
+    methods = plan.methods
+    if args.methods:
+        wanted = args.methods.split(",")
+        unknown = sorted(set(wanted) - {m.name for m in methods})
+        if unknown:
+            raise UserError(f"unknown method {unknown[0]!r}; choose from {', '.join(m.name for m in methods)}")
+        methods = tuple(m for m in methods if m.name in wanted)
+    return StudyPlan(plan.preset, settings, plan.seeds, methods, plan.quick)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runtime = {k: getattr(args, k) for k in ("data_dir", "device", "progress") if getattr(args, k) is not None}
+    runs = run_study(args.out, plan_from_args(args), runtime)
+    failed = [r.name for r in runs if r.status != "done"]
+    print(f"study {args.out}: {len(runs) - len(failed)}/{len(runs)} sub-runs done"
+          + (f"; not done: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
