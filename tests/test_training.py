@@ -210,3 +210,20 @@ def test_average_states_is_the_exact_mean():
     avg = average_states(states)
     torch.testing.assert_close(avg["w"], sum(s["w"] for s in states) / 4)
     assert avg["n"].item() == 7
+
+
+@pytest.mark.parametrize("rewind", ["lr", "none"])
+def test_swamp_plus_and_rewinding_to_the_previous_solution(tmp_path, rewind):
+    run = make_run(tmp_path / rewind, "--particles-from-cycle", "1", "--cycles", "2", "--epochs", "1",
+                   "--rewind", rewind)
+    assert len(list((run / "cycle_00").glob("particle_*.safetensors"))) == 1
+    assert len(list((run / "cycle_01").glob("particle_*.safetensors"))) == 3
+    solution = load_checkpoint(run / "cycle_00" / "average.safetensors")
+    particle = load_checkpoint(run / "cycle_01" / "particle_00.safetensors")
+    assert abs(particle.density - 0.8) < 1e-4
+    # With one epoch from the previous solution the particle stays close to it (not to the ticket).
+    ticket = load_checkpoint(run / "ticket.safetensors")
+    name = "classifier.weight"
+    to_solution = float((particle.state[name] - solution.state[name] * particle.masks[name]).norm())
+    to_ticket = float((particle.state[name] - ticket.state[name] * particle.masks[name]).norm())
+    assert to_solution < to_ticket
