@@ -1,0 +1,161 @@
+"""Command line, text tables, JSON and figures of ``python -m landscape.hessian``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from training.errors import UserError
+
+if TYPE_CHECKING:
+    from landscape.hessian import HessianReport
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are user errors: one line, exit status 2 (via ``run_cli``), no usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m landscape.hessian",
+        description="Hutchinson / Hutch++ trace, top eigenvalue and eigenvalue density of the Hessian of the "
+                    "mean training cross-entropy of a checkpoint (model in eval mode), or of every cycle of a run.")
+    parser.add_argument("checkpoint", nargs="?", default=None, metavar="CKPT", help="a .safetensors checkpoint")
+    parser.add_argument("--run", default=None, metavar="DIR", help="every cycle's average.safetensors of a run")
+    parser.add_argument("--particles", action="store_true", help="with --run: the particles too")
+    parser.add_argument("--method", choices=("hutchinson", "hutchpp"), default="hutchinson",
+                        help="trace estimator (default hutchinson)")
+    parser.add_argument("--probes", type=int, default=64, metavar="K",
+                        help="Hessian-vector products for the trace (default 64; the maximum with --target-rse)")
+    parser.add_argument("--target-rse", type=float, default=None, metavar="R",
+                        help="stop once the relative standard error is at most R (e.g. 0.02)")
+    parser.add_argument("--samples", default="2048", metavar="N",
+                        help="seeded subset of N training samples, or 'all' (default 2048)")
+    parser.add_argument("--batch-size", type=int, default=512, metavar="B", help="samples per batch (default 512)")
+    parser.add_argument("--subspace", choices=("mask", "full"), default=None,
+                        help="mask: unpruned coordinates only (default when the checkpoint has masks); "
+                             "full: all coordinates, as PyHessian")
+    parser.add_argument("--per-layer", action="store_true", help="split the trace into per-parameter parts")
+    parser.add_argument("--top-eigen", action="store_true", help="top eigenvalue (Lanczos)")
+    parser.add_argument("--density", action="store_true", help="eigenvalue density (stochastic Lanczos quadrature)")
+    parser.add_argument("--lanczos-steps", type=int, default=64, metavar="M", help="Lanczos steps (default 64)")
+    parser.add_argument("--lanczos-runs", type=int, default=1, metavar="R",
+                        help="independent Lanczos runs averaged in the density (default 1)")
+    parser.add_argument("--backend", choices=("native", "pyhessian"), default="native",
+                        help="pyhessian: also run the pyhessian package with the same probe count, as a check")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample subset, probes and Lanczos")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="where the data set lives (default: as recorded in the checkpoint)")
+    parser.add_argument("--model", default=None, metavar="NAME", help="model of a plain .pt state_dict")
+    parser.add_argument("--dataset", default=None, metavar="NAME", help="data set of a plain .pt state_dict")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result as JSON")
+    parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a figure")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: only on a terminal)")
+    return parser
+
+
+def _pm(value: float, err: float) -> str:
+    return f"{value:.6g} +- {err:.3g}" if np.isfinite(err) else f"{value:.6g}"
+
+
+def format_report(report: HessianReport) -> str:
+    """A few lines: what was measured, the trace, the optional parts, spectrum and cross-check."""
+    r, t = report.result, report.result.trace
+    lines = [f"checkpoint: {report.checkpoint} ({report.kind}, density {report.density:.4f})",
+             f"Hessian of the mean cross-entropy over {r.samples} train samples, model in eval mode; "
+             f"subspace {r.subspace} ({r.dim} coordinates)",
+             f"trace ({t.method}, {t.matvecs} products): {_pm(t.estimate, t.stderr)}"
+             f" (relative stderr {t.relative_stderr:.3g}; {r.seconds['trace']:.2f} s)"]
+    if t.per_layer:
+        width = max(len(n) for n in t.per_layer)
+        lines += [f"  {name:<{width}}  {_pm(v, t.per_layer_stderr[name])}" for name, v in t.per_layer.items()]
+    if r.spectrum is not None:
+        s = r.spectrum
+        lines.append(f"top eigenvalue (Lanczos, {s.steps} steps): {s.top_eigenvalue:.6g} "
+                     f"(residual {s.top_residual:.2g})")
+    if r.pyhessian is not None:
+        p = r.pyhessian
+        gap = abs(t.estimate - p.estimate) / np.hypot(t.stderr, p.stderr)
+        lines.append(f"pyhessian trace ({len(p.samples)} probes, {r.seconds['pyhessian']:.2f} s): "
+                     f"{_pm(p.estimate, p.stderr)}; difference {gap:.2f} combined standard errors")
+        if p.top_eigenvalue is not None:
+            lines.append(f"pyhessian top eigenvalue (power iteration): {p.top_eigenvalue:.6g}")
+    return "\n".join(lines)
+
+
+def format_run(reports: Sequence[HessianReport]) -> str:
+    """One row per checkpoint: cycle, kind, sparsity, trace, standard error."""
+    rows = [f"{'cycle':>5} {'kind':<8} {'particle':>8} {'sparsity':>8} {'trace':>12} {'stderr':>10}"
+            + (f" {'top eig':>10}" if reports and reports[0].result.spectrum else "")]
+    for rep in reports:
+        t = rep.result.trace
+        part = "-" if rep.particle is None else str(rep.particle)
+        row = (f"{rep.cycle if rep.cycle is not None else '-':>5} {rep.kind:<8} {part:>8} "
+               f"{1 - rep.density:>8.4f} {t.estimate:>12.5g} {t.stderr:>10.3g}")
+        if rep.result.spectrum is not None:
+            row += f" {rep.result.spectrum.top_eigenvalue:>10.5g}"
+        rows.append(row)
+    return "\n".join(rows)
+
+
+def _panels(count: int) -> tuple[Figure, list]:
+    with sns.axes_style("whitegrid"):
+        fig = Figure(figsize=(4.4 * count, 3.4), layout="constrained")
+        axes = fig.subplots(1, count, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def report_figure(report: HessianReport) -> Figure:
+    """Running trace estimate with a 2-standard-error band; per-layer parts and density when computed."""
+    r, t = report.result, report.result.trace
+    fig, axes = _panels(1 + bool(t.per_layer) + (r.spectrum is not None and r.options.density))
+    terms = np.asarray(t.samples)
+    k = np.arange(1, len(terms) + 1)
+    offset = t.estimate - (terms.mean() if len(terms) else 0.0)  # Hutch++'s exact low-rank part
+    running = offset + np.cumsum(terms) / k if len(terms) else np.full(1, t.estimate)
+    se = np.array([terms[:i].std(ddof=1) / np.sqrt(i) if i > 1 else np.nan for i in k]) if len(terms) else [0]
+    x = k if len(terms) else [t.matvecs]
+    axes[0].plot(x, running, color="C0")
+    axes[0].fill_between(x, running - 2 * np.asarray(se), running + 2 * np.asarray(se), alpha=0.25, color="C0")
+    if r.pyhessian is not None:
+        axes[0].axhline(r.pyhessian.estimate, color="C3", ls="--", label="pyhessian")
+        axes[0].legend()
+    axes[0].set(xlabel="probe", ylabel="trace estimate", title=f"{t.method}, subspace {r.subspace}")
+    if t.per_layer:
+        names = list(t.per_layer)
+        axes[1].barh(names, [t.per_layer[n] for n in names], xerr=[t.per_layer_stderr[n] for n in names],
+                     color="C1")
+        axes[1].set(xlabel="trace part", title="per parameter")
+    if r.spectrum is not None and r.options.density:
+        grid, phi = r.spectrum.density()
+        axes[-1].semilogy(grid, np.maximum(phi, 1e-12), color="C2")
+        axes[-1].set(xlabel="eigenvalue", ylabel="density", title="spectral density (SLQ)")
+    fig.suptitle(Path(report.checkpoint).name)
+    return fig
+
+
+def run_figure(reports: Sequence[HessianReport]) -> Figure:
+    """Trace (+- 2 standard errors) against sparsity: cycle averages as a line, particles as points."""
+    fig, (ax,) = _panels(1)
+    for kind, style in (("average", {"marker": "o", "ls": "-", "color": "C0"}),
+                        ("particle", {"marker": ".", "ls": "none", "color": "C1", "alpha": 0.7})):
+        rows = [r for r in reports if r.kind == kind]
+        if rows:
+            ax.errorbar([1 - r.density for r in rows], [r.result.trace.estimate for r in rows],
+                        yerr=[2 * np.nan_to_num(r.result.trace.stderr) for r in rows], label=kind, capsize=3,
+                        **style)
+    ax.set(xlabel="sparsity", ylabel="Hessian trace", title=f"{reports[0].result.trace.method}, "
+           f"subspace {reports[0].result.subspace}")
+    ax.legend()
+    return fig
