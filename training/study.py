@@ -96,9 +96,10 @@ def default_plan(preset: str, seeds: Sequence[int] = (0, 1, 2)) -> StudyPlan:
 
 
 def quick_plan(preset: str, seeds: Sequence[int] = (0, 1)) -> StudyPlan:
-    """A grid for tests (about half a minute): 2 cycles of 1 epoch, N = 2, SWAMP+ from cycle 1."""
+    """A grid for tests (about half a minute): 2 cycles of 1 epoch, N = 3 (three particles make a
+    plane), particles-only and SWAMP+ (from cycle 1) with 2."""
     settings = {"cycles": 2, "epochs": 1, "rewind_epochs": 1}
-    return StudyPlan(preset, settings, tuple(seeds), grid((2,), 1, 2, 2), quick=True)
+    return StudyPlan(preset, settings, tuple(seeds), grid((3,), 1, 2, 2), quick=True)
 
 
 @dataclass

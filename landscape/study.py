@@ -1,0 +1,199 @@
+"""``python -m landscape.study DIR``: the landscape measurements of a study, cached as JSON.
+
+Reads a study directory of :mod:`training.study` and writes, atomically, one file per measurement
+``DIR/analysis/KIND/RUN/cycle_KK.json``; a rerun computes only the missing ones, so it can be
+interrupted and continued, and the notebooks only read files. For every finished cycle k:
+
+============  ===================  =========================================================
+KIND          runs                 what (tool)
+============  ===================  =========================================================
+pairs         SWAMP, particles     barriers between every particle pair of cycle k
+                                   (:func:`landscape.barrier.cycle_barriers`, Frankle et al. 2020)
+consecutive   IMP, SWA, SWAMP      barrier between the solutions of cycles k - 1 and k
+hull          SWAMP, particles     loss over the particles' convex hull (:mod:`landscape.subspace`)
+plane         SWAMP, first seed    loss plane through three particles at the first, middle and last
+                                   cycle (Garipov et al. 2018)
+hessian       IMP, SWA, SWAMP      Hutchinson trace of the solution's Hessian with its standard error
+                                   (:mod:`landscape.hessian`, Hutchinson 1989)
+============  ===================  =========================================================
+
+"SWAMP" is the study's first ``swamp-nN`` method (N = 4 in the full grid). ``analysis/settings.json``
+records the :class:`AnalysisSettings`; a study made with ``--quick`` gets :data:`QUICK_SETTINGS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from landscape.barrier import cycle_barriers, linear_barrier
+from landscape.cli import write_json
+from landscape.evaluation import EvalOptions, run_particles
+from landscape.hessian import HessianOptions, analyse_checkpoint
+from landscape.plane import loss_plane
+from landscape.subspace import hull_landscape
+from training.errors import UserError, run_cli
+from training.rundir import RunDir
+from training.study import read_manifest
+
+ANALYSIS = "analysis"
+KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Resolution of every measurement (the same for all runs, so they can be compared)."""
+
+    points: int = 11
+    splits: tuple[str, ...] = ("train", "test")
+    bn_recal: int = 2048
+    hull_samples: int = 32
+    plane_resolution: int = 15
+    hessian_probes: int = 32
+    hessian_samples: int = 1024
+    seed: int = 0
+
+    def eval_options(self, device: str, data_dir: str | None, progress: bool | None) -> EvalOptions:
+        return EvalOptions(self.splits, self.bn_recal, self.seed, None, device, data_dir, progress)
+
+
+QUICK_SETTINGS = AnalysisSettings(points=3, splits=("test",), bn_recal=256, hull_samples=4, plane_resolution=4,
+                                  hessian_probes=4, hessian_samples=128)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One measurement: ``compute()`` returns its JSON object."""
+
+    kind: str
+    run: str
+    cycle: int
+    compute: Callable[[], dict[str, Any]]
+
+    def path(self, root: Path) -> Path:
+        return result_path(root, self.kind, self.run, self.cycle)
+
+
+def result_path(root: str | Path, kind: str, run: str, cycle: int) -> Path:
+    return Path(root) / ANALYSIS / kind / run / f"cycle_{cycle:02d}.json"
+
+
+def study_roles(manifest: dict[str, Any]) -> dict[str, str | None]:
+    """Method names playing each role: ``swamp`` (first swamp-nN), ``imp``, ``swa``, ``particles``."""
+    names = [m["name"] for m in manifest["methods"]]
+    swamp = next((n for n in names if n.startswith("swamp-n")), None)
+    return {"swamp": swamp, **{n: (n if n in names else None) for n in ("imp", "swa", "particles")}}
+
+
+def finished_cycles(run_dir: Path) -> list[int]:
+    rundir, cycles = RunDir(run_dir), []
+    while rundir.metrics(len(cycles)).is_file():
+        cycles.append(len(cycles))
+    return cycles
+
+
+def plan_jobs(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, options: EvalOptions,
+              device: str) -> list[Job]:
+    """Every measurement the notebooks read, for the cycles that exist now."""
+    roles = study_roles(manifest)
+    wanted = {"pairs": ("swamp", "particles"), "consecutive": ("imp", "swa", "swamp"), "hull": ("swamp", "particles"),
+              "hessian": ("imp", "swa", "swamp"), "plane": ("swamp",)}
+    first_seed = manifest["seeds"][0]
+    hessian = HessianOptions(probes=settings.hessian_probes, samples=settings.hessian_samples, seed=settings.seed)
+    jobs = []
+    for entry in manifest["runs"]:
+        run = root / entry["path"]
+        cycles = finished_cycles(run)
+        for kind, role_names in wanted.items():
+            if entry["method"] not in {roles[r] for r in role_names}:
+                continue
+            if kind == "plane":
+                if entry["seed"] != first_seed or not cycles:
+                    continue
+                chosen = sorted({cycles[0], cycles[len(cycles) // 2], cycles[-1]})
+            else:
+                chosen = cycles[1:] if kind == "consecutive" else cycles
+            for k in chosen:
+                jobs.append(Job(kind, entry["name"], k, _measure(kind, run, k, settings, options, hessian, device)))
+    return jobs
+
+
+def _measure(kind: str, run: Path, k: int, settings: AnalysisSettings, options: EvalOptions,
+             hessian: HessianOptions, device: str) -> Callable[[], dict[str, Any]]:
+    rundir = RunDir(run)
+    if kind == "pairs":
+        return lambda: cycle_barriers(str(run), k, settings.points, options).to_json()
+    if kind == "consecutive":
+        return lambda: linear_barrier(rundir.average(k - 1), rundir.average(k), settings.points, options).to_json()
+    if kind == "hull":
+        return lambda: hull_landscape(run_particles(run, k), settings.hull_samples, options).to_json()
+    if kind == "plane":
+        return lambda: _plane(run, k, settings, options)
+    return lambda: analyse_checkpoint(rundir.average(k), hessian, device, options.data_dir).to_json()
+
+
+def _plane(run: Path, k: int, settings: AnalysisSettings, options: EvalOptions) -> dict[str, Any]:
+    particles = run_particles(run, k)[:3]
+    if len(particles) < 3:
+        return {"skipped": f"cycle {k} has {len(particles)} particles; a plane needs three"}
+    partial = result_path(run.parent.parent, "plane", run.name, k).with_suffix(".partial")
+    return loss_plane(particles, settings.plane_resolution, options=replace(options, splits=("test",)),
+                      partial=partial).to_json()
+
+
+def check_settings(root: Path, settings: AnalysisSettings) -> None:
+    """Measurements of one study must share their settings; the first analysis records them."""
+    path = root / ANALYSIS / "settings.json"
+    body = json.loads(json.dumps(asdict(settings)))
+    if path.is_file() and json.loads(path.read_text()) != body:
+        raise UserError(f"{path} records other analysis settings; delete {root / ANALYSIS} to recompute everything")
+    write_json(path, body)
+
+
+def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, kinds: Sequence[str] = KINDS,
+                  device: str = "cpu", data_dir: str | None = None, progress: bool | None = None) -> list[Path]:
+    """Compute every missing measurement of the study; returns the files written now."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    settings = settings or (QUICK_SETTINGS if manifest.get("quick") else AnalysisSettings())
+    check_settings(root, settings)
+    options = settings.eval_options(device, data_dir, False)
+    jobs = [j for j in plan_jobs(root, manifest, settings, options, device)
+            if j.kind in kinds and not j.path(root).is_file()]
+    written = []
+    disable = None if progress is None else not progress
+    for job in tqdm(jobs, desc="analysis", unit="measurement", disable=disable):
+        write_json(job.path(root), {"kind": job.kind, "run": job.run, "cycle": job.cycle, **job.compute()})
+        written.append(job.path(root))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m landscape.study",
+        description="Compute the landscape measurements of a study directory (barriers, hulls, planes, Hessian "
+                    "traces) into DIR/analysis/; rerun to continue.")
+    parser.add_argument("study", metavar="DIR", help="a study directory of python -m training.study")
+    parser.add_argument("--only", default=",".join(KINDS), metavar="KIND,...", help="measurements to compute")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+    args = parser.parse_args(argv)
+    kinds = args.only.split(",")
+    if set(kinds) - set(KINDS):
+        raise UserError(f"--only takes a comma-separated subset of {', '.join(KINDS)}")
+    written = analyse_study(args.study, kinds=kinds, device=args.device, data_dir=args.data_dir,
+                            progress=args.progress)
+    print(f"{len(written)} measurements written under {Path(args.study) / ANALYSIS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
