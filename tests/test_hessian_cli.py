@@ -1,0 +1,86 @@
+"""``python -m landscape.hessian`` on real (tiny) run checkpoints: contract JSON, run tables, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from landscape.hessian import main
+
+CONTRACT_KEYS = {"checkpoint", "method", "probes", "samples", "subspace", "trace", "stderr", "per_layer"}
+FAST = ["--samples", "256", "--batch-size", "128", "--no-progress", "--device", "cpu"]
+
+
+def test_checkpoint_json_has_contract_keys(tiny_run: Path, tmp_path: Path, capsys):
+    ckpt = tiny_run / "cycle_01" / "average.safetensors"
+    out, plot = tmp_path / "h.json", tmp_path / "h.png"
+    assert main([str(ckpt), "--probes", "6", "--per-layer", "--top-eigen", "--density", "--lanczos-steps", "6",
+                 "--json", str(out), "--plot", str(plot), *FAST]) == 0
+    obj = json.loads(out.read_text())
+    assert CONTRACT_KEYS <= set(obj)
+    assert obj["checkpoint"] == str(ckpt) and obj["method"] == "hutchinson" and obj["probes"] == 6
+    assert obj["samples"] == 256 and obj["subspace"] == "mask" and obj["mode"].startswith("eval")
+    assert obj["per_layer"] and sum(obj["per_layer"].values()) == pytest.approx(obj["trace"])
+    assert obj["top_eigenvalue"]["value"] > 0 and len(obj["density_estimate"]["grid"]) == 1000
+    assert plot.stat().st_size > 0
+    assert "model in eval mode" in capsys.readouterr().out
+
+
+def test_full_subspace_covers_pruned_coordinates(tiny_run: Path, tmp_path: Path):
+    ckpt = tiny_run / "cycle_02" / "average.safetensors"
+    dims = {}
+    for subspace in ("mask", "full"):
+        out = tmp_path / f"{subspace}.json"
+        assert main([str(ckpt), "--probes", "3", "--method", "hutchpp", "--subspace", subspace, "--json", str(out),
+                     *FAST]) == 0
+        obj = json.loads(out.read_text())
+        assert obj["subspace"] == subspace and obj["method"] == "hutchpp"
+        dims[subspace] = obj["dim"]
+    assert dims["mask"] < dims["full"]
+
+
+def test_run_table_json_and_plot(tiny_run: Path, tmp_path: Path, capsys):
+    out, plot = tmp_path / "run.json", tmp_path / "run.png"
+    assert main(["--run", str(tiny_run), "--probes", "2", "--json", str(out), "--plot", str(plot), *FAST]) == 0
+    obj = json.loads(out.read_text())
+    rows = obj["rows"]
+    assert [r["cycle"] for r in rows] == [0, 1, 2] and all(r["kind"] == "average" for r in rows)
+    assert all(CONTRACT_KEYS <= set(r) for r in rows)
+    assert [r["sparsity"] for r in rows] == sorted(r["sparsity"] for r in rows)
+    assert plot.stat().st_size > 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+@pytest.mark.parametrize("args", [
+    ["missing.safetensors"],
+    ["{run}/config.json"],
+    ["{ckpt}", "--probes", "0"],
+    ["{ckpt}", "--method", "hutchpp", "--probes", "2"],
+    ["{ckpt}", "--method", "newton"],
+    ["{ckpt}", "--samples", "many"],
+    ["{ckpt}", "--batch-size", "0"],
+    ["{ckpt}", "--target-rse", "-1"],
+    ["{ckpt}", "--run", "{run}"],
+    ["--particles"],
+    ["--run", "{run}/cycle_00"],
+    [],
+])
+def test_bad_input_is_one_line_and_exit_2(tiny_run: Path, capsys, args):
+    ckpt = tiny_run / "cycle_00" / "average.safetensors"
+    argv = [a.format(run=tiny_run, ckpt=ckpt) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
+
+
+def test_module_entry_point(tmp_path: Path):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    proc = subprocess.run([sys.executable, "-m", "landscape.hessian", str(corrupt)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "corrupt.safetensors" in proc.stderr
