@@ -170,7 +170,8 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     written = []
     disable = None if progress is None else not progress
     for job in tqdm(jobs, desc="analysis", unit="measurement", disable=disable):
-        write_json(job.path(root), {"kind": job.kind, "run": job.run, "cycle": job.cycle, **job.compute()})
+        # the study's names last: a barrier set's own "run" is a path
+        write_json(job.path(root), {**job.compute(), "kind": job.kind, "run": job.run, "cycle": job.cycle})
         written.append(job.path(root))
     return written
 

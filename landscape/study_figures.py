@@ -1,0 +1,161 @@
+"""The study's figures (seaborn), one function per notebook, from the tables of :mod:`landscape.study_tables`.
+
+Every curve is the mean over seeds with a band or error bar of one standard deviation between seeds;
+x axes are sparsity in percent (the fraction of prunable weights removed).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from landscape.plots import contour_panels, save_figure
+from landscape.study_tables import mean_std
+from training.atomic import atomic_write_bytes
+
+PANEL = (5.0, 3.8)
+
+
+def panels(count: int) -> tuple[Figure, list[Axes]]:
+    with sns.axes_style("whitegrid"):
+        fig = Figure(figsize=(PANEL[0] * count, PANEL[1]), layout="constrained")
+        return fig, list(fig.subplots(1, count, squeeze=False)[0])
+
+
+def save_png_pdf(fig: Figure, folder: str | Path, name: str) -> list[Path]:
+    """Write ``folder/name.png`` and ``folder/name.pdf`` atomically; returns both paths."""
+    png, pdf = Path(folder) / f"{name}.png", Path(folder) / f"{name}.pdf"
+    save_figure(fig, png)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="pdf")
+    atomic_write_bytes(pdf, buf.getvalue())
+    return [png, pdf]
+
+
+def mean_band(ax: Axes, frame: pd.DataFrame, value: str, by: Sequence[str], label: str, scale: float = 1.0,
+              x: str = "sparsity", **line: object) -> None:
+    """Mean of ``value`` over seeds against ``x`` (its mean per group) with a +-1 std band."""
+    grouped = x in by
+    agg = mean_std(frame, by, [value] if grouped else [value, x])
+    x_col = x if grouped else f"{x}_mean"
+    agg = agg.sort_values(x_col)
+    xs = agg[x_col] * (100 if x == "sparsity" else 1)
+    mean, std = agg[f"{value}_mean"] * scale, agg[f"{value}_std"].fillna(0.0) * scale
+    ax.plot(xs, mean, marker="o", markersize=3, label=label, **line)
+    ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=ax.lines[-1].get_color())
+
+
+def accuracy_figure(acc: pd.DataFrame, swamp: str | None) -> Figure:
+    """Test accuracy of every method's solution against sparsity; dashed: the SWAMP particles' ensemble."""
+    fig, (ax,) = panels(1)
+    fig.set_size_inches(8, 5)
+    for _, frame in acc.groupby("method", sort=False):
+        mean_band(ax, frame, "average_test_acc", ["cycle"], frame["label"].iloc[0], 100)
+    if swamp is not None:
+        frame = acc[acc["method"] == swamp]
+        mean_band(ax, frame, "ensemble_test_acc", ["cycle"], f"ensemble of {frame['label'].iloc[0]} particles", 100,
+                  linestyle="--", color="black")
+    ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title="accuracy vs sparsity (mean ± std over seeds)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def connectivity_figure(pairs: pd.DataFrame, consecutive: pd.DataFrame, labels: dict[str, str],
+                        split: str = "test") -> Figure:
+    """Loss and error barriers between particle pairs of a cycle and between consecutive solutions."""
+    fig, axes = panels(4)
+    for col, (frame, what) in enumerate(((pairs, "particle pairs of a cycle"),
+                                         (consecutive, "solutions of cycles k-1 and k"))):
+        frame = frame[frame["split"] == split] if not frame.empty else frame
+        for row, (metric, scale, unit) in enumerate((("loss_barrier", 1, ""), ("error_barrier", 100, " (%)"))):
+            ax = axes[2 * col + row]
+            for method, part in frame.groupby("method", sort=False):
+                mean_band(ax, part, metric, ["cycle"], labels[method], scale)
+            ax.axhline(0.0, color="grey", linewidth=0.8)
+            ax.set(xlabel="sparsity (%)", ylabel=f"{split} {metric.replace('_', ' ')}{unit}", title=what)
+            ax.legend(fontsize="small")
+    fig.suptitle("linear mode connectivity (Frankle et al. 2020 barrier; mean ± std over seeds)")
+    return fig
+
+
+def hull_figure(hull: pd.DataFrame, labels: dict[str, str]) -> Figure:
+    """Distribution of the test loss over the particles' convex hull per sparsity, with the worst vertex."""
+    fig, (ax,) = panels(1)
+    fig.set_size_inches(9, 4.5)
+    data = hull.assign(sparsity_pct=(100 * hull["sparsity"]).round(1), label=hull["method"].map(labels))
+    sns.boxplot(data=data, x="sparsity_pct", y="loss", hue="label", ax=ax, fliersize=1.5)
+    worst = data.groupby(["sparsity_pct", "label"], sort=True)["vertex_loss_max"].mean().reset_index()
+    order = sorted(data["sparsity_pct"].unique())
+    for n, (label, part) in enumerate(worst.groupby("label", sort=False)):
+        ax.scatter([order.index(s) for s in part["sparsity_pct"]], part["vertex_loss_max"], marker="_", s=200,
+                   color=sns.color_palette()[n], label=f"worst particle: {label}", zorder=3)
+    ax.set(xlabel="sparsity (%)", ylabel="test loss", title="loss over the convex hull of the particles "
+           "(uniform samples; all seeds)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plane_figure(plane: dict) -> Figure:
+    """Test loss and error on the plane through three particles (Garipov et al. 2018)."""
+    loss, acc = np.asarray(plane["test"]["loss"]), np.asarray(plane["test"]["acc"])
+    return contour_panels(plane["xs"], plane["ys"], {"test loss": loss, "test error (%)": 100 * (1 - acc)},
+                          [tuple(v) for v in plane["vertices"]], ["P1", "P2", "P3"],
+                          title=f"plane through 3 particles of {plane['run']}, cycle {plane['cycle']}",
+                          log_scale=("test loss",))
+
+
+def flatness_figure(hessian: pd.DataFrame, labels: dict[str, str]) -> Figure:
+    """Hessian trace of each solution against sparsity; bars: std over seeds (Hutchinson stderr if one seed)."""
+    fig, (ax,) = panels(1)
+    fig.set_size_inches(7, 4.5)
+    for method, frame in hessian.groupby("method", sort=False):
+        agg = mean_std(frame, ["cycle"], ["trace", "stderr", "sparsity"]).sort_values("sparsity_mean")
+        err = agg["trace_std"].where(agg["seeds"] > 1, agg["stderr_mean"])
+        ax.errorbar(100 * agg["sparsity_mean"], agg["trace_mean"], yerr=err, marker="o", markersize=3, capsize=3,
+                    label=labels[method])
+    ax.set(xlabel="sparsity (%)", ylabel="Hessian trace (train loss)", yscale="log",
+           title="flatness: Hutchinson trace of the solution (mean ± std over seeds)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def ablation_figure(acc: pd.DataFrame, methods: pd.DataFrame) -> Figure:
+    """(a) accuracy vs N at three sparsities, (b) SWA only / particles only / SWAMP / IMP, (c) SWAMP+ start,
+    (d) final accuracy against cost in particle-epochs."""
+    fig, axes = panels(4)
+    info = methods.set_index("method")
+    last = acc.groupby("method")["cycle"].transform("max") == acc["cycle"].max()
+    swa_arms = [m for m in info.index if m == "swa" or (m.startswith("swamp-n"))]
+    by_n = acc[acc["method"].isin(swa_arms)].assign(N=lambda f: f["method"].map(info["particles"]))
+    cycles = sorted(by_n["cycle"].unique())
+    for k in sorted({cycles[0], cycles[len(cycles) // 2], cycles[-1]}):
+        part = by_n[by_n["cycle"] == k]
+        mean_band(axes[0], part, "average_test_acc", ["N"], f"sparsity {100 * part['sparsity'].mean():.1f}%", 100,
+                  x="N")
+    axes[0].set(xscale="log", xlabel="particles N (with SWA; N=1 is IMP + SWA)", ylabel="test accuracy (%)",
+                title="number of particles")
+    axes[0].set_xticks(sorted(by_n["N"].unique()), [str(n) for n in sorted(by_n["N"].unique())])
+    for ax, names, title in ((axes[1], ["imp", "swa", "particles", swa_arms[-1] if swa_arms else None],
+                              "SWA only vs particles only"),
+                             (axes[2], ["swa", "swamp-plus", next((m for m in swa_arms if m != "swa"), None)],
+                              "SWAMP+ start cycle")):
+        for name in [n for n in names if n in info.index]:
+            mean_band(ax, acc[acc["method"] == name], "average_test_acc", ["cycle"], info.loc[name, "label"], 100)
+        ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title=title)
+        ax.legend(fontsize="small")
+    final = mean_std(acc[last], ["method", "label"], ["average_test_acc", "particle_epochs"])
+    for _, row in final.iterrows():
+        axes[3].errorbar(row["particle_epochs_mean"], 100 * row["average_test_acc_mean"],
+                         yerr=100 * np.nan_to_num(row["average_test_acc_std"]), marker="o", capsize=3,
+                         label=row["label"], linestyle="none")
+    axes[3].set(xscale="log", xlabel="cost to reach the final sparsity (particle-epochs)",
+                ylabel="test accuracy (%)", title=f"cost vs accuracy at {100 * acc[last]['sparsity'].mean():.1f}%")
+    axes[3].legend(fontsize="x-small")
+    return fig

@@ -1,0 +1,163 @@
+"""A study directory as pandas tables: what the figure notebooks read.
+
+One row per (sub-run, cycle[, pair or sample]) with the sub-run's ``method`` and ``seed`` (from
+``study.json``, :mod:`training.study`), its ``cycle`` and ``density`` / ``sparsity``; the landscape
+tables come from the cached measurements of :mod:`landscape.study`. :func:`mean_std` aggregates
+over seeds (sample standard deviation, ddof = 1; NaN with one seed).
+
+Cost is counted in particle-epochs (one particle trained for one epoch), cumulative up to cycle k:
+rewind_epochs + epochs * sum_{j <= k} N_j for iterative methods (N_j = 1 before SWAMP+'s start
+cycle), and rewind_epochs + epochs * (1 + [k > 0]) for one-shot pruning (dense training, then one
+training at density d_k).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from landscape.study import ANALYSIS, study_roles
+from training.study import read_manifest
+
+METRIC_COLUMNS = ["average_test_acc", "ensemble_test_acc", "particle_test_acc_mean", "average_test_loss"]
+
+
+def method_label(method: dict[str, Any]) -> str:
+    """A legend label, e.g. ``SWAMP (N=4)`` or ``SWAMP+ (N=4 from cycle 5)``."""
+    name, n = method["name"], method["particles"]
+    if method.get("oneshot"):
+        return "one-shot " + ("random" if method["prune_method"] == "random" else "magnitude")
+    if name == "imp":
+        return "IMP"
+    if name == "swa":
+        return "IMP + SWA (N=1)"
+    if name == "particles":
+        return f"particles, no SWA (N={n})"
+    if name == "swamp-plus":
+        return f"SWAMP+ (N={n} from cycle {method['particles_from_cycle']})"
+    return f"SWAMP (N={n})"
+
+
+def methods_frame(root: str | Path) -> pd.DataFrame:
+    """The study's methods with their settings and legend labels, in the study's order."""
+    frame = pd.DataFrame(read_manifest(root)["methods"]).rename(columns={"name": "method"})
+    frame["label"] = [method_label(m) for m in read_manifest(root)["methods"]]
+    return frame
+
+
+def _cost(config: dict[str, Any], cycle: int) -> int:
+    epochs, ticket = config["epochs"], config["rewind_epochs"]
+    if config.get("pruning_schedule") == "one-shot":
+        return ticket + epochs * (1 + (cycle > 0))
+    return ticket + epochs * sum(config["particles"] if j >= config["particles_from_cycle"] else 1
+                                 for j in range(cycle + 1))
+
+
+def accuracy_frame(root: str | Path) -> pd.DataFrame:
+    """Every finished cycle of every sub-run: ``results.csv`` plus method, seed, label and cost."""
+    root = Path(root)
+    labels = methods_frame(root).set_index("method")["label"]
+    frames = []
+    for run in read_manifest(root)["runs"]:
+        results = root / run["path"] / "results.csv"
+        if not results.is_file():
+            continue
+        config = json.loads((root / run["path"] / "config.json").read_text())
+        frame = pd.read_csv(results)
+        frame.insert(0, "seed", run["seed"])
+        frame.insert(0, "method", run["method"])
+        frame["label"] = labels[run["method"]]
+        frame["particle_epochs"] = [_cost(config, k) for k in frame["cycle"]]
+        frame["cumulative_seconds"] = frame["seconds"].cumsum()
+        frames.append(frame)
+    if not frames:
+        raise FileNotFoundError(f"no sub-run of {root} has finished a cycle yet")
+    return pd.concat(frames, ignore_index=True)
+
+
+def mean_std(frame: pd.DataFrame, by: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+    """Mean, standard deviation over seeds and number of seeds of ``values`` per group ``by``.
+
+    Rows of the same seed within a group (e.g. the pairs of one cycle) are first averaged, so the
+    spread is between seeds.
+    """
+    per_seed = frame.groupby([*by, "seed"], sort=False)[list(values)].mean().reset_index()
+    grouped = per_seed.groupby(list(by), sort=False)[list(values)]
+    out = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
+    out["seeds"] = grouped.size()
+    return out.reset_index()
+
+
+def measurements(root: str | Path, kind: str) -> Iterator[dict[str, Any]]:
+    """The cached JSON objects of one kind (:data:`landscape.study.KINDS`), with method and seed."""
+    root = Path(root)
+    runs = {r["name"]: r for r in read_manifest(root)["runs"]}
+    for path in sorted((root / ANALYSIS / kind).glob("*/cycle_*.json")):
+        obj = json.loads(path.read_text())
+        run = runs.get(obj["run"])
+        if run is not None:
+            yield {**obj, "method": run["method"], "seed": run["seed"]}
+
+
+def _densities(root: Path) -> dict[tuple[str, int], float]:
+    acc = accuracy_frame(root)
+    return {(m, int(c)): float(d) for m, c, d in zip(acc["method"], acc["cycle"], acc["density"], strict=True)}
+
+
+def _with_density(root: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows with the density of their method's cycle (mean over seeds are equal up to rounding)."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    densities = _densities(root)
+    frame["density"] = [densities[(m, int(c))] for m, c in zip(frame["method"], frame["cycle"], strict=True)]
+    frame["sparsity"] = 1.0 - frame["density"]
+    return frame
+
+
+def barrier_frame(root: str | Path, kind: str) -> pd.DataFrame:
+    """One row per measured pair and split: Frankle barriers of loss and error (``kind`` = pairs or
+    consecutive; a consecutive row's cycle is the later one)."""
+    rows = []
+    for obj in measurements(root, kind):
+        pairs = obj["pairs"] if kind == "pairs" else [{"i": obj["cycle"] - 1, "j": obj["cycle"], **obj}]
+        for pair in pairs:
+            for split, b in pair["barrier"].items():
+                rows.append({"method": obj["method"], "seed": obj["seed"], "cycle": obj["cycle"], "i": pair["i"],
+                             "j": pair["j"], "split": split, "loss_barrier": b["loss"], "error_barrier": b["error"]})
+    return _with_density(Path(root), rows)
+
+
+def hull_frame(root: str | Path, split: str = "test") -> pd.DataFrame:
+    """One row per hull sample: its loss and accuracy, the worst vertex's loss and the centroid's."""
+    rows = []
+    for obj in measurements(root, "hull"):
+        vertex_max = obj["summary"][split]["vertex_loss_max"]
+        centroid = obj["centroid"][split]
+        for n, (loss, acc) in enumerate(zip(obj["hull"][split]["loss"], obj["hull"][split]["acc"], strict=True)):
+            rows.append({"method": obj["method"], "seed": obj["seed"], "cycle": obj["cycle"], "sample": n,
+                         "loss": loss, "acc": acc, "vertex_loss_max": vertex_max,
+                         "centroid_loss": centroid["loss"], "below_worst_vertex": loss <= vertex_max})
+    return _with_density(Path(root), rows)
+
+
+def hessian_frame(root: str | Path) -> pd.DataFrame:
+    """One row per solution: Hutchinson trace and its standard error."""
+    rows = [{"method": o["method"], "seed": o["seed"], "cycle": o["cycle"], "trace": o["trace"],
+             "stderr": o["stderr"], "probes": o["probes"], "samples": o["samples"]}
+            for o in measurements(root, "hessian")]
+    return _with_density(Path(root), rows)
+
+
+def planes(root: str | Path) -> list[dict[str, Any]]:
+    """The loss planes that were computed (those with three particles), by cycle."""
+    return [o for o in measurements(root, "plane") if "skipped" not in o]
+
+
+def roles(root: str | Path) -> dict[str, str | None]:
+    """Which method is SWAMP, IMP, SWA only and particles only (:func:`landscape.study.study_roles`)."""
+    return study_roles(read_manifest(root))
