@@ -41,7 +41,7 @@ from landscape.plane import loss_plane
 from landscape.subspace import hull_landscape
 from training.errors import UserError, run_cli
 from training.rundir import RunDir
-from training.study import read_manifest
+from training.study import cycles_done, read_manifest
 
 ANALYSIS = "analysis"
 KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
@@ -92,13 +92,6 @@ def study_roles(manifest: dict[str, Any]) -> dict[str, str | None]:
     return {"swamp": swamp, **{n: (n if n in names else None) for n in ("imp", "swa", "particles")}}
 
 
-def finished_cycles(run_dir: Path) -> list[int]:
-    rundir, cycles = RunDir(run_dir), []
-    while rundir.metrics(len(cycles)).is_file():
-        cycles.append(len(cycles))
-    return cycles
-
-
 def plan_jobs(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, options: EvalOptions,
               device: str) -> list[Job]:
     """Every measurement the notebooks read, for the cycles that exist now."""
@@ -110,7 +103,7 @@ def plan_jobs(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, 
     jobs = []
     for entry in manifest["runs"]:
         run = root / entry["path"]
-        cycles = finished_cycles(run)
+        cycles = list(range(cycles_done(run)))
         for kind, role_names in wanted.items():
             if entry["method"] not in {roles[r] for r in role_names}:
                 continue

@@ -139,7 +139,9 @@ def ablation_figure(acc: pd.DataFrame, methods: pd.DataFrame) -> Figure:
         part = by_n[by_n["cycle"] == k]
         mean_band(axes[0], part, "average_test_acc", ["N"], f"sparsity {100 * part['sparsity'].mean():.1f}%", 100,
                   x="N")
-    axes[0].set(xscale="log", xlabel="particles N (with SWA; N=1 is IMP + SWA)", ylabel="test accuracy (%)",
+    axes[0].set_xscale("log", base=2)
+    axes[0].minorticks_off()
+    axes[0].set(xlabel="particles N (with SWA; N=1 is IMP + SWA)", ylabel="test accuracy (%)",
                 title="number of particles")
     axes[0].set_xticks(sorted(by_n["N"].unique()), [str(n) for n in sorted(by_n["N"].unique())])
     for ax, names, title in ((axes[1], ["imp", "swa", "particles", swa_arms[-1] if swa_arms else None],

@@ -44,9 +44,16 @@ def method_label(method: dict[str, Any]) -> str:
 
 def methods_frame(root: str | Path) -> pd.DataFrame:
     """The study's methods with their settings and legend labels, in the study's order."""
-    frame = pd.DataFrame(read_manifest(root)["methods"]).rename(columns={"name": "method"})
-    frame["label"] = [method_label(m) for m in read_manifest(root)["methods"]]
+    methods = read_manifest(root)["methods"]
+    frame = pd.DataFrame(methods).rename(columns={"name": "method"})
+    frame["label"] = [method_label(m) for m in methods]
     return frame
+
+
+def method_labels(root: str | Path) -> dict[str, str]:
+    """``{method: legend label}``."""
+    frame = methods_frame(root)
+    return dict(zip(frame["method"], frame["label"], strict=True))
 
 
 def _cost(config: dict[str, Any], cycle: int) -> int:

@@ -24,7 +24,6 @@ The default grid (``--preset mnist1d``) runs 15 cycles, so that the last trains 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -123,13 +122,12 @@ def sub_runs(plan: StudyPlan) -> list[SubRun]:
             for m in plan.methods]
 
 
-def cycles_done(path: Path) -> int:
-    """Rows of the run's ``results.csv`` (0 when absent)."""
-    results = RunDir(path).results
-    if not results.is_file():
-        return 0
-    with results.open(newline="") as fh:
-        return sum(1 for _ in csv.DictReader(fh))
+def cycles_done(path: str | Path) -> int:
+    """Finished cycles of a run directory: how many of cycle_00, cycle_01, ... have their metrics."""
+    rundir, k = RunDir(Path(path)), 0
+    while rundir.metrics(k).is_file():
+        k += 1
+    return k
 
 
 def write_manifest(root: Path, plan: StudyPlan, runs: Sequence[SubRun]) -> None:

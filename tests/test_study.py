@@ -1,0 +1,97 @@
+"""The study driver, its analysis step and the figure notebooks, on one ``--quick`` study."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import DATA_DIR
+from nbclient import NotebookClient
+from safetensors.torch import load_file
+
+from landscape.study import analyse_study
+from landscape.study import main as analysis_main
+from training.errors import UserError
+from training.study import MANIFEST, quick_plan, run_study
+from training.study import main as study_main
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "analysis_notebooks"
+FIGURES = {
+    "01_accuracy_vs_sparsity": ["accuracy_vs_sparsity"],
+    "02_linear_connectivity": ["linear_connectivity"],
+    "03_convex_hull": ["convex_hull", "loss_plane_cycle_00", "loss_plane_cycle_01"],
+    "04_flatness": ["flatness"],
+    "05_ablations": ["ablations"],
+}
+QUICK_ARGS = ["--quick", "--data-dir", str(DATA_DIR), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick study (all methods, two seeds, two cycles) with its analysis."""
+    root = tmp_path_factory.mktemp("study") / "quick"
+    assert study_main([*QUICK_ARGS, "--out", str(root)]) == 0
+    assert analysis_main([str(root), "--data-dir", str(DATA_DIR)]) == 0
+    return root
+
+
+def test_manifest_lists_every_method_and_seed_as_a_finished_run_directory(study):
+    manifest = json.loads((study / MANIFEST).read_text())
+    methods = {m["name"] for m in manifest["methods"]}
+    assert {"imp", "swa", "particles", "swamp-plus", "oneshot-magnitude", "oneshot-random"} <= methods
+    assert any(m.startswith("swamp-n") for m in methods)
+    assert len(manifest["seeds"]) >= 2
+    assert len(manifest["runs"]) == len(methods) * len(manifest["seeds"])
+    for run in manifest["runs"]:
+        assert run["status"] == "done" and run["cycles_done"] == manifest["settings"]["cycles"]
+        assert {"method", "seed", "particles", "path"} <= set(run)
+        config = json.loads((study / run["path"] / "config.json").read_text())
+        assert (config["seed"], config["particles"]) == (run["seed"], run["particles"])
+        assert (study / run["path"] / "cycle_01" / "average.safetensors").is_file()
+
+
+def test_oneshot_prunes_the_dense_imp_solution_in_one_step(study):
+    imp, oneshot = study / "runs" / "imp-s0", study / "runs" / "oneshot-magnitude-s0"
+    assert json.loads((oneshot / "config.json").read_text())["pruning_schedule"] == "one-shot"
+    dense_imp = load_file(imp / "cycle_00" / "average.safetensors")
+    dense_oneshot = load_file(oneshot / "cycle_00" / "average.safetensors")
+    assert all((dense_imp[k] == dense_oneshot[k]).all() for k in dense_imp)  # same seeds: same dense training
+    metrics = json.loads((oneshot / "cycle_01" / "metrics.json").read_text())
+    assert metrics["density"] == pytest.approx(0.8, abs=1e-3)
+
+
+def test_rerun_skips_finished_sub_runs_and_resumes_an_unfinished_one(study, capsys):
+    run = study / "runs" / "imp-s1"
+    before = (run / "cycle_01" / "average.safetensors").read_bytes()
+    shutil.rmtree(run / "cycle_01")  # as if killed during the last cycle
+    capsys.readouterr()
+    assert study_main([*QUICK_ARGS, "--out", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "run  imp-s1 (1/2 cycles done)" in out
+    assert out.count("skip ") == len(json.loads((study / MANIFEST).read_text())["runs"]) - 1
+    assert (run / "cycle_01" / "average.safetensors").read_bytes() == before  # deterministic resume
+    assert analyse_study(study, data_dir=str(DATA_DIR)) == []  # nothing left to measure
+
+
+def test_a_study_cannot_be_continued_with_another_grid(study):
+    with pytest.raises(UserError, match="other settings"):
+        run_study(study, quick_plan("mnist1d", seeds=(0, 1, 2)))
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_notebook_runs_headless_and_writes_png_and_pdf(study, name, tmp_path, monkeypatch):
+    monkeypatch.setenv("SWAMP_STUDY", str(study))
+    monkeypatch.setenv("SWAMP_FIGURES", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    for figure in FIGURES[name]:
+        for ext in ("png", "pdf"):
+            assert (tmp_path / f"{figure}.{ext}").stat().st_size > 1000
