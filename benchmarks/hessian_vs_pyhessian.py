@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=32)
     parser.add_argument("--samples", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--seed", type=int, default=0)

@@ -123,6 +123,7 @@ def hessian_analysis(model: nn.Module, batches: Sequence[Batch], masks: Mapping[
     params = trainable_parameters(model)
     if not params:
         raise UserError("the model has no trainable parameters")
+    masks = {k: v for k, v in (masks or {}).items() if k in params}  # frozen parameters have no curvature here
     space = make_subspace(params, masks if subspace == "mask" else None)
     first = next(iter(params.values()))
     kw = {"dtype": first.dtype, "device": first.device}
