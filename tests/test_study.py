@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from landscape.study import analyse_study
 from landscape.study import main as analysis_main
+from landscape.study_report import study_report
 from training.errors import UserError
 from training.study import MANIFEST, quick_plan, run_study
 from training.study import main as study_main
@@ -95,3 +96,10 @@ def test_notebook_runs_headless_and_writes_png_and_pdf(study, name, tmp_path, mo
     for figure in FIGURES[name]:
         for ext in ("png", "pdf"):
             assert (tmp_path / f"{figure}.{ext}").stat().st_size > 1000
+
+
+def test_report_prints_every_table_as_markdown(study):
+    report = study_report(study)
+    for title in ("Test accuracy", "Cost", "barrier between particle pairs", "convex hull", "Hessian trace"):
+        assert title in report
+    assert "| pruned |" in report and "IMP (2 seeds)" in report

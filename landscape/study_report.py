@@ -1,0 +1,104 @@
+"""``python -m landscape.study_report DIR``: a study's numbers as Markdown tables (docs/results.md).
+
+Every cell is mean ± standard deviation over seeds (:func:`landscape.study_tables.mean_std`), with
+the number of seeds in the header; accuracies and error barriers in percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from landscape import study_tables as st
+from training.errors import run_cli
+
+
+def _pm(mean: float, std: float, scale: float, digits: int) -> str:
+    if pd.isna(mean):
+        return "–"
+    spread = "" if pd.isna(std) else f" ± {scale * std:.{digits}f}"
+    return f"{scale * mean:.{digits}f}{spread}"
+
+
+def markdown_table(frame: pd.DataFrame, rows: str, columns: str, value: str, scale: float = 1.0,
+                   digits: int = 2, column_name: str = "") -> str:
+    """Pivot ``value`` (aggregated over seeds) into a Markdown table of ``rows`` x ``columns``."""
+    agg = st.mean_std(frame, [rows, columns], [value])
+    agg["cell"] = [_pm(m, s, scale, digits) for m, s in zip(agg[f"{value}_mean"], agg[f"{value}_std"], strict=True)]
+    table = agg.pivot(index=rows, columns=columns, values="cell")
+    table = table.reindex(columns=list(dict.fromkeys(agg[columns])), index=list(dict.fromkeys(agg[rows])))
+    head = f"| {rows} | " + " | ".join(f"{column_name}{c}" for c in table.columns) + " |"
+    lines = [head, "|" + "---|" * (len(table.columns) + 1)]
+    lines += [f"| {i} | " + " | ".join(str(v) if isinstance(v, str) else "–" for v in row) + " |"
+              for i, row in table.iterrows()]
+    return "\n".join(lines)
+
+
+def sparsity_columns(frame: pd.DataFrame, cycles: Sequence[int] | None = None) -> pd.DataFrame:
+    """Rows of the chosen cycles, with a ``pruned`` column: the sparsity as a label such as ``48.8%``."""
+    if cycles is not None:
+        frame = frame[frame["cycle"].isin(cycles)]
+    pct = frame.groupby("cycle")["sparsity"].transform("mean")
+    return frame.assign(pruned=[f"{100 * s:.1f}%" for s in pct]).sort_values("cycle", kind="stable")
+
+
+def study_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
+    """Accuracy, cost, barriers, hull and Hessian tables of the study, as Markdown."""
+    acc = st.accuracy_frame(root)
+    seeds = acc.groupby("method")["seed"].nunique()
+    acc = acc.assign(label=[f"{lab} ({seeds[m]} seeds)" for m, lab in zip(acc["method"], acc["label"], strict=True)])
+    labels = st.method_labels(root)
+    parts = ["### Test accuracy (%) of the cycle's solution", markdown_table(
+        sparsity_columns(acc, cycles), "pruned", "label", "average_test_acc", 100)]
+    swamp = st.roles(root)["swamp"]
+    if swamp is not None:
+        ens = sparsity_columns(acc[acc["method"] == swamp], cycles)
+        parts += [f"### Test accuracy (%) of the ensemble of {labels[swamp]}'s particles",
+                  markdown_table(ens, "pruned", "label", "ensemble_test_acc", 100)]
+    last = acc[acc["cycle"] == acc["cycle"].max()]
+    parts += ["### Cost to reach the final sparsity", markdown_table(
+        last.melt(["label", "seed"], ["particle_epochs", "cumulative_seconds"], "quantity"), "label", "quantity",
+        "value", digits=0)]
+    for kind, title in (("pairs", "between particle pairs of a cycle"),
+                        ("consecutive", "between the solutions of cycles k-1 and k")):
+        frame = st.barrier_frame(root, kind)
+        if not frame.empty:
+            frame = sparsity_columns(frame[frame["split"] == "test"], cycles)
+            frame = frame.assign(label=frame["method"].map(labels))
+            parts += [f"### Test loss barrier {title}",
+                      markdown_table(frame, "pruned", "label", "loss_barrier", digits=3),
+                      f"### Test error barrier (%) {title}",
+                      markdown_table(frame, "pruned", "label", "error_barrier", 100)]
+    hull = st.hull_frame(root)
+    if not hull.empty:
+        hull = sparsity_columns(hull, cycles).assign(label=lambda f: f["method"].map(labels))
+        parts += ["### Mean test loss over the particles' convex hull",
+                  markdown_table(hull, "pruned", "label", "loss", digits=3),
+                  "### Fraction of hull samples at or below the worst particle's test loss",
+                  markdown_table(hull.assign(below=hull["below_worst_vertex"].astype(float)), "pruned", "label",
+                                 "below", digits=2)]
+    hessian = st.hessian_frame(root)
+    if not hessian.empty:
+        hessian = sparsity_columns(hessian, cycles).assign(label=lambda f: f["method"].map(labels))
+        parts += ["### Hessian trace of the solution (Hutchinson)",
+                  markdown_table(hessian, "pruned", "label", "trace", digits=1)]
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m landscape.study_report",
+                                     description="Print a study's tables (mean ± std over seeds) as Markdown.")
+    parser.add_argument("study", metavar="DIR")
+    parser.add_argument("--cycles", default=None, metavar="K,K,...", help="cycles to show (default all)")
+    args = parser.parse_args(argv)
+    cycles = [int(k) for k in args.cycles.split(",")] if args.cycles else None
+    print(study_report(args.study, cycles))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
