@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,10 @@ def _plane(run: Path, k: int, settings: AnalysisSettings, options: EvalOptions) 
                       partial=partial).to_json()
 
 
+def default_settings(manifest: dict[str, Any]) -> AnalysisSettings:
+    return QUICK_SETTINGS if manifest.get("quick") else AnalysisSettings()
+
+
 def check_settings(root: Path, settings: AnalysisSettings) -> None:
     """Measurements of one study must share their settings; the first analysis records them."""
     path = root / ANALYSIS / "settings.json"
@@ -155,7 +159,7 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     """Compute every missing measurement of the study; returns the files written now."""
     root = Path(root)
     manifest = read_manifest(root)
-    settings = settings or (QUICK_SETTINGS if manifest.get("quick") else AnalysisSettings())
+    settings = settings or default_settings(manifest)
     check_settings(root, settings)
     options = settings.eval_options(device, data_dir, False)
     jobs = [j for j in plan_jobs(root, manifest, settings, options, device)
@@ -179,12 +183,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+    for f in fields(AnalysisSettings):
+        parser.add_argument("--" + f.name.replace("_", "-"), default=None, metavar="VALUE",
+                            help=f"analysis setting (default {f.default}, or as for --quick studies)")
     args = parser.parse_args(argv)
+    given = {f.name: getattr(args, f.name) for f in fields(AnalysisSettings) if getattr(args, f.name) is not None}
     kinds = args.only.split(",")
     if set(kinds) - set(KINDS):
         raise UserError(f"--only takes a comma-separated subset of {', '.join(KINDS)}")
-    written = analyse_study(args.study, kinds=kinds, device=args.device, data_dir=args.data_dir,
-                            progress=args.progress)
+    settings = None
+    if given:
+        settings = replace(default_settings(read_manifest(args.study)),
+                           **{k: tuple(v.split(",")) if k == "splits" else type(getattr(AnalysisSettings, k))(v)
+                              for k, v in given.items()})
+    written = analyse_study(args.study, settings, kinds, args.device, args.data_dir, args.progress)
     print(f"{len(written)} measurements written under {Path(args.study) / ANALYSIS}")
     return 0
 

@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"override the plan's {name} (a reduced study; recorded in {MANIFEST})")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where datasets live")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--download", action="store_true", default=None, help="allow torchvision to download CIFAR")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars")
     return parser
 
@@ -241,7 +242,8 @@ def plan_from_args(args: argparse.Namespace) -> StudyPlan:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runtime = {k: getattr(args, k) for k in ("data_dir", "device", "progress") if getattr(args, k) is not None}
+    runtime = {k: getattr(args, k) for k in ("data_dir", "device", "progress", "download")
+               if getattr(args, k) is not None}
     runs = run_study(args.out, plan_from_args(args), runtime)
     failed = [r.name for r in runs if r.status != "done"]
     print(f"study {args.out}: {len(runs) - len(failed)}/{len(runs)} sub-runs done"
