@@ -30,7 +30,7 @@ ENGINES = ("auto", "sequential", "vectorized", "distributed")
 # Where and how a run executes, not what it computes: may change on --resume, and is left out of the
 # config stored in checkpoints (so the same run gives the same files wherever it is written).
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
-                            "data_dir"})
+                            "data_dir", "channels_last", "compile"})
 
 
 def _opt(help_: str, default: Any = None, **argparse_kwargs: Any) -> Any:
@@ -80,6 +80,10 @@ class RunConfig:
     overwrite: bool = _opt("replace an existing run directory", False)
     device: str = _opt("auto, cpu, cuda or cuda:N", "auto")
     engine: str = _opt("how particles run", "auto", choices=ENGINES)
+    amp: bool = _opt("bf16 autocast of training forward passes (for GPUs; changes the numerics, so a run keeps it)",
+                     False)
+    channels_last: bool = _opt("channels-last memory format for 2-D convolutions (for GPUs)", False)
+    compile: bool = _opt("torch.compile the training model (for GPUs; the first steps are slower)", False)
     preset: str = _opt("named hyperparameter set: " + ", ".join(PRESETS))
     progress: bool = _opt("tqdm progress bars (default: only on a terminal)")
 

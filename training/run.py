@@ -25,12 +25,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from training import __version__
-from training.averaging import average_states, recalibrate_batchnorm
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import RunConfig
 from training.data import Dataset, dataset_spec, load_dataset, subsample_indices
 from training.device import resolve_device
-from training.engines import particle_unit, select_engine
+from training.engines import LOCAL, Collective, particle_unit, run_session, select_engine
 from training.evaluate import ensemble_log_probs, evaluate, predict, score
 from training.models import build_model, model_spec
 from training.pruning import dense_masks, density, next_masks
@@ -61,6 +60,7 @@ class Context:
     data_spec: dict[str, Any]
     hyper: Hyper
     show_progress: bool
+    collective: Collective = LOCAL  # averaging and BN recalibration (across ranks under torchrun)
 
     def fresh_model(self, state: dict[str, Tensor] | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -68,7 +68,7 @@ class Context:
             model = build_model(self.model_spec)
         if state is not None:
             model.load_state_dict(state)
-        return model.to(self.device)
+        return model.to(self.device, memory_format=torch.channels_last if self.cfg.channels_last else None)
 
     def save(self, path: Any, state: dict[str, Tensor], masks: dict[str, Tensor], kind: str,
              cycle: int | None = None, particle: int | None = None) -> None:
@@ -79,6 +79,8 @@ class Context:
                    *indices: int, bar: Any = None) -> dict[str, Tensor]:
         """Train one particle (or the ticket) with epoch-boundary resume state under ``.resume/``."""
         resume_path = self.run.resume_state(unit)
+        if self.cfg.compile:
+            model.compile()
         state = train_particle(
             model, masks, self.data, schedule, self.hyper, generator(self.cfg.seed, seed_stream, *indices),
             resume=load_train_state(resume_path, self.device),
@@ -101,7 +103,7 @@ def build_context(cfg: RunConfig) -> Context:
     spec = dataset_spec(cfg)
     data = load_dataset(spec, device, download=cfg.download)
     mspec = model_spec(cfg.model, data.num_classes, cfg.model_kwargs_dict)
-    hyper = Hyper(cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.eval_batch_size)
+    hyper = Hyper(cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.eval_batch_size, cfg.amp)
     return Context(cfg, RunDir(Path(cfg.out)), device, data, mspec, spec, hyper, cfg.progress)
 
 
@@ -173,9 +175,9 @@ def run_cycle(ctx: Context, cycle: int, start: dict[str, Tensor], masks: dict[st
         report, log_probs, labels = assess(ctx, ctx.fresh_model(states[p]))
         reports.append({"particle": p, **report})
         member_log_probs.append(log_probs)
-    avg_model = ctx.fresh_model(average_states([states[p] for p in range(n)]))
+    avg_model = ctx.fresh_model(ctx.collective.average(ctx, [states[p] for p in range(n)]))
     if n > 1:
-        recalibrate_batchnorm(avg_model, ctx.bn_batches(generator(cfg.seed, "bn", cycle)))
+        ctx.collective.recalibrate(ctx, avg_model, cycle)
     avg_state = {k: v.detach().clone() for k, v in avg_model.state_dict().items()}
     ctx.save(run.average(cycle), avg_state, masks, "average", cycle)
     average, _, _ = assess(ctx, avg_model)
@@ -208,8 +210,13 @@ def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None,
 
     ``mask_rule`` (default :func:`iterative_rule`) lets other pruning schedules (one-shot,
     :mod:`training.oneshot`) reuse the cycle loop; ``extra_config`` is stored in ``config.json``.
+    Under torchrun only rank 0 returns the metrics (see :mod:`training.engines.cluster`).
     """
-    ctx = build_context(cfg)
+    return run_session(cfg, build_context, lambda ctx: run_cycles(ctx, mask_rule, extra_config))
+
+
+def run_cycles(ctx: Context, mask_rule: MaskRule | None, extra_config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    cfg = ctx.cfg
     prepare(ctx.run, {**run_config_json(ctx), **(extra_config or {})}, cfg.resume, cfg.overwrite)
     rule = mask_rule or iterative_rule(cfg)
     ticket = make_ticket(ctx)

@@ -51,12 +51,13 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Hyper:
-    """Optimiser settings shared by all particles."""
+    """Optimiser settings shared by all particles (``amp``: bf16 autocast of the forward pass)."""
 
     batch_size: int
     momentum: float
     weight_decay: float
     eval_batch_size: int = 1000
+    amp: bool = False
 
 
 @dataclass
@@ -124,7 +125,8 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(x), y)
+            with torch.autocast(x.device.type, torch.bfloat16, enabled=hyper.amp):
+                loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
             if masked:
                 torch._foreach_mul_([p.grad for p, _ in masked], [m for _, m in masked])

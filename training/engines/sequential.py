@@ -1,21 +1,15 @@
-"""Particle engines: how the particles of one cycle are trained.
-
-An engine trains the particles listed in ``todo`` (each from ``start`` under ``masks``, with the
-cycle's schedule and the particle's own seed) and hands each finished state to ``done(p, state)``,
-which writes the particle's checkpoint. Results must not depend on the engine for the same seeds.
-
-* ``sequential``: one particle after the other (the reference).
-* ``auto``: picks the engine; with only ``sequential`` available it is that one.
-"""
+"""The ``sequential`` engine, the reference: one particle after the other on ``ctx.device``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
+from training.averaging import average_states, recalibrate_batchnorm
 from training.pruning import apply_masks
+from training.seeds import generator
 from training.train import Schedule
 
 if TYPE_CHECKING:
@@ -25,6 +19,7 @@ ParticleDone = Callable[[int, dict[str, Tensor]], None]
 
 
 def particle_unit(cycle: int, particle: int) -> str:
+    """The name of a particle's resume state (``.resume/UNIT.safetensors``)."""
     return f"cycle_{cycle:02d}_particle_{particle:02d}"
 
 
@@ -37,9 +32,12 @@ def sequential(ctx: Context, cycle: int, start: dict[str, Tensor], masks: dict[s
         done(p, ctx.train_unit(particle_unit(cycle, p), model, masks, schedule, "particle", cycle, p, bar=bar))
 
 
-ENGINES = {"sequential": sequential}
+class LocalCollective:
+    """The collective steps of a cycle in this one process: uniform average, BN recalibration."""
 
+    def average(self, ctx: Context, states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return average_states(states)
 
-def select_engine(name: str) -> Callable[..., None]:
-    """The engine called ``name``; ``auto`` chooses by the rule in this module's docstring."""
-    return ENGINES["sequential" if name == "auto" else name]
+    def recalibrate(self, ctx: Context, model: nn.Module, *indices: int) -> None:
+        """BN statistics of ``model`` on the BN subsample of the seed stream ("bn", *indices)."""
+        recalibrate_batchnorm(model, ctx.bn_batches(generator(ctx.cfg.seed, "bn", *indices)))

@@ -1,0 +1,200 @@
+"""Particle engines agree: sequential (reference), vectorized (one stacked model) and distributed
+(two gloo processes, as torchrun would start them)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import DATA_DIR, TINY_ARGS, make_run
+from safetensors import safe_open
+from torch import nn
+
+from training.engines import auto_engine
+from training.engines.stacked import StackedModule
+from training.errors import run_cli
+from training.models import build_model, model_spec
+from training.swamp import main as swamp_main
+from training.train import Divergence
+
+RUN_ARGS = ["--cycles", "2", "--epochs", "2", "--rewind-epochs", "1"]
+MLP_ARGS = [*RUN_ARGS, "--model", "mlp"]  # 3 particles (TINY_ARGS)
+
+
+def _resume(out: Path) -> list[str]:
+    return ["--out", str(out), "--resume", "--no-progress", "--data-dir", str(DATA_DIR)]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys()}
+
+
+def _assert_runs_match(a: Path, b: Path, rtol: float, atol: float) -> None:
+    files = sorted(p.relative_to(a) for p in a.glob("cycle_*/*.safetensors"))
+    assert files and files == sorted(p.relative_to(b) for p in b.glob("cycle_*/*.safetensors"))
+    for name in files:
+        first, second = _tensors(a / name), _tensors(b / name)
+        assert first.keys() == second.keys()
+        for key in first:
+            torch.testing.assert_close(second[key], first[key], rtol=rtol, atol=atol, msg=f"{name}: {key}")
+
+
+def test_stacked_model_trains_each_particle_as_its_own_model():
+    """Per-particle gradients, BatchNorm statistics and SGD steps, all particles in one computation."""
+    torch.manual_seed(0)
+    models = [build_model(model_spec("cnn1d", 10)) for _ in range(3)]
+    stacked = StackedModule(models[0], [m.state_dict() for m in models]).train()
+    opt = torch.optim.SGD(stacked.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4) for m in models]
+    for _ in range(3):
+        x, y = torch.randn(3, 32, 40), torch.randint(0, 10, (3, 32))
+        opt.zero_grad()
+        nn.functional.cross_entropy(stacked(x), y.flatten()).backward()
+        opt.step()
+        for i, (model, o) in enumerate(zip(models, opts, strict=True)):
+            model.train()
+            o.zero_grad()
+            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            o.step()
+    state = stacked.state_dict()
+    for i, model in enumerate(models):
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(state[key][i], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sequential reference for the MLP (no BatchNorm: rounding differences stay at rounding level)."""
+    return make_run(tmp_path_factory.mktemp("mlp") / "seq", *MLP_ARGS, "--engine", "sequential")
+
+
+def test_vectorized_run_equals_sequential(mlp_run, tmp_path):
+    vec = make_run(tmp_path / "vec", *MLP_ARGS, "--engine", "vectorized")
+    _assert_runs_match(mlp_run, vec, rtol=1e-4, atol=1e-5)
+
+
+def test_vectorized_single_particle_is_bitwise_sequential(tmp_path):
+    args = [*RUN_ARGS, "--particles", "1"]
+    seq = make_run(tmp_path / "seq", *args, "--engine", "sequential")
+    vec = make_run(tmp_path / "vec", *args, "--engine", "vectorized")
+    _assert_runs_match(seq, vec, rtol=0, atol=0)
+
+
+class Killed(Exception):
+    """Stands in for the process being killed."""
+
+
+def test_interrupted_vectorized_run_resumes_bit_identically(tmp_path, monkeypatch):
+    vectorized = importlib.import_module("training.engines.vectorized")
+    args = [*MLP_ARGS, "--epochs", "3", "--engine", "vectorized"]
+    whole = make_run(tmp_path / "whole", *args)
+    real_save, saves = vectorized.save_train_state, []
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        saves.append(path)
+        if len(saves) == 3 * 2 + 1:  # cycle 0 (3 particles x 2 epochs saved), then 1 of the 3rd epoch
+            raise Killed
+
+    monkeypatch.setattr(vectorized, "save_train_state", save_then_die)
+    with pytest.raises(Killed):
+        make_run(tmp_path / "cut", *args)
+    monkeypatch.setattr(vectorized, "save_train_state", real_save)
+    assert len(list((tmp_path / "cut" / ".resume").iterdir())) == 3, "one resume state per particle"
+    assert swamp_main(_resume(tmp_path / "cut")) == 0  # particle 0 finished its epochs, 1 and 2 did not
+    _assert_runs_match(whole, tmp_path / "cut", rtol=1e-6, atol=1e-7)
+
+
+def test_auto_rule():
+    assert auto_engine("cnn1d", "cpu", 4) == "sequential"
+    assert auto_engine("mlp", "cpu", 4) == "vectorized"
+    assert auto_engine("mlp", "cpu", 1) == "sequential"
+    assert auto_engine("cnn1d", "cuda", 4) == "vectorized"
+    assert auto_engine("wrn", "cuda", 4) == "sequential"
+    assert auto_engine("wrn", "cuda", 4, distributed=True) == "distributed"
+
+
+def test_distributed_engine_outside_torchrun_is_a_clear_error(tmp_path, capsys):
+    assert run_cli(swamp_main, ["--engine", "distributed", "--out", str(tmp_path / "r")]) == 2
+    assert "torchrun --nproc-per-node" in capsys.readouterr().err
+
+
+# --- two processes, as `torchrun --nproc-per-node 2 -m training.swamp ...` starts them -----------
+
+def _rank_main(rank: int, world: int, port: int, argv: list[str], fail_rank: int, out: str) -> None:
+    """One rank: torchrun's environment, then the program; ``fail_rank`` fails after its first epoch."""
+    torch.set_num_threads(1)
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
+    if rank == fail_rank:
+        distributed = importlib.import_module("training.engines.distributed")
+        real = distributed.train_particles
+
+        def failing(*args, **kwargs):
+            forward = args[-1]
+
+            def on_epoch(states):
+                forward(states)
+                raise Divergence("training diverged (injected)")
+
+            return real(*args[:-1], on_epoch, **kwargs)
+
+        distributed.train_particles = failing
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = run_cli(swamp_main, argv)
+    Path(out, f"rank{rank}.txt").write_text(f"{code}\n{err.getvalue()}")
+
+
+def _torchrun(tmp_path: Path, argv: list[str], fail_rank: int = -1, world: int = 2) -> list[tuple[int, str]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.start_processes(_rank_main, args=(world, port, argv, fail_rank, str(tmp_path)), nprocs=world,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("distributed run did not finish within 120 s")
+    results = []
+    for r in range(world):
+        code, err = Path(tmp_path, f"rank{r}.txt").read_text().split("\n", 1)
+        results.append((int(code), err))
+    return results
+
+
+def test_two_gloo_processes_equal_the_sequential_run(mlp_run, tmp_path):
+    """Three particles: two stacked on rank 0, one on rank 1; the average by all-reduce."""
+    out = tmp_path / "dist"
+    argv = [*TINY_ARGS, *MLP_ARGS, "--out", str(out), "--data-dir", str(DATA_DIR), "--engine", "distributed"]
+    assert [code for code, _ in _torchrun(tmp_path, argv)] == [0, 0]
+    _assert_runs_match(mlp_run, out, rtol=1e-4, atol=1e-5)
+
+
+def test_failed_rank_stops_the_job_and_resume_finishes_it(tmp_path):
+    """cnn1d with BatchNorm, one particle per rank: particles exact, BN recalibrated by all-reduce."""
+    args = [*RUN_ARGS, "--particles", "2"]
+    reference = make_run(tmp_path / "seq", *args, "--engine", "sequential")
+    out = tmp_path / "dist"
+    argv = [*TINY_ARGS, *args, "--out", str(out), "--data-dir", str(DATA_DIR), "--engine", "distributed"]
+    (code0, err0), (code1, err1) = _torchrun(tmp_path, argv, fail_rank=1)
+    assert (code0, code1) == (2, 2)
+    assert err0.strip() == ("error: rank 1 failed: training diverged (injected); what rank 0 saved is kept: "
+                            "rerun with --resume")
+    assert "training diverged (injected)" in err1 and "Traceback" not in err0 + err1
+    assert not (out / "cycle_00" / "particle_00.safetensors").exists()
+    assert sorted(p.name for p in (out / ".resume").iterdir()) == ["cycle_00_particle_00.safetensors",
+                                                                   "cycle_00_particle_01.safetensors"]
+    assert [code for code, _ in _torchrun(tmp_path, _resume(out))] == [0, 0]
+    _assert_runs_match(reference, out, rtol=1e-5, atol=1e-6)

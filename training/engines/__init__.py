@@ -1,0 +1,100 @@
+"""Particle engines: how the particles of one cycle are trained.
+
+An engine trains the particles listed in ``todo`` (each from ``start`` under ``masks``, with the
+cycle's schedule and the particle's own seed) and hands each finished state to ``done(p, state)``,
+which writes the particle's checkpoint:
+``engine(ctx, cycle, start, masks, schedule, todo, done, bar)``. Results do not depend on the engine
+for the same seeds: every engine gives each particle the same initial weights, mask, batches (drawn
+from the particle's own generator), masked SGD with momentum and weight decay, LR schedule, SWA
+average and BN recalibration, and writes the same per-particle resume state, so a run may be resumed
+with another engine.
+
+* ``sequential`` (:mod:`.sequential`): one particle after the other; the reference.
+* ``vectorized`` (:mod:`.vectorized`): all particles as one stacked model in one batched computation
+  on one device. Equal to ``sequential`` up to floating-point rounding.
+* ``distributed`` (:mod:`.distributed`): particles spread over the processes of a
+  ``torchrun --nproc-per-node P -m training.swamp ...`` launch (several nodes too); averaging and
+  BN recalibration use collectives; only rank 0 touches the run directory. With one particle per
+  rank, each particle is trained exactly as ``sequential`` trains it.
+* ``auto``: under torchrun (``WORLD_SIZE`` > 1) ``distributed``; otherwise, for a cycle of N > 1
+  particles, ``vectorized`` where it measured faster than ``sequential`` for the model on the device
+  (:data:`VECTORIZED_FASTER`), else ``sequential``. The measurements are in docs/performance.md
+  (``benchmarks/bench_engines.py``); on the CPU one batched computation only pays where per-step
+  overhead dominates (the MLP), while stacked convolutions run as grouped convolutions, which are
+  slower there than N separate ones. The GPU entries are the small MNIST-1D models, whose single
+  particle leaves a GPU mostly idle; they still await a measurement (docs/performance.md has the
+  command).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from torch import Tensor, nn
+
+from training.engines.cluster import world_size
+from training.engines.distributed import Driver, distributed, session
+from training.engines.sequential import LocalCollective, ParticleDone, particle_unit, sequential
+from training.engines.vectorized import vectorized
+from training.errors import UserError
+
+if TYPE_CHECKING:
+    from training.config import RunConfig
+    from training.run import Context
+
+__all__ = ["ENGINES", "LOCAL", "Collective", "ParticleDone", "auto_engine", "particle_unit", "run_session",
+           "select_engine"]
+
+# (device type, model registry name) pairs where ``vectorized`` beat ``sequential`` for N >= 2.
+VECTORIZED_FASTER = {("cpu", "mlp"), ("cuda", "mlp"), ("cuda", "cnn1d")}
+
+
+class Collective(Protocol):
+    """The steps of a cycle that combine particles (local, or with collectives across ranks)."""
+
+    def average(self, ctx: Context, states: list[dict[str, Tensor]]) -> dict[str, Tensor]: ...
+
+    def recalibrate(self, ctx: Context, model: nn.Module, *indices: int) -> None: ...
+
+
+LOCAL = LocalCollective()
+
+
+def auto_engine(model: str, device_type: str, particles: int, distributed: bool = False) -> str:
+    """The engine ``--engine auto`` runs (the rule of this module's docstring)."""
+    if distributed:
+        return "distributed"
+    if particles > 1 and (device_type, model) in VECTORIZED_FASTER:
+        return "vectorized"
+    return "sequential"
+
+
+def _auto(ctx: Context, cycle: int, *args: Any, **kwargs: Any) -> None:
+    name = auto_engine(ctx.model_spec["name"], ctx.device.type, ctx.cfg.particles_in_cycle(cycle),
+                       isinstance(ctx.collective, Driver))
+    ENGINES[name](ctx, cycle, *args, **kwargs)
+
+
+ENGINES: dict[str, Callable[..., None]] = {"sequential": sequential, "vectorized": vectorized,
+                                           "distributed": distributed, "auto": _auto}
+
+
+def select_engine(name: str) -> Callable[..., None]:
+    """The engine called ``name``; ``auto`` chooses per cycle by the rule in this module's docstring."""
+    return ENGINES[name]
+
+
+def run_session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Callable[[Context], Any]) -> Any:
+    """``body(build(cfg))`` in this process, or, under torchrun, the distributed session of all ranks."""
+    world = world_size()
+    if world > 1 and cfg.engine not in ("auto", "distributed"):
+        raise UserError(f"--engine {cfg.engine} runs in one process, but torchrun started {world}; "
+                        "use --engine distributed (or auto)")
+    if cfg.engine == "distributed" or world > 1:
+        if "RANK" not in os.environ:
+            raise UserError("--engine distributed needs a torchrun launch: "
+                            "torchrun --nproc-per-node P -m training.swamp ...")
+        return session(cfg, build, body)
+    return body(build(cfg))

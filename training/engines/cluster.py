@@ -1,0 +1,132 @@
+"""Processes of a ``torchrun`` launch as one cluster: rank 0 drives the run, the other ranks serve it.
+
+``torchrun --nproc-per-node P [--nnodes M ...] -m training.swamp ...`` starts P*M copies of the
+program. Rank 0 runs the whole run (:func:`training.run.run_swamp`) and is the only one that reads or
+writes the run directory; the other ranks receive rank 0's resolved configuration, build the same
+data and model, and wait for commands (``train``, ``average``, ``recalibrate``, ``stop``). So a
+multi-node run needs the run directory on rank 0's node only (and the dataset on every node).
+
+Control messages and particle states travel as plain dicts of tensors over a gloo group and are
+unpickled with ``weights_only=True``; averages and BatchNorm statistics are all-reduced over the
+default group (gloo on the CPU, NCCL on GPUs, each rank on ``cuda:LOCAL_RANK``).
+
+Failure: every rank takes part in the same sequence of status exchanges during a job; a rank that
+fails sends its error in place of its next exchange, and every rank then stops with
+``rank R failed: ...`` (:class:`PeerFailure`). A rank that dies outright makes the others' next
+collective fail, which stops them too. Whatever rank 0 saved before (finished particles, per-epoch
+resume state of every particle) is what ``--resume`` continues from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from training.averaging import RunningAverage
+from training.errors import UserError
+from training.train import TrainState
+
+if TYPE_CHECKING:
+    from training.config import RunConfig
+
+State = dict[str, Tensor]
+TIMEOUT = datetime.timedelta(minutes=30)
+
+
+class PeerFailure(UserError):
+    """Some rank failed during a job; every rank stops with its message."""
+
+
+def world_size() -> int:
+    """Processes in this launch (``WORLD_SIZE`` set by torchrun; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def to_device(state: State, device: torch.device | str) -> State:
+    return {k: v.detach().to(device) for k, v in state.items()}
+
+
+def train_state_message(state: TrainState) -> dict[str, Any]:
+    """A resume state as a plain dict of CPU tensors (what ``weights_only`` unpickling accepts)."""
+    return {"epoch": state.epoch, "model": to_device(state.model, "cpu"), "momentum": to_device(state.momentum, "cpu"),
+            "swa": to_device(state.swa.state, "cpu"), "swa_count": state.swa.count, "rng": state.rng.cpu()}
+
+
+def train_state_from_message(msg: dict[str, Any], device: torch.device) -> TrainState:
+    return TrainState(msg["epoch"], to_device(msg["model"], device), to_device(msg["momentum"], device),
+                      RunningAverage(to_device(msg["swa"], device), msg["swa_count"]), msg["rng"])
+
+
+@dataclasses.dataclass
+class Cluster:
+    """This process's place in the launch, and the collectives the engine and the run use."""
+
+    rank: int
+    world: int
+    device: torch.device
+    objects: Any = None  # the gloo group for control messages (None: the default group is gloo)
+    listening: bool = True  # False once the workers have left their command loop
+    held: dict[int, State] = dataclasses.field(default_factory=dict)  # particles trained here this cycle
+
+    # --- messages -------------------------------------------------------------------------------
+    def broadcast(self, obj: Any = None) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.objects, weights_only=True)
+        return box[0]
+
+    def scatter(self, per_rank: list[Any] | None) -> Any:
+        """Item ``rank`` of rank 0's ``per_rank`` on each rank."""
+        box: list[Any] = [None]
+        dist.scatter_object_list(box, per_rank, src=0, group=self.objects, weights_only=True)
+        return box[0]
+
+    def exchange(self, payload: Any = None, error: str | None = None) -> list[Any] | None:
+        """Every rank's status (raises :class:`PeerFailure` if one failed); rank 0 gets every payload."""
+        statuses: list[Any] = [None] * self.world
+        dist.all_gather_object(statuses, error, group=self.objects)
+        failed = [(r, e) for r, e in enumerate(statuses) if e is not None]
+        if failed:
+            self.listening = False
+            if error is None:
+                rank, message = failed[0]
+                raise PeerFailure(f"rank {rank} failed: {message}; what rank 0 saved is kept: rerun with --resume")
+            return None
+        gathered: list[Any] | None = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(payload, gathered, dst=0, group=self.objects, weights_only=True)
+        return gathered
+
+    def report(self, err: BaseException) -> None:
+        """Send ``err`` in place of this rank's next exchange, so every rank stops."""
+        self.exchange(error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+    # --- collectives on states ------------------------------------------------------------------
+    def all_reduce_sum(self, tensors: list[Tensor]) -> list[Tensor]:
+        """Elementwise sums over the ranks (one flat all-reduce per dtype)."""
+        out = list(tensors)
+        for dtype in sorted({t.dtype for t in tensors}, key=str):  # the same order on every rank
+            idx = [i for i, t in enumerate(tensors) if t.dtype == dtype]
+            flat = torch.cat([tensors[i].reshape(-1) for i in idx]).to(self.device)
+            dist.all_reduce(flat)
+            for i, chunk in zip(idx, flat.split([tensors[i].numel() for i in idx]), strict=True):
+                out[i] = chunk.view_as(tensors[i])
+        return out
+
+
+def join(cfg: RunConfig) -> Cluster:
+    """Initialise torch.distributed from torchrun's environment (``env://``)."""
+    rank, world, local = int(os.environ["RANK"]), world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = cfg.device != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world, timeout=TIMEOUT)
+    objects = dist.new_group(backend="gloo") if backend != "gloo" else None
+    return Cluster(rank, world, device, objects)
