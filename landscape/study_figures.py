@@ -88,14 +88,18 @@ def connectivity_figure(pairs: pd.DataFrame, consecutive: pd.DataFrame, labels: 
 def hull_figure(hull: pd.DataFrame, labels: dict[str, str]) -> Figure:
     """Distribution of the test loss over the particles' convex hull per sparsity, with the worst vertex."""
     fig, (ax,) = panels(1)
-    fig.set_size_inches(9, 4.5)
     data = hull.assign(sparsity_pct=(100 * hull["sparsity"]).round(1), label=hull["method"].map(labels))
-    sns.boxplot(data=data, x="sparsity_pct", y="loss", hue="label", ax=ax, fliersize=1.5)
-    worst = data.groupby(["sparsity_pct", "label"], sort=True)["vertex_loss_max"].mean().reset_index()
-    order = sorted(data["sparsity_pct"].unique())
-    for n, (label, part) in enumerate(worst.groupby("label", sort=False)):
-        ax.scatter([order.index(s) for s in part["sparsity_pct"]], part["vertex_loss_max"], marker="_", s=200,
-                   color=sns.color_palette()[n], label=f"worst particle: {label}", zorder=3)
+    hues, order = list(dict.fromkeys(data["label"])), sorted(data["sparsity_pct"].unique())
+    fig.set_size_inches(max(9.0, 0.9 * len(order)), 4.5)
+    sns.boxplot(data=data, x="sparsity_pct", y="loss", hue="label", hue_order=hues, order=order, ax=ax,
+                fliersize=1.5)
+    worst = data.groupby(["sparsity_pct", "label"])["vertex_loss_max"].mean()
+    width = 0.8 / len(hues)  # seaborn's default dodge: the hues share 0.8 of each category
+    for n, label in enumerate(hues):
+        xs = [i - 0.4 + (n + 0.5) * width for i, s in enumerate(order) if (s, label) in worst.index]
+        ys = [worst[(s, label)] for s in order if (s, label) in worst.index]
+        ax.scatter(xs, ys, marker="_", s=300, color=sns.color_palette()[n], linewidths=2, zorder=3,
+                   label=f"worst particle: {label}")
     ax.set(xlabel="sparsity (%)", ylabel="test loss", title="loss over the convex hull of the particles "
            "(uniform samples; all seeds)")
     ax.legend(fontsize="small")
