@@ -27,6 +27,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser, default_split: str) -> N
     parser.add_argument("--seed", type=int, default=0, help="seed of the BN subsample and of any sampling")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B",
                         help="evaluation batch size (default: the run's eval_batch_size)")
+    add_io_arguments(parser)
+
+
+def add_io_arguments(parser: argparse.ArgumentParser) -> None:
+    """Device, data location, plain ``.pt`` description, outputs and progress: flags of every tool."""
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="where the data set lives (default: as recorded in the checkpoints)")

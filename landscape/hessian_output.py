@@ -11,6 +11,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from landscape.cli import add_io_arguments
 from training.errors import UserError
 
 if TYPE_CHECKING:
@@ -53,15 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("native", "pyhessian"), default="native",
                         help="pyhessian: also run the pyhessian package with the same probe count, as a check")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample subset, probes and Lanczos")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--data-dir", default=None, metavar="DIR",
-                        help="where the data set lives (default: as recorded in the checkpoint)")
-    parser.add_argument("--model", default=None, metavar="NAME", help="model of a plain .pt state_dict")
-    parser.add_argument("--dataset", default=None, metavar="NAME", help="data set of a plain .pt state_dict")
-    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result as JSON")
-    parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a figure")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (default: only on a terminal)")
+    add_io_arguments(parser)
     return parser
 
 
