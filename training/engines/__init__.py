@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from training.engines.cluster import world_size
 from training.engines.distributed import Driver, distributed, session
+from training.engines.rule import VECTORIZED_FASTER, auto_engine
 from training.engines.sequential import LocalCollective, ParticleDone, particle_unit, sequential
 from training.engines.vectorized import vectorized
 from training.errors import UserError
@@ -44,11 +45,8 @@ if TYPE_CHECKING:
     from training.config import RunConfig
     from training.run import Context
 
-__all__ = ["ENGINES", "LOCAL", "Collective", "ParticleDone", "auto_engine", "particle_unit", "run_session",
-           "select_engine"]
-
-# (device type, model registry name) pairs where ``vectorized`` beat ``sequential`` for N >= 2.
-VECTORIZED_FASTER = {("cpu", "mlp"), ("cuda", "mlp"), ("cuda", "cnn1d")}
+__all__ = ["ENGINES", "LOCAL", "VECTORIZED_FASTER", "Collective", "ParticleDone", "auto_engine", "particle_unit",
+           "run_session", "select_engine"]
 
 
 class Collective(Protocol):
@@ -60,15 +58,6 @@ class Collective(Protocol):
 
 
 LOCAL = LocalCollective()
-
-
-def auto_engine(model: str, device_type: str, particles: int, distributed: bool = False) -> str:
-    """The engine ``--engine auto`` runs (the rule of this module's docstring)."""
-    if distributed:
-        return "distributed"
-    if particles > 1 and (device_type, model) in VECTORIZED_FASTER:
-        return "vectorized"
-    return "sequential"
 
 
 def _auto(ctx: Context, cycle: int, *args: Any, **kwargs: Any) -> None:

@@ -2,11 +2,12 @@
 
 Rank 0 (see :mod:`training.engines.cluster`) sends a ``train`` command with the cycle's start, masks
 and schedule; particles that resume from the same epoch form a group, and a group's particle i goes to
-rank i mod P. Each rank trains its share with :func:`~training.engines.vectorized.train_particles`
-(one particle: the plain model, several: stacked), all ranks epoch by epoch in step: after every
-epoch the particles' resume states are gathered to rank 0, which writes them, and after the group
-their final states, which rank 0 checkpoints. The particle states stay on the rank that trained them
-for the collective steps of the cycle:
+rank i mod P. Each rank trains its share with :func:`~training.engines.vectorized.train_particles`,
+stacked where that is faster for the model on the device (:func:`~training.engines.rule.stacks`),
+otherwise one particle after the other; all ranks go epoch by epoch in step: after every epoch the
+particles' resume states are gathered to rank 0, which writes them, and after each particle (or
+stack) their final states, which rank 0 checkpoints. The particle states stay on the rank that
+trained them for the collective steps of the cycle:
 
 * average: theta_bar = (1/N) sum_r sum_{n on rank r} theta_n, an all-reduce of each rank's partial
   sum (rank 0 adds the particles it trained or loaded from disk);
@@ -15,7 +16,7 @@ for the collective steps of the cycle:
   (sum_r k_r m_r) / (sum_r k_r), the same cumulative average over all batches (up to rounding) as
   :func:`training.averaging.recalibrate_batchnorm` computes in one process.
 
-With one particle per rank each particle is trained exactly as the sequential engine trains it.
+Trained one at a time, each particle is trained exactly (bitwise) as the sequential engine trains it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from training.engines.cluster import (
     train_state_from_message,
     train_state_message,
 )
+from training.engines.rule import stacks
 from training.engines.sequential import ParticleDone, particle_unit
 from training.engines.vectorized import resume_groups, train_particles
 from training.rundir import load_train_state, save_train_state
@@ -55,6 +57,15 @@ def _merge(gathered: list[Any] | None) -> Gathered:
     return {p: item for part in gathered or [] for p, item in part.items()}
 
 
+def rounds(group: list[int], rank: int, world: int, stack: bool) -> list[list[int]]:
+    """What ``rank`` trains of ``group``, round by round. Every rank gets as many rounds (the ranks
+    exchange states in step), some possibly empty: one stack, or one particle per round."""
+    mine = group[rank::world]
+    if stack:
+        return [mine]
+    return [mine[k:k + 1] for k in range(-(-len(group) // world))]
+
+
 def train_share(ctx: Context, cluster: Cluster, job: dict[str, Any], resumes: dict[int, Any],
                 save: Callable[[Gathered], None] | None = None, done: Callable[[Gathered], None] | None = None) -> None:
     """This rank's particles of a ``train`` job; rank 0 passes ``save`` and ``done`` for everyone's states."""
@@ -63,24 +74,25 @@ def train_share(ctx: Context, cluster: Cluster, job: dict[str, Any], resumes: di
     cluster.held = {}
     try:
         for group, first_epoch in zip(job["groups"], job["epochs"], strict=True):
-            mine = group[cluster.rank::cluster.world]
+            for batch in rounds(group, cluster.rank, cluster.world, job["stack"]):
+                def on_epoch(states: list[Any], batch: list[int] = batch) -> None:
+                    sent = {p: train_state_message(s) for p, s in zip(batch, states, strict=True)}
+                    gathered = cluster.exchange(sent)
+                    if save is not None:
+                        save(_merge(gathered))
 
-            def on_epoch(states: list[Any], mine: list[int] = mine) -> None:
-                gathered = cluster.exchange({p: train_state_message(s) for p, s in zip(mine, states, strict=True)})
-                if save is not None:
-                    save(_merge(gathered))
-
-            finals: list[State] = []
-            if mine:
-                saved = [train_state_from_message(resumes[p], ctx.device) if p in resumes else None for p in mine]
-                finals = train_particles(ctx, job["cycle"], start, masks, schedule, mine, saved, on_epoch)
-            else:  # nothing to train here: keep in step with the ranks that train
-                for _ in range(first_epoch, schedule.epochs):
-                    on_epoch([])
-            cluster.held.update(zip(mine, finals, strict=True))
-            gathered = cluster.exchange({p: to_device(s, "cpu") for p, s in zip(mine, finals, strict=True)})
-            if done is not None:
-                done(_merge(gathered))
+                finals: list[State] = []
+                if batch:
+                    saved = [train_state_from_message(resumes[p], ctx.device) if p in resumes else None
+                             for p in batch]
+                    finals = train_particles(ctx, job["cycle"], start, masks, schedule, batch, saved, on_epoch)
+                else:  # nothing to train in this round: keep in step with the ranks that train
+                    for _ in range(first_epoch, schedule.epochs):
+                        on_epoch([])
+                cluster.held.update(zip(batch, finals, strict=True))
+                gathered = cluster.exchange({p: to_device(s, "cpu") for p, s in zip(batch, finals, strict=True)})
+                if done is not None:
+                    done(_merge(gathered))
         cluster.exchange()
     except PeerFailure:
         raise
@@ -173,6 +185,7 @@ def distributed(ctx: Context, cycle: int, start: State, masks: State, schedule: 
     driver.trained_on = {p: i % cluster.world for group in groups for i, p in enumerate(group)}
     job = {"cycle": cycle, "start": to_device(start, "cpu"), "masks": to_device(masks, "cpu"),
            "schedule": dataclasses.asdict(schedule), "groups": groups,
+           "stack": stacks(ctx.model_spec["name"], ctx.device.type),
            "epochs": [resumes[g[0]].epoch if resumes[g[0]] is not None else 0 for g in groups]}
     cluster.broadcast(("train", job))
     shares = [{p: train_state_message(resumes[p]) for p in todo
@@ -215,4 +228,6 @@ def session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Callabl
             if cluster.listening:
                 cluster.broadcast(("stop", None))
     finally:
+        if cluster.listening:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -1,0 +1,114 @@
+"""What the ``bench_*`` scripts share: the machine's description, data, timing and table printing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from training.data import CIFAR_MEAN, CIFAR_STD, TensorDataset, load_mnist1d, mnist1d_spec
+
+DATA_DIR = os.environ.get("SWAMP_DATA_DIR", "data")
+
+
+def machine() -> str:
+    """One line: CPU model and cores, GPU, torch version, thread count."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {gpu}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch threads")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of ``fn()``, GPU work included."""
+    sync(device)
+    began = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - began
+
+
+def alternating(fns: Sequence[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
+    """Median seconds of each of ``fns``, run in turn ``repeats`` times (A B A B ...), so that load from
+    other jobs on a shared machine hits all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            times[i].append(timed(fn, device))
+    return [statistics.median(t) for t in times]
+
+
+def _status_mib(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) / 1024 for line in fh if line.startswith(key))
+    except (OSError, StopIteration):
+        return None
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (MiB)."""
+    now = _status_mib("VmRSS:")
+    return now if now is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS measurement (Linux: ``/proc/self/clear_refs``; elsewhere the lifetime peak)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory (MiB) since :func:`reset_peak_rss`."""
+    peak = _status_mib("VmHWM:")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cifar_like_uint8(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random CIFAR-shaped images (N, 32, 32, 3) uint8 and labels: CIFAR's size and format."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.int64)
+
+
+def cifar_like(n: int, device: torch.device, seed: int = 0) -> TensorDataset:
+    """:func:`cifar_like_uint8` as the toolkit holds CIFAR-10: normalised floats on ``device``, crop + flip."""
+    images, labels = cifar_like_uint8(n, seed)
+    mean = torch.tensor(CIFAR_MEAN["cifar10"]).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD["cifar10"]).view(1, 3, 1, 1)
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    y = torch.from_numpy(labels)
+    spec = {"name": "cifar-like", "samples": n, "seed": seed}
+    return TensorDataset(spec, 10, x, y, x[:1000], y[:1000], augment="crop_flip").to(device)
+
+
+def dataset_for(model: str, device: torch.device, samples: int) -> TensorDataset:
+    """MNIST-1D (the real, generated data) for its models, CIFAR-like data for the image models."""
+    if model in ("mlp", "cnn1d"):
+        return load_mnist1d(mnist1d_spec(DATA_DIR)).to(device)
+    return cifar_like(samples, device)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
