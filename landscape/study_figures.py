@@ -135,8 +135,9 @@ def ablation_figure(acc: pd.DataFrame, methods: pd.DataFrame) -> Figure:
     (d) final accuracy against cost in particle-epochs."""
     fig, axes = panels(4)
     info = methods.set_index("method")
-    last = acc.groupby("method")["cycle"].transform("max") == acc["cycle"].max()
+    last = acc["cycle"] == acc["cycle"].max()
     swa_arms = [m for m in info.index if m == "swa" or (m.startswith("swamp-n"))]
+    swamp = next((m for m in swa_arms if m != "swa"), None)  # the study's main SWAMP arm
     by_n = acc[acc["method"].isin(swa_arms)].assign(N=lambda f: f["method"].map(info["particles"]))
     cycles = sorted(by_n["cycle"].unique())
     for k in sorted({cycles[0], cycles[len(cycles) // 2], cycles[-1]}):
@@ -148,10 +149,8 @@ def ablation_figure(acc: pd.DataFrame, methods: pd.DataFrame) -> Figure:
     axes[0].set(xlabel="particles N (with SWA; N=1 is IMP + SWA)", ylabel="test accuracy (%)",
                 title="number of particles")
     axes[0].set_xticks(sorted(by_n["N"].unique()), [str(n) for n in sorted(by_n["N"].unique())])
-    for ax, names, title in ((axes[1], ["imp", "swa", "particles", swa_arms[-1] if swa_arms else None],
-                              "SWA only vs particles only"),
-                             (axes[2], ["swa", "swamp-plus", next((m for m in swa_arms if m != "swa"), None)],
-                              "SWAMP+ start cycle")):
+    for ax, names, title in ((axes[1], ["imp", "swa", "particles", swamp], "SWA only vs particles only"),
+                             (axes[2], ["swa", "swamp-plus", swamp], "SWAMP+ start cycle")):
         for name in [n for n in names if n in info.index]:
             mean_band(ax, acc[acc["method"] == name], "average_test_acc", ["cycle"], info.loc[name, "label"], 100)
         ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title=title)
@@ -161,7 +160,9 @@ def ablation_figure(acc: pd.DataFrame, methods: pd.DataFrame) -> Figure:
         axes[3].errorbar(row["particle_epochs_mean"], 100 * row["average_test_acc_mean"],
                          yerr=100 * np.nan_to_num(row["average_test_acc_std"]), marker="o", capsize=3,
                          label=row["label"], linestyle="none")
-    axes[3].set(xscale="log", xlabel="cost to reach the final sparsity (particle-epochs)",
+    axes[3].set_xscale("log")
+    axes[3].minorticks_off()
+    axes[3].set(xlabel="cost to reach the final sparsity (particle-epochs)",
                 ylabel="test accuracy (%)", title=f"cost vs accuracy at {100 * acc[last]['sparsity'].mean():.1f}%")
     axes[3].legend(fontsize="x-small")
     return fig
