@@ -69,3 +69,14 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "training.swamp", "--particles", "-2", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --particles must be at least 1"
+
+
+def test_a_one_shot_run_cannot_be_resumed_as_iterative_pruning(tmp_path, capsys):
+    from training.config import parse_config
+    from training.oneshot import run_oneshot
+
+    out = str(tmp_path / "oneshot")
+    run_oneshot(parse_config(["--cycles", "1", "--epochs", "1", "--particles", "1", "--no-swa",
+                              "--rewind-epochs", "0", "--no-progress", "--out", out], "oneshot", ""))
+    assert run_cli(swamp.main, ["--out", out, "--resume", "--cycles", "1"]) == 2
+    assert "pruning_schedule was 'one-shot', now None" in capsys.readouterr().err

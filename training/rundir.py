@@ -21,11 +21,13 @@ from safetensors import safe_open
 
 from training.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from training.averaging import RunningAverage
-from training.config import RUNTIME_FIELDS
+from training.config import RUNTIME_FIELDS, RunConfig
 from training.errors import UserError
 from training.serialize import dumps
 from training.train import TrainState
 
+# Recorded for provenance; a run may be resumed under a newer toolkit or torch.
+UNCHECKED_ON_RESUME = {"package_version", "torch_version"}
 RESULTS_COLUMNS = ["cycle", "density", "sparsity", "average_test_acc", "average_test_loss",
                    "particle_test_acc_mean", "particle_test_acc_std", "ensemble_test_acc", "ensemble_test_loss",
                    "average_train_loss", "particles", "seconds"]
@@ -73,11 +75,13 @@ def prepare(run: RunDir, config: dict[str, Any], resume: bool, overwrite: bool) 
             saved = json.loads(run.config.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise UserError(f"cannot resume: {run.config} is unreadable ({err})") from None
-        changed = sorted(k for k, v in config.items() if k not in RUNTIME_FIELDS and saved.get(k) != v)
+        keys = (set(config) | set(saved)) - RUNTIME_FIELDS - UNCHECKED_ON_RESUME
+        changed = sorted(k for k in keys if saved.get(k) != config.get(k))
         if changed:
             k = changed[0]
-            raise UserError(f"cannot resume {run.root}: --{k.replace('_', '-')} was {saved.get(k)!r}, now "
-                            f"{config[k]!r}; resume with the original settings")
+            name = f"--{k.replace('_', '-')}" if k in RunConfig.__dataclass_fields__ else k
+            raise UserError(f"cannot resume {run.root}: {name} was {saved.get(k)!r}, now {config.get(k)!r}; "
+                            "resume with the original settings (and the program that started the run)")
         remove_stale_temporaries(run.root)
         return
     if exists and not overwrite:
