@@ -18,7 +18,7 @@ from conftest import DATA_DIR, TINY_ARGS, make_run
 from safetensors import safe_open
 from torch import nn
 
-from training.engines import auto_engine
+from training.engines import VECTORIZED_FASTER, auto_engine
 from training.engines.stacked import StackedModule
 from training.errors import run_cli
 from training.models import build_model, model_spec
@@ -26,7 +26,7 @@ from training.swamp import main as swamp_main
 from training.train import Divergence
 
 RUN_ARGS = ["--cycles", "2", "--epochs", "2", "--rewind-epochs", "1"]
-MLP_ARGS = [*RUN_ARGS, "--model", "mlp"]  # 3 particles (TINY_ARGS)
+MLP_ARGS = [*RUN_ARGS, "--model", "mlp", "--particles", "8"]  # enough for auto and ranks to stack them
 
 
 def _resume(out: Path) -> list[str]:
@@ -102,25 +102,25 @@ def test_interrupted_vectorized_run_resumes_bit_identically(tmp_path, monkeypatc
     def save_then_die(path, state):
         real_save(path, state)
         saves.append(path)
-        if len(saves) == 3 * 2 + 1:  # cycle 0 (3 particles x 2 epochs saved), then 1 of the 3rd epoch
+        if len(saves) == 8 * 2 + 1:  # cycle 0: 8 particles x 2 epochs saved, then 1 of the 3rd epoch
             raise Killed
 
     monkeypatch.setattr(vectorized, "save_train_state", save_then_die)
     with pytest.raises(Killed):
         make_run(tmp_path / "cut", *args)
     monkeypatch.setattr(vectorized, "save_train_state", real_save)
-    assert len(list((tmp_path / "cut" / ".resume").iterdir())) == 3, "one resume state per particle"
-    assert swamp_main(_resume(tmp_path / "cut")) == 0  # particle 0 finished its epochs, 1 and 2 did not
+    assert len(list((tmp_path / "cut" / ".resume").iterdir())) == 8, "one resume state per particle"
+    assert swamp_main(_resume(tmp_path / "cut")) == 0  # particle 0 finished its epochs, 1-7 did not
     _assert_runs_match(whole, tmp_path / "cut", rtol=1e-6, atol=1e-7)
 
 
-def test_auto_rule():
-    assert auto_engine("cnn1d", "cpu", 4) == "sequential"
-    assert auto_engine("mlp", "cpu", 4) == "vectorized"
-    assert auto_engine("mlp", "cpu", 1) == "sequential"
-    assert auto_engine("cnn1d", "cuda", 4) == "vectorized"
-    assert auto_engine("wrn", "cuda", 4) == "sequential"
-    assert auto_engine("wrn", "cuda", 4, distributed=True) == "distributed"
+def test_auto_rule_follows_the_measured_table():
+    for (device, model), least in VECTORIZED_FASTER.items():
+        assert auto_engine(model, device, least) == "vectorized"
+        assert auto_engine(model, device, least - 1) == "sequential"
+        assert auto_engine(model, device, 1) == "sequential", "one particle: nothing to stack"
+    assert auto_engine("cnn1d", "cpu", 4) == "sequential", "grouped convolutions measured slower on the CPU"
+    assert auto_engine("cnn1d", "cpu", 4, distributed=True) == "distributed"
 
 
 def test_distributed_engine_outside_torchrun_is_a_clear_error(tmp_path, capsys):
@@ -188,7 +188,7 @@ def test_two_gloo_processes_equal_the_sequential_run(tiny_run, tmp_path):
 
 
 def test_failed_rank_stops_the_job_and_resume_finishes_it(mlp_run, tmp_path):
-    """The MLP stacks its particles (0 and 2 on rank 0, 1 on rank 1); rank 1 fails after one epoch."""
+    """8 MLP particles: each rank stacks its 4; rank 1 fails after one epoch; the run resumes."""
     out = tmp_path / "dist"
     argv = [*TINY_ARGS, *MLP_ARGS, "--out", str(out), "--data-dir", str(DATA_DIR), "--engine", "distributed"]
     (code0, err0), (code1, err1) = _torchrun(tmp_path, argv, fail_rank=1)
@@ -198,6 +198,6 @@ def test_failed_rank_stops_the_job_and_resume_finishes_it(mlp_run, tmp_path):
     assert "training diverged (injected)" in err1 and "Traceback" not in err0 + err1
     assert not (out / "cycle_00" / "particle_00.safetensors").exists()
     assert sorted(p.name for p in (out / ".resume").iterdir()) == [f"cycle_00_particle_0{p}.safetensors"
-                                                                   for p in range(3)]
+                                                                   for p in range(8)]
     assert [code for code, _ in _torchrun(tmp_path, _resume(out))] == [0, 0]
     _assert_runs_match(mlp_run, out, rtol=1e-4, atol=1e-5)

@@ -16,14 +16,15 @@ with another engine.
   ``torchrun --nproc-per-node P -m training.swamp ...`` launch (several nodes too); averaging and
   BN recalibration use collectives; only rank 0 touches the run directory. With one particle per
   rank, each particle is trained exactly as ``sequential`` trains it.
-* ``auto``: under torchrun (``WORLD_SIZE`` > 1) ``distributed``; otherwise, for a cycle of N > 1
-  particles, ``vectorized`` where it measured faster than ``sequential`` for the model on the device
-  (:data:`VECTORIZED_FASTER`), else ``sequential``. The measurements are in docs/performance.md
-  (``benchmarks/bench_engines.py``); on the CPU one batched computation only pays where per-step
-  overhead dominates (the MLP), while stacked convolutions run as grouped convolutions, which are
-  slower there than N separate ones. The GPU entries are the small MNIST-1D models, whose single
-  particle leaves a GPU mostly idle; they still await a measurement (docs/performance.md has the
-  command).
+* ``auto``: under torchrun (``WORLD_SIZE`` > 1) ``distributed``; otherwise ``vectorized`` where,
+  for the model on the device and the cycle's N particles, it measured faster than ``sequential``
+  (:data:`~training.engines.rule.VECTORIZED_FASTER`: (device, model) -> smallest such N), else
+  ``sequential``. The same table decides whether a rank of ``distributed`` stacks its particles.
+  Measurements (``benchmarks/bench_engines.py``) are in docs/performance.md: on the CPU stacking pays
+  only where per-step overhead dominates (the MLP, 1.2-1.4x faster for N = 4-8, slower for N = 2),
+  while stacked convolutions run as grouped convolutions, which are 1.2-1.3x slower there than N
+  separate ones. No GPU has been measured yet, so on GPUs ``auto`` is ``sequential`` until the GPU
+  table (command in docs/performance.md) adds entries.
 """
 
 from __future__ import annotations
