@@ -90,7 +90,7 @@ class Cluster:
     def exchange(self, payload: Any = None, error: str | None = None) -> list[Any] | None:
         """Every rank's status (raises :class:`PeerFailure` if one failed); rank 0 gets every payload."""
         statuses: list[Any] = [None] * self.world
-        dist.all_gather_object(statuses, error, group=self.objects)
+        dist.all_gather_object(statuses, error, group=self.objects, weights_only=True)
         failed = [(r, e) for r, e in enumerate(statuses) if e is not None]
         if failed:
             self.listening = False
