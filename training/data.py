@@ -50,11 +50,8 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Ten
     offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(x.device)
     flips = (torch.rand(b, generator=generator) < 0.5).to(x.device)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chans = torch.arange(c, device=x.device)[None, :, None, None]
-    out = padded[batch, chans, rows, cols]
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (B, C, 2p+1, 2p+1, H, W), a view
+    out = windows[torch.arange(b, device=x.device), :, offsets[0], offsets[1]]
     return torch.where(flips[:, None, None, None], out.flip(3), out)
 
 

@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,9 @@ def prepare(run: RunDir, config: dict[str, Any], resume: bool, overwrite: bool) 
         except (OSError, json.JSONDecodeError) as err:
             raise UserError(f"cannot resume: {run.config} is unreadable ({err})") from None
         keys = (set(config) | set(saved)) - RUNTIME_FIELDS - UNCHECKED_ON_RESUME
-        changed = sorted(k for k in keys if saved.get(k) != config.get(k))
+        # a field added to RunConfig after the run started counts as its default there
+        defaults = {f.name: f.default for f in fields(RunConfig)}
+        changed = sorted(k for k in keys if saved.get(k, defaults.get(k)) != config.get(k))
         if changed:
             k = changed[0]
             name = f"--{k.replace('_', '-')}" if k in RunConfig.__dataclass_fields__ else k

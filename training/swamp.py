@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.swam
          defaults: dict[str, Any] | None = None, description: str = DESCRIPTION) -> int:
     cfg = parse_config(argv, prog, description, defaults)
     metrics = run_swamp(cfg)
+    if not metrics:  # a torchrun worker rank: rank 0 reports
+        return 0
     print(f"run directory: {cfg.out}")
     print(format_table(metrics))
     return 0
