@@ -154,22 +154,67 @@ def check_settings(root: Path, settings: AnalysisSettings) -> None:
     write_json(path, body)
 
 
+def _compute(job: Job, root: Path) -> Path:
+    # the study's names last: a barrier set's own "run" is a path
+    write_json(job.path(root), {**job.compute(), "kind": job.kind, "run": job.run, "cycle": job.cycle})
+    return job.path(root)
+
+
+def _compute_in_worker(kind: str, run: str, cycle: int, root: Path, settings: AnalysisSettings,
+                       options: EvalOptions, device: str, threads: int) -> Path:
+    """One measurement in a worker process (``jobs`` > 1): rebuilt from picklable arguments."""
+    import torch
+
+    torch.set_num_threads(threads)
+    hessian = HessianOptions(probes=settings.hessian_probes, samples=settings.hessian_samples, seed=settings.seed)
+    run_path = root / "runs" / run
+    return _compute(Job(kind, run, cycle, _measure(kind, run_path, cycle, settings, options, hessian, device)), root)
+
+
 def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, kinds: Sequence[str] = KINDS,
-                  device: str = "cpu", data_dir: str | None = None, progress: bool | None = None) -> list[Path]:
-    """Compute every missing measurement of the study; returns the files written now."""
+                  device: str = "cpu", data_dir: str | None = None, progress: bool | None = None,
+                  jobs: int = 1) -> list[Path]:
+    """Compute every missing measurement of the study; returns the files written now.
+
+    With ``jobs`` > 1 the measurements are spread over that many (spawned) worker processes, each with
+    ``1/jobs`` of the torch threads; every measurement is seeded by ``settings.seed``, so the files are
+    the same as with one process (given the same threads per process).
+    """
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
     root = Path(root)
     manifest = read_manifest(root)
     settings = settings or default_settings(manifest)
     check_settings(root, settings)
     options = settings.eval_options(device, data_dir, False)
-    jobs = [j for j in plan_jobs(root, manifest, settings, options, device)
+    todo = [j for j in plan_jobs(root, manifest, settings, options, device)
             if j.kind in kinds and not j.path(root).is_file()]
-    written = []
     disable = None if progress is None else not progress
-    for job in tqdm(jobs, desc="analysis", unit="measurement", disable=disable):
-        # the study's names last: a barrier set's own "run" is a path
-        write_json(job.path(root), {**job.compute(), "kind": job.kind, "run": job.run, "cycle": job.cycle})
-        written.append(job.path(root))
+    bar = tqdm(total=len(todo), desc="analysis", unit="measurement", disable=disable)
+    written = []
+    if jobs == 1 or len(todo) <= 1:
+        for job in todo:
+            written.append(_compute(job, root))
+            bar.update()
+        bar.close()
+        return written
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_compute_in_worker, j.kind, j.run, j.cycle, root, settings, options, device, threads)
+                   for j in todo]
+        try:
+            for future in as_completed(futures):
+                written.append(future.result())
+                bar.update()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    bar.close()
     return written
 
 
@@ -183,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+    parser.add_argument("--jobs", type=int, default=1, metavar="K",
+                        help="compute K measurements at once in separate processes (e.g. one per CPU core)")
     for f in fields(AnalysisSettings):
         parser.add_argument("--" + f.name.replace("_", "-"), default=None, metavar="VALUE",
                             help=f"analysis setting (default {f.default}, or as for --quick studies)")
@@ -196,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = replace(default_settings(read_manifest(args.study)),
                            **{k: tuple(v.split(",")) if k == "splits" else type(getattr(AnalysisSettings, k))(v)
                               for k, v in given.items()})
-    written = analyse_study(args.study, settings, kinds, args.device, args.data_dir, args.progress)
+    written = analyse_study(args.study, settings, kinds, args.device, args.data_dir, args.progress, args.jobs)
     print(f"{len(written)} measurements written under {Path(args.study) / ANALYSIS}")
     return 0
 

@@ -84,6 +84,41 @@ def test_a_study_cannot_be_continued_with_another_grid(study):
         run_study(study, quick_plan("mnist1d", seeds=(0, 1, 2)))
 
 
+def test_jobs_train_sub_runs_in_parallel_processes_with_the_same_checkpoints(study, tmp_path):
+    root = tmp_path / "parallel"
+    assert study_main([*QUICK_ARGS, "--out", str(root), "--methods", "imp,swamp-n3", "--seeds", "0",
+                       "--jobs", "2"]) == 0
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert [(r["name"], r["status"]) for r in manifest["runs"]] == [("imp-s0", "done"), ("swamp-n3-s0", "done")]
+    for name in ("imp-s0", "swamp-n3-s0"):
+        files = sorted((study / "runs" / name).rglob("*.safetensors"))
+        assert files
+        for f in files:
+            assert (root / f.relative_to(study)).read_bytes() == f.read_bytes(), f
+
+
+def test_analysis_jobs_compute_the_same_measurements_in_parallel_processes(study, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(study, copy)
+    shutil.rmtree(copy / "analysis")
+    assert analysis_main([str(copy), "--data-dir", str(DATA_DIR), "--jobs", "2", "--no-progress"]) == 0
+    ours = sorted((study / "analysis").rglob("*.json"))
+    assert len(ours) > 10 and [p.relative_to(study) for p in ours] == \
+        [p.relative_to(copy) for p in sorted((copy / "analysis").rglob("*.json"))]
+    for path in ours:
+        mine = json.loads(path.read_text())
+        theirs = json.loads((copy / path.relative_to(study)).read_text().replace(str(copy), str(study)))
+        mine.pop("seconds", None), theirs.pop("seconds", None)  # wall-clock timings differ
+        assert mine == theirs, path
+
+
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(UserError, match="--jobs"):
+        run_study(tmp_path / "s", quick_plan("mnist1d"), jobs=0)
+    with pytest.raises(UserError, match="--jobs"):
+        analyse_study(tmp_path / "s", jobs=0)
+
+
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_notebook_runs_headless_and_writes_png_and_pdf(study, name, tmp_path, monkeypatch):
     monkeypatch.setenv("SWAMP_STUDY", str(study))

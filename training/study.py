@@ -162,12 +162,32 @@ def sub_config(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: 
     return resolve_config(argparse.Namespace(**values))
 
 
+def run_sub_run(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: dict[str, Any],
+                threads: int | None = None) -> tuple[str, str | None]:
+    """Run (or resume) one sub-run; returns ``(status, error)``. Runs in a worker process with ``--jobs``."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        cfg = sub_config(plan, method, seed, path, runtime)
+        (run_oneshot if method.oneshot else run_swamp)(cfg)
+        return "done", None
+    except Exception as err:  # one broken sub-run must not stop the grid
+        return "failed", f"{type(err).__name__}: {err}"
+
+
 def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None = None,
-              log: Callable[[str], None] = print) -> list[SubRun]:
+              log: Callable[[str], None] = print, jobs: int = 1) -> list[SubRun]:
     """Run (or continue) every sub-run of ``plan`` under ``root``; returns their final status.
 
-    A sub-run that fails is marked ``failed`` with its error and the others still run.
+    A sub-run that fails is marked ``failed`` with its error and the others still run. With ``jobs`` > 1
+    that many sub-runs train at once, each in its own (spawned) process with ``1/jobs`` of this process's
+    torch threads; this process alone writes the manifest. Sub-runs are independent and seeded, so the
+    checkpoints are the same as with ``jobs = 1`` (given the same threads per run).
     """
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     check_same_plan(root, plan)
@@ -178,30 +198,74 @@ def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None 
         r.cycles_done = cycles_done(root / r.path)
         r.status = "done" if r.cycles_done >= cycles else ("partial" if r.cycles_done else "pending")
     write_manifest(root, plan, runs)
+    todo = []
     for r in runs:
         if r.status == "done":
             log(f"skip {r.name}: finished")
-            continue
-        method = methods[r.method]
+        else:
+            todo.append(r)
+
+    def start(r: SubRun) -> float:
         r.status, r.error = "running", None
         write_manifest(root, plan, runs)
-        began = time.perf_counter()
         log(f"run  {r.name} ({r.cycles_done}/{cycles} cycles done)")
-        try:
-            cfg = sub_config(plan, method, r.seed, root / r.path, runtime or {})
-            (run_oneshot if method.oneshot else run_swamp)(cfg)
-            r.status = "done"
-        except KeyboardInterrupt:
-            r.status = "partial"
-            raise
-        except Exception as err:  # one broken sub-run must not stop the grid
-            r.status, r.error = "failed", f"{type(err).__name__}: {err}"
-            log(f"FAILED {r.name}: {r.error}")
-        finally:
-            r.seconds += time.perf_counter() - began
-            r.cycles_done = cycles_done(root / r.path)
-            write_manifest(root, plan, runs)
+        return time.perf_counter()
+
+    def finish(r: SubRun, began: float, status: str, error: str | None) -> None:
+        r.status, r.error = status, error
+        r.seconds += time.perf_counter() - began
+        r.cycles_done = cycles_done(root / r.path)
+        if error:
+            log(f"FAILED {r.name}: {error}")
+        write_manifest(root, plan, runs)
+
+    if jobs == 1:
+        for r in todo:
+            began = start(r)
+            try:
+                status, error = run_sub_run(plan, methods[r.method], r.seed, root / r.path, runtime or {})
+            except BaseException:
+                finish(r, began, "partial", None)
+                raise
+            finish(r, began, status, error)
+        return runs
+    _run_parallel(todo, jobs, start, finish,
+                  lambda r: (plan, methods[r.method], r.seed, root / r.path, runtime or {}))
     return runs
+
+
+def _run_parallel(todo: list[SubRun], jobs: int, start: Callable[[SubRun], float],
+                  finish: Callable[[SubRun, float, str, str | None], None],
+                  arguments: Callable[[SubRun], tuple]) -> None:
+    """Keep ``jobs`` worker processes busy with ``todo`` in order; interrupted runs are left ``partial``."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    queue, active = list(todo), {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            while queue or active:
+                while queue and len(active) < jobs:
+                    r = queue.pop(0)
+                    began = start(r)
+                    active[pool.submit(run_sub_run, *arguments(r), threads)] = (r, began)
+                done, _ = wait(active, return_when=FIRST_COMPLETED)
+                for future in done:
+                    r, began = active.pop(future)
+                    try:
+                        status, error = future.result()
+                    except Exception as err:  # the worker process itself died (e.g. killed for memory)
+                        status, error = "failed", f"worker process: {type(err).__name__}: {err}"
+                    finish(r, began, status, error)
+        except BaseException:
+            for future, (r, began) in active.items():
+                future.cancel()
+                finish(r, began, "partial", None)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("epochs", "cycles", "rewind_epochs"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
                             help=f"override the plan's {name} (a reduced study; recorded in {MANIFEST})")
+    parser.add_argument("--jobs", type=int, default=1, metavar="K",
+                        help="train K sub-runs at once in separate processes (e.g. one per CPU core or GPU "
+                             "memory share); each gets 1/K of the torch threads")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where datasets live")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--download", action="store_true", default=None, help="allow torchvision to download CIFAR")
@@ -244,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runtime = {k: getattr(args, k) for k in ("data_dir", "device", "progress", "download")
                if getattr(args, k) is not None}
-    runs = run_study(args.out, plan_from_args(args), runtime)
+    runs = run_study(args.out, plan_from_args(args), runtime, jobs=args.jobs)
     failed = [r.name for r in runs if r.status != "done"]
     print(f"study {args.out}: {len(runs) - len(failed)}/{len(runs)} sub-runs done"
           + (f"; not done: {', '.join(failed)}" if failed else ""))
