@@ -1,5 +1,8 @@
 """``python -m landscape.study_report DIR``: a study's numbers as Markdown tables (docs/results.md).
 
+The tables of means are followed by the paired per-seed comparisons behind the verdicts
+(:mod:`landscape.study_claims`).
+
 Every cell is mean ± standard deviation over seeds (:func:`landscape.study_tables.mean_std`), with
 the number of seeds in the header; accuracies and error barriers in percent.
 """
@@ -14,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from landscape import study_tables as st
+from landscape.study_claims import claims_report
 from training.errors import run_cli
 
 
@@ -86,6 +90,7 @@ def study_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
         hessian = sparsity_columns(hessian, cycles).assign(label=lambda f: f["method"].map(labels))
         parts += ["### Hessian trace of the solution (Hutchinson)",
                   markdown_table(hessian, "pruned", "label", "trace", digits=1)]
+    parts.append(claims_report(root, None if cycles is None else list(cycles)))
     return "\n\n".join(parts) + "\n"
 
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from conftest import DATA_DIR
 from nbclient import NotebookClient
 from safetensors.torch import load_file
+from scipy import stats
 
 from landscape.study import analyse_study
 from landscape.study import main as analysis_main
+from landscape.study_claims import count_below, extremes, paired
 from landscape.study_report import study_report
 from training.errors import UserError
 from training.study import MANIFEST, quick_plan, run_study
@@ -138,3 +142,25 @@ def test_report_prints_every_table_as_markdown(study):
     for title in ("Test accuracy", "Cost", "barrier between particle pairs", "convex hull", "Hessian trace"):
         assert title in report
     assert "| pruned |" in report and "IMP (2 seeds)" in report
+    for title in ("Paired differences", "A = SWAMP (N=3), B = IMP", "(cycle, seed) with A < B", "Largest barriers"):
+        assert title in report
+
+
+def test_paired_differences_are_per_seed_and_per_cycle():
+    # A - B on seeds 0, 1, 2 at cycle 0: 1, 2, 3 (two rows of A on seed 2 are averaged first); cycle 1 only seed 0
+    frame = pd.DataFrame({
+        "method": ["a", "a", "a", "a", "b", "b", "b", "a", "b", "b"],
+        "seed": [0, 1, 2, 2, 0, 1, 2, 0, 0, 3],
+        "cycle": [0, 0, 0, 0, 0, 0, 0, 1, 1, 1],
+        "sparsity": [0.0] * 7 + [0.2] * 3,
+        "v": [11.0, 12.0, 12.0, 14.0, 10.0, 10.0, 10.0, 5.0, 7.0, 1.0],
+    })
+    first, second = paired(frame, "v", "a", "b")
+    assert (first.cycle, first.mean, first.std, first.seeds, first.positive) == (0, 2.0, 1.0, 3, 3)
+    assert first.p_value == pytest.approx(stats.ttest_rel([11, 12, 13], [10, 10, 10]).pvalue)
+    assert (second.cycle, second.mean, second.seeds, second.positive) == (1, -2.0, 1, 0)
+    assert second.sparsity == pytest.approx(0.2)
+    assert math.isnan(second.std) and math.isnan(second.p_value)  # one seed: no spread, no test
+    assert count_below(frame, "v", "b", "a") == (3, 4)
+    worst = {e.method: e for e in extremes(frame, "v")}
+    assert (worst["a"].count, worst["a"].maximum, worst["b"].maximum) == (5, 14.0, 10.0)
