@@ -84,8 +84,23 @@ def test_rerun_skips_finished_sub_runs_and_resumes_an_unfinished_one(study, caps
 
 
 def test_a_study_cannot_be_continued_with_another_grid(study):
-    with pytest.raises(UserError, match="other settings"):
-        run_study(study, quick_plan("mnist1d", seeds=(0, 1, 2)))
+    for plan in (quick_plan("mnist1d", seeds=(0,)), quick_plan("mnist1d", seeds=(1, 0, 2)),
+                 quick_plan("mnist1d-mlp")):
+        with pytest.raises(UserError, match="other settings"):
+            run_study(study, plan)
+
+
+def test_a_finished_study_gains_seeds_and_runs_only_their_sub_runs(study, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(study, copy)
+    capsys.readouterr()
+    assert study_main([*QUICK_ARGS, "--out", str(copy), "--seeds", "0,1,2"]) == 0
+    started = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("run ")]
+    manifest = json.loads((copy / MANIFEST).read_text())
+    assert manifest["seeds"] == [0, 1, 2] and all(r["status"] == "done" for r in manifest["runs"])
+    assert sorted(started) == sorted(r["name"] for r in manifest["runs"] if r["seed"] == 2)
+    written = analyse_study(copy, data_dir=str(DATA_DIR))
+    assert written and all(p.parent.name.endswith("-s2") for p in written)
 
 
 def test_jobs_train_sub_runs_in_parallel_processes_with_the_same_checkpoints(study, tmp_path):

@@ -145,13 +145,21 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
 
 
 def check_same_plan(root: Path, plan: StudyPlan) -> None:
-    """An existing study must be continued with the grid it was started with."""
+    """An existing study must be continued with the grid it was started with; it may gain seeds.
+
+    Adding seeds (``--seeds`` listing the old ones first, then new ones) runs only the new sub-runs;
+    every other change (preset, settings, methods, fewer or reordered seeds) is refused.
+    """
     if not (root / MANIFEST).is_file():
         return
     saved = read_manifest(root)
-    if {k: saved.get(k) for k in plan.to_json()} != json.loads(json.dumps(plan.to_json())):
+    new = json.loads(json.dumps(plan.to_json()))
+    old_seeds = saved.get("seeds") or []
+    same_rest = {k: saved.get(k) for k in new if k != "seeds"} == {k: v for k, v in new.items() if k != "seeds"}
+    if not same_rest or new["seeds"][:len(old_seeds)] != old_seeds:
         raise UserError(f"{root} holds a study with other settings ({MANIFEST}); continue it with the flags it "
-                        "was started with, or choose another --out")
+                        f"was started with (more seeds may be added after seeds {','.join(map(str, old_seeds))}), "
+                        "or choose another --out")
 
 
 def sub_config(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: dict[str, Any]) -> Any:
@@ -276,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR", help="study directory")
     parser.add_argument("--quick", action="store_true", help="tiny grid for tests (seconds)")
     parser.add_argument("--preset", default="mnist1d", choices=list(PRESETS), help="hyperparameter preset")
-    parser.add_argument("--seeds", default=None, metavar="S,S,...", help="seeds (default 0,1,2; quick 0,1)")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="seeds (default 0,1,2; quick 0,1); a finished study can be extended with more seeds")
     parser.add_argument("--methods", default=None, metavar="NAME,...", help="run only these methods")
     for name in ("epochs", "cycles", "rewind_epochs"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
