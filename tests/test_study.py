@@ -73,6 +73,7 @@ def test_oneshot_prunes_the_dense_imp_solution_in_one_step(study):
 def test_rerun_skips_finished_sub_runs_and_resumes_an_unfinished_one(study, capsys):
     run = study / "runs" / "imp-s1"
     before = (run / "cycle_01" / "average.safetensors").read_bytes()
+    seconds = {r["name"]: r["seconds"] for r in json.loads((study / MANIFEST).read_text())["runs"]}
     shutil.rmtree(run / "cycle_01")  # as if killed during the last cycle
     capsys.readouterr()
     assert study_main([*QUICK_ARGS, "--out", str(study)]) == 0
@@ -80,6 +81,8 @@ def test_rerun_skips_finished_sub_runs_and_resumes_an_unfinished_one(study, caps
     assert "run  imp-s1 (1/2 cycles done)" in out
     assert out.count("skip ") == len(json.loads((study / MANIFEST).read_text())["runs"]) - 1
     assert (run / "cycle_01" / "average.safetensors").read_bytes() == before  # deterministic resume
+    after = {r["name"]: r["seconds"] for r in json.loads((study / MANIFEST).read_text())["runs"]}
+    assert all(after[n] == seconds[n] for n in seconds if n != "imp-s1") and after["imp-s1"] > seconds["imp-s1"]
     assert analyse_study(study, data_dir=str(DATA_DIR)) == []  # nothing left to measure
 
 

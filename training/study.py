@@ -202,7 +202,9 @@ def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None 
     methods = {m.name: m for m in plan.methods}
     cycles = plan.settings.get("cycles") or PRESETS[plan.preset]["cycles"]
     runs = sub_runs(plan)
+    saved = {r["name"]: r for r in read_manifest(root)["runs"]} if (root / MANIFEST).is_file() else {}
     for r in runs:
+        r.seconds = float(saved.get(r.name, {}).get("seconds", 0.0))  # time spent in earlier invocations
         r.cycles_done = cycles_done(root / r.path)
         r.status = "done" if r.cycles_done >= cycles else ("partial" if r.cycles_done else "pending")
     write_manifest(root, plan, runs)
