@@ -31,7 +31,7 @@ from itertools import combinations
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.cli import add_eval_arguments, eval_options, open_checkpoint, write_json
+from landscape.cli import add_eval_arguments, eval_options, open_checkpoint, split_cells, split_header, write_json
 from landscape.evaluation import (
     SPLITS,
     CheckpointLike,
@@ -186,11 +186,10 @@ def plot_barrier_set(bset: BarrierSet) -> Figure:
 def format_result(result: BarrierResult) -> str:
     """The curve as a table, then both barriers per split."""
     splits = list(result.curves)
-    head = f"{'lambda':>6}" + "".join(f" {s + ' loss':>11} {s + ' err':>9}" for s in splits)
-    rows = [head]
+    rows = [f"{'lambda':>6}" + split_header(splits)]
     for n, lam in enumerate(result.lambdas):
-        rows.append(f"{lam:>6.3f}" + "".join(f" {result.curves[s].loss[n]:>11.4f} "
-                                              f"{100 * result.curves[s].error[n]:>8.2f}%" for s in splits))
+        cells = split_cells([(result.curves[s].loss[n], result.curves[s].error[n]) for s in splits])
+        rows.append(f"{lam:>6.3f}{cells}")
     for name, values in (("barrier (Frankle et al. 2020)", result.barrier), ("barrier_max", result.barrier_max)):
         rows.append(f"{name}: " + "; ".join(f"{s} loss {values[s].loss:.4f} error {100 * values[s].error:.2f}%"
                                             for s in splits))
@@ -200,9 +199,9 @@ def format_result(result: BarrierResult) -> str:
 def format_set(bset: BarrierSet) -> str:
     """One line per pair: its checkpoints, their union density and Frankle barriers of each split."""
     splits = list(bset.pairs[0][2].barrier)
-    rows = [f"{'i':>3} {'j':>3} {'density':>8}" + "".join(f" {s + ' loss':>11} {s + ' err':>9}" for s in splits)]
+    rows = [f"{'i':>3} {'j':>3} {'density':>8}" + split_header(splits)]
     for i, j, r in bset.pairs:
-        values = "".join(f" {r.barrier[s].loss:>11.4f} {100 * r.barrier[s].error:>8.2f}%" for s in splits)
+        values = split_cells([(r.barrier[s].loss, r.barrier[s].error) for s in splits])
         rows.append(f"{i:>3d} {j:>3d} {r.mask.density:>8.4f}{values}")
     return "\n".join(rows)
 

@@ -66,6 +66,16 @@ def open_checkpoint(path: str | Path, args: argparse.Namespace) -> Checkpoint:
     return load_plain_state_dict(p, model_spec(args.model, classes), spec)
 
 
+def split_header(splits: list[str]) -> str:
+    """Column titles of a printed table with a loss and an error column per split."""
+    return "".join(f" {s + ' loss':>11} {s + ' err':>9}" for s in splits)
+
+
+def split_cells(values: list[tuple[float, float]]) -> str:
+    """The matching cells: ``(loss, error)`` per split, error as a fraction printed in percent."""
+    return "".join(f" {loss:>11.4f} {100 * error:>8.2f}%" for loss, error in values)
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Indented JSON, written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")

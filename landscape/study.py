@@ -42,6 +42,7 @@ from landscape.subspace import hull_landscape
 from training.errors import UserError, run_cli
 from training.rundir import RunDir
 from training.study import cycles_done, read_manifest
+from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
 
 ANALYSIS = "analysis"
 KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
@@ -62,6 +63,9 @@ class AnalysisSettings:
 
     def eval_options(self, device: str, data_dir: str | None, progress: bool | None) -> EvalOptions:
         return EvalOptions(self.splits, self.bn_recal, self.seed, None, device, data_dir, progress)
+
+    def hessian_options(self) -> HessianOptions:
+        return HessianOptions(probes=self.hessian_probes, samples=self.hessian_samples, seed=self.seed)
 
 
 QUICK_SETTINGS = AnalysisSettings(points=3, splits=("test",), bn_recal=256, hull_samples=4, plane_resolution=4,
@@ -99,7 +103,7 @@ def plan_jobs(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, 
     wanted = {"pairs": ("swamp", "particles"), "consecutive": ("imp", "swa", "swamp"), "hull": ("swamp", "particles"),
               "hessian": ("imp", "swa", "swamp"), "plane": ("swamp",)}
     first_seed = manifest["seeds"][0]
-    hessian = HessianOptions(probes=settings.hessian_probes, samples=settings.hessian_samples, seed=settings.seed)
+    hessian = settings.hessian_options()
     jobs = []
     for entry in manifest["runs"]:
         run = root / entry["path"]
@@ -162,13 +166,10 @@ def _compute(job: Job, root: Path) -> Path:
 
 def _compute_in_worker(kind: str, run: str, cycle: int, root: Path, settings: AnalysisSettings,
                        options: EvalOptions, device: str, threads: int) -> Path:
-    """One measurement in a worker process (``jobs`` > 1): rebuilt from picklable arguments."""
-    import torch
-
-    torch.set_num_threads(threads)
-    hessian = HessianOptions(probes=settings.hessian_probes, samples=settings.hessian_samples, seed=settings.seed)
-    run_path = root / "runs" / run
-    return _compute(Job(kind, run, cycle, _measure(kind, run_path, cycle, settings, options, hessian, device)), root)
+    """One measurement in a worker process (``jobs`` > 1), rebuilt from picklable arguments."""
+    set_threads(threads)
+    measure = _measure(kind, root / "runs" / run, cycle, settings, options, settings.hessian_options(), device)
+    return _compute(Job(kind, run, cycle, measure), root)
 
 
 def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, kinds: Sequence[str] = KINDS,
@@ -180,8 +181,7 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     ``1/jobs`` of the torch threads; every measurement is seeded by ``settings.seed``, so the files are
     the same as with one process (given the same threads per process).
     """
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     root = Path(root)
     manifest = read_manifest(root)
     settings = settings or default_settings(manifest)
@@ -198,13 +198,10 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
             bar.update()
         bar.close()
         return written
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    import torch
-
-    threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    threads = worker_threads(jobs)
+    with spawn_pool(jobs) as pool:
         futures = [pool.submit(_compute_in_worker, j.kind, j.run, j.cycle, root, settings, options, device, threads)
                    for j in todo]
         try:

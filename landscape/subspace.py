@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.cli import add_eval_arguments, eval_options, open_checkpoint, write_json
+from landscape.cli import add_eval_arguments, eval_options, open_checkpoint, split_cells, split_header, write_json
 from landscape.evaluation import (
     TEST_SPLIT,
     CheckpointLike,
@@ -134,12 +134,12 @@ def plot_plane(plane: PlaneResult) -> Figure:
 def format_hull(result: HullResult) -> str:
     """Vertex and centroid values, then the summary, one block per split."""
     splits = list(result.vertices)
-    rows = [f"{'':>9}" + "".join(f" {s + ' loss':>11} {s + ' err':>9}" for s in splits)]
+    rows = [f"{'':>9}" + split_header(splits)]
     for i in range(len(result.checkpoints)):
-        rows.append(f"{'C' + str(i + 1):>9}" + "".join(
-            f" {result.vertices[s].loss[i]:>11.4f} {100 * result.vertices[s].error[i]:>8.2f}%" for s in splits))
-    rows.append(f"{'centroid':>9}" + "".join(
-        f" {result.centroid[s].loss:>11.4f} {100 * (1 - result.centroid[s].acc):>8.2f}%" for s in splits))
+        rows.append(f"{'C' + str(i + 1):>9}" + split_cells(
+            [(result.vertices[s].loss[i], result.vertices[s].error[i]) for s in splits]))
+    rows.append(f"{'centroid':>9}" + split_cells(
+        [(result.centroid[s].loss, 1 - result.centroid[s].acc) for s in splits]))
     for s, m in result.summary.items():
         rows.append(f"{s}: hull loss max {m.hull_loss_max:.4f}, mean {m.hull_loss_mean:.4f}; worst vertex "
                     f"{m.vertex_loss_max:.4f}; {100 * m.hull_frac_below_vertex_max:.1f}% of "

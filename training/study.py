@@ -39,6 +39,7 @@ from training.oneshot import run_oneshot
 from training.presets import PRESETS
 from training.run import run_swamp
 from training.rundir import RunDir
+from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
 
 FORMAT = "swamp-study/1"
 MANIFEST = "study.json"
@@ -173,10 +174,7 @@ def sub_config(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: 
 def run_sub_run(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: dict[str, Any],
                 threads: int | None = None) -> tuple[str, str | None]:
     """Run (or resume) one sub-run; returns ``(status, error)``. Runs in a worker process with ``--jobs``."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     try:
         cfg = sub_config(plan, method, seed, path, runtime)
         (run_oneshot if method.oneshot else run_swamp)(cfg)
@@ -194,8 +192,7 @@ def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None 
     torch threads; this process alone writes the manifest. Sub-runs are independent and seeded, so the
     checkpoints are the same as with ``jobs = 1`` (given the same threads per run).
     """
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     check_same_plan(root, plan)
@@ -248,14 +245,11 @@ def _run_parallel(todo: list[SubRun], jobs: int, start: Callable[[SubRun], float
                   finish: Callable[[SubRun, float, str, str | None], None],
                   arguments: Callable[[SubRun], tuple]) -> None:
     """Keep ``jobs`` worker processes busy with ``todo`` in order; interrupted runs are left ``partial``."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
-    import torch
-
-    threads = max(1, torch.get_num_threads() // jobs)
+    threads = worker_threads(jobs)
     queue, active = list(todo), {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with spawn_pool(jobs) as pool:
         try:
             while queue or active:
                 while queue and len(active) < jobs:
