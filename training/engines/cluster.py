@@ -14,7 +14,9 @@ Failure: every rank takes part in the same sequence of status exchanges during a
 fails sends its error in place of its next exchange, and every rank then stops with
 ``rank R failed: ...`` (:class:`PeerFailure`). A rank that dies outright makes the others' next
 collective fail, which stops them too. Whatever rank 0 saved before (finished particles, per-epoch
-resume state of every particle) is what ``--resume`` continues from.
+resume state of every particle) is what ``--resume`` continues from. Unless a collective itself failed
+(:attr:`Cluster.broken`), the ranks meet at a last barrier before leaving: rank 0 hosts the rendezvous
+store, and a process that exits while its peers still use the group may abort at interpreter exit.
 """
 
 from __future__ import annotations
@@ -72,25 +74,34 @@ class Cluster:
     device: torch.device
     objects: Any = None  # the gloo group for control messages (None: the default group is gloo)
     listening: bool = True  # False once the workers have left their command loop
+    broken: bool = False  # True once a collective failed (a rank died): the ranks are no longer in step
     held: dict[int, State] = dataclasses.field(default_factory=dict)  # particles trained here this cycle
+
+    def _call(self, op: Any, *args: Any, **kwargs: Any) -> Any:
+        """``op(*args, **kwargs)``, a torch.distributed collective; a failure marks the cluster broken."""
+        try:
+            return op(*args, **kwargs)
+        except Exception:
+            self.broken = True
+            raise
 
     # --- messages -------------------------------------------------------------------------------
     def broadcast(self, obj: Any = None) -> Any:
         """Rank 0's ``obj`` on every rank."""
         box = [obj]
-        dist.broadcast_object_list(box, src=0, group=self.objects, weights_only=True)
+        self._call(dist.broadcast_object_list, box, src=0, group=self.objects, weights_only=True)
         return box[0]
 
     def scatter(self, per_rank: list[Any] | None) -> Any:
         """Item ``rank`` of rank 0's ``per_rank`` on each rank."""
         box: list[Any] = [None]
-        dist.scatter_object_list(box, per_rank, src=0, group=self.objects, weights_only=True)
+        self._call(dist.scatter_object_list, box, per_rank, src=0, group=self.objects, weights_only=True)
         return box[0]
 
     def exchange(self, payload: Any = None, error: str | None = None) -> list[Any] | None:
         """Every rank's status (raises :class:`PeerFailure` if one failed); rank 0 gets every payload."""
         statuses: list[Any] = [None] * self.world
-        dist.all_gather_object(statuses, error, group=self.objects, weights_only=True)
+        self._call(dist.all_gather_object, statuses, error, group=self.objects, weights_only=True)
         failed = [(r, e) for r, e in enumerate(statuses) if e is not None]
         if failed:
             self.listening = False
@@ -99,7 +110,7 @@ class Cluster:
                 raise PeerFailure(f"rank {rank} failed: {message}; what rank 0 saved is kept: rerun with --resume")
             return None
         gathered: list[Any] | None = [None] * self.world if self.rank == 0 else None
-        dist.gather_object(payload, gathered, dst=0, group=self.objects, weights_only=True)
+        self._call(dist.gather_object, payload, gathered, dst=0, group=self.objects, weights_only=True)
         return gathered
 
     def report(self, err: BaseException) -> None:
@@ -113,10 +124,18 @@ class Cluster:
         for dtype in sorted({t.dtype for t in tensors}, key=str):  # the same order on every rank
             idx = [i for i, t in enumerate(tensors) if t.dtype == dtype]
             flat = torch.cat([tensors[i].reshape(-1) for i in idx]).to(self.device)
-            dist.all_reduce(flat)
+            self._call(dist.all_reduce, flat)
             for i, chunk in zip(idx, flat.split([tensors[i].numel() for i in idx]), strict=True):
                 out[i] = chunk.view_as(tensors[i])
         return out
+
+    def leave(self) -> None:
+        """Meet the other ranks (unless the cluster is broken), then destroy the process group."""
+        try:
+            if not self.broken:
+                self._call(dist.barrier)
+        finally:
+            dist.destroy_process_group()
 
 
 def join(cfg: RunConfig) -> Cluster:

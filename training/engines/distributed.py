@@ -228,6 +228,4 @@ def session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Callabl
             if cluster.listening:
                 cluster.broadcast(("stop", None))
     finally:
-        if cluster.listening:
-            torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        cluster.leave()
