@@ -8,7 +8,8 @@ over seeds (sample standard deviation, ddof = 1; NaN with one seed).
 Cost is counted in particle-epochs (one particle trained for one epoch), cumulative up to cycle k:
 rewind_epochs + epochs * sum_{j <= k} N_j for iterative methods (N_j = 1 before SWAMP+'s start
 cycle), and rewind_epochs + epochs * (1 + [k > 0]) for one-shot pruning (dense training, then one
-training at density d_k).
+training at density d_k). ``cumulative_seconds`` counts the same cycles' wall-clock time (the
+ticket's training not included).
 """
 
 from __future__ import annotations
@@ -56,12 +57,27 @@ def method_labels(root: str | Path) -> dict[str, str]:
     return dict(zip(frame["method"], frame["label"], strict=True))
 
 
+def _one_shot(config: dict[str, Any]) -> bool:
+    return config.get("pruning_schedule") == "one-shot"
+
+
 def _cost(config: dict[str, Any], cycle: int) -> int:
+    """Particle-epochs to reach cycle ``cycle``'s sparsity, the ticket's epochs included."""
     epochs, ticket = config["epochs"], config["rewind_epochs"]
-    if config.get("pruning_schedule") == "one-shot":
+    if _one_shot(config):
         return ticket + epochs * (1 + (cycle > 0))
     return ticket + epochs * sum(config["particles"] if j >= config["particles_from_cycle"] else 1
                                  for j in range(cycle + 1))
+
+
+def seconds_to_reach(config: dict[str, Any], seconds: pd.Series) -> list[float]:
+    """Wall-clock seconds of the cycles needed for each cycle's sparsity (the ticket's not included):
+    all cycles so far for iterative pruning; the dense cycle and the cycle itself for one-shot pruning,
+    whose sparsities are trained independently of each other (as ``_cost`` counts them)."""
+    if _one_shot(config):
+        dense = float(seconds.iloc[0])
+        return [dense + (float(s) if k > 0 else 0.0) for k, s in enumerate(seconds)]
+    return [float(s) for s in seconds.cumsum()]
 
 
 def accuracy_frame(root: str | Path) -> pd.DataFrame:
@@ -79,7 +95,7 @@ def accuracy_frame(root: str | Path) -> pd.DataFrame:
         frame.insert(0, "method", run["method"])
         frame["label"] = labels[run["method"]]
         frame["particle_epochs"] = [_cost(config, k) for k in frame["cycle"]]
-        frame["cumulative_seconds"] = frame["seconds"].cumsum()
+        frame["cumulative_seconds"] = seconds_to_reach(config, frame["seconds"])
         frames.append(frame)
     if not frames:
         raise FileNotFoundError(f"no sub-run of {root} has finished a cycle yet")

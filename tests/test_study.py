@@ -16,6 +16,7 @@ from nbclient import NotebookClient
 from safetensors.torch import load_file
 from scipy import stats
 
+from landscape import study_tables as st
 from landscape.study import analyse_study
 from landscape.study import main as analysis_main
 from landscape.study_claims import count_below, extremes, paired
@@ -153,6 +154,27 @@ def test_notebook_runs_headless_and_writes_png_and_pdf(study, name, tmp_path, mo
     for figure in FIGURES[name]:
         for ext in ("png", "pdf"):
             assert (tmp_path / f"{figure}.{ext}").stat().st_size > 1000
+
+
+def test_cost_counts_the_cycles_each_sparsity_needs(study):
+    """Iterative pruning needs every cycle so far; one-shot pruning the dense cycle and its own."""
+    acc = st.accuracy_frame(study).set_index(["method", "seed", "cycle"])
+    config = json.loads((study / "runs" / "imp-s0" / "config.json").read_text())
+    epochs, ticket = config["epochs"], config["rewind_epochs"]
+    for cycle in (0, 1):
+        imp, oneshot = acc.loc[("imp", 0, cycle)], acc.loc[("oneshot-magnitude", 0, cycle)]
+        assert imp["particle_epochs"] == ticket + epochs * (cycle + 1)
+        assert oneshot["particle_epochs"] == ticket + epochs * (1 + (cycle > 0))
+        assert imp["cumulative_seconds"] == pytest.approx(sum(acc.loc[("imp", 0, k), "seconds"]
+                                                              for k in range(cycle + 1)))
+    dense, pruned = (acc.loc[("oneshot-magnitude", 0, k), "seconds"] for k in (0, 1))
+    assert acc.loc[("oneshot-magnitude", 0, 1), "cumulative_seconds"] == pytest.approx(dense + pruned)
+    seconds = pd.Series([5.0, 2.0, 3.0])  # three cycles: the third one-shot sparsity does not need the second
+    assert st.seconds_to_reach({"pruning_schedule": "one-shot"}, seconds) == [5.0, 7.0, 8.0]
+    assert st.seconds_to_reach({}, seconds) == [5.0, 7.0, 10.0]
+    swamp = json.loads((study / "runs" / "swamp-plus-s0" / "config.json").read_text())
+    expected = ticket + epochs * sum(swamp["particles"] if j >= swamp["particles_from_cycle"] else 1 for j in (0, 1))
+    assert acc.loc[("swamp-plus", 0, 1), "particle_epochs"] == expected
 
 
 def test_report_prints_every_table_as_markdown(study):
