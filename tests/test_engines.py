@@ -130,8 +130,9 @@ def test_distributed_engine_outside_torchrun_is_a_clear_error(tmp_path, capsys):
 
 # --- two processes, as `torchrun --nproc-per-node 2 -m training.swamp ...` starts them -----------
 
-def _rank_main(rank: int, world: int, port: int, argv: list[str], fail_rank: int, out: str) -> None:
-    """One rank: torchrun's environment, then the program; ``fail_rank`` fails after its first epoch."""
+def _rank_main(rank: int, world: int, port: int, argv: list[str], fail_rank: int, out: str, die: bool) -> None:
+    """One rank: torchrun's environment, then the program; ``fail_rank`` fails after its first epoch
+    (raises, or with ``die`` exits at once, as a killed process would)."""
     torch.set_num_threads(1)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
@@ -144,6 +145,8 @@ def _rank_main(rank: int, world: int, port: int, argv: list[str], fail_rank: int
 
             def on_epoch(states):
                 forward(states)
+                if die:
+                    os._exit(9)
                 raise Divergence("training diverged (injected)")
 
             return real(*args[:-1], on_epoch, **kwargs)
@@ -155,20 +158,26 @@ def _rank_main(rank: int, world: int, port: int, argv: list[str], fail_rank: int
     Path(out, f"rank{rank}.txt").write_text(f"{code}\n{err.getvalue()}")
 
 
-def _torchrun(tmp_path: Path, argv: list[str], fail_rank: int = -1, world: int = 2) -> list[tuple[int, str]]:
+def _torchrun(tmp_path: Path, argv: list[str], fail_rank: int = -1, world: int = 2,
+              die: bool = False) -> list[tuple[int, str]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.start_processes(_rank_main, args=(world, port, argv, fail_rank, str(tmp_path)), nprocs=world,
+    ctx = mp.start_processes(_rank_main, args=(world, port, argv, fail_rank, str(tmp_path), die), nprocs=world,
                              join=False, start_method="spawn")
     deadline = time.monotonic() + 120
-    while not ctx.join(timeout=1):
+    while not all(p.exitcode is not None for p in ctx.processes):
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
             pytest.fail("distributed run did not finish within 120 s")
+        time.sleep(0.2)
+    assert [p.exitcode for p in ctx.processes] == [9 if die and r == fail_rank else 0 for r in range(world)]
     results = []
     for r in range(world):
+        if die and r == fail_rank:
+            results.append((9, ""))
+            continue
         code, err = Path(tmp_path, f"rank{r}.txt").read_text().split("\n", 1)
         results.append((int(code), err))
     return results
@@ -185,6 +194,22 @@ def test_two_gloo_processes_equal_the_sequential_run(tiny_run, tmp_path):
         first, second = _tensors(path), _tensors(tiny_run / path.relative_to(out))
         assert all(torch.equal(first[k], second[k]) for k in first), path
     _assert_runs_match(tiny_run, out, rtol=1e-4, atol=1e-5)
+
+
+def test_a_killed_rank_stops_the_others_with_one_line_and_resume_finishes_it(mlp_run, tmp_path):
+    """Rank 1 exits outright after its first epoch (as a killed process would): rank 0's next
+    collective fails, and it stops with one line, keeping what it saved."""
+    out = tmp_path / "dist"
+    argv = [*TINY_ARGS, *MLP_ARGS, "--out", str(out), "--data-dir", str(DATA_DIR), "--engine", "distributed"]
+    (code0, err0), _ = _torchrun(tmp_path, argv, fail_rank=1, die=True)
+    assert code0 == 2 and err0.count("\n") == 1 and "Traceback" not in err0
+    assert err0.startswith("error: a collective operation failed (")
+    assert err0.strip().endswith("so another rank has probably stopped; what rank 0 saved is kept: rerun with --resume")
+    assert not (out / "cycle_00" / "particle_00.safetensors").exists()
+    assert sorted(p.name for p in (out / ".resume").iterdir()) == [f"cycle_00_particle_0{p}.safetensors"
+                                                                   for p in range(8)]
+    assert [code for code, _ in _torchrun(tmp_path, _resume(out))] == [0, 0]
+    _assert_runs_match(mlp_run, out, rtol=1e-4, atol=1e-5)
 
 
 def test_failed_rank_stops_the_job_and_resume_finishes_it(mlp_run, tmp_path):

@@ -13,10 +13,12 @@ default group (gloo on the CPU, NCCL on GPUs, each rank on ``cuda:LOCAL_RANK``).
 Failure: every rank takes part in the same sequence of status exchanges during a job; a rank that
 fails sends its error in place of its next exchange, and every rank then stops with
 ``rank R failed: ...`` (:class:`PeerFailure`). A rank that dies outright makes the others' next
-collective fail, which stops them too. Whatever rank 0 saved before (finished particles, per-epoch
-resume state of every particle) is what ``--resume`` continues from. Unless a collective itself failed
-(:attr:`Cluster.broken`), the ranks meet at a last barrier before leaving: rank 0 hosts the rendezvous
-store, and a process that exits while its peers still use the group may abort at interpreter exit.
+collective fail (gloo notices the closed connection at once; NCCL may wait for ``TIMEOUT``), which
+stops them too, with one line: ``a collective operation failed (...)``. Whatever rank 0 saved
+before (finished particles, per-epoch resume state of every particle) is what ``--resume`` continues
+from. Unless a collective itself failed (:attr:`Cluster.broken`), the ranks meet at a last barrier
+before leaving: rank 0 hosts the rendezvous store, and a process that exits while its peers still
+use the group may abort at interpreter exit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,6 +46,12 @@ TIMEOUT = datetime.timedelta(minutes=30)
 
 class PeerFailure(UserError):
     """Some rank failed during a job; every rank stops with its message."""
+
+
+def _first_sentence(err: BaseException) -> str:
+    """``err``'s first sentence, without a leading ``[source.cc:line]``."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip().splitlines()[0] if str(err).strip() else "")
+    return text.split(". ")[0].rstrip(".") or type(err).__name__
 
 
 def world_size() -> int:
@@ -78,12 +87,14 @@ class Cluster:
     held: dict[int, State] = dataclasses.field(default_factory=dict)  # particles trained here this cycle
 
     def _call(self, op: Any, *args: Any, **kwargs: Any) -> Any:
-        """``op(*args, **kwargs)``, a torch.distributed collective; a failure marks the cluster broken."""
+        """``op(*args, **kwargs)``, a torch.distributed collective. If it fails (a rank died, or the
+        network failed), the cluster is broken: no rank can take part in any further collective."""
         try:
             return op(*args, **kwargs)
-        except Exception:
-            self.broken = True
-            raise
+        except Exception as err:
+            self.broken, self.listening = True, False
+            raise PeerFailure(f"a collective operation failed ({_first_sentence(err)}), so another rank has "
+                              "probably stopped; what rank 0 saved is kept: rerun with --resume") from err
 
     # --- messages -------------------------------------------------------------------------------
     def broadcast(self, obj: Any = None) -> Any:
