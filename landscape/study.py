@@ -40,6 +40,7 @@ from landscape.hessian import HessianOptions, analyse_checkpoint
 from landscape.plane import loss_plane
 from landscape.subspace import hull_landscape
 from training.errors import UserError, run_cli
+from training.lock import exclusive
 from training.rundir import RunDir
 from training.study import cycles_done, read_manifest
 from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
@@ -185,8 +186,15 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     root = Path(root)
     manifest = read_manifest(root)
     settings = settings or default_settings(manifest)
-    check_settings(root, settings)
-    options = settings.eval_options(device, data_dir, False)
+    (root / ANALYSIS).mkdir(parents=True, exist_ok=True)
+    with exclusive(root / ANALYSIS, "analysis directory"):  # one analysing process per study
+        check_settings(root, settings)
+        return _analyse(root, manifest, settings, kinds, device, settings.eval_options(device, data_dir, False),
+                        progress, jobs)
+
+
+def _analyse(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, kinds: Sequence[str], device: str,
+             options: EvalOptions, progress: bool | None, jobs: int) -> list[Path]:
     todo = [j for j in plan_jobs(root, manifest, settings, options, device)
             if j.kind in kinds and not j.path(root).is_file()]
     disable = None if progress is None else not progress

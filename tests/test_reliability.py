@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA_DIR
+from conftest import DATA_DIR, TINY_ARGS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +23,7 @@ from training import swamp
 from training.checkpoint import load_checkpoint, load_plain_state_dict
 from training.config import parse_config
 from training.errors import UserError, run_cli
+from training.lock import LOCK_NAME, exclusive
 
 ROOT = Path(__file__).resolve().parent.parent
 KILL_ARGS = ["--cycles", "2", "--epochs", "3", "--particles", "2", "--rewind-epochs", "1", "--no-progress",
@@ -39,7 +40,7 @@ def _files(run: Path) -> dict[str, bytes]:
     """Every result file; metrics lose their wall-clock field, the only thing allowed to differ."""
     out = {}
     for path in sorted(run.rglob("*")):
-        if not path.is_file() or path.name == "config.json":
+        if not path.is_file() or path.name in ("config.json", LOCK_NAME):  # the lock holds the last writer's pid
             continue
         data = path.read_bytes()
         if path.name == "metrics.json":
@@ -79,6 +80,22 @@ def test_stale_temporaries_are_ignored_and_removed_on_resume(tiny_run, capsys):
         path.write_bytes(b"half a checkpoint")
     assert run_cli(swamp.main, ["--out", str(tiny_run), "--resume", "--no-progress"]) == 0
     assert not any(p.exists() for p in stale)
+
+
+def test_a_run_in_use_is_refused_and_left_untouched(tiny_run, capsys):
+    """While a process writes a run, a second one may neither resume nor overwrite it."""
+    in_flight = tiny_run / "cycle_01" / ".average.safetensors.tmp-4242"  # the writer's file being written
+    in_flight.write_bytes(b"half a checkpoint")
+    before = _files(tiny_run)
+    args = [*TINY_ARGS, "--out", str(tiny_run), "--data-dir", str(DATA_DIR)]
+    with exclusive(tiny_run, "run directory"):  # another open file description: flock(2) refuses this one
+        for extra in ("--resume", "--overwrite"):
+            assert run_cli(swamp.main, [*args, extra]) == 2
+            assert capsys.readouterr().err == (f"error: run directory {tiny_run} is in use by another process "
+                                               f"(pid {os.getpid()}); wait for it to finish, or stop it and rerun\n")
+    assert _files(tiny_run) == before and in_flight.is_file()
+    assert run_cli(swamp.main, [*args, "--resume"]) == 0, "the lock ends with its holder"
+    assert not in_flight.exists()
 
 
 def test_full_disk_stops_cleanly_and_the_run_resumes(tmp_path, monkeypatch, capsys):

@@ -21,7 +21,8 @@ from landscape.study import analyse_study
 from landscape.study import main as analysis_main
 from landscape.study_claims import count_below, extremes, paired
 from landscape.study_report import study_report
-from training.errors import UserError
+from training.errors import UserError, run_cli
+from training.lock import exclusive
 from training.study import MANIFEST, quick_plan, run_study
 from training.study import main as study_main
 
@@ -133,6 +134,17 @@ def test_analysis_jobs_compute_the_same_measurements_in_parallel_processes(study
         theirs = json.loads((copy / path.relative_to(study)).read_text().replace(str(copy), str(study)))
         mine.pop("seconds", None), theirs.pop("seconds", None)  # wall-clock timings differ
         assert mine == theirs, path
+
+
+def test_a_study_or_its_analysis_in_use_is_refused(study, capsys):
+    """One process drives a study and one analyses it (the two may run side by side)."""
+    with exclusive(study, "study"):
+        assert run_cli(study_main, [*QUICK_ARGS, "--out", str(study)]) == 2
+        assert f"study {study} is in use by another process" in capsys.readouterr().err
+        with exclusive(study / "analysis", "analysis directory"):
+            assert run_cli(analysis_main, [str(study), "--data-dir", str(DATA_DIR)]) == 2
+            assert f"analysis directory {study / 'analysis'} is in use" in capsys.readouterr().err
+        assert run_cli(analysis_main, [str(study), "--data-dir", str(DATA_DIR)]) == 0, "beside the training"
 
 
 def test_jobs_must_be_positive(tmp_path):

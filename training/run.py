@@ -36,7 +36,7 @@ from training.pruning import dense_masks, density, next_masks
 from training.rundir import (
     RunDir,
     load_train_state,
-    prepare,
+    prepared,
     read_metrics,
     save_train_state,
     write_metrics,
@@ -217,7 +217,12 @@ def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None,
 
 def run_cycles(ctx: Context, mask_rule: MaskRule | None, extra_config: dict[str, Any] | None) -> list[dict[str, Any]]:
     cfg = ctx.cfg
-    prepare(ctx.run, {**run_config_json(ctx), **(extra_config or {})}, cfg.resume, cfg.overwrite)
+    with prepared(ctx.run, {**run_config_json(ctx), **(extra_config or {})}, cfg.resume, cfg.overwrite):
+        return _cycles(ctx, mask_rule)
+
+
+def _cycles(ctx: Context, mask_rule: MaskRule | None) -> list[dict[str, Any]]:
+    cfg = ctx.cfg
     rule = mask_rule or iterative_rule(cfg)
     ticket = make_ticket(ctx)
     masks = {k: v.to(ctx.device) for k, v in dense_masks(ctx.fresh_model()).items()}

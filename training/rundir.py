@@ -4,15 +4,18 @@
 DIR/config.json  ticket.safetensors  results.csv
 DIR/cycle_KK/particle_PP.safetensors  average.safetensors  metrics.json
 DIR/.resume/...                     epoch-boundary training state, deleted when a unit finishes
+DIR/.lock                           held by the process writing the run (:mod:`training.lock`)
 ```
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from training.atomic import atomic_write_bytes, atomic_write_text, remove_stale_
 from training.averaging import RunningAverage
 from training.config import RUNTIME_FIELDS, RunConfig
 from training.errors import UserError
+from training.lock import LOCK_NAME, exclusive
 from training.serialize import dumps
 from training.train import TrainState
 
@@ -65,34 +69,45 @@ class RunDir:
         return self.root / ".resume" / f"{unit}.safetensors"
 
 
-def prepare(run: RunDir, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
-    """Create, replace or reopen the run directory according to --resume / --overwrite."""
-    exists = run.root.exists() and any(run.root.iterdir())
+def check_resumable(run: RunDir, config: dict[str, Any]) -> None:
+    """A :class:`UserError` unless ``run`` holds a run started with the settings ``config`` (read-only)."""
+    if not run.config.is_file():
+        raise UserError(f"cannot resume: {run.config} does not exist (start the run without --resume)")
+    try:
+        saved = json.loads(run.config.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot resume: {run.config} is unreadable ({err})") from None
+    keys = (set(config) | set(saved)) - RUNTIME_FIELDS - UNCHECKED_ON_RESUME
+    # a field added to RunConfig after the run started counts as its default there
+    defaults = {f.name: f.default for f in fields(RunConfig)}
+    changed = sorted(k for k in keys if saved.get(k, defaults.get(k)) != config.get(k))
+    if changed:
+        k = changed[0]
+        name = f"--{k.replace('_', '-')}" if k in RunConfig.__dataclass_fields__ else k
+        raise UserError(f"cannot resume {run.root}: {name} was {saved.get(k)!r}, now {config.get(k)!r}; "
+                        "resume with the original settings (and the program that started the run)")
+
+
+@contextlib.contextmanager
+def prepared(run: RunDir, config: dict[str, Any], resume: bool, overwrite: bool) -> Iterator[None]:
+    """Create, replace or reopen the run directory according to --resume / --overwrite, and hold its
+    lock (:mod:`training.lock`) while the block runs: one process writes a run at a time."""
     if resume:
-        if not run.config.is_file():
-            raise UserError(f"cannot resume: {run.config} does not exist (start the run without --resume)")
-        try:
-            saved = json.loads(run.config.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise UserError(f"cannot resume: {run.config} is unreadable ({err})") from None
-        keys = (set(config) | set(saved)) - RUNTIME_FIELDS - UNCHECKED_ON_RESUME
-        # a field added to RunConfig after the run started counts as its default there
-        defaults = {f.name: f.default for f in fields(RunConfig)}
-        changed = sorted(k for k in keys if saved.get(k, defaults.get(k)) != config.get(k))
-        if changed:
-            k = changed[0]
-            name = f"--{k.replace('_', '-')}" if k in RunConfig.__dataclass_fields__ else k
-            raise UserError(f"cannot resume {run.root}: {name} was {saved.get(k)!r}, now {config.get(k)!r}; "
-                            "resume with the original settings (and the program that started the run)")
-        remove_stale_temporaries(run.root)
+        check_resumable(run, config)
+        with exclusive(run.root, "run directory"):
+            remove_stale_temporaries(run.root)
+            yield
         return
-    if exists and not overwrite:
+    if run.root.exists() and any(p.name != LOCK_NAME for p in run.root.iterdir()) and not overwrite:
         raise UserError(f"run directory {run.root} already exists; pass --resume to continue it or "
                         "--overwrite to replace it")
-    if exists:
-        shutil.rmtree(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    with exclusive(run.root, "run directory"):
+        for child in run.root.iterdir():  # --overwrite: everything but the lock we hold
+            if child.name != LOCK_NAME:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        atomic_write_text(run.config, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        yield
 
 
 def save_train_state(path: Path, state: TrainState) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from training.atomic import atomic_write_text
 from training.config import resolve_config
 from training.errors import UserError, run_cli
+from training.lock import exclusive
 from training.oneshot import run_oneshot
 from training.presets import PRESETS
 from training.run import run_swamp
@@ -195,6 +196,12 @@ def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None 
     check_jobs(jobs)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    with exclusive(root, "study"):  # one process drives a study (its sub-runs lock their own directories)
+        return _run(root, plan, runtime, log, jobs)
+
+
+def _run(root: Path, plan: StudyPlan, runtime: dict[str, Any] | None, log: Callable[[str], None],
+         jobs: int) -> list[SubRun]:
     check_same_plan(root, plan)
     methods = {m.name: m for m in plan.methods}
     cycles = plan.settings.get("cycles") or PRESETS[plan.preset]["cycles"]
