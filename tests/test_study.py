@@ -16,6 +16,7 @@ from nbclient import NotebookClient
 from safetensors.torch import load_file
 from scipy import stats
 
+from landscape import study_budget as sb
 from landscape import study_tables as st
 from landscape.study import analyse_study
 from landscape.study import main as analysis_main
@@ -157,15 +158,50 @@ def test_jobs_must_be_positive(tmp_path):
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_notebook_runs_headless_and_writes_png_and_pdf(study, name, tmp_path, monkeypatch):
     monkeypatch.setenv("SWAMP_STUDY", str(study))
-    monkeypatch.setenv("SWAMP_FIGURES", str(tmp_path))
+    _execute(name, FIGURES[name], tmp_path, monkeypatch)
+
+
+def _execute(name: str, figures: list[str], folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWAMP_FIGURES", str(folder))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    for figure in FIGURES[name]:
+    for figure in figures:
         for ext in ("png", "pdf"):
-            assert (tmp_path / f"{figure}.{ext}").stat().st_size > 1000
+            assert (folder / f"{figure}.{ext}").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def budget_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick study's IMP and SWAMP arms at 2 epochs per cycle (the quick study trains 1)."""
+    root = tmp_path_factory.mktemp("budget") / "e2"
+    assert study_main([*QUICK_ARGS, "--out", str(root), "--epochs", "2", "--methods", "imp,swamp-n3"]) == 0
+    return root
+
+
+def test_budget_pairs_swamp_with_imp_per_seed_in_each_study(study, budget_study, capsys):
+    frame = sb.budget_frame([budget_study, study])
+    assert list(frame["epochs"]) == [1, 1, 2, 2] and list(frame["cycle"]) == [0, 1, 0, 1]
+    for root, epochs in ((study, 1), (budget_study, 2)):
+        acc = st.accuracy_frame(root).set_index(["method", "seed", "cycle"])["average_test_acc"]
+        for cycle in (0, 1):
+            gains = [acc[("swamp-n3", s, cycle)] - acc[("imp", s, cycle)] for s in (0, 1)]
+            row = frame[(frame["epochs"] == epochs) & (frame["cycle"] == cycle)].iloc[0]
+            assert row["mean"] == pytest.approx(sum(gains) / 2) and row["seeds"] == 2
+            assert row["positive"] == sum(g > 0 for g in gains)
+            assert row["imp_acc"] == pytest.approx((acc[("imp", 0, cycle)] + acc[("imp", 1, cycle)]) / 2)
+    assert sb.main([str(study), str(budget_study), "--cycles", "1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| epochs per cycle | pruned | IMP | SWAMP |") and len(table) == 4
+    with pytest.raises(UserError, match="two studies train 1 epochs per cycle"):
+        sb.budget_frame([study, study])
+
+
+def test_budget_notebook_runs_headless(study, budget_study, tmp_path, monkeypatch):
+    monkeypatch.setenv("SWAMP_BUDGET_STUDIES", f"{study},{budget_study}")
+    _execute("06_training_budget", ["training_budget"], tmp_path, monkeypatch)
 
 
 def test_cost_counts_the_cycles_each_sparsity_needs(study):
