@@ -1,12 +1,16 @@
 """SWAMP's gain over IMP against the training budget per cycle, from several studies.
 
-Each study (:mod:`training.study`) is one budget: the epochs every particle trains per cycle (its
-``--epochs``, or the preset's). All else equal, and the same seeds, SWAMP (the study's first
-``swamp-nN``) and IMP are compared paired per seed and cycle, d_{k,s} = acc_SWAMP - acc_IMP
-(:func:`landscape.study_claims.paired`). Budgets differ in cost too: SWAMP with N particles trains N
-times IMP's particle-epochs in every budget.
+Each study (:mod:`training.study`) is one budget: the epochs E every particle trains per cycle (its
+``--epochs``, or the preset's). Every study's SWAMP (its first ``swamp-nN``) and IMP sub-runs are
+*arms* named ``SWAMP@E`` and ``IMP@E``, and two arms are compared paired per seed and cycle,
+d_{k,s} = acc_A - acc_B (:func:`landscape.study_claims.paired`; the same seed gives the same ticket):
 
-``python -m landscape.study_budget DIR [DIR ...] [--cycles K,...]`` prints the Markdown table;
+* at the same budget, SWAMP@E against IMP@E (:func:`budget_frame`), which is the paper's comparison:
+  SWAMP costs N times IMP's particle-epochs;
+* at the same cost, SWAMP@E with N particles against IMP@(N E) (:func:`equal_cost_frame`): both
+  spend r + N E (k + 1) particle-epochs to reach cycle k (r: the ticket's epochs).
+
+``python -m landscape.study_budget DIR [DIR ...] [--cycles K,...]`` prints both tables in Markdown;
 ``analysis_notebooks/06_training_budget.ipynb`` draws :func:`budget_figure`.
 """
 
@@ -35,69 +39,107 @@ def epochs_per_cycle(root: str | Path) -> int:
     return int(manifest["settings"].get("epochs") or PRESETS[manifest["preset"]]["epochs"])
 
 
-def budget_frame(studies: Sequence[str | Path]) -> pd.DataFrame:
-    """One row per (study, cycle): ``epochs``, ``cycle``, ``sparsity``, the paired SWAMP - IMP test
-    accuracy difference (``mean``, ``std``, ``seeds``, ``positive``, ``p_value``) and both methods'
-    accuracies over the same seeds, mean and std (``swamp_acc``, ``swamp_acc_std``, ``imp_acc``,
-    ``imp_acc_std``), sorted by epochs and cycle."""
-    rows = []
+def arms_frame(studies: Sequence[str | Path]) -> pd.DataFrame:
+    """Every finished cycle of the studies' SWAMP and IMP sub-runs, with ``arm`` (``SWAMP@E``,
+    ``IMP@E``), ``role``, ``epochs`` and the columns of :func:`landscape.study_tables.accuracy_frame`."""
+    frames = []
     for root in studies:
-        roles = st.roles(root)
-        swamp, imp = roles["swamp"], roles["imp"]
-        if swamp is None or imp is None:
+        roles, epochs = st.roles(root), epochs_per_cycle(root)
+        if roles["swamp"] is None or roles["imp"] is None:
             raise UserError(f"study {root} has no SWAMP (swamp-nN) or no IMP sub-runs to compare")
         acc = st.accuracy_frame(root)
-        both = acc[acc["method"].isin([swamp, imp])].pivot_table("average_test_acc", ["cycle", "seed"], "method")
-        both = both.dropna()  # the seeds that paired() compares
-        mean, std = both.groupby(level="cycle").mean(), both.groupby(level="cycle").std(ddof=1)
-        for row in paired(acc, "average_test_acc", swamp, imp):
-            rows.append({"study": str(root), "epochs": epochs_per_cycle(root), "swamp": swamp,
-                         **dataclasses.asdict(row), "swamp_acc": mean.at[row.cycle, swamp],
-                         "swamp_acc_std": std.at[row.cycle, swamp], "imp_acc": mean.at[row.cycle, imp],
-                         "imp_acc_std": std.at[row.cycle, imp]})
-    if not rows:
-        raise UserError("no cycle is finished by both SWAMP and IMP in these studies")
-    frame = pd.DataFrame(rows).sort_values(["epochs", "cycle"], ignore_index=True)
-    twice = frame.groupby(["epochs", "cycle"]).size()
-    if (twice > 1).any():
-        raise UserError(f"two studies train {twice[twice > 1].index[0][0]} epochs per cycle; give one per budget")
+        for role in ("swamp", "imp"):
+            rows = acc[acc["method"] == roles[role]]
+            frames.append(rows.assign(arm=f"{role.upper()}@{epochs}", role=role, epochs=epochs))
+    frame = pd.concat(frames, ignore_index=True)
+    twice = frame.loc[frame.duplicated(["arm", "seed", "cycle"]), "epochs"]
+    if len(twice):
+        raise UserError(f"two studies train {twice.iloc[0]} epochs per cycle; give one study per budget")
     return frame
 
 
-def budget_table(frame: pd.DataFrame, cycles: Sequence[int] | None = None) -> str:
-    """Markdown: per budget and cycle, IMP's and SWAMP's accuracy and their paired difference (points)."""
-    lines = ["| epochs per cycle | pruned | IMP | SWAMP | SWAMP − IMP (mean ± std) | seeds SWAMP > IMP | "
-             "paired t-test p |", "|---|---|---|---|---|---|---|"]
+def compare(arms: pd.DataFrame, a: str, b: str) -> list[dict]:
+    """Per cycle: :func:`paired` ``a`` - ``b`` rows, plus each arm's mean and std accuracy over the
+    compared seeds and its particle-epochs to reach that cycle (``a_acc``, ``a_acc_std``, ``a_cost``...)."""
+    wide = arms[arms["arm"].isin([a, b])].pivot_table(["average_test_acc", "particle_epochs"], ["cycle", "seed"],
+                                                      "arm").dropna()
+    if wide.empty:
+        return []
+    acc, cost = wide["average_test_acc"].groupby(level="cycle"), wide["particle_epochs"].groupby(level="cycle")
+    mean, std, spent = acc.mean(), acc.std(ddof=1), cost.mean()
+    epochs = arms.drop_duplicates("arm").set_index("arm")["epochs"]
+    return [{"a": a, "b": b, "a_epochs": int(epochs[a]), "b_epochs": int(epochs[b]), **dataclasses.asdict(row),
+             **{f"{side}_{key}": table.at[row.cycle, arm] for side, arm in (("a", a), ("b", b))
+                for key, table in (("acc", mean), ("acc_std", std), ("cost", spent))}}
+            for row in paired(arms, "average_test_acc", a, b, column="arm")]
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    columns = ["a", "b", "a_epochs", "b_epochs", "cycle", "sparsity", "mean", "std", "seeds", "positive", "p_value",
+               "a_acc", "a_acc_std", "a_cost", "b_acc", "b_acc_std", "b_cost"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["a_epochs", "b_epochs", "cycle"], ignore_index=True)
+
+
+def budget_frame(studies: Sequence[str | Path]) -> pd.DataFrame:
+    """SWAMP@E - IMP@E for every study's E, per cycle (columns of :func:`compare`)."""
+    arms = arms_frame(studies)
+    rows = [r for e in sorted(arms["epochs"].unique()) for r in compare(arms, f"SWAMP@{e}", f"IMP@{e}")]
+    if not rows:
+        raise UserError("no cycle is finished by both SWAMP and IMP in these studies")
+    return _frame(rows)
+
+
+def equal_cost_frame(studies: Sequence[str | Path]) -> pd.DataFrame:
+    """SWAMP@E (N particles) - IMP@(N E), for every E whose N E is also among the studies' budgets."""
+    arms = arms_frame(studies)
+    swamp = arms[arms["role"] == "swamp"].drop_duplicates("arm")
+    imp_epochs = set(arms.loc[arms["role"] == "imp", "epochs"])
+    rows = [r for e, n in zip(swamp["epochs"], swamp["particles"], strict=True) if n * e in imp_epochs
+            for r in compare(arms, f"SWAMP@{e}", f"IMP@{n * e}")]
+    return _frame(rows)
+
+
+def comparison_table(frame: pd.DataFrame, cycles: Sequence[int] | None = None) -> str:
+    """Markdown: per comparison and cycle, both arms' accuracy and cost, and their paired difference."""
+    lines = ["| SWAMP epochs per cycle | IMP epochs per cycle | pruned | particle-epochs SWAMP / IMP | IMP | SWAMP | "
+             "SWAMP − IMP (mean ± std) | seeds SWAMP > IMP | paired t-test p |", "|---" * 9 + "|"]
     for r in frame.itertuples():
         if cycles is not None and r.cycle not in cycles:
             continue
         std = "–" if math.isnan(r.std) else f"{100 * r.std:.2f}"
         p = "–" if math.isnan(r.p_value) else f"{r.p_value:.3f}"
-        lines.append(f"| {r.epochs} | {100 * r.sparsity:.1f}% | {100 * r.imp_acc:.2f} | {100 * r.swamp_acc:.2f} | "
+        lines.append(f"| {r.a_epochs} | {r.b_epochs} | {100 * r.sparsity:.1f}% | {r.a_cost:.0f} / {r.b_cost:.0f} | "
+                     f"{100 * r.b_acc:.2f} ± {100 * r.b_acc_std:.2f} | {100 * r.a_acc:.2f} ± {100 * r.a_acc_std:.2f} | "
                      f"{100 * r.mean:+.2f} ± {std} | {r.positive}/{r.seeds} | {p} |")
     return "\n".join(lines)
 
 
-def budget_figure(frame: pd.DataFrame) -> Figure:
-    """(a) SWAMP - IMP against sparsity, one line (+- 1 std between seeds) per budget; (b) at the
-    final sparsity of each study, IMP's and SWAMP's accuracy (+- 1 std) against epochs per cycle."""
+def budget_figure(same_budget: pd.DataFrame) -> Figure:
+    """(a) SWAMP - IMP at the same budget against sparsity, one line (+- 1 std between seeds) per budget;
+    (b) at each budget's final sparsity, IMP's and SWAMP's accuracy (+- 1 std) against their cost in
+    particle-epochs, each point labelled with its epochs per cycle."""
     fig, (left, right) = panels(2)
-    for epochs, group in frame.groupby("epochs"):
+    for epochs, group in same_budget.groupby("a_epochs"):
         xs, mean, std = 100 * group["sparsity"], 100 * group["mean"], 100 * group["std"].fillna(0.0)
         left.plot(xs, mean, marker="o", markersize=3, label=f"{epochs} epochs per cycle")
         left.fill_between(xs, mean - std, mean + std, alpha=0.2, color=left.lines[-1].get_color())
     left.axhline(0.0, color="black", linewidth=0.8)
     left.set(xlabel="sparsity (%)", ylabel="SWAMP − IMP test accuracy (points)",
-             title="(a) paired gain of SWAMP over IMP")
+             title="(a) paired gain of SWAMP over IMP, same budget")
     left.legend(fontsize="small")
-    last = frame.loc[frame.groupby("epochs")["cycle"].idxmax()]
-    for method, marker in (("imp", "s"), ("swamp", "o")):
-        right.errorbar(last["epochs"], 100 * last[f"{method}_acc"], yerr=100 * last[f"{method}_acc_std"].fillna(0.0),
-                       marker=marker, capsize=3, label=method.upper())
+    last = same_budget.loc[same_budget.groupby("a_epochs")["cycle"].idxmax()]
+    for side, name, marker in (("b", "IMP", "s"), ("a", "SWAMP", "o")):
+        right.errorbar(last[f"{side}_cost"], 100 * last[f"{side}_acc"], yerr=100 * last[f"{side}_acc_std"].fillna(0.0),
+                       marker=marker, capsize=3, label=name)
+        for x, y, e in zip(last[f"{side}_cost"], 100 * last[f"{side}_acc"], last[f"{side}_epochs"], strict=True):
+            right.annotate(f"{e}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize="x-small")
     right.set_xscale("log", base=2)
-    right.set_xticks(list(last["epochs"]), [str(e) for e in last["epochs"]])
+    costs = sorted({round(c) for c in (*last["a_cost"], *last["b_cost"])})
+    right.set_xticks(costs, [str(c) for c in costs])
+    right.minorticks_off()
     sparsity = ", ".join(sorted({f"{100 * s:.1f}%" for s in last["sparsity"]}))
-    right.set(xlabel="epochs per cycle", ylabel="test accuracy (%)", title=f"(b) at the final sparsity ({sparsity})")
+    right.set(xlabel="particle-epochs (log scale); labels: epochs per cycle", ylabel="test accuracy (%)",
+              title=f"(b) at the final sparsity ({sparsity}) against cost")
     right.legend(fontsize="small")
     return fig
 
@@ -111,8 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cycles = [int(k) for k in args.cycles.split(",")] if args.cycles else None
     except ValueError:
         raise UserError(f"--cycles takes integers separated by commas, not {args.cycles!r}") from None
-    frame = budget_frame(args.studies)
-    print(budget_table(frame, cycles))
+    print("SWAMP against IMP at the same epochs per cycle:\n")
+    print(comparison_table(budget_frame(args.studies), cycles))
+    equal = equal_cost_frame(args.studies)
+    if not equal.empty:
+        print("\nSWAMP with N particles against IMP with N times the epochs per cycle (the same particle-epochs):\n")
+        print(comparison_table(equal, cycles))
     return 0
 
 

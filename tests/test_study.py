@@ -175,26 +175,31 @@ def _execute(name: str, figures: list[str], folder: Path, monkeypatch: pytest.Mo
 
 @pytest.fixture(scope="module")
 def budget_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The quick study's IMP and SWAMP arms at 2 epochs per cycle (the quick study trains 1)."""
-    root = tmp_path_factory.mktemp("budget") / "e2"
-    assert study_main([*QUICK_ARGS, "--out", str(root), "--epochs", "2", "--methods", "imp,swamp-n3"]) == 0
+    """The quick study's IMP and SWAMP (N = 3) arms at 3 epochs per cycle (the quick study trains 1)."""
+    root = tmp_path_factory.mktemp("budget") / "e3"
+    assert study_main([*QUICK_ARGS, "--out", str(root), "--epochs", "3", "--methods", "imp,swamp-n3"]) == 0
     return root
 
 
-def test_budget_pairs_swamp_with_imp_per_seed_in_each_study(study, budget_study, capsys):
-    frame = sb.budget_frame([budget_study, study])
-    assert list(frame["epochs"]) == [1, 1, 2, 2] and list(frame["cycle"]) == [0, 1, 0, 1]
-    for root, epochs in ((study, 1), (budget_study, 2)):
-        acc = st.accuracy_frame(root).set_index(["method", "seed", "cycle"])["average_test_acc"]
+def test_budget_pairs_swamp_with_imp_per_seed_at_equal_epochs_and_at_equal_cost(study, budget_study, capsys):
+    acc = {1: st.accuracy_frame(study), 3: st.accuracy_frame(budget_study)}
+    acc = {e: frame.set_index(["method", "seed", "cycle"]) for e, frame in acc.items()}
+    same, equal = sb.budget_frame([budget_study, study]), sb.equal_cost_frame([budget_study, study])
+    assert list(same["a_epochs"]) == [1, 1, 3, 3] and list(same["cycle"]) == [0, 1, 0, 1]
+    assert list(equal["a_epochs"]) == [1, 1] and list(equal["b_epochs"]) == [3, 3], "SWAMP N=3 x 1 = IMP x 3"
+    for frame, swamp_epochs, imp_epochs in ((same, 1, 1), (same, 3, 3), (equal, 1, 3)):
         for cycle in (0, 1):
-            gains = [acc[("swamp-n3", s, cycle)] - acc[("imp", s, cycle)] for s in (0, 1)]
-            row = frame[(frame["epochs"] == epochs) & (frame["cycle"] == cycle)].iloc[0]
-            assert row["mean"] == pytest.approx(sum(gains) / 2) and row["seeds"] == 2
-            assert row["positive"] == sum(g > 0 for g in gains)
-            assert row["imp_acc"] == pytest.approx((acc[("imp", 0, cycle)] + acc[("imp", 1, cycle)]) / 2)
+            swamp = [acc[swamp_epochs].at[("swamp-n3", s, cycle), "average_test_acc"] for s in (0, 1)]
+            imp = [acc[imp_epochs].at[("imp", s, cycle), "average_test_acc"] for s in (0, 1)]
+            row = frame[(frame["a_epochs"] == swamp_epochs) & (frame["b_epochs"] == imp_epochs)
+                        & (frame["cycle"] == cycle)].iloc[0]
+            assert row["mean"] == pytest.approx((swamp[0] - imp[0] + swamp[1] - imp[1]) / 2) and row["seeds"] == 2
+            assert row["positive"] == sum(a > b for a, b in zip(swamp, imp, strict=True))
+            assert row["b_acc"] == pytest.approx(sum(imp) / 2) and row["a_acc"] == pytest.approx(sum(swamp) / 2)
+    assert (equal["a_cost"] == equal["b_cost"]).all() and (same["a_cost"] > same["b_cost"]).all()
     assert sb.main([str(study), str(budget_study), "--cycles", "1"]) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].startswith("| epochs per cycle | pruned | IMP | SWAMP |") and len(table) == 4
+    tables = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(tables) == 2 + 2 + 1  # two headers; at cycle 1, the 2 budgets and the 1 equal-cost pair
     with pytest.raises(UserError, match="two studies train 1 epochs per cycle"):
         sb.budget_frame([study, study])
 
