@@ -17,6 +17,14 @@ from training.models import model_spec
 SPLIT_CHOICES = {"train": ("train",), "test": ("test",), "both": SPLITS}
 
 
+def cycle_list(text: str) -> list[int]:
+    """argparse ``type`` of ``--cycles K,K,...``."""
+    try:
+        return [int(k) for k in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"integers separated by commas, not {text!r}") from None
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser, default_split: str) -> None:
     """The flags every landscape tool shares (see :class:`landscape.evaluation.EvalOptions`)."""
     parser.add_argument("--split", choices=tuple(SPLIT_CHOICES), default=default_split,

@@ -27,6 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from landscape import study_tables as st
+from landscape.cli import cycle_list
 from landscape.study_claims import paired
 from landscape.study_figures import panels
 from training.errors import UserError, run_cli
@@ -80,18 +81,20 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values(["a_epochs", "b_epochs", "cycle"], ignore_index=True)
 
 
-def budget_frame(studies: Sequence[str | Path]) -> pd.DataFrame:
-    """SWAMP@E - IMP@E for every study's E, per cycle (columns of :func:`compare`)."""
-    arms = arms_frame(studies)
+def budget_frame(studies: Sequence[str | Path] | pd.DataFrame) -> pd.DataFrame:
+    """SWAMP@E - IMP@E for every study's E, per cycle (columns of :func:`compare`); ``studies`` may
+    also be their :func:`arms_frame`."""
+    arms = studies if isinstance(studies, pd.DataFrame) else arms_frame(studies)
     rows = [r for e in sorted(arms["epochs"].unique()) for r in compare(arms, f"SWAMP@{e}", f"IMP@{e}")]
     if not rows:
         raise UserError("no cycle is finished by both SWAMP and IMP in these studies")
     return _frame(rows)
 
 
-def equal_cost_frame(studies: Sequence[str | Path]) -> pd.DataFrame:
-    """SWAMP@E (N particles) - IMP@(N E), for every E whose N E is also among the studies' budgets."""
-    arms = arms_frame(studies)
+def equal_cost_frame(studies: Sequence[str | Path] | pd.DataFrame) -> pd.DataFrame:
+    """SWAMP@E (N particles) - IMP@(N E), for every E whose N E is also among the studies' budgets;
+    ``studies`` may also be their :func:`arms_frame`."""
+    arms = studies if isinstance(studies, pd.DataFrame) else arms_frame(studies)
     swamp = arms[arms["role"] == "swamp"].drop_duplicates("arm")
     imp_epochs = set(arms.loc[arms["role"] == "imp", "epochs"])
     rows = [r for e, n in zip(swamp["epochs"], swamp["particles"], strict=True) if n * e in imp_epochs
@@ -147,18 +150,16 @@ def budget_figure(same_budget: pd.DataFrame) -> Figure:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m landscape.study_budget", description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", metavar="DIR", help="study directories, one per budget")
-    parser.add_argument("--cycles", default=None, metavar="K,K,...", help="cycles to show (default all)")
+    parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",
+                        help="cycles to show (default all)")
     args = parser.parse_args(argv)
-    try:
-        cycles = [int(k) for k in args.cycles.split(",")] if args.cycles else None
-    except ValueError:
-        raise UserError(f"--cycles takes integers separated by commas, not {args.cycles!r}") from None
+    arms = arms_frame(args.studies)  # read every study once
     print("SWAMP against IMP at the same epochs per cycle:\n")
-    print(comparison_table(budget_frame(args.studies), cycles))
-    equal = equal_cost_frame(args.studies)
+    print(comparison_table(budget_frame(arms), args.cycles))
+    equal = equal_cost_frame(arms)
     if not equal.empty:
         print("\nSWAMP with N particles against IMP with N times the epochs per cycle (the same particle-epochs):\n")
-        print(comparison_table(equal, cycles))
+        print(comparison_table(equal, args.cycles))
     return 0
 
 

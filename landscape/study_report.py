@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from landscape import study_tables as st
+from landscape.cli import cycle_list
 from landscape.study_claims import claims_report
 from training.errors import run_cli
 
@@ -98,10 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m landscape.study_report",
                                      description="Print a study's tables (mean ± std over seeds) as Markdown.")
     parser.add_argument("study", metavar="DIR")
-    parser.add_argument("--cycles", default=None, metavar="K,K,...", help="cycles to show (default all)")
+    parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",
+                        help="cycles to show (default all)")
     args = parser.parse_args(argv)
-    cycles = [int(k) for k in args.cycles.split(",")] if args.cycles else None
-    print(study_report(args.study, cycles))
+    print(study_report(args.study, args.cycles))
     return 0
 
 
