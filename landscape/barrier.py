@@ -10,8 +10,9 @@ Along theta(lambda) = (1 - lambda) theta_A + lambda theta_B at K evenly spaced l
 Both are >= 0 (lambda = 0 contributes 0) and exactly 0 for identical checkpoints. BatchNorm
 statistics are recomputed at every lambda, the endpoints included, so that all points are treated
 alike (see :mod:`landscape.evaluation`); ``--bn-recal 0`` keeps the endpoints' stored statistics. With a shared mask
-theta(lambda) keeps it; with different masks (consecutive IMP cycles) the masked weights are
-interpolated as they are and the union density is reported.
+theta(lambda) keeps it; different masks are refused unless ``--allow-mask-union`` (implied by
+``--consecutive``, whose cycles differ by construction), as in ``landscape.subspace``: the masked weights
+are then interpolated as they are and the union density is reported.
 
 Run-level modes: every particle pair of one cycle (``--run DIR --cycle K``, heatmap) and the
 solutions of consecutive cycles (``--run DIR --consecutive``, line plot).
@@ -31,7 +32,15 @@ from itertools import combinations
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.cli import add_eval_arguments, eval_options, open_checkpoint, split_cells, split_header, write_json
+from landscape.cli import (
+    add_eval_arguments,
+    check_outputs,
+    eval_options,
+    open_checkpoint,
+    split_cells,
+    split_header,
+    write_json,
+)
 from landscape.evaluation import (
     SPLITS,
     CheckpointLike,
@@ -44,9 +53,10 @@ from landscape.evaluation import (
     mask_info,
     run_particles,
     run_solutions,
+    shared_mask_or_refuse,
 )
 from landscape.plots import heatmap_panels, line_panels, save_figure
-from training.errors import UserError, run_cli
+from training.errors import ArgumentParser, UserError, run_cli
 
 BOTH_SPLITS = EvalOptions(SPLITS)
 
@@ -97,11 +107,16 @@ class BarrierResult:
 
 
 def linear_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
-                   options: EvalOptions = BOTH_SPLITS) -> BarrierResult:
-    """Evaluate theta(lambda) at ``points`` lambdas on ``options.splits`` and measure the barriers."""
+                   options: EvalOptions = BOTH_SPLITS, allow_mask_union: bool = False) -> BarrierResult:
+    """Evaluate theta(lambda) at ``points`` lambdas on ``options.splits`` and measure the barriers.
+
+    Checkpoints with different masks are refused unless ``allow_mask_union`` (as in
+    :func:`landscape.subspace.hull_landscape`): their pruned weights are then interpolated as they are.
+    """
     if points < 2:
         raise UserError("--points must be at least 2 (lambda = 0 and 1)")
     ckpts = load_compatible([a, b])
+    shared_mask_or_refuse(ckpts, allow_mask_union)
     evaluator = CombinationEvaluator(ckpts, options)
     lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
     curves = evaluator.evaluate_many([(1.0 - lam, lam) for lam in lambdas], desc="lambda")
@@ -138,9 +153,10 @@ class BarrierSet:
 
 
 def _barrier_set(run: str, mode: str, cycle: int | None, items: Sequence[CheckpointLike],
-                 pairs: Sequence[tuple[int, int]], points: int, options: EvalOptions) -> BarrierSet:
+                 pairs: Sequence[tuple[int, int]], points: int, options: EvalOptions,
+                 allow_mask_union: bool = False) -> BarrierSet:
     ckpts = load_compatible(items)
-    results = tuple((i, j, linear_barrier(ckpts[i], ckpts[j], points, options)) for i, j in pairs)
+    results = tuple((i, j, linear_barrier(ckpts[i], ckpts[j], points, options, allow_mask_union)) for i, j in pairs)
     return BarrierSet(str(run), mode, cycle, tuple(c.path for c in ckpts), results)
 
 
@@ -155,12 +171,13 @@ def cycle_barriers(run: str, cycle: int, points: int = 11,
 
 def consecutive_barriers(run: str, points: int = 11,
                          options: EvalOptions = BOTH_SPLITS) -> BarrierSet:
-    """Barriers between the solutions (``average.safetensors``) of cycles k and k + 1."""
+    """Barriers between the solutions (``average.safetensors``) of cycles k and k + 1; their masks differ
+    by construction (cycle k + 1 prunes cycle k's), so the masked weights are interpolated as they are."""
     paths = run_solutions(run)
     if len(paths) < 2:
         raise UserError(f"{run} has one finished cycle; consecutive barriers need at least two")
     return _barrier_set(run, "consecutive", None, paths, [(k, k + 1) for k in range(len(paths) - 1)], points,
-                        options)
+                        options, allow_mask_union=True)
 
 
 def plot_barrier(result: BarrierResult) -> Figure:
@@ -207,7 +224,7 @@ def format_set(bset: BarrierSet) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m landscape.barrier",
         description="Loss barrier on the straight line between two checkpoints (linear mode connectivity, "
                     "Frankle et al. 2020), or between all particles of a cycle / consecutive cycle solutions.")
@@ -215,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--points", type=int, default=11, metavar="K", help="lambdas in [0, 1] (default 11)")
     parser.add_argument("--run", default=None, metavar="DIR", help="a run directory (with --cycle or --consecutive)")
     parser.add_argument("--cycle", type=int, default=None, metavar="K", help="all particle pairs of cycle K")
-    parser.add_argument("--consecutive", action="store_true", help="solutions of cycles k and k + 1")
+    parser.add_argument("--consecutive", action="store_true",
+                        help="solutions of cycles k and k + 1 (their masks differ: implies --allow-mask-union)")
+    parser.add_argument("--allow-mask-union", action="store_true",
+                        help="A and B may have different masks (their masked weights are interpolated as they are; "
+                             "the union density is reported)")
     add_eval_arguments(parser, default_split="both")
     return parser
 
@@ -223,11 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = eval_options(args)
+    check_outputs({"--json": args.json, "--plot": args.plot}, [*args.checkpoints, *([args.run] if args.run else [])])
     if args.run is None:
         if len(args.checkpoints) != 2 or args.cycle is not None or args.consecutive:
             raise UserError("give two checkpoints A B, or --run DIR with --cycle K or --consecutive")
         a, b = (open_checkpoint(p, args) for p in args.checkpoints)
-        result = linear_barrier(a, b, args.points, options)
+        result = linear_barrier(a, b, args.points, options, args.allow_mask_union)
         print(f"A: {a.path} ({describe_checkpoint(a)})\nB: {b.path} ({describe_checkpoint(b)})")
         print(f"BatchNorm: {result.bn}; {result.mask.describe()}")
         print(format_result(result))

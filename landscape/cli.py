@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from landscape.evaluation import DEFAULT_BN_SAMPLES, SPLITS, EvalOptions, cached_dataset
+from landscape.evaluation import DEFAULT_BN_SAMPLES, DEFAULT_DATA_DIR, SPLITS, EvalOptions, cached_dataset
 from training.atomic import atomic_write_text
 from training.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
 from training.data import mnist1d_spec
@@ -42,7 +42,8 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     """Device, data location, plain ``.pt`` description, outputs and progress: flags of every tool."""
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
-                        help="where the data set lives (default: as recorded in the checkpoints)")
+                        help=f"where the data set is read and cached (default {DEFAULT_DATA_DIR}/ in the working "
+                             "directory); the path a checkpoint records is never used")
     parser.add_argument("--model", default=None, metavar="NAME", help="model of a plain .pt state_dict")
     parser.add_argument("--dataset", default=None, metavar="NAME", help="data set of a plain .pt state_dict")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result as JSON")
@@ -68,9 +69,9 @@ def open_checkpoint(path: str | Path, args: argparse.Namespace) -> Checkpoint:
         return load_checkpoint(p)
     if not (args.model and args.dataset):
         raise UserError(f"{p} is a plain PyTorch file; pass --model and --dataset to read it as a state_dict")
-    data_dir = args.data_dir or "data"
+    data_dir = args.data_dir or DEFAULT_DATA_DIR
     spec = mnist1d_spec(data_dir) if args.dataset == "mnist1d" else {"name": args.dataset, "data_dir": data_dir}
-    classes = cached_dataset(spec, "cpu").num_classes
+    classes = cached_dataset(spec, "cpu", data_dir).num_classes
     return load_plain_state_dict(p, model_spec(args.model, classes), spec)
 
 
@@ -87,3 +88,63 @@ def split_cells(values: list[tuple[float, float]]) -> str:
 def write_json(path: Path, obj: Any) -> None:
     """Indented JSON, written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_MAX_REPLACED_BYTES = 64 * 2**20  # no output of ours is larger: a bigger file is somebody else's
+
+
+def _looks_like(path: Path, kind: str) -> bool:
+    """Whether the existing regular file ``path`` is a ``kind`` ("json" or "png") a rerun may replace."""
+    if path.stat().st_size > _MAX_REPLACED_BYTES:
+        return False
+    data = path.read_bytes()
+    if kind == "png":
+        return data.startswith(PNG_MAGIC)
+    try:
+        json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except (OSError, RuntimeError):  # a link loop: compare the names only
+        return a.absolute() == b.absolute()
+
+
+def check_outputs(outputs: dict[str, Path | None], inputs: list[str | Path]) -> None:
+    """Refuse, before anything is computed, an output that would destroy a file the program did not make.
+
+    ``outputs`` maps a flag (``--json``) to its path or None; ``inputs`` are the checkpoint files and run
+    directories the command reads. An output may not be one of the inputs (also through a link or a hard
+    link), lie as an existing file inside an input directory, be a directory, a link or a special file,
+    be given twice, or replace an existing file that is not of its own kind (JSON for ``--json``, PNG for
+    ``--plot``): outputs never replace inputs or a user's other files.
+    """
+    given = {flag: Path(p) for flag, p in outputs.items() if p is not None}
+    for flag, path in given.items():
+        if not str(path).strip():
+            raise UserError(f"{flag} must name a file, not an empty string")
+        for other_flag, other in given.items():
+            if other_flag < flag and _same_file(path, other):
+                raise UserError(f"{other_flag} and {flag} name the same file {path}; give two different files")
+        for source in map(Path, inputs):
+            if source.is_dir() and path.exists() and path.resolve().is_relative_to(source.resolve()):
+                raise UserError(f"{flag} {path} is a file inside the input {source}; outputs never replace inputs, "
+                                "choose another file")
+            if _same_file(path, source):
+                raise UserError(f"{flag} {path} is the input {source}; outputs never replace inputs, choose another "
+                                "file")
+        if path.is_symlink():
+            raise UserError(f"{flag} {path} is a symbolic link; name a regular file (the link is left as it is)")
+        if path.is_dir():
+            raise UserError(f"{flag} {path} is a directory; name a file in it")
+        if path.exists() and not path.is_file():
+            raise UserError(f"{flag} {path} is not a regular file (a FIFO or device?); name a regular file")
+        kind = "png" if flag == "--plot" else "json"
+        if path.is_file() and not _looks_like(path, kind):
+            raise UserError(f"{flag} {path} exists and is not a {kind.upper()} file, so it is not an earlier output; "
+                            "it is left as it is: choose another file")

@@ -13,6 +13,10 @@ BatchNorm: combined weights do not match any checkpoint's running statistics, so
 recomputed at every point (:func:`training.averaging.recalibrate_batchnorm`) on one seeded subsample
 of training data, the same for every point so that the landscape stays smooth; ``bn_recal=0`` instead
 combines the stored statistics with the same coefficients. Data sets are loaded once per spec.
+
+Data location: data are read (and MNIST-1D is cached) only under the directory the user gives
+(``--data-dir``, default ``data`` in the working directory), never where a checkpoint says: a file
+must not choose the paths a tool reads or writes. The ``data_dir`` a checkpoint records is ignored.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from training.seeds import generator
 SPLITS = ("train", "test")
 DEFAULT_BN_SAMPLES = 2048
 DEFAULT_BATCH_SIZE = 1000
+DEFAULT_DATA_DIR = "data"  # relative to the working directory
 _LOCATION_KEYS = ("data_dir", "workers")  # where a data set lives or how it is read, not what it is
 
 CheckpointLike = Checkpoint | str | os.PathLike
@@ -53,8 +58,9 @@ class EvalOptions:
     """How every point of a landscape is evaluated.
 
     ``bn_recal``: training samples for BatchNorm recomputation (all if fewer; 0 = combine the stored
-    statistics). ``batch_size`` None: the run's ``eval_batch_size``. ``data_dir`` overrides where the
-    checkpoints' data set lives. ``progress`` None: progress bars only on a terminal.
+    statistics). ``batch_size`` None: the run's ``eval_batch_size``. ``data_dir``: where the data set is
+    read and cached (None: :data:`DEFAULT_DATA_DIR`), never the path the checkpoints record.
+    ``progress`` None: progress bars only on a terminal.
     """
 
     splits: tuple[str, ...] = ("test",)
@@ -133,9 +139,13 @@ def check_compatible(ckpts: Sequence[Checkpoint]) -> None:
         if odd:
             raise UserError(f"{where} do not hold the same tensors (e.g. {odd[0]}); they are not one model")
         for key, value in first.state.items():
-            if other.state[key].shape != value.shape or other.state[key].dtype != value.dtype:
-                raise UserError(f"{where} differ in tensor {key} ({tuple(other.state[key].shape)} vs "
+            theirs = other.state[key]
+            if theirs.shape != value.shape:
+                raise UserError(f"{where} differ in the shape of tensor {key} ({tuple(theirs.shape)} vs "
                                 f"{tuple(value.shape)}); they are not one model")
+            if theirs.dtype != value.dtype:
+                raise UserError(f"{where} differ in the dtype of tensor {key} ({theirs.dtype} vs {value.dtype}); "
+                                "they are not one model")
 
 
 def load_compatible(items: Sequence[CheckpointLike]) -> tuple[Checkpoint, ...]:
@@ -171,9 +181,22 @@ def _load_cached(spec_json: str, device: str) -> Dataset:
     return load_dataset(json.loads(spec_json), torch.device(device))
 
 
-def cached_dataset(spec: Mapping, device: torch.device | str) -> Dataset:
-    """The data set ``spec`` describes, loaded once per (spec, device) and kept for the next call."""
-    return _load_cached(json.dumps(spec, sort_keys=True), str(device))
+def cached_dataset(spec: Mapping, device: torch.device | str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """The data set ``spec`` describes, read (and cached) under ``data_dir`` (None: :data:`DEFAULT_DATA_DIR`),
+    whatever ``spec["data_dir"]`` says; loaded once per (spec, directory, device) and kept for the next call."""
+    located = {**spec, "data_dir": os.path.abspath(data_dir or DEFAULT_DATA_DIR)}
+    return _load_cached(json.dumps(located, sort_keys=True), str(device))
+
+
+def checkpoint_data(ckpt: Checkpoint, device: torch.device | str, data_dir: str | os.PathLike | None = None
+                    ) -> Dataset:
+    """:func:`cached_dataset` of a checkpoint's data set; refuses a model with another number of classes."""
+    data = cached_dataset(ckpt.dataset, device, data_dir)
+    classes = ckpt.model.get("kwargs", {}).get("num_classes")
+    if classes is not None and classes != data.num_classes:
+        raise UserError(f"{ckpt.path} is a model of {classes} classes, but the {ckpt.dataset.get('name')} data "
+                        f"under {data.spec.get('data_dir')} has {data.num_classes}; pass the right --data-dir")
+    return data
 
 
 def bn_subsample(size: int, samples: int, seed: int) -> Tensor | None:
@@ -201,9 +224,8 @@ class CombinationEvaluator:
         self.options = options
         self.device = resolve_device(options.device)
         first = checkpoints[0]
-        spec = {**first.dataset, "data_dir": options.data_dir} if options.data_dir else first.dataset
-        self.data = cached_dataset(spec, self.device)
-        self.model = build_model(first, self.device)
+        self.model = build_model(first, self.device)  # checks the tensors before any data are read
+        self.data = checkpoint_data(first, self.device, options.data_dir)
         self.parameter_names = tuple(name for name, _ in self.model.named_parameters())
         self._stacks = {k: torch.stack([c.state[k] for c in checkpoints]).to(self.device)
                         for k, v in first.state.items() if v.is_floating_point()}

@@ -26,14 +26,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.cli import open_checkpoint, write_json
-from landscape.evaluation import cached_dataset
+from landscape.cli import check_outputs, open_checkpoint, write_json
+from landscape.evaluation import checkpoint_data
 from landscape.hessian_output import build_parser, format_report, format_run, report_figure, run_figure
 from landscape.hvp import Batch, hessian_matmat, make_subspace, trainable_parameters
 from landscape.plots import save_figure
@@ -59,7 +59,11 @@ def derive_seed(seed: int, stream: str) -> int:
 class HessianOptions:
     """What to estimate and how. ``samples`` None: all training samples. ``subspace`` None: ``mask``
     when the checkpoint has masks, else ``full``. ``probes`` is the matrix-vector product budget of the
-    trace (the maximum when ``target_rse`` is set)."""
+    trace (the maximum when ``target_rse`` is set). Lanczos takes at most one step per coordinate of the
+    (sub)space, so ``lanczos_steps`` beyond it are not taken (the spectrum records the steps taken), and
+    at most :attr:`MAX_LANCZOS_STEPS`, as every step keeps a vector of the space's size."""
+
+    MAX_LANCZOS_STEPS: ClassVar[int] = 10_000
 
     method: str = "hutchinson"
     probes: int = 64
@@ -86,6 +90,9 @@ class HessianOptions:
             (self.batch_size >= 1, "--batch-size must be positive"),
             (self.subspace in (None, "mask", "full"), "--subspace must be mask or full"),
             (self.lanczos_steps >= 1 and self.lanczos_runs >= 1, "--lanczos-steps and --lanczos-runs must be >= 1"),
+            (self.lanczos_steps <= self.MAX_LANCZOS_STEPS,
+             f"--lanczos-steps must be at most {self.MAX_LANCZOS_STEPS:,} (each step keeps one vector per run; "
+             "Lanczos needs far fewer for the top eigenvalue and the density)"),
             (self.target_rse is None or self.target_rse > 0, "--target-rse must be positive"),
             (self.backend in ("native", "pyhessian"), "--backend must be native or pyhessian"),
         ]
@@ -207,12 +214,12 @@ def training_batches(dataset: Dataset, options: HessianOptions) -> list[Batch]:
 
 def analyse_checkpoint(ckpt: Checkpoint | str | Path, options: HessianOptions = HessianOptions(),
                        device: torch.device | str = "cpu", data_dir: str | None = None) -> HessianReport:
-    """Rebuild model and training data (looked for in ``data_dir`` if given) from a checkpoint and
-    analyse its Hessian."""
+    """Rebuild model and training data from a checkpoint and analyse its Hessian. The data are read and
+    cached under ``data_dir`` (None: ``data`` in the working directory), never where the checkpoint says."""
     ckpt = ckpt if isinstance(ckpt, Checkpoint) else load_checkpoint(ckpt)
     options.validate()
-    dataset = cached_dataset({**ckpt.dataset, "data_dir": data_dir} if data_dir else ckpt.dataset, device)
     model = build_model(ckpt, device)
+    dataset = checkpoint_data(ckpt, device, data_dir)
     masks = {k: v.to(device) for k, v in ckpt.masks.items()}
     result = hessian_analysis(model, training_batches(dataset, options), masks, options)
     return HessianReport(ckpt.path, ckpt.kind, ckpt.cycle, ckpt.particle, ckpt.density, result)
@@ -261,6 +268,7 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError("give one checkpoint CKPT or --run DIR (not both)")
     if args.particles and args.run is None:
         raise UserError("--particles needs --run DIR")
+    check_outputs({"--json": args.json, "--plot": args.plot}, [args.checkpoint or args.run])
     if args.run is None:
         report = analyse_checkpoint(open_checkpoint(args.checkpoint, args), options, device, args.data_dir)
         print(format_report(report))

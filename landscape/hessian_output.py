@@ -12,21 +12,14 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from landscape.cli import add_io_arguments
-from training.errors import UserError
+from training.errors import ArgumentParser
 
 if TYPE_CHECKING:
     from landscape.hessian import HessianReport
 
 
-class _Parser(argparse.ArgumentParser):
-    """Argument errors are user errors: one line, exit status 2 (via ``run_cli``), no usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m landscape.hessian",
         description="Hutchinson / Hutch++ trace, top eigenvalue and eigenvalue density of the Hessian of the "
                     "mean training cross-entropy of a checkpoint (model in eval mode), or of every cycle of a run.")

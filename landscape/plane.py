@@ -136,8 +136,10 @@ def loss_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21, marg
     """Evaluate the R x R grid of the plane through exactly three checkpoints."""
     if len(checkpoints) != 3:
         raise UserError(f"a plane needs exactly three checkpoints, got {len(checkpoints)}")
-    if resolution < 2 or margin < 0:
-        raise UserError("--resolution must be at least 2 and --margin non-negative")
+    if resolution < 2:
+        raise UserError("--resolution must be at least 2")
+    if not math.isfinite(margin) or margin < 0:
+        raise UserError(f"--margin must be a finite number >= 0, not {margin}")
     ckpts = load_compatible(checkpoints)
     mask = shared_mask_or_refuse(ckpts, allow_mask_union)
     evaluator = CombinationEvaluator(ckpts, options)

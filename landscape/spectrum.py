@@ -103,7 +103,8 @@ def lanczos(matmat: Matmat, dim: int, steps: int, runs: int, generator: torch.Ge
 
 def lanczos_spectrum(matmat: Matmat, dim: int, steps: int, runs: int, generator: torch.Generator,
                      dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Spectrum:
-    """Top eigenvalue and SLQ density from ``runs`` Lanczos runs of ``steps`` products each."""
+    """Top eigenvalue and SLQ density from ``runs`` Lanczos runs of ``min(steps, dim)`` products each (a
+    Krylov space has at most ``dim`` dimensions); :attr:`Spectrum.steps` records the steps taken."""
     alpha, beta = lanczos(matmat, dim, steps, runs, generator, dtype, device)
     values, weights, residuals = [], [], []
     for a, b in zip(alpha, beta, strict=True):

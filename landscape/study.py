@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,15 @@ from tqdm.auto import tqdm
 
 from landscape.barrier import cycle_barriers, linear_barrier
 from landscape.cli import write_json
-from landscape.evaluation import EvalOptions, run_particles
+from landscape.evaluation import SPLITS, EvalOptions, run_particles
 from landscape.hessian import HessianOptions, analyse_checkpoint
 from landscape.plane import loss_plane
 from landscape.subspace import hull_landscape
-from training.errors import UserError, run_cli
+from training.config import SEED_LIMIT
+from training.device import resolve_device
+from training.errors import ArgumentParser, UserError, run_cli
 from training.lock import exclusive
+from training.ownership import check_usable_directory
 from training.rundir import RunDir
 from training.study import cycles_done, read_manifest
 from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
@@ -49,18 +52,53 @@ ANALYSIS = "analysis"
 KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
 
 
+def _count(default: int, least: int) -> Any:
+    """An integer setting of at least ``least``."""
+    return field(default=default, metadata={"least": least})
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
     """Resolution of every measurement (the same for all runs, so they can be compared)."""
 
-    points: int = 11
+    points: int = _count(11, 2)
     splits: tuple[str, ...] = ("train", "test")
-    bn_recal: int = 2048
-    hull_samples: int = 32
-    plane_resolution: int = 15
-    hessian_probes: int = 32
-    hessian_samples: int = 1024
-    seed: int = 0
+    bn_recal: int = _count(2048, 0)
+    hull_samples: int = _count(32, 1)
+    plane_resolution: int = _count(15, 2)
+    hessian_probes: int = _count(32, 1)
+    hessian_samples: int = _count(1024, 1)
+    seed: int = _count(0, 0)
+
+    @classmethod
+    def from_flags(cls, given: dict[str, str], base: AnalysisSettings) -> AnalysisSettings:
+        """``base`` with the flag values ``given`` (field name -> command-line text), validated."""
+        values: dict[str, Any] = {}
+        for name, text in given.items():
+            if name == "splits":
+                values[name] = tuple(text.split(","))
+                continue
+            try:
+                values[name] = int(text)
+            except ValueError:
+                raise UserError(f"{_flag(name)} must be an integer, not {text!r}") from None
+        settings = replace(base, **values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` naming the flag of the first impossible setting."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "least" in f.metadata and (not isinstance(value, int) or isinstance(value, bool)
+                                          or value < f.metadata["least"]):
+                raise UserError(f"{_flag(f.name)} must be an integer >= {f.metadata['least']}, not {value!r}")
+        if self.seed >= SEED_LIMIT:
+            raise UserError(f"--seed must be below {SEED_LIMIT}, not {self.seed}")
+        splits = self.splits
+        if not isinstance(splits, tuple) or not splits or not set(splits) <= set(SPLITS) \
+                or len(set(splits)) != len(splits):
+            raise UserError(f"--splits takes train, test or train,test, not {','.join(map(str, splits))!r}")
 
     def eval_options(self, device: str, data_dir: str | None, progress: bool | None) -> EvalOptions:
         return EvalOptions(self.splits, self.bn_recal, self.seed, None, device, data_dir, progress)
@@ -129,7 +167,8 @@ def _measure(kind: str, run: Path, k: int, settings: AnalysisSettings, options: 
     if kind == "pairs":
         return lambda: cycle_barriers(str(run), k, settings.points, options).to_json()
     if kind == "consecutive":
-        return lambda: linear_barrier(rundir.average(k - 1), rundir.average(k), settings.points, options).to_json()
+        return lambda: linear_barrier(rundir.average(k - 1), rundir.average(k), settings.points, options,
+                                      allow_mask_union=True).to_json()
     if kind == "hull":
         return lambda: hull_landscape(run_particles(run, k), settings.hull_samples, options).to_json()
     if kind == "plane":
@@ -154,8 +193,15 @@ def check_settings(root: Path, settings: AnalysisSettings) -> None:
     """Measurements of one study must share their settings; the first analysis records them."""
     path = root / ANALYSIS / "settings.json"
     body = json.loads(json.dumps(asdict(settings)))
-    if path.is_file() and json.loads(path.read_text()) != body:
-        raise UserError(f"{path} records other analysis settings; delete {root / ANALYSIS} to recompute everything")
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"{path} is unreadable ({err}); delete {root / ANALYSIS} to recompute everything") \
+                from None
+        if saved != body:
+            what = "records other analysis settings" if isinstance(saved, dict) else "is not a settings object"
+            raise UserError(f"{path} {what}; delete {root / ANALYSIS} to recompute everything")
     write_json(path, body)
 
 
@@ -183,9 +229,12 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     the same as with one process (given the same threads per process).
     """
     check_jobs(jobs)
+    check_kinds(kinds)
     root = Path(root)
     manifest = read_manifest(root)
     settings = settings or default_settings(manifest)
+    settings.validate()
+    check_usable_directory(root / ANALYSIS, "settings.json", "study analysis", "DIR/analysis")
     (root / ANALYSIS).mkdir(parents=True, exist_ok=True)
     with exclusive(root / ANALYSIS, "analysis directory"):  # one analysing process per study
         check_settings(root, settings)
@@ -223,8 +272,17 @@ def _analyse(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, k
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_kinds(kinds: Sequence[str]) -> None:
+    if not kinds or not set(kinds) <= set(KINDS) or len(set(kinds)) != len(kinds):
+        raise UserError(f"--only takes a comma-separated subset of {', '.join(KINDS)}, not {','.join(kinds)!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m landscape.study",
         description="Compute the landscape measurements of a study directory (barriers, hulls, planes, Hessian "
                     "traces) into DIR/analysis/; rerun to continue.")
@@ -236,22 +294,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, metavar="K",
                         help="compute K measurements at once in separate processes (e.g. one per CPU core)")
     for f in fields(AnalysisSettings):
-        parser.add_argument("--" + f.name.replace("_", "-"), default=None, metavar="VALUE",
-                            help=f"analysis setting (default {f.default}, or as for --quick studies)")
-    args = parser.parse_args(argv)
-    given = {f.name: getattr(args, f.name) for f in fields(AnalysisSettings) if getattr(args, f.name) is not None}
+        least = f" (at least {f.metadata['least']})" if "least" in f.metadata else ""
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        parser.add_argument(_flag(f.name), default=None, metavar="VALUE",
+                            help=f"analysis setting{least} (default {default}, or as for --quick studies)")
+    return parser
+
+
+def parse_analysis(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AnalysisSettings | None, list[str]]:
+    """The flags, the validated settings (None: the study's defaults) and the measurement kinds of
+    ``python -m landscape.study``; every flag is checked and nothing is written."""
+    args = build_parser().parse_args(argv)
+    check_jobs(args.jobs)
     kinds = args.only.split(",")
-    if set(kinds) - set(KINDS):
-        raise UserError(f"--only takes a comma-separated subset of {', '.join(KINDS)}")
-    settings = None
-    if given:
-        settings = replace(default_settings(read_manifest(args.study)),
-                           **{k: tuple(v.split(",")) if k == "splits" else type(getattr(AnalysisSettings, k))(v)
-                              for k, v in given.items()})
+    check_kinds(kinds)
+    resolve_device(args.device)
+    given = {f.name: getattr(args, f.name) for f in fields(AnalysisSettings) if getattr(args, f.name) is not None}
+    settings = AnalysisSettings.from_flags(given, default_settings(read_manifest(args.study))) if given else None
+    return args, settings, kinds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, settings, kinds = parse_analysis(argv)
     written = analyse_study(args.study, settings, kinds, args.device, args.data_dir, args.progress, args.jobs)
     print(f"{len(written)} measurements written under {Path(args.study) / ANALYSIS}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, rerun="rerun the same command to continue (finished measurements are kept)"))

@@ -16,7 +16,6 @@ d_{k,s} = acc_A - acc_B (:func:`landscape.study_claims.paired`; the same seed gi
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
@@ -30,7 +29,8 @@ from landscape import study_tables as st
 from landscape.cli import cycle_list
 from landscape.study_claims import paired
 from landscape.study_figures import panels
-from training.errors import UserError, run_cli
+from landscape.study_report import finished_accuracy
+from training.errors import ArgumentParser, UserError, run_cli
 from training.presets import PRESETS
 
 
@@ -48,7 +48,7 @@ def arms_frame(studies: Sequence[str | Path]) -> pd.DataFrame:
         roles, epochs = st.roles(root), epochs_per_cycle(root)
         if roles["swamp"] is None or roles["imp"] is None:
             raise UserError(f"study {root} has no SWAMP (swamp-nN) or no IMP sub-runs to compare")
-        acc = st.accuracy_frame(root)
+        acc = finished_accuracy(root)
         for role in ("swamp", "imp"):
             rows = acc[acc["method"] == roles[role]]
             frames.append(rows.assign(arm=f"{role.upper()}@{epochs}", role=role, epochs=epochs))
@@ -148,7 +148,7 @@ def budget_figure(same_budget: pd.DataFrame) -> Figure:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m landscape.study_budget", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m landscape.study_budget", description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", metavar="DIR", help="study directories, one per budget")
     parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",
                         help="cycles to show (default all)")

@@ -9,7 +9,6 @@ the number of seeds in the header; accuracies and error barriers in percent.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import pandas as pd
 from landscape import study_tables as st
 from landscape.cli import cycle_list
 from landscape.study_claims import claims_report
-from training.errors import run_cli
+from training.errors import ArgumentParser, UserError, run_cli
 
 
 def _pm(mean: float, std: float, scale: float, digits: int) -> str:
@@ -51,9 +50,18 @@ def sparsity_columns(frame: pd.DataFrame, cycles: Sequence[int] | None = None) -
     return frame.assign(pruned=[f"{100 * s:.1f}%" for s in pct]).sort_values("cycle", kind="stable")
 
 
+def finished_accuracy(root: str | Path) -> pd.DataFrame:
+    """:func:`landscape.study_tables.accuracy_frame`, or one :class:`UserError` line when no sub-run of the
+    study has finished a cycle yet (every table needs one)."""
+    if not any((Path(root) / run["path"] / "results.csv").is_file() for run in st.read_manifest(root)["runs"]):
+        raise UserError(f"no sub-run of {root} has finished a cycle yet: run python -m training.study --out {root} "
+                        f"(then python -m landscape.study {root}) first")
+    return st.accuracy_frame(root)
+
+
 def study_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
     """Accuracy, cost, barriers, hull and Hessian tables of the study, as Markdown."""
-    acc = st.accuracy_frame(root)
+    acc = finished_accuracy(root)
     seeds = acc.groupby("method")["seed"].nunique()
     acc = acc.assign(label=[f"{lab} ({seeds[m]} seeds)" for m, lab in zip(acc["method"], acc["label"], strict=True)])
     labels = st.method_labels(root)
@@ -96,8 +104,8 @@ def study_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m landscape.study_report",
-                                     description="Print a study's tables (mean ± std over seeds) as Markdown.")
+    parser = ArgumentParser(prog="python -m landscape.study_report",
+                            description="Print a study's tables (mean ± std over seeds) as Markdown.")
     parser.add_argument("study", metavar="DIR")
     parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",
                         help="cycles to show (default all)")

@@ -26,7 +26,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.cli import add_eval_arguments, eval_options, open_checkpoint, split_cells, split_header, write_json
+from landscape.cli import (
+    add_eval_arguments,
+    check_outputs,
+    eval_options,
+    open_checkpoint,
+    split_cells,
+    split_header,
+    write_json,
+)
 from landscape.evaluation import (
     TEST_SPLIT,
     CheckpointLike,
@@ -41,7 +49,7 @@ from landscape.evaluation import (
 )
 from landscape.plane import PlaneResult, loss_plane
 from landscape.plots import contour_panels, histogram_panels, save_figure
-from training.errors import UserError, run_cli
+from training.errors import ArgumentParser, UserError, run_cli
 from training.evaluate import Evaluation
 
 HULL_STREAM = 0x4855  # keeps the hull's random stream apart from any other use of the same seed
@@ -148,7 +156,7 @@ def format_hull(result: HullResult) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m landscape.subspace",
         description="Loss over the convex hull of checkpoints (uniform Dirichlet samples) and, with --plane, "
                     "on the plane through three checkpoints (Garipov et al. 2018).")
@@ -172,11 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = eval_options(args)
     if (args.run is None) != (args.cycle is None) or (args.run is not None and args.checkpoints):
         raise UserError("give checkpoint files, or --run DIR with --cycle K (not both)")
+    partial = Path(f"{args.json}.partial") if args.json else None
+    check_outputs({"--json": args.json, "--json (its .partial)": partial if args.plane else None, "--plot": args.plot},
+                  [*args.checkpoints, *([args.run] if args.run else [])])
     paths = run_particles(args.run, args.cycle) if args.run is not None else args.checkpoints
     ckpts = load_compatible([open_checkpoint(p, args) for p in paths])
     if args.plane and len(ckpts) != 3:
         raise UserError(f"--plane needs exactly three checkpoints, got {len(ckpts)}; pass three files")
-    partial = Path(f"{args.json}.partial") if args.json else None
     plane = loss_plane(ckpts, args.resolution, args.margin, options, args.allow_mask_union, partial) \
         if args.plane else None
     hull = hull_landscape(ckpts, args.samples, options, args.allow_mask_union)

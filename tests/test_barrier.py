@@ -14,7 +14,7 @@ from landscape.evaluation import EvalOptions, bn_subsample, cached_dataset, even
 from training.averaging import recalibrate_batchnorm
 from training.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.data import mnist1d_spec
-from training.errors import run_cli
+from training.errors import UserError, run_cli
 from training.evaluate import evaluate
 from training.models import build_model as fresh_model
 from training.models import model_spec
@@ -119,8 +119,13 @@ def test_cli_writes_contract_json_and_plot(tiny_run, tmp_path, capsys):
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
-def test_different_masks_are_interpolated_and_reported(tiny_run):
-    result = linear_barrier(particle(tiny_run, 0, 0), particle(tiny_run, 1, 0), 3, TEST)
+def test_different_masks_need_allow_mask_union_then_are_interpolated_and_reported(tiny_run, capsys):
+    a, b = particle(tiny_run, 0, 0), particle(tiny_run, 1, 0)
+    with pytest.raises(UserError, match="different masks .*--allow-mask-union"):
+        linear_barrier(a, b, 3, TEST)
+    assert run_cli(main, [str(a), str(b), "--points", "2", "--split", "test"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    result = linear_barrier(a, b, 3, TEST, allow_mask_union=True)
     assert not result.mask.shared
     assert result.mask.density == pytest.approx(1.0) and result.mask.densities[1] == pytest.approx(0.8, abs=1e-3)
     assert "union density" in result.mask.describe()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -22,25 +21,71 @@ from training import checkpoint as checkpoint_module
 from training import swamp
 from training.checkpoint import load_checkpoint, load_plain_state_dict
 from training.config import parse_config
-from training.errors import UserError, run_cli
+from training.errors import RESUME_RUN, UserError, run_cli
 from training.lock import LOCK_NAME, exclusive
+from training.rundir import load_train_state
 
 ROOT = Path(__file__).resolve().parent.parent
 KILL_ARGS = ["--cycles", "2", "--epochs", "3", "--particles", "2", "--rewind-epochs", "1", "--no-progress",
              "--data-dir", str(DATA_DIR)]
 
 
-def _start(out: Path, *extra: str) -> subprocess.Popen:
+# Stages long enough (4 epochs of ~0.1 s for the ticket and for each particle) that a file polled every
+# 20 ms is seen, and the process killed, well before the stage it marks ends, even on a loaded machine.
+STAGED_ARGS = ["--epochs", "4", "--rewind-epochs", "4"]
+# (marker, stage ended): SIGKILL as soon as the marker appears; the stage must not have ended yet.
+KILL_POINTS = [
+    (".resume/ticket.safetensors", "ticket.safetensors"),  # during the ticket, after its first epoch
+    (".resume/cycle_00_particle_00.safetensors", "cycle_00/particle_00.safetensors"),  # in a particle of cycle 0
+    ("cycle_00/particle_00.safetensors", "cycle_00/particle_01.safetensors"),  # between cycle 0's particles
+    (".resume/cycle_01_particle_00.safetensors", "cycle_01/particle_00.safetensors"),  # in cycle 1
+]
+
+
+def _start(run: Path, *extra: str) -> subprocess.Popen:
+    """``python -m training.swamp ... --out run`` with ``run`` relative to its parent directory, the
+    working directory: runs in different directories then record the same ``out`` in config.json."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "training.swamp", *KILL_ARGS, "--out", str(out), *extra],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "training.swamp", *KILL_ARGS, *STAGED_ARGS, "--out", run.name,
+                             *extra], env=env, cwd=run.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _kill_when(proc: subprocess.Popen, marker: Path, timeout: float = 120) -> None:
+    """SIGKILL ``proc`` as soon as ``marker`` exists (files appear whole: they are renamed into place)."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (status {proc.returncode}) before {marker} appeared: "
+                        f"{proc.stderr.read().decode()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{marker} did not appear within {timeout} s")
+        time.sleep(0.02)
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL, f"the run ended by itself instead of being killed at {marker}"
+
+
+def _finished(run: Path) -> dict[str, tuple[int, int]]:
+    """Inode and modification time of every file written once: rewriting one changes both.
+    (results.csv is rewritten after every cycle, the lock by every process; resume state is transient.)"""
+    return {str(p.relative_to(run)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in run.rglob("*")
+            if p.is_file() and ".resume" not in p.parts and p.name not in (LOCK_NAME, "results.csv")}
+
+
+def _rewritten(run: Path, before: dict[str, tuple[int, int]]) -> list[str]:
+    now = _finished(run)
+    return [name for name, stat in before.items() if now.get(name) != stat]
 
 
 def _files(run: Path) -> dict[str, bytes]:
-    """Every result file; metrics lose their wall-clock field, the only thing allowed to differ."""
+    """Every result file; metrics lose their wall-clock field, the only thing allowed to differ.
+
+    config.json is compared whole: written once, when a run starts (resume reads it, never rewrites
+    it), it holds the same ``out`` for two runs written to paths of the same name (see :func:`_start`).
+    """
     out = {}
     for path in sorted(run.rglob("*")):
-        if not path.is_file() or path.name in ("config.json", LOCK_NAME):  # the lock holds the last writer's pid
+        if not path.is_file() or path.name == LOCK_NAME:  # the lock holds the last writer's pid
             continue
         data = path.read_bytes()
         if path.name == "metrics.json":
@@ -54,23 +99,32 @@ def _files(run: Path) -> dict[str, bytes]:
 
 
 def test_killed_runs_resume_to_byte_identical_files(tmp_path):
-    reference = _start(tmp_path / "reference")
+    """SIGKILLed at each of KILL_POINTS in turn, every restart a --resume of what the last one left,
+    the run ends with the files of an uninterrupted run, config.json included, and no finished file
+    is ever written twice (each resume continued from what was saved, not from the start)."""
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "killed").mkdir()
+    reference = _start(tmp_path / "reference" / "run")
     assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
-    rng = random.Random(1234)
-    out = tmp_path / "killed"
-    first = True
-    for _ in range(4):
-        proc = _start(out) if first else _start(out, "--resume")
-        time.sleep(rng.uniform(2.0, 6.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-        first = first and not (out / "config.json").exists()
-    final = _start(out, "--resume") if not first else _start(out)
+    out = tmp_path / "killed" / "run"
+    kept: dict[str, tuple[int, int]] = {}
+    for number, (marker, stage_end) in enumerate(KILL_POINTS):
+        assert not (out / marker).exists(), f"kill point {number} would be hit before its process starts"
+        proc = _start(out, "--resume") if number else _start(out)
+        _kill_when(proc, out / marker)
+        assert (out / marker).is_file() and not (out / stage_end).exists(), f"killed after {stage_end} was written"
+        if marker.startswith(".resume/"):
+            assert load_train_state(out / marker, "cpu").epoch >= 1, "a resume state is saved after an epoch"
+        assert not _rewritten(out, kept), "a resume rewrote finished files"
+        kept = _finished(out)
+    final = _start(out, "--resume")
     assert final.wait(timeout=300) == 0, final.stderr.read().decode()
+    assert not _rewritten(out, kept), "a resume rewrote finished files"
+    assert {"config.json", "ticket.safetensors", "cycle_00/particle_00.safetensors",
+            "cycle_00/average.safetensors"} <= kept.keys()
     assert not list(out.rglob(".*.tmp-*")), "temporary files are cleaned on resume"
     assert not list((out / ".resume").glob("*")), "no resume state is left once a run is finished"
-    assert _files(out) == _files(tmp_path / "reference")
+    assert _files(out) == _files(tmp_path / "reference" / "run")
 
 
 def test_stale_temporaries_are_ignored_and_removed_on_resume(tiny_run, capsys):
@@ -110,7 +164,7 @@ def test_full_disk_stops_cleanly_and_the_run_resumes(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", failing_write)
     args = [*KILL_ARGS, "--out", str(tmp_path / "run")]
-    assert run_cli(swamp.main, args) == 2
+    assert run_cli(swamp.main, args, rerun=RESUME_RUN) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "--resume" in err and err.count("\n") == 1
     monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", real_write)
@@ -199,9 +253,7 @@ def test_any_command_line_is_valid_config_or_one_clean_error(pairs):
     argv = [token for pair in pairs for token in pair]
     try:
         cfg = parse_config(argv, "swamp", "")
-    except UserError as err:
+    except UserError as err:  # argparse's own errors (an unparsable number) too: one line, no usage dump
         assert "\n" not in str(err)
-    except SystemExit as exit_:
-        assert exit_.code == 2  # argparse's own usage error (unparsable number)
     else:
         assert 0 < cfg.prune_ratio < 1 and cfg.particles >= 1 and cfg.epochs >= 1 and 0 <= cfg.swa_start < 1

@@ -7,9 +7,11 @@ fsynced, then renamed over the target (atomic on POSIX), and the directory entry
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
+TEMPORARY = re.compile(r"\..+" + re.escape(TMP_MARK) + r"\d+")  # what atomic_write_bytes names
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -39,7 +41,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Delete temporary files a killed writer left below ``directory``; returns what was removed."""
-    removed = [p for p in Path(directory).rglob(f".*{TMP_MARK}*") if p.is_file()]
+    removed = [p for p in Path(directory).rglob(f".*{TMP_MARK}*")
+               if TEMPORARY.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
     for p in removed:
         p.unlink(missing_ok=True)
     return removed

@@ -5,14 +5,17 @@ A checkpoint holds every ``state_dict`` entry under its own key and, for each pr
 ``format``, ``kind``, ``cycle``, ``particle``, ``density`` and the JSON of ``model``, ``dataset`` and
 ``config``, so the landscape tools can rebuild model and data from the file alone.
 
+Every file is untrusted: :mod:`training.checkpoint_schema` says what its metadata and tensors may be.
 A plain PyTorch ``.pt`` state_dict is accepted only through ``torch.load(weights_only=True)`` and only
 with an explicit model and dataset description.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,15 @@ import torch
 from torch import Tensor, nn
 
 from training.atomic import atomic_write_bytes
+from training.checkpoint_schema import (
+    brief_repr,
+    check_model_spec,
+    check_structure,
+    check_tensor_values,
+    first_line,
+    parse_metadata,
+    printable,
+)
 from training.errors import UserError
 from training.pruning import density as mask_density
 from training.serialize import dumps
@@ -72,61 +84,91 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as err:  # safetensors raises several error types for corrupt files
-        raise UserError(f"{path} is not a readable safetensors checkpoint ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{path} is not a readable safetensors checkpoint ({first_line(err)})") from None
     return tensors, meta
 
 
+def check_input_file(p: Path) -> None:
+    """Refuse (:class:`UserError`) an input that is not a readable regular file, saying what it is instead:
+    missing, a directory, a broken link or a link loop, or a FIFO, socket or device (reading one could
+    block forever)."""
+    try:
+        mode = p.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UserError(f"checkpoint {p} is a loop of symbolic links; pass the file itself") from None
+        if p.is_symlink():
+            raise UserError(f"checkpoint {p} is a broken symbolic link (to {os.readlink(p)})") from None
+        if err.errno == errno.ENOENT:
+            raise UserError(f"checkpoint {p} does not exist") from None
+        raise UserError(f"checkpoint {p} cannot be read ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"checkpoint {p} is a directory, not a checkpoint file")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"checkpoint {p} is not a regular file (a FIFO, socket or device); pass a checkpoint file")
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read and validate a toolkit checkpoint; raises :class:`UserError` on any bad file."""
+    """Read and validate a toolkit checkpoint; raises :class:`UserError` on any bad file.
+
+    Metadata, tensor shapes and values are checked as :mod:`training.checkpoint_schema` describes,
+    before anything is built from them: a file cannot make a tool allocate more than it holds.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"checkpoint {p} does not exist")
+    check_input_file(p)
     if p.suffix in (".pt", ".pth"):
         raise UserError(f"{p} is a PyTorch file; pass --model and --dataset to read it as a plain state_dict")
     tensors, meta = _read_safetensors(p)
     if meta.get("format") != FORMAT:
-        raise UserError(f"{p} is not a SWAMP checkpoint (metadata format is {meta.get('format')!r})")
-    try:
-        model, dataset = json.loads(meta["model"]), json.loads(meta["dataset"])
-        config = json.loads(meta.get("config", "{}"))
-        kind = meta["kind"]
-        cycle = int(meta["cycle"]) if "cycle" in meta else None
-        particle = int(meta["particle"]) if "particle" in meta else None
-    except (KeyError, ValueError) as err:
-        raise UserError(f"{p} has corrupt checkpoint metadata ({err})") from None
+        raise UserError(f"{p} is not a SWAMP checkpoint (metadata format is {brief_repr(meta.get('format'))})")
+    fields = parse_metadata(str(p), meta, KINDS)
     masks = {k[len(MASK_PREFIX):]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
-    for name, mask in masks.items():
-        if name not in state or state[name].shape != mask.shape:
-            raise UserError(f"{p}: mask.{name} has no weight of the same shape")
-        if bool((state[name][mask == 0] != 0).any()):
-            raise UserError(f"{p}: weight {name} is non-zero where its mask is 0")
-    return Checkpoint(str(p), state, masks, kind, model, dataset, config, cycle, particle,
-                      mask_density(masks) if masks else 1.0)
+    check_structure(str(p), fields["model"], fields["dataset"], state, masks)
+    check_tensor_values(str(p), state, masks)
+    return Checkpoint(str(p), state, masks, fields["kind"], fields["model"], fields["dataset"], fields["config"],
+                      fields["cycle"], fields["particle"], mask_density(masks) if masks else 1.0)
+
+
+def _load_failure(err: Exception) -> str:
+    """The first line of torch.load's reason that is not advice to load the file with weights_only=False."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reasons = [line for line in lines if "weights_only" not in line and not line.startswith("Weights only load")]
+    return reasons[0] if reasons else type(err).__name__
 
 
 def load_plain_state_dict(path: str | os.PathLike, model: dict[str, Any], dataset: dict[str, Any]) -> Checkpoint:
-    """A ``.pt`` state_dict, read with ``weights_only=True`` (refuses pickled code); dense masks."""
+    """A ``.pt`` state_dict, read with ``weights_only=True`` (refuses pickled code); dense masks.
+
+    Its tensors must be finite and no larger than the data stored for them (no broadcast views);
+    :func:`build_model` checks them against ``model``.
+    """
     p = Path(path)
+    accepted = ("the toolkit reads a plain state_dict of tensors saved with torch.save, or a SWAMP safetensors "
+                "checkpoint")
+    check_input_file(p)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {p} does not exist") from None
     except Exception as err:  # unpickling errors include the refusal of arbitrary globals
-        raise UserError(f"{p} is not a plain PyTorch state_dict ({str(err).splitlines()[0]})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise UserError(f"{p} does not hold a state_dict of tensors")
+        raise UserError(f"{p} is not a plain PyTorch state_dict ({_load_failure(err)}); {accepted}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise UserError(f"{p} does not hold a state_dict of tensors; {accepted}")
+    for key, t in state.items():
+        if t.layout != torch.strided or t.numel() * t.element_size() > t.untyped_storage().nbytes():
+            raise UserError(f"{p}: tensor {printable(key)} is sparse or a view larger than the data stored for it")
+    check_tensor_values(str(p), state, {})
     return Checkpoint(str(p), state, {}, "plain", model, dataset)
 
 
 def build_model(ckpt: Checkpoint, device: torch.device | str = "cpu") -> nn.Module:
-    """The checkpoint's model with its weights loaded, in eval mode on ``device``."""
+    """The checkpoint's model with its weights loaded, in eval mode on ``device``.
+
+    The model's shapes are first built on the meta device and compared with the stored tensors, so
+    only a model of the file's size is ever materialised.
+    """
     from training.models import build_model as build
 
+    check_structure(ckpt.path, check_model_spec(ckpt.path, ckpt.model), ckpt.dataset, ckpt.state, ckpt.masks)
     net = build(ckpt.model)
-    try:
-        net.load_state_dict(ckpt.state)
-    except RuntimeError as err:
-        raise UserError(f"{ckpt.path} does not match model {ckpt.model['name']}: "
-                        f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}") from None
+    net.load_state_dict(ckpt.state)
     return net.to(device).eval()

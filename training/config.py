@@ -13,12 +13,13 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from training.errors import UserError
+from training.errors import ArgumentParser, UserError
 from training.presets import DEFAULT_PRESET, PRESETS
 
 PRESET_FIELDS = frozenset(k for preset in PRESETS.values() for k in preset)
@@ -31,6 +32,10 @@ ENGINES = ("auto", "sequential", "vectorized", "distributed")
 # config stored in checkpoints (so the same run gives the same files wherever it is written).
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
                             "data_dir", "channels_last", "compile"})
+SEED_LIMIT = 2**32  # seeds enter every random stream modulo 2^32 (training.seeds), so larger ones would alias
+# The Python types a field of each annotation accepts, and how a message names them.
+FIELD_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
+               "bool": ((bool,), "true or false")}
 
 
 def _opt(help_: str, default: Any = None, **argparse_kwargs: Any) -> Any:
@@ -115,7 +120,7 @@ def _flag(name: str) -> str:
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one flag per :class:`RunConfig` field; every default is None."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = ArgumentParser(prog=prog, description=description)
     for f in fields(RunConfig):
         kwargs: dict[str, Any] = {"default": None, "help": f.metadata["help"]}
         if f.type == "bool":
@@ -153,17 +158,52 @@ def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None)
     return cfg
 
 
+def field_problem(values: dict[str, Any]) -> tuple[str, str] | None:
+    """``(field, what it must be)`` for the first value of a :class:`RunConfig` field in ``values`` of the
+    wrong type or outside its choices; None if all fit. None is a value only where the field's default is."""
+    for f in fields(RunConfig):
+        if f.name not in values or (values[f.name] is None and f.default is None):
+            continue
+        value = values[f.name]
+        types, name = FIELD_TYPES[str(f.type)]
+        if not isinstance(value, types) or (isinstance(value, bool) and f.type != "bool"):
+            return f.name, f"{name}, not {value!r}"
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            return f.name, f"one of {', '.join(f.metadata['choices'])}, not {value!r}"
+    return None
+
+
+def read_saved(path: Path) -> dict[str, Any]:
+    """The JSON object of a run's ``config.json``, its :class:`RunConfig` fields type-checked (one
+    :class:`UserError` line naming the file and what is wrong otherwise)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot resume: {path} is unreadable ({err}); restore it, or start the run again "
+                        "with --overwrite") from None
+    if not isinstance(saved, dict):
+        problem = f"a JSON object is expected, not {type(saved).__name__}"
+    elif field_problem(saved):
+        problem = "`{}` must be {}".format(*field_problem(saved))
+    else:
+        return saved
+    raise UserError(f"cannot resume: {path} is not a run's config: {problem}; restore it, or start the run again "
+                    "with --overwrite")
+
+
 def saved_config(out: str) -> dict[str, Any]:
-    """The hyperparameters stored in ``OUT/config.json`` (empty if there is none)."""
+    """The hyperparameters stored in ``OUT/config.json`` (empty if there is none), checked as a whole."""
     path = Path(out) / "config.json"
     if not path.is_file():
         return {}
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot resume: {path} is unreadable ({err})") from None
     names = {f.name for f in fields(RunConfig)} - {"resume", "overwrite", "out"}
-    return {k: v for k, v in saved.items() if k in names}
+    saved = {k: v for k, v in read_saved(path).items() if k in names}
+    try:
+        resolve_config(argparse.Namespace(), saved)
+    except UserError as err:
+        raise UserError(f"cannot resume: {path} is not a run's config: {err}; restore it, or start the run again "
+                        "with --overwrite") from None
+    return saved
 
 
 def validate(cfg: RunConfig) -> None:
@@ -171,6 +211,9 @@ def validate(cfg: RunConfig) -> None:
     missing = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None and f.name != "progress"]
     if missing:
         raise UserError("no value for " + ", ".join(_flag(m) for m in missing) + "; give it or a --preset")
+    problem = field_problem(cfg.to_json())
+    if problem:
+        raise UserError(f"{_flag(problem[0])} must be {problem[1]}")
     floats = [f.name for f in fields(cfg) if f.type == "float"]
     for name in floats:
         if not math.isfinite(getattr(cfg, name)):
@@ -180,6 +223,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.particles >= 1, "--particles must be at least 1"),
         (cfg.particles_from_cycle >= 0, "--particles-from-cycle must be >= 0"),
         (cfg.cycles >= 1, "--cycles must be at least 1"),
+        (cfg.particles_from_cycle < cfg.cycles,
+         f"--particles-from-cycle must be below --cycles ({cfg.cycles}); 0 means --particles from the first cycle"),
         (cfg.epochs >= 1, "--epochs must be positive"),
         (cfg.rewind_epochs >= 0, "--rewind-epochs must be >= 0"),
         (0.0 <= cfg.swa_start < 1.0, "--swa-start must lie in [0, 1)"),
@@ -189,6 +234,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be positive"),
         (cfg.bn_samples >= 0, "--bn-samples must be >= 0 (0 = all)"),
         (cfg.workers >= 0, "--workers must be >= 0"),
+        (0 <= cfg.seed < SEED_LIMIT, f"--seed must lie in [0, {SEED_LIMIT})"),
     ]
     for ok, message in checks:
         if not ok:
@@ -199,6 +245,22 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"--model-kwargs is not valid JSON: {err.msg}") from None
     if not isinstance(kwargs, dict):
         raise UserError("--model-kwargs must be a JSON object such as '{\"width\": 64}'")
+
+
+def check_data_dir(cfg: RunConfig) -> None:
+    """Refuse a ``--data-dir`` the run cannot use, creating nothing: one that is a file, or, for MNIST-1D
+    (generated and cached under ``DIR/mnist1d``), one that holds no cache and cannot be created or written."""
+    root = Path(cfg.data_dir)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--data-dir {root} is a file, not a directory; give a directory")
+    cache = root / "mnist1d"
+    if cfg.dataset != "mnist1d" or (cache.is_dir() and any(cache.glob("mnist1d-*.safetensors"))):
+        return
+    nearest = next(p for p in (cache, *cache.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+        raise UserError(f"--data-dir {root}: MNIST-1D is generated and cached in {cache}, which cannot be created "
+                        f"or written ({nearest} is {'read-only' if nearest.is_dir() else 'not a directory'}); "
+                        "give a writable directory")
 
 
 def parse_config(argv: Sequence[str] | None, prog: str, description: str,

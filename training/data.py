@@ -110,8 +110,16 @@ def subsample_indices(size: int, n: int, generator: torch.Generator) -> Tensor |
     return torch.randperm(size, generator=generator)[:n]
 
 
+MNIST1D_CLASSES = 10
+MNIST1D_LENGTH = 40  # the mnist1d package's default final_seq_length
+
+
 def mnist1d_spec(data_dir: str, num_samples: int = 5000, seed: int = 42) -> dict[str, Any]:
-    """MNIST-1D (Greydanus 2020) with the package's default generator arguments."""
+    """MNIST-1D (Greydanus 2020) with the package's default generator arguments.
+
+    Training always writes these defaults; a checkpoint may ask for 10 to 100,000 samples
+    (:mod:`training.checkpoint_schema`), which bounds the time a generation takes (about 20 s at the cap).
+    """
     return {"name": "mnist1d", "data_dir": data_dir, "num_samples": num_samples, "seed": seed}
 
 
@@ -147,7 +155,7 @@ def load_mnist1d(spec: dict[str, Any]) -> TensorDataset:
             pass  # a read-only data dir only costs a regeneration next time
     f32 = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
     i64 = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
-    return TensorDataset(spec, 10, f32(arrays["x"]), i64(arrays["y"]), f32(arrays["x_test"]),
+    return TensorDataset(spec, MNIST1D_CLASSES, f32(arrays["x"]), i64(arrays["y"]), f32(arrays["x_test"]),
                          i64(arrays["y_test"]))
 
 

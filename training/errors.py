@@ -8,21 +8,39 @@ status 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import sys
 from collections.abc import Callable, Sequence
 
 EXIT_USAGE = 2
-# Failures of the user's environment, not of the toolkit: a full disk, a read-only or forbidden path.
-ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-
+# Failures of the user's environment or paths, not of the toolkit: a full disk or quota, a file-size limit
+# (``ulimit -f``), a read-only, forbidden, missing, too long, looping or wrong-type path.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                      errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ELOOP,
+                      errno.ENXIO, errno.ETXTBSY, errno.EBUSY, errno.EMFILE, errno.ENFILE, errno.EXDEV, errno.EIO}
+RERUN = "rerun the command"
+RESUME_RUN = "rerun with --resume to continue the run"
 
 class UserError(Exception):
     """An error caused by the user's input; its message says what is wrong and what to do."""
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)`` and map user errors and Ctrl-C to one line and an exit status."""
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every CLI: an argument error is a :class:`UserError`, so :func:`run_cli` prints the one
+    line ``error: PROG: MESSAGE (see --help)`` and exits with status 2, instead of argparse's usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, *,
+            rerun: str = RERUN) -> int:
+    """Run ``main(argv)`` and map user errors, environment failures and Ctrl-C to one line and an exit status.
+
+    ``rerun`` tells the user how to continue after an environment failure or an interrupt
+    (:data:`RESUME_RUN` for training); a tool whose outputs are written whole keeps the default.
+    """
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "swamp"
     try:
         return int(main(argv) or 0)
@@ -33,9 +51,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         if err.errno not in ENVIRONMENT_ERRNOS:
             raise
         where = f" ({err.filename})" if err.filename else ""
-        print(f"error: {err.strerror}{where}; every finished step is saved: fix this and rerun with --resume",
-              file=sys.stderr)
+        print(f"error: {err.strerror}{where}; fix this and {rerun}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted; {rerun}", file=sys.stderr)
         return 130

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from training import swamp
-from training.errors import run_cli
+from training.errors import RESUME_RUN, run_cli
 
 IMP_DEFAULTS = {"particles": 1, "swa": False}
 
@@ -18,4 +18,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, rerun=RESUME_RUN))

@@ -14,6 +14,7 @@ With N = 1 and no SWA this is IMP with weight rewinding; the solution is then th
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,12 +27,14 @@ from tqdm.auto import tqdm
 
 from training import __version__
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import RunConfig
+from training.config import RunConfig, check_data_dir
 from training.data import Dataset, dataset_spec, load_dataset, subsample_indices
 from training.device import resolve_device
 from training.engines import LOCAL, Collective, particle_unit, run_session, select_engine
+from training.errors import UserError
 from training.evaluate import ensemble_log_probs, evaluate, predict, score
 from training.models import build_model, model_spec
+from training.ownership import check_out_text
 from training.pruning import dense_masks, density, next_masks
 from training.rundir import (
     RunDir,
@@ -99,12 +102,63 @@ class Context:
 
 
 def build_context(cfg: RunConfig) -> Context:
+    """Device, data and model of the run, each checked before anything of the run is written."""
     device = resolve_device(cfg.device)
+    check_data_dir(cfg)
     spec = dataset_spec(cfg)
     data = load_dataset(spec, device, download=cfg.download)
     mspec = model_spec(cfg.model, data.num_classes, cfg.model_kwargs_dict)
     hyper = Hyper(cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.eval_batch_size, cfg.amp)
-    return Context(cfg, RunDir(Path(cfg.out)), device, data, mspec, spec, hyper, cfg.progress)
+    ctx = Context(cfg, RunDir(Path(cfg.out)), device, data, mspec, spec, hyper, cfg.progress)
+    check_model(ctx)
+    return ctx
+
+
+# Float32 copies of every weight that training holds at least: weights, gradients, momentum, SWA average.
+TRAINING_COPIES = 4
+MODEL_ERRORS = (RuntimeError, ValueError, TypeError, UserError)
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of ``device``: the GPU's total memory, or the machine's physical memory."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows): no limit known
+        return 2**63
+
+
+def check_model(ctx: Context) -> None:
+    """Refuse a model the run cannot train, as one line naming ``--model`` / ``--model-kwargs``: one that
+    cannot be built, whose :data:`TRAINING_COPIES` do not fit in the device's memory (counted on the meta
+    device, nothing allocated), or that does not map two training samples to (2, classes) logits."""
+    cfg = ctx.cfg
+    what = f"--model {cfg.model}" + (f" --model-kwargs '{cfg.model_kwargs}'" if cfg.model_kwargs_dict else "")
+
+    def first_line(err: BaseException) -> str:
+        return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+    try:
+        with torch.device("meta"):
+            numel = sum(t.numel() for t in build_model(ctx.model_spec).state_dict().values())
+    except MODEL_ERRORS as err:
+        raise UserError(f"{what}: the model cannot be built ({first_line(err)}); check --model-kwargs") from None
+    need, memory = TRAINING_COPIES * 4 * numel, device_memory(ctx.device)
+    if need > memory:
+        raise UserError(f"{what}: {numel:,} weights need at least {need / 2**30:,.1f} GiB to train, more than the "
+                        f"{memory / 2**30:,.1f} GiB of {ctx.device}; choose a smaller model")
+    x, _ = next(iter(ctx.data.eval_batches("train", 2, torch.arange(2))))
+    try:
+        model = ctx.fresh_model().eval()
+        with torch.no_grad():
+            shape = tuple(model(x).shape)
+    except MODEL_ERRORS as err:
+        raise UserError(f"{what} does not fit {cfg.dataset}: a forward pass of 2 samples failed "
+                        f"({first_line(err)}); choose a model for {cfg.dataset}") from None
+    if shape != (2, ctx.data.num_classes):
+        raise UserError(f"{what} does not fit {cfg.dataset}: 2 samples gave outputs of shape {shape}, not "
+                        f"(2, {ctx.data.num_classes}); choose a model for {cfg.dataset}")
 
 
 def run_config_json(ctx: Context) -> dict[str, Any]:
@@ -122,11 +176,21 @@ def cycle_schedule(ctx: Context, cycle: int) -> Schedule:
     return Schedule(cfg.epochs, spe, cfg.lr, cfg.swa_lr if swa_epochs else 0.0, swa_epochs)
 
 
+def saved_state(path: Path, remedy: str) -> dict[str, Tensor]:
+    """The state of a checkpoint this run wrote earlier; a damaged file is a :class:`UserError` saying
+    ``remedy`` (how to recover)."""
+    try:
+        return load_checkpoint(path).state
+    except UserError as err:
+        raise UserError(f"{err}; {remedy}") from None
+
+
 def make_ticket(ctx: Context) -> dict[str, Tensor]:
     """Dense training for ``rewind_epochs`` at constant ``lr`` from the seeded initialisation."""
     if ctx.run.ticket.is_file():
         ctx.finish_unit("ticket")
-        return load_checkpoint(ctx.run.ticket).state
+        return saved_state(ctx.run.ticket, f"delete {ctx.run.ticket} to train the ticket again, and rerun with "
+                                           "--resume")
     model = ctx.fresh_model()
     schedule = Schedule(ctx.cfg.rewind_epochs, steps_per_epoch(ctx.data, ctx.cfg.batch_size), ctx.cfg.lr,
                         constant=True)
@@ -157,7 +221,8 @@ def run_cycle(ctx: Context, cycle: int, start: dict[str, Tensor], masks: dict[st
     states: dict[int, dict[str, Tensor]] = {}
     for p in range(n):
         if run.particle(cycle, p).is_file():
-            states[p] = load_checkpoint(run.particle(cycle, p)).state
+            states[p] = saved_state(run.particle(cycle, p), f"delete {run.particle(cycle, p)} and rerun with "
+                                    "--resume to train that particle again")
             ctx.finish_unit(particle_unit(cycle, p))  # a kill may have come between save and clean-up
 
     def done(p: int, state: dict[str, Tensor]) -> None:
@@ -217,6 +282,7 @@ def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None,
 
 def run_cycles(ctx: Context, mask_rule: MaskRule | None, extra_config: dict[str, Any] | None) -> list[dict[str, Any]]:
     cfg = ctx.cfg
+    check_out_text(cfg.out)
     with prepared(ctx.run, {**run_config_json(ctx), **(extra_config or {})}, cfg.resume, cfg.overwrite):
         return _cycles(ctx, mask_rule)
 
@@ -234,7 +300,9 @@ def _cycles(ctx: Context, mask_rule: MaskRule | None) -> list[dict[str, Any]]:
             metrics = run_cycle(ctx, cycle, start, masks)
         all_metrics.append(metrics)
         write_results(ctx.run, all_metrics)
-        solution = {k: v.to(ctx.device) for k, v in load_checkpoint(ctx.run.average(cycle)).state.items()}
+        saved = saved_state(ctx.run.average(cycle), f"delete {ctx.run.average(cycle)} and rerun with --resume to "
+                            "average the cycle again")
+        solution = {k: v.to(ctx.device) for k, v in saved.items()}
         masks = {k: v.to(ctx.device) for k, v in rule(cycle, solution, masks).items()}
         start = ticket if cfg.rewind == "ticket" else solution
     return all_metrics

@@ -14,19 +14,20 @@ import contextlib
 import csv
 import io
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import safe_open
 
 from training.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from training.averaging import RunningAverage
-from training.config import RUNTIME_FIELDS, RunConfig
+from training.config import RUNTIME_FIELDS, RunConfig, read_saved
 from training.errors import UserError
-from training.lock import LOCK_NAME, exclusive
+from training.lock import exclusive
+from training.ownership import check_replaceable_run, clear_run, is_empty
 from training.serialize import dumps
 from training.train import TrainState
 
@@ -73,10 +74,7 @@ def check_resumable(run: RunDir, config: dict[str, Any]) -> None:
     """A :class:`UserError` unless ``run`` holds a run started with the settings ``config`` (read-only)."""
     if not run.config.is_file():
         raise UserError(f"cannot resume: {run.config} does not exist (start the run without --resume)")
-    try:
-        saved = json.loads(run.config.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot resume: {run.config} is unreadable ({err})") from None
+    saved = read_saved(run.config)
     keys = (set(config) | set(saved)) - RUNTIME_FIELDS - UNCHECKED_ON_RESUME
     # a field added to RunConfig after the run started counts as its default there
     defaults = {f.name: f.default for f in fields(RunConfig)}
@@ -98,14 +96,16 @@ def prepared(run: RunDir, config: dict[str, Any], resume: bool, overwrite: bool)
             remove_stale_temporaries(run.root)
             yield
         return
-    if run.root.exists() and any(p.name != LOCK_NAME for p in run.root.iterdir()) and not overwrite:
+    if (run.root.exists() or run.root.is_symlink()) and not run.root.is_dir():
+        raise UserError(f"--out {run.root} is not a directory; choose another --out")
+    if run.root.exists() and not overwrite and not is_empty(run.root):
         raise UserError(f"run directory {run.root} already exists; pass --resume to continue it or "
                         "--overwrite to replace it")
+    check_replaceable_run(run.root)  # --overwrite replaces only a run of ours (or an empty directory)
     run.root.mkdir(parents=True, exist_ok=True)
     with exclusive(run.root, "run directory"):
-        for child in run.root.iterdir():  # --overwrite: everything but the lock we hold
-            if child.name != LOCK_NAME:
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        check_replaceable_run(run.root)  # again under the lock: the directory may have changed meanwhile
+        clear_run(run.root)
         atomic_write_text(run.config, json.dumps(config, indent=2, sort_keys=True) + "\n")
         yield
 
@@ -119,13 +119,19 @@ def save_train_state(path: Path, state: TrainState) -> None:
     atomic_write_bytes(path, dumps(tensors, meta))
 
 
+def _count(meta: dict[str, str], key: str) -> int | None:
+    """The non-negative integer ``meta[key]``, or None if it is absent or not one."""
+    text = meta.get(key)
+    return int(text) if isinstance(text, str) and text.isdigit() and text.isascii() else None
+
+
 def load_train_state(path: Path, device: Any) -> TrainState | None:
-    """The saved state, or None if there is none (a corrupt one is an error, never ignored)."""
+    """The saved state, or None if there is none (a corrupt or incomplete one is an error, never ignored)."""
     if not path.is_file():
         return None
     try:
         with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata()
+            meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as err:  # corrupt file
         raise UserError(f"resume state {path} is unreadable ({err}); delete it to restart that unit") from None
@@ -133,8 +139,21 @@ def load_train_state(path: Path, device: Any) -> TrainState | None:
     def group(prefix: str) -> dict:
         return {k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
 
-    swa = RunningAverage(group("swa."), int(meta["swa_count"]))
-    return TrainState(int(meta["epoch"]), group("model."), group("momentum."), swa, tensors["rng"])
+    epoch, swa_count = _count(meta, "epoch"), _count(meta, "swa_count")
+    model, momentum, swa = group("model."), group("momentum."), group("swa.")
+    problems = [f"no integer {key!r} in its metadata" for key, v in (("epoch", epoch), ("swa_count", swa_count))
+                if v is None]
+    if not model:
+        problems.append("no model weights")
+    if "rng" not in tensors or tensors["rng"].dtype != torch.uint8:
+        problems.append("no random-generator state")
+    if swa_count and not swa:
+        problems.append(f"no SWA average for its {swa_count} snapshots")
+    if not (set(momentum) | set(swa)) <= set(model):
+        problems.append("momentum or SWA entries for weights the model does not have")
+    if problems:
+        raise UserError(f"resume state {path} is incomplete ({'; '.join(problems)}); delete it to restart that unit")
+    return TrainState(epoch, model, momentum, RunningAverage(swa, swa_count), tensors["rng"])
 
 
 def write_metrics(run: RunDir, k: int, metrics: dict[str, Any]) -> None:

@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from training.atomic import atomic_write_text
-from training.config import resolve_config
-from training.errors import UserError, run_cli
+from training.config import SEED_LIMIT, check_data_dir, resolve_config
+from training.device import resolve_device
+from training.errors import ArgumentParser, UserError, run_cli
 from training.lock import exclusive
 from training.oneshot import run_oneshot
+from training.ownership import check_out_text, check_usable_directory
 from training.presets import PRESETS
 from training.run import run_swamp
 from training.rundir import RunDir
@@ -143,7 +145,15 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise UserError(f"{path} does not exist; is {root} a study directory (python -m training.study --out DIR)?")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is unreadable ({err}); restore it, or start the study again in another --out") \
+            from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list):
+        raise UserError(f"{path} is not a study's manifest (a JSON object with a list of runs expected); restore "
+                        "it, or start the study again in another --out")
+    return manifest
 
 
 def check_same_plan(root: Path, plan: StudyPlan) -> None:
@@ -194,7 +204,8 @@ def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None 
     checkpoints are the same as with ``jobs = 1`` (given the same threads per run).
     """
     check_jobs(jobs)
-    root = Path(root)
+    root = check_out_text(root)
+    check_usable_directory(root, MANIFEST, "study directory", "--out")  # never write into a user's folder
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root, "study"):  # one process drives a study (its sub-runs lock their own directories)
         return _run(root, plan, runtime, log, jobs)
@@ -280,7 +291,7 @@ def _run_parallel(todo: list[SubRun], jobs: int, start: Callable[[SubRun], float
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m training.study",
         description="Run the SWAMP study grid (IMP, SWA only, particles only, SWAMP N = 2/4/8, SWAMP+, one-shot "
                     "magnitude/random pruning) for several seeds into one directory; rerun to continue it.")
@@ -303,27 +314,86 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _listed(flag: str, text: str, example: str) -> list[str]:
+    """The items of a comma-separated flag value; an empty item or a repeated one is refused."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise UserError(f"{flag} takes a comma-separated list such as {example}, not {text!r}")
+    repeated = next((item for k, item in enumerate(items) if item in items[:k]), None)
+    if repeated is not None:
+        raise UserError(f"{flag} lists {repeated!r} twice")
+    return items
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``--seeds S,S,...``: distinct integers in [0, 2^32)."""
+    seeds = []
+    for item in _listed("--seeds", text, "0,1,2"):
+        try:
+            seed = int(item)
+        except ValueError:
+            raise UserError(f"--seeds takes integers separated by commas, such as 0,1,2; {item!r} is not one") from None
+        if not 0 <= seed < SEED_LIMIT:
+            raise UserError(f"--seeds must lie in [0, {SEED_LIMIT}), not {seed}")
+        seeds.append(seed)
+    return tuple(seeds)
+
+
 def plan_from_args(args: argparse.Namespace) -> StudyPlan:
-    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    """The plan the flags describe (not yet checked against RunConfig: see :func:`check_plan`)."""
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     plan = quick_plan(args.preset, *([seeds] if seeds else [])) if args.quick else \
         default_plan(args.preset, *([seeds] if seeds else []))
     settings = {**plan.settings, **{k: getattr(args, k) for k in ("epochs", "cycles", "rewind_epochs")
                                     if getattr(args, k) is not None}}
     methods = plan.methods
-    if args.methods:
-        wanted = args.methods.split(",")
-        unknown = sorted(set(wanted) - {m.name for m in methods})
+    if args.methods is not None:
+        wanted = _listed("--methods", args.methods, "imp,swamp-n4")
+        unknown = [name for name in wanted if name not in {m.name for m in methods}]
         if unknown:
-            raise UserError(f"unknown method {unknown[0]!r}; choose from {', '.join(m.name for m in methods)}")
+            raise UserError(f"unknown method {unknown[0]!r} in --methods; choose from "
+                            f"{', '.join(m.name for m in methods)}")
         methods = tuple(m for m in methods if m.name in wanted)
     return StudyPlan(plan.preset, settings, plan.seeds, methods, plan.quick)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def check_plan(plan: StudyPlan, runtime: dict[str, Any]) -> None:
+    """Resolve every sub-run's RunConfig (and the runtime flags) now, so that an impossible setting is one
+    error naming its flag before anything runs, not one failed sub-run each."""
+    cycles = plan.settings.get("cycles") or PRESETS[plan.preset]["cycles"]
+    configs = []
+    for method in plan.methods:
+        if cycles >= 1 and 0 < method.particles_from_cycle >= cycles:  # clearer than RunConfig's message
+            raise UserError(f"method {method.name} adds its particles at cycle {method.particles_from_cycle}, so it "
+                            f"needs --cycles above {method.particles_from_cycle}; give more cycles or leave it out "
+                            "with --methods")
+        for seed in plan.seeds:
+            values = {"preset": plan.preset, **plan.settings, **method.overrides(), "seed": seed,
+                      "out": f"runs/{method.name}-s{seed}", **runtime}
+            try:
+                configs.append(resolve_config(argparse.Namespace(**values)))
+            except UserError as err:
+                raise UserError(f"sub-run {method.name}-s{seed}: {err}") from None
+    if "device" in runtime:
+        resolve_device(runtime["device"])
+    for cfg in configs[:1]:  # every sub-run reads the same data
+        check_data_dir(cfg)
+
+
+def parse_study(argv: Sequence[str] | None) -> tuple[argparse.Namespace, StudyPlan, dict[str, Any]]:
+    """The flags, the checked plan and the runtime settings of ``python -m training.study``; writes nothing."""
     args = build_parser().parse_args(argv)
+    check_jobs(args.jobs)
     runtime = {k: getattr(args, k) for k in ("data_dir", "device", "progress", "download")
                if getattr(args, k) is not None}
-    runs = run_study(args.out, plan_from_args(args), runtime, jobs=args.jobs)
+    plan = plan_from_args(args)
+    check_plan(plan, runtime)
+    return args, plan, runtime
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, plan, runtime = parse_study(argv)
+    runs = run_study(args.out, plan, runtime, jobs=args.jobs)
     failed = [r.name for r in runs if r.status != "done"]
     print(f"study {args.out}: {len(runs) - len(failed)}/{len(runs)} sub-runs done"
           + (f"; not done: {', '.join(failed)}" if failed else ""))
@@ -331,4 +401,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, rerun="rerun the same command to continue (finished sub-runs are kept)"))

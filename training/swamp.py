@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from training.config import parse_config
-from training.errors import run_cli
+from training.errors import RESUME_RUN, run_cli
 from training.run import run_swamp
 from training.rundir import results_row
 
@@ -42,4 +42,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.swam
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, rerun=RESUME_RUN))

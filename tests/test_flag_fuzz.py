@@ -1,0 +1,78 @@
+"""Generated flag values for the landscape CLIs: a result, or one ``error:`` line and exit 2 -- and the
+inputs untouched, nothing written but the outputs asked for."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_data_loss import tree_digest
+
+from landscape import barrier, hessian, subspace
+from training.errors import run_cli
+
+JUNK = st.sampled_from(["", " ", "abc", "1e400", "nan", "-inf", "0x10", "1,2", "--", "١"])
+COUNT = st.one_of(st.integers(-3, 4).map(str), st.sampled_from(["2**70", str(2**70), str(-2**63)]), JUNK)
+SEED = st.one_of(st.integers(-2**70, 2**70).map(str), JUNK)
+REAL = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.floats(-1, 2).map(str), JUNK)
+EVAL_FLAGS = {"--bn-recal": st.one_of(st.integers(-3, 300).map(str), JUNK), "--seed": SEED,
+              "--batch-size": st.one_of(st.integers(-2, 700).map(str), JUNK),
+              "--split": st.sampled_from(["test", "train", "both", "neither", ""])}
+TOOLS = {
+    "barrier": (barrier.main, 2, {"--points": COUNT, **EVAL_FLAGS}),
+    "subspace": (subspace.main, 3, {"--samples": COUNT, "--resolution": COUNT, "--margin": REAL, **EVAL_FLAGS}),
+    "hessian": (hessian.main, 1, {"--probes": COUNT, "--seed": SEED, "--target-rse": REAL,
+                                  "--samples": st.one_of(st.integers(-2, 96).map(str), JUNK),
+                                  "--batch-size": st.one_of(st.integers(-2, 700).map(str), JUNK),
+                                  "--lanczos-steps": st.one_of(COUNT, st.just("100000")),
+                                  "--method": st.sampled_from(["hutchinson", "hutchpp", "exact?", ""]),
+                                  "--subspace": st.sampled_from(["mask", "full", "both"])}),
+}
+MODES = {"subspace": ["--plane"], "hessian": ["--top-eigen"]}
+CHEAP = {"hessian": ["--probes", "2", "--samples", "32"]}  # defaults a generated flag may override
+
+
+def _flags(tool: str) -> st.SearchStrategy[list[str]]:
+    names = TOOLS[tool][2]
+    return st.lists(st.sampled_from(sorted(names)), unique=True, max_size=3).flatmap(
+        lambda chosen: st.tuples(*(names[n].map(lambda v, n=n: [n, v]) for n in chosen))).map(
+        lambda pairs: [token for pair in pairs for token in pair])
+
+
+def _too_costly(argv: list[str]) -> bool:
+    """Valid but huge requests (2**70 points) are the user's to make; they are not what is tested here."""
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag in ("--points", "--samples", "--resolution", "--probes"):
+            try:
+                if int(value) > 64:
+                    return True
+            except ValueError:
+                pass
+    return False
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_generated_flags_give_a_result_or_one_error_line(tool, tiny_run, tmp_path_factory, capsys):
+    main, inputs, _ = TOOLS[tool]
+    ckpts = [str(tiny_run / "cycle_01" / f"particle_{p:02d}.safetensors") for p in range(3)][:inputs]
+    before = tree_digest(tiny_run)
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(flags=_flags(tool), mode=st.sampled_from([[], *([MODES[tool]] if tool in MODES else [])]))
+    def check(flags: list[str], mode: list[str]) -> None:
+        argv = [*ckpts, *CHEAP.get(tool, []), *mode, *flags]
+        if _too_costly(argv):
+            return
+        out = tmp_path_factory.mktemp("out")
+        argv += ["--json", str(out / "r.json"), "--no-progress"]
+        code = run_cli(main, argv)
+        captured = capsys.readouterr()
+        assert code in (0, 2), (argv, captured.err)
+        if code == 2:
+            assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, (argv, captured.err)
+            assert not any(out.iterdir()), "a refused command writes nothing"
+        else:
+            assert {p.name for p in out.iterdir()} <= {"r.json", "r.json.partial"}, argv
+        assert tree_digest(tiny_run) == before, "the inputs are never changed"
+
+    check()
