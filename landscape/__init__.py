@@ -1,1 +1,38 @@
-"""Loss-landscape analyses of SWAMP / IMP checkpoints: barriers, subspaces, Hessian spectra."""
+"""Loss-landscape analyses of any ``torch.nn.Module``: mode connectivity, convex hulls, planes, curvature.
+
+Library (modules + data + loss in, frozen results out; see docs/api.md)::
+
+    from landscape import linear_barrier, hull_losses, loss_plane
+
+The command-line tools (``python -m landscape.barrier``, ``landscape.subspace``, ``landscape.hessian``)
+are thin layers that rebuild models and data from the toolkit's checkpoint files.
+"""
+
+from landscape.batches import ArgumentError, as_batches, cross_entropy
+from landscape.combination import Point, mean_loss
+from landscape.connectivity import (
+    HullLosses,
+    LinearBarrier,
+    PlaneLosses,
+    frankle_barrier,
+    hull_losses,
+    linear_barrier,
+    loss_plane,
+    max_barrier,
+)
+
+__all__ = [
+    "ArgumentError",
+    "HullLosses",
+    "LinearBarrier",
+    "PlaneLosses",
+    "Point",
+    "as_batches",
+    "cross_entropy",
+    "frankle_barrier",
+    "hull_losses",
+    "linear_barrier",
+    "loss_plane",
+    "max_barrier",
+    "mean_loss",
+]

@@ -41,6 +41,7 @@ from landscape.cli import (
     split_header,
     write_json,
 )
+from landscape.connectivity import frankle_barrier, max_barrier
 from landscape.evaluation import (
     SPLITS,
     CheckpointLike,
@@ -72,18 +73,6 @@ class Barrier:
         return {"loss": self.loss, "error": self.error}
 
 
-def frankle_barrier(lambdas: Sequence[float], values: Sequence[float]) -> float:
-    """max_lambda v(lambda) - ((1 - lambda) v(0) + lambda v(1))  (Frankle et al. 2020)."""
-    lam, v = np.asarray(lambdas, dtype=float), np.asarray(values, dtype=float)
-    return float(np.max(v - (v[0] + lam * (v[-1] - v[0]))))
-
-
-def max_barrier(values: Sequence[float]) -> float:
-    """max_lambda v(lambda) - max(v(0), v(1))."""
-    v = np.asarray(values, dtype=float)
-    return float(v.max() - max(v[0], v[-1]))
-
-
 @dataclass(frozen=True)
 class BarrierResult:
     """The interpolation curves of each split and both barrier definitions."""
@@ -106,9 +95,10 @@ class BarrierResult:
                 "bn": self.bn, "mask": self.mask.to_json(), "device": self.device}
 
 
-def linear_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
+def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
                    options: EvalOptions = BOTH_SPLITS, allow_mask_union: bool = False) -> BarrierResult:
-    """Evaluate theta(lambda) at ``points`` lambdas on ``options.splits`` and measure the barriers.
+    """:func:`landscape.connectivity.linear_barrier` for two checkpoint files (model and data rebuilt from
+    them): theta(lambda) at ``points`` lambdas on ``options.splits`` (the CLI's JSON), both barriers.
 
     Checkpoints with different masks are refused unless ``allow_mask_union`` (as in
     :func:`landscape.subspace.hull_landscape`): their pruned weights are then interpolated as they are.
@@ -156,7 +146,7 @@ def _barrier_set(run: str, mode: str, cycle: int | None, items: Sequence[Checkpo
                  pairs: Sequence[tuple[int, int]], points: int, options: EvalOptions,
                  allow_mask_union: bool = False) -> BarrierSet:
     ckpts = load_compatible(items)
-    results = tuple((i, j, linear_barrier(ckpts[i], ckpts[j], points, options, allow_mask_union)) for i, j in pairs)
+    results = tuple((i, j, checkpoint_barrier(ckpts[i], ckpts[j], points, options, allow_mask_union)) for i, j in pairs)
     return BarrierSet(str(run), mode, cycle, tuple(c.path for c in ckpts), results)
 
 
@@ -249,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(args.checkpoints) != 2 or args.cycle is not None or args.consecutive:
             raise UserError("give two checkpoints A B, or --run DIR with --cycle K or --consecutive")
         a, b = (open_checkpoint(p, args) for p in args.checkpoints)
-        result = linear_barrier(a, b, args.points, options, args.allow_mask_union)
+        result = checkpoint_barrier(a, b, args.points, options, args.allow_mask_union)
         print(f"A: {a.path} ({describe_checkpoint(a)})\nB: {b.path} ({describe_checkpoint(b)})")
         print(f"BatchNorm: {result.bn}; {result.mask.describe()}")
         print(format_result(result))

@@ -32,14 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from training.averaging import has_batchnorm, recalibrate_batchnorm
+from landscape.combination import Combination
 from training.checkpoint import Checkpoint, build_model, load_checkpoint
 from training.data import Dataset, load_dataset, subsample_indices
 from training.device import resolve_device
 from training.errors import UserError
-from training.evaluate import Evaluation, evaluate
+from training.evaluate import Evaluation
 from training.pruning import density
 from training.rundir import RunDir
 from training.seeds import generator
@@ -210,7 +209,8 @@ def even_batch_size(samples: int, batch_size: int) -> int:
 
 
 class CombinationEvaluator:
-    """Loss and accuracy of theta(c) = sum_i c_i theta_i for fixed, compatible checkpoints.
+    """Loss and accuracy of theta(c) = sum_i c_i theta_i for fixed, compatible checkpoints, on their data set's
+    splits: the checkpoint layer over :class:`landscape.combination.Combination`.
 
     Holds one model, the stacked checkpoint tensors and the (cached) data on the chosen device.
     """
@@ -224,19 +224,16 @@ class CombinationEvaluator:
         self.options = options
         self.device = resolve_device(options.device)
         first = checkpoints[0]
-        self.model = build_model(first, self.device)  # checks the tensors before any data are read
+        model = build_model(first, self.device)  # checks the tensors before any data are read
         self.data = checkpoint_data(first, self.device, options.data_dir)
-        self.parameter_names = tuple(name for name, _ in self.model.named_parameters())
-        self._stacks = {k: torch.stack([c.state[k] for c in checkpoints]).to(self.device)
-                        for k, v in first.state.items() if v.is_floating_point()}
-        self._fixed = {k: v.to(self.device) for k, v in first.state.items() if not v.is_floating_point()}
+        self.combination = Combination(model, [c.state for c in checkpoints], name="checkpoints")
         self.batch_size = options.batch_size or int(first.config.get("eval_batch_size") or DEFAULT_BATCH_SIZE)
-        self._recalibrate = has_batchnorm(self.model) and options.bn_recal > 0
+        self._recalibrate = self.combination.has_batchnorm and options.bn_recal > 0
         train_size = self.data.size("train")
         bn_samples = min(options.bn_recal, train_size)
         self._bn_indices = bn_subsample(train_size, bn_samples, options.seed) if self._recalibrate else None
         self._bn_batch = even_batch_size(bn_samples, self.batch_size) if self._recalibrate else 0
-        if not has_batchnorm(self.model):
+        if not self.combination.has_batchnorm:
             self.bn = "no BatchNorm layers: nothing to recalibrate"
         elif self._recalibrate:
             self.bn = f"recalibrated on {bn_samples} train samples"
@@ -245,24 +242,14 @@ class CombinationEvaluator:
 
     def state(self, coefficients: Sequence[float]) -> dict[str, Tensor]:
         """The combined state_dict; ``coefficients`` must sum to 1 (any signs: planes extrapolate)."""
-        c = [float(x) for x in coefficients]
-        if len(c) != len(self.checkpoints) or abs(sum(c) - 1.0) > 1e-6:
-            raise ValueError(f"need {len(self.checkpoints)} coefficients summing to 1, got {c}")
-        nonzero = [i for i, x in enumerate(c) if x != 0.0]
-        if len(nonzero) == 1:
-            floats = {k: s[nonzero[0]] for k, s in self._stacks.items()}
-        else:
-            w = torch.tensor(c[1:], dtype=torch.float64)
-            floats = {k: s[0] + torch.tensordot(w.to(s.device, s.dtype), s[1:] - s[0], dims=1)
-                      for k, s in self._stacks.items()}
-        return {**floats, **self._fixed}
+        return self.combination.state(coefficients)
 
     def evaluate(self, coefficients: Sequence[float]) -> dict[str, Evaluation]:
         """Load theta(c), recompute BatchNorm if asked, evaluate every split."""
-        self.model.load_state_dict(self.state(coefficients))
-        if self._recalibrate:
-            recalibrate_batchnorm(self.model, self.data.eval_batches("train", self._bn_batch, self._bn_indices))
-        return {s: evaluate(self.model, self.data.eval_batches(s, self.batch_size)) for s in self.options.splits}
+        bn = self.data.eval_batches("train", self._bn_batch, self._bn_indices) if self._recalibrate else None
+        splits = {s: self.data.eval_batches(s, self.batch_size) for s in self.options.splits}
+        return {s: Evaluation(p.loss, p.acc) for s, p in self.combination.evaluate(coefficients, splits, None,
+                                                                                 bn).items()}
 
     def evaluate_many(self, rows: Sequence[Sequence[float]], desc: str,
                       results: dict[int, dict[str, Evaluation]] | None = None,
@@ -273,25 +260,14 @@ class CombinationEvaluator:
         ``results`` (row index -> evaluations) is filled in place and rows already in it are skipped,
         so a caller can keep and continue a partial scan; ``on_point`` is called after each new row.
         """
-        results = {} if results is None else results
-        disable = None if self.options.progress is None else not self.options.progress
-        with tqdm(total=len(rows), desc=desc, unit="point", leave=False, disable=disable) as bar:
-            bar.update(len(results))
-            for i, c in enumerate(rows):
-                if i in results:
-                    continue
-                results[i] = self.evaluate(c)
-                bar.update()
-                if on_point is not None:
-                    on_point(results)
+        results = self.combination.evaluate_many(rows, self.evaluate, desc, self.options.progress, results,
+                                                 on_point)
         return {s: Series(tuple(results[i][s].loss for i in range(len(rows))),
                           tuple(results[i][s].acc for i in range(len(rows)))) for s in self.options.splits}
 
     def displacement_gram(self) -> np.ndarray:
         """G[i, j] = <theta_{i+2} - theta_1, theta_{j+2} - theta_1> over the parameters (not buffers)."""
-        diffs = torch.stack([torch.cat([(s[i] - s[0]).double().flatten() for k, s in self._stacks.items()
-                                        if k in self.parameter_names]) for i in range(1, len(self.checkpoints))])
-        return (diffs @ diffs.T).cpu().numpy()
+        return self.combination.displacement_gram()
 
 
 def run_particles(run: str | os.PathLike, cycle: int) -> list[Path]:

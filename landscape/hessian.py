@@ -33,12 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from landscape.cli import check_outputs, open_checkpoint, write_json
+from landscape.curvature import HessianOperator
 from landscape.evaluation import checkpoint_data
 from landscape.hessian_output import build_parser, format_report, format_run, report_figure, run_figure
-from landscape.hvp import Batch, hessian_matmat, make_subspace, trainable_parameters
+from landscape.hvp import Batch, trainable_parameters
 from landscape.plots import save_figure
 from landscape.pyhessian_backend import PyHessianTrace, pyhessian_trace
-from landscape.spectrum import Spectrum, lanczos_spectrum
+from landscape.spectrum import Spectrum
 from landscape.trace import ESTIMATORS, TraceEstimate
 from training.checkpoint import Checkpoint, build_model, load_checkpoint
 from training.data import Dataset, subsample_indices
@@ -124,28 +125,25 @@ def sample_indices(available: int, samples: int | None, seed: int) -> Tensor | N
 def hessian_analysis(model: nn.Module, batches: Sequence[Batch], masks: Mapping[str, Tensor] | None = None,
                      options: HessianOptions = HessianOptions()) -> HessianResult:
     """Trace (and optionally spectrum and PyHessian cross-check) of the Hessian of the mean
-    cross-entropy over all samples in ``batches``, for ``model`` in eval mode."""
+    cross-entropy over all samples in ``batches``, for ``model`` in eval mode: the options of the CLI
+    over :class:`landscape.curvature.HessianOperator`."""
     options.validate()
     subspace = options.subspace or ("mask" if masks else "full")
     params = trainable_parameters(model)
     if not params:
         raise UserError("the model has no trainable parameters")
     masks = {k: v for k, v in (masks or {}).items() if k in params}  # frozen parameters have no curvature here
-    space = make_subspace(params, masks if subspace == "mask" else None)
-    first = next(iter(params.values()))
-    kw = {"dtype": first.dtype, "device": first.device}
-    matmat = hessian_matmat(model, batches, space, options.progress)
+    op = HessianOperator(model, batches, masks=masks if subspace == "mask" else None, progress=options.progress)
     seconds = {}
     start = time.perf_counter()
-    trace = ESTIMATORS[options.method](
-        matmat, space.dim, options.probes, torch.Generator().manual_seed(derive_seed(options.seed, "probes")),
-        layers=space.layers if options.per_layer else None, target_rse=options.target_rse, **kw)
+    trace = op.trace(options.method, options.probes, per_layer=options.per_layer, target_rse=options.target_rse,
+                     seed=torch.Generator().manual_seed(derive_seed(options.seed, "probes")))
     seconds["trace"] = time.perf_counter() - start
     spectrum = None
     if options.top_eigen or options.density:
         start = time.perf_counter()
-        spectrum = lanczos_spectrum(matmat, space.dim, options.lanczos_steps, options.lanczos_runs,
-                                    torch.Generator().manual_seed(derive_seed(options.seed, "lanczos")), **kw)
+        spectrum = op.spectrum(options.lanczos_steps, options.lanczos_runs,
+                               seed=torch.Generator().manual_seed(derive_seed(options.seed, "lanczos")))
         seconds["spectrum"] = time.perf_counter() - start
     reference = None
     if options.backend == "pyhessian":
@@ -153,8 +151,7 @@ def hessian_analysis(model: nn.Module, batches: Sequence[Batch], masks: Mapping[
         reference = pyhessian_trace(model, batches, trace.matvecs, options.seed,
                                     masks if subspace == "mask" else None, options.top_eigen)
         seconds["pyhessian"] = time.perf_counter() - start
-    return HessianResult(options, sum(len(y) for _, y in batches), subspace, space.dim, trace, spectrum, reference,
-                         seconds)
+    return HessianResult(options, op.samples, subspace, op.dim, trace, spectrum, reference, seconds)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Hessian-vector products of the mean training loss, amortised over many probes.
 
-The operator is the Hessian of the mean cross-entropy over N samples,
+The operator is the Hessian of the mean loss over N samples (cross-entropy unless a ``loss_fn`` is
+given; see :mod:`landscape.batches` for the convention),
 
     H = (1/N) sum_i nabla^2_theta l(f_theta(x_i), y_i) = sum_b nabla^2_theta L_b,   L_b = (1/N) sum_{i in b} l_i,
 
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, fx, nn
 from tqdm.auto import tqdm
+
+from landscape.batches import LossFn, mean_loss_terms
 
 Matmat = Callable[[Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]
@@ -201,11 +204,14 @@ def trainable_parameters(model: nn.Module) -> dict[str, Tensor]:
 
 
 def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspace | None = None,
-                   progress: bool = False) -> Matmat:
-    """``V -> V H`` for rows V (m, d) of the subspace, H the Hessian of the mean cross-entropy.
+                   progress: bool = False, loss_fn: LossFn | None = None) -> Matmat:
+    """``V -> V H`` for rows V (m, d) of the subspace, H the Hessian of the mean loss over ``batches``.
 
-    ``batches`` hold all N samples; the loss of each is summed and divided by N. The model is used
-    through :func:`double_backward_friendly` (an eval-mode copy), so the caller's module is not touched.
+    ``batches`` hold all N samples. Without ``loss_fn`` the loss is the cross-entropy summed over each
+    batch and divided by N; a ``loss_fn`` returns the mean over its batch of n_b samples and is
+    weighted n_b / N (:func:`landscape.batches.mean_loss_terms`), so either way H is that of the mean
+    over all samples, whatever the batch sizes. The model is used through
+    :func:`double_backward_friendly` (an eval-mode copy), so the caller's module is not touched.
     """
     net, params = double_backward_friendly(model)
     space = subspace or make_subspace(params)
@@ -218,7 +224,11 @@ def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspac
         probes = space.scatter(vectors)
         out = [torch.zeros_like(p) for p in probes]
         for x, y in tqdm(batches, desc="Hessian products", leave=False, disable=not progress):
-            loss = nn.functional.cross_entropy(net(x), y, reduction="sum") / total
+            outputs = net(x)
+            if loss_fn is None:
+                loss = nn.functional.cross_entropy(outputs, y, reduction="sum") / total
+            else:
+                loss = mean_loss_terms(outputs, y, loss_fn) / total
             grads = torch.autograd.grad(loss, plist, create_graph=True, allow_unused=True)
             # gradients that are constant in theta (or absent) contribute zero rows of H
             live = [j for j, g in enumerate(grads) if g is not None and g.requires_grad]

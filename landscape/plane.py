@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from landscape.connectivity import plane_geometry
 from landscape.evaluation import (
     TEST_SPLIT,
     CheckpointLike,
@@ -44,40 +45,6 @@ from training.errors import UserError
 from training.evaluate import Evaluation
 
 SAVE_EVERY = 10  # grid points between two writes of the partial file
-
-
-@dataclass(frozen=True)
-class PlaneGeometry:
-    """Plane coordinates of the three checkpoints (P_1 = origin, P_2 on the first axis)."""
-
-    vertices: tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
-
-    def coefficients(self, x: float, y: float) -> tuple[float, float, float]:
-        """Barycentric coordinates (c_1, c_2, c_3) of (x, y); one-hot exactly at the vertices."""
-        (p2x, _), (p3x, p3y) = self.vertices[1], self.vertices[2]
-        c3 = y / p3y
-        c2 = (x - c3 * p3x) / p2x
-        return 1.0 - c2 - c3, c2, c3
-
-    def grid(self, resolution: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
-        """``resolution`` evenly spaced x and y values over the widened bounding box."""
-        xy = np.array(self.vertices)
-        lo, hi = xy.min(0), xy.max(0)
-        pad = margin * (hi - lo)
-        return (np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution),
-                np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution))
-
-
-def plane_geometry(gram: np.ndarray) -> PlaneGeometry:
-    """Gram-Schmidt coordinates from the 2 x 2 Gram matrix of u = theta_2 - theta_1, w = theta_3 - theta_1."""
-    uu, uw, ww = float(gram[0, 0]), float(gram[0, 1]), float(gram[1, 1])
-    norm_u = math.sqrt(max(uu, 0.0))
-    along = uw / norm_u if norm_u > 0 else 0.0
-    height = math.sqrt(max(ww - along * along, 0.0))
-    if norm_u == 0.0 or height <= 1e-6 * max(norm_u, math.sqrt(ww)):
-        raise UserError("the three checkpoints are (nearly) collinear or equal, so no plane passes through them; "
-                        "choose three checkpoints that differ")
-    return PlaneGeometry(((0.0, 0.0), (norm_u, 0.0), (along, height)))
 
 
 @dataclass(frozen=True)
@@ -130,10 +97,11 @@ def _save_partial(path: Path, identity: dict, points: dict[int, dict[str, Evalua
     atomic_write_text(path, json.dumps({"identity": identity, "points": body}))
 
 
-def loss_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21, margin: float = 0.2,
+def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21, margin: float = 0.2,
                options: EvalOptions = TEST_SPLIT, allow_mask_union: bool = False,
                partial: Path | None = None) -> PlaneResult:
-    """Evaluate the R x R grid of the plane through exactly three checkpoints."""
+    """:func:`landscape.connectivity.loss_plane` for three checkpoint files, on ``options.splits``, with a
+    resumable partial scan: the R x R grid of the plane through them."""
     if len(checkpoints) != 3:
         raise UserError(f"a plane needs exactly three checkpoints, got {len(checkpoints)}")
     if resolution < 2:

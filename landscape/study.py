@@ -33,11 +33,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from landscape.barrier import cycle_barriers, linear_barrier
+from landscape.barrier import checkpoint_barrier, cycle_barriers
 from landscape.cli import write_json
 from landscape.evaluation import SPLITS, EvalOptions, run_particles
 from landscape.hessian import HessianOptions, analyse_checkpoint
-from landscape.plane import loss_plane
+from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape
 from training.config import SEED_LIMIT
 from training.device import resolve_device
@@ -167,7 +167,7 @@ def _measure(kind: str, run: Path, k: int, settings: AnalysisSettings, options: 
     if kind == "pairs":
         return lambda: cycle_barriers(str(run), k, settings.points, options).to_json()
     if kind == "consecutive":
-        return lambda: linear_barrier(rundir.average(k - 1), rundir.average(k), settings.points, options,
+        return lambda: checkpoint_barrier(rundir.average(k - 1), rundir.average(k), settings.points, options,
                                       allow_mask_union=True).to_json()
     if kind == "hull":
         return lambda: hull_landscape(run_particles(run, k), settings.hull_samples, options).to_json()
@@ -181,7 +181,7 @@ def _plane(run: Path, k: int, settings: AnalysisSettings, options: EvalOptions) 
     if len(particles) < 3:
         return {"skipped": f"cycle {k} has {len(particles)} particles; a plane needs three"}
     partial = result_path(run.parent.parent, "plane", run.name, k).with_suffix(".partial")
-    return loss_plane(particles, settings.plane_resolution, options=replace(options, splits=("test",)),
+    return checkpoint_plane(particles, settings.plane_resolution, options=replace(options, splits=("test",)),
                       partial=partial).to_json()
 
 
@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("study", metavar="DIR", help="a study directory of python -m training.study")
     parser.add_argument("--only", default=",".join(KINDS), metavar="KIND,...", help="measurements to compute")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="where the data set is read and cached (default data/ in the working directory; never "
+                             "where a checkpoint says)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
     parser.add_argument("--jobs", type=int, default=1, metavar="K",
                         help="compute K measurements at once in separate processes (e.g. one per CPU core)")

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from landscape.study import ANALYSIS, study_roles
+from training.errors import UserError
 from training.study import read_manifest
 
 METRIC_COLUMNS = ["average_test_acc", "ensemble_test_acc", "particle_test_acc_mean", "average_test_loss"]
@@ -98,7 +99,7 @@ def accuracy_frame(root: str | Path) -> pd.DataFrame:
         frame["cumulative_seconds"] = seconds_to_reach(config, frame["seconds"])
         frames.append(frame)
     if not frames:
-        raise FileNotFoundError(f"no sub-run of {root} has finished a cycle yet")
+        raise UserError(f"no sub-run of {root} has finished a cycle yet; let python -m training.study run first")
     return pd.concat(frames, ignore_index=True)
 
 

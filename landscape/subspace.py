@@ -35,6 +35,7 @@ from landscape.cli import (
     split_header,
     write_json,
 )
+from landscape.connectivity import simplex_samples
 from landscape.evaluation import (
     TEST_SPLIT,
     CheckpointLike,
@@ -47,19 +48,10 @@ from landscape.evaluation import (
     run_particles,
     shared_mask_or_refuse,
 )
-from landscape.plane import PlaneResult, loss_plane
+from landscape.plane import PlaneResult, checkpoint_plane
 from landscape.plots import contour_panels, histogram_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli
 from training.evaluate import Evaluation
-
-HULL_STREAM = 0x4855  # keeps the hull's random stream apart from any other use of the same seed
-
-
-def simplex_samples(n: int, samples: int, seed: int) -> np.ndarray:
-    """``samples`` x ``n`` rows drawn uniformly from the simplex (Dirichlet(1, ..., 1)), each summing to 1."""
-    rng = np.random.default_rng([seed, HULL_STREAM])
-    rows = rng.dirichlet(np.ones(n), size=samples)
-    return rows / rows.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -187,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ckpts = load_compatible([open_checkpoint(p, args) for p in paths])
     if args.plane and len(ckpts) != 3:
         raise UserError(f"--plane needs exactly three checkpoints, got {len(ckpts)}; pass three files")
-    plane = loss_plane(ckpts, args.resolution, args.margin, options, args.allow_mask_union, partial) \
+    plane = checkpoint_plane(ckpts, args.resolution, args.margin, options, args.allow_mask_union, partial) \
         if args.plane else None
     hull = hull_landscape(ckpts, args.samples, options, args.allow_mask_union)
     print("\n".join(f"C{i + 1}: {c.path} ({describe_checkpoint(c)})" for i, c in enumerate(ckpts)))

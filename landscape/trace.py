@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,23 @@ class TraceEstimate:
     @property
     def relative_stderr(self) -> float:
         return self.stderr / abs(self.estimate) if self.estimate else math.inf
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields (and ``relative_stderr``) as JSON-ready values; NaN and infinities become None."""
+        obj = {"method": self.method, "estimate": self.estimate, "stderr": self.stderr,
+               "relative_stderr": self.relative_stderr, "matvecs": self.matvecs, "per_layer": dict(self.per_layer),
+               "per_layer_stderr": dict(self.per_layer_stderr), "samples": list(self.samples)}
+        return _json_floats(obj)
+
+
+def _json_floats(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_floats(v) for v in obj]
+    return obj
 
 
 def rademacher(m: int, dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,28 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-cycle SWAMP run with 3 particles and SWA (cnn1d with BatchNorm)."""
     return make_run(tmp_path_factory.mktemp("runs") / "swamp")
+
+
+# docs/reliability.md's tally: with SWAMP_TEST_TALLY=FILE the suite counts every UserError it provokes
+# in-process (each is one refused bad input, reported as one line by the CLIs) and writes the count.
+_TALLY = {"user_errors": 0}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("SWAMP_TEST_TALLY"):
+        from training.errors import UserError
+
+        original = UserError.__init__
+
+        def counting(self, *args, **kwargs):
+            _TALLY["user_errors"] += 1
+            original(self, *args, **kwargs)
+
+        UserError.__init__ = counting
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = os.environ.get("SWAMP_TEST_TALLY")
+    if path:
+        Path(path).write_text(json.dumps({**_TALLY, "tests": session.testscollected,
+                                          "failed": session.testsfailed}) + "\n")

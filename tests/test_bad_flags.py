@@ -134,6 +134,20 @@ def test_resume_stops_at_a_tampered_resume_state(run_copy, capsys):
     one_error_line(capsys, str(state), "delete it to restart that unit")
 
 
+def test_resume_state_of_another_model_is_refused_before_training(run_copy, tmp_path, capsys):
+    work = run_copy.parent / "foreign-state"
+    shutil.copytree(run_copy, work)
+    shutil.rmtree(work / "cycle_02")
+    state = _state_file(work / ".resume" / "cycle_02_particle_00.safetensors")  # complete, but not a cnn1d
+    assert run_cli(swamp.main, ["--out", str(work), "--resume", "--no-progress"]) == 2
+    one_error_line(capsys, str(state), "its weights are not the run's model")
+    path = _state_file(tmp_path / "unit.safetensors")
+    template = {"w": torch.ones(3), "b": torch.zeros(1)}
+    with pytest.raises(UserError, match=r"weight w is \(2,\) torch.float32, the model's is \(3,\)"):
+        load_train_state(path, "cpu", template)
+    assert load_train_state(path, "cpu", {"w": torch.ones(2), "b": torch.zeros(1)}).epoch == 1
+
+
 # --- 9: landscape.study settings ------------------------------------------------------------------------
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.barrier import consecutive_barriers, cycle_barriers, frankle_barrier, linear_barrier, main, max_barrier
+from landscape.barrier import checkpoint_barrier, consecutive_barriers, cycle_barriers, main
+from landscape.connectivity import frankle_barrier, max_barrier
 from landscape.evaluation import EvalOptions, bn_subsample, cached_dataset, even_batch_size
 from training.averaging import recalibrate_batchnorm
 from training.checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -63,7 +64,7 @@ def test_barrier_definitions_on_known_curves():
 
 def test_identical_checkpoints_have_zero_barrier_and_flat_curve(tiny_run):
     a = particle(tiny_run, 1, 0)
-    result = linear_barrier(a, a, points=5, options=TEST)
+    result = checkpoint_barrier(a, a, points=5, options=TEST)
     assert len(set(result.curves["test"].loss)) == 1 and len(set(result.curves["test"].acc)) == 1
     assert result.barrier["test"].loss == 0.0 and result.barrier["test"].error == 0.0
     assert result.barrier_max["test"].loss == 0.0 and result.barrier_max["test"].error == 0.0
@@ -72,7 +73,7 @@ def test_identical_checkpoints_have_zero_barrier_and_flat_curve(tiny_run):
 
 def test_swapping_endpoints_reverses_curve(tiny_run):
     a, b = particle(tiny_run, 1, 0), particle(tiny_run, 1, 1)
-    ab, ba = linear_barrier(a, b, 5, TEST), linear_barrier(b, a, 5, TEST)
+    ab, ba = checkpoint_barrier(a, b, 5, TEST), checkpoint_barrier(b, a, 5, TEST)
     assert ab.lambdas == (0.0, 0.25, 0.5, 0.75, 1.0)
     np.testing.assert_allclose(ab.curves["test"].loss, ba.curves["test"].loss[::-1], rtol=1e-5)
     np.testing.assert_allclose(ab.curves["test"].acc, ba.curves["test"].acc[::-1], atol=2e-3)
@@ -82,8 +83,8 @@ def test_swapping_endpoints_reverses_curve(tiny_run):
 
 def test_endpoints_equal_the_checkpoints_on_their_own(tiny_run):
     a, b = particle(tiny_run, 1, 0), particle(tiny_run, 1, 2)
-    stored = linear_barrier(a, b, 3, EvalOptions(("test",), bn_recal=0))
-    recal = linear_barrier(a, b, 3, EvalOptions(("test",), bn_recal=512, seed=3))
+    stored = checkpoint_barrier(a, b, 3, EvalOptions(("test",), bn_recal=0))
+    recal = checkpoint_barrier(a, b, 3, EvalOptions(("test",), bn_recal=512, seed=3))
     assert "stored" in stored.bn and recal.bn == "recalibrated on 512 train samples"
     data = cached_dataset(load_checkpoint(a).dataset, "cpu")
     for n, path in ((0, a), (-1, b)):
@@ -97,8 +98,8 @@ def test_endpoints_equal_the_checkpoints_on_their_own(tiny_run):
 
 
 def test_independent_networks_have_a_barrier_particles_of_one_ticket_hardly(tiny_run, other_seed):
-    one_ticket = linear_barrier(particle(tiny_run, 0, 0), particle(tiny_run, 0, 1), 5, TEST).barrier["test"]
-    independent = linear_barrier(particle(tiny_run, 0, 0), other_seed, 5, TEST).barrier["test"]
+    one_ticket = checkpoint_barrier(particle(tiny_run, 0, 0), particle(tiny_run, 0, 1), 5, TEST).barrier["test"]
+    independent = checkpoint_barrier(particle(tiny_run, 0, 0), other_seed, 5, TEST).barrier["test"]
     assert independent.loss > 0.3 and independent.error > 0.1
     assert independent.loss > 10 * one_ticket.loss and independent.error > 10 * one_ticket.error
 
@@ -122,17 +123,17 @@ def test_cli_writes_contract_json_and_plot(tiny_run, tmp_path, capsys):
 def test_different_masks_need_allow_mask_union_then_are_interpolated_and_reported(tiny_run, capsys):
     a, b = particle(tiny_run, 0, 0), particle(tiny_run, 1, 0)
     with pytest.raises(UserError, match="different masks .*--allow-mask-union"):
-        linear_barrier(a, b, 3, TEST)
+        checkpoint_barrier(a, b, 3, TEST)
     assert run_cli(main, [str(a), str(b), "--points", "2", "--split", "test"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    result = linear_barrier(a, b, 3, TEST, allow_mask_union=True)
+    result = checkpoint_barrier(a, b, 3, TEST, allow_mask_union=True)
     assert not result.mask.shared
     assert result.mask.density == pytest.approx(1.0) and result.mask.densities[1] == pytest.approx(0.8, abs=1e-3)
     assert "union density" in result.mask.describe()
 
 
 def test_model_without_batchnorm_says_so(mlp_checkpoint):
-    result = linear_barrier(mlp_checkpoint, mlp_checkpoint, 2, TEST)
+    result = checkpoint_barrier(mlp_checkpoint, mlp_checkpoint, 2, TEST)
     assert result.bn.startswith("no BatchNorm")
 
 

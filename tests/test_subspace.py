@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from landscape.barrier import linear_barrier
+from landscape.barrier import checkpoint_barrier
+from landscape.connectivity import plane_geometry, simplex_samples
 from landscape.evaluation import CombinationEvaluator, EvalOptions, load_compatible
-from landscape.plane import loss_plane, plane_geometry
-from landscape.subspace import hull_landscape, main, simplex_samples
+from landscape.plane import checkpoint_plane
+from landscape.subspace import hull_landscape, main
 from training.errors import UserError, run_cli
 
 TEST = EvalOptions(("test",), bn_recal=512, progress=False)
@@ -46,7 +47,7 @@ def test_hull_of_identical_checkpoints_is_constant(tiny_run):
 def test_vertices_equal_barrier_endpoints(tiny_run):
     a, b, c = particles(tiny_run)
     hull = hull_landscape([a, b, c], samples=3, options=TEST)
-    line = linear_barrier(a, b, 2, TEST)
+    line = checkpoint_barrier(a, b, 2, TEST)
     assert hull.vertices["test"].loss[:2] == (line.curves["test"].loss[0], line.curves["test"].loss[-1])
     assert hull.vertices["test"].acc[:2] == (line.curves["test"].acc[0], line.curves["test"].acc[-1])
     coefficients = np.array(hull.coefficients)
@@ -71,7 +72,7 @@ def test_plane_coordinates_map_back_to_the_checkpoints(tiny_run):
 
 def test_plane_scan_resumes_from_its_partial_file(tiny_run, tmp_path, monkeypatch):
     ckpts = particles(tiny_run)
-    full = loss_plane(ckpts, resolution=4, margin=0.1, options=TEST)
+    full = checkpoint_plane(ckpts, resolution=4, margin=0.1, options=TEST)
     assert full.grids["test"]["loss"].shape == (4, 4) and full.resumed == 0
     partial = tmp_path / "plane.json.partial"
     real_evaluate, calls = CombinationEvaluator.evaluate, []
@@ -84,20 +85,20 @@ def test_plane_scan_resumes_from_its_partial_file(tiny_run, tmp_path, monkeypatc
 
     monkeypatch.setattr(CombinationEvaluator, "evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        loss_plane(ckpts, resolution=4, margin=0.1, options=TEST, partial=partial)
+        checkpoint_plane(ckpts, resolution=4, margin=0.1, options=TEST, partial=partial)
     assert len(json.loads(partial.read_text())["points"]) == 7
     monkeypatch.setattr(CombinationEvaluator, "evaluate", real_evaluate)
-    resumed = loss_plane(ckpts, resolution=4, margin=0.1, options=TEST, partial=partial)
+    resumed = checkpoint_plane(ckpts, resolution=4, margin=0.1, options=TEST, partial=partial)
     assert resumed.resumed == 7 and not partial.exists()
     np.testing.assert_array_equal(resumed.grids["test"]["loss"], full.grids["test"]["loss"])
-    other = loss_plane(ckpts, resolution=3, margin=0.1, options=TEST, partial=partial)
+    other = checkpoint_plane(ckpts, resolution=3, margin=0.1, options=TEST, partial=partial)
     assert other.resumed == 0  # a partial file of other settings is not reused
 
 
 def test_collinear_checkpoints_have_no_plane(tiny_run):
     a, b, _ = particles(tiny_run)
-    with pytest.raises(UserError, match="collinear"):
-        loss_plane([a, a, b], resolution=2, options=TEST)
+    with pytest.raises(ValueError, match="collinear"):
+        checkpoint_plane([a, a, b], resolution=2, options=TEST)
 
 
 def test_different_masks_need_allow_mask_union(tiny_run):

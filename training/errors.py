@@ -26,6 +26,11 @@ class UserError(Exception):
     """An error caused by the user's input; its message says what is wrong and what to do."""
 
 
+class LibraryArgumentError(ValueError):
+    """A bad argument of a library function, named in Python terms (``points must be >= 2``). The CLIs
+    validate their flags first, so one that still arrives is reported by :func:`run_cli` as one line."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """The parser of every CLI: an argument error is a :class:`UserError`, so :func:`run_cli` prints the one
     line ``error: PROG: MESSAGE (see --help)`` and exits with status 2, instead of argparse's usage dump."""
@@ -44,7 +49,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "swamp"
     try:
         return int(main(argv) or 0)
-    except UserError as err:
+    except (UserError, LibraryArgumentError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:

@@ -14,13 +14,14 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
+from torch import Tensor
 
 from training.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from training.averaging import RunningAverage
@@ -125,8 +126,12 @@ def _count(meta: dict[str, str], key: str) -> int | None:
     return int(text) if isinstance(text, str) and text.isdigit() and text.isascii() else None
 
 
-def load_train_state(path: Path, device: Any) -> TrainState | None:
-    """The saved state, or None if there is none (a corrupt or incomplete one is an error, never ignored)."""
+def load_train_state(path: Path, device: Any, template: Mapping[str, Tensor] | None = None) -> TrainState | None:
+    """The saved state, or None if there is none (a corrupt or incomplete one is an error, never ignored).
+
+    ``template`` (the model's ``state_dict``): the saved weights must have exactly its names, shapes and
+    dtypes, and the momentum and SWA entries those of its tensors, or the state is refused.
+    """
     if not path.is_file():
         return None
     try:
@@ -151,9 +156,24 @@ def load_train_state(path: Path, device: Any) -> TrainState | None:
         problems.append(f"no SWA average for its {swa_count} snapshots")
     if not (set(momentum) | set(swa)) <= set(model):
         problems.append("momentum or SWA entries for weights the model does not have")
+    if template is not None and not problems:
+        problems += _template_problems(template, model, momentum, swa)
     if problems:
         raise UserError(f"resume state {path} is incomplete ({'; '.join(problems)}); delete it to restart that unit")
     return TrainState(epoch, model, momentum, RunningAverage(swa, swa_count), tensors["rng"])
+
+
+def _template_problems(template: Mapping[str, Tensor], model: dict, momentum: dict, swa: dict) -> list[str]:
+    if set(model) != set(template):
+        odd = sorted(set(model) ^ set(template))[0]
+        return [f"its weights are not the run's model (e.g. {odd})"]
+    for group, entries in (("weight", model), ("momentum", momentum), ("SWA", swa)):
+        for key, value in entries.items():
+            want = template[key]
+            if value.shape != want.shape or value.dtype != want.dtype:
+                return [f"{group} {key} is {tuple(value.shape)} {value.dtype}, the model's is "
+                        f"{tuple(want.shape)} {want.dtype}"]
+    return []
 
 
 def write_metrics(run: RunDir, k: int, metrics: dict[str, Any]) -> None:

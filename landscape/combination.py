@@ -1,0 +1,211 @@
+"""Weight combinations of models of one architecture, evaluated on a private copy of the model.
+
+Every landscape quantity is the loss of an affine combination of weights theta_1..theta_n,
+
+    theta(c) = sum_i c_i theta_i = theta_1 + sum_{i>1} c_i (theta_i - theta_1),   sum_i c_i = 1,
+
+a line (Frankle et al. 2020), a simplex (the convex hull of SWAMP's particles) or a plane (Garipov et
+al. 2018). The second form is the one computed: where the models agree the combination equals them
+exactly (identical models give a perfectly flat landscape, and a shared mask's zeros stay exactly zero),
+and a one-hot c returns that model bit for bit. Integer buffers (BatchNorm's batch counters) are
+taken from the first model.
+
+BatchNorm: combined weights match no model's running statistics, so they are recomputed at every point
+(:func:`training.averaging.recalibrate_batchnorm`) on the same batches for every point, which keeps
+the landscape smooth; without those batches the stored statistics are combined like the weights.
+
+The models given are never modified: their states are copied once, and the one module that is
+evaluated is a deep copy of the first model (its train/eval mode and buffers untouched).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from landscape.batches import ArgumentError, Batch, LossFn, mean_loss_terms
+from training.averaging import has_batchnorm, recalibrate_batchnorm
+
+
+@dataclass(frozen=True)
+class Point:
+    """Mean loss over the samples of one data set, and the accuracy (a fraction) when the outputs are
+    class logits (2-D outputs, 1-D integer targets); ``acc`` is None otherwise."""
+
+    loss: float
+    acc: float | None
+
+
+def is_class_logits(outputs: Tensor, targets: Tensor) -> bool:
+    return (isinstance(outputs, Tensor) and outputs.dim() == 2 and targets.dim() == 1
+            and not targets.is_floating_point() and not targets.is_complex() and len(outputs) == len(targets))
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = None, name: str = "data") -> Point:
+    """Mean of ``loss_fn`` over every sample of ``data`` (each batch weighted by its size), model in eval mode.
+
+    ``loss_fn`` None is the cross-entropy of class logits, summed in float32 as
+    :func:`training.evaluate.evaluate` does (the same numbers to the bit).
+    """
+    model.eval()
+    total, correct, count, classify = 0.0, 0, 0, None
+    for x, y in data:
+        outputs = model(x)
+        if loss_fn is None:
+            logits = outputs.float()
+            total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        else:
+            logits = outputs
+            total += float(mean_loss_terms(outputs, y, loss_fn))
+        classify = is_class_logits(logits, y) if classify is None else classify
+        if classify:
+            correct += int((logits.argmax(1) == y).sum())
+        count += len(y)
+    if count == 0:
+        raise ArgumentError(f"{name} is empty: it yielded no samples")
+    return Point(total / count, correct / count if classify else None)
+
+
+def even_batches(batches: Sequence[Batch]) -> list[Batch]:
+    """The same samples in batches of near-equal size: BatchNorm's cumulative average weighs batches, not
+    samples, so a short last batch would count as much as a full one. Non-tensor inputs are kept as they are."""
+    if len(batches) < 2 or not all(isinstance(x, Tensor) for x, _ in batches):
+        return list(batches)
+    xs, ys = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    size = math.ceil(len(ys) / math.ceil(len(ys) / max(len(y) for _, y in batches)))
+    return [(xs[i:i + size], ys[i:i + size]) for i in range(0, len(ys), size)]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters (or buffers) live; the CPU for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _check_same_architecture(template: Mapping[str, Tensor], states: Sequence[Mapping[str, Tensor]],
+                             name: str) -> None:
+    for n, state in enumerate(states):
+        where = f"{name}[{n}] is not the architecture of {name}[0]"
+        odd = sorted(set(state) ^ set(template))
+        if odd:
+            raise ArgumentError(f"{where}: tensor {odd[0]!r} is in only one of them")
+        for key, value in template.items():
+            other = state[key]
+            if other.shape != value.shape:
+                raise ArgumentError(f"{where}: {key!r} has shape {tuple(other.shape)} vs {tuple(value.shape)}")
+            if other.dtype != value.dtype:
+                raise ArgumentError(f"{where}: {key!r} has dtype {other.dtype} vs {value.dtype}")
+
+
+def check_masks(masks: Mapping[str, Tensor] | None, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``masks`` as float 0/1 tensors, each on a tensor of ``state`` with its shape."""
+    if masks is None:
+        return {}
+    if not isinstance(masks, Mapping):
+        raise ArgumentError(f"masks must be a mapping of parameter names to 0/1 tensors, got {type(masks).__name__}")
+    out = {}
+    for key, mask in masks.items():
+        if key not in state:
+            raise ArgumentError(f"masks has an entry {key!r} that is not a parameter of the model")
+        if not isinstance(mask, Tensor) or mask.shape != state[key].shape:
+            shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ArgumentError(f"mask {key!r} must be a tensor of the parameter's shape {tuple(state[key].shape)}, "
+                                f"got {shape}")
+        m = mask.detach().to(torch.float32)
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ArgumentError(f"mask {key!r} must hold only 0 and 1")
+        out[key] = m
+    return out
+
+
+class Combination:
+    """Loss of theta(c) = sum_i c_i theta_i for fixed states of one architecture (see the module doc).
+
+    Args:
+        template: a module of the architecture; a deep copy of it is what is evaluated.
+        states: the ``state_dict`` of every model (at least one), on any device.
+        masks: optional ``{parameter name: 0/1 tensor}``; every combined weight is multiplied by it.
+        name: the argument's name in error messages.
+    """
+
+    def __init__(self, template: nn.Module, states: Sequence[Mapping[str, Tensor]],
+                 masks: Mapping[str, Tensor] | None = None, name: str = "models"):
+        if not isinstance(template, nn.Module):
+            raise ArgumentError(f"{name} must be torch.nn.Module instances, got {type(template).__name__}")
+        if not states:
+            raise ArgumentError(f"{name} must not be empty")
+        self.model = copy.deepcopy(template)
+        self.device = model_device(template)
+        reference = self.model.state_dict()
+        _check_same_architecture(reference, states, name)
+        first = states[0]
+        self.count = len(states)
+        self.parameter_names = tuple(n for n, _ in self.model.named_parameters())
+        self._stacks = {k: torch.stack([s[k].detach().to(self.device) for s in states])
+                        for k, v in first.items() if v.is_floating_point()}
+        self._fixed = {k: v.detach().to(self.device).clone() for k, v in first.items() if not v.is_floating_point()}
+        self._masks = {k: m.to(self.device) for k, m in check_masks(masks, first).items()}
+        self.has_batchnorm = has_batchnorm(self.model)
+
+    def state(self, coefficients: Sequence[float]) -> dict[str, Tensor]:
+        """The combined state_dict; ``coefficients`` must sum to 1 (any signs: planes extrapolate)."""
+        c = [float(x) for x in coefficients]
+        if len(c) != self.count or abs(sum(c) - 1.0) > 1e-6:
+            raise ArgumentError(f"need {self.count} coefficients summing to 1, got {c}")
+        nonzero = [i for i, x in enumerate(c) if x != 0.0]
+        if len(nonzero) == 1:
+            floats = {k: s[nonzero[0]] for k, s in self._stacks.items()}
+        else:
+            w = torch.tensor(c[1:], dtype=torch.float64)
+            floats = {k: s[0] + torch.tensordot(w.to(s.device, s.dtype), s[1:] - s[0], dims=1)
+                      for k, s in self._stacks.items()}
+        for key, mask in self._masks.items():
+            floats[key] = floats[key] * mask.to(floats[key].dtype)
+        return {**floats, **self._fixed}
+
+    def load(self, coefficients: Sequence[float], bn: Iterable[Batch] | None = None) -> nn.Module:
+        """The private module holding theta(c), BatchNorm recomputed on ``bn`` if given; in eval mode."""
+        self.model.load_state_dict(self.state(coefficients))
+        if bn is not None and self.has_batchnorm:
+            recalibrate_batchnorm(self.model, bn)
+        return self.model.eval()
+
+    def evaluate(self, coefficients: Sequence[float], data: Mapping[str, Iterable[Batch]],
+                 loss_fn: LossFn | None = None, bn: Iterable[Batch] | None = None) -> dict[str, Point]:
+        """:func:`mean_loss` of theta(c) on each named data set (each iterated once)."""
+        model = self.load(coefficients, bn)
+        return {name: mean_loss(model, batches, loss_fn, name) for name, batches in data.items()}
+
+    def evaluate_many(self, rows: Sequence[Sequence[float]], evaluate: Callable[[Sequence[float]], dict[str, Point]],
+                      desc: str, progress: bool | None = None, results: dict[int, dict[str, Point]] | None = None,
+                      on_point: Callable[[dict[int, dict[str, Point]]], None] | None = None
+                      ) -> dict[int, dict[str, Point]]:
+        """``evaluate(row)`` for every row not in ``results`` yet (filled in place, so a caller can keep and
+        continue a partial scan), with a progress bar (``progress`` None: only on a terminal)."""
+        results = {} if results is None else results
+        with tqdm(total=len(rows), desc=desc, unit="point", leave=False,
+                  disable=None if progress is None else not progress) as bar:
+            bar.update(len(results))
+            for i, c in enumerate(rows):
+                if i in results:
+                    continue
+                results[i] = evaluate(c)
+                bar.update()
+                if on_point is not None:
+                    on_point(results)
+        return results
+
+    def displacement_gram(self) -> np.ndarray:
+        """G[i, j] = <theta_{i+2} - theta_1, theta_{j+2} - theta_1> over the parameters (not buffers)."""
+        diffs = torch.stack([torch.cat([(s[i] - s[0]).double().flatten() for k, s in self._stacks.items()
+                                        if k in self.parameter_names]) for i in range(1, self.count)])
+        return (diffs @ diffs.T).cpu().numpy()

@@ -1,0 +1,167 @@
+"""The landscape library on models the toolkit does not know: a torchvision ResNet-18 and an MSE MLP."""
+
+from __future__ import annotations
+
+import copy
+import doctest
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+import landscape
+from landscape import batches, combination, connectivity, hull_losses, linear_barrier, loss_plane
+from training.averaging import recalibrate_batchnorm
+
+
+def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
+    return {k: v.clone() for k, v in model.state_dict().items()}, model.training
+
+
+def _unchanged(model: nn.Module, snapshot: tuple[dict[str, torch.Tensor], bool]) -> bool:
+    state, training = snapshot
+    return model.training == training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def resnets() -> tuple[nn.Module, nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    a, b = resnet18(num_classes=10), resnet18(num_classes=10)
+    x, y = torch.randn(12, 3, 32, 32), torch.randint(0, 10, (12,))
+    for net in (a, b):  # running statistics that differ from the defaults, and train mode left on
+        net.train()
+        with torch.no_grad():
+            net(x)
+    return a, b, (x, y)
+
+
+@pytest.fixture(scope="module")
+def regression() -> tuple[nn.Module, nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    torch.manual_seed(1)
+    nets = [nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 2)) for _ in range(2)]
+    x = torch.randn(23, 5)
+    y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], 1)
+    uneven = [(x[:10], y[:10]), (x[10:20], y[10:20]), (x[20:], y[20:])]  # 10, 10, 3 samples
+    return nets[0], nets[1], uneven
+
+
+def test_barrier_of_a_model_with_itself_is_zero_and_flat(resnets, regression):
+    a, _, data = resnets
+    before = _snapshot(a)
+    result = linear_barrier(a, a, data, points=3, batch_size=5)
+    assert result.barrier == 0.0 and result.barrier_max == 0.0 and len(set(result.losses)) == 1
+    assert result.error_barrier == 0.0 and len(result.errors) == 3
+    assert _unchanged(a, before)
+    mlp, _, uneven = regression
+    flat = linear_barrier(mlp, mlp, uneven, loss_fn=nn.MSELoss(), points=4)
+    assert flat.barrier == 0.0 and len(set(flat.losses)) == 1 and flat.errors is None
+
+
+def test_swapping_the_endpoints_reverses_the_curve(regression):
+    a, b, data = regression
+    ab = linear_barrier(a, b, data, loss_fn=nn.MSELoss(), points=5)
+    ba = linear_barrier(b, a, data, loss_fn=nn.MSELoss(), points=5)
+    assert ab.losses == pytest.approx(ba.losses[::-1], rel=1e-6)
+    assert ab.barrier == pytest.approx(ba.barrier, rel=1e-6, abs=1e-9)
+
+
+def test_endpoints_are_the_loss_by_hand_over_uneven_batches(regression):
+    a, b, data = regression
+    result = linear_barrier(a, b, data, loss_fn=nn.MSELoss(), points=3)
+    x, y = torch.cat([x for x, _ in data]), torch.cat([y for _, y in data])
+    with torch.no_grad():
+        by_hand_a, by_hand_b = float(nn.MSELoss()(a(x), y)), float(nn.MSELoss()(b(x), y))
+    # a mean over 23 samples, not over the three batch means (which would over-weight the last 3)
+    assert result.losses[0] == pytest.approx(by_hand_a, rel=1e-6)
+    assert result.losses[-1] == pytest.approx(by_hand_b, rel=1e-6)
+    with torch.no_grad():
+        batch_means = sum(float(nn.MSELoss()(a(xb), yb)) for xb, yb in data) / len(data)
+    assert abs(by_hand_a - batch_means) > 1e-3, "the test data must tell the two averages apart"
+
+
+def test_resnet_endpoints_with_stored_and_recomputed_batchnorm(resnets):
+    a, b, (x, y) = resnets
+    before = _snapshot(a), _snapshot(b)
+    stored = linear_barrier(a, b, (x, y), points=2, bn_data=())
+    reference = copy.deepcopy(a).eval()
+    with torch.no_grad():
+        own = float(nn.functional.cross_entropy(reference(x), y))
+    assert stored.losses[0] == pytest.approx(own, rel=1e-5)
+    assert stored.bn.startswith("stored BatchNorm")
+    recal = linear_barrier(a, b, (x, y), points=2, bn_data=[(x[:8], y[:8])])
+    recalibrate_batchnorm(reference, [(x[:8], y[:8])])
+    with torch.no_grad():
+        own = float(nn.functional.cross_entropy(reference(x), y))
+    assert recal.losses[0] == pytest.approx(own, rel=1e-5) and recal.bn == "recalibrated on 8 samples"
+    assert _unchanged(a, before[0]) and _unchanged(b, before[1])
+
+
+def test_hull_of_identical_models_is_constant_and_vertices_are_the_models(resnets, regression):
+    a, _, data = resnets
+    before = _snapshot(a)
+    hull = hull_losses([a, a, a], data, samples=3)
+    assert len(set(hull.losses)) == 1 and set(hull.vertex_losses) == set(hull.losses)
+    assert all(sum(c) == pytest.approx(1.0) and min(c) >= 0 for c in hull.coefficients)
+    assert _unchanged(a, before)
+    mlp_a, mlp_b, uneven = regression
+    two = hull_losses([mlp_a, mlp_b], uneven, samples=5, loss_fn=nn.MSELoss(), seed=3)
+    line = linear_barrier(mlp_a, mlp_b, uneven, loss_fn=nn.MSELoss(), points=2)
+    assert two.vertex_losses == pytest.approx(line.losses, rel=1e-6)
+    assert two.coefficients == hull_losses([mlp_a, mlp_b], uneven, samples=5, loss_fn=nn.MSELoss(),
+                                           seed=3).coefficients
+
+
+def test_plane_vertices_give_back_the_models(regression):
+    a, b, data = regression
+    torch.manual_seed(2)
+    c = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 2))
+    plane = loss_plane([a, b, c], data, resolution=3, margin=0.0, loss_fn=nn.MSELoss())
+    line = linear_barrier(a, b, data, loss_fn=nn.MSELoss(), points=2)
+    assert plane.losses[0][0] == pytest.approx(line.losses[0], rel=1e-6)  # P_1 at the grid's corner
+    assert plane.vertices[0] == (0.0, 0.0) and plane.vertices[1][1] == 0.0 and plane.errors is None
+
+
+def test_masks_are_kept_by_every_point(regression):
+    a, b, data = regression
+    mask = (torch.rand_like(a[0].weight) > 0.5).float()
+    line = linear_barrier(a, b, data, loss_fn=nn.MSELoss(), points=3, masks={"0.weight": mask})
+    masked = copy.deepcopy(a)
+    with torch.no_grad():
+        masked[0].weight.mul_(mask)
+    x, y = torch.cat([x for x, _ in data]), torch.cat([y for _, y in data])
+    with torch.no_grad():
+        assert line.losses[0] == pytest.approx(float(nn.MSELoss()(masked(x), y)), rel=1e-6)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda a, b, d: linear_barrier(a, b, d, points=1), "points must be an integer >= 2"),
+    (lambda a, b, d: linear_barrier(a, nn.Linear(5, 2), d), "is not the architecture of models[0]"),
+    (lambda a, b, d: linear_barrier(a, "b", d), "models[1] must be a torch.nn.Module"),
+    (lambda a, b, d: linear_barrier(a, b, []), "data is empty"),
+    (lambda a, b, d: linear_barrier(a, b, torch.zeros(3)), "data must be an iterable"),
+    (lambda a, b, d: linear_barrier(a, b, d, masks={"nope": torch.ones(1)}), "masks has an entry 'nope'"),
+    (lambda a, b, d: linear_barrier(a, b, d, masks={"0.weight": torch.full_like(a[0].weight, 0.5)}),
+     "must hold only 0 and 1"),
+    (lambda a, b, d: linear_barrier(a, b, d, loss_fn=lambda o, t: (o - t) ** 2), "scalar tensor"),
+    (lambda a, b, d: hull_losses([a], d), "at least 2 modules"),
+    (lambda a, b, d: hull_losses([a, b], d, samples=0), "samples must be an integer >= 1"),
+    (lambda a, b, d: loss_plane([a, b], d), "exactly 3 modules"),
+    (lambda a, b, d: loss_plane([a, b, a], d, margin=float("nan")), "margin must be a finite number"),
+    (lambda a, b, d: loss_plane([a, b, a], d, loss_fn=nn.MSELoss()), "collinear"),
+    (lambda a, b, d: linear_barrier(a, b, d, loss_fn=lambda o, t: torch.tensor(float("nan"))), "not finite"),
+])
+def test_bad_arguments_raise_value_errors_naming_them(regression, call, message):
+    a, b, data = regression
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
+        call(a, b, data)
+    assert "--" not in str(err.value), "library errors speak Python, not flags"
+
+
+def test_every_public_name_is_exported_and_its_examples_run():
+    for name in landscape.__all__:
+        assert getattr(landscape, name) is not None
+    for module in (batches, combination, connectivity):
+        result = doctest.testmod(module)
+        assert result.failed == 0
+    assert doctest.testmod(connectivity).attempted >= 10
