@@ -53,9 +53,26 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
     """Mean of ``loss_fn`` over every sample of ``data`` (each batch weighted by its size), model in eval mode.
 
     ``loss_fn`` None is the cross-entropy of class logits, summed in float32 as
-    :func:`training.evaluate.evaluate` does (the same numbers to the bit).
+    :func:`training.evaluate.evaluate` does (the same numbers to the bit). The model's train/eval mode
+    is restored afterwards.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> X, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+        >>> point = mean_loss(net, [(X[:5], y[:5]), (X[5:], y[5:])])
+        >>> 0 <= point.acc <= 1, net.training
+        (True, True)
     """
+    was_training = model.training
     model.eval()
+    try:
+        return _mean_loss(model, data, loss_fn, name)
+    finally:
+        model.train(was_training)
+
+
+def _mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None, name: str) -> Point:
     total, correct, count, classify = 0.0, 0, 0, None
     for x, y in data:
         outputs = model(x)

@@ -1,247 +1,36 @@
-"""Curvature of a checkpoint's training loss: Hessian trace, top eigenvalue and eigenvalue density.
-
-The Hessian is that of the mean cross-entropy over N training samples (a seeded subset, 2048 by
-default, or all of them), with the model in eval mode (BatchNorm running statistics, no dropout).
-For a sparse checkpoint the default subspace is ``mask``: the Hessian restricted to the unpruned
-coordinates (its principal submatrix; random probes are zero on pruned weights), whose trace is the
-curvature the sparse network can feel; ``full`` takes all coordinates, as PyHessian does.
-
-- trace: Hutchinson (1989) or Hutch++ (Meyer et al. 2021), :mod:`landscape.trace`, with a standard
-  error and optional early stop at a target relative standard error;
-- top eigenvalue and density: Lanczos / stochastic Lanczos quadrature, :mod:`landscape.spectrum`;
-- products: :mod:`landscape.hvp` (one gradient graph per batch shared by all probes);
-- ``backend="pyhessian"`` also runs the ``pyhessian`` package as a cross-check,
-  :mod:`landscape.pyhessian_backend`.
-
-Library: :func:`hessian_analysis` (model + batches), :func:`analyse_checkpoint`, :func:`analyse_run`.
-CLI: ``python -m landscape.hessian CKPT`` or ``--run DIR`` (see ``--help``).
+"""``python -m landscape.hessian CKPT`` (or ``--run DIR``): Hessian trace, top eigenvalue and eigenvalue
+density of a checkpoint's training loss; the library is :mod:`landscape.hessian_report` (checkpoints and
+runs) over :mod:`landscape.curvature` (any module), whose names are importable from here too.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
-import torch
-from torch import Tensor, nn
+from collections.abc import Sequence
 
 from landscape.cli import check_outputs, open_checkpoint, write_json
-from landscape.curvature import HessianOperator
-from landscape.evaluation import checkpoint_data
 from landscape.hessian_output import build_parser, format_report, format_run, report_figure, run_figure
-from landscape.hvp import Batch, trainable_parameters
+from landscape.hessian_report import (
+    EVAL_MODE,
+    LOSS,
+    HessianOptions,
+    HessianReport,
+    HessianResult,
+    analyse_checkpoint,
+    analyse_run,
+    hessian_analysis,
+    run_checkpoints,
+    sample_indices,
+    training_batches,
+)
 from landscape.plots import save_figure
-from landscape.pyhessian_backend import PyHessianTrace, pyhessian_trace
-from landscape.spectrum import Spectrum
-from landscape.trace import ESTIMATORS, TraceEstimate
-from training.checkpoint import Checkpoint, build_model, load_checkpoint
-from training.data import Dataset, subsample_indices
 from training.device import resolve_device
 from training.errors import UserError, run_cli
 
-EVAL_MODE = "eval (BatchNorm running statistics, dropout off)"
-LOSS = "mean cross-entropy over the samples"
-STREAMS = {"samples": 0, "probes": 1, "lanczos": 2}
-
-
-def derive_seed(seed: int, stream: str) -> int:
-    """Independent seeds for the sample subset, the probes and the Lanczos start vectors."""
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, STREAMS[stream]]).generate_state(1)[0])
-
-
-@dataclass(frozen=True)
-class HessianOptions:
-    """What to estimate and how. ``samples`` None: all training samples. ``subspace`` None: ``mask``
-    when the checkpoint has masks, else ``full``. ``probes`` is the matrix-vector product budget of the
-    trace (the maximum when ``target_rse`` is set). Lanczos takes at most one step per coordinate of the
-    (sub)space, so ``lanczos_steps`` beyond it are not taken (the spectrum records the steps taken), and
-    at most :attr:`MAX_LANCZOS_STEPS`, as every step keeps a vector of the space's size."""
-
-    MAX_LANCZOS_STEPS: ClassVar[int] = 10_000
-
-    method: str = "hutchinson"
-    probes: int = 64
-    samples: int | None = 2048
-    batch_size: int = 512
-    subspace: str | None = None
-    per_layer: bool = False
-    top_eigen: bool = False
-    density: bool = False
-    lanczos_steps: int = 64
-    lanczos_runs: int = 1
-    target_rse: float | None = None
-    backend: str = "native"
-    seed: int = 0
-    progress: bool = False
-
-    def validate(self) -> None:
-        """Raise :class:`UserError` naming the first bad option."""
-        checks = [
-            (self.method in ESTIMATORS, f"--method must be one of {', '.join(ESTIMATORS)}"),
-            (self.probes >= (3 if self.method == "hutchpp" else 1),
-             "--probes must be >= 1 (>= 3 for hutchpp: a third each for sketch, subspace and residual)"),
-            (self.samples is None or self.samples >= 1, "--samples must be a positive number or 'all'"),
-            (self.batch_size >= 1, "--batch-size must be positive"),
-            (self.subspace in (None, "mask", "full"), "--subspace must be mask or full"),
-            (self.lanczos_steps >= 1 and self.lanczos_runs >= 1, "--lanczos-steps and --lanczos-runs must be >= 1"),
-            (self.lanczos_steps <= self.MAX_LANCZOS_STEPS,
-             f"--lanczos-steps must be at most {self.MAX_LANCZOS_STEPS:,} (each step keeps one vector per run; "
-             "Lanczos needs far fewer for the top eigenvalue and the density)"),
-            (self.target_rse is None or self.target_rse > 0, "--target-rse must be positive"),
-            (self.backend in ("native", "pyhessian"), "--backend must be native or pyhessian"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
-
-
-@dataclass(frozen=True)
-class HessianResult:
-    """Estimates for one model; ``dim`` is the number of coordinates of the (sub)space."""
-
-    options: HessianOptions
-    samples: int
-    subspace: str
-    dim: int
-    trace: TraceEstimate
-    spectrum: Spectrum | None = None
-    pyhessian: PyHessianTrace | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def sample_indices(available: int, samples: int | None, seed: int) -> Tensor | None:
-    """A seeded subset of ``samples`` of ``available`` training indices; None for all of them."""
-    g = torch.Generator().manual_seed(derive_seed(seed, "samples"))
-    return None if samples is None else subsample_indices(available, samples, g)
-
-
-def hessian_analysis(model: nn.Module, batches: Sequence[Batch], masks: Mapping[str, Tensor] | None = None,
-                     options: HessianOptions = HessianOptions()) -> HessianResult:
-    """Trace (and optionally spectrum and PyHessian cross-check) of the Hessian of the mean
-    cross-entropy over all samples in ``batches``, for ``model`` in eval mode: the options of the CLI
-    over :class:`landscape.curvature.HessianOperator`."""
-    options.validate()
-    subspace = options.subspace or ("mask" if masks else "full")
-    params = trainable_parameters(model)
-    if not params:
-        raise UserError("the model has no trainable parameters")
-    masks = {k: v for k, v in (masks or {}).items() if k in params}  # frozen parameters have no curvature here
-    op = HessianOperator(model, batches, masks=masks if subspace == "mask" else None, progress=options.progress)
-    seconds = {}
-    start = time.perf_counter()
-    trace = op.trace(options.method, options.probes, per_layer=options.per_layer, target_rse=options.target_rse,
-                     seed=torch.Generator().manual_seed(derive_seed(options.seed, "probes")))
-    seconds["trace"] = time.perf_counter() - start
-    spectrum = None
-    if options.top_eigen or options.density:
-        start = time.perf_counter()
-        spectrum = op.spectrum(options.lanczos_steps, options.lanczos_runs,
-                               seed=torch.Generator().manual_seed(derive_seed(options.seed, "lanczos")))
-        seconds["spectrum"] = time.perf_counter() - start
-    reference = None
-    if options.backend == "pyhessian":
-        start = time.perf_counter()
-        reference = pyhessian_trace(model, batches, trace.matvecs, options.seed,
-                                    masks if subspace == "mask" else None, options.top_eigen)
-        seconds["pyhessian"] = time.perf_counter() - start
-    return HessianResult(options, op.samples, subspace, op.dim, trace, spectrum, reference, seconds)
-
-
-@dataclass(frozen=True)
-class HessianReport:
-    """A :class:`HessianResult` for a checkpoint file."""
-
-    checkpoint: str
-    kind: str
-    cycle: int | None
-    particle: int | None
-    density: float
-    result: HessianResult
-
-    def to_json(self) -> dict[str, Any]:
-        """The CONTRACT.md section 4 keys, plus everything else that was computed."""
-        r, t = self.result, self.result.trace
-        obj: dict[str, Any] = {
-            "checkpoint": self.checkpoint, "method": t.method, "probes": t.matvecs, "samples": r.samples,
-            "subspace": r.subspace, "trace": t.estimate, "stderr": t.stderr, "per_layer": t.per_layer,
-            "per_layer_stderr": t.per_layer_stderr, "relative_stderr": t.relative_stderr,
-            "probes_requested": r.options.probes, "target_rse": r.options.target_rse, "dim": r.dim,
-            "kind": self.kind, "cycle": self.cycle, "particle": self.particle, "density": self.density,
-            "sparsity": 1.0 - self.density, "mode": EVAL_MODE, "loss": LOSS, "batch_size": r.options.batch_size,
-            "seed": r.options.seed, "backend": r.options.backend, "terms": list(t.samples), "seconds": r.seconds,
-        }
-        if r.spectrum is not None:
-            s = r.spectrum
-            obj["top_eigenvalue"] = {"value": s.top_eigenvalue, "residual": s.top_residual, "matvecs": s.matvecs}
-            if r.options.density:
-                grid, phi = s.density()
-                obj["density_estimate"] = {"steps": s.steps, "runs": r.options.lanczos_runs,
-                                           "ritz_values": s.ritz_values.tolist(), "weights": s.weights.tolist(),
-                                           "grid": grid.tolist(), "density": phi.tolist()}
-        if r.pyhessian is not None:
-            p = r.pyhessian
-            obj["pyhessian"] = {"trace": p.estimate, "stderr": p.stderr, "probes": len(p.samples),
-                                "terms": list(p.samples), "top_eigenvalue": p.top_eigenvalue}
-        return _finite(obj)
-
-
-def _finite(obj: Any) -> Any:
-    """NaN and infinities become JSON null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def training_batches(dataset: Dataset, options: HessianOptions) -> list[Batch]:
-    """The (seeded subset of the) training split in batches, without augmentation."""
-    idx = sample_indices(dataset.size("train"), options.samples, options.seed)
-    return list(dataset.eval_batches("train", options.batch_size, idx))
-
-
-def analyse_checkpoint(ckpt: Checkpoint | str | Path, options: HessianOptions = HessianOptions(),
-                       device: torch.device | str = "cpu", data_dir: str | None = None) -> HessianReport:
-    """Rebuild model and training data from a checkpoint and analyse its Hessian. The data are read and
-    cached under ``data_dir`` (None: ``data`` in the working directory), never where the checkpoint says."""
-    ckpt = ckpt if isinstance(ckpt, Checkpoint) else load_checkpoint(ckpt)
-    options.validate()
-    model = build_model(ckpt, device)
-    dataset = checkpoint_data(ckpt, device, data_dir)
-    masks = {k: v.to(device) for k, v in ckpt.masks.items()}
-    result = hessian_analysis(model, training_batches(dataset, options), masks, options)
-    return HessianReport(ckpt.path, ckpt.kind, ckpt.cycle, ckpt.particle, ckpt.density, result)
-
-
-def run_checkpoints(run: str | Path, particles: bool = False) -> list[Path]:
-    """Every cycle's ``average.safetensors`` (and, with ``particles``, its particles) in cycle order."""
-    root = Path(run)
-    if not root.is_dir():
-        raise UserError(f"run directory {root} does not exist")
-    paths = []
-    for cycle in sorted(root.glob("cycle_[0-9][0-9]")):
-        if (cycle / "average.safetensors").is_file():
-            paths.append(cycle / "average.safetensors")
-        if particles:
-            paths.extend(sorted(cycle.glob("particle_[0-9][0-9].safetensors")))
-    if not paths:
-        raise UserError(f"{root} holds no cycle_KK/average.safetensors; is it a run directory?")
-    return paths
-
-
-def analyse_run(run: str | Path, options: HessianOptions = HessianOptions(), device: torch.device | str = "cpu",
-                particles: bool = False, data_dir: str | None = None) -> list[HessianReport]:
-    """:func:`analyse_checkpoint` for every cycle's average (and particles) of a run."""
-    return [analyse_checkpoint(path, options, device, data_dir) for path in run_checkpoints(run, particles)]
+__all__ = ["EVAL_MODE", "LOSS", "HessianOptions", "HessianReport", "HessianResult", "analyse_checkpoint",
+           "analyse_run", "hessian_analysis", "main", "options_from_args", "run_checkpoints", "sample_indices",
+           "training_batches"]
 
 
 def options_from_args(args: argparse.Namespace) -> HessianOptions:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
 from landscape.cli import add_io_arguments
+from landscape.hessian_report import HessianReport
 from training.errors import ArgumentParser
-
-if TYPE_CHECKING:
-    from landscape.hessian import HessianReport
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,24 +20,25 @@ from training.atomic import atomic_write_bytes
 PANEL_SIZE = (4.2, 3.4)
 
 
-def _panels(count: int, style: str = "whitegrid") -> tuple[Figure, list]:
+def panel_grid(count: int, style: str = "whitegrid", size: tuple[float, float] = PANEL_SIZE) -> tuple[Figure, list]:
+    """A figure of ``count`` panels side by side, each ``size`` inches, in the seaborn ``style``."""
     with sns.axes_style(style):
-        fig = Figure(figsize=(PANEL_SIZE[0] * count, PANEL_SIZE[1]), layout="constrained")
+        fig = Figure(figsize=(size[0] * count, size[1]), layout="constrained")
         axes = fig.subplots(1, count, squeeze=False)[0]
     return fig, list(axes)
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> None:
-    """Render ``fig`` to PNG in memory and write it atomically."""
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150, format: str = "png") -> None:
+    """Render ``fig`` in memory (PNG, or another matplotlib ``format`` such as pdf) and write it atomically."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format=format, dpi=dpi)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def line_panels(x: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str,
                 title: str = "") -> Figure:
     """One panel per title, one line (with markers) per label: ``panels[title][label] = y``."""
-    fig, axes = _panels(len(panels))
+    fig, axes = panel_grid(len(panels))
     for ax, (name, lines) in zip(axes, panels.items(), strict=True):
         for label, y in lines.items():
             sns.lineplot(x=list(x), y=list(y), marker="o", label=label, ax=ax)
@@ -51,7 +52,7 @@ def line_panels(x: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[f
 
 def heatmap_panels(panels: Mapping[str, np.ndarray], labels: Sequence[str], title: str = "") -> Figure:
     """One annotated heatmap per title of a square matrix indexed by ``labels`` (NaN = blank)."""
-    fig, axes = _panels(len(panels), style="white")
+    fig, axes = panel_grid(len(panels), style="white")
     for ax, (name, matrix) in zip(axes, panels.items(), strict=True):
         sns.heatmap(np.asarray(matrix, dtype=float), annot=True, fmt=".3g", square=True, cmap="viridis",
                     xticklabels=list(labels), yticklabels=list(labels), ax=ax)
@@ -64,7 +65,7 @@ def heatmap_panels(panels: Mapping[str, np.ndarray], labels: Sequence[str], titl
 def histogram_panels(panels: Mapping[str, Sequence[float]], markers: Mapping[str, Mapping[str, float]],
                      xlabel: str, title: str = "") -> Figure:
     """A histogram of values per title, with labelled vertical lines at ``markers[title]``."""
-    fig, axes = _panels(len(panels))
+    fig, axes = panel_grid(len(panels))
     palette = sns.color_palette("deep")
     for ax, (name, values) in zip(axes, panels.items(), strict=True):
         sns.histplot(x=list(values), ax=ax, color=palette[0], label="hull samples")
@@ -85,7 +86,7 @@ def contour_panels(xs: Sequence[float], ys: Sequence[float], panels: Mapping[str
 
     Panels named in ``log_scale`` get geometrically spaced levels (losses span orders of magnitude).
     """
-    fig, axes = _panels(len(panels), style="white")
+    fig, axes = panel_grid(len(panels), style="white")
     px, py = np.array([p[0] for p in points]), np.array([p[1] for p in points])
     for ax, (name, grid) in zip(axes, panels.items(), strict=True):
         z = np.asarray(grid, dtype=float)

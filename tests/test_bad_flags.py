@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from landscape import barrier, hessian, study_budget, study_report, subspace
-from landscape import study as analysis
+from landscape import barrier, hessian, subspace
 from landscape.hessian import HessianOptions
 from landscape.spectrum import lanczos_spectrum
+from studies import analyse as analysis
+from studies import budget as study_budget
+from studies import report as study_report
 from training import imp, swamp
 from training import study as training_study
 from training.averaging import RunningAverage
@@ -148,7 +150,7 @@ def test_resume_state_of_another_model_is_refused_before_training(run_copy, tmp_
     assert load_train_state(path, "cpu", {"w": torch.ones(2), "b": torch.zeros(1)}).epoch == 1
 
 
-# --- 9: landscape.study settings ------------------------------------------------------------------------
+# --- 9: studies.analyse settings ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("args, message", [
@@ -272,13 +274,13 @@ def _cli(module):
 
 CLIS = {"training.swamp": (swamp, []), "training.imp": (imp, []), "training.study": (training_study, ["--out", "x"]),
         "landscape.barrier": (barrier, []), "landscape.subspace": (subspace, []), "landscape.hessian": (hessian, []),
-        "landscape.study": (analysis, ["{study}"]), "landscape.study_report": (study_report, ["{study}"]),
-        "landscape.study_budget": (study_budget, ["{study}"])}
+        "studies.analyse": (analysis, ["{study}"]), "studies.report": (study_report, ["{study}"]),
+        "studies.budget": (study_budget, ["{study}"])}
 UNPARSABLE = {"training.swamp": ["--epochs", "abc"], "training.imp": ["--epochs", "abc"],
               "training.study": ["--epochs", "abc"], "landscape.barrier": ["--points", "abc"],
               "landscape.subspace": ["--samples", "abc"], "landscape.hessian": ["--probes", "abc"],
-              "landscape.study": ["--jobs", "abc"], "landscape.study_report": ["--cycles", "a,b"],
-              "landscape.study_budget": ["--cycles", "a,b"]}
+              "studies.analyse": ["--jobs", "abc"], "studies.report": ["--cycles", "a,b"],
+              "studies.budget": ["--cycles", "a,b"]}
 
 
 @pytest.mark.parametrize("name", sorted(CLIS))

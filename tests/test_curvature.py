@@ -219,3 +219,22 @@ def test_bad_inputs_name_the_argument(call, error, words):
 def test_docstring_examples_run():
     result = doctest.testmod(landscape.curvature)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_batchnorm_folded_or_not_gives_the_exact_hessian(batch):
+    from landscape.hvp import ConvBatchNorm, double_backward_friendly
+
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv1d(2, 6, 3, padding=1), nn.BatchNorm1d(6), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(24, 3)).double()
+    model[1].running_mean.normal_()
+    model[1].running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x, y = torch.randn(8, 2, 4, **F64), torch.randint(0, 3, (8,))
+    # the convolution's output on a batch of 1 (24 numbers) is smaller than its weight (36): not folded
+    net, _ = double_backward_friendly(model, x[:batch])
+    assert any(isinstance(m, ConvBatchNorm) for m in net.modules()) == (batch > 1)
+    op = HessianOperator(model, (x, y), batch_size=batch)
+    hess = exact_hessian(model, x, y, nn.functional.cross_entropy)
+    assert torch.allclose(op.matmat(torch.eye(op.dim, **F64)), hess, atol=1e-12, rtol=1e-10)

@@ -19,7 +19,7 @@ import pytest
 from conftest import DATA_DIR, TINY_ARGS
 
 from landscape import barrier, hessian, subspace
-from landscape import study as landscape_study
+from studies import analyse as landscape_study
 from training import study as training_study
 from training import swamp
 from training.errors import RESUME_RUN, run_cli

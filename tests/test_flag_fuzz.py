@@ -41,13 +41,13 @@ def _flags(tool: str) -> st.SearchStrategy[list[str]]:
 
 def _too_costly(argv: list[str]) -> bool:
     """Valid but huge requests (2**70 points) are the user's to make; they are not what is tested here."""
+    limits = {"--points": 8, "--samples": 64, "--resolution": 3, "--probes": 8}
     for flag, value in zip(argv, argv[1:], strict=False):
-        if flag in ("--points", "--samples", "--resolution", "--probes"):
-            try:
-                if int(value) > 64:
-                    return True
-            except ValueError:
-                pass
+        try:
+            if flag in limits and int(value) > limits[flag]:
+                return True
+        except ValueError:
+            pass
     return False
 
 

@@ -165,3 +165,15 @@ def test_every_public_name_is_exported_and_its_examples_run():
         result = doctest.testmod(module)
         assert result.failed == 0
     assert doctest.testmod(connectivity).attempted >= 10
+
+
+def test_the_readme_example_runs(capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"<!-- own-model-example -->\n```python\n(.*?)```", readme, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["barrier", "hull", "Hessian trace"]
+    assert float(lines[2].split()[2]) > 0, "a trained classifier's loss has positive curvature"

@@ -16,15 +16,16 @@ from nbclient import NotebookClient
 from safetensors.torch import load_file
 from scipy import stats
 
-from landscape import study_budget as sb
-from landscape import study_tables as st
-from landscape.study import analyse_study
-from landscape.study import main as analysis_main
-from landscape.study_claims import count_below, extremes, paired
-from landscape.study_report import study_report
+from studies import budget as sb
+from studies import tables as st
+from studies.analyse import analyse_study
+from studies.analyse import main as analysis_main
+from studies.claims import count_below, extremes, paired
+from studies.manifest import method_roles
+from studies.report import study_report
 from training.errors import UserError, run_cli
 from training.lock import exclusive
-from training.study import MANIFEST, quick_plan, run_study
+from training.study import MANIFEST, default_plan, quick_plan, run_study
 from training.study import main as study_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,6 +95,40 @@ def test_a_study_cannot_be_continued_with_another_grid(study):
                  quick_plan("mnist1d-mlp")):
         with pytest.raises(UserError, match="other settings"):
             run_study(study, plan)
+
+
+def _without_roles(manifest: dict) -> dict:
+    """``manifest`` as studies wrote it before methods recorded their role."""
+    return {**manifest, "methods": [{k: v for k, v in m.items() if k != "role"} for m in manifest["methods"]]}
+
+
+def test_roles_are_recorded_and_an_old_manifest_gets_the_same_ones():
+    for plan in (default_plan("mnist1d"), quick_plan("mnist1d")):
+        body = json.loads(json.dumps(plan.to_json()))
+        roles = method_roles(body)
+        assert roles.of == {m["name"]: m["role"] for m in body["methods"]}
+        assert method_roles(_without_roles(body)) == roles
+    full = default_plan("mnist1d").to_json()
+    roles = method_roles(full)
+    assert roles["swamp"] == "swamp-n4" and roles.methods("swamp-n") == ["swamp-n2", "swamp-n8"]
+    assert roles.methods("oneshot") == ["oneshot-magnitude", "oneshot-random"]
+    assert [roles[r] for r in ("imp", "swa", "particles", "swamp-plus")] == ["imp", "swa", "particles", "swamp-plus"]
+    without_central = {**full, "methods": [m for m in full["methods"] if m["name"] != "swamp-n4"]}
+    assert method_roles(without_central)["swamp"] == "swamp-n2", "then the first other N is the study's SWAMP"
+
+
+def test_a_study_started_before_roles_is_analysed_and_continued_as_the_same_plan(study, tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(study, old)
+    manifest = json.loads((old / MANIFEST).read_text())
+    (old / MANIFEST).write_text(json.dumps(_without_roles(manifest)))
+    assert st.roles(old) == st.roles(study)
+    assert analyse_study(old, data_dir=str(DATA_DIR)) == [], "the same measurements as before"
+    assert study_report(old) == study_report(study)
+    capsys.readouterr()
+    assert study_main([*QUICK_ARGS, "--out", str(old)]) == 0, "not a study with other settings"
+    assert capsys.readouterr().out.count("skip ") == len(manifest["runs"])
+    assert json.loads((old / MANIFEST).read_text())["methods"] == manifest["methods"], "roles recorded now"
 
 
 def test_a_finished_study_gains_seeds_and_runs_only_their_sub_runs(study, tmp_path, capsys):

@@ -2,7 +2,7 @@
 
 A run directory (and a study, and a study's ``analysis/``) is written by one process at a time. A
 second process that would write there -- ``--resume`` of a run that is still going, a second
-``training.study`` or ``landscape.study`` on the same study -- stops with one line instead of
+``training.study`` or ``studies.analyse`` on the same study -- stops with one line instead of
 training the same particles twice and deleting the first process's temporary files.
 
 The lock is ``flock(2)`` on ``DIR/.lock``: the kernel releases it when the holder exits, however it

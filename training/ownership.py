@@ -8,7 +8,7 @@ existing directory, only when that directory is empty or already one of ours:
   ``results.csv``, ``cycle_KK/`` holding ``particle_PP.safetensors``, ``average.safetensors`` and
   ``metrics.json``, ``.resume/*.safetensors``, ``.lock`` and temporaries ``.NAME.tmp-PID``;
 * a **study** (:mod:`training.study`): it holds ``study.json``;
-* a study's **analysis** (:mod:`landscape.study`): it holds ``settings.json``.
+* a study's **analysis** (:mod:`studies.analyse`): it holds ``settings.json``.
 
 Anything else in the tree (a file of the user's, a symbolic link, a folder under a name a run never
 writes) makes the directory foreign: the command stops with one line and deletes nothing. Deletion

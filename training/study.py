@@ -5,17 +5,24 @@ Every method below runs for every seed as an ordinary run directory ``DIR/runs/M
 after every change) lists them with their status. The same command continues an interrupted study:
 finished sub-runs are skipped, unfinished ones resume at their last finished epoch.
 
-Methods (Choi et al. 2024, sections 4-5 and their ablations):
+Methods (Choi et al. 2024, sections 4-5 and their ablations), each with its role (:data:`ROLES`):
 
-=================  =============================================================================
-``imp``            IMP with weight rewinding (Frankle et al. 2020): one particle, plain SGD
-``swa``            IMP + SWA (Izmailov et al. 2018): one particle with SWA (N = 1 of the ablation)
-``particles``      N particles averaged, no SWA
-``swamp-nN``       SWAMP with N = 2, 4, 8 SWA particles
-``swamp-plus``     SWAMP+: one particle before ``plus_cycle``, N particles from it
-``oneshot-*``      one-shot global magnitude / random pruning of the dense solution to every IMP
-                   density, then training from the ticket (:mod:`training.oneshot`)
-=================  =============================================================================
+=================  ==============  =============================================================
+method             role            what
+=================  ==============  =============================================================
+``imp``            ``imp``         IMP with weight rewinding (Frankle et al. 2020): one particle,
+                                   plain SGD
+``swa``            ``swa``         IMP + SWA (Izmailov et al. 2018): one particle with SWA (N = 1
+                                   of the ablation)
+``particles``      ``particles``   N particles averaged, no SWA
+``swamp-nN``       ``swamp``       SWAMP, the central arm every comparison is about: N = 4 (the
+                                   smallest N if 4 is not in the grid)
+``swamp-nN``       ``swamp-n``     SWAMP with the other N = 2, 8 SWA particles (the N ablation)
+``swamp-plus``     ``swamp-plus``  SWAMP+: one particle before ``plus_cycle``, N particles from it
+``oneshot-*``      ``oneshot``     one-shot global magnitude / random pruning of the dense solution
+                                   to every IMP density, then training from the ticket
+                                   (:mod:`training.oneshot`)
+=================  ==============  =============================================================
 
 The default grid (``--preset mnist1d``) runs 15 cycles, so that the last trains at density
 0.8^14 = 4.4% (>= 95% sparsity), on three seeds. ``--quick`` is a seconds-long grid for tests.
@@ -37,21 +44,25 @@ from training.config import SEED_LIMIT, check_data_dir, resolve_config
 from training.device import resolve_device
 from training.errors import ArgumentParser, UserError, run_cli
 from training.lock import exclusive
-from training.oneshot import run_oneshot
 from training.ownership import check_out_text, check_usable_directory
 from training.presets import PRESETS
-from training.run import run_swamp
 from training.rundir import RunDir
 from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
 
 FORMAT = "swamp-study/1"
 MANIFEST = "study.json"
 STUDY_CYCLES = 15  # 0.8^14 = 4.4% density in the last cycle
+ROLES = ("imp", "swa", "particles", "swamp", "swamp-n", "swamp-plus", "oneshot")
 
 
 @dataclass(frozen=True)
 class Method:
-    """One arm of the study: the RunConfig fields it sets, and whether it prunes one-shot."""
+    """One arm of the study: the RunConfig fields it sets, whether it prunes one-shot, and its role.
+
+    ``role`` (one of :data:`ROLES`, recorded in ``study.json``) is what the study's readers select and
+    compare methods by, so that no reader parses method names; None: not recorded (as in the
+    manifests of studies started before methods had roles).
+    """
 
     name: str
     particles: int = 1
@@ -59,6 +70,7 @@ class Method:
     particles_from_cycle: int = 0
     prune_method: str = "global"
     oneshot: bool = False
+    role: str | None = None
 
     def overrides(self) -> dict[str, Any]:
         return {"particles": self.particles, "swa": self.swa, "particles_from_cycle": self.particles_from_cycle,
@@ -71,11 +83,13 @@ def grid(particles: Sequence[int], plus_cycle: int, plus_particles: int, average
     Cheap and central arms first, so that a study cut short still holds the main comparison.
     """
     central, *others = sorted(particles, key=lambda n: (n != 4, n))
-    return (Method("imp", swa=False), Method("swa"), Method(f"swamp-n{central}", central),
-            Method("particles", averaged, swa=False), Method("oneshot-magnitude", swa=False, oneshot=True),
-            Method("oneshot-random", swa=False, prune_method="random", oneshot=True),
-            *(Method(f"swamp-n{n}", n) for n in others),
-            Method("swamp-plus", plus_particles, particles_from_cycle=plus_cycle))
+    return (Method("imp", swa=False, role="imp"), Method("swa", role="swa"),
+            Method(f"swamp-n{central}", central, role="swamp"),
+            Method("particles", averaged, swa=False, role="particles"),
+            Method("oneshot-magnitude", swa=False, oneshot=True, role="oneshot"),
+            Method("oneshot-random", swa=False, prune_method="random", oneshot=True, role="oneshot"),
+            *(Method(f"swamp-n{n}", n, role="swamp-n") for n in others),
+            Method("swamp-plus", plus_particles, particles_from_cycle=plus_cycle, role="swamp-plus"))
 
 
 @dataclass(frozen=True)
@@ -160,12 +174,16 @@ def check_same_plan(root: Path, plan: StudyPlan) -> None:
     """An existing study must be continued with the grid it was started with; it may gain seeds.
 
     Adding seeds (``--seeds`` listing the old ones first, then new ones) runs only the new sub-runs;
-    every other change (preset, settings, methods, fewer or reordered seeds) is refused.
+    every other change (preset, settings, methods, fewer or reordered seeds) is refused. A manifest
+    written before methods recorded their ``role`` is compared without it (the roles are then recorded).
     """
     if not (root / MANIFEST).is_file():
         return
     saved = read_manifest(root)
     new = json.loads(json.dumps(plan.to_json()))
+    saved_methods = saved.get("methods")
+    if isinstance(saved_methods, list) and not any(isinstance(m, dict) and "role" in m for m in saved_methods):
+        new["methods"] = [{k: v for k, v in m.items() if k != "role"} for m in new["methods"]]
     old_seeds = saved.get("seeds") or []
     same_rest = {k: saved.get(k) for k in new if k != "seeds"} == {k: v for k, v in new.items() if k != "seeds"}
     if not same_rest or new["seeds"][:len(old_seeds)] != old_seeds:
@@ -185,6 +203,10 @@ def sub_config(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: 
 def run_sub_run(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: dict[str, Any],
                 threads: int | None = None) -> tuple[str, str | None]:
     """Run (or resume) one sub-run; returns ``(status, error)``. Runs in a worker process with ``--jobs``."""
+    # the trainers load here, not at import: the study's readers import this module for its manifest
+    from training.oneshot import run_oneshot
+    from training.run import run_swamp
+
     set_threads(threads)
     try:
         cfg = sub_config(plan, method, seed, path, runtime)

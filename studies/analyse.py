@@ -1,4 +1,4 @@
-"""``python -m landscape.study DIR``: the landscape measurements of a study, cached as JSON.
+"""``python -m studies.analyse DIR``: the landscape measurements of a study, cached as JSON.
 
 Reads a study directory of :mod:`training.study` and writes, atomically, one file per measurement
 ``DIR/analysis/KIND/RUN/cycle_KK.json``; a rerun computes only the missing ones, so it can be
@@ -17,8 +17,10 @@ hessian       IMP, SWA, SWAMP      Hutchinson trace of the solution's Hessian wi
                                    (:mod:`landscape.hessian`, Hutchinson 1989)
 ============  ===================  =========================================================
 
-"SWAMP" is the study's first ``swamp-nN`` method (N = 4 in the full grid). ``analysis/settings.json``
-records the :class:`AnalysisSettings`; a study made with ``--quick`` gets :data:`QUICK_SETTINGS`.
+Runs are chosen by their method's role (:func:`studies.manifest.method_roles`): "SWAMP" is the
+method of role ``swamp`` (N = 4 in the full grid), IMP, SWA and particles those of roles ``imp``,
+``swa`` and ``particles``. ``analysis/settings.json`` records the :class:`AnalysisSettings`; a study
+made with ``--quick`` gets :data:`QUICK_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from tqdm.auto import tqdm
 from landscape.barrier import checkpoint_barrier, cycle_barriers
 from landscape.cli import write_json
 from landscape.evaluation import SPLITS, EvalOptions, run_particles
-from landscape.hessian import HessianOptions, analyse_checkpoint
+from landscape.hessian_report import HessianOptions, analyse_checkpoint
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape
+from studies.manifest import ANALYSIS, method_roles
 from training.config import SEED_LIMIT
 from training.device import resolve_device
 from training.errors import ArgumentParser, UserError, run_cli
@@ -48,7 +51,6 @@ from training.rundir import RunDir
 from training.study import cycles_done, read_manifest
 from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
 
-ANALYSIS = "analysis"
 KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
 
 
@@ -128,17 +130,10 @@ def result_path(root: str | Path, kind: str, run: str, cycle: int) -> Path:
     return Path(root) / ANALYSIS / kind / run / f"cycle_{cycle:02d}.json"
 
 
-def study_roles(manifest: dict[str, Any]) -> dict[str, str | None]:
-    """Method names playing each role: ``swamp`` (first swamp-nN), ``imp``, ``swa``, ``particles``."""
-    names = [m["name"] for m in manifest["methods"]]
-    swamp = next((n for n in names if n.startswith("swamp-n")), None)
-    return {"swamp": swamp, **{n: (n if n in names else None) for n in ("imp", "swa", "particles")}}
-
-
 def plan_jobs(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, options: EvalOptions,
               device: str) -> list[Job]:
     """Every measurement the notebooks read, for the cycles that exist now."""
-    roles = study_roles(manifest)
+    roles = method_roles(manifest)
     wanted = {"pairs": ("swamp", "particles"), "consecutive": ("imp", "swa", "swamp"), "hull": ("swamp", "particles"),
               "hessian": ("imp", "swa", "swamp"), "plane": ("swamp",)}
     first_seed = manifest["seeds"][0]
@@ -148,7 +143,7 @@ def plan_jobs(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, 
         run = root / entry["path"]
         cycles = list(range(cycles_done(run)))
         for kind, role_names in wanted.items():
-            if entry["method"] not in {roles[r] for r in role_names}:
+            if entry["method"] not in roles.methods(*role_names):
                 continue
             if kind == "plane":
                 if entry["seed"] != first_seed or not cycles:
@@ -283,7 +278,7 @@ def check_kinds(kinds: Sequence[str]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="python -m landscape.study",
+        prog="python -m studies.analyse",
         description="Compute the landscape measurements of a study directory (barriers, hulls, planes, Hessian "
                     "traces) into DIR/analysis/; rerun to continue.")
     parser.add_argument("study", metavar="DIR", help="a study directory of python -m training.study")
@@ -305,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_analysis(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AnalysisSettings | None, list[str]]:
     """The flags, the validated settings (None: the study's defaults) and the measurement kinds of
-    ``python -m landscape.study``; every flag is checked and nothing is written."""
+    ``python -m studies.analyse``; every flag is checked and nothing is written."""
     args = build_parser().parse_args(argv)
     check_jobs(args.jobs)
     kinds = args.only.split(",")

@@ -2,7 +2,8 @@
 
 One row per (sub-run, cycle[, pair or sample]) with the sub-run's ``method`` and ``seed`` (from
 ``study.json``, :mod:`training.study`), its ``cycle`` and ``density`` / ``sparsity``; the landscape
-tables come from the cached measurements of :mod:`landscape.study`. :func:`mean_std` aggregates
+tables come from the cached measurements of :mod:`studies.analyse`. Methods are told apart by their
+``role`` (:func:`studies.manifest.method_roles`), never by their names. :func:`mean_std` aggregates
 over seeds (sample standard deviation, ddof = 1; NaN with one seed).
 
 Cost is counted in particle-epochs (one particle trained for one epoch), cumulative up to cycle k:
@@ -21,34 +22,38 @@ from typing import Any
 
 import pandas as pd
 
-from landscape.study import ANALYSIS, study_roles
+from studies.manifest import ANALYSIS, MethodRoles, method_roles
 from training.errors import UserError
 from training.study import read_manifest
 
 METRIC_COLUMNS = ["average_test_acc", "ensemble_test_acc", "particle_test_acc_mean", "average_test_loss"]
 
 
-def method_label(method: dict[str, Any]) -> str:
-    """A legend label, e.g. ``SWAMP (N=4)`` or ``SWAMP+ (N=4 from cycle 5)``."""
-    name, n = method["name"], method["particles"]
-    if method.get("oneshot"):
+def method_label(method: dict[str, Any], role: str) -> str:
+    """A legend label of a method playing ``role``, e.g. ``SWAMP (N=4)`` or ``SWAMP+ (N=4 from cycle 5)``."""
+    n = method["particles"]
+    if role == "oneshot":
         return "one-shot " + ("random" if method["prune_method"] == "random" else "magnitude")
-    if name == "imp":
+    if role == "imp":
         return "IMP"
-    if name == "swa":
+    if role == "swa":
         return "IMP + SWA (N=1)"
-    if name == "particles":
+    if role == "particles":
         return f"particles, no SWA (N={n})"
-    if name == "swamp-plus":
+    if role == "swamp-plus":
         return f"SWAMP+ (N={n} from cycle {method['particles_from_cycle']})"
-    return f"SWAMP (N={n})"
+    if role in ("swamp", "swamp-n"):
+        return f"SWAMP (N={n})"
+    return method["name"]
 
 
 def methods_frame(root: str | Path) -> pd.DataFrame:
-    """The study's methods with their settings and legend labels, in the study's order."""
-    methods = read_manifest(root)["methods"]
+    """The study's methods with their settings, ``role`` and legend ``label``, in the study's order."""
+    manifest = read_manifest(root)
+    methods, roles = manifest["methods"], method_roles(manifest)
     frame = pd.DataFrame(methods).rename(columns={"name": "method"})
-    frame["label"] = [method_label(m) for m in methods]
+    frame["role"] = [roles.of[m["name"]] for m in methods]
+    frame["label"] = [method_label(m, roles.of[m["name"]]) for m in methods]
     return frame
 
 
@@ -82,9 +87,9 @@ def seconds_to_reach(config: dict[str, Any], seconds: pd.Series) -> list[float]:
 
 
 def accuracy_frame(root: str | Path) -> pd.DataFrame:
-    """Every finished cycle of every sub-run: ``results.csv`` plus method, seed, label and cost."""
+    """Every finished cycle of every sub-run: ``results.csv`` plus method, seed, role, label and cost."""
     root = Path(root)
-    labels = methods_frame(root).set_index("method")["label"]
+    methods = methods_frame(root).set_index("method")
     frames = []
     for run in read_manifest(root)["runs"]:
         results = root / run["path"] / "results.csv"
@@ -94,7 +99,8 @@ def accuracy_frame(root: str | Path) -> pd.DataFrame:
         frame = pd.read_csv(results)
         frame.insert(0, "seed", run["seed"])
         frame.insert(0, "method", run["method"])
-        frame["label"] = labels[run["method"]]
+        frame["role"] = methods.at[run["method"], "role"]
+        frame["label"] = methods.at[run["method"], "label"]
         frame["particle_epochs"] = [_cost(config, k) for k in frame["cycle"]]
         frame["cumulative_seconds"] = seconds_to_reach(config, frame["seconds"])
         frames.append(frame)
@@ -117,7 +123,7 @@ def mean_std(frame: pd.DataFrame, by: Sequence[str], values: Sequence[str]) -> p
 
 
 def measurements(root: str | Path, kind: str) -> Iterator[dict[str, Any]]:
-    """The cached JSON objects of one kind (:data:`landscape.study.KINDS`), with method and seed."""
+    """The cached JSON objects of one kind (:data:`studies.analyse.KINDS`), with method and seed."""
     root = Path(root)
     runs = {r["name"]: r for r in read_manifest(root)["runs"]}
     for path in sorted((root / ANALYSIS / kind).glob("*/cycle_*.json")):
@@ -182,6 +188,7 @@ def planes(root: str | Path) -> list[dict[str, Any]]:
     return [o for o in measurements(root, "plane") if "skipped" not in o]
 
 
-def roles(root: str | Path) -> dict[str, str | None]:
-    """Which method is SWAMP, IMP, SWA only and particles only (:func:`landscape.study.study_roles`)."""
-    return study_roles(read_manifest(root))
+def roles(root: str | Path) -> MethodRoles:
+    """The role of every method of the study (:func:`studies.manifest.method_roles`): ``roles(root)["swamp"]``
+    is its SWAMP method."""
+    return method_roles(read_manifest(root))

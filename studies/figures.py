@@ -1,4 +1,4 @@
-"""The study's figures (seaborn), one function per notebook, from the tables of :mod:`landscape.study_tables`.
+"""The study's figures (seaborn), one function per notebook, from the tables of :mod:`studies.tables`.
 
 Every curve is the mean over seeds with a band or error bar of one standard deviation between seeds;
 x axes are sparsity in percent (the fraction of prunable weights removed).
@@ -6,7 +6,6 @@ x axes are sparsity in percent (the fraction of prunable weights removed).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,27 +15,24 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from landscape.plots import contour_panels, save_figure
-from landscape.study_tables import mean_std
-from training.atomic import atomic_write_bytes
+from landscape.plots import contour_panels, panel_grid, save_figure
+from studies.manifest import MethodRoles
+from studies.tables import mean_std
 
-PANEL = (5.0, 3.8)
+PANEL = (5.0, 3.8)  # inches per panel of the study's figures (larger than the landscape tools')
 
 
 def panels(count: int) -> tuple[Figure, list[Axes]]:
-    with sns.axes_style("whitegrid"):
-        fig = Figure(figsize=(PANEL[0] * count, PANEL[1]), layout="constrained")
-        return fig, list(fig.subplots(1, count, squeeze=False)[0])
+    """:func:`landscape.plots.panel_grid` with the study's panel size."""
+    return panel_grid(count, size=PANEL)
 
 
 def save_png_pdf(fig: Figure, folder: str | Path, name: str) -> list[Path]:
     """Write ``folder/name.png`` and ``folder/name.pdf`` atomically; returns both paths."""
-    png, pdf = Path(folder) / f"{name}.png", Path(folder) / f"{name}.pdf"
-    save_figure(fig, png)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="pdf")
-    atomic_write_bytes(pdf, buf.getvalue())
-    return [png, pdf]
+    paths = [Path(folder) / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        save_figure(fig, path, format=path.suffix[1:])
+    return paths
 
 
 def mean_band(ax: Axes, frame: pd.DataFrame, value: str, by: Sequence[str], label: str, scale: float = 1.0,
@@ -69,7 +65,7 @@ def accuracy_figure(acc: pd.DataFrame, swamp: str | None, zoom_from: float = 0.8
                       100, linestyle="--", color="black")
     axes[0].set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title="accuracy vs sparsity (mean ± std over seeds)")
     axes[0].legend(fontsize="small")
-    sparse = acc[(acc["sparsity"] >= zoom_from - 1e-9) & ~acc["method"].str.startswith("oneshot")]
+    sparse = acc[(acc["sparsity"] >= zoom_from - 1e-9) & (acc["role"] != "oneshot")]
     if not sparse.empty:
         low, high = 100 * sparse["average_test_acc"].min(), 100 * sparse["average_test_acc"].max()
         axes[1].set_xlim(100 * zoom_from - 1, 100 * acc["sparsity"].max() + 1)
@@ -147,9 +143,9 @@ def ablation_figure(acc: pd.DataFrame, methods: pd.DataFrame) -> Figure:
     (d) final accuracy against cost in particle-epochs."""
     fig, axes = panels(4)
     info = methods.set_index("method")
+    roles = MethodRoles(dict(zip(info.index, info["role"], strict=True)))
     last = acc["cycle"] == acc["cycle"].max()
-    swa_arms = [m for m in info.index if m == "swa" or (m.startswith("swamp-n"))]
-    swamp = next((m for m in swa_arms if m != "swa"), None)  # the study's main SWAMP arm
+    swa_arms = roles.methods("swa", "swamp", "swamp-n")
     by_n = acc[acc["method"].isin(swa_arms)].assign(N=lambda f: f["method"].map(info["particles"]))
     cycles = sorted(by_n["cycle"].unique())
     for k in sorted({cycles[0], cycles[len(cycles) // 2], cycles[-1]}):
@@ -161,9 +157,9 @@ def ablation_figure(acc: pd.DataFrame, methods: pd.DataFrame) -> Figure:
     axes[0].set(xlabel="particles N (with SWA; N=1 is IMP + SWA)", ylabel="test accuracy (%)",
                 title="number of particles")
     axes[0].set_xticks(sorted(by_n["N"].unique()), [str(n) for n in sorted(by_n["N"].unique())])
-    for ax, names, title in ((axes[1], ["imp", "swa", "particles", swamp], "SWA only vs particles only"),
-                             (axes[2], ["swa", "swamp-plus", swamp], "SWAMP+ start cycle")):
-        for name in [n for n in names if n in info.index]:
+    for ax, arms, title in ((axes[1], ["imp", "swa", "particles", "swamp"], "SWA only vs particles only"),
+                            (axes[2], ["swa", "swamp-plus", "swamp"], "SWAMP+ start cycle")):
+        for name in [roles[r] for r in arms if roles[r] is not None]:
             mean_band(ax, acc[acc["method"] == name], "average_test_acc", ["cycle"], info.loc[name, "label"], 100)
         ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title=title)
         ax.legend(fontsize="small")

@@ -1,9 +1,9 @@
-"""``python -m landscape.study_report DIR``: a study's numbers as Markdown tables (docs/results.md).
+"""``python -m studies.report DIR``: a study's numbers as Markdown tables (docs/results.md).
 
 The tables of means are followed by the paired per-seed comparisons behind the verdicts
-(:mod:`landscape.study_claims`).
+(:mod:`studies.claims`).
 
-Every cell is mean ± standard deviation over seeds (:func:`landscape.study_tables.mean_std`), with
+Every cell is mean ± standard deviation over seeds (:func:`studies.tables.mean_std`), with
 the number of seeds in the header; accuracies and error barriers in percent.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from landscape import study_tables as st
 from landscape.cli import cycle_list
-from landscape.study_claims import claims_report
+from studies import tables as st
+from studies.claims import claims_report
 from training.errors import ArgumentParser, UserError, run_cli
 
 
@@ -51,11 +51,11 @@ def sparsity_columns(frame: pd.DataFrame, cycles: Sequence[int] | None = None) -
 
 
 def finished_accuracy(root: str | Path) -> pd.DataFrame:
-    """:func:`landscape.study_tables.accuracy_frame`, or one :class:`UserError` line when no sub-run of the
+    """:func:`studies.tables.accuracy_frame`, or one :class:`UserError` line when no sub-run of the
     study has finished a cycle yet (every table needs one)."""
     if not any((Path(root) / run["path"] / "results.csv").is_file() for run in st.read_manifest(root)["runs"]):
         raise UserError(f"no sub-run of {root} has finished a cycle yet: run python -m training.study --out {root} "
-                        f"(then python -m landscape.study {root}) first")
+                        f"(then python -m studies.analyse {root}) first")
     return st.accuracy_frame(root)
 
 
@@ -104,7 +104,7 @@ def study_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m landscape.study_report",
+    parser = ArgumentParser(prog="python -m studies.report",
                             description="Print a study's tables (mean ± std over seeds) as Markdown.")
     parser.add_argument("study", metavar="DIR")
     parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",

@@ -1,16 +1,16 @@
 """SWAMP's gain over IMP against the training budget per cycle, from several studies.
 
 Each study (:mod:`training.study`) is one budget: the epochs E every particle trains per cycle (its
-``--epochs``, or the preset's). Every study's SWAMP (its first ``swamp-nN``) and IMP sub-runs are
+``--epochs``, or the preset's). Every study's SWAMP (its method of role ``swamp``) and IMP sub-runs are
 *arms* named ``SWAMP@E`` and ``IMP@E``, and two arms are compared paired per seed and cycle,
-d_{k,s} = acc_A - acc_B (:func:`landscape.study_claims.paired`; the same seed gives the same ticket):
+d_{k,s} = acc_A - acc_B (:func:`studies.claims.paired`; the same seed gives the same ticket):
 
 * at the same budget, SWAMP@E against IMP@E (:func:`budget_frame`), which is the paper's comparison:
   SWAMP costs N times IMP's particle-epochs;
 * at the same cost, SWAMP@E with N particles against IMP@(N E) (:func:`equal_cost_frame`): both
   spend r + N E (k + 1) particle-epochs to reach cycle k (r: the ticket's epochs).
 
-``python -m landscape.study_budget DIR [DIR ...] [--cycles K,...]`` prints both tables in Markdown;
+``python -m studies.budget DIR [DIR ...] [--cycles K,...]`` prints both tables in Markdown;
 ``analysis_notebooks/06_training_budget.ipynb`` draws :func:`budget_figure`.
 """
 
@@ -25,11 +25,11 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from landscape import study_tables as st
 from landscape.cli import cycle_list
-from landscape.study_claims import paired
-from landscape.study_figures import panels
-from landscape.study_report import finished_accuracy
+from studies import tables as st
+from studies.claims import paired
+from studies.figures import panels
+from studies.report import finished_accuracy
 from training.errors import ArgumentParser, UserError, run_cli
 from training.presets import PRESETS
 
@@ -42,7 +42,7 @@ def epochs_per_cycle(root: str | Path) -> int:
 
 def arms_frame(studies: Sequence[str | Path]) -> pd.DataFrame:
     """Every finished cycle of the studies' SWAMP and IMP sub-runs, with ``arm`` (``SWAMP@E``,
-    ``IMP@E``), ``role``, ``epochs`` and the columns of :func:`landscape.study_tables.accuracy_frame`."""
+    ``IMP@E``), ``role``, ``epochs`` and the columns of :func:`studies.tables.accuracy_frame`."""
     frames = []
     for root in studies:
         roles, epochs = st.roles(root), epochs_per_cycle(root)
@@ -148,7 +148,7 @@ def budget_figure(same_budget: pd.DataFrame) -> Figure:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m landscape.study_budget", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m studies.budget", description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", metavar="DIR", help="study directories, one per budget")
     parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",
                         help="cycles to show (default all)")

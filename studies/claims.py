@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from landscape import study_tables as st
+from studies import tables as st
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,7 @@ def claims_report(root: str | Path, cycles: list[int] | None = None) -> str:
     parts = ["### Paired differences between methods (same seed), for the verdicts",
              "A − B per cycle over seeds; accuracies in points of test accuracy."]
     comparisons = [(swamp, imp), (swamp, swa), (swamp, particles), (swa, imp), (particles, imp)]
-    names = [m["name"] for m in st.read_manifest(root)["methods"]]
-    comparisons += [(n, swamp) for n in names if n != swamp and (n.startswith("swamp-"))]
+    comparisons += [(n, swamp) for n in roles.methods("swamp-n", "swamp-plus")]
     for a, b in comparisons:
         if a and b:
             parts.append(paired_table(paired(acc, "average_test_acc", a, b),

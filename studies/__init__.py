@@ -1,0 +1,17 @@
+"""The SWAMP paper's study layer, above :mod:`training` and :mod:`landscape`.
+
+A study directory is written by ``python -m training.study --out DIR`` (the grid of methods and
+seeds); the modules here read it:
+
+* :mod:`studies.analyse` (``python -m studies.analyse DIR``): the landscape measurements of every
+  sub-run, cached as JSON under ``DIR/analysis``;
+* :mod:`studies.tables`: the study as pandas tables, what the notebooks read;
+* :mod:`studies.figures`: the notebooks' figures;
+* :mod:`studies.claims`, :mod:`studies.report` (``python -m studies.report DIR``): paired comparisons
+  and every table of docs/results.md as Markdown;
+* :mod:`studies.budget` (``python -m studies.budget DIR ...``): SWAMP against IMP across studies of
+  different epochs per cycle;
+* :mod:`studies.manifest`: the role of each method (:func:`studies.manifest.method_roles`).
+
+Nothing in :mod:`training` or :mod:`landscape` imports this package.
+"""
