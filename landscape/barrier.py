@@ -9,7 +9,7 @@ Along theta(lambda) = (1 - lambda) theta_A + lambda theta_B at K evenly spaced l
 
 Both are >= 0 (lambda = 0 contributes 0) and exactly 0 for identical checkpoints. BatchNorm
 statistics are recomputed at every lambda, the endpoints included, so that all points are treated
-alike (see :mod:`landscape.evaluation`); ``--bn-recal 0`` keeps the endpoints' stored statistics. With a shared mask
+alike (see :mod:`landscape.artifacts`); ``--bn-recal 0`` keeps the endpoints' stored statistics. With a shared mask
 theta(lambda) keeps it; different masks are refused unless ``--allow-mask-union`` (implied by
 ``--consecutive``, whose cycles differ by construction), as in ``landscape.subspace``: the masked weights
 are then interpolated as they are and the union density is reported.
@@ -32,17 +32,7 @@ from itertools import combinations
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.cli import (
-    add_eval_arguments,
-    check_outputs,
-    eval_options,
-    open_checkpoint,
-    split_cells,
-    split_header,
-    write_json,
-)
-from landscape.connectivity import frankle_barrier, max_barrier
-from landscape.evaluation import (
+from landscape.artifacts import (
     SPLITS,
     CheckpointLike,
     CombinationEvaluator,
@@ -56,6 +46,16 @@ from landscape.evaluation import (
     run_solutions,
     shared_mask_or_refuse,
 )
+from landscape.cli import (
+    add_eval_arguments,
+    check_outputs,
+    eval_options,
+    open_checkpoint,
+    split_cells,
+    split_header,
+    write_json,
+)
+from landscape.connectivity import frankle_barrier, max_barrier
 from landscape.plots import heatmap_panels, line_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from landscape.evaluation import DEFAULT_BN_SAMPLES, DEFAULT_DATA_DIR, SPLITS, EvalOptions, cached_dataset
+from landscape.artifacts import DEFAULT_BN_SAMPLES, DEFAULT_DATA_DIR, SPLITS, EvalOptions, cached_dataset
 from training.atomic import atomic_write_text
 from training.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
 from training.data import mnist1d_spec
@@ -26,7 +26,7 @@ def cycle_list(text: str) -> list[int]:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser, default_split: str) -> None:
-    """The flags every landscape tool shares (see :class:`landscape.evaluation.EvalOptions`)."""
+    """The flags every landscape tool shares (see :class:`landscape.artifacts.EvalOptions`)."""
     parser.add_argument("--split", choices=tuple(SPLIT_CHOICES), default=default_split,
                         help=f"data to evaluate on (default {default_split})")
     parser.add_argument("--bn-recal", type=int, default=DEFAULT_BN_SAMPLES, metavar="N",

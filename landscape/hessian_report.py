@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from landscape.artifacts import checkpoint_data, run_checkpoints
 from landscape.curvature import HessianOperator
-from landscape.evaluation import checkpoint_data
 from landscape.hvp import Batch, trainable_parameters
 from landscape.pyhessian_backend import PyHessianTrace, pyhessian_trace
 from landscape.spectrum import Spectrum
@@ -206,22 +206,6 @@ def analyse_checkpoint(ckpt: Checkpoint | str | Path, options: HessianOptions = 
     masks = {k: v.to(device) for k, v in ckpt.masks.items()}
     result = hessian_analysis(model, training_batches(dataset, options), masks, options)
     return HessianReport(ckpt.path, ckpt.kind, ckpt.cycle, ckpt.particle, ckpt.density, result)
-
-
-def run_checkpoints(run: str | Path, particles: bool = False) -> list[Path]:
-    """Every cycle's ``average.safetensors`` (and, with ``particles``, its particles) in cycle order."""
-    root = Path(run)
-    if not root.is_dir():
-        raise UserError(f"run directory {root} does not exist")
-    paths = []
-    for cycle in sorted(root.glob("cycle_[0-9][0-9]")):
-        if (cycle / "average.safetensors").is_file():
-            paths.append(cycle / "average.safetensors")
-        if particles:
-            paths.extend(sorted(cycle.glob("particle_[0-9][0-9].safetensors")))
-    if not paths:
-        raise UserError(f"{root} holds no cycle_KK/average.safetensors; is it a run directory?")
-    return paths
 
 
 def analyse_run(run: str | Path, options: HessianOptions = HessianOptions(), device: torch.device | str = "cpu",

@@ -8,7 +8,7 @@ Every point is the affine combination sum_i c_i theta_i with barycentric coordin
 
     c_3 = y / P_3y,   c_2 = (x - c_3 P_3x) / P_2x,   c_1 = 1 - c_2 - c_3,
 
-so the plane is evaluated by :class:`landscape.evaluation.CombinationEvaluator` (BatchNorm handled as
+so the plane is evaluated by :class:`landscape.artifacts.CombinationEvaluator` (BatchNorm handled as
 everywhere else; with ``bn_recal=0`` the stored statistics follow the same coefficients, which may
 extrapolate badly outside the triangle) and each P_i gives back theta_i exactly.
 
@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landscape.connectivity import plane_geometry
-from landscape.evaluation import (
+from landscape.artifacts import (
     TEST_SPLIT,
     CheckpointLike,
     CombinationEvaluator,
@@ -40,6 +39,7 @@ from landscape.evaluation import (
     load_compatible,
     shared_mask_or_refuse,
 )
+from landscape.connectivity import plane_geometry
 from training.atomic import atomic_write_text
 from training.errors import UserError
 from training.evaluate import Evaluation

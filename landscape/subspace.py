@@ -26,17 +26,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.cli import (
-    add_eval_arguments,
-    check_outputs,
-    eval_options,
-    open_checkpoint,
-    split_cells,
-    split_header,
-    write_json,
-)
-from landscape.connectivity import simplex_samples
-from landscape.evaluation import (
+from landscape.artifacts import (
     TEST_SPLIT,
     CheckpointLike,
     CombinationEvaluator,
@@ -48,6 +38,16 @@ from landscape.evaluation import (
     run_particles,
     shared_mask_or_refuse,
 )
+from landscape.cli import (
+    add_eval_arguments,
+    check_outputs,
+    eval_options,
+    open_checkpoint,
+    split_cells,
+    split_header,
+    write_json,
+)
+from landscape.connectivity import simplex_samples
 from landscape.plane import PlaneResult, checkpoint_plane
 from landscape.plots import contour_panels, histogram_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli

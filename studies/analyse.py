@@ -35,9 +35,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from landscape.artifacts import SPLITS, EvalOptions, run_particles
 from landscape.barrier import checkpoint_barrier, cycle_barriers
 from landscape.cli import write_json
-from landscape.evaluation import SPLITS, EvalOptions, run_particles
 from landscape.hessian_report import HessianOptions, analyse_checkpoint
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from landscape.artifacts import EvalOptions, bn_subsample, cached_dataset, even_batch_size
 from landscape.barrier import checkpoint_barrier, consecutive_barriers, cycle_barriers, main
 from landscape.connectivity import frankle_barrier, max_barrier
-from landscape.evaluation import EvalOptions, bn_subsample, cached_dataset, even_batch_size
 from training.averaging import recalibrate_batchnorm
 from training.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.data import mnist1d_spec

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from landscape.artifacts import check_compatible
 from landscape.barrier import main as barrier_main
-from landscape.evaluation import check_compatible
 from landscape.hessian import main as hessian_main
 from training.checkpoint import build_model, load_checkpoint, load_plain_state_dict
 from training.errors import UserError, run_cli

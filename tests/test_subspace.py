@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from landscape.artifacts import CombinationEvaluator, EvalOptions, load_compatible
 from landscape.barrier import checkpoint_barrier
 from landscape.connectivity import plane_geometry, simplex_samples
-from landscape.evaluation import CombinationEvaluator, EvalOptions, load_compatible
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape, main
 from training.errors import UserError, run_cli

@@ -1,18 +1,14 @@
-"""Shared machinery of the landscape tools: compatible checkpoints, weight combinations, BN, data.
+"""The one module of :mod:`landscape` that reads the toolkit's artifacts: checkpoint files and run directories.
 
-Every landscape quantity here is the loss of an affine combination of checkpoints theta_1..theta_n,
-
-    theta(c) = sum_i c_i theta_i = theta_1 + sum_{i>1} c_i (theta_i - theta_1),   sum_i c_i = 1,
-
-a line (Frankle et al. 2020), a simplex (the convex hull of SWAMP's particles) or a plane
-(Garipov et al. 2018). The second form is the one computed: where checkpoints agree the combination
-equals them exactly (identical checkpoints give a perfectly flat landscape, and a shared mask's zeros
-stay exactly zero), and a one-hot c returns that checkpoint bit for bit.
-
-BatchNorm: combined weights do not match any checkpoint's running statistics, so by default they are
-recomputed at every point (:func:`training.averaging.recalibrate_batchnorm`) on one seeded subsample
-of training data, the same for every point so that the landscape stays smooth; ``bn_recal=0`` instead
-combines the stored statistics with the same coefficients. Data sets are loaded once per spec.
+It turns checkpoints into what the library (:mod:`landscape.combination`, :mod:`landscape.connectivity`,
+:mod:`landscape.curvature`) takes -- a model, its states, masks and data batches -- for the command-line
+tools: compatible checkpoints (:func:`load_compatible`), their mask comparison, their data set
+(:func:`checkpoint_data`), the splits they are evaluated on (:class:`CombinationEvaluator`, a
+:class:`landscape.combination.Combination` with the checkpoint's train/test splits and a seeded BatchNorm
+subsample of training data, the same at every point so that the landscape stays smooth; ``bn_recal=0``
+combines the stored statistics like the weights), and the checkpoints of a run directory
+(:func:`run_particles`, :func:`run_solutions`, :func:`run_checkpoints`). Nothing else in
+:mod:`landscape` reads run directories.
 
 Data location: data are read (and MNIST-1D is cached) only under the directory the user gives
 (``--data-dir``, default ``data`` in the working directory), never where a checkpoint says: a file
@@ -287,4 +283,20 @@ def run_solutions(run: str | os.PathLike) -> list[Path]:
         paths.append(rundir.average(len(paths)))
     if not paths:
         raise UserError(f"{run} holds no cycle_00/average.safetensors; is it a run directory?")
+    return paths
+
+
+def run_checkpoints(run: str | Path, particles: bool = False) -> list[Path]:
+    """Every cycle's ``average.safetensors`` (and, with ``particles``, its particles) in cycle order."""
+    root = Path(run)
+    if not root.is_dir():
+        raise UserError(f"run directory {root} does not exist")
+    paths = []
+    for cycle in sorted(root.glob("cycle_[0-9][0-9]")):
+        if (cycle / "average.safetensors").is_file():
+            paths.append(cycle / "average.safetensors")
+        if particles:
+            paths.extend(sorted(cycle.glob("particle_[0-9][0-9].safetensors")))
+    if not paths:
+        raise UserError(f"{root} holds no cycle_KK/average.safetensors; is it a run directory?")
     return paths
