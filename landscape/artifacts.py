@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from landscape.combination import Combination
+from landscape.options import option
 from training.checkpoint import Checkpoint, build_model, load_checkpoint
 from training.data import Dataset, load_dataset, subsample_indices
 from training.device import resolve_device
@@ -48,23 +49,35 @@ _LOCATION_KEYS = ("data_dir", "workers")  # where a data set lives or how it is 
 CheckpointLike = Checkpoint | str | os.PathLike
 
 
+SPLIT_CHOICES = {"train": ("train",), "test": ("test",), "both": SPLITS}  # ``--split`` -> ``splits``
+
+
+def _split_flag(splits: tuple[str, ...]) -> str:
+    return next(name for name, value in SPLIT_CHOICES.items() if value == tuple(splits))
+
+
 @dataclass(frozen=True)
 class EvalOptions:
-    """How every point of a landscape is evaluated.
+    """How every point of a landscape is evaluated: each field is a flag of the landscape tools
+    (:func:`landscape.cli.add_eval_arguments`) and its help says what it means.
 
-    ``bn_recal``: training samples for BatchNorm recomputation (all if fewer; 0 = combine the stored
-    statistics). ``batch_size`` None: the run's ``eval_batch_size``. ``data_dir``: where the data set is
-    read and cached (None: :data:`DEFAULT_DATA_DIR`), never the path the checkpoints record.
-    ``progress`` None: progress bars only on a terminal.
+    ``bn_recal`` 0 combines the stored statistics; ``batch_size`` None is the run's ``eval_batch_size``;
+    ``data_dir`` None is :data:`DEFAULT_DATA_DIR`, never the path the checkpoints record; ``progress``
+    None shows progress bars only on a terminal.
     """
 
-    splits: tuple[str, ...] = ("test",)
-    bn_recal: int = DEFAULT_BN_SAMPLES
-    seed: int = 0
-    batch_size: int | None = None
-    device: str = "auto"
-    data_dir: str | None = None
-    progress: bool | None = None
+    splits: tuple[str, ...] = option(("test",), "data to evaluate on", name="--split", choices=tuple(SPLIT_CHOICES),
+                                     to_field=SPLIT_CHOICES.__getitem__, to_flag=_split_flag)
+    bn_recal: int = option(DEFAULT_BN_SAMPLES, "recompute BatchNorm statistics at every point on N seeded train "
+                           "samples (all if fewer); 0 combines the stored statistics instead", metavar="N")
+    seed: int = option(0, "seed of the BN subsample and of any sampling")
+    batch_size: int | None = option(None, "evaluation batch size", metavar="B",
+                                    default_text="the run's eval_batch_size")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    data_dir: str | None = option(None, "where the data set is read and cached; the path a checkpoint records is "
+                                  "never used", metavar="DIR", default_text=f"{DEFAULT_DATA_DIR}/ in the working "
+                                  "directory")
+    progress: bool | None = option(None, "progress bars", default_text="only on a terminal")
 
 
 TEST_SPLIT = EvalOptions()

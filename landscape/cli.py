@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from landscape.artifacts import DEFAULT_BN_SAMPLES, DEFAULT_DATA_DIR, SPLITS, EvalOptions, cached_dataset
+from landscape.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, cached_dataset
+from landscape.options import add_dataclass_arguments, from_args
 from training.atomic import atomic_write_text
 from training.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
 from training.data import mnist1d_spec
 from training.errors import UserError
 from training.models import model_spec
-
-SPLIT_CHOICES = {"train": ("train",), "test": ("test",), "both": SPLITS}
 
 
 def cycle_list(text: str) -> list[int]:
@@ -26,40 +25,35 @@ def cycle_list(text: str) -> list[int]:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser, default_split: str) -> None:
-    """The flags every landscape tool shares (see :class:`landscape.artifacts.EvalOptions`)."""
-    parser.add_argument("--split", choices=tuple(SPLIT_CHOICES), default=default_split,
-                        help=f"data to evaluate on (default {default_split})")
-    parser.add_argument("--bn-recal", type=int, default=DEFAULT_BN_SAMPLES, metavar="N",
-                        help="recompute BatchNorm statistics at every point on N seeded train samples (all if "
-                             f"fewer; default {DEFAULT_BN_SAMPLES}); 0 combines the stored statistics instead")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the BN subsample and of any sampling")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="B",
-                        help="evaluation batch size (default: the run's eval_batch_size)")
-    add_io_arguments(parser)
+    """The flags of every field of :class:`landscape.artifacts.EvalOptions` (``--split`` defaulting to
+    ``default_split`` for this tool), then the plain ``.pt`` description and outputs."""
+    add_dataclass_arguments(parser, EvalOptions, defaults={"splits": SPLIT_CHOICES[default_split]})
+    add_file_arguments(parser)
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
-    """Device, data location, plain ``.pt`` description, outputs and progress: flags of every tool."""
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--data-dir", default=None, metavar="DIR",
-                        help=f"where the data set is read and cached (default {DEFAULT_DATA_DIR}/ in the working "
-                             "directory); the path a checkpoint records is never used")
+    """Device and data location (as in :class:`EvalOptions`), plain ``.pt`` description and outputs: the
+    flags of a tool that evaluates no landscape (and brings its own ``--progress``)."""
+    add_dataclass_arguments(parser, EvalOptions, only=("device", "data_dir"))
+    add_file_arguments(parser)
+
+
+def add_file_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--dataset`` of a plain ``.pt`` state_dict, ``--json`` and ``--plot`` outputs."""
     parser.add_argument("--model", default=None, metavar="NAME", help="model of a plain .pt state_dict")
     parser.add_argument("--dataset", default=None, metavar="NAME", help="data set of a plain .pt state_dict")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result as JSON")
     parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a figure")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (default: only on a terminal)")
 
 
 def eval_options(args: argparse.Namespace) -> EvalOptions:
     """Validated :class:`EvalOptions` from the flags of :func:`add_eval_arguments`."""
-    if args.bn_recal < 0:
+    options = from_args(EvalOptions, args)
+    if options.bn_recal < 0:
         raise UserError("--bn-recal must be >= 0 (0 = combine the stored BatchNorm statistics)")
-    if args.batch_size is not None and args.batch_size < 1:
+    if options.batch_size is not None and options.batch_size < 1:
         raise UserError("--batch-size must be positive")
-    return EvalOptions(SPLIT_CHOICES[args.split], args.bn_recal, args.seed, args.batch_size, args.device,
-                       args.data_dir, args.progress)
+    return options
 
 
 def open_checkpoint(path: str | Path, args: argparse.Namespace) -> Checkpoint:

@@ -24,6 +24,7 @@ from landscape.hessian_report import (
     sample_indices,
     training_batches,
 )
+from landscape.options import from_args
 from landscape.plots import save_figure
 from training.device import resolve_device
 from training.errors import UserError, run_cli
@@ -35,13 +36,7 @@ __all__ = ["EVAL_MODE", "LOSS", "HessianOptions", "HessianReport", "HessianResul
 
 def options_from_args(args: argparse.Namespace) -> HessianOptions:
     """Validated :class:`HessianOptions` from the flags of :func:`landscape.hessian_output.build_parser`."""
-    samples = args.samples.strip().lower()
-    if samples != "all" and not samples.isdigit():
-        raise UserError(f"--samples must be a positive number or 'all', not {args.samples!r}")
-    options = HessianOptions(args.method, args.probes, None if samples == "all" else int(samples), args.batch_size,
-                             args.subspace, args.per_layer, args.top_eigen, args.density, args.lanczos_steps,
-                             args.lanczos_runs, args.target_rse, args.backend, args.seed,
-                             sys.stderr.isatty() if args.progress is None else args.progress)
+    options = from_args(HessianOptions, args)
     options.validate()
     return options
 

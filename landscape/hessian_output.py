@@ -11,7 +11,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from landscape.cli import add_io_arguments
-from landscape.hessian_report import HessianReport
+from landscape.hessian_report import HessianOptions, HessianReport
+from landscape.options import add_dataclass_arguments
 from training.errors import ArgumentParser
 
 
@@ -23,27 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", nargs="?", default=None, metavar="CKPT", help="a .safetensors checkpoint")
     parser.add_argument("--run", default=None, metavar="DIR", help="every cycle's average.safetensors of a run")
     parser.add_argument("--particles", action="store_true", help="with --run: the particles too")
-    parser.add_argument("--method", choices=("hutchinson", "hutchpp"), default="hutchinson",
-                        help="trace estimator (default hutchinson)")
-    parser.add_argument("--probes", type=int, default=64, metavar="K",
-                        help="Hessian-vector products for the trace (default 64; the maximum with --target-rse)")
-    parser.add_argument("--target-rse", type=float, default=None, metavar="R",
-                        help="stop once the relative standard error is at most R (e.g. 0.02)")
-    parser.add_argument("--samples", default="2048", metavar="N",
-                        help="seeded subset of N training samples, or 'all' (default 2048)")
-    parser.add_argument("--batch-size", type=int, default=512, metavar="B", help="samples per batch (default 512)")
-    parser.add_argument("--subspace", choices=("mask", "full"), default=None,
-                        help="mask: unpruned coordinates only (default when the checkpoint has masks); "
-                             "full: all coordinates, as PyHessian")
-    parser.add_argument("--per-layer", action="store_true", help="split the trace into per-parameter parts")
-    parser.add_argument("--top-eigen", action="store_true", help="top eigenvalue (Lanczos)")
-    parser.add_argument("--density", action="store_true", help="eigenvalue density (stochastic Lanczos quadrature)")
-    parser.add_argument("--lanczos-steps", type=int, default=64, metavar="M", help="Lanczos steps (default 64)")
-    parser.add_argument("--lanczos-runs", type=int, default=1, metavar="R",
-                        help="independent Lanczos runs averaged in the density (default 1)")
-    parser.add_argument("--backend", choices=("native", "pyhessian"), default="native",
-                        help="pyhessian: also run the pyhessian package with the same probe count, as a check")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample subset, probes and Lanczos")
+    add_dataclass_arguments(parser, HessianOptions)
     add_io_arguments(parser)
     return parser
 

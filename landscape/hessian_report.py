@@ -20,6 +20,7 @@ the command line is :mod:`landscape.hessian` (``python -m landscape.hessian CKPT
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from landscape.artifacts import checkpoint_data, run_checkpoints
 from landscape.curvature import HessianOperator
 from landscape.hvp import Batch, trainable_parameters
+from landscape.options import option
 from landscape.pyhessian_backend import PyHessianTrace, pyhessian_trace
 from landscape.spectrum import Spectrum
 from landscape.trace import ESTIMATORS, TraceEstimate
@@ -42,30 +44,53 @@ from training.seeds import derive_seed
 
 EVAL_MODE = "eval (BatchNorm running statistics, dropout off)"
 LOSS = "mean cross-entropy over the samples"
+def _samples_of_flag(text: str) -> int | None:
+    samples = text.strip().lower()
+    if samples != "all" and not samples.isdigit():
+        raise UserError(f"--samples must be a positive number or 'all', not {text!r}")
+    return None if samples == "all" else int(samples)
+
+
+def _flag_of_samples(samples: int | None) -> str:
+    return "all" if samples is None else str(samples)
+
+
+def _progress_of_flag(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
 @dataclass(frozen=True)
 class HessianOptions:
-    """What to estimate and how. ``samples`` None: all training samples. ``subspace`` None: ``mask``
-    when the checkpoint has masks, else ``full``. ``probes`` is the matrix-vector product budget of the
-    trace (the maximum when ``target_rse`` is set). Lanczos takes at most one step per coordinate of the
-    (sub)space, so ``lanczos_steps`` beyond it are not taken (the spectrum records the steps taken), and
-    at most :attr:`MAX_LANCZOS_STEPS`, as every step keeps a vector of the space's size."""
+    """What to estimate and how: each field is a flag of ``python -m landscape.hessian`` and its help
+    says what it means. ``samples`` None: all training samples. ``subspace`` None: ``mask`` when the
+    checkpoint has masks, else ``full``. ``probes`` is the matrix-vector product budget of the trace (the
+    maximum when ``target_rse`` is set). Lanczos takes at most one step per coordinate of the (sub)space,
+    so ``lanczos_steps`` beyond it are not taken (the spectrum records the steps taken), and at most
+    :attr:`MAX_LANCZOS_STEPS`, as every step keeps a vector of the space's size. ``progress`` is off in
+    the library; the command line's default is on a terminal only."""
 
     MAX_LANCZOS_STEPS: ClassVar[int] = 10_000
 
-    method: str = "hutchinson"
-    probes: int = 64
-    samples: int | None = 2048
-    batch_size: int = 512
-    subspace: str | None = None
-    per_layer: bool = False
-    top_eigen: bool = False
-    density: bool = False
-    lanczos_steps: int = 64
-    lanczos_runs: int = 1
-    target_rse: float | None = None
-    backend: str = "native"
-    seed: int = 0
-    progress: bool = False
+    method: str = option("hutchinson", "trace estimator", choices=("hutchinson", "hutchpp"))
+    probes: int = option(64, "Hessian-vector products for the trace; the maximum with --target-rse", metavar="K")
+    samples: int | None = option(2048, "seeded subset of N training samples, or 'all'", metavar="N",
+                                 to_field=_samples_of_flag, to_flag=_flag_of_samples)
+    batch_size: int = option(512, "samples per batch", metavar="B")
+    subspace: str | None = option(None, "mask: unpruned coordinates only; full: all coordinates, as PyHessian",
+                                  choices=("mask", "full"),
+                                  default_text="mask when the checkpoint has masks, else full")
+    per_layer: bool = option(False, "split the trace into per-parameter parts")
+    top_eigen: bool = option(False, "top eigenvalue (Lanczos)")
+    density: bool = option(False, "eigenvalue density (stochastic Lanczos quadrature)")
+    lanczos_steps: int = option(64, "Lanczos steps", metavar="M")
+    lanczos_runs: int = option(1, "independent Lanczos runs averaged in the density", metavar="R")
+    target_rse: float | None = option(None, "stop once the relative standard error is at most R, e.g. 0.02",
+                                      metavar="R", default_text="none, all --probes")
+    backend: str = option("native", "pyhessian: also run the pyhessian package with the same probe count, as a "
+                          "check", choices=("native", "pyhessian"))
+    seed: int = option(0, "seed of the sample subset, probes and Lanczos")
+    progress: bool = option(False, "progress bars", flag_default=None, default_text="only on a terminal",
+                            to_field=_progress_of_flag)
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the first bad option."""

@@ -41,6 +41,7 @@ from landscape.artifacts import (
 from landscape.cli import (
     add_eval_arguments,
     check_outputs,
+    cycle_list,
     eval_options,
     open_checkpoint,
     split_cells,
@@ -147,6 +148,23 @@ def format_hull(result: HullResult) -> str:
     return "\n".join(rows)
 
 
+def chosen_particles(run: str, cycle: int, particles: list[int] | None, plane: bool) -> list[Path]:
+    """The particle files of ``--run --cycle`` picked by ``--particles`` (all, or the first three for
+    ``--plane``), saying on stdout when the first three were picked for the plane."""
+    paths = run_particles(run, cycle)
+    if particles is None:
+        if not plane or len(paths) <= 3:
+            return paths
+        print(f"--plane: using particles 0, 1, 2 of the {len(paths)} in cycle {cycle} "
+              "(choose others with --particles)")
+        return paths[:3]
+    bad = [p for p in particles if not 0 <= p < len(paths)] or [p for p in particles if particles.count(p) > 1]
+    if bad:
+        raise UserError(f"--particles {bad[0]}: give distinct particles of cycle {cycle} of {run}, which has "
+                        f"0..{len(paths) - 1}")
+    return [paths[p] for p in particles]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m landscape.subspace",
@@ -155,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoints", nargs="*", metavar="CKPT", help="two or more checkpoints")
     parser.add_argument("--run", default=None, metavar="DIR", help="a run directory: the particles of --cycle")
     parser.add_argument("--cycle", type=int, default=None, metavar="K", help="cycle whose particles to use")
+    parser.add_argument("--particles", type=cycle_list, default=None, metavar="P,P,...",
+                        help="with --run: which particles of the cycle, e.g. 0,1,2 (default all; with --plane, "
+                             "the first three)")
     parser.add_argument("--samples", type=int, default=32, metavar="S", help="hull samples (default 32)")
     parser.add_argument("--plane", action="store_true", help="also scan the plane through three checkpoints "
                         "(with --json, finished points are kept in OUT.partial and a rerun continues them)")
@@ -172,13 +193,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = eval_options(args)
     if (args.run is None) != (args.cycle is None) or (args.run is not None and args.checkpoints):
         raise UserError("give checkpoint files, or --run DIR with --cycle K (not both)")
+    if args.particles is not None and args.run is None:
+        raise UserError("--particles picks particles of --run DIR --cycle K; with files, pass the files you want")
     partial = Path(f"{args.json}.partial") if args.json else None
     check_outputs({"--json": args.json, "--json (its .partial)": partial if args.plane else None, "--plot": args.plot},
                   [*args.checkpoints, *([args.run] if args.run else [])])
-    paths = run_particles(args.run, args.cycle) if args.run is not None else args.checkpoints
+    paths = chosen_particles(args.run, args.cycle, args.particles, args.plane) if args.run is not None \
+        else args.checkpoints
     ckpts = load_compatible([open_checkpoint(p, args) for p in paths])
     if args.plane and len(ckpts) != 3:
-        raise UserError(f"--plane needs exactly three checkpoints, got {len(ckpts)}; pass three files")
+        raise UserError(f"--plane needs exactly three checkpoints, got {len(ckpts)}; pass three files "
+                        "(or, with --run, three --particles)")
     plane = checkpoint_plane(ckpts, args.resolution, args.margin, options, args.allow_mask_union, partial) \
         if args.plane else None
     hull = hull_landscape(ckpts, args.samples, options, args.allow_mask_union)

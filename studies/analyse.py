@@ -276,25 +276,44 @@ def check_kinds(kinds: Sequence[str]) -> None:
         raise UserError(f"--only takes a comma-separated subset of {', '.join(KINDS)}, not {','.join(kinds)!r}")
 
 
+SETTING_HELP = {"points": "points on each interpolation line", "splits": "data splits to evaluate: train, test "
+                "or train,test", "bn_recal": "train samples for BatchNorm recalibration at every point (0: combine "
+                "the stored statistics)", "hull_samples": "Dirichlet samples of each convex hull",
+                "plane_resolution": "plane grid N x N", "hessian_probes": "Hutchinson probes per Hessian trace",
+                "hessian_samples": "seeded train samples the Hessian is taken over",
+                "seed": "seed of every subsample and random probe"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m studies.analyse",
         description="Compute the landscape measurements of a study directory (barriers, hulls, planes, Hessian "
-                    "traces) into DIR/analysis/; rerun to continue.")
+                    "traces) into DIR/analysis/; rerun to continue. The JSON it writes: docs/format.md.")
     parser.add_argument("study", metavar="DIR", help="a study directory of python -m training.study")
-    parser.add_argument("--only", default=",".join(KINDS), metavar="KIND,...", help="measurements to compute")
-    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--only", default=",".join(KINDS), metavar="KIND,...",
+                        help="measurements to compute, a comma-separated subset of " + ", ".join(KINDS) +
+                             " (default all): pairs = barriers between the particles of a cycle, consecutive = "
+                             "barriers between consecutive cycles' solutions, hull = convex hull of the particles, "
+                             "plane = loss plane through three particles, hessian = Hessian trace of the solution")
+    parser.add_argument("--device", default="auto", type=lambda name: str(resolve_device(name)),
+                        help="auto, cpu, cuda or cuda:N (default auto: the first GPU if there is one)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="where the data set is read and cached (default data/ in the working directory; never "
                              "where a checkpoint says)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar (default: only on a terminal)")
     parser.add_argument("--jobs", type=int, default=1, metavar="K",
-                        help="compute K measurements at once in separate processes (e.g. one per CPU core)")
+                        help="compute K measurements at once in separate processes (e.g. one per CPU core; "
+                             "default 1)")
+
+    def shown(value: Any) -> str:
+        return ",".join(value) if isinstance(value, tuple) else str(value)
+
     for f in fields(AnalysisSettings):
         least = f" (at least {f.metadata['least']})" if "least" in f.metadata else ""
-        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
-        parser.add_argument(_flag(f.name), default=None, metavar="VALUE",
-                            help=f"analysis setting{least} (default {default}, or as for --quick studies)")
+        parser.add_argument(_flag(f.name), default=None, metavar="SPLIT,..." if f.name == "splits" else "N",
+                            help=f"{SETTING_HELP[f.name]}{least} (default {shown(f.default)}; "
+                                 f"{shown(getattr(QUICK_SETTINGS, f.name))} for --quick studies)")
     return parser
 
 

@@ -106,7 +106,8 @@ def study_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m studies.report",
                             description="Print a study's tables (mean ± std over seeds) as Markdown.")
-    parser.add_argument("study", metavar="DIR")
+    parser.add_argument("study", metavar="DIR", help="a study directory of python -m training.study; its "
+                        "barrier, hull and Hessian tables need python -m studies.analyse DIR first")
     parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",
                         help="cycles to show (default all)")
     args = parser.parse_args(argv)

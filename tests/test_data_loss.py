@@ -240,3 +240,16 @@ def test_inputs_that_are_not_regular_files_are_named_for_what_they_are(ckpts, tm
                 expect=expect)
     refused(capsys, hessian.main, [str(tmp_path / "fifo.pt"), "--model", "cnn1d", "--dataset", "mnist1d",
                                    "--data-dir", str(DATA_DIR)], where=tmp_path, expect="not a regular file")
+
+
+def test_a_closed_pipe_stops_quietly(ckpts):
+    """``python -m landscape.barrier ... | head -2``: no BrokenPipeError traceback, SIGPIPE's status."""
+    a, b = ckpts
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "landscape.barrier", str(a), str(b), "--points", "400",
+                             "--bn-recal", "0", "--split", "test", "--data-dir", str(DATA_DIR)],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 141
+    assert b"Traceback" not in proc.stderr.read()

@@ -196,16 +196,39 @@ def test_notebook_runs_headless_and_writes_png_and_pdf(study, name, tmp_path, mo
     _execute(name, FIGURES[name], tmp_path, monkeypatch)
 
 
-def _execute(name: str, figures: list[str], folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SWAMP_FIGURES", str(folder))
+def _execute(name: str, figures: list[str], folder: Path | None, monkeypatch: pytest.MonkeyPatch,
+             notebooks: Path = NOTEBOOKS) -> nbformat.NotebookNode:
+    """Run ``notebooks/name.ipynb`` headless there; its figures must appear in ``folder`` (None: the
+    notebooks' default, ``../runs/figures``). Returns the executed notebook."""
+    if folder is None:
+        monkeypatch.delenv("SWAMP_FIGURES", raising=False)
+        folder = notebooks.parent / "runs" / "figures"
+    else:
+        monkeypatch.setenv("SWAMP_FIGURES", str(folder))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    nb = nbformat.read(notebooks / f"{name}.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(notebooks)}}).execute()
     for figure in figures:
         for ext in ("png", "pdf"):
             assert (folder / f"{figure}.{ext}").stat().st_size > 1000
+    return nb
+
+
+def test_notebook_makes_and_draws_the_quick_study_in_a_fresh_directory(tmp_path, monkeypatch):
+    """A newcomer's first notebook: no study and no SWAMP_STUDY. The first cell makes the quick study
+    beside the notebooks, the figures say so and go to ../runs/figures, not to the committed figures/."""
+    notebooks = tmp_path / "analysis_notebooks"
+    notebooks.mkdir()
+    shutil.copy(NOTEBOOKS / "01_accuracy_vs_sparsity.ipynb", notebooks)
+    monkeypatch.delenv("SWAMP_STUDY", raising=False)
+    monkeypatch.setenv("SWAMP_DATA_DIR", str(DATA_DIR))
+    nb = _execute("01_accuracy_vs_sparsity", ["accuracy_vs_sparsity"], None, monkeypatch, notebooks)
+    assert json.loads((tmp_path / "runs" / "study-quick" / MANIFEST).read_text())["quick"]
+    assert (tmp_path / "runs" / "study-quick" / "analysis" / "settings.json").is_file()
+    printed = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
+    assert "making the quick study" in printed and "(quick study, not results)" in printed
 
 
 @pytest.fixture(scope="module")

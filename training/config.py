@@ -80,7 +80,7 @@ class RunConfig:
     bn_samples: int = _opt("training samples for BN recalibration (0 = all)", 0)
     # run
     seed: int = _opt("master seed; particle p of cycle k derives its data order from (seed, k, p)", 0)
-    out: str = _opt("run directory (default runs/<preset>-n<particles>-s<seed>)")
+    out: str = _opt("run directory")
     resume: bool = _opt("continue the run in --out", False)
     overwrite: bool = _opt("replace an existing run directory", False)
     device: str = _opt("auto, cpu, cuda or cuda:N", "auto")
@@ -118,8 +118,24 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per :class:`RunConfig` field; every default is None."""
+def _default_text(name: str, value: Any) -> str:
+    """How a flag's help names its default ``value`` (None: the preset's, where the preset sets it)."""
+    if isinstance(value, bool):
+        return f" (default {'on' if value else 'off'})"
+    if value is not None:
+        return f" (default {value})"
+    if name in PRESET_FIELDS:
+        return " (default: from the preset)"
+    if name == "preset":
+        return " (default: the dataset's, " + ", ".join(f"{v} for {k}" for k, v in DEFAULT_PRESET.items()) + ")"
+    return ""
+
+
+def build_parser(prog: str, description: str, defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per :class:`RunConfig` field; every default is None (so that a
+    given flag can be told from an absent one), and each help names the default of the program, the
+    field's own or ``defaults`` (the ``base`` of :func:`parse_config`)."""
+    defaults = defaults or {}
     parser = ArgumentParser(prog=prog, description=description)
     for f in fields(RunConfig):
         kwargs: dict[str, Any] = {"default": None, "help": f.metadata["help"]}
@@ -130,10 +146,12 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         else:
             kwargs["type"] = {"int": int, "float": float}.get(str(f.type), str)
             kwargs["metavar"] = f.name.upper()
-        if f.default is not None and f.default is not False:
-            kwargs["help"] += f" (default {f.default})"
-        elif f.name in PRESET_FIELDS:
-            kwargs["help"] += " (default: from the preset)"
+        if f.name == "out":
+            kwargs["help"] += (" (default runs/<preset>-<kind>-n<particles>-s<seed>, <kind> imp for one particle "
+                               "without SWA, else swamp; with no flags "
+                               f"{resolve_config(argparse.Namespace(), defaults).out})")
+        elif "default" not in kwargs["help"]:
+            kwargs["help"] += _default_text(f.name, defaults.get(f.name, f.default))
         parser.add_argument(_flag(f.name), **kwargs)
     return parser
 
@@ -269,7 +287,7 @@ def parse_config(argv: Sequence[str] | None, prog: str, description: str,
 
     With ``--resume --out DIR`` the run's saved settings are the base, so no flag needs repeating.
     """
-    args = build_parser(prog, description).parse_args(argv)
+    args = build_parser(prog, description, base).parse_args(argv)
     if args.resume and args.out:
         base = {**(base or {}), **saved_config(args.out)}
     return resolve_config(args, base)

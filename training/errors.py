@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -46,12 +48,19 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     ``rerun`` tells the user how to continue after an environment failure or an interrupt
     (:data:`RESUME_RUN` for training); a tool whose outputs are written whole keeps the default.
     """
-    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "swamp"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = f"python -m {spec.name}" if spec is not None and spec.name else \
+        (sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "swamp")
     try:
-        return int(main(argv) or 0)
+        code = int(main(argv) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return code
     except (UserError, LibraryArgumentError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (``... | head``): stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as err:
         if err.errno not in ENVIRONMENT_ERRNOS:
             raise

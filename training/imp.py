@@ -7,14 +7,21 @@ import sys
 from collections.abc import Sequence
 
 from training import swamp
-from training.errors import RESUME_RUN, run_cli
+from training.config import parse_config
+from training.errors import RESUME_RUN, UserError, run_cli
 
 IMP_DEFAULTS = {"particles": 1, "swa": False}
+PROG = "python -m training.imp"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return swamp.main(argv, "python -m training.imp", IMP_DEFAULTS,
-                      "Iterative magnitude pruning with weight rewinding (one particle, no SWA).")
+    cfg = parse_config(argv, PROG, "Iterative magnitude pruning with weight rewinding (one particle, no SWA).",
+                       IMP_DEFAULTS)
+    if cfg.particles != 1:
+        raise UserError(f"{PROG} trains one particle per cycle (IMP); for {cfg.particles} particles use "
+                        f"python -m training.swamp --particles {cfg.particles} (add --no-swa for particles "
+                        "without SWA)")
+    return swamp.run_and_report(cfg)
 
 
 if __name__ == "__main__":

@@ -313,26 +313,34 @@ def _run_parallel(todo: list[SubRun], jobs: int, start: Callable[[SubRun], float
 
 
 def build_parser() -> argparse.ArgumentParser:
+    full, quick = (", ".join(m.name for m in plan("mnist1d").methods) for plan in (default_plan, quick_plan))
     parser = ArgumentParser(
         prog="python -m training.study",
         description="Run the SWAMP study grid (IMP, SWA only, particles only, SWAMP N = 2/4/8, SWAMP+, one-shot "
-                    "magnitude/random pruning) for several seeds into one directory; rerun to continue it.")
+                    "magnitude/random pruning) for several seeds into one directory; rerun to continue it. "
+                    "The directory's format: docs/format.md.")
     parser.add_argument("--out", required=True, metavar="DIR", help="study directory")
-    parser.add_argument("--quick", action="store_true", help="tiny grid for tests (seconds)")
-    parser.add_argument("--preset", default="mnist1d", choices=list(PRESETS), help="hyperparameter preset")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small grid to try the pipeline: seeds 0,1, 2 cycles of 1 epoch, SWAMP with N = 3 "
+                             "(under a minute on two CPU cores)")
+    parser.add_argument("--preset", default="mnist1d", choices=list(PRESETS),
+                        help="hyperparameter preset (default mnist1d)")
     parser.add_argument("--seeds", default=None, metavar="S,S,...",
                         help="seeds (default 0,1,2; quick 0,1); a finished study can be extended with more seeds")
-    parser.add_argument("--methods", default=None, metavar="NAME,...", help="run only these methods")
+    parser.add_argument("--methods", default=None, metavar="NAME,...",
+                        help=f"run only these methods (default all: {full}; with --quick: {quick})")
     for name in ("epochs", "cycles", "rewind_epochs"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
                             help=f"override the plan's {name} (a reduced study; recorded in {MANIFEST})")
     parser.add_argument("--jobs", type=int, default=1, metavar="K",
                         help="train K sub-runs at once in separate processes (e.g. one per CPU core or GPU "
-                             "memory share); each gets 1/K of the torch threads")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where datasets live")
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--download", action="store_true", default=None, help="allow torchvision to download CIFAR")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars")
+                             "memory share); each gets 1/K of the torch threads (default 1)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where datasets live (default data)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--download", action="store_true", default=None,
+                        help="allow torchvision to download CIFAR (default off)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: only on a terminal)")
     return parser
 
 

@@ -5,18 +5,19 @@ With no arguments it runs the quick MNIST-1D preset on the CPU in a few minutes.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from training.config import parse_config
+from training.config import RunConfig, parse_config
 from training.errors import RESUME_RUN, run_cli
 from training.run import run_swamp
 from training.rundir import results_row
 
 DESCRIPTION = ("Sparse Weight Averaging with Multiple Particles (Choi et al., ICLR 2024): iterative magnitude "
                "pruning where every cycle trains N SWA particles from the same ticket and mask and keeps their "
-               "weight average. Writes a run directory (see CONTRACT.md).")
+               "weight average. Writes a run directory (its format: docs/format.md).")
 
 
 def format_table(metrics: list[dict[str, Any]]) -> str:
@@ -32,12 +33,21 @@ def format_table(metrics: list[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m training.swamp",
          defaults: dict[str, Any] | None = None, description: str = DESCRIPTION) -> int:
-    cfg = parse_config(argv, prog, description, defaults)
+    return run_and_report(parse_config(argv, prog, description, defaults))
+
+
+def run_and_report(cfg: RunConfig) -> int:
+    """Run ``cfg``, naming its directory first and ending with the table of :func:`format_table`.
+
+    Both lines are flushed as they are printed, so output redirected to a file keeps the run directory
+    even when the run is interrupted. Under torchrun only rank 0 prints.
+    """
+    reporting = os.environ.get("RANK", "0") == "0"
+    if reporting:
+        print(f"run directory: {cfg.out}", flush=True)
     metrics = run_swamp(cfg)
-    if not metrics:  # a torchrun worker rank: rank 0 reports
-        return 0
-    print(f"run directory: {cfg.out}")
-    print(format_table(metrics))
+    if reporting and metrics:
+        print(format_table(metrics), flush=True)
     return 0
 
 

@@ -1,0 +1,92 @@
+"""What a new user meets first: help texts that tell the truth, documented commands that work, and
+output that survives an interrupt."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DATA_DIR
+
+from landscape import subspace
+from training import imp, swamp
+from training.errors import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def help_text(module, capsys) -> str:
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_imp_help_shows_its_own_defaults(capsys):
+    text = help_text(imp, capsys)
+    assert "particles per cycle (1 = IMP) (default 1)" in text
+    assert "stochastic weight averaging in every particle (default off)" in text
+    assert "runs/mnist1d-imp-n1-s0" in text
+    swamp_text = help_text(swamp, capsys)
+    assert "(default 4)" in swamp_text and "(default on)" in swamp_text and "runs/mnist1d-swamp-n4-s0" in swamp_text
+
+
+def test_imp_refuses_several_particles_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(imp.main, ["--particles", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "python -m training.swamp --particles 4" in err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def four_particles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("four") / "run"
+    assert swamp.main(["--cycles", "2", "--epochs", "1", "--particles", "4", "--rewind-epochs", "0",
+                       "--no-progress", "--data-dir", str(DATA_DIR), "--out", str(out)]) == 0
+    return out
+
+
+def test_readme_plane_command_works_on_a_four_particle_run(four_particles, tmp_path, capsys):
+    plot = tmp_path / "plane.png"
+    assert run_cli(subspace.main, ["--run", str(four_particles), "--cycle", "1", "--plane", "--plot", str(plot),
+                                   "--resolution", "3", "--samples", "2", "--bn-recal", "256",
+                                   "--data-dir", str(DATA_DIR)]) == 0
+    out = capsys.readouterr().out
+    assert "using particles 0, 1, 2 of the 4" in out and "particle_03" not in out
+    assert plot.stat().st_size > 1000
+
+
+def test_particles_picks_the_checkpoints_of_a_cycle(four_particles, capsys):
+    base = ["--run", str(four_particles), "--cycle", "1", "--samples", "1", "--bn-recal", "256",
+            "--data-dir", str(DATA_DIR)]
+    assert run_cli(subspace.main, [*base, "--particles", "1,3"]) == 0
+    out = capsys.readouterr().out
+    assert "C1: " in out and "particle_01" in out and "particle_03" in out and "particle_00" not in out
+    assert run_cli(subspace.main, [*base, "--particles", "0,4"]) == 2
+    assert "--particles 4" in capsys.readouterr().err
+
+
+def test_interrupted_run_keeps_its_printed_lines_and_says_how_to_resume(tmp_path):
+    stdout, stderr = tmp_path / "out.txt", tmp_path / "err.txt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    with stdout.open("w") as out, stderr.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "training.swamp", "--cycles", "3", "--epochs", "50",
+                                 "--particles", "2", "--rewind-epochs", "0", "--no-progress", "--data-dir",
+                                 str(DATA_DIR), "--out", str(tmp_path / "run")], stdout=out, stderr=err, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while "run directory:" not in stdout.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)  # into the training
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(60) == 130
+        finally:
+            proc.kill()
+    assert f"run directory: {tmp_path / 'run'}" in stdout.read_text()
+    assert "interrupted; rerun with --resume to continue the run" in stderr.read_text()
