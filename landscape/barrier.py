@@ -47,7 +47,9 @@ from landscape.artifacts import (
     shared_mask_or_refuse,
 )
 from landscape.cli import (
+    MAX_POINTS,
     add_eval_arguments,
+    check_at_most,
     check_outputs,
     eval_options,
     open_checkpoint,
@@ -105,6 +107,7 @@ def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
     """
     if points < 2:
         raise UserError("--points must be at least 2 (lambda = 0 and 1)")
+    check_at_most(points, MAX_POINTS, "--points")
     ckpts = load_compatible([a, b])
     shared_mask_or_refuse(ckpts, allow_mask_union)
     evaluator = CombinationEvaluator(ckpts, options)
@@ -234,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = eval_options(args)
-    check_outputs({"--json": args.json, "--plot": args.plot}, [*args.checkpoints, *([args.run] if args.run else [])])
+    check_outputs({"--json": args.json, "--plot": args.plot}, [*args.checkpoints, *([args.run] if args.run else [])],
+                  {"--json": {"lambdas", "pairs"}})
     if args.run is None:
         if len(args.checkpoints) != 2 or args.cycle is not None or args.consecutive:
             raise UserError("give two checkpoints A B, or --run DIR with --cycle K or --consecutive")

@@ -11,6 +11,7 @@ from landscape.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, ca
 from landscape.options import add_dataclass_arguments, from_args
 from training.atomic import atomic_write_text
 from training.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
+from training.config import SEED_LIMIT
 from training.data import mnist1d_spec
 from training.errors import UserError
 from training.models import model_spec
@@ -46,6 +47,32 @@ def add_file_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a figure")
 
 
+# The most a command line may ask for: beyond these a scan or estimate would not fit in memory or finish
+# (each grid point is one evaluation of the whole data set; each probe a vector of every weight).
+MAX_POINTS = 10_001
+MAX_HULL_SAMPLES = 100_000
+MAX_RESOLUTION = 1_001
+MAX_PROBES = 10_000
+MAX_LANCZOS_RUNS = 1_000
+
+
+def check_at_most(value: int, limit: int, flag: str) -> None:
+    """Refuse (:class:`UserError`) a size above its :data:`MAX_POINTS`-style cap."""
+    if value > limit:
+        raise UserError(f"{flag} must be at most {limit:,}, not {value:,}")
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"{flag} must lie in [0, {SEED_LIMIT}), not {seed}")
+
+
+def check_data_dir(data_dir: str | None) -> None:
+    """``--data-dir`` may be absent or a directory, not a file."""
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a directory")
+
+
 def eval_options(args: argparse.Namespace) -> EvalOptions:
     """Validated :class:`EvalOptions` from the flags of :func:`add_eval_arguments`."""
     options = from_args(EvalOptions, args)
@@ -53,6 +80,8 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
         raise UserError("--bn-recal must be >= 0 (0 = combine the stored BatchNorm statistics)")
     if options.batch_size is not None and options.batch_size < 1:
         raise UserError("--batch-size must be positive")
+    check_seed(options.seed)
+    check_data_dir(options.data_dir)
     return options
 
 
@@ -88,18 +117,20 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _MAX_REPLACED_BYTES = 64 * 2**20  # no output of ours is larger: a bigger file is somebody else's
 
 
-def _looks_like(path: Path, kind: str) -> bool:
-    """Whether the existing regular file ``path`` is a ``kind`` ("json" or "png") a rerun may replace."""
+def _looks_like(path: Path, kind: str, markers: frozenset[str]) -> bool:
+    """Whether the existing regular file ``path`` is an earlier output of this kind that a rerun may replace:
+    a PNG that matplotlib wrote (its ``Software`` text chunk), or a JSON object holding one of the keys
+    ``markers`` that this tool writes (a user's own JSON file holds none of them)."""
     if path.stat().st_size > _MAX_REPLACED_BYTES:
         return False
     data = path.read_bytes()
     if kind == "png":
-        return data.startswith(PNG_MAGIC)
+        return data.startswith(PNG_MAGIC) and b"Software\x00Matplotlib" in data[:512]
     try:
-        json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
-    return True
+    return isinstance(body, dict) and bool(markers & set(body))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -109,15 +140,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.absolute() == b.absolute()
 
 
-def check_outputs(outputs: dict[str, Path | None], inputs: list[str | Path]) -> None:
+def check_outputs(outputs: dict[str, Path | None], inputs: list[str | Path],
+                  markers: dict[str, set[str]] | None = None) -> None:
     """Refuse, before anything is computed, an output that would destroy a file the program did not make.
 
     ``outputs`` maps a flag (``--json``) to its path or None; ``inputs`` are the checkpoint files and run
     directories the command reads. An output may not be one of the inputs (also through a link or a hard
     link), lie as an existing file inside an input directory, be a directory, a link or a special file,
-    be given twice, or replace an existing file that is not of its own kind (JSON for ``--json``, PNG for
-    ``--plot``): outputs never replace inputs or a user's other files.
+    be given twice, or replace an existing file that is not an earlier output of its own kind (a matplotlib
+    PNG for ``--plot``; for a JSON flag, a JSON object with one of the keys ``markers[flag]`` that the tool
+    writes): outputs never replace inputs or a user's other files.
     """
+    markers = markers or {}
     given = {flag: Path(p) for flag, p in outputs.items() if p is not None}
     for flag, path in given.items():
         if not str(path).strip():
@@ -139,6 +173,9 @@ def check_outputs(outputs: dict[str, Path | None], inputs: list[str | Path]) -> 
         if path.exists() and not path.is_file():
             raise UserError(f"{flag} {path} is not a regular file (a FIFO or device?); name a regular file")
         kind = "png" if flag == "--plot" else "json"
-        if path.is_file() and not _looks_like(path, kind):
-            raise UserError(f"{flag} {path} exists and is not a {kind.upper()} file, so it is not an earlier output; "
-                            "it is left as it is: choose another file")
+        if path.is_file() and not _looks_like(path, kind, frozenset(markers.get(flag, ()))):
+            raise UserError(f"{flag} {path} exists and is not an earlier {kind.upper()} output of this tool, so it "
+                            "is left as it is: choose another file")
+        parent = next((p for p in path.absolute().parents if p.exists() or p.is_symlink()), None)
+        if parent is not None and not parent.is_dir():
+            raise UserError(f"{flag} {path}: {parent} is not a directory")

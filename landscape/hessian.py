@@ -49,7 +49,8 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError("give one checkpoint CKPT or --run DIR (not both)")
     if args.particles and args.run is None:
         raise UserError("--particles needs --run DIR")
-    check_outputs({"--json": args.json, "--plot": args.plot}, [args.checkpoint or args.run])
+    check_outputs({"--json": args.json, "--plot": args.plot}, [args.checkpoint or args.run],
+                  {"--json": {"trace", "rows"}})
     if args.run is None:
         report = analyse_checkpoint(open_checkpoint(args.checkpoint, args), options, device, args.data_dir)
         print(format_report(report))

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.artifacts import checkpoint_data, run_checkpoints
+from landscape.cli import MAX_LANCZOS_RUNS, MAX_PROBES
 from landscape.curvature import HessianOperator
 from landscape.hvp import Batch, trainable_parameters
 from landscape.options import option
@@ -38,6 +39,7 @@ from landscape.pyhessian_backend import PyHessianTrace, pyhessian_trace
 from landscape.spectrum import Spectrum
 from landscape.trace import ESTIMATORS, TraceEstimate
 from training.checkpoint import Checkpoint, build_model, load_checkpoint
+from training.config import SEED_LIMIT
 from training.data import Dataset, subsample_indices
 from training.errors import UserError
 from training.seeds import derive_seed
@@ -105,6 +107,10 @@ class HessianOptions:
             (self.lanczos_steps <= self.MAX_LANCZOS_STEPS,
              f"--lanczos-steps must be at most {self.MAX_LANCZOS_STEPS:,} (each step keeps one vector per run; "
              "Lanczos needs far fewer for the top eigenvalue and the density)"),
+            (self.probes <= MAX_PROBES, f"--probes must be at most {MAX_PROBES:,} (each probe is a vector of every "
+             "weight, all held at once)"),
+            (self.lanczos_runs <= MAX_LANCZOS_RUNS, f"--lanczos-runs must be at most {MAX_LANCZOS_RUNS:,}"),
+            (0 <= self.seed < SEED_LIMIT, f"--seed must lie in [0, {SEED_LIMIT})"),
             (self.target_rse is None or self.target_rse > 0, "--target-rse must be positive"),
             (self.backend in ("native", "pyhessian"), "--backend must be native or pyhessian"),
         ]

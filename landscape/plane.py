@@ -39,6 +39,7 @@ from landscape.artifacts import (
     load_compatible,
     shared_mask_or_refuse,
 )
+from landscape.cli import MAX_RESOLUTION, check_at_most
 from landscape.connectivity import plane_geometry
 from training.atomic import atomic_write_text
 from training.errors import UserError
@@ -106,6 +107,7 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
         raise UserError(f"a plane needs exactly three checkpoints, got {len(checkpoints)}")
     if resolution < 2:
         raise UserError("--resolution must be at least 2")
+    check_at_most(resolution, MAX_RESOLUTION, "--resolution")
     if not math.isfinite(margin) or margin < 0:
         raise UserError(f"--margin must be a finite number >= 0, not {margin}")
     ckpts = load_compatible(checkpoints)

@@ -39,7 +39,9 @@ from landscape.artifacts import (
     shared_mask_or_refuse,
 )
 from landscape.cli import (
+    MAX_HULL_SAMPLES,
     add_eval_arguments,
+    check_at_most,
     check_outputs,
     cycle_list,
     eval_options,
@@ -94,6 +96,7 @@ def hull_landscape(checkpoints: Sequence[CheckpointLike], samples: int = 32, opt
     """Evaluate the vertices, the centroid and ``samples`` uniform points of the checkpoints' convex hull."""
     if len(checkpoints) < 2 or samples < 1:
         raise UserError("the hull needs at least two checkpoints and --samples >= 1")
+    check_at_most(samples, MAX_HULL_SAMPLES, "--samples")
     ckpts = load_compatible(checkpoints)
     mask = shared_mask_or_refuse(ckpts, allow_mask_union)
     evaluator = CombinationEvaluator(ckpts, options)
@@ -197,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--particles picks particles of --run DIR --cycle K; with files, pass the files you want")
     partial = Path(f"{args.json}.partial") if args.json else None
     check_outputs({"--json": args.json, "--json (its .partial)": partial if args.plane else None, "--plot": args.plot},
-                  [*args.checkpoints, *([args.run] if args.run else [])])
+                  [*args.checkpoints, *([args.run] if args.run else [])],
+                  {"--json": {"hull"}, "--json (its .partial)": {"identity"}})
     paths = chosen_particles(args.run, args.cycle, args.particles, args.plane) if args.run is not None \
         else args.checkpoints
     ckpts = load_compatible([open_checkpoint(p, args) for p in paths])

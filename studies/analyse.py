@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from landscape.artifacts import SPLITS, EvalOptions, run_particles
 from landscape.barrier import checkpoint_barrier, cycle_barriers
-from landscape.cli import write_json
+from landscape.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, MAX_RESOLUTION, check_at_most, write_json
 from landscape.hessian_report import HessianOptions, analyse_checkpoint
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape
@@ -97,6 +97,9 @@ class AnalysisSettings:
                 raise UserError(f"{_flag(f.name)} must be an integer >= {f.metadata['least']}, not {value!r}")
         if self.seed >= SEED_LIMIT:
             raise UserError(f"--seed must be below {SEED_LIMIT}, not {self.seed}")
+        for name, limit in (("points", MAX_POINTS), ("hull_samples", MAX_HULL_SAMPLES),
+                            ("plane_resolution", MAX_RESOLUTION), ("hessian_probes", MAX_PROBES)):
+            check_at_most(getattr(self, name), limit, _flag(name))
         splits = self.splits
         if not isinstance(splits, tuple) or not splits or not set(splits) <= set(SPLITS) \
                 or len(set(splits)) != len(splits):

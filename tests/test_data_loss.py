@@ -166,7 +166,15 @@ def test_outputs_refuse_files_of_another_kind_links_folders_and_twice_the_same(c
     photo.write_bytes(b"\xff\xd8\xff\xe0 a JPEG")
     os.symlink(tmp_path / "notes.json", tmp_path / "link.json")
     os.mkfifo(tmp_path / "fifo.json")
-    cases = [(["--json", str(notes)], "is not a JSON file"), (["--plot", str(photo)], "is not a PNG file"),
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "data"}')
+    other_png = tmp_path / "other.png"
+    other_png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # a PNG, but not one matplotlib wrote
+    (tmp_path / "file.txt").write_text("a file\n")
+    not_json, not_png = "is not an earlier JSON output", "is not an earlier PNG"
+    cases = [(["--json", str(notes)], not_json), (["--plot", str(photo)], not_png),
+             (["--json", str(mine)], not_json), (["--plot", str(other_png)], not_png),
+             (["--json", str(tmp_path / "file.txt" / "out.json")], "is not a directory"),
              (["--json", str(tmp_path)], "is a directory"), (["--json", str(tmp_path / "link.json")], "symbolic link"),
              (["--json", str(tmp_path / "fifo.json")], "not a regular file"),
              (["--json", str(tmp_path / "x"), "--plot", str(tmp_path / "x")], "name the same file")]
@@ -174,8 +182,17 @@ def test_outputs_refuse_files_of_another_kind_links_folders_and_twice_the_same(c
         refused(capsys, barrier.main, [*base, *flags], where=tmp_path, expect=expect)
     plane = [str(a), str(b), str(b), "--plane", "--samples", "1", "--resolution", "2", "--json", str(notes)]
     (tmp_path / "notes.json.partial").write_text("mine\n")
-    notes.write_text("{}")
+    notes.write_text('{"hull": {}}')  # an earlier subspace output: only its .partial is somebody else's
     refused(capsys, subspace.main, plane, where=tmp_path, expect="--json (its .partial)")
+    for argv in ([str(a), str(b), "--points", "2", "--seed", "-1"], [str(a), str(b), "--points", "100000"],
+                 [str(a), str(b), "--points", "2", "--data-dir", str(tmp_path / "file.txt")]):
+        refused(capsys, barrier.main, argv, where=tmp_path, expect="error: ")
+    for argv in ([str(a), str(b), "--samples", "1000000000"], [str(a), str(b), str(b), "--plane", "--resolution",
+                                                                "100000"], [str(a), str(b), "--seed", "-1"]):
+        refused(capsys, subspace.main, argv, where=tmp_path, expect="must")
+    for argv in ([str(a), "--probes", "1000000000000"], [str(a), "--density", "--lanczos-runs", "1000000000"],
+                 [str(a), "--seed", "-1"]):
+        refused(capsys, hessian.main, argv, where=tmp_path, expect="must")
 
 
 def test_an_earlier_output_is_replaced(ckpts, tmp_path, capsys):
