@@ -15,18 +15,18 @@ ticket's training not included).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from studies.manifest import ANALYSIS, MethodRoles, method_roles
+from studies.manifest import ANALYSIS, MethodRoles, measurement_remedy, method_roles, read_json_object, read_measurement
 from training.errors import UserError
 from training.study import read_manifest
 
 METRIC_COLUMNS = ["average_test_acc", "ensemble_test_acc", "particle_test_acc_mean", "average_test_loss"]
+CONFIG_KEYS = {"epochs": int, "rewind_epochs": int, "particles": int, "particles_from_cycle": int}  # what _cost reads
 
 
 def method_label(method: dict[str, Any], role: str) -> str:
@@ -95,7 +95,9 @@ def accuracy_frame(root: str | Path) -> pd.DataFrame:
         results = root / run["path"] / "results.csv"
         if not results.is_file():
             continue
-        config = json.loads((root / run["path"] / "config.json").read_text())
+        config = read_json_object(root / run["path"] / "config.json",
+                                  f"restore it, or delete {root / run['path']} and rerun python -m training.study to "
+                                  "train that sub-run again", CONFIG_KEYS)
         frame = pd.read_csv(results)
         frame.insert(0, "seed", run["seed"])
         frame.insert(0, "method", run["method"])
@@ -122,15 +124,31 @@ def mean_std(frame: pd.DataFrame, by: Sequence[str], values: Sequence[str]) -> p
     return out.reset_index()
 
 
-def measurements(root: str | Path, kind: str) -> Iterator[dict[str, Any]]:
-    """The cached JSON objects of one kind (:data:`studies.analyse.KINDS`), with method and seed."""
-    root = Path(root)
+def _measured(root: Path, kind: str) -> Iterator[tuple[Path, dict[str, Any]]]:
     runs = {r["name"]: r for r in read_manifest(root)["runs"]}
     for path in sorted((root / ANALYSIS / kind).glob("*/cycle_*.json")):
-        obj = json.loads(path.read_text())
+        obj = read_measurement(root, path)
         run = runs.get(obj["run"])
         if run is not None:
-            yield {**obj, "method": run["method"], "seed": run["seed"]}
+            yield path, {**obj, "method": run["method"], "seed": run["seed"]}
+
+
+def measurements(root: str | Path, kind: str) -> Iterator[dict[str, Any]]:
+    """The cached JSON objects of one kind (:data:`studies.analyse.KINDS`), with method and seed."""
+    return (obj for _, obj in _measured(Path(root), kind))
+
+
+def _measured_rows(root: Path, kind: str, rows: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> pd.DataFrame:
+    """``rows(measurement)`` of every measurement of ``kind``, with densities; a measurement without the
+    entries ``rows`` reads is one :class:`UserError` naming its file."""
+    out = []
+    for path, obj in _measured(root, kind):
+        try:
+            out += rows(obj)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise UserError(f"{path} is damaged (not a {kind} measurement: {type(err).__name__} {err}); "
+                            f"{measurement_remedy(root)}") from None
+    return _with_density(root, out)
 
 
 def _densities(root: Path) -> dict[tuple[str, int], float]:
@@ -152,35 +170,34 @@ def _with_density(root: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
 def barrier_frame(root: str | Path, kind: str) -> pd.DataFrame:
     """One row per measured pair and split: Frankle barriers of loss and error (``kind`` = pairs or
     consecutive; a consecutive row's cycle is the later one)."""
-    rows = []
-    for obj in measurements(root, kind):
+    def rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
         pairs = obj["pairs"] if kind == "pairs" else [{"i": obj["cycle"] - 1, "j": obj["cycle"], **obj}]
-        for pair in pairs:
-            for split, b in pair["barrier"].items():
-                rows.append({"method": obj["method"], "seed": obj["seed"], "cycle": obj["cycle"], "i": pair["i"],
-                             "j": pair["j"], "split": split, "loss_barrier": b["loss"], "error_barrier": b["error"]})
-    return _with_density(Path(root), rows)
+        return [{"method": obj["method"], "seed": obj["seed"], "cycle": obj["cycle"], "i": pair["i"], "j": pair["j"],
+                 "split": split, "loss_barrier": b["loss"], "error_barrier": b["error"]}
+                for pair in pairs for split, b in pair["barrier"].items()]
+
+    return _measured_rows(Path(root), kind, rows)
 
 
 def hull_frame(root: str | Path, split: str = "test") -> pd.DataFrame:
     """One row per hull sample: its loss and accuracy, the worst vertex's loss and the centroid's."""
-    rows = []
-    for obj in measurements(root, "hull"):
+    def rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
         vertex_max = obj["summary"][split]["vertex_loss_max"]
         centroid = obj["centroid"][split]
-        for n, (loss, acc) in enumerate(zip(obj["hull"][split]["loss"], obj["hull"][split]["acc"], strict=True)):
-            rows.append({"method": obj["method"], "seed": obj["seed"], "cycle": obj["cycle"], "sample": n,
-                         "loss": loss, "acc": acc, "vertex_loss_max": vertex_max,
-                         "centroid_loss": centroid["loss"], "below_worst_vertex": loss <= vertex_max})
-    return _with_density(Path(root), rows)
+        return [{"method": obj["method"], "seed": obj["seed"], "cycle": obj["cycle"], "sample": n,
+                 "loss": loss, "acc": acc, "vertex_loss_max": vertex_max,
+                 "centroid_loss": centroid["loss"], "below_worst_vertex": loss <= vertex_max}
+                for n, (loss, acc) in enumerate(zip(obj["hull"][split]["loss"], obj["hull"][split]["acc"],
+                                                    strict=True))]
+
+    return _measured_rows(Path(root), "hull", rows)
 
 
 def hessian_frame(root: str | Path) -> pd.DataFrame:
     """One row per solution: Hutchinson trace and its standard error."""
-    rows = [{"method": o["method"], "seed": o["seed"], "cycle": o["cycle"], "trace": o["trace"],
-             "stderr": o["stderr"], "probes": o["probes"], "samples": o["samples"]}
-            for o in measurements(root, "hessian")]
-    return _with_density(Path(root), rows)
+    return _measured_rows(Path(root), "hessian", lambda o: [
+        {"method": o["method"], "seed": o["seed"], "cycle": o["cycle"], "trace": o["trace"], "stderr": o["stderr"],
+         "probes": o["probes"], "samples": o["samples"]}])
 
 
 def planes(root: str | Path) -> list[dict[str, Any]]:

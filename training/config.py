@@ -263,6 +263,8 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"--model-kwargs is not valid JSON: {err.msg}") from None
     if not isinstance(kwargs, dict):
         raise UserError("--model-kwargs must be a JSON object such as '{\"width\": 64}'")
+    if "num_classes" in kwargs:  # the model's output must match the labels, so the data set decides it
+        raise UserError("--model-kwargs: num_classes comes from the data set; leave it out of --model-kwargs")
 
 
 def check_data_dir(cfg: RunConfig) -> None:

@@ -3,7 +3,8 @@
 Every command-line entry point of the toolkit runs through :func:`run_cli`, which turns a
 :class:`UserError` (bad hyperparameter, missing dataset, unreadable checkpoint, ...) or an
 environment failure (full disk, read-only or forbidden path) into a single line on stderr and exit
-status 2. Anything else is a bug and keeps its traceback.
+status 2; Ctrl-C and SIGTERM stop it with one line saying how to continue. Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import errno
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 EXIT_USAGE = 2
 # Failures of the user's environment or paths, not of the toolkit: a full disk or quota, a file-size limit
@@ -23,6 +26,15 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
                       errno.ENXIO, errno.ETXTBSY, errno.EBUSY, errno.EMFILE, errno.ENFILE, errno.EXDEV, errno.EIO}
 RERUN = "rerun the command"
 RESUME_RUN = "rerun with --resume to continue the run"
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread while :func:`run_cli` runs: the program stops as after Ctrl-C
+    (every clean-up written for an interrupt runs; files are written atomically, so none is left half)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
 
 class UserError(Exception):
     """An error caused by the user's input; its message says what is wrong and what to do."""
@@ -43,7 +55,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, *,
             rerun: str = RERUN) -> int:
-    """Run ``main(argv)`` and map user errors, environment failures and Ctrl-C to one line and an exit status.
+    """Run ``main(argv)`` and map user errors, environment failures, Ctrl-C and SIGTERM to one line and an exit
+    status (SIGTERM: 143, while ``main`` runs in the main thread; the previous handler is restored after).
 
     ``rerun`` tells the user how to continue after an environment failure or an interrupt
     (:data:`RESUME_RUN` for training); a tool whose outputs are written whole keeps the default.
@@ -51,6 +64,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     prog = f"python -m {spec.name}" if spec is not None and spec.name else \
         (sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "swamp")
+    # signal handlers can be set only in the main thread; elsewhere SIGTERM keeps its effect
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
     try:
         code = int(main(argv) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
@@ -67,6 +83,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         where = f" ({err.filename})" if err.filename else ""
         print(f"error: {err.strerror}{where}; fix this and {rerun}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; {rerun}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"{prog}: {'terminated' if terminated else 'interrupted'}; {rerun}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if in_main:  # None: a handler not set from Python, which cannot be restored; the default then
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

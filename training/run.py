@@ -86,7 +86,7 @@ class Context:
             model.compile()
         state = train_particle(
             model, masks, self.data, schedule, self.hyper, generator(self.cfg.seed, seed_stream, *indices),
-            resume=load_train_state(resume_path, self.device, model.state_dict()),
+            resume=load_train_state(resume_path, self.device, model.state_dict(), epochs=schedule.epochs),
             on_epoch=lambda s: save_train_state(resume_path, s),
             bn_batches=lambda: self.bn_batches(generator(self.cfg.seed, "bn", *indices)),
             label=unit.replace("_", " "), progress=bar.update if bar is not None else None)

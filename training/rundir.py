@@ -126,11 +126,14 @@ def _count(meta: dict[str, str], key: str) -> int | None:
     return int(text) if isinstance(text, str) and text.isdigit() and text.isascii() else None
 
 
-def load_train_state(path: Path, device: Any, template: Mapping[str, Tensor] | None = None) -> TrainState | None:
+def load_train_state(path: Path, device: Any, template: Mapping[str, Tensor] | None = None, *,
+                     epochs: int | None = None) -> TrainState | None:
     """The saved state, or None if there is none (a corrupt or incomplete one is an error, never ignored).
 
     ``template`` (the model's ``state_dict``): the saved weights must have exactly its names, shapes and
-    dtypes, and the momentum and SWA entries those of its tensors, or the state is refused.
+    dtypes, and the momentum and SWA entries those of its tensors, or the state is refused. ``epochs`` (the
+    unit's :attr:`Schedule.epochs`): a state past the end of the schedule is refused, since resuming it
+    would count the unit as trained without training it.
     """
     if not path.is_file():
         return None
@@ -148,6 +151,8 @@ def load_train_state(path: Path, device: Any, template: Mapping[str, Tensor] | N
     model, momentum, swa = group("model."), group("momentum."), group("swa.")
     problems = [f"no integer {key!r} in its metadata" for key, v in (("epoch", epoch), ("swa_count", swa_count))
                 if v is None]
+    if epochs is not None and epoch is not None and epoch > epochs:
+        problems.append(f"epoch {epoch}, past the unit's {epochs} epochs")
     if not model:
         problems.append("no model weights")
     if "rng" not in tensors or tensors["rng"].dtype != torch.uint8:
@@ -180,9 +185,49 @@ def write_metrics(run: RunDir, k: int, metrics: dict[str, Any]) -> None:
     atomic_write_text(run.metrics(k), json.dumps(metrics, indent=2) + "\n")
 
 
+# What :func:`results_row` reads from a cycle's metrics.json: key -> number, or a nested object's keys.
+METRICS_NUMBERS = {"density": None, "sparsity": None, "seconds": None,
+                   "average": ("test_acc", "test_loss", "train_loss"), "ensemble": ("test_acc", "test_loss")}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _metrics_problem(m: Any, k: int) -> str | None:
+    """Why ``m`` is not cycle ``k``'s metrics as :func:`write_metrics` writes them, or None."""
+    if not isinstance(m, dict):
+        return f"holds a JSON {type(m).__name__}, not an object"
+    if m.get("cycle") != k or isinstance(m.get("cycle"), bool):
+        return f"its 'cycle' is {m.get('cycle')!r}, not {k}"
+    for key, inner in METRICS_NUMBERS.items():
+        value = m.get(key)
+        if inner is None and not _is_number(value):
+            return f"its {key!r} is {value!r}, not a number"
+        if inner is not None and not (isinstance(value, dict) and all(_is_number(value.get(i)) for i in inner)):
+            return f"its {key!r} is not an object with the numbers {', '.join(inner)}"
+    particles = m.get("particles")
+    if not (isinstance(particles, list) and particles
+            and all(isinstance(q, dict) and _is_number(q.get("test_acc")) for q in particles)):
+        return "its 'particles' is not a non-empty list of objects with a number 'test_acc'"
+    return None
+
+
 def read_metrics(run: RunDir, k: int) -> dict[str, Any] | None:
+    """Cycle ``k``'s metrics, or None if it has none; a damaged file is a :class:`UserError` that says how to
+    recompute it (the cycle's particles are kept, so only averaging and evaluation run again)."""
     path = run.metrics(k)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        m = json.loads(path.read_text())
+        problem = _metrics_problem(m, k)
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, or nested too deep
+        problem = f"is not JSON ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    if problem is not None:
+        raise UserError(f"{path} is damaged ({problem}); delete {run.average(k)} and rerun with --resume to "
+                        "average and evaluate that cycle again")
+    return m
 
 
 def results_row(m: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import Any
 from training.atomic import atomic_write_text
 from training.config import SEED_LIMIT, check_data_dir, resolve_config
 from training.device import resolve_device
-from training.errors import ArgumentParser, UserError, run_cli
+from training.errors import ENVIRONMENT_ERRNOS, ArgumentParser, UserError, run_cli
 from training.lock import exclusive
 from training.ownership import check_out_text, check_usable_directory
 from training.presets import PRESETS
@@ -200,9 +200,18 @@ def sub_config(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: 
     return resolve_config(argparse.Namespace(**values))
 
 
+def environment_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a failure of the machine (full disk, file-size limit, read-only path, ...), which
+    every later sub-run would meet as well: it stops the study instead of failing one sub-run."""
+    return isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS
+
+
 def run_sub_run(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: dict[str, Any],
                 threads: int | None = None) -> tuple[str, str | None]:
-    """Run (or resume) one sub-run; returns ``(status, error)``. Runs in a worker process with ``--jobs``."""
+    """Run (or resume) one sub-run; returns ``(status, error)``. Runs in a worker process with ``--jobs``.
+
+    An :func:`environment_failure` is raised, not returned.
+    """
     # the trainers load here, not at import: the study's readers import this module for its manifest
     from training.oneshot import run_oneshot
     from training.run import run_swamp
@@ -213,6 +222,8 @@ def run_sub_run(plan: StudyPlan, method: Method, seed: int, path: Path, runtime:
         (run_oneshot if method.oneshot else run_swamp)(cfg)
         return "done", None
     except Exception as err:  # one broken sub-run must not stop the grid
+        if environment_failure(err):
+            raise
         return "failed", f"{type(err).__name__}: {err}"
 
 
@@ -220,7 +231,8 @@ def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None 
               log: Callable[[str], None] = print, jobs: int = 1) -> list[SubRun]:
     """Run (or continue) every sub-run of ``plan`` under ``root``; returns their final status.
 
-    A sub-run that fails is marked ``failed`` with its error and the others still run. With ``jobs`` > 1
+    A sub-run that fails is marked ``failed`` with its error and the others still run; an
+    :func:`environment_failure` stops the study (the sub-runs it interrupts are left ``partial``). With ``jobs`` > 1
     that many sub-runs train at once, each in its own (spawned) process with ``1/jobs`` of this process's
     torch threads; this process alone writes the manifest. Sub-runs are independent and seeded, so the
     checkpoints are the same as with ``jobs = 1`` (given the same threads per run).
@@ -298,11 +310,15 @@ def _run_parallel(todo: list[SubRun], jobs: int, start: Callable[[SubRun], float
                     active[pool.submit(run_sub_run, *arguments(r), threads)] = (r, began)
                 done, _ = wait(active, return_when=FIRST_COMPLETED)
                 for future in done:
-                    r, began = active.pop(future)
+                    r, began = active[future]
                     try:
                         status, error = future.result()
-                    except Exception as err:  # the worker process itself died (e.g. killed for memory)
+                    except Exception as err:
+                        if environment_failure(err):
+                            raise  # r is still active: left partial below, with the others
+                        # the worker process itself died (e.g. killed for memory)
                         status, error = "failed", f"worker process: {type(err).__name__}: {err}"
+                    del active[future]
                     finish(r, began, status, error)
         except BaseException:
             for future, (r, began) in active.items():

@@ -180,7 +180,7 @@ def distributed(ctx: Context, cycle: int, start: State, masks: State, schedule: 
         raise RuntimeError("internal error: the distributed engine runs only inside a torchrun session")
     cluster = driver.cluster
     paths = {p: ctx.run.resume_state(particle_unit(cycle, p)) for p in todo}
-    resumes = {p: load_train_state(paths[p], "cpu", start) for p in todo}
+    resumes = {p: load_train_state(paths[p], "cpu", start, epochs=schedule.epochs) for p in todo}
     groups = resume_groups(resumes)
     driver.trained_on = {p: i % cluster.world for group in groups for i, p in enumerate(group)}
     job = {"cycle": cycle, "start": to_device(start, "cpu"), "masks": to_device(masks, "cpu"),

@@ -122,7 +122,7 @@ def vectorized(ctx: Context, cycle: int, start: State, masks: State, schedule: S
                done: ParticleDone, bar: Any = None) -> None:
     """Train the particles in ``todo`` together on ``ctx.device``; resume state saved per particle."""
     paths = {p: ctx.run.resume_state(particle_unit(cycle, p)) for p in todo}
-    resumes = {p: load_train_state(paths[p], ctx.device, start) for p in todo}
+    resumes = {p: load_train_state(paths[p], ctx.device, start, epochs=schedule.epochs) for p in todo}
     for group in resume_groups(resumes):
         def save(states: list[TrainState], group: list[int] = group) -> None:
             for p, state in zip(group, states, strict=True):
