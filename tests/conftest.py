@@ -56,3 +56,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if path:
         Path(path).write_text(json.dumps({**_TALLY, "tests": session.testscollected,
                                           "failed": session.testsfailed}) + "\n")
+
+
+def fail_nth_checkpoint_write(monkeypatch: pytest.MonkeyPatch, n: int, code: int, message: str) -> None:
+    """Make the ``n``-th checkpoint write raise ``OSError(code, message)``, as a full disk or a file-size
+    limit would, and every other write go through."""
+    from training import checkpoint as checkpoint_module
+
+    real_write = checkpoint_module.atomic_write_bytes
+    calls = {"n": 0}
+
+    def failing_write(path, data):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise OSError(code, message, str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", failing_write)

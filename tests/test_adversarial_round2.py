@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA_DIR
+from conftest import DATA_DIR, fail_nth_checkpoint_write
 
 from studies.report import main as report_main
-from training import checkpoint as checkpoint_module
 from training import study, swamp
 from training.averaging import RunningAverage
 from training.checkpoint import load_checkpoint
@@ -111,16 +110,7 @@ def test_metrics_with_wrong_types_are_refused(tiny_run, tmp_path, capsys):
 # --- 3. an environment failure in a sub-run stops the study -----------------------------------------
 
 def test_file_size_limit_stops_the_study_and_the_same_command_finishes_it(tmp_path, monkeypatch, capsys):
-    real_write = checkpoint_module.atomic_write_bytes
-    calls = {"n": 0}
-
-    def failing_write(path, data):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError(errno.EFBIG, "File too large", str(path))
-        real_write(path, data)
-
-    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", failing_write)
+    fail_nth_checkpoint_write(monkeypatch, 3, errno.EFBIG, "File too large")
     args = [*STUDY_ARGS, "--out", str(tmp_path / "study")]
     assert run_cli(study.main, args, rerun=STUDY_RERUN) == 2
     captured = capsys.readouterr()
@@ -129,7 +119,7 @@ def test_file_size_limit_stops_the_study_and_the_same_command_finishes_it(tmp_pa
     assert "FAILED" not in captured.out
     runs = json.loads((tmp_path / "study" / study.MANIFEST).read_text())["runs"]
     assert [(r["name"], r["status"], r["error"]) for r in runs] == [("imp-s0", "partial", None)]
-    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", real_write)
+    monkeypatch.undo()  # the disk is fixed
     assert run_cli(study.main, args, rerun=STUDY_RERUN) == 0
     runs = json.loads((tmp_path / "study" / study.MANIFEST).read_text())["runs"]
     assert [r["status"] for r in runs] == ["done"]

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA_DIR, TINY_ARGS
+from conftest import DATA_DIR, TINY_ARGS, fail_nth_checkpoint_write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from training import checkpoint as checkpoint_module
 from training import swamp
 from training.checkpoint import load_checkpoint, load_plain_state_dict
 from training.config import parse_config
@@ -153,21 +152,12 @@ def test_a_run_in_use_is_refused_and_left_untouched(tiny_run, capsys):
 
 
 def test_full_disk_stops_cleanly_and_the_run_resumes(tmp_path, monkeypatch, capsys):
-    real_write = checkpoint_module.atomic_write_bytes
-    calls = {"n": 0}
-
-    def failing_write(path, data):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real_write(path, data)
-
-    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", failing_write)
+    fail_nth_checkpoint_write(monkeypatch, 4, errno.ENOSPC, "No space left on device")
     args = [*KILL_ARGS, "--out", str(tmp_path / "run")]
     assert run_cli(swamp.main, args, rerun=RESUME_RUN) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "--resume" in err and err.count("\n") == 1
-    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", real_write)
+    monkeypatch.undo()  # the disk is fixed
     assert run_cli(swamp.main, ["--out", str(tmp_path / "run"), "--resume"]) == 0
     assert (tmp_path / "run" / "cycle_01" / "average.safetensors").is_file()
 
