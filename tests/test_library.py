@@ -177,3 +177,21 @@ def test_the_readme_example_runs(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["barrier", "hull", "Hessian trace"]
     assert float(lines[2].split()[2]) > 0, "a trained classifier's loss has positive curvature"
+
+
+def test_the_checkpoint_cli_equals_the_python_api_on_a_run(tiny_run):
+    """``landscape.barrier A B`` (the checkpoint layer) gives exactly the numbers of ``linear_barrier`` on
+    the same two models and the same test batches."""
+    from landscape.artifacts import EvalOptions, checkpoint_data
+    from landscape.barrier import checkpoint_barrier
+    from training.checkpoint import build_model, load_checkpoint
+
+    paths = [tiny_run / "cycle_01" / f"particle_{p:02d}.safetensors" for p in (0, 1)]
+    cli = checkpoint_barrier(*paths, 4, EvalOptions(("test",), bn_recal=0))
+    ckpts = [load_checkpoint(p) for p in paths]
+    a, b = (build_model(c) for c in ckpts)
+    data = checkpoint_data(ckpts[0], "cpu")
+    test = list(data.eval_batches("test", int(ckpts[0].config["eval_batch_size"])))
+    api = linear_barrier(a, b, test, points=4, bn_data=())
+    assert api.losses == cli.curves["test"].loss and api.errors == cli.curves["test"].error
+    assert api.barrier == cli.barrier["test"].loss and api.error_barrier == cli.barrier["test"].error
