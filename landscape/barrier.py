@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -58,7 +59,7 @@ from landscape.cli import (
     write_json,
 )
 from landscape.connectivity import frankle_barrier, max_barrier
-from landscape.plots import heatmap_panels, line_panels, save_figure
+from landscape.plots import checkpoint_label, heatmap_panels, line_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli
 
 BOTH_SPLITS = EvalOptions(SPLITS)
@@ -173,24 +174,59 @@ def consecutive_barriers(run: str, points: int = 11,
                         options, allow_mask_union=True)
 
 
+BARRIER_DEFINITIONS = (
+    "barrier: max over lambda of L(lambda) minus the chord (1 - lambda) L(0) + lambda L(1) (Frankle et al. 2020)",
+    "barrier_max: max over lambda of L(lambda) minus max(L(0), L(1)), the height above the higher endpoint")
+
+
+def _percent(values: Sequence[float]) -> list[float]:
+    return [100 * v for v in values]
+
+
 def plot_barrier(result: BarrierResult) -> Figure:
-    """Loss and error against lambda, one line per split."""
-    panels = {"loss": {s: c.loss for s, c in result.curves.items()},
-              "error": {s: c.error for s, c in result.curves.items()}}
-    return line_panels(result.lambdas, panels, "λ", title=f"{result.bn}; {result.mask.describe()}")
+    """Loss and error (%) against lambda, one line per split labelled with its barriers."""
+    def label(s: str, metric: str) -> str:
+        b, m = getattr(result.barrier[s], metric), getattr(result.barrier_max[s], metric)
+        return f"{s}: barrier {b:.4f}, max {m:.4f}" if metric == "loss" else \
+            f"{s}: barrier {100 * b:.2f}%, max {100 * m:.2f}%"
+
+    panels = {"loss": {label(s, "loss"): c.loss for s, c in result.curves.items()},
+              "error": {label(s, "error"): _percent(c.error) for s, c in result.curves.items()}}
+    a, b = checkpoint_label(result.a), checkpoint_label(result.b)
+    return line_panels(result.lambdas, panels, "λ (interpolation weight of B)",
+                       title=f"linear interpolation from A (λ = 0) to B (λ = 1)\nA = {a}, B = {b}",
+                       ylabels={"loss": "loss (cross-entropy)", "error": "error (%)"},
+                       caption=f"BatchNorm: {result.bn}; {result.mask.describe()}.\n" + "; ".join(BARRIER_DEFINITIONS))
 
 
 def plot_barrier_set(bset: BarrierSet) -> Figure:
-    """Heatmaps of pairwise barriers (``pairs``) or barrier against cycle (``consecutive``)."""
+    """Heatmaps of pairwise barriers (``pairs``) or barrier against cycle (``consecutive``); error in %."""
     splits = list(bset.pairs[0][2].barrier)
+    first = bset.pairs[0][2]
+    run = Path(bset.run).name or bset.run
+    scale = {"loss": 1.0, "error": 100.0}
     if bset.mode == "pairs":
-        panels = {f"{s} {m} barrier": bset.matrix(s, m) for s in splits for m in ("loss", "error")}
-        return heatmap_panels(panels, [str(i) for i in range(len(bset.checkpoints))],
-                              title=f"cycle {bset.cycle}: barriers between particles (Frankle et al. 2020)")
+        names = {(s, m): f"{s} {m} barrier" for s in splits for m in ("loss", "error")}
+        panels = {name: scale[m] * bset.matrix(s, m) for (s, m), name in names.items()}
+        fmt = {name: ".4f" if m == "loss" else ".2f" for (s, m), name in names.items()}
+        units = {name: "loss barrier" if m == "loss" else "error barrier (%)" for (s, m), name in names.items()}
+        labels = [str(int(n)) if (n := Path(p).stem.removeprefix("particle_")).isdigit() else n
+                  for p in bset.checkpoints]
+        caption = (f"Cell (i, j): barrier on the line from {run}/cycle_{bset.cycle:02d}/particle_i (λ = 0) to "
+                   f"particle_j (λ = 1). BatchNorm: {first.bn}; {first.mask.describe()}.\n{BARRIER_DEFINITIONS[0]}")
+        return heatmap_panels(panels, labels, title=f"barriers between the particles of cycle {bset.cycle} of {run} "
+                              "(Frankle et al. 2020)", xlabel="particle j", ylabel="particle i", fmt=fmt,
+                              colorbar_labels=units, vmin=0.0, caption=caption)
     later = [j for _, j, _ in bset.pairs]
-    panels = {f"{m} barrier": {s: [getattr(r.barrier[s], m) for _, _, r in bset.pairs] for s in splits}
+    panels = {f"{m} barrier": {s: [scale[m] * getattr(r.barrier[s], m) for _, _, r in bset.pairs] for s in splits}
               for m in ("loss", "error")}
-    return line_panels(later, panels, "cycle k (vs k - 1)", title="barriers between consecutive cycle solutions")
+    masks = "masks of consecutive cycles differ: the pruned weights are interpolated as they are" \
+        if not all(r.mask.shared for _, _, r in bset.pairs) else first.mask.describe()
+    return line_panels(later, panels, "cycle k", ylabels={"error barrier": "error barrier (%)"}, ymin=0.0,
+                       title=f"barriers between consecutive cycle solutions of {run}",
+                       caption=f"Point k: barrier on the line from {run}/cycle_(k-1)/average (λ = 0) to "
+                               f"{run}/cycle_k/average (λ = 1). BatchNorm: {first.bn}; {masks}.\n"
+                               + BARRIER_DEFINITIONS[0])
 
 
 def format_result(result: BarrierResult) -> str:
@@ -203,7 +239,7 @@ def format_result(result: BarrierResult) -> str:
     for name, values in (("barrier (Frankle et al. 2020)", result.barrier), ("barrier_max", result.barrier_max)):
         rows.append(f"{name}: " + "; ".join(f"{s} loss {values[s].loss:.4f} error {100 * values[s].error:.2f}%"
                                             for s in splits))
-    return "\n".join(rows)
+    return "\n".join([*rows, *(f"  {line}" for line in BARRIER_DEFINITIONS)])
 
 
 def format_set(bset: BarrierSet) -> str:

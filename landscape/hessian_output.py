@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from landscape.cli import add_io_arguments
-from landscape.hessian_report import HessianOptions, HessianReport
+from landscape.hessian_report import HessianOptions, HessianReport, HessianResult
 from landscape.options import add_dataclass_arguments
+from landscape.plots import checkpoint_label, label_figure, panel_grid
 from training.errors import ArgumentParser
 
 
@@ -73,53 +73,62 @@ def format_run(reports: Sequence[HessianReport]) -> str:
     return "\n".join(rows)
 
 
-def _panels(count: int) -> tuple[Figure, list]:
-    with sns.axes_style("whitegrid"):
-        fig = Figure(figsize=(4.4 * count, 3.4), layout="constrained")
-        axes = fig.subplots(1, count, squeeze=False)[0]
-    return fig, list(axes)
+def _describe(report: HessianReport) -> str:
+    """``run/cycle_01/average (average, cycle 1, density 0.8000)``."""
+    parts = [report.kind, *([f"cycle {report.cycle}"] if report.cycle is not None else []),
+             *([f"particle {report.particle}"] if report.particle is not None else [])]
+    return f"{checkpoint_label(report.checkpoint)} ({', '.join(parts)}, density {report.density:.4f})"
+
+
+def _caption(result: HessianResult, dim: bool = True) -> str:
+    coordinates = f" ({result.dim} coordinates)" if dim else ""
+    return (f"Hessian of the mean train cross-entropy over {result.samples} samples, model in eval mode; "
+            f"subspace {result.subspace}{coordinates}; {result.trace.method} trace estimate.")
 
 
 def report_figure(report: HessianReport) -> Figure:
     """Running trace estimate with a 2-standard-error band; per-layer parts and density when computed."""
     r, t = report.result, report.result.trace
-    fig, axes = _panels(1 + bool(t.per_layer) + (r.spectrum is not None and r.options.density))
+    fig, axes = panel_grid(1 + bool(t.per_layer) + (r.spectrum is not None and r.options.density), size=(4.4, 3.4))
     terms = np.asarray(t.samples)
     k = np.arange(1, len(terms) + 1)
     offset = t.estimate - (terms.mean() if len(terms) else 0.0)  # Hutch++'s exact low-rank part
     running = offset + np.cumsum(terms) / k if len(terms) else np.full(1, t.estimate)
     se = np.array([terms[:i].std(ddof=1) / np.sqrt(i) if i > 1 else np.nan for i in k]) if len(terms) else [0]
     x = k if len(terms) else [t.matvecs]
-    axes[0].plot(x, running, color="C0")
-    axes[0].fill_between(x, running - 2 * np.asarray(se), running + 2 * np.asarray(se), alpha=0.25, color="C0")
+    axes[0].plot(x, running, color="C0", marker="o", markersize=3, label="running estimate")
+    axes[0].fill_between(x, running - 2 * np.asarray(se), running + 2 * np.asarray(se), alpha=0.25, color="C0",
+                         label="± 2 standard errors of the running estimate")
     if r.pyhessian is not None:
         axes[0].axhline(r.pyhessian.estimate, color="C3", ls="--", label="pyhessian")
-        axes[0].legend()
-    axes[0].set(xlabel="probe", ylabel="trace estimate", title=f"{t.method}, subspace {r.subspace}")
+    axes[0].legend(fontsize="small")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set(xlabel="probes (random vectors)", ylabel="Hessian trace estimate", title="trace estimate")
     if t.per_layer:
         names = list(t.per_layer)
         axes[1].barh(names, [t.per_layer[n] for n in names], xerr=[t.per_layer_stderr[n] for n in names],
                      color="C1")
-        axes[1].set(xlabel="trace part", title="per parameter")
+        axes[1].set(xlabel="trace contribution (bars: ± 1 standard error)", title="per parameter tensor")
     if r.spectrum is not None and r.options.density:
         grid, phi = r.spectrum.density()
         axes[-1].semilogy(grid, np.maximum(phi, 1e-12), color="C2")
-        axes[-1].set(xlabel="eigenvalue", ylabel="density", title="spectral density (SLQ)")
-    fig.suptitle(Path(report.checkpoint).name)
-    return fig
+        axes[-1].set(xlabel="Hessian eigenvalue", ylabel="density (log scale)",
+                     title=f"spectral density (SLQ, {r.spectrum.steps} Lanczos steps)")
+    return label_figure(fig, f"Hessian of {_describe(report)}", _caption(r))
 
 
 def run_figure(reports: Sequence[HessianReport]) -> Figure:
-    """Trace (+- 2 standard errors) against sparsity: cycle averages as a line, particles as points."""
-    fig, (ax,) = _panels(1)
-    for kind, style in (("average", {"marker": "o", "ls": "-", "color": "C0"}),
-                        ("particle", {"marker": ".", "ls": "none", "color": "C1", "alpha": 0.7})):
+    """Trace (+- 2 standard errors) against sparsity (%): cycle averages as a line, particles as points."""
+    fig, (ax,) = panel_grid(1, size=(6.0, 3.8))
+    for kind, label, style in (("average", "cycle solution (average)", {"marker": "o", "ls": "-", "color": "C0"}),
+                               ("particle", "particles", {"marker": ".", "ls": "none", "color": "C1", "alpha": 0.7})):
         rows = [r for r in reports if r.kind == kind]
         if rows:
-            ax.errorbar([1 - r.density for r in rows], [r.result.trace.estimate for r in rows],
-                        yerr=[2 * np.nan_to_num(r.result.trace.stderr) for r in rows], label=kind, capsize=3,
+            ax.errorbar([100 * (1 - r.density) for r in rows], [r.result.trace.estimate for r in rows],
+                        yerr=[2 * np.nan_to_num(r.result.trace.stderr) for r in rows], label=label, capsize=3,
                         **style)
-    ax.set(xlabel="sparsity", ylabel="Hessian trace", title=f"{reports[0].result.trace.method}, "
-           f"subspace {reports[0].result.subspace}")
-    ax.legend()
-    return fig
+    ax.set(xlabel="sparsity (% of prunable weights removed)", ylabel="Hessian trace")
+    ax.legend(fontsize="small")
+    run = checkpoint_label(reports[0].checkpoint).split("/")[0]
+    return label_figure(fig, f"Hessian trace of the cycles of {run}",
+                        _caption(reports[0].result, dim=False) + " Error bars: ± 2 standard errors.")

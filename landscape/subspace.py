@@ -52,7 +52,7 @@ from landscape.cli import (
 )
 from landscape.connectivity import simplex_samples
 from landscape.plane import PlaneResult, checkpoint_plane
-from landscape.plots import contour_panels, histogram_panels, save_figure
+from landscape.plots import checkpoint_label, contour_panels, histogram_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli
 from training.evaluate import Evaluation
 
@@ -116,23 +116,40 @@ def hull_landscape(checkpoints: Sequence[CheckpointLike], samples: int = 32, opt
                       evaluator.bn, mask, str(evaluator.device))
 
 
+def _vertex_names(checkpoints: Sequence[str]) -> list[str]:
+    """``C1 = run/cycle_01/particle_00`` and so on, as the CLI numbers them."""
+    return [f"C{i + 1} = {checkpoint_label(p)}" for i, p in enumerate(checkpoints)]
+
+
 def plot_hull(result: HullResult) -> Figure:
-    """Histogram of hull-sample losses per split, with each vertex and the centroid marked."""
-    markers = {s: {**{f"C{i + 1}": loss for i, loss in enumerate(v.loss)}, "centroid": result.centroid[s].loss}
+    """Histogram of hull-sample losses per split, with each vertex (named by its file) and the centroid marked."""
+    names = _vertex_names(result.checkpoints)
+    markers = {f"{s} split": {**dict(zip(names, v.loss, strict=True)), "centroid": result.centroid[s].loss}
                for s, v in result.vertices.items()}
-    return histogram_panels({s: h.loss for s, h in result.hull.items()}, markers, "loss",
-                            title=f"loss over the convex hull ({len(result.coefficients)} samples)")
+    return histogram_panels({f"{s} split": h.loss for s, h in result.hull.items()}, markers,
+                            "loss (cross-entropy)", ylabel="hull samples (count)",
+                            title=f"loss over the convex hull of {len(names)} checkpoints "
+                                  f"({len(result.coefficients)} uniform samples, seed {result.seed})",
+                            caption=f"BatchNorm: {result.bn}; {result.mask.describe()}.")
 
 
 def plot_plane(plane: PlaneResult) -> Figure:
-    """Contours of loss (log-spaced levels) and error per split, with the checkpoints and their triangle."""
-    panels = {}
+    """Contours of loss (log-spaced levels) and error (%) per split, with the checkpoints and their triangle,
+    in the plane's Gram-Schmidt coordinates (Euclidean distances in weight space)."""
+    panels, units = {}, {}
     for s, g in plane.grids.items():
-        panels[f"{s} loss"] = g["loss"]
-        panels[f"{s} error"] = 1.0 - g["acc"]
+        panels[f"{s} loss"], units[f"{s} loss"] = g["loss"], f"{s} loss (cross-entropy)"
+        panels[f"{s} error"], units[f"{s} error"] = 100.0 * (1.0 - g["acc"]), f"{s} error (%)"
+    names = _vertex_names(plane.checkpoints)
     return contour_panels(plane.xs, plane.ys, panels, plane.vertices, ["C1", "C2", "C3"],
-                          title="plane through three checkpoints (Garipov et al. 2018)",
-                          log_scale=[name for name in panels if name.endswith("loss")])
+                          title="loss on the plane through three checkpoints (Garipov et al. 2018)\n"
+                                + ", ".join(n.replace(" ", "\u00a0") for n in names),  # break between names only
+                          log_scale=[name for name in panels if name.endswith("loss")],
+                          xlabel="x: along C2 - C1 (L2 distance)", ylabel="y: towards C3 (L2 distance)",
+                          colorbar_labels=units,
+                          caption="Plane coordinates in the Gram-Schmidt basis of (C2 - C1, C3 - C1), C1 at the origin;"
+                                  " distances are Euclidean norms of weight differences. "
+                                  f"BatchNorm: {plane.bn}; {plane.mask.describe()}.")
 
 
 def format_hull(result: HullResult) -> str:

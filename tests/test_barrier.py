@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from landscape.artifacts import EvalOptions, bn_subsample, cached_dataset, even_batch_size
-from landscape.barrier import checkpoint_barrier, consecutive_barriers, cycle_barriers, main
+from landscape.barrier import (
+    checkpoint_barrier,
+    consecutive_barriers,
+    cycle_barriers,
+    format_result,
+    main,
+    plot_barrier,
+    plot_barrier_set,
+)
 from landscape.connectivity import frankle_barrier, max_barrier
 from training.averaging import recalibrate_batchnorm
 from training.checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -179,3 +187,22 @@ def test_bad_inputs_exit_2_with_one_line(tiny_run, mlp_checkpoint, tmp_path, cap
     for argv, message in cases:
         assert run_cli(main, [*argv, "--no-progress"]) == 2, argv
         assert message in _one_error_line(capsys)
+
+
+def test_figures_name_their_checkpoints_units_and_definitions(tiny_run):
+    a, b = particle(tiny_run, 1, 0), particle(tiny_run, 1, 1)
+    result = checkpoint_barrier(a, b, points=3, options=TEST)
+    fig = plot_barrier(result)
+    title = fig.get_suptitle()
+    assert f"A = {tiny_run.name}/cycle_01/particle_00" in title and f"B = {tiny_run.name}/cycle_01/particle_01" in title
+    assert "λ = 0" in title and "λ = 1" in title
+    assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["loss (cross-entropy)", "error (%)"]
+    caption = fig.get_supxlabel()
+    assert result.bn in caption and "barrier_max" in caption and "shared mask" in caption
+    assert "barrier_max: max over lambda" in format_result(result)
+    pairs = plot_barrier_set(cycle_barriers(str(tiny_run), 1, 2, TEST))
+    heatmaps = [ax for ax in pairs.axes if ax.get_xlabel()]
+    assert {(ax.get_xlabel(), ax.get_ylabel()) for ax in heatmaps} == {("particle j", "particle i")}
+    assert all(ax.collections[0].get_clim()[0] == 0.0 for ax in heatmaps)  # barriers are >= 0
+    steps = plot_barrier_set(consecutive_barriers(str(tiny_run), 2, TEST))
+    assert tiny_run.name in steps.get_suptitle() and all(ax.get_ylim()[0] == 0.0 for ax in steps.axes)

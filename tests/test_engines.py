@@ -22,7 +22,7 @@ from safetensors import safe_open
 from torch import nn
 
 from training import run as run_module
-from training.engines import VECTORIZED_FASTER, auto_engine
+from training.engines import VECTORIZED_FASTER, auto_engine, cluster
 from training.engines.stacked import StackedModule
 from training.errors import run_cli
 from training.models import build_model, model_spec
@@ -238,6 +238,8 @@ def _rank_main(rank: int, world: int, port: int, argv: list[str], fail_rank: int
     with contextlib.redirect_stderr(err):
         code = run_cli(swamp_main, argv)
     Path(out, f"rank{rank}.txt").write_text(f"{code}\n{err.getvalue()}")
+    if cluster.abandoned():  # as python -m training.swamp ends (training.engines.cluster.exit_now)
+        os._exit(0)
 
 
 def _torchrun(tmp_path: Path, argv: list[str], fail_rank: int = -1, world: int = 2,

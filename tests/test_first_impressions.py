@@ -16,6 +16,7 @@ from conftest import DATA_DIR
 from landscape import subspace
 from training import imp, swamp
 from training.errors import run_cli
+from training.rundir import RunDir, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -90,3 +91,35 @@ def test_interrupted_run_keeps_its_printed_lines_and_says_how_to_resume(tmp_path
             proc.kill()
     assert f"run directory: {tmp_path / 'run'}" in stdout.read_text()
     assert "interrupted; rerun with --resume to continue the run" in stderr.read_text()
+
+
+def test_cycle_rows_are_printed_as_cycles_finish_and_survive_an_interrupt(tmp_path, capsys):
+    """stdout to a file, Ctrl-C once cycle 0 is finished (its average written, cycle 1 training): the file
+    holds the run directory, the table header and cycle 0's row; the resumed run prints the whole table,
+    the cycles it found finished included."""
+    run, stdout, stderr = tmp_path / "run", tmp_path / "out.txt", tmp_path / "err.txt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # written only after cycle 0's row is printed: the first epoch's resume state of cycle 1
+    cycle_1_training = run / ".resume" / "cycle_01_particle_00.safetensors"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "training.swamp", "--cycles", "3", "--epochs", "2",
+                                 "--particles", "2", "--rewind-epochs", "1", "--no-progress", "--data-dir",
+                                 str(DATA_DIR), "--out", str(run)], stdout=out, stderr=err, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while not cycle_1_training.is_file() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert (run / "cycle_00" / "average.safetensors").is_file()
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(60) == 130
+        finally:
+            proc.kill()
+    header, row_0 = swamp.TABLE_HEADER, swamp.format_row(read_metrics(RunDir(run), 0))
+    assert stdout.read_text().splitlines() == [f"run directory: {run}", header, row_0]
+    assert "--resume" in stderr.read_text()
+
+    assert swamp.main(["--out", str(run), "--resume", "--no-progress"]) == 0
+    rows = [swamp.format_row(read_metrics(RunDir(run), cycle)) for cycle in range(3)]
+    assert capsys.readouterr().out.splitlines() == [f"run directory: {run}", header, *rows]

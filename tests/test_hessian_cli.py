@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from landscape.hessian import main
+from landscape.hessian_output import report_figure
+from landscape.hessian_report import HessianOptions, analyse_checkpoint
 
 CONTRACT_KEYS = {"checkpoint", "method", "probes", "samples", "subspace", "trace", "stderr", "per_layer"}
 FAST = ["--samples", "256", "--batch-size", "128", "--no-progress", "--device", "cpu"]
@@ -84,3 +86,13 @@ def test_module_entry_point(tmp_path: Path):
                           cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "corrupt.safetensors" in proc.stderr
+
+
+def test_figure_names_the_checkpoint_and_its_band(tiny_run: Path):
+    options = HessianOptions(probes=3, samples=128, batch_size=128, top_eigen=True, density=True, lanczos_steps=4,
+                             progress=False)
+    fig = report_figure(analyse_checkpoint(tiny_run / "cycle_01" / "average.safetensors", options))
+    assert f"{tiny_run.name}/cycle_01/average (average, cycle 1, density" in fig.get_suptitle()
+    trace = fig.axes[0]
+    assert any("standard error" in text.get_text() for text in trace.get_legend().get_texts())
+    assert all(float(tick).is_integer() for tick in trace.get_xticks())

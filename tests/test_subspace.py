@@ -14,7 +14,7 @@ from landscape.artifacts import CombinationEvaluator, EvalOptions, load_compatib
 from landscape.barrier import checkpoint_barrier
 from landscape.connectivity import plane_geometry, simplex_samples
 from landscape.plane import checkpoint_plane
-from landscape.subspace import hull_landscape, main
+from landscape.subspace import hull_landscape, main, plot_plane
 from training.errors import UserError, run_cli
 
 TEST = EvalOptions(("test",), bn_recal=512, progress=False)
@@ -137,3 +137,14 @@ def test_cli_refusals_exit_2_with_one_line(tiny_run, capsys):
         assert run_cli(main, [*argv, "--samples", "2", "--no-progress"]) == 2, argv
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_plane_figure_names_the_checkpoints_and_its_axes(tiny_run):
+    paths = particles(tiny_run)
+    fig = plot_plane(checkpoint_plane(paths, resolution=3, options=TEST))
+    for i, path in enumerate(paths):
+        assert f"C{i + 1}\u00a0=\u00a0{tiny_run.name}/cycle_01/{path.stem}" in fig.get_suptitle()
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert all("L2 distance" in ax.get_xlabel() and "L2 distance" in ax.get_ylabel() for ax in panels)
+    assert panels[0].collections[0].get_cmap().name == "viridis"  # low loss dark, high loss bright
+    assert "Gram-Schmidt" in fig.get_supxlabel()

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from training import swamp
 from training.config import parse_config
+from training.engines.cluster import exit_now
 from training.errors import RESUME_RUN, UserError, run_cli
 
 IMP_DEFAULTS = {"particles": 1, "swa": False}
@@ -25,4 +25,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, rerun=RESUME_RUN))
+    exit_now(run_cli(main, rerun=RESUME_RUN))

@@ -269,25 +269,33 @@ def iterative_rule(cfg: RunConfig) -> MaskRule:
                                                      generator(cfg.seed, "prune", cycle))
 
 
-def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None,
-              extra_config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+CycleDone = Callable[[dict[str, Any]], None]
+"""``on_cycle(metrics)``: called with each cycle's metrics (those of ``metrics.json``) once it is finished."""
+
+
+def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None, extra_config: dict[str, Any] | None = None,
+              on_cycle: CycleDone | None = None) -> list[dict[str, Any]]:
     """Execute (or resume) the run ``cfg`` describes; returns every cycle's metrics.
 
     ``mask_rule`` (default :func:`iterative_rule`) lets other pruning schedules (one-shot,
     :mod:`training.oneshot`) reuse the cycle loop; ``extra_config`` is stored in ``config.json``.
-    Under torchrun only rank 0 returns the metrics (see :mod:`training.engines.cluster`).
+    ``on_cycle`` sees each cycle's metrics as soon as the cycle's files are written, in cycle order,
+    cycles found finished on ``--resume`` included, so a caller can report progress that survives an
+    interrupt. Under torchrun only rank 0 calls ``on_cycle`` and returns the metrics (see
+    :mod:`training.engines.cluster`).
     """
-    return run_session(cfg, build_context, lambda ctx: run_cycles(ctx, mask_rule, extra_config))
+    return run_session(cfg, build_context, lambda ctx: run_cycles(ctx, mask_rule, extra_config, on_cycle))
 
 
-def run_cycles(ctx: Context, mask_rule: MaskRule | None, extra_config: dict[str, Any] | None) -> list[dict[str, Any]]:
+def run_cycles(ctx: Context, mask_rule: MaskRule | None, extra_config: dict[str, Any] | None,
+               on_cycle: CycleDone | None = None) -> list[dict[str, Any]]:
     cfg = ctx.cfg
     check_out_text(cfg.out)
     with prepared(ctx.run, {**run_config_json(ctx), **(extra_config or {})}, cfg.resume, cfg.overwrite):
-        return _cycles(ctx, mask_rule)
+        return _cycles(ctx, mask_rule, on_cycle)
 
 
-def _cycles(ctx: Context, mask_rule: MaskRule | None) -> list[dict[str, Any]]:
+def _cycles(ctx: Context, mask_rule: MaskRule | None, on_cycle: CycleDone | None) -> list[dict[str, Any]]:
     cfg = ctx.cfg
     rule = mask_rule or iterative_rule(cfg)
     ticket = make_ticket(ctx)
@@ -300,6 +308,8 @@ def _cycles(ctx: Context, mask_rule: MaskRule | None) -> list[dict[str, Any]]:
             metrics = run_cycle(ctx, cycle, start, masks)
         all_metrics.append(metrics)
         write_results(ctx.run, all_metrics)
+        if on_cycle is not None:
+            on_cycle(metrics)
         saved = saved_state(ctx.run.average(cycle), f"delete {ctx.run.average(cycle)} and rerun with --resume to "
                             "average the cycle again")
         solution = {k: v.to(ctx.device) for k, v in saved.items()}

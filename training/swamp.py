@@ -10,7 +10,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from training.config import RunConfig, parse_config
+from training.engines.cluster import exit_now
 from training.errors import RESUME_RUN, run_cli
 from training.run import run_swamp
 from training.rundir import results_row
@@ -20,15 +23,16 @@ DESCRIPTION = ("Sparse Weight Averaging with Multiple Particles (Choi et al., IC
                "weight average. Writes a run directory (its format: docs/format.md).")
 
 
-def format_table(metrics: list[dict[str, Any]]) -> str:
-    """Cycle, sparsity, SWAMP average, mean +- std particle and ensemble test accuracy (percent)."""
-    lines = [f"{'cycle':>5} {'sparsity':>9} {'average':>8} {'particles':>15} {'ensemble':>9}"]
-    for m in metrics:
-        r = results_row(m)
-        lines.append(f"{r['cycle']:>5d} {100 * r['sparsity']:>8.2f}% {100 * r['average_test_acc']:>7.2f}% "
-                     f"{100 * r['particle_test_acc_mean']:>8.2f}±{100 * r['particle_test_acc_std']:<5.2f}% "
-                     f"{100 * r['ensemble_test_acc']:>8.2f}%")
-    return "\n".join(lines)
+TABLE_HEADER = f"{'cycle':>5} {'sparsity':>9} {'average':>8} {'particles':>15} {'ensemble':>9}"
+
+
+def format_row(metrics: dict[str, Any]) -> str:
+    """One cycle's row under :data:`TABLE_HEADER`: cycle, sparsity, SWAMP average, mean +- std particle and
+    ensemble test accuracy (percent)."""
+    r = results_row(metrics)
+    return (f"{r['cycle']:>5d} {100 * r['sparsity']:>8.2f}% {100 * r['average_test_acc']:>7.2f}% "
+            f"{100 * r['particle_test_acc_mean']:>8.2f}±{100 * r['particle_test_acc_std']:<5.2f}% "
+            f"{100 * r['ensemble_test_acc']:>8.2f}%")
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m training.swamp",
@@ -36,20 +40,34 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.swam
     return run_and_report(parse_config(argv, prog, description, defaults))
 
 
-def run_and_report(cfg: RunConfig) -> int:
-    """Run ``cfg``, naming its directory first and ending with the table of :func:`format_table`.
+def print_line(line: str) -> None:
+    """``line`` on stdout, flushed at once (so a file it is redirected to keeps it through an interrupt),
+    without tearing a progress bar on the terminal."""
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
 
-    Both lines are flushed as they are printed, so output redirected to a file keeps the run directory
-    even when the run is interrupted. Under torchrun only rank 0 prints.
+
+def run_and_report(cfg: RunConfig) -> int:
+    """Run ``cfg``, naming its directory first, then printing the table of cycles row by row as each cycle
+    finishes (:data:`TABLE_HEADER` with the first row, then :func:`format_row`).
+
+    Every line is flushed as it is printed, so output redirected to a file keeps the run directory and
+    the finished cycles even when the run is interrupted. Under torchrun only rank 0 prints.
     """
-    reporting = os.environ.get("RANK", "0") == "0"
-    if reporting:
-        print(f"run directory: {cfg.out}", flush=True)
-    metrics = run_swamp(cfg)
-    if reporting and metrics:
-        print(format_table(metrics), flush=True)
+    if os.environ.get("RANK", "0") == "0":
+        print_line(f"run directory: {cfg.out}")
+    rows = 0
+
+    def report(metrics: dict[str, Any]) -> None:
+        nonlocal rows
+        if rows == 0:
+            print_line(TABLE_HEADER)
+        print_line(format_row(metrics))
+        rows += 1
+
+    run_swamp(cfg, on_cycle=report)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, rerun=RESUME_RUN))
+    exit_now(run_cli(main, rerun=RESUME_RUN))

@@ -18,7 +18,8 @@ stops them too, with one line: ``a collective operation failed (...)``. Whatever
 before (finished particles, per-epoch resume state of every particle) is what ``--resume`` continues
 from. Unless a collective itself failed (:attr:`Cluster.broken`), the ranks meet at a last barrier
 before leaving: rank 0 hosts the rendezvous store, and a process that exits while its peers still
-use the group may abort at interpreter exit.
+use the group may abort at interpreter exit. A broken cluster is abandoned, not destroyed (destroying gloo
+with a dead peer can abort too), and the program ends with :func:`exit_now` (no interpreter teardown).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import dataclasses
 import datetime
 import os
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -141,12 +143,35 @@ class Cluster:
         return out
 
     def leave(self) -> None:
-        """Meet the other ranks (unless the cluster is broken), then destroy the process group."""
+        """Meet the other ranks and destroy the process group; a broken cluster (a peer died) is abandoned
+        instead: tearing gloo down with a dead peer can abort the process (``terminate called without an
+        active exception``), so the group is left alone and the program ends with :func:`exit_now`."""
+        global _ABANDONED
+        if self.broken:
+            _ABANDONED = True
+            return
         try:
-            if not self.broken:
-                self._call(dist.barrier)
+            self._call(dist.barrier)
         finally:
             dist.destroy_process_group()
+
+
+_ABANDONED = False
+
+
+def abandoned() -> bool:
+    """Whether this process left a broken cluster without destroying it (see :meth:`Cluster.leave`)."""
+    return _ABANDONED
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code``: after an abandoned (broken) cluster without interpreter teardown, whose
+    destruction of the process group could abort; otherwise as ``sys.exit`` does."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if _ABANDONED:
+        os._exit(code)
+    sys.exit(code)
 
 
 def join(cfg: RunConfig) -> Cluster:
