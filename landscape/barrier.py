@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from landscape.artifacts import (
     SPLITS,
@@ -61,6 +61,9 @@ from landscape.cli import (
 from landscape.connectivity import frankle_barrier, max_barrier
 from landscape.plots import checkpoint_label, heatmap_panels, line_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BOTH_SPLITS = EvalOptions(SPLITS)
 

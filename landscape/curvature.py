@@ -34,11 +34,10 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
 
 from landscape.batches import ArgumentError, Batch, LossFn
@@ -46,6 +45,9 @@ from landscape.batches import batches as make_batches
 from landscape.hvp import Subspace, hessian_matmat, make_subspace, trainable_parameters
 from landscape.spectrum import Spectrum, lanczos_spectrum
 from landscape.trace import ESTIMATORS, TraceEstimate
+
+if TYPE_CHECKING:
+    from scipy.sparse.linalg import LinearOperator
 
 Seed = int | torch.Generator
 
@@ -260,6 +262,8 @@ class HessianOperator:
 
         def matvec(x: np.ndarray) -> np.ndarray:
             return matmat(np.reshape(x, (-1, 1)))[:, 0]
+
+        from scipy.sparse.linalg import LinearOperator  # imported here: SciPy is needed only for this
 
         return LinearOperator(self.shape, matvec=matvec, rmatvec=matvec, matmat=matmat, rmatmat=matmat,
                               dtype=np.float64)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from landscape.cli import add_io_arguments
 from landscape.hessian_report import HessianOptions, HessianReport, HessianResult
 from landscape.options import add_dataclass_arguments
 from landscape.plots import checkpoint_label, label_figure, panel_grid
 from training.errors import ArgumentParser
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +104,8 @@ def report_figure(report: HessianReport) -> Figure:
     if r.pyhessian is not None:
         axes[0].axhline(r.pyhessian.estimate, color="C3", ls="--", label="pyhessian")
     axes[0].legend(fontsize="small")
+    from matplotlib.ticker import MaxNLocator
+
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set(xlabel="probes (random vectors)", ylabel="Hessian trace estimate", title="trace estimate")
     if t.per_layer:

@@ -13,13 +13,14 @@ import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import seaborn as sns
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from training.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:  # matplotlib and seaborn are imported where a figure is drawn: a tool that draws none
+    from matplotlib.figure import Figure  # starts as fast as torch allows
 
 PANEL_SIZE = (4.2, 3.4)
 CHARS_PER_INCH = {"title": 10, "caption": 15}  # where suptitle (fontsize "large") and caption ("small") wrap
@@ -29,6 +30,9 @@ LINE_STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))  # marker, line
 
 def panel_grid(count: int, style: str = "whitegrid", size: tuple[float, float] = PANEL_SIZE) -> tuple[Figure, list]:
     """A figure of ``count`` panels side by side, each ``size`` inches, in the seaborn ``style``."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
     with sns.axes_style(style):
         fig = Figure(figsize=(size[0] * count, size[1]), layout="constrained")
         axes = fig.subplots(1, count, squeeze=False)[0]
@@ -71,6 +75,8 @@ def line_panels(x: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[f
     dash and hollow marker, each smaller than the last, so that coinciding ones stay visible.
     ``ylabels[title]`` (default: the title) labels a panel's y axis; ``ymin`` clamps its lower limit
     (e.g. 0 for barriers, which are >= 0)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = panel_grid(len(panels))
     for ax, (name, lines) in zip(axes, panels.items(), strict=True):
         for n, (label, y) in enumerate(lines.items()):
@@ -95,6 +101,8 @@ def heatmap_panels(panels: Mapping[str, np.ndarray], labels: Sequence[str], titl
     ``fmt`` (one per title, or one for all) formats every annotation and colour-bar tick of a panel alike;
     with ``vmin`` (e.g. 0 for barriers) the colour scale starts there, also when a panel is constant.
     """
+    import seaborn as sns
+
     fig, axes = panel_grid(len(panels), style="white")
     for ax, (name, matrix) in zip(axes, panels.items(), strict=True):
         z = np.asarray(matrix, dtype=float)
@@ -115,6 +123,8 @@ def histogram_panels(panels: Mapping[str, Sequence[float]], markers: Mapping[str
                      xlabel: str, title: str = "", ylabel: str = "count", caption: str = "") -> Figure:
     """A histogram of values per title, with labelled vertical lines at ``markers[title]`` (the same labels
     in every panel: one legend beside the panels serves all)."""
+    import seaborn as sns
+
     fig, axes = panel_grid(len(panels))
     palette = sns.color_palette("deep")
     for ax, (name, values) in zip(axes, panels.items(), strict=True):

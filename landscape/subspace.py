@@ -22,9 +22,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from landscape.artifacts import (
     TEST_SPLIT,
@@ -55,6 +55,9 @@ from landscape.plane import PlaneResult, checkpoint_plane
 from landscape.plots import checkpoint_label, contour_panels, histogram_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli
 from training.evaluate import Evaluation
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)

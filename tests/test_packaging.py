@@ -22,3 +22,14 @@ def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one():
     assert commands == ['pip install -e . && python -m training.swamp',
                         'pip install -e ".[dev]" && ruff check . && python -m pytest']
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_analysis_tools_start_without_plotting_or_scipy():
+    """A barrier without --plot must not pay for seaborn, matplotlib, pandas or SciPy at start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys, landscape.barrier, landscape.hessian, landscape.subspace; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'seaborn', 'matplotlib', 'pandas', 'scipy'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
