@@ -11,7 +11,7 @@ from landscape.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, ca
 from landscape.options import add_dataclass_arguments, from_args
 from training.atomic import atomic_write_text
 from training.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
-from training.config import SEED_LIMIT
+from training.config import check_seed
 from training.data import mnist1d_spec
 from training.errors import UserError
 from training.models import model_spec
@@ -60,11 +60,6 @@ def check_at_most(value: int, limit: int, flag: str) -> None:
     """Refuse (:class:`UserError`) a size above its :data:`MAX_POINTS`-style cap."""
     if value > limit:
         raise UserError(f"{flag} must be at most {limit:,}, not {value:,}")
-
-
-def check_seed(seed: int, flag: str = "--seed") -> None:
-    if not 0 <= seed < SEED_LIMIT:
-        raise UserError(f"{flag} must lie in [0, {SEED_LIMIT}), not {seed}")
 
 
 def check_data_dir(data_dir: str | None) -> None:

@@ -39,7 +39,7 @@ from landscape.pyhessian_backend import PyHessianTrace, pyhessian_trace
 from landscape.spectrum import Spectrum
 from landscape.trace import ESTIMATORS, TraceEstimate
 from training.checkpoint import Checkpoint, build_model, load_checkpoint
-from training.config import SEED_LIMIT
+from training.config import check_seed
 from training.data import Dataset, subsample_indices
 from training.errors import UserError
 from training.seeds import derive_seed
@@ -110,13 +110,13 @@ class HessianOptions:
             (self.probes <= MAX_PROBES, f"--probes must be at most {MAX_PROBES:,} (each probe is a vector of every "
              "weight, all held at once)"),
             (self.lanczos_runs <= MAX_LANCZOS_RUNS, f"--lanczos-runs must be at most {MAX_LANCZOS_RUNS:,}"),
-            (0 <= self.seed < SEED_LIMIT, f"--seed must lie in [0, {SEED_LIMIT})"),
             (self.target_rse is None or self.target_rse > 0, "--target-rse must be positive"),
             (self.backend in ("native", "pyhessian"), "--backend must be native or pyhessian"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)

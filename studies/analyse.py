@@ -42,7 +42,7 @@ from landscape.hessian_report import HessianOptions, analyse_checkpoint
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape
 from studies.manifest import ANALYSIS, method_roles
-from training.config import SEED_LIMIT
+from training.config import check_seed
 from training.device import resolve_device
 from training.errors import ArgumentParser, UserError, run_cli
 from training.lock import exclusive
@@ -95,8 +95,7 @@ class AnalysisSettings:
             if "least" in f.metadata and (not isinstance(value, int) or isinstance(value, bool)
                                           or value < f.metadata["least"]):
                 raise UserError(f"{_flag(f.name)} must be an integer >= {f.metadata['least']}, not {value!r}")
-        if self.seed >= SEED_LIMIT:
-            raise UserError(f"--seed must be below {SEED_LIMIT}, not {self.seed}")
+        check_seed(self.seed)
         for name, limit in (("points", MAX_POINTS), ("hull_samples", MAX_HULL_SAMPLES),
                             ("plane_resolution", MAX_RESOLUTION), ("hessian_probes", MAX_PROBES)):
             check_at_most(getattr(self, name), limit, _flag(name))

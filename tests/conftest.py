@@ -28,6 +28,13 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 @pytest.fixture(scope="session")
+def four_particle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 particles like the default run, 4 cycles so that the README's ``--cycle 3`` exists."""
+    return make_run(tmp_path_factory.mktemp("four") / "run", "--cycles", "4", "--epochs", "1", "--particles", "4",
+                    "--rewind-epochs", "0")
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-cycle SWAMP run with 3 particles and SWA (cnn1d with BatchNorm)."""
     return make_run(tmp_path_factory.mktemp("runs") / "swamp")

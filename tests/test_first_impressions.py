@@ -44,17 +44,9 @@ def test_imp_refuses_several_particles_in_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def four_particles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("four") / "run"
-    assert swamp.main(["--cycles", "2", "--epochs", "1", "--particles", "4", "--rewind-epochs", "0",
-                       "--no-progress", "--data-dir", str(DATA_DIR), "--out", str(out)]) == 0
-    return out
-
-
-def test_readme_plane_command_works_on_a_four_particle_run(four_particles, tmp_path, capsys):
+def test_readme_plane_command_works_on_a_four_particle_run(four_particle_run, tmp_path, capsys):
     plot = tmp_path / "plane.png"
-    assert run_cli(subspace.main, ["--run", str(four_particles), "--cycle", "1", "--plane", "--plot", str(plot),
+    assert run_cli(subspace.main, ["--run", str(four_particle_run), "--cycle", "1", "--plane", "--plot", str(plot),
                                    "--resolution", "3", "--samples", "2", "--bn-recal", "256",
                                    "--data-dir", str(DATA_DIR)]) == 0
     out = capsys.readouterr().out
@@ -62,8 +54,8 @@ def test_readme_plane_command_works_on_a_four_particle_run(four_particles, tmp_p
     assert plot.stat().st_size > 1000
 
 
-def test_particles_picks_the_checkpoints_of_a_cycle(four_particles, capsys):
-    base = ["--run", str(four_particles), "--cycle", "1", "--samples", "1", "--bn-recal", "256",
+def test_particles_picks_the_checkpoints_of_a_cycle(four_particle_run, capsys):
+    base = ["--run", str(four_particle_run), "--cycle", "1", "--samples", "1", "--bn-recal", "256",
             "--data-dir", str(DATA_DIR)]
     assert run_cli(subspace.main, [*base, "--particles", "1,3"]) == 0
     out = capsys.readouterr().out

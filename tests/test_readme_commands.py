@@ -122,15 +122,6 @@ def run_readme_command(command: str, run: Path | None, study: Path | None, out: 
 
 
 @pytest.fixture(scope="module")
-def four_particle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 particles like the default run, 4 cycles so that the README's ``--cycle 3`` exists."""
-    out = tmp_path_factory.mktemp("readme") / "run"
-    assert swamp.main(["--cycles", "4", "--epochs", "1", "--particles", "4", "--rewind-epochs", "0",
-                       "--no-progress", "--data-dir", str(DATA_DIR), "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def quick_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[int, list[Path]]]:
     """The README's own quick-study command, run in-process; its exit status is that line's test."""
     root = tmp_path_factory.mktemp("readme-study") / "study-quick"

@@ -33,6 +33,12 @@ ENGINES = ("auto", "sequential", "vectorized", "distributed")
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
                             "data_dir", "channels_last", "compile"})
 SEED_LIMIT = 2**32  # seeds enter every random stream modulo 2^32 (training.seeds), so larger ones would alias
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """Refuse (:class:`UserError`, naming ``flag``) a seed outside [0, :data:`SEED_LIMIT`)."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"{flag} must lie in [0, {SEED_LIMIT}), not {seed}")
 # The Python types a field of each annotation accepts, and how a message names them.
 FIELD_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
                "bool": ((bool,), "true or false")}
@@ -252,11 +258,11 @@ def validate(cfg: RunConfig) -> None:
         (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be positive"),
         (cfg.bn_samples >= 0, "--bn-samples must be >= 0 (0 = all)"),
         (cfg.workers >= 0, "--workers must be >= 0"),
-        (0 <= cfg.seed < SEED_LIMIT, f"--seed must lie in [0, {SEED_LIMIT})"),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    check_seed(cfg.seed)
     try:
         kwargs = json.loads(cfg.model_kwargs)
     except json.JSONDecodeError as err:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from training.atomic import atomic_write_text
-from training.config import SEED_LIMIT, check_data_dir, resolve_config
+from training.config import check_data_dir, check_seed, resolve_config
 from training.device import resolve_device
 from training.errors import ENVIRONMENT_ERRNOS, ArgumentParser, UserError, run_cli
 from training.lock import exclusive
@@ -379,8 +379,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
             seed = int(item)
         except ValueError:
             raise UserError(f"--seeds takes integers separated by commas, such as 0,1,2; {item!r} is not one") from None
-        if not 0 <= seed < SEED_LIMIT:
-            raise UserError(f"--seeds must lie in [0, {SEED_LIMIT}), not {seed}")
+        check_seed(seed, "--seeds")
         seeds.append(seed)
     return tuple(seeds)
 
