@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_common import alternating, cifar_like, cifar_like_uint8, machine, table
-from training.data import CIFAR_MEAN, CIFAR_STD
+from training.data.cifar import CIFAR_MEAN, CIFAR_STD
 
 
 class PilImages(torch.utils.data.Dataset):

@@ -1,12 +1,15 @@
 """Particle engines side by side: sequential, vectorized and distributed (P processes), N = 1, 2, 4, 8.
 
-Each configuration runs in fresh processes: ``--repeats`` cycles of ``--epochs`` epochs of N particles
-through the engine, exactly as a run trains them (per-epoch resume state, SWA, BN recalibration),
-each timed from the engine call to its return (median reported), after a one-epoch warm-up call that
-pays the one-time costs (lazy initialisation, first-call tracing). Single-process engines get
-``--threads`` threads; distributed gets ``--threads`` per process, so it uses P times the cores.
-Columns: seconds; particle-epochs per second; cost = seconds / (N x sequential's seconds for N = 1),
-where <= 1.05 means N particles cost no more than N separate ones; training memory = peak resident
+Every measurement is one fresh process: one cycle of ``--epochs`` epochs of N particles through the
+engine, exactly as a run trains them (per-epoch resume state, SWA, BN recalibration), timed from the
+engine call to its return, after a one-epoch warm-up call that pays the one-time costs (lazy
+initialisation, first-call tracing). The configurations alternate: each of ``--repeats`` rounds
+measures every (model, N, engine) once, the sequential N = 1 baseline of each model included, so load
+from other jobs hits all alike; each round's cost divides by that round's baseline. Single-process
+engines get ``--threads`` threads; distributed gets ``--threads`` per process, so it uses P times the
+cores. Columns: median seconds; particle-epochs per second; cost = seconds / (N x sequential's seconds
+for N = 1 in the same round), median and [min, max] over the rounds, where <= 1.05 means N particles
+cost no more than N separate ones; training memory = peak resident
 memory during training minus the resident memory before it (model, data and torch already loaded),
 summed over the processes, and on GPUs the peak allocated GPU memory. From the repository root:
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import socket
@@ -36,10 +40,11 @@ ENGINE_NAMES = ("sequential", "vectorized", "distributed")
 def one(spec: dict) -> None:
     """Child process: time one engine; each rank writes ``OUT.rankR.json``."""
     from training.config import parse_config
+    from training.context import build_context
     from training.engines import run_session, select_engine
-    from training.models import model_spec
+    from training.models import build_model, model_spec
     from training.pruning import dense_masks
-    from training.run import build_context, cycle_schedule
+    from training.run import cycle_schedule
 
     cfg = parse_config(["--model", spec["model"], "--particles", str(spec["particles"]), "--epochs",
                         str(spec["epochs"]), "--cycles", "1", "--engine", spec["engine"], "--device",
@@ -50,8 +55,9 @@ def one(spec: dict) -> None:
     def build(cfg):
         ctx = build_context(cfg)
         if spec["model"] not in ("mlp", "cnn1d"):
+            mspec = model_spec(spec["model"], 10)
             ctx = dataclasses.replace(ctx, data=dataset_for(spec["model"], ctx.device, spec["samples"]),
-                                      model_spec=model_spec(spec["model"], 10))
+                                      model_spec=mspec, builder=functools.partial(build_model, mspec))
         baseline.append(rss_mib())
         reset_peak_rss()
         if ctx.device.type == "cuda":
@@ -121,24 +127,36 @@ def main() -> None:
         one(json.loads(args.one))
         return
     print(machine().replace(f"{torch.get_num_threads()} torch threads", f"{args.threads} threads per process"))
-    rows = []
+    configs = [(model, n, engine) for model in args.models for n in args.particles for engine in args.engines]
+    if not any(n == 1 and engine == "sequential" for _, n, engine in configs):
+        configs = [(model, 1, "sequential") for model in args.models] + configs  # every round's baseline
+    seconds: dict[tuple, list[float]] = {c: [] for c in configs}
+    costs: dict[tuple, list[float]] = {c: [] for c in configs}
+    memory: dict[tuple, list[tuple[float, float]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models:
-            base = None
-            for n in args.particles:
-                for engine in args.engines:
-                    spec = {"model": model, "particles": n, "epochs": args.epochs, "engine": engine,
-                            "repeats": args.repeats, "device": args.device, "samples": args.samples,
-                            "data_dir": args.data_dir, "out": os.path.join(tmp, f"{model}-{engine}-{n}")}
-                    ranks = launch(spec, args.threads, args.nproc)
-                    seconds = next(r["seconds"] for r in ranks if r["rank"] == 0)
-                    if engine == "sequential" and n == 1:
-                        base = seconds
-                    cost = f"{seconds / (n * base):.2f}" if base else "-"
-                    rows.append([model, n, engine, f"{seconds:.2f}", f"{n * args.epochs / seconds:.1f}", cost,
-                                 f"{sum(r['extra_rss_mib'] for r in ranks):.0f}",
-                                 f"{sum(r['gpu_mib'] for r in ranks):.0f}"])
-                    print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
+        for round_ in range(args.repeats):
+            for model, n, engine in configs:
+                spec = {"model": model, "particles": n, "epochs": args.epochs, "engine": engine, "repeats": 1,
+                        "device": args.device, "samples": args.samples, "data_dir": args.data_dir,
+                        "out": os.path.join(tmp, f"{model}-{engine}-{n}-r{round_}")}
+                ranks = launch(spec, args.threads, args.nproc)
+                seconds[(model, n, engine)].append(next(r["seconds"] for r in ranks if r["rank"] == 0))
+                memory[(model, n, engine)].append((sum(r["extra_rss_mib"] for r in ranks),
+                                                   sum(r["gpu_mib"] for r in ranks)))
+                print(f"round {round_}: {model} N={n} {engine}: {seconds[(model, n, engine)][-1]:.2f} s",
+                      file=sys.stderr, flush=True)
+            for model, n, engine in configs:
+                base = seconds[(model, 1, "sequential")][-1]
+                costs[(model, n, engine)].append(seconds[(model, n, engine)][-1] / (n * base))
+    rows = []
+    for model, n, engine in configs:
+        c = costs[(model, n, engine)]
+        median = statistics.median(seconds[(model, n, engine)])
+        rows.append([model, n, engine, f"{median:.2f}", f"{n * args.epochs / median:.1f}",
+                     f"{statistics.median(c):.2f} [{min(c):.2f}, {max(c):.2f}]",
+                     f"{max(m for m, _ in memory[(model, n, engine)]):.0f}",
+                     f"{max(g for _, g in memory[(model, n, engine)]):.0f}"])
+    print(f"{args.repeats} alternating rounds; cost: median [min, max] over the rounds")
     print(table(["model", "N", "engine", "seconds", "particle-epochs/s", "cost vs N x one",
                  "training memory MiB (RSS)", "peak GPU MiB"], rows))
 

@@ -21,15 +21,20 @@ from landscape.connectivity import (
     max_barrier,
 )
 from landscape.curvature import Eigenvalue, HessianOperator, hessian_trace, top_eigenvalue
+from landscape.matching import Alignment, activation_matching, weight_matching
+from landscape.permutations import PermutationSpec, permutation_spec
 
 __all__ = [
+    "Alignment",
     "ArgumentError",
     "Eigenvalue",
     "HessianOperator",
     "HullLosses",
     "LinearBarrier",
+    "PermutationSpec",
     "PlaneLosses",
     "Point",
+    "activation_matching",
     "as_batches",
     "cross_entropy",
     "frankle_barrier",
@@ -39,5 +44,7 @@ __all__ = [
     "loss_plane",
     "max_barrier",
     "mean_loss",
+    "permutation_spec",
     "top_eigenvalue",
+    "weight_matching",
 ]

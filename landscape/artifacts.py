@@ -31,13 +31,13 @@ from torch import Tensor
 
 from landscape.combination import Combination
 from landscape.options import option
-from training.checkpoint import Checkpoint, build_model, load_checkpoint
+from training.artifacts.checkpoint import Checkpoint, build_model, load_checkpoint
+from training.artifacts.rundir import RunDir
 from training.data import Dataset, load_dataset, subsample_indices
 from training.device import resolve_device
 from training.errors import UserError
 from training.evaluate import Evaluation
 from training.pruning import density
-from training.rundir import RunDir
 from training.seeds import generator
 
 SPLITS = ("train", "test")
@@ -63,7 +63,8 @@ class EvalOptions:
 
     ``bn_recal`` 0 combines the stored statistics; ``batch_size`` None is the run's ``eval_batch_size``;
     ``data_dir`` None is :data:`DEFAULT_DATA_DIR`, never the path the checkpoints record; ``progress``
-    None shows progress bars only on a terminal.
+    None shows progress bars only on a terminal; ``trust_code`` is the consent to import user code that a
+    checkpoint names (a checkpoint loaded with ``trust_code=True`` has it already).
     """
 
     splits: tuple[str, ...] = option(("test",), "data to evaluate on", name="--split", choices=tuple(SPLIT_CHOICES),
@@ -78,6 +79,8 @@ class EvalOptions:
                                   "never used", metavar="DIR", default_text=f"{DEFAULT_DATA_DIR}/ in the working "
                                   "directory")
     progress: bool | None = option(None, "progress bars", default_text="only on a terminal")
+    trust_code: bool = option(False, "import and run the PACKAGE.MODULE:CALLABLE model or data set a checkpoint "
+                              "names (user code); without it such checkpoints are refused")
 
 
 TEST_SPLIT = EvalOptions()
@@ -156,9 +159,10 @@ def check_compatible(ckpts: Sequence[Checkpoint]) -> None:
                                 "they are not one model")
 
 
-def load_compatible(items: Sequence[CheckpointLike]) -> tuple[Checkpoint, ...]:
-    """Load the checkpoints that are not loaded yet, then :func:`check_compatible`."""
-    ckpts = tuple(c if isinstance(c, Checkpoint) else load_checkpoint(c) for c in items)
+def load_compatible(items: Sequence[CheckpointLike], *, trust_code: bool = False) -> tuple[Checkpoint, ...]:
+    """Load the checkpoints that are not loaded yet (with ``trust_code``, :func:`load_checkpoint`), then
+    :func:`check_compatible`."""
+    ckpts = tuple(c if isinstance(c, Checkpoint) else load_checkpoint(c, trust_code=trust_code) for c in items)
     check_compatible(ckpts)
     return ckpts
 
@@ -185,21 +189,26 @@ def shared_mask_or_refuse(ckpts: Sequence[Checkpoint], allow_union: bool) -> Mas
 
 
 @functools.lru_cache(maxsize=2)
-def _load_cached(spec_json: str, device: str) -> Dataset:
-    return load_dataset(json.loads(spec_json), torch.device(device))
+def _load_cached(spec_json: str, device: str, trust_code: bool) -> Dataset:
+    return load_dataset(json.loads(spec_json), torch.device(device), trust_code=trust_code)
 
 
-def cached_dataset(spec: Mapping, device: torch.device | str, data_dir: str | os.PathLike | None = None) -> Dataset:
+def cached_dataset(spec: Mapping, device: torch.device | str, data_dir: str | os.PathLike | None = None, *,
+                   trust_code: bool = False) -> Dataset:
     """The data set ``spec`` describes, read (and cached) under ``data_dir`` (None: :data:`DEFAULT_DATA_DIR`),
-    whatever ``spec["data_dir"]`` says; loaded once per (spec, directory, device) and kept for the next call."""
+    whatever ``spec["data_dir"]`` says; loaded once per (spec, directory, device, trust) and kept for the next
+    call. ``trust_code``: consent to import a ``PACKAGE.MODULE:CALLABLE`` data set
+    (:func:`training.data.load_dataset`)."""
     located = {**spec, "data_dir": os.path.abspath(data_dir or DEFAULT_DATA_DIR)}
-    return _load_cached(json.dumps(located, sort_keys=True), str(device))
+    return _load_cached(json.dumps(located, sort_keys=True), str(device), trust_code)
 
 
-def checkpoint_data(ckpt: Checkpoint, device: torch.device | str, data_dir: str | os.PathLike | None = None
-                    ) -> Dataset:
-    """:func:`cached_dataset` of a checkpoint's data set; refuses a model with another number of classes."""
-    data = cached_dataset(ckpt.dataset, device, data_dir)
+def checkpoint_data(ckpt: Checkpoint, device: torch.device | str, data_dir: str | os.PathLike | None = None, *,
+                    trust_code: bool | None = None) -> Dataset:
+    """:func:`cached_dataset` of a checkpoint's data set; refuses a model with another number of classes.
+    ``trust_code`` None: the trust the checkpoint was loaded with."""
+    trust = ckpt.trust_code if trust_code is None else trust_code
+    data = cached_dataset(ckpt.dataset, device, data_dir, trust_code=trust)
     classes = ckpt.model.get("kwargs", {}).get("num_classes")
     if classes is not None and classes != data.num_classes:
         raise UserError(f"{ckpt.path} is a model of {classes} classes, but the {ckpt.dataset.get('name')} data "
@@ -233,8 +242,9 @@ class CombinationEvaluator:
         self.options = options
         self.device = resolve_device(options.device)
         first = checkpoints[0]
-        model = build_model(first, self.device)  # checks the tensors before any data are read
-        self.data = checkpoint_data(first, self.device, options.data_dir)
+        trust = options.trust_code or None  # None: the trust the checkpoint was loaded with
+        model = build_model(first, self.device, trust_code=trust)  # checks the tensors before any data are read
+        self.data = checkpoint_data(first, self.device, options.data_dir, trust_code=trust)
         self.combination = Combination(model, [c.state for c in checkpoints], name="checkpoints")
         self.batch_size = options.batch_size or int(first.config.get("eval_batch_size") or DEFAULT_BATCH_SIZE)
         self._recalibrate = self.combination.has_batchnorm and options.bn_recal > 0

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from landscape.align import align_checkpoints
 from landscape.artifacts import (
     SPLITS,
     CheckpointLike,
@@ -59,6 +60,7 @@ from landscape.cli import (
     write_json,
 )
 from landscape.connectivity import frankle_barrier, max_barrier
+from landscape.matching import METHODS, Alignment
 from landscape.plots import checkpoint_label, heatmap_panels, line_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli
 
@@ -92,36 +94,74 @@ class BarrierResult:
     bn: str
     mask: MaskInfo
     device: str
+    aligned: AlignedLine | None = None
 
     def to_json(self) -> dict:
-        return {"a": self.a, "b": self.b, "points": len(self.lambdas), "lambdas": list(self.lambdas),
-                **{s: c.to_json() for s, c in self.curves.items()},
+        out = {"a": self.a, "b": self.b, "points": len(self.lambdas), "lambdas": list(self.lambdas),
+               **{s: c.to_json() for s, c in self.curves.items()},
+               "barrier": {s: b.to_json() for s, b in self.barrier.items()},
+               "barrier_max": {s: b.to_json() for s, b in self.barrier_max.items()},
+               "bn": self.bn, "mask": self.mask.to_json(), "device": self.device}
+        return out if self.aligned is None else {**out, "aligned": self.aligned.to_json()}
+
+
+@dataclass(frozen=True)
+class AlignedLine:
+    """The same line with B's hidden units first permuted to match A (Git Re-Basin, Ainsworth et al. 2023):
+    its curves, both barriers, the masks (A's and B's permuted one) and the alignment."""
+
+    curves: dict[str, Series]
+    barrier: dict[str, Barrier]
+    barrier_max: dict[str, Barrier]
+    mask: MaskInfo
+    alignment: Alignment
+
+    def to_json(self) -> dict:
+        return {**{s: c.to_json() for s, c in self.curves.items()},
                 "barrier": {s: b.to_json() for s, b in self.barrier.items()},
                 "barrier_max": {s: b.to_json() for s, b in self.barrier_max.items()},
-                "bn": self.bn, "mask": self.mask.to_json(), "device": self.device}
+                "mask": self.mask.to_json(), "alignment": self.alignment.summary()}
+
+
+def _line(ckpts: Sequence, lambdas: tuple[float, ...], options: EvalOptions):
+    """Curves on theta(lambda) between two loaded checkpoints, both barriers per split, the evaluator."""
+    evaluator = CombinationEvaluator(ckpts, options)
+    curves = evaluator.evaluate_many([(1.0 - lam, lam) for lam in lambdas], desc="lambda")
+    barrier = {s: Barrier(frankle_barrier(lambdas, c.loss), frankle_barrier(lambdas, c.error))
+               for s, c in curves.items()}
+    highest = {s: Barrier(max_barrier(c.loss), max_barrier(c.error)) for s, c in curves.items()}
+    return curves, barrier, highest, evaluator
 
 
 def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
-                   options: EvalOptions = BOTH_SPLITS, allow_mask_union: bool = False) -> BarrierResult:
+                   options: EvalOptions = BOTH_SPLITS, allow_mask_union: bool = False,
+                   align: str | None = None) -> BarrierResult:
     """:func:`landscape.connectivity.linear_barrier` for two checkpoint files (model and data rebuilt from
     them): theta(lambda) at ``points`` lambdas on ``options.splits`` (the CLI's JSON), both barriers.
 
     Checkpoints with different masks are refused unless ``allow_mask_union`` (as in
     :func:`landscape.subspace.hull_landscape`): their pruned weights are then interpolated as they are.
+    With ``align`` (``"weights"`` or ``"activations"``, :func:`landscape.align.align_checkpoints`) the line
+    is measured a second time after aligning B to A (``aligned``); B's mask is permuted with its weights,
+    so that line interpolates the masked weights as they are.
     """
     if points < 2:
         raise UserError("--points must be at least 2 (lambda = 0 and 1)")
     check_at_most(points, MAX_POINTS, "--points")
+    if align is not None and align not in METHODS:
+        raise UserError(f"--align-method must be one of {', '.join(METHODS)}, not {align!r}")
     ckpts = load_compatible([a, b])
     shared_mask_or_refuse(ckpts, allow_mask_union)
-    evaluator = CombinationEvaluator(ckpts, options)
     lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
-    curves = evaluator.evaluate_many([(1.0 - lam, lam) for lam in lambdas], desc="lambda")
-    barrier = {s: Barrier(frankle_barrier(lambdas, c.loss), frankle_barrier(lambdas, c.error))
-               for s, c in curves.items()}
-    highest = {s: Barrier(max_barrier(c.loss), max_barrier(c.error)) for s, c in curves.items()}
+    curves, barrier, highest, evaluator = _line(ckpts, lambdas, options)
+    aligned = None
+    if align is not None:
+        result = align_checkpoints(ckpts[0], ckpts[1], method=align, seed=options.seed, device=options.device,
+                                   data_dir=options.data_dir)
+        pair = (ckpts[0], result.checkpoint)
+        aligned = AlignedLine(*_line(pair, lambdas, options)[:3], mask_info(pair), result.alignment)
     return BarrierResult(ckpts[0].path, ckpts[1].path, lambdas, curves, barrier, highest, evaluator.bn,
-                         mask_info(ckpts), str(evaluator.device))
+                         mask_info(ckpts), str(evaluator.device), aligned)
 
 
 @dataclass(frozen=True)
@@ -195,6 +235,11 @@ def plot_barrier(result: BarrierResult) -> Figure:
 
     panels = {"loss": {label(s, "loss"): c.loss for s, c in result.curves.items()},
               "error": {label(s, "error"): _percent(c.error) for s, c in result.curves.items()}}
+    if result.aligned is not None:
+        line = result.aligned
+        for metric, scale in (("loss", 1.0), ("error", 100.0)):
+            panels[metric].update({f"{s} aligned: barrier {scale * getattr(line.barrier[s], metric):.4g}":
+                                   [scale * v for v in getattr(c, metric)] for s, c in line.curves.items()})
     a, b = checkpoint_label(result.a), checkpoint_label(result.b)
     return line_panels(result.lambdas, panels, "λ (interpolation weight of B)",
                        title=f"linear interpolation from A (λ = 0) to B (λ = 1)\nA = {a}, B = {b}",
@@ -233,16 +278,26 @@ def plot_barrier_set(bset: BarrierSet) -> Figure:
 
 
 def format_result(result: BarrierResult) -> str:
-    """The curve as a table, then both barriers per split."""
+    """The curve as a table, then both barriers per split; with an aligned line, its columns beside the raw
+    ones (after ``|``) and its barriers below."""
     splits = list(result.curves)
-    rows = [f"{'lambda':>6}" + split_header(splits)]
+    line = result.aligned
+    lines = [("", result)] if line is None else [("raw ", result), ("aligned ", line)]
+    rows = [] if line is None else [f"{'':>6} {'raw (B as trained)':<{21 * len(splits)}} | B aligned to A "
+                                    f"({METHOD_NAMES[line.alignment.method]})"]
+    rows.append(f"{'lambda':>6}" + " |".join(split_header(splits) for _ in lines))
     for n, lam in enumerate(result.lambdas):
-        cells = split_cells([(result.curves[s].loss[n], result.curves[s].error[n]) for s in splits])
+        cells = " |".join(split_cells([(x.curves[s].loss[n], x.curves[s].error[n]) for s in splits]) for _, x in lines)
         rows.append(f"{lam:>6.3f}{cells}")
-    for name, values in (("barrier (Frankle et al. 2020)", result.barrier), ("barrier_max", result.barrier_max)):
-        rows.append(f"{name}: " + "; ".join(f"{s} loss {values[s].loss:.4f} error {100 * values[s].error:.2f}%"
-                                            for s in splits))
-    return "\n".join([*rows, *(f"  {line}" for line in BARRIER_DEFINITIONS)])
+    for prefix, x in lines:
+        for name, values in (("barrier (Frankle et al. 2020)", x.barrier), ("barrier_max", x.barrier_max)):
+            rows.append(f"{prefix}{name}: " + "; ".join(
+                f"{s} loss {values[s].loss:.4f} error {100 * values[s].error:.2f}%" for s in splits))
+    if line is not None:
+        rows.append(f"alignment: {METHOD_NAMES[line.alignment.method]}, objective {line.alignment.objectives[0]:.4f} -> "
+                    f"{line.alignment.objectives[-1]:.4f} ({line.alignment.iterations} iterations); aligned B: "
+                    f"{line.mask.describe()}")
+    return "\n".join([*rows, *(f"  {text}" for text in BARRIER_DEFINITIONS)])
 
 
 def format_set(bset: BarrierSet) -> str:
@@ -269,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-mask-union", action="store_true",
                         help="A and B may have different masks (their masked weights are interpolated as they are; "
                              "the union density is reported)")
+    parser.add_argument("--align", action="store_true",
+                        help="also measure the line after permuting B's hidden units to match A (Git Re-Basin, "
+                             "Ainsworth et al. 2023) and report both barriers")
+    parser.add_argument("--align-method", choices=METHODS, default="weights",
+                        help="how --align matches units: weights or activations (default weights)")
     add_eval_arguments(parser, default_split="both")
     return parser
 
@@ -282,12 +342,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(args.checkpoints) != 2 or args.cycle is not None or args.consecutive:
             raise UserError("give two checkpoints A B, or --run DIR with --cycle K or --consecutive")
         a, b = (open_checkpoint(p, args) for p in args.checkpoints)
-        result = checkpoint_barrier(a, b, args.points, options, args.allow_mask_union)
+        result = checkpoint_barrier(a, b, args.points, options, args.allow_mask_union,
+                                    args.align_method if args.align else None)
         print(f"A: {a.path} ({describe_checkpoint(a)})\nB: {b.path} ({describe_checkpoint(b)})")
         print(f"BatchNorm: {result.bn}; {result.mask.describe()}")
         print(format_result(result))
         obj, make_figure = result.to_json(), lambda: plot_barrier(result)
     else:
+        if args.align:
+            raise UserError("--align compares two checkpoints A B; it does not work with --run")
         if args.checkpoints or (args.cycle is None) == (not args.consecutive):
             raise UserError("with --run give exactly one of --cycle K or --consecutive, and no checkpoint files")
         if args.consecutive:

@@ -9,8 +9,8 @@ from typing import Any
 
 from landscape.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, cached_dataset
 from landscape.options import add_dataclass_arguments, from_args
-from training.atomic import atomic_write_text
-from training.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
+from training.artifacts.atomic import atomic_write_text
+from training.artifacts.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
 from training.config import check_seed
 from training.data import mnist1d_spec
 from training.errors import UserError
@@ -33,9 +33,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser, default_split: str) -> N
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
-    """Device and data location (as in :class:`EvalOptions`), plain ``.pt`` description and outputs: the
-    flags of a tool that evaluates no landscape (and brings its own ``--progress``)."""
-    add_dataclass_arguments(parser, EvalOptions, only=("device", "data_dir"))
+    """Device, data location and ``--trust-code`` (as in :class:`EvalOptions`), plain ``.pt`` description and
+    outputs: the flags of a tool that evaluates no landscape (and brings its own ``--progress``)."""
+    add_dataclass_arguments(parser, EvalOptions, only=("device", "data_dir", "trust_code"))
     add_file_arguments(parser)
 
 
@@ -81,16 +81,17 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
 
 
 def open_checkpoint(path: str | Path, args: argparse.Namespace) -> Checkpoint:
-    """A toolkit checkpoint, or a plain ``.pt`` state_dict described by ``--model`` and ``--dataset``."""
+    """A toolkit checkpoint, loaded with ``--trust-code``'s consent, or a plain ``.pt`` state_dict described by
+    ``--model`` and ``--dataset`` (user code named there is the user's own choice, so it is trusted)."""
     p = Path(path)
     if p.suffix not in (".pt", ".pth"):
-        return load_checkpoint(p)
+        return load_checkpoint(p, trust_code=args.trust_code)
     if not (args.model and args.dataset):
         raise UserError(f"{p} is a plain PyTorch file; pass --model and --dataset to read it as a state_dict")
     data_dir = args.data_dir or DEFAULT_DATA_DIR
     spec = mnist1d_spec(data_dir) if args.dataset == "mnist1d" else {"name": args.dataset, "data_dir": data_dir}
-    classes = cached_dataset(spec, "cpu", data_dir).num_classes
-    return load_plain_state_dict(p, model_spec(args.model, classes), spec)
+    classes = cached_dataset(spec, "cpu", data_dir, trust_code=True).num_classes
+    return load_plain_state_dict(p, model_spec(args.model, classes), spec, trust_code=True)
 
 
 def split_header(splits: list[str]) -> str:

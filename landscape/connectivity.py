@@ -31,6 +31,8 @@ from torch import nn
 
 from landscape.batches import ArgumentError, LossFn, batches, bn_batches
 from landscape.combination import Combination, Point, even_batches, model_device
+from landscape.matching import Alignment
+from landscape.matching import align as align_models
 
 HULL_STREAM = 0x4855  # keeps the hull's random stream apart from any other use of the same seed
 
@@ -157,21 +159,25 @@ class LinearBarrier:
     error_barrier: float | None
     error_barrier_max: float | None
     bn: str
+    alignment: Alignment | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"lambdas": list(self.lambdas), "losses": list(self.losses), "barrier": self.barrier,
-                "barrier_max": self.barrier_max, "errors": None if self.errors is None else list(self.errors),
-                "error_barrier": self.error_barrier, "error_barrier_max": self.error_barrier_max, "bn": self.bn}
+        out = {"lambdas": list(self.lambdas), "losses": list(self.losses), "barrier": self.barrier,
+               "barrier_max": self.barrier_max, "errors": None if self.errors is None else list(self.errors),
+               "error_barrier": self.error_barrier, "error_barrier_max": self.error_barrier_max, "bn": self.bn}
+        return out if self.alignment is None else {**out, "alignment": self.alignment.to_json()}
 
 
 def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | None = None, points: int = 11,
                    bn_data: Any = None, masks: Any = None, batch_size: int | None = None,
-                   progress: bool | None = None) -> LinearBarrier:
+                   progress: bool | None = None, align: bool | str = False) -> LinearBarrier:
     """Loss barrier on the straight line between two models (linear mode connectivity, Frankle et al. 2020).
 
     Evaluates theta(lambda) = (1 - lambda) theta_a + lambda theta_b at ``points`` evenly spaced lambda in
     [0, 1] (both ends included, each the model itself bit for bit) and measures
-    ``barrier = max_lambda [L(lambda) - ((1 - lambda) L(0) + lambda L(1))]``.
+    ``barrier = max_lambda [L(lambda) - ((1 - lambda) L(0) + lambda L(1))]``. With ``align``, b's hidden
+    units are first permuted to match a's (:func:`landscape.matching.align`; Entezari et al. 2022, Ainsworth
+    et al. 2023), which leaves b's function unchanged, and the line runs from a to the aligned b.
 
     Args:
         a, b: modules of one architecture (same state_dict names, shapes, dtypes); never modified.
@@ -183,9 +189,11 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
         masks: ``{parameter name: 0/1 tensor}`` kept by every point.
         batch_size: batch size when ``data`` is an ``(X, y)`` pair (default 1000).
         progress: progress bar (None: only on a terminal).
+        align: False; True or ``"weights"`` (weight matching) or ``"activations"`` (activation matching on
+            ``data``). ``masks`` are then taken as a's: every point keeps their union with b's permuted ones.
 
     Returns:
-        :class:`LinearBarrier`.
+        :class:`LinearBarrier` (with ``alignment`` when aligned).
 
     Example:
         >>> import torch
@@ -197,13 +205,22 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
         (5, True, 0.0)
     """
     points = _count(points, "points", 2)
+    if align not in (False, True, "weights", "activations"):
+        raise ArgumentError(f"align must be False, True, 'weights' or 'activations', got {align!r}")
+    alignment = None
+    if align:
+        alignment = align_models(a, b, method="weights" if align is True else align, data=data, masks=masks,
+                                 batch_size=batch_size)
+        b = alignment.model
+        if masks is not None:
+            masks = {k: alignment.masks[k].maximum(m.to(alignment.masks[k])) for k, m in masks.items()}
     scan = _Scan([a, b], data, loss_fn, bn_data, masks, batch_size, 2, exactly=2)
     lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
     values = scan.points([(1.0 - lam, lam) for lam in lambdas], "lambda", progress)
     losses, errors = tuple(p.loss for p in values), _errors(values)
     return LinearBarrier(lambdas, losses, frankle_barrier(lambdas, losses), max_barrier(losses), errors,
                          None if errors is None else frankle_barrier(lambdas, errors),
-                         None if errors is None else max_barrier(errors), scan.bn_note)
+                         None if errors is None else max_barrier(errors), scan.bn_note, alignment)
 
 
 @dataclass(frozen=True)

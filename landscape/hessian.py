@@ -56,7 +56,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(format_report(report))
         obj, make_figure = report.to_json(), lambda: report_figure(report)
     else:
-        reports = analyse_run(args.run, options, device, args.particles, args.data_dir)
+        reports = analyse_run(args.run, options, device, args.particles, args.data_dir, trust_code=args.trust_code)
         print(format_run(reports))
         obj = {"run": str(args.run), "mode": EVAL_MODE, "rows": [r.to_json() for r in reports]}
         make_figure = lambda: run_figure(reports)  # noqa: E731

@@ -38,7 +38,7 @@ from landscape.options import option
 from landscape.pyhessian_backend import PyHessianTrace, pyhessian_trace
 from landscape.spectrum import Spectrum
 from landscape.trace import ESTIMATORS, TraceEstimate
-from training.checkpoint import Checkpoint, build_model, load_checkpoint
+from training.artifacts.checkpoint import Checkpoint, build_model, load_checkpoint
 from training.config import check_seed
 from training.data import Dataset, subsample_indices
 from training.errors import UserError
@@ -227,19 +227,25 @@ def training_batches(dataset: Dataset, options: HessianOptions) -> list[Batch]:
 
 
 def analyse_checkpoint(ckpt: Checkpoint | str | Path, options: HessianOptions = HessianOptions(),
-                       device: torch.device | str = "cpu", data_dir: str | None = None) -> HessianReport:
+                       device: torch.device | str = "cpu", data_dir: str | None = None, *,
+                       trust_code: bool = False) -> HessianReport:
     """Rebuild model and training data from a checkpoint and analyse its Hessian. The data are read and
-    cached under ``data_dir`` (None: ``data`` in the working directory), never where the checkpoint says."""
-    ckpt = ckpt if isinstance(ckpt, Checkpoint) else load_checkpoint(ckpt)
+    cached under ``data_dir`` (None: ``data`` in the working directory), never where the checkpoint says.
+    ``trust_code`` (``--trust-code``) allows the ``PACKAGE.MODULE:CALLABLE`` model or data set a checkpoint
+    names (a checkpoint loaded with ``trust_code=True`` has it already)."""
+    ckpt = ckpt if isinstance(ckpt, Checkpoint) else load_checkpoint(ckpt, trust_code=trust_code)
     options.validate()
-    model = build_model(ckpt, device)
-    dataset = checkpoint_data(ckpt, device, data_dir)
+    trust = trust_code or None  # None: the trust the checkpoint was loaded with
+    model = build_model(ckpt, device, trust_code=trust)
+    dataset = checkpoint_data(ckpt, device, data_dir, trust_code=trust)
     masks = {k: v.to(device) for k, v in ckpt.masks.items()}
     result = hessian_analysis(model, training_batches(dataset, options), masks, options)
     return HessianReport(ckpt.path, ckpt.kind, ckpt.cycle, ckpt.particle, ckpt.density, result)
 
 
 def analyse_run(run: str | Path, options: HessianOptions = HessianOptions(), device: torch.device | str = "cpu",
-                particles: bool = False, data_dir: str | None = None) -> list[HessianReport]:
+                particles: bool = False, data_dir: str | None = None, *, trust_code: bool = False
+                ) -> list[HessianReport]:
     """:func:`analyse_checkpoint` for every cycle's average (and particles) of a run."""
-    return [analyse_checkpoint(path, options, device, data_dir) for path in run_checkpoints(run, particles)]
+    return [analyse_checkpoint(path, options, device, data_dir, trust_code=trust_code)
+            for path in run_checkpoints(run, particles)]

@@ -41,7 +41,7 @@ from landscape.artifacts import (
 )
 from landscape.cli import MAX_RESOLUTION, check_at_most
 from landscape.connectivity import plane_geometry
-from training.atomic import atomic_write_text
+from training.artifacts.atomic import atomic_write_text
 from training.errors import UserError
 from training.evaluate import Evaluation
 
@@ -76,7 +76,7 @@ def _identity(ckpts: Sequence, resolution: int, margin: float, options: EvalOpti
     for c in ckpts:
         st = os.stat(c.path) if os.path.exists(c.path) else None
         files.append([os.path.abspath(c.path), st.st_size if st else None, st.st_mtime_ns if st else None])
-    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("progress", "device")}
+    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("progress", "device", "trust_code")}
     return {"checkpoints": files, "resolution": resolution, "margin": margin, "options": settings}
 
 

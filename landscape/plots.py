@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.atomic import atomic_write_bytes
+from training.artifacts.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:  # matplotlib and seaborn are imported where a figure is drawn: a tool that draws none
     from matplotlib.figure import Figure  # starts as fast as torch allows

@@ -20,7 +20,9 @@ hessian       IMP, SWA, SWAMP      Hutchinson trace of the solution's Hessian wi
 Runs are chosen by their method's role (:func:`studies.manifest.method_roles`): "SWAMP" is the
 method of role ``swamp`` (N = 4 in the full grid), IMP, SWA and particles those of roles ``imp``,
 ``swa`` and ``particles``. ``analysis/settings.json`` records the :class:`AnalysisSettings`; a study
-made with ``--quick`` gets :data:`QUICK_SETTINGS`.
+made with ``--quick`` gets :data:`QUICK_SETTINGS`. With ``--launcher submitit-local`` or ``slurm``
+(:mod:`training.launchers`, docs/cluster.md) each sub-run's missing measurements are one submitit job,
+and the command waits for them (the same files as in one process).
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ from landscape.hessian_report import HessianOptions, analyse_checkpoint
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape
 from studies.manifest import ANALYSIS, method_roles
+from training.artifacts.lock import exclusive
+from training.artifacts.ownership import check_usable_directory
+from training.artifacts.rundir import RunDir
 from training.config import check_seed
 from training.device import resolve_device
 from training.errors import ArgumentParser, UserError, run_cli
-from training.lock import exclusive
-from training.ownership import check_usable_directory
-from training.rundir import RunDir
+from training.launchers import SUBMITIT, LauncherOptions, add_launcher_flags, check_device, launcher_options
 from training.study import cycles_done, read_manifest
 from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
 
@@ -218,14 +221,18 @@ def _compute_in_worker(kind: str, run: str, cycle: int, root: Path, settings: An
 
 def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, kinds: Sequence[str] = KINDS,
                   device: str = "cpu", data_dir: str | None = None, progress: bool | None = None,
-                  jobs: int = 1) -> list[Path]:
+                  jobs: int = 1, launch: LauncherOptions | None = None) -> list[Path]:
     """Compute every missing measurement of the study; returns the files written now.
 
     With ``jobs`` > 1 the measurements are spread over that many (spawned) worker processes, each with
     ``1/jobs`` of the torch threads; every measurement is seeded by ``settings.seed``, so the files are
-    the same as with one process (given the same threads per process).
+    the same as with one process (given the same threads per process). ``launch`` (default: ``processes``
+    with ``jobs``) chooses the launcher (:mod:`training.launchers`); with a submitit one, each sub-run's
+    missing measurements are one job (:func:`_compute_chunk`, on the device ``device`` names on the
+    job's node), and the call waits for them all.
     """
-    check_jobs(jobs)
+    launch = launch or LauncherOptions(jobs=jobs)
+    check_jobs(launch.jobs)
     check_kinds(kinds)
     root = Path(root)
     manifest = read_manifest(root)
@@ -236,16 +243,21 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     with exclusive(root / ANALYSIS, "analysis directory"):  # one analysing process per study
         check_settings(root, settings)
         return _analyse(root, manifest, settings, kinds, device, settings.eval_options(device, data_dir, False),
-                        progress, jobs)
+                        progress, launch)
 
 
 def _analyse(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, kinds: Sequence[str], device: str,
-             options: EvalOptions, progress: bool | None, jobs: int) -> list[Path]:
+             options: EvalOptions, progress: bool | None, launch: LauncherOptions) -> list[Path]:
     todo = [j for j in plan_jobs(root, manifest, settings, options, device)
             if j.kind in kinds and not j.path(root).is_file()]
     disable = None if progress is None else not progress
     bar = tqdm(total=len(todo), desc="analysis", unit="measurement", disable=disable)
-    written = []
+    written: list[Path] = []
+    jobs = launch.jobs
+    if launch.name in SUBMITIT and todo:
+        _analyse_in_jobs(root, todo, settings, options, device, launch, written, bar)
+        bar.close()
+        return written
     if jobs == 1 or len(todo) <= 1:
         for job in todo:
             written.append(_compute(job, root))
@@ -267,6 +279,42 @@ def _analyse(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, k
             raise
     bar.close()
     return written
+
+
+def _compute_chunk(items: Sequence[tuple[str, str, int]], root: Path, settings: AnalysisSettings,
+                   options: EvalOptions, device: str, threads: int | None) -> tuple[list[Path], str | None]:
+    """The measurements ``items`` (kind, run, cycle) of one submitit job, on the device ``device`` names
+    here (the job's node); returns the files written and a user error that stopped it (None: none), which
+    the analysing command reports."""
+    written: list[Path] = []
+    try:
+        here = str(resolve_device(device))
+        for kind, run, cycle in items:
+            written.append(_compute_in_worker(kind, run, cycle, root, settings, replace(options, device=here), here,
+                                              threads))
+    except UserError as err:
+        return written, str(err)
+    return written, None
+
+
+def _analyse_in_jobs(root: Path, todo: Sequence[Job], settings: AnalysisSettings, options: EvalOptions, device: str,
+                     launch: LauncherOptions, written: list[Path], bar: Any) -> None:
+    """``todo`` as one submitit job per sub-run (its chunk of measurements), the job folder ``analysis/jobs``."""
+    from training.submitit_launcher import run_jobs
+
+    chunks: dict[str, list[tuple[str, str, int]]] = {}
+    for job in todo:
+        chunks.setdefault(job.run, []).append((job.kind, job.run, job.cycle))
+
+    def done(result: tuple[list[Path], str | None]) -> None:
+        paths, error = result
+        written.extend(paths)
+        bar.update(len(paths))
+        if error is not None:
+            raise UserError(error)
+
+    run_jobs(launch, (root / ANALYSIS / "jobs").absolute(), f"analyse-{root.absolute().name}", _compute_chunk,
+             [(items, root, settings, options, device) for items in chunks.values()], done)
 
 
 def _flag(name: str) -> str:
@@ -297,16 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
                              " (default all): pairs = barriers between the particles of a cycle, consecutive = "
                              "barriers between consecutive cycles' solutions, hull = convex hull of the particles, "
                              "plane = loss plane through three particles, hessian = Hessian trace of the solution")
-    parser.add_argument("--device", default="auto", type=lambda name: str(resolve_device(name)),
-                        help="auto, cpu, cuda or cuda:N (default auto: the first GPU if there is one)")
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu, cuda or cuda:N (default auto: the first GPU if there is one; with "
+                             "--launcher slurm, of each job's node)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="where the data set is read and cached (default data/ in the working directory; never "
                              "where a checkpoint says)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar (default: only on a terminal)")
     parser.add_argument("--jobs", type=int, default=1, metavar="K",
-                        help="compute K measurements at once in separate processes (e.g. one per CPU core; "
-                             "default 1)")
+                        help="compute K measurements at once in separate processes (e.g. one per CPU core), or "
+                             "with --launcher submitit-local K jobs at once (default 1)")
+    add_launcher_flags(parser, "sub-run's chunk of measurements")
 
     def shown(value: Any) -> str:
         return ",".join(value) if isinstance(value, tuple) else str(value)
@@ -321,12 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_analysis(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AnalysisSettings | None, list[str]]:
     """The flags, the validated settings (None: the study's defaults) and the measurement kinds of
-    ``python -m studies.analyse``; every flag is checked and nothing is written."""
+    ``python -m studies.analyse`` (the launcher's settings in ``args.launch``); every flag is checked and
+    nothing is written."""
     args = build_parser().parse_args(argv)
-    check_jobs(args.jobs)
+    args.launch = launcher_options(args)
     kinds = args.only.split(",")
     check_kinds(kinds)
-    resolve_device(args.device)
+    args.device = check_device(args.device, args.launch.name)
     given = {f.name: getattr(args, f.name) for f in fields(AnalysisSettings) if getattr(args, f.name) is not None}
     settings = AnalysisSettings.from_flags(given, default_settings(read_manifest(args.study))) if given else None
     return args, settings, kinds
@@ -334,7 +385,8 @@ def parse_analysis(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Anal
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, settings, kinds = parse_analysis(argv)
-    written = analyse_study(args.study, settings, kinds, args.device, args.data_dir, args.progress, args.jobs)
+    written = analyse_study(args.study, settings, kinds, args.device, args.data_dir, args.progress,
+                            launch=args.launch)
     print(f"{len(written)} measurements written under {Path(args.study) / ANALYSIS}")
     return 0
 

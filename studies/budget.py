@@ -76,7 +76,8 @@ def compare(arms: pd.DataFrame, a: str, b: str) -> list[dict]:
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
-    columns = ["a", "b", "a_epochs", "b_epochs", "cycle", "sparsity", "mean", "std", "seeds", "positive", "p_value",
+    columns = ["a", "b", "a_epochs", "b_epochs", "cycle", "sparsity", "mean", "std", "seeds", "positive", "ties",
+               "negative", "p_value",
                "a_acc", "a_acc_std", "a_cost", "b_acc", "b_acc_std", "b_cost"]
     return pd.DataFrame(rows, columns=columns).sort_values(["a_epochs", "b_epochs", "cycle"], ignore_index=True)
 
@@ -105,7 +106,7 @@ def equal_cost_frame(studies: Sequence[str | Path] | pd.DataFrame) -> pd.DataFra
 def comparison_table(frame: pd.DataFrame, cycles: Sequence[int] | None = None) -> str:
     """Markdown: per comparison and cycle, both arms' accuracy and cost, and their paired difference."""
     lines = ["| SWAMP epochs per cycle | IMP epochs per cycle | pruned | particle-epochs SWAMP / IMP | IMP | SWAMP | "
-             "SWAMP − IMP (mean ± std) | seeds SWAMP > IMP | paired t-test p |", "|---" * 9 + "|"]
+             "SWAMP − IMP (mean ± std) | seeds SWAMP > / = / < IMP | paired t-test p |", "|---" * 9 + "|"]
     for r in frame.itertuples():
         if cycles is not None and r.cycle not in cycles:
             continue
@@ -113,7 +114,7 @@ def comparison_table(frame: pd.DataFrame, cycles: Sequence[int] | None = None) -
         p = "–" if math.isnan(r.p_value) else f"{r.p_value:.3f}"
         lines.append(f"| {r.a_epochs} | {r.b_epochs} | {100 * r.sparsity:.1f}% | {r.a_cost:.0f} / {r.b_cost:.0f} | "
                      f"{100 * r.b_acc:.2f} ± {100 * r.b_acc_std:.2f} | {100 * r.a_acc:.2f} ± {100 * r.a_acc_std:.2f} | "
-                     f"{100 * r.mean:+.2f} ± {std} | {r.positive}/{r.seeds} | {p} |")
+                     f"{100 * r.mean:+.2f} ± {std} | {r.positive}/{r.ties}/{r.negative} | {p} |")
     return "\n".join(lines)
 
 

@@ -3,8 +3,10 @@
 Sub-runs of one seed share the dense ticket and the data order of their first particle, so method A
 and method B are compared *paired*: for every cycle k and seed s, d_{k,s} = A_{k,s} - B_{k,s}. A
 :class:`Paired` row gives the mean and sample standard deviation of d over seeds, how many seeds
-have d > 0, and the two-sided paired t-test p-value (Student 1908; ``scipy.stats.ttest_rel``), which
-with three seeds is a weak test: it is reported, not used to hide anything. :class:`Extremes` gives
+have d > 0 (wins), d = 0 (ties) and d < 0 (losses), and the two-sided paired t-test p-value (Student
+1908; ``scipy.stats.ttest_rel``), which with three seeds is a weak test: it is reported, not used to
+hide anything. Where every seed gives the same difference the t statistic is infinite (p = 0) for a
+non-zero difference and undefined for zero (p = 1: no evidence of any difference). :class:`Extremes` gives
 the largest value of a quantity over every cycle and seed (e.g. the worst barrier), which is what a
 claim such as "no barrier" must be checked against.
 """
@@ -15,6 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -30,8 +33,24 @@ class Paired:
     mean: float
     std: float
     seeds: int
-    positive: int  # seeds with A > B
+    positive: int  # seeds with A > B (wins)
     p_value: float
+    ties: int = 0  # seeds with A = B
+    negative: int = 0  # seeds with A < B (losses)
+
+    def record(self) -> str:
+        """``wins/ties/losses`` of A against B over the seeds."""
+        return f"{self.positive}/{self.ties}/{self.negative}"
+
+
+def paired_p_value(d: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired t-test p-value of differences ``d = a - b``; NaN for one seed. A constant ``d`` has
+    no spread: p = 0 when it is non-zero (the same gain on every seed), 1 when it is zero."""
+    if len(d) < 2:
+        return math.nan
+    if d.std() == 0:
+        return 0.0 if d[0] != 0 else 1.0
+    return float(stats.ttest_rel(a, b).pvalue)
 
 
 @dataclass(frozen=True)
@@ -59,9 +78,10 @@ def paired(frame: pd.DataFrame, value: str, a: str, b: str, column: str = "metho
     rows = []
     for cycle, group in wide.groupby(level="cycle"):
         d = (group[a] - group[b]).to_numpy()
-        p = float(stats.ttest_rel(group[a], group[b]).pvalue) if len(d) > 1 and d.std() > 0 else math.nan
+        p = paired_p_value(d, group[a].to_numpy(), group[b].to_numpy())
         rows.append(Paired(int(cycle), float(sparsity[cycle]), float(d.mean()),
-                           float(d.std(ddof=1)) if len(d) > 1 else math.nan, len(d), int((d > 0).sum()), p))
+                           float(d.std(ddof=1)) if len(d) > 1 else math.nan, len(d), int((d > 0).sum()), p,
+                           int((d == 0).sum()), int((d < 0).sum())))
     return rows
 
 
@@ -97,13 +117,13 @@ def _fmt(x: float, scale: float, digits: int, sign: bool = True) -> str:
 def paired_table(rows: list[Paired], title: str, scale: float = 100.0, digits: int = 2,
                  cycles: list[int] | None = None) -> str:
     """A Markdown table of :func:`paired` rows."""
-    lines = [f"#### {title}", "", "| pruned | A − B (mean ± std) | seeds A > B | paired t-test p |",
+    lines = [f"#### {title}", "", "| pruned | A − B (mean ± std) | seeds A > B / = / < | paired t-test p |",
              "|---|---|---|---|"]
     for r in rows:
         if cycles is not None and r.cycle not in cycles:
             continue
         lines.append(f"| {100 * r.sparsity:.1f}% | {_fmt(r.mean, scale, digits)} ± "
-                     f"{_fmt(r.std, scale, digits, sign=False)} | {r.positive}/{r.seeds} | "
+                     f"{_fmt(r.std, scale, digits, sign=False)} | {r.record()} | "
                      f"{'–' if math.isnan(r.p_value) else f'{r.p_value:.3f}'} |")
     return "\n".join(lines)
 
@@ -115,6 +135,9 @@ def claims_report(root: str | Path, cycles: list[int] | None = None) -> str:
     swamp, imp, swa, particles = roles["swamp"], roles["imp"], roles["swa"], roles["particles"]
     parts = ["### Paired differences between methods (same seed), for the verdicts",
              "A − B per cycle over seeds; accuracies in points of test accuracy."]
+    if swamp is None:
+        parts.append("No method of this study plays SWAMP (role `swamp` in study.json), so the comparisons with "
+                     "SWAMP are left out.")
     comparisons = [(swamp, imp), (swamp, swa), (swamp, particles), (swa, imp), (particles, imp)]
     comparisons += [(n, swamp) for n in roles.methods("swamp-n", "swamp-plus")]
     for a, b in comparisons:

@@ -75,11 +75,14 @@ def method_roles(manifest: Mapping[str, Any]) -> MethodRoles:
     recorded their role (or a method made without one) gets it derived here, and nowhere else, from
     the name :func:`training.study.grid` gives: ``imp``, ``swa``, ``particles`` and ``swamp-plus`` are
     their own role, a one-shot method is ``oneshot``, ``swamp-nN`` is ``swamp-n`` and any other name
-    ``other``. If no method plays ``swamp`` (such an old manifest, or a study whose ``--methods`` left
-    out the central arm), the first ``swamp-n`` method does: the grid lists its central arm first.
+    ``other``; in such an old manifest the first ``swamp-n`` method plays ``swamp`` (the grid listed
+    its central arm first). Roles that a manifest records are never reassigned: a study whose
+    ``--methods`` leave out the central arm has no ``swamp`` method, and the verdicts that need one are
+    left out rather than given to another arm.
     """
+    recorded = any(m.get("role") for m in manifest["methods"])
     roles = {m["name"]: m.get("role") or _role_from_name(m) for m in manifest["methods"]}
-    if "swamp" not in roles.values():
+    if not recorded and "swamp" not in roles.values():
         first = next((method for method, role in roles.items() if role == "swamp-n"), None)
         if first is not None:
             roles[first] = "swamp"

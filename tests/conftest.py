@@ -68,7 +68,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def fail_nth_checkpoint_write(monkeypatch: pytest.MonkeyPatch, n: int, code: int, message: str) -> None:
     """Make the ``n``-th checkpoint write raise ``OSError(code, message)``, as a full disk or a file-size
     limit would, and every other write go through."""
-    from training import checkpoint as checkpoint_module
+    from training.artifacts import checkpoint as checkpoint_module
 
     real_write = checkpoint_module.atomic_write_bytes
     calls = {"n": 0}

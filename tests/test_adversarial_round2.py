@@ -20,10 +20,10 @@ from conftest import DATA_DIR, fail_nth_checkpoint_write
 
 from studies.report import main as report_main
 from training import study, swamp
+from training.artifacts.checkpoint import load_checkpoint
+from training.artifacts.rundir import RunDir, load_train_state, save_train_state
 from training.averaging import RunningAverage
-from training.checkpoint import load_checkpoint
 from training.errors import RESUME_RUN, UserError, run_cli
-from training.rundir import RunDir, load_train_state, save_train_state
 from training.train import TrainState
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,9 +25,9 @@ from studies import budget as study_budget
 from studies import report as study_report
 from training import imp, swamp
 from training import study as training_study
+from training.artifacts.rundir import load_train_state, save_train_state
 from training.averaging import RunningAverage
 from training.errors import UserError, run_cli
-from training.rundir import load_train_state, save_train_state
 from training.train import TrainState
 
 # A study whose sub-runs have not finished a cycle yet (their directories do not exist).
@@ -78,7 +78,7 @@ def run_copy(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ("{not json", "unreadable"),
     ({"particles": "two"}, "`particles` must be an integer, not 'two'"),
     ({"swa": "yes"}, "`swa` must be true or false"),
-    ({"dataset": "mnist2d"}, "`dataset` must be one of"),
+    ({"dataset": "mnist2d"}, "unknown dataset 'mnist2d'"),
     ({"particles": -3}, "--particles must be at least 1"),
 ])
 def test_tampered_config_json_is_one_line_naming_the_file(run_copy, body, what, capsys):

@@ -20,8 +20,8 @@ from landscape.barrier import (
     plot_barrier_set,
 )
 from landscape.connectivity import frankle_barrier, max_barrier
+from training.artifacts.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.averaging import recalibrate_batchnorm
-from training.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.data import mnist1d_spec
 from training.errors import UserError, run_cli
 from training.evaluate import evaluate

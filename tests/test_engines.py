@@ -21,7 +21,7 @@ from conftest import DATA_DIR, TINY_ARGS, make_run
 from safetensors import safe_open
 from torch import nn
 
-from training import run as run_module
+from training import context as context_module
 from training.engines import VECTORIZED_FASTER, auto_engine, cluster
 from training.engines.stacked import StackedModule
 from training.errors import run_cli
@@ -116,7 +116,7 @@ def _interrupted(monkeypatch: pytest.MonkeyPatch, out: Path, args: list[str], sa
     vectorized = importlib.import_module("training.engines.vectorized")
     written: list[Path] = []
     with monkeypatch.context() as patch:
-        for module in (run_module, vectorized):
+        for module in (context_module, vectorized):
             def save_then_die(path, state, real=module.save_train_state):
                 real(path, state)
                 written.append(path)

@@ -15,8 +15,8 @@ from conftest import DATA_DIR
 
 from landscape import subspace
 from training import imp, swamp
+from training.artifacts.rundir import RunDir, read_metrics
 from training.errors import run_cli
-from training.rundir import RunDir, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 

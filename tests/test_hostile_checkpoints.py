@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from landscape.artifacts import check_compatible
 from landscape.barrier import main as barrier_main
 from landscape.hessian import main as hessian_main
-from training.checkpoint import build_model, load_checkpoint, load_plain_state_dict
+from training.artifacts.checkpoint import build_model, load_checkpoint, load_plain_state_dict
 from training.errors import UserError, run_cli
 from training.models import build_model as fresh_model
 from training.models import model_spec

@@ -184,7 +184,7 @@ def test_the_checkpoint_cli_equals_the_python_api_on_a_run(tiny_run):
     the same two models and the same test batches."""
     from landscape.artifacts import EvalOptions, checkpoint_data
     from landscape.barrier import checkpoint_barrier
-    from training.checkpoint import build_model, load_checkpoint
+    from training.artifacts.checkpoint import build_model, load_checkpoint
 
     paths = [tiny_run / "cycle_01" / f"particle_{p:02d}.safetensors" for p in (0, 1)]
     cli = checkpoint_barrier(*paths, 4, EvalOptions(("test",), bn_recal=0))

@@ -27,8 +27,8 @@ TOOLS = {
 #: every field away from its default, as flags and as the dataclass they must give
 NON_DEFAULT = {
     EvalOptions: (["--split", "train", "--bn-recal", "0", "--seed", "7", "--batch-size", "3", "--device", "cpu",
-                   "--data-dir", "elsewhere", "--progress"],
-                  EvalOptions(("train",), 0, 7, 3, "cpu", "elsewhere", True)),
+                   "--data-dir", "elsewhere", "--progress", "--trust-code"],
+                  EvalOptions(("train",), 0, 7, 3, "cpu", "elsewhere", True, True)),
     HessianOptions: (["--method", "hutchpp", "--probes", "9", "--samples", "all", "--batch-size", "5",
                       "--subspace", "full", "--per-layer", "--top-eigen", "--density", "--lanczos-steps", "4",
                       "--lanczos-runs", "2", "--target-rse", "0.5", "--backend", "pyhessian", "--seed", "11",

@@ -41,13 +41,17 @@ PARSERS = {
 
 
 def _shell_lines(text: str) -> list[str]:
-    """The lines of the ```bash code blocks of ``text``."""
-    lines, fence = [], None
+    """The lines of the ```bash code blocks of ``text``, a line ending in a backslash joined with the next."""
+    lines, fence, pending = [], None, ""
     for line in text.splitlines():
         if line.startswith("```"):
             fence = line[3:].strip() if fence is None else None
         elif fence == "bash":
-            lines.append(line)
+            if line.endswith("\\"):
+                pending += line[:-1]
+                continue
+            lines.append(pending + line)
+            pending = ""
     return lines
 
 

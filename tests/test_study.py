@@ -20,11 +20,11 @@ from studies import budget as sb
 from studies import tables as st
 from studies.analyse import analyse_study
 from studies.analyse import main as analysis_main
-from studies.claims import count_below, extremes, paired
+from studies.claims import count_below, extremes, paired, paired_table
 from studies.manifest import method_roles
 from studies.report import study_report
+from training.artifacts.lock import exclusive
 from training.errors import UserError, run_cli
-from training.lock import exclusive
 from training.study import MANIFEST, default_plan, quick_plan, run_study
 from training.study import main as study_main
 
@@ -114,7 +114,10 @@ def test_roles_are_recorded_and_an_old_manifest_gets_the_same_ones():
     assert roles.methods("oneshot") == ["oneshot-magnitude", "oneshot-random"]
     assert [roles[r] for r in ("imp", "swa", "particles", "swamp-plus")] == ["imp", "swa", "particles", "swamp-plus"]
     without_central = {**full, "methods": [m for m in full["methods"] if m["name"] != "swamp-n4"]}
-    assert method_roles(without_central)["swamp"] == "swamp-n2", "then the first other N is the study's SWAMP"
+    assert method_roles(without_central)["swamp"] is None, "recorded roles are never reassigned"
+    assert method_roles(without_central).methods("swamp-n") == ["swamp-n2", "swamp-n8"]
+    old = _without_roles(without_central)
+    assert method_roles(old)["swamp"] == "swamp-n2", "an old manifest: its first swamp-n arm, as its grid listed"
 
 
 def test_a_study_started_before_roles_is_analysed_and_continued_as_the_same_plan(study, tmp_path, capsys):
@@ -295,6 +298,19 @@ def test_report_prints_every_table_as_markdown(study):
     assert "| pruned |" in report and "IMP (2 seeds)" in report
     for title in ("Paired differences", "A = SWAMP (N=3), B = IMP", "(cycle, seed) with A < B", "Largest barriers"):
         assert title in report
+
+
+def test_paired_records_wins_ties_losses_and_a_constant_difference_is_significant():
+    frame = pd.DataFrame({"method": ["a"] * 4 + ["b"] * 4 + ["a"] * 3 + ["b"] * 3,
+                          "seed": [0, 1, 2, 3] * 2 + [0, 1, 2] * 2,
+                          "cycle": [0] * 8 + [1] * 6, "sparsity": [0.0] * 8 + [0.2] * 6,
+                          "v": [2.0, 1.0, 1.0, 0.0, 1.0, 1.0, 2.0, 1.0, 3.0, 4.0, 5.0, 2.0, 3.0, 4.0]})
+    mixed, constant = paired(frame, "v", "a", "b")
+    assert (mixed.positive, mixed.ties, mixed.negative, mixed.record()) == (1, 1, 2, "1/1/2")
+    assert constant.mean == 1.0 and constant.record() == "3/0/0" and constant.p_value == 0.0
+    assert "| 3/0/0 | 0.000 |" in paired_table([constant], "t")
+    same = paired(frame.assign(v=1.0), "v", "a", "b")[1]
+    assert same.p_value == 1.0 and same.record() == "0/3/0"
 
 
 def test_paired_differences_are_per_seed_and_per_cycle():

@@ -13,8 +13,8 @@ from safetensors import safe_open
 from torch import nn
 from torch.nn.utils import prune
 
+from training.artifacts.checkpoint import load_checkpoint
 from training.averaging import average_states
-from training.checkpoint import load_checkpoint
 from training.data import load_dataset, mnist1d_spec
 from training.models import build_model, model_spec
 from training.pruning import (

@@ -1,3 +1,24 @@
-"""SWAMP training core: data, models, pruning, particles, averaging and run orchestration."""
+"""SWAMP training core: data, models, pruning, particles, averaging and run orchestration.
+
+The Python API (imported on first use, so that ``import training.<module>`` stays light):
+:func:`run_swamp` (:mod:`training.api`), its result :class:`SwampResult` and :class:`RunConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["RunConfig", "SwampResult", "run_swamp"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run_swamp", "SwampResult"):
+        from training import api
+
+        return getattr(api, name)
+    if name == "RunConfig":
+        from training.config import RunConfig
+
+        return RunConfig
+    raise AttributeError(f"module 'training' has no attribute {name!r}")

@@ -14,24 +14,28 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from training.data.names import check_dataset_name
+from training.engines import ENGINES
 from training.errors import ArgumentParser, UserError
-from training.presets import DEFAULT_PRESET, PRESETS
+from training.imports import TRUST_FLAG, is_import_path
+from training.presets import DEFAULT_PRESET, GENERIC_PRESET, PRESETS
 
 PRESET_FIELDS = frozenset(k for preset in PRESETS.values() for k in preset)
 
-DATASETS = ("mnist1d", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("mnist1d", "cifar10", "cifar100", "imagefolder")  # the toolkit's own loaders (training.data)
+LOGGERS = ("none", "tensorboard", "wandb", "mlflow")
 REWINDS = ("ticket", "lr", "none")
 PRUNE_METHODS = ("global", "layerwise", "random")
-ENGINES = ("auto", "sequential", "vectorized", "distributed")
 # Where and how a run executes, not what it computes: may change on --resume, and is left out of the
 # config stored in checkpoints (so the same run gives the same files wherever it is written).
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
-                            "data_dir", "channels_last", "compile"})
+                            "data_dir", "channels_last", "compile", "log", "trust_code"})
 SEED_LIMIT = 2**32  # seeds enter every random stream modulo 2^32 (training.seeds), so larger ones would alias
 
 
@@ -41,7 +45,7 @@ def check_seed(seed: int, flag: str = "--seed") -> None:
         raise UserError(f"{flag} must lie in [0, {SEED_LIMIT}), not {seed}")
 # The Python types a field of each annotation accepts, and how a message names them.
 FIELD_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
-               "bool": ((bool,), "true or false")}
+               "bool": ((bool,), "true or false"), "list[str]": ((list, tuple), "a list of strings")}
 
 
 def _opt(help_: str, default: Any = None, **argparse_kwargs: Any) -> Any:
@@ -49,20 +53,31 @@ def _opt(help_: str, default: Any = None, **argparse_kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help_, **argparse_kwargs})
 
 
+def _repeated(help_: str) -> Any:
+    """A config field given as a repeatable flag; a list, empty by default."""
+    return field(default_factory=list, metadata={"help": help_})
+
+
 @dataclass
 class RunConfig:
     """Every hyperparameter of a SWAMP / IMP run (see docs/hyperparameters.md for their sources)."""
 
     # data
-    dataset: str = _opt("dataset", "mnist1d", choices=DATASETS)
+    dataset: str = _opt("mnist1d, cifar10, cifar100, imagefolder, torchvision:NAME (e.g. torchvision:FakeData, "
+                        "torchvision:MNIST) or PACKAGE.MODULE:CALLABLE returning (train_set, test_set)", "mnist1d")
+    dataset_kwargs: str = _opt("JSON object of keyword arguments for a torchvision: or PACKAGE.MODULE:CALLABLE "
+                               "dataset, e.g. '{\"size\": 256}'", "{}")
     data_dir: str = _opt("where datasets live / are cached", "data")
-    download: bool = _opt("allow torchvision to download CIFAR (needs internet)", False)
+    download: bool = _opt("allow torchvision to download a dataset (needs internet)", False)
     batch_size: int = _opt("training mini-batch size")
     eval_batch_size: int = _opt("batch size for evaluation and BN recalibration", 1000)
-    workers: int = _opt("data-loader worker processes (imagefolder only)", 4)
+    workers: int = _opt("data-loader worker processes (for datasets streamed from disk)", 4)
     # model
-    model: str = _opt("model registry name (mlp, cnn1d, wrn28x2, vgg19, resnet20, resnet18, resnet50)")
+    model: str = _opt("a zoo model (mlp, cnn1d, wrn28x2, vgg19, resnet20, resnet18, resnet50), torchvision:NAME, "
+                      "timm:NAME or PACKAGE.MODULE:CALLABLE(num_classes=..., **model_kwargs)")
     model_kwargs: str = _opt("JSON object of extra model arguments, e.g. '{\"width\": 64}'", "{}")
+    trust_code: bool = _opt("with --resume: import the PACKAGE.MODULE:CALLABLE model or dataset the run's "
+                            "config.json names (naming it with --model / --dataset consents as well)", False)
     # SWAMP / IMP
     particles: int = _opt("particles per cycle (1 = IMP)", 4)
     particles_from_cycle: int = _opt("SWAMP+: one particle before this cycle, --particles from it", 0)
@@ -75,6 +90,8 @@ class RunConfig:
     prune_ratio: float = _opt("fraction of the remaining prunable weights removed per cycle", 0.2)
     prune_method: str = _opt("global (magnitude), layerwise (magnitude) or random", "global",
                              choices=PRUNE_METHODS)
+    prune_exclude: list[str] = _repeated("keep the conv/linear weights whose parameter name matches this regular "
+                                         "expression (re.search) dense, e.g. '^conv1\\.' or '^fc\\.'; repeatable")
     # optimisation
     lr: float = _opt("peak SGD learning rate")
     momentum: float = _opt("SGD momentum", 0.9)
@@ -90,13 +107,15 @@ class RunConfig:
     resume: bool = _opt("continue the run in --out", False)
     overwrite: bool = _opt("replace an existing run directory", False)
     device: str = _opt("auto, cpu, cuda or cuda:N", "auto")
-    engine: str = _opt("how particles run", "auto", choices=ENGINES)
+    engine: str = _opt("how particles run", "auto", choices=tuple(ENGINES))
     amp: bool = _opt("bf16 autocast of training forward passes (for GPUs; changes the numerics, so a run keeps it)",
                      False)
     channels_last: bool = _opt("channels-last memory format for 2-D convolutions (for GPUs)", False)
     compile: bool = _opt("torch.compile the training model (for GPUs; the first steps are slower)", False)
     preset: str = _opt("named hyperparameter set: " + ", ".join(PRESETS))
     progress: bool = _opt("tqdm progress bars (default: only on a terminal)")
+    log: str = _opt("write per-epoch and per-cycle scalars with tensorboard, wandb or mlflow (none: only the run "
+                    "directory's own files)", "none", choices=LOGGERS)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +127,10 @@ class RunConfig:
     @property
     def model_kwargs_dict(self) -> dict[str, Any]:
         return json.loads(self.model_kwargs)
+
+    @property
+    def dataset_kwargs_dict(self) -> dict[str, Any]:
+        return json.loads(self.dataset_kwargs)
 
     def particles_in_cycle(self, cycle: int) -> int:
         """N particles, or one before ``particles_from_cycle`` (SWAMP+)."""
@@ -133,7 +156,8 @@ def _default_text(name: str, value: Any) -> str:
     if name in PRESET_FIELDS:
         return " (default: from the preset)"
     if name == "preset":
-        return " (default: the dataset's, " + ", ".join(f"{v} for {k}" for k, v in DEFAULT_PRESET.items()) + ")"
+        return (" (default: the dataset's, " + ", ".join(f"{v} for {k}" for k, v in DEFAULT_PRESET.items())
+                + f", {GENERIC_PRESET} for any other)")
     return ""
 
 
@@ -147,6 +171,8 @@ def build_parser(prog: str, description: str, defaults: dict[str, Any] | None = 
         kwargs: dict[str, Any] = {"default": None, "help": f.metadata["help"]}
         if f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.type == "list[str]":
+            kwargs.update(action="append", metavar=f.name.upper().split("_")[-1])
         elif "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         else:
@@ -156,7 +182,7 @@ def build_parser(prog: str, description: str, defaults: dict[str, Any] | None = 
             kwargs["help"] += (" (default runs/<preset>-<kind>-n<particles>-s<seed>, <kind> imp for one particle "
                                "without SWA, else swamp; with no flags "
                                f"{resolve_config(argparse.Namespace(), defaults).out})")
-        elif "default" not in kwargs["help"]:
+        elif "default" not in kwargs["help"] and f.type != "list[str]":
             kwargs["help"] += _default_text(f.name, defaults.get(f.name, f.default))
         parser.add_argument(_flag(f.name), **kwargs)
     return parser
@@ -170,7 +196,7 @@ def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None)
     given = {k: v for k, v in vars(args).items() if v is not None}
     base = base or {}
     dataset = given.get("dataset", base.get("dataset", "mnist1d"))
-    preset_name = given.get("preset") or base.get("preset") or DEFAULT_PRESET.get(dataset)
+    preset_name = given.get("preset") or base.get("preset") or DEFAULT_PRESET.get(dataset, GENERIC_PRESET)
     if preset_name not in PRESETS:
         raise UserError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     values = {**PRESETS[preset_name], **base, **given, "preset": preset_name}
@@ -191,6 +217,8 @@ def field_problem(values: dict[str, Any]) -> tuple[str, str] | None:
         value = values[f.name]
         types, name = FIELD_TYPES[str(f.type)]
         if not isinstance(value, types) or (isinstance(value, bool) and f.type != "bool"):
+            return f.name, f"{name}, not {value!r}"
+        if f.type == "list[str]" and not all(isinstance(v, str) for v in value):
             return f.name, f"{name}, not {value!r}"
         if "choices" in f.metadata and value not in f.metadata["choices"]:
             return f.name, f"one of {', '.join(f.metadata['choices'])}, not {value!r}"
@@ -232,7 +260,12 @@ def saved_config(out: str) -> dict[str, Any]:
 
 def validate(cfg: RunConfig) -> None:
     """Refuse impossible hyperparameters with one clear line (raises :class:`UserError`)."""
+    if isinstance(cfg.dataset, str):
+        check_dataset_name(cfg.dataset)
     missing = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None and f.name != "progress"]
+    if "model" in missing and cfg.preset == GENERIC_PRESET:
+        raise UserError(f"--dataset {cfg.dataset} has no default model; give --model (a zoo name, torchvision:NAME, "
+                        "timm:NAME or PACKAGE.MODULE:CALLABLE)")
     if missing:
         raise UserError("no value for " + ", ".join(_flag(m) for m in missing) + "; give it or a --preset")
     problem = field_problem(cfg.to_json())
@@ -271,6 +304,17 @@ def validate(cfg: RunConfig) -> None:
         raise UserError("--model-kwargs must be a JSON object such as '{\"width\": 64}'")
     if "num_classes" in kwargs:  # the model's output must match the labels, so the data set decides it
         raise UserError("--model-kwargs: num_classes comes from the data set; leave it out of --model-kwargs")
+    try:
+        data_kwargs = json.loads(cfg.dataset_kwargs)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--dataset-kwargs is not valid JSON: {err.msg}") from None
+    if not isinstance(data_kwargs, dict):
+        raise UserError("--dataset-kwargs must be a JSON object such as '{\"size\": 256}'")
+    for pattern in cfg.prune_exclude:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise UserError(f"--prune-exclude {pattern!r} is not a regular expression ({err})") from None
 
 
 def check_data_dir(cfg: RunConfig) -> None:
@@ -297,5 +341,19 @@ def parse_config(argv: Sequence[str] | None, prog: str, description: str,
     """
     args = build_parser(prog, description, base).parse_args(argv)
     if args.resume and args.out:
-        base = {**(base or {}), **saved_config(args.out)}
+        saved = saved_config(args.out)
+        check_saved_code(saved, args, Path(args.out) / "config.json")
+        base = {**(base or {}), **saved}
     return resolve_config(args, base)
+
+
+def check_saved_code(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
+    """Refuse to resume a run whose ``config.json`` names user code (``PACKAGE.MODULE:CALLABLE`` model or
+    dataset) that this command line neither names itself nor trusts (``--trust-code``): a file must not
+    make the tool import code (:mod:`training.imports`)."""
+    for field_name in ("model", "dataset"):
+        name = saved.get(field_name)
+        if isinstance(name, str) and is_import_path(name) and getattr(args, field_name) is None \
+                and not args.trust_code:
+            raise UserError(f"{path} names the {field_name} {name}, which is user code; importing it runs that "
+                            f"code, so pass {TRUST_FLAG} (or --{field_name} {name}) if you trust it")

@@ -32,6 +32,7 @@ _MNIST1D = {
 PRESETS: dict[str, dict] = {
     "mnist1d": {"model": "cnn1d", **_MNIST1D},
     "mnist1d-mlp": {"model": "mlp", **_MNIST1D},
+    "mnist1d-transformer": {"model": "transformer1d", **_MNIST1D},
     "cifar10-wrn28x2": {"dataset": "cifar10", "model": "wrn28x2", **_CIFAR},
     "cifar10-vgg19": {"dataset": "cifar10", "model": "vgg19", **_CIFAR},
     "cifar100-wrn28x2": {"dataset": "cifar100", "model": "wrn28x2", **_CIFAR},
@@ -48,6 +49,11 @@ PRESETS: dict[str, dict] = {
         "swa_lr": 0.05,
     },
 }
+
+GENERIC_PRESET = "generic"
+# Any other dataset (torchvision:NAME, PACKAGE.MODULE:CALLABLE): a plain SGD + SWA schedule; no model.
+PRESETS[GENERIC_PRESET] = {"batch_size": 128, "epochs": 30, "cycles": 5, "rewind_epochs": 1, "lr": 0.1,
+                           "weight_decay": 5e-4, "swa_lr": 0.05}
 
 DEFAULT_PRESET = {
     "mnist1d": "mnist1d",

@@ -1,8 +1,11 @@
 """Pruning masks as pure functions ``(weights, mask) -> new mask``.
 
-Prunable parameters are the weights of convolutional and linear layers; biases and BatchNorm
-parameters are never pruned, and no conv/linear layer is excluded by default (the first
-convolution and the classifier are pruned too, as in SWAMP's and open_lth's global pruning).
+Prunable parameters are the weights of convolutional and linear layers, of any model (the toolkit's
+zoo, torchvision, timm or the user's own); biases, normalisation layers and embeddings are never
+pruned. No conv/linear layer is excluded by default (the first convolution and the classifier are
+pruned too, as in SWAMP's and open_lth's global pruning); ``exclude`` patterns (``--prune-exclude``)
+keep the weights whose names they match dense: those weights get no mask, and densities count only
+the masked weights.
 
 Every function removes ``round(ratio * remaining)`` of the weights that the current mask keeps
 (Frankle & Carbin 2019; Frankle et al. 2020), so after k cycles the density is (1 - ratio)^k up to
@@ -12,7 +15,8 @@ same weights as ``prune.global_unstructured(..., L1Unstructured, amount=ratio)``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,16 +25,26 @@ Masks = dict[str, Tensor]
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def prunable_names(model: nn.Module) -> list[str]:
-    """Names (as in ``named_parameters``) of the conv and linear weights of ``model``."""
-    return [f"{mod_name}.weight" if mod_name else "weight"
-            for mod_name, module in model.named_modules() if isinstance(module, PRUNABLE_TYPES)]
+def prunable_names(model: nn.Module, exclude: Sequence[str] = ()) -> list[str]:
+    """Names (as in ``named_parameters``) of the conv and linear weights of ``model``, but those that a
+    regular expression of ``exclude`` matches (``re.search``).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(8, 2))
+        >>> prunable_names(net), prunable_names(net, exclude=[r"^2\\."])
+        (['0.weight', '2.weight'], ['0.weight'])
+    """
+    patterns = [re.compile(p) for p in exclude]
+    names = [f"{mod_name}.weight" if mod_name else "weight"
+             for mod_name, module in model.named_modules()
+             if isinstance(module, PRUNABLE_TYPES) and isinstance(getattr(module, "weight", None), nn.Parameter)]
+    return [n for n in names if not any(p.search(n) for p in patterns)]
 
 
-def dense_masks(model: nn.Module) -> Masks:
-    """All-ones masks (float, on the parameters' device) for every prunable weight."""
+def dense_masks(model: nn.Module, exclude: Sequence[str] = ()) -> Masks:
+    """All-ones masks (float, on the parameters' device) for every prunable weight (see :func:`prunable_names`)."""
     params = dict(model.named_parameters())
-    return {name: torch.ones_like(params[name]) for name in prunable_names(model)}
+    return {name: torch.ones_like(params[name]) for name in prunable_names(model, exclude)}
 
 
 def density(masks: Mapping[str, Tensor]) -> float:

@@ -1,273 +1,123 @@
 """``python -m training.study --out DIR``: the whole SWAMP experiment grid as resumable sub-runs.
 
-Every method below runs for every seed as an ordinary run directory ``DIR/runs/METHOD-sSEED``
-(CONTRACT.md section 2), so every landscape tool reads it; ``DIR/study.json`` (written atomically
-after every change) lists them with their status. The same command continues an interrupted study:
-finished sub-runs are skipped, unfinished ones resume at their last finished epoch.
+Every method of the plan (:mod:`training.study_plan`: IMP, SWA only, particles only, SWAMP with each N,
+SWAMP+, one-shot pruning) runs for every seed as an ordinary run directory ``DIR/runs/METHOD-sSEED``
+(docs/format.md, section 2), so every landscape tool reads it; ``DIR/study.json``
+(:mod:`training.study_manifest`, written atomically after every change) lists them with their status.
+The same command continues an interrupted study: finished sub-runs are skipped, unfinished ones resume
+at their last finished epoch.
 
-Methods (Choi et al. 2024, sections 4-5 and their ablations), each with its role (:data:`ROLES`):
-
-=================  ==============  =============================================================
-method             role            what
-=================  ==============  =============================================================
-``imp``            ``imp``         IMP with weight rewinding (Frankle et al. 2020): one particle,
-                                   plain SGD
-``swa``            ``swa``         IMP + SWA (Izmailov et al. 2018): one particle with SWA (N = 1
-                                   of the ablation)
-``particles``      ``particles``   N particles averaged, no SWA
-``swamp-nN``       ``swamp``       SWAMP, the central arm every comparison is about: N = 4 (the
-                                   smallest N if 4 is not in the grid)
-``swamp-nN``       ``swamp-n``     SWAMP with the other N = 2, 8 SWA particles (the N ablation)
-``swamp-plus``     ``swamp-plus``  SWAMP+: one particle before ``plus_cycle``, N particles from it
-``oneshot-*``      ``oneshot``     one-shot global magnitude / random pruning of the dense solution
-                                   to every IMP density, then training from the ticket
-                                   (:mod:`training.oneshot`)
-=================  ==============  =============================================================
-
-The default grid (``--preset mnist1d``) runs 15 cycles, so that the last trains at density
-0.8^14 = 4.4% (>= 95% sparsity), on three seeds. ``--quick`` is a seconds-long grid for tests.
+Where the sub-runs run is the ``--launcher`` (:mod:`training.launchers`): in this process or ``--jobs K``
+worker processes (``processes``, the default), or one submitit job each, on this machine
+(``submitit-local``) or on a Slurm cluster (``slurm``, docs/cluster.md). A sub-run whose job is still
+queued or running is never submitted twice; ``python -m training.study DIR --status``
+(:mod:`training.study_status`) shows where each one stands.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.atomic import atomic_write_text
-from training.config import check_data_dir, check_seed, resolve_config
-from training.device import resolve_device
-from training.errors import ENVIRONMENT_ERRNOS, ArgumentParser, UserError, run_cli
-from training.lock import exclusive
-from training.ownership import check_out_text, check_usable_directory
+from training.artifacts.lock import exclusive
+from training.artifacts.ownership import check_out_text, check_usable_directory
+from training.config import check_seed
+from training.errors import ArgumentParser, UserError, run_cli
+from training.launchers import SUBMITIT, Hooks, LauncherOptions, add_launcher_flags, launcher_options, make_launcher
 from training.presets import PRESETS
-from training.rundir import RunDir
-from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
+from training.study_manifest import (
+    FORMAT,
+    MANIFEST,
+    JobRecord,
+    SubRun,
+    check_same_plan,
+    cycles_done,
+    read_manifest,
+    saved_runs,
+    settled,
+    sub_runs,
+    write_manifest,
+)
+from training.study_plan import (
+    ROLES,
+    STUDY_CYCLES,
+    Method,
+    StudyPlan,
+    check_plan,
+    default_plan,
+    environment_failure,
+    grid,
+    quick_plan,
+    run_sub_run,
+    sub_config,
+)
+from training.workers import check_jobs, spawn_pool, worker_threads
 
-FORMAT = "swamp-study/1"
-MANIFEST = "study.json"
-STUDY_CYCLES = 15  # 0.8^14 = 4.4% density in the last cycle
-ROLES = ("imp", "swa", "particles", "swamp", "swamp-n", "swamp-plus", "oneshot")
-
-
-@dataclass(frozen=True)
-class Method:
-    """One arm of the study: the RunConfig fields it sets, whether it prunes one-shot, and its role.
-
-    ``role`` (one of :data:`ROLES`, recorded in ``study.json``) is what the study's readers select and
-    compare methods by, so that no reader parses method names; None: not recorded (as in the
-    manifests of studies started before methods had roles).
-    """
-
-    name: str
-    particles: int = 1
-    swa: bool = True
-    particles_from_cycle: int = 0
-    prune_method: str = "global"
-    oneshot: bool = False
-    role: str | None = None
-
-    def overrides(self) -> dict[str, Any]:
-        return {"particles": self.particles, "swa": self.swa, "particles_from_cycle": self.particles_from_cycle,
-                "prune_method": self.prune_method}
-
-
-def grid(particles: Sequence[int], plus_cycle: int, plus_particles: int, averaged: int) -> tuple[Method, ...]:
-    """IMP, SWA only, particles only (``averaged`` of them), one-shot, SWAMP with each N and SWAMP+.
-
-    Cheap and central arms first, so that a study cut short still holds the main comparison.
-    """
-    central, *others = sorted(particles, key=lambda n: (n != 4, n))
-    return (Method("imp", swa=False, role="imp"), Method("swa", role="swa"),
-            Method(f"swamp-n{central}", central, role="swamp"),
-            Method("particles", averaged, swa=False, role="particles"),
-            Method("oneshot-magnitude", swa=False, oneshot=True, role="oneshot"),
-            Method("oneshot-random", swa=False, prune_method="random", oneshot=True, role="oneshot"),
-            *(Method(f"swamp-n{n}", n, role="swamp-n") for n in others),
-            Method("swamp-plus", plus_particles, particles_from_cycle=plus_cycle, role="swamp-plus"))
-
-
-@dataclass(frozen=True)
-class StudyPlan:
-    """What a study runs: the preset, settings shared by every sub-run, seeds and methods."""
-
-    preset: str
-    settings: dict[str, Any]
-    seeds: tuple[int, ...]
-    methods: tuple[Method, ...]
-    quick: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"preset": self.preset, "settings": self.settings, "seeds": list(self.seeds),
-                "methods": [asdict(m) for m in self.methods], "quick": self.quick}
-
-
-def default_plan(preset: str, seeds: Sequence[int] = (0, 1, 2)) -> StudyPlan:
-    """The full grid: 15 cycles, N = 2, 4, 8, particles-only with 4, SWAMP+ (4 particles) from cycle 5."""
-    return StudyPlan(preset, {"cycles": STUDY_CYCLES}, tuple(seeds), grid((2, 4, 8), 5, 4, 4))
-
-
-def quick_plan(preset: str, seeds: Sequence[int] = (0, 1)) -> StudyPlan:
-    """A grid for tests (about half a minute): 2 cycles of 1 epoch, N = 3 (three particles make a
-    plane), particles-only and SWAMP+ (from cycle 1) with 2."""
-    settings = {"cycles": 2, "epochs": 1, "rewind_epochs": 1}
-    return StudyPlan(preset, settings, tuple(seeds), grid((3,), 1, 2, 2), quick=True)
-
-
-@dataclass
-class SubRun:
-    """One (method, seed) run directory of the study and where it stands."""
-
-    name: str
-    method: str
-    seed: int
-    particles: int
-    path: str
-    status: str = "pending"
-    cycles_done: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-
-
-def sub_runs(plan: StudyPlan) -> list[SubRun]:
-    """Seed-major order, so an interrupted study has complete seeds first."""
-    return [SubRun(f"{m.name}-s{s}", m.name, s, m.particles, f"runs/{m.name}-s{s}") for s in plan.seeds
-            for m in plan.methods]
-
-
-def cycles_done(path: str | Path) -> int:
-    """Finished cycles of a run directory: how many of cycle_00, cycle_01, ... have their metrics."""
-    rundir, k = RunDir(Path(path)), 0
-    while rundir.metrics(k).is_file():
-        k += 1
-    return k
-
-
-def write_manifest(root: Path, plan: StudyPlan, runs: Sequence[SubRun]) -> None:
-    body = {"format": FORMAT, **plan.to_json(), "runs": [asdict(r) for r in runs],
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    atomic_write_text(root / MANIFEST, json.dumps(body, indent=2) + "\n")
-
-
-def read_manifest(root: str | Path) -> dict[str, Any]:
-    """The study's ``study.json``; one clear error if there is none."""
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; is {root} a study directory (python -m training.study --out DIR)?")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path} is unreadable ({err}); restore it, or start the study again in another --out") \
-            from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list):
-        raise UserError(f"{path} is not a study's manifest (a JSON object with a list of runs expected); restore "
-                        "it, or start the study again in another --out")
-    return manifest
-
-
-def check_same_plan(root: Path, plan: StudyPlan) -> None:
-    """An existing study must be continued with the grid it was started with; it may gain seeds.
-
-    Adding seeds (``--seeds`` listing the old ones first, then new ones) runs only the new sub-runs;
-    every other change (preset, settings, methods, fewer or reordered seeds) is refused. A manifest
-    written before methods recorded their ``role`` is compared without it (the roles are then recorded).
-    """
-    if not (root / MANIFEST).is_file():
-        return
-    saved = read_manifest(root)
-    new = json.loads(json.dumps(plan.to_json()))
-    saved_methods = saved.get("methods")
-    if isinstance(saved_methods, list) and not any(isinstance(m, dict) and "role" in m for m in saved_methods):
-        new["methods"] = [{k: v for k, v in m.items() if k != "role"} for m in new["methods"]]
-    old_seeds = saved.get("seeds") or []
-    same_rest = {k: saved.get(k) for k in new if k != "seeds"} == {k: v for k, v in new.items() if k != "seeds"}
-    if not same_rest or new["seeds"][:len(old_seeds)] != old_seeds:
-        raise UserError(f"{root} holds a study with other settings ({MANIFEST}); continue it with the flags it "
-                        f"was started with (more seeds may be added after seeds {','.join(map(str, old_seeds))}), "
-                        "or choose another --out")
-
-
-def sub_config(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: dict[str, Any]) -> Any:
-    """The sub-run's RunConfig: preset < study settings < method < seed, resuming what exists."""
-    exists = RunDir(path).config.is_file()
-    values = {"preset": plan.preset, **plan.settings, **method.overrides(), "seed": seed, "out": str(path),
-              "resume": exists, "overwrite": not exists, **runtime}
-    return resolve_config(argparse.Namespace(**values))
-
-
-def environment_failure(err: BaseException) -> bool:
-    """Whether ``err`` is a failure of the machine (full disk, file-size limit, read-only path, ...), which
-    every later sub-run would meet as well: it stops the study instead of failing one sub-run."""
-    return isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS
-
-
-def run_sub_run(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: dict[str, Any],
-                threads: int | None = None) -> tuple[str, str | None]:
-    """Run (or resume) one sub-run; returns ``(status, error)``. Runs in a worker process with ``--jobs``.
-
-    An :func:`environment_failure` is raised, not returned.
-    """
-    # the trainers load here, not at import: the study's readers import this module for its manifest
-    from training.oneshot import run_oneshot
-    from training.run import run_swamp
-
-    set_threads(threads)
-    try:
-        cfg = sub_config(plan, method, seed, path, runtime)
-        (run_oneshot if method.oneshot else run_swamp)(cfg)
-        return "done", None
-    except Exception as err:  # one broken sub-run must not stop the grid
-        if environment_failure(err):
-            raise
-        return "failed", f"{type(err).__name__}: {err}"
+__all__ = ["FORMAT", "MANIFEST", "ROLES", "STUDY_CYCLES", "Method", "ProcessesLauncher", "StudyPlan", "SubRun",
+           "check_plan", "check_same_plan", "cycles_done", "default_plan", "environment_failure", "grid", "main",
+           "parse_study", "quick_plan", "read_manifest", "run_study", "run_sub_run", "sub_config", "sub_runs",
+           "write_manifest"]
 
 
 def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None = None,
-              log: Callable[[str], None] = print, jobs: int = 1) -> list[SubRun]:
-    """Run (or continue) every sub-run of ``plan`` under ``root``; returns their final status.
+              log: Callable[[str], None] = print, jobs: int = 1,
+              launch: LauncherOptions | None = None) -> list[SubRun]:
+    """Run (or continue) every sub-run of ``plan`` under ``root``; returns their status.
 
     A sub-run that fails is marked ``failed`` with its error and the others still run; an
     :func:`environment_failure` stops the study (the sub-runs it interrupts are left ``partial``). With ``jobs`` > 1
     that many sub-runs train at once, each in its own (spawned) process with ``1/jobs`` of this process's
     torch threads; this process alone writes the manifest. Sub-runs are independent and seeded, so the
-    checkpoints are the same as with ``jobs = 1`` (given the same threads per run).
+    checkpoints are the same as with ``jobs = 1`` (given the same threads per run). ``launch`` (default:
+    ``processes`` with ``jobs``) chooses the launcher; with a submitit one, each sub-run still to run is
+    one job (a sub-run whose job is queued or running is followed, not submitted again), and without
+    ``launch.wait`` the function returns once they are submitted (their status ``running``).
+
+    Example:
+        >>> runs = run_study("runs/study-quick", quick_plan("mnist1d"))  # doctest: +SKIP
+        >>> [r.status for r in runs][:2]  # doctest: +SKIP
+        ['done', 'done']
     """
-    check_jobs(jobs)
+    options = launch or LauncherOptions(jobs=jobs)
+    check_jobs(options.jobs)
     root = check_out_text(root)
     check_usable_directory(root, MANIFEST, "study directory", "--out")  # never write into a user's folder
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root, "study"):  # one process drives a study (its sub-runs lock their own directories)
-        return _run(root, plan, runtime, log, jobs)
+        return _run(root, plan, runtime or {}, log, options)
 
 
-def _run(root: Path, plan: StudyPlan, runtime: dict[str, Any] | None, log: Callable[[str], None],
-         jobs: int) -> list[SubRun]:
+def _run(root: Path, plan: StudyPlan, runtime: dict[str, Any], log: Callable[[str], None],
+         options: LauncherOptions) -> list[SubRun]:
+    from training.submitit_launcher import job_states
+
     check_same_plan(root, plan)
     methods = {m.name: m for m in plan.methods}
-    cycles = plan.settings.get("cycles") or PRESETS[plan.preset]["cycles"]
+    cycles = plan.cycles
     runs = sub_runs(plan)
-    saved = {r["name"]: r for r in read_manifest(root)["runs"]} if (root / MANIFEST).is_file() else {}
+    saved_runs(root, runs)
+    states = job_states(root, [r.job for r in runs if r.job is not None and r.cycles_done < cycles])
     for r in runs:
-        r.seconds = float(saved.get(r.name, {}).get("seconds", 0.0))  # time spent in earlier invocations
-        r.cycles_done = cycles_done(root / r.path)
-        r.status = "done" if r.cycles_done >= cycles else ("partial" if r.cycles_done else "pending")
+        r.status, r.error = settled(r, cycles, states, root)
     write_manifest(root, plan, runs)
-    todo = []
+    todo, following = [], []
     for r in runs:
         if r.status == "done":
             log(f"skip {r.name}: finished")
+        elif r.status == "running" and r.job is not None:
+            log(f"skip {r.name}: running as job {r.job.id}")
+            following.append(r)
         else:
             todo.append(r)
 
-    def start(r: SubRun) -> float:
-        r.status, r.error = "running", None
+    def start(r: SubRun, job: JobRecord | None) -> float:
+        r.status, r.error, r.job = "running", None, job
         write_manifest(root, plan, runs)
-        log(f"run  {r.name} ({r.cycles_done}/{cycles} cycles done)")
+        log(f"run  {r.name} ({r.cycles_done}/{cycles} cycles done)" + (f": job {job.id}" if job else ""))
         return time.perf_counter()
 
     def finish(r: SubRun, began: float, status: str, error: str | None) -> None:
@@ -278,19 +128,35 @@ def _run(root: Path, plan: StudyPlan, runtime: dict[str, Any] | None, log: Calla
             log(f"FAILED {r.name}: {error}")
         write_manifest(root, plan, runs)
 
-    if jobs == 1:
-        for r in todo:
-            began = start(r)
-            try:
-                status, error = run_sub_run(plan, methods[r.method], r.seed, root / r.path, runtime or {})
-            except BaseException:
-                finish(r, began, "partial", None)
-                raise
-            finish(r, began, status, error)
-        return runs
-    _run_parallel(todo, jobs, start, finish,
-                  lambda r: (plan, methods[r.method], r.seed, root / r.path, runtime or {}))
+    def settle(r: SubRun) -> tuple[str, str | None]:
+        r.cycles_done = cycles_done(root / r.path)
+        return settled(r, cycles, {}, root)
+
+    hooks = Hooks(root, start, finish, settle, lambda r: (plan, methods[r.method], r.seed, root / r.path, runtime))
+    make_launcher(options).launch(todo, following, hooks)
     return runs
+
+
+class ProcessesLauncher:
+    """``--launcher processes``: the sub-runs one after the other in this process, or ``--jobs K`` at once in
+    spawned worker processes (:func:`_run_parallel`). Sub-runs that jobs of an earlier submitit launch
+    still run are left to them."""
+
+    def __init__(self, options: LauncherOptions) -> None:
+        self.jobs = options.jobs
+
+    def launch(self, todo: list[SubRun], following: list[SubRun], hooks: Hooks) -> None:
+        if self.jobs > 1:
+            _run_parallel(todo, self.jobs, lambda r: hooks.start(r, None), hooks.finish, hooks.arguments)
+            return
+        for r in todo:
+            began = hooks.start(r, None)
+            try:
+                status, error = run_sub_run(*hooks.arguments(r))
+            except BaseException:
+                hooks.finish(r, began, "partial", None)
+                raise
+            hooks.finish(r, began, status, error)
 
 
 def _run_parallel(todo: list[SubRun], jobs: int, start: Callable[[SubRun], float],
@@ -334,8 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training.study",
         description="Run the SWAMP study grid (IMP, SWA only, particles only, SWAMP N = 2/4/8, SWAMP+, one-shot "
                     "magnitude/random pruning) for several seeds into one directory; rerun to continue it. "
-                    "The directory's format: docs/format.md.")
-    parser.add_argument("--out", required=True, metavar="DIR", help="study directory")
+                    "The directory's format: docs/format.md; on a Slurm cluster: docs/cluster.md.")
+    parser.add_argument("study", nargs="?", default=None, metavar="DIR",
+                        help="with --status: the study directory (or give it as --out DIR)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="study directory (required)")
+    parser.add_argument("--status", action="store_true",
+                        help="print where each sub-run stands (done, running with its job, failed with its error, "
+                             "pending) and exit; reads only, so it may run beside the study")
     parser.add_argument("--quick", action="store_true",
                         help="a small grid to try the pipeline: seeds 0,1, 2 cycles of 1 epoch, SWAMP with N = 3 "
                              "(under a minute on two CPU cores)")
@@ -349,8 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
                             help=f"override the plan's {name} (a reduced study; recorded in {MANIFEST})")
     parser.add_argument("--jobs", type=int, default=1, metavar="K",
-                        help="train K sub-runs at once in separate processes (e.g. one per CPU core or GPU "
-                             "memory share); each gets 1/K of the torch threads (default 1)")
+                        help="train K sub-runs at once on this machine, in separate processes or (submitit-local) "
+                             "jobs (e.g. one per CPU core or GPU memory share); each gets 1/K of the torch "
+                             "threads (default 1)")
+    add_launcher_flags(parser, "sub-run")
+    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                        help="with a submitit launcher: wait for the jobs, reporting each as it ends (default), or "
+                             "(--no-wait) submit them and return; rerun the command or use --status to follow")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where datasets live (default data)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--download", action="store_true", default=None,
@@ -402,47 +278,52 @@ def plan_from_args(args: argparse.Namespace) -> StudyPlan:
     return StudyPlan(plan.preset, settings, plan.seeds, methods, plan.quick)
 
 
-def check_plan(plan: StudyPlan, runtime: dict[str, Any]) -> None:
-    """Resolve every sub-run's RunConfig (and the runtime flags) now, so that an impossible setting is one
-    error naming its flag before anything runs, not one failed sub-run each."""
-    cycles = plan.settings.get("cycles") or PRESETS[plan.preset]["cycles"]
-    configs = []
-    for method in plan.methods:
-        if cycles >= 1 and 0 < method.particles_from_cycle >= cycles:  # clearer than RunConfig's message
-            raise UserError(f"method {method.name} adds its particles at cycle {method.particles_from_cycle}, so it "
-                            f"needs --cycles above {method.particles_from_cycle}; give more cycles or leave it out "
-                            "with --methods")
-        for seed in plan.seeds:
-            values = {"preset": plan.preset, **plan.settings, **method.overrides(), "seed": seed,
-                      "out": f"runs/{method.name}-s{seed}", **runtime}
-            try:
-                configs.append(resolve_config(argparse.Namespace(**values)))
-            except UserError as err:
-                raise UserError(f"sub-run {method.name}-s{seed}: {err}") from None
-    if "device" in runtime:
-        resolve_device(runtime["device"])
-    for cfg in configs[:1]:  # every sub-run reads the same data
-        check_data_dir(cfg)
-
-
-def parse_study(argv: Sequence[str] | None) -> tuple[argparse.Namespace, StudyPlan, dict[str, Any]]:
-    """The flags, the checked plan and the runtime settings of ``python -m training.study``; writes nothing."""
-    args = build_parser().parse_args(argv)
-    check_jobs(args.jobs)
+def check_study_args(args: argparse.Namespace) -> tuple[argparse.Namespace, StudyPlan, dict[str, Any]]:
+    """The parsed flags of a study to run, checked: the plan, the runtime settings, and ``args.launch`` (the
+    :class:`LauncherOptions`); writes nothing."""
+    if args.out is None:
+        raise UserError("python -m training.study: the following arguments are required: --out (see --help)")
+    if args.study is not None:
+        raise UserError(f"python -m training.study: the study directory is --out DIR; a bare {args.study!r} is "
+                        "taken only with --status (see --help)")
+    args.launch = launcher_options(args)
     runtime = {k: getattr(args, k) for k in ("data_dir", "device", "progress", "download")
                if getattr(args, k) is not None}
     plan = plan_from_args(args)
-    check_plan(plan, runtime)
+    check_plan(plan, runtime, args.launch.name)
     return args, plan, runtime
 
 
+def parse_study(argv: Sequence[str] | None) -> tuple[argparse.Namespace, StudyPlan, dict[str, Any]]:
+    """The flags, the checked plan and the runtime settings of ``python -m training.study`` (the launcher's
+    settings in ``args.launch``); writes nothing."""
+    return check_study_args(build_parser().parse_args(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args, plan, runtime = parse_study(argv)
-    runs = run_study(args.out, plan, runtime, jobs=args.jobs)
-    failed = [r.name for r in runs if r.status != "done"]
-    print(f"study {args.out}: {len(runs) - len(failed)}/{len(runs)} sub-runs done"
-          + (f"; not done: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+    args = build_parser().parse_args(argv)
+    if args.status:
+        from training.study_status import format_status, study_status
+
+        if args.study is not None and args.out is not None and Path(args.study) != Path(args.out):
+            raise UserError(f"--status: give the study directory once, not both {args.study} and --out {args.out}")
+        root = args.study or args.out
+        if root is None:
+            raise UserError("--status needs the study directory: python -m training.study DIR --status")
+        print(format_status(study_status(root)))
+        return 0
+    args, plan, runtime = check_study_args(args)
+    runs = run_study(args.out, plan, runtime, launch=args.launch)
+    running = [r.name for r in runs if r.status == "running"]
+    rest = [r.name for r in runs if r.status not in ("done", "running")]
+    waited = args.launch.name not in SUBMITIT or args.launch.wait
+    print(f"study {args.out}: {len(runs) - len(rest) - len(running)}/{len(runs)} sub-runs done"
+          + (f"; running as jobs: {', '.join(running)}" if running else "")
+          + (f"; not done: {', '.join(rest)}" if rest and waited else "")
+          + (f"; not submitted yet (--jobs {args.launch.jobs} at once): {', '.join(rest)}" if rest and not waited
+             else "")
+          + (f"; follow with python -m training.study {args.out} --status" if running else ""))
+    return 1 if waited and (rest or running) else 0  # without waiting, submitting is the success
 
 
 if __name__ == "__main__":

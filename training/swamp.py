@@ -12,11 +12,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from training.artifacts.rundir import results_row
 from training.config import RunConfig, parse_config
 from training.engines.cluster import exit_now
 from training.errors import RESUME_RUN, run_cli
 from training.run import run_swamp
-from training.rundir import results_row
 
 DESCRIPTION = ("Sparse Weight Averaging with Multiple Particles (Choi et al., ICLR 2024): iterative magnitude "
                "pruning where every cycle trains N SWA particles from the same ticket and mask and keeps their "

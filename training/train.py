@@ -102,12 +102,13 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
                    gen: torch.Generator, *, resume: TrainState | None = None,
                    on_epoch: Callable[[TrainState], None] | None = None,
                    bn_batches: Callable[[], Iterable[Batch]] | None = None, label: str = "",
-                   progress: Callable[[int], None] | None = None
-                   ) -> dict[str, Tensor]:
+                   progress: Callable[[int], None] | None = None,
+                   log: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Tensor]:
     """Train ``model`` in place from its current weights; returns its final state.
 
     With SWA the returned state is the snapshot average with BatchNorm recomputed on ``bn_batches()``
-    (default: all training data, un-augmented). ``on_epoch`` receives the resume state after each epoch.
+    (default: all training data, un-augmented). ``on_epoch`` receives the resume state after each epoch,
+    ``log(epoch, {"train_loss": mean loss of its batches, "lr": its last step's rate})`` its scalars.
     """
     opt = _optimizer(model, hyper)
     swa = RunningAverage()
@@ -120,6 +121,7 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
     for epoch in range(start, schedule.epochs):
         model.train()
         loss_sum = torch.zeros((), device=next(model.parameters()).device)
+        lr, steps = 0.0, 0
         for step, (x, y) in enumerate(dataset.train_batches(hyper.batch_size, gen)):
             lr = schedule.lr_at(epoch, step)
             for group in opt.param_groups:
@@ -132,9 +134,12 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
                 torch._foreach_mul_([p.grad for p, _ in masked], [m for _, m in masked])
             opt.step()
             loss_sum += loss.detach()
+            steps += 1
         if not bool(torch.isfinite(loss_sum)):
             raise Divergence(f"training diverged (loss is {float(loss_sum)}) in {label} epoch {epoch}; "
                              "lower --lr or --swa-lr; the last finished epoch is kept for --resume")
+        if log is not None:
+            log(epoch, {"train_loss": float(loss_sum) / max(steps, 1), "lr": lr})
         if schedule.in_swa(epoch):
             swa.update(model.state_dict())
         if on_epoch is not None:

@@ -1,9 +1,11 @@
 """Particle engines: how the particles of one cycle are trained.
 
-An engine trains the particles listed in ``todo`` (each from ``start`` under ``masks``, with the
-cycle's schedule and the particle's own seed) and hands each finished state to ``done(p, state)``,
-which writes the particle's checkpoint:
-``engine(ctx, cycle, start, masks, schedule, todo, done, bar)``. Results do not depend on the engine
+An engine (:class:`Engine`) trains the particles listed in ``todo`` (each from ``start`` under ``masks``,
+with the cycle's schedule and the particle's own seed) and hands each finished state to
+``done(p, state)``, which writes the particle's checkpoint:
+``engine(ctx, cycle, start, masks, schedule, todo, done, bar)``. :data:`ENGINES` is the one registry of
+engines: ``--engine`` takes its names, and :func:`select_engine` imports an engine's module only when
+it runs (the distributed engine needs ``torch.distributed``). Results do not depend on the engine
 for the same seeds: every engine gives each particle the same initial weights, mask, batches (drawn
 from the particle's own generator), masked SGD with momentum and weight decay, LR schedule, SWA
 average and BN recalibration, and writes the same per-particle resume state, so a run may be resumed
@@ -29,55 +31,61 @@ with another engine.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from training.engines.cluster import world_size
-from training.engines.distributed import Driver, distributed, session
 from training.engines.rule import VECTORIZED_FASTER, auto_engine
-from training.engines.sequential import LocalCollective, ParticleDone, particle_unit, sequential
-from training.engines.vectorized import vectorized
 from training.errors import UserError
 
 if TYPE_CHECKING:
     from training.config import RunConfig
-    from training.run import Context
+    from training.context import Context
+    from training.train import Schedule
 
-__all__ = ["ENGINES", "LOCAL", "VECTORIZED_FASTER", "Collective", "ParticleDone", "auto_engine", "particle_unit",
-           "run_session", "select_engine"]
+__all__ = ["ENGINES", "VECTORIZED_FASTER", "Engine", "ParticleDone", "auto_engine", "run_session", "select_engine"]
 
-
-class Collective(Protocol):
-    """The steps of a cycle that combine particles (local, or with collectives across ranks)."""
-
-    def average(self, ctx: Context, states: list[dict[str, Tensor]]) -> dict[str, Tensor]: ...
-
-    def recalibrate(self, ctx: Context, model: nn.Module, *indices: int) -> None: ...
+ParticleDone = Callable[[int, dict[str, Tensor]], None]
+"""``done(p, state)``: particle ``p`` finished with ``state``; writes its checkpoint."""
 
 
-LOCAL = LocalCollective()
+class Engine(Protocol):
+    """Trains the particles ``todo`` of ``cycle`` (see the module docstring)."""
+
+    def __call__(self, ctx: Context, cycle: int, start: dict[str, Tensor], masks: dict[str, Tensor],
+                 schedule: Schedule, todo: list[int], done: ParticleDone, bar: Any = None) -> None: ...
 
 
 def _auto(ctx: Context, cycle: int, *args: Any, **kwargs: Any) -> None:
+    from training.engines.distributed import Driver
+
     name = auto_engine(ctx.model_spec["name"], ctx.device.type, ctx.cfg.particles_in_cycle(cycle),
                        isinstance(ctx.collective, Driver))
-    ENGINES[name](ctx, cycle, *args, **kwargs)
+    select_engine(name)(ctx, cycle, *args, **kwargs)
 
 
-ENGINES: dict[str, Callable[..., None]] = {"sequential": sequential, "vectorized": vectorized,
-                                           "distributed": distributed, "auto": _auto}
+# name -> (module, function); "auto" chooses among the others per cycle.
+ENGINES: dict[str, tuple[str, str]] = {
+    "auto": (__name__, "_auto"),
+    "sequential": ("training.engines.sequential", "sequential"),
+    "vectorized": ("training.engines.vectorized", "vectorized"),
+    "distributed": ("training.engines.distributed", "distributed"),
+}
 
 
-def select_engine(name: str) -> Callable[..., None]:
-    """The engine called ``name``; ``auto`` chooses per cycle by the rule in this module's docstring."""
-    return ENGINES[name]
+def select_engine(name: str) -> Engine:
+    """The engine called ``name`` (a key of :data:`ENGINES`)."""
+    module, function = ENGINES[name]
+    return getattr(importlib.import_module(module), function)
 
 
 def run_session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Callable[[Context], Any]) -> Any:
     """``body(build(cfg))`` in this process, or, under torchrun, the distributed session of all ranks."""
+    from training.engines.cluster import world_size
+
     world = world_size()
     if world > 1 and cfg.engine not in ("auto", "distributed"):
         raise UserError(f"--engine {cfg.engine} runs in one process, but torchrun started {world}; "
@@ -86,5 +94,7 @@ def run_session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Cal
         if "RANK" not in os.environ:
             raise UserError("--engine distributed needs a torchrun launch: "
                             "torchrun --nproc-per-node P -m training.swamp ...")
+        from training.engines.distributed import session
+
         return session(cfg, build, body)
     return body(build(cfg))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from training.artifacts.rundir import load_train_state, particle_unit, save_train_state
 from training.averaging import recalibrate_batchnorm
 from training.data import subsample_indices
 from training.engines.cluster import (
@@ -39,15 +40,14 @@ from training.engines.cluster import (
     train_state_message,
 )
 from training.engines.rule import stacks
-from training.engines.sequential import ParticleDone, particle_unit
 from training.engines.vectorized import resume_groups, train_particles
-from training.rundir import load_train_state, save_train_state
 from training.seeds import generator
 from training.train import Schedule
 
 if TYPE_CHECKING:
     from training.config import RunConfig
-    from training.run import Context
+    from training.context import Context
+    from training.engines import ParticleDone
 
 State = dict[str, Tensor]
 Gathered = dict[int, Any]

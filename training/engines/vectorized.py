@@ -21,19 +21,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from training.artifacts.rundir import load_train_state, particle_unit, save_train_state
 from training.averaging import RunningAverage, recalibrate_batchnorm
 from training.data import Batch, Dataset
-from training.engines.sequential import ParticleDone, particle_unit
 from training.engines.stacked import StackedModule, stack_states, unstack_state
 from training.pruning import apply_masks
-from training.rundir import load_train_state, save_train_state
 from training.seeds import generator
 from training.train import Schedule, TrainState, train_particle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from training.run import Context
+    from training.context import Context
+    from training.engines import ParticleDone
 
 State = dict[str, Tensor]
 EpochStates = Callable[[list[TrainState]], None]
@@ -96,7 +96,8 @@ def train_particles(ctx: Context, cycle: int, start: State, masks: State, schedu
 
     label = f"cycle {cycle:02d} particles {', '.join(map(str, particles))}"
     stacked = train_particle(model, stacked_masks, ParticleBatches(ctx.data, gens), schedule, ctx.hyper, shared,
-                             resume=resume, on_epoch=split, bn_batches=lambda: (), label=label)
+                             resume=resume, on_epoch=split, bn_batches=lambda: (), label=label,
+                             log=ctx.epoch_log(f"cycle_{cycle:02d}_particles_{'_'.join(map(str, particles))}"))
     states = [unstack_state(stacked, i) for i in range(len(particles))]
     if schedule.swa_epochs:
         states = [recalibrated(ctx, state, cycle, p) for p, state in zip(particles, states, strict=True)]

@@ -1,11 +1,26 @@
-"""Model registry: a model is rebuilt from ``{"name": ..., "kwargs": {...}}`` alone.
+"""Models: one is rebuilt from ``{"name": ..., "kwargs": {...}}`` alone.
 
-Names: ``mlp`` and ``cnn1d`` (MNIST-1D), ``wrn`` / ``wrnD xW`` (e.g. ``wrn28x2``), ``vgg11/13/16/19``
-(with BatchNorm), ``resnet20`` and ``resnet18`` (CIFAR variants), ``resnet50`` (torchvision, ImageNet).
+``name`` is one of four kinds (``kwargs`` always holds ``num_classes``):
+
+- a zoo model of :data:`REGISTRY`: ``mlp``, ``cnn1d`` and ``transformer1d`` (MNIST-1D), ``wrn`` / ``wrnDxW`` (e.g.
+  ``wrn28x2``), ``vgg11/13/16/19`` (with BatchNorm), ``resnet20`` and ``resnet18`` (CIFAR variants),
+  ``resnet50`` (torchvision, ImageNet);
+- ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=None, **kwargs)``;
+- ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, **kwargs)`` (``pip install -e ".[timm]"``);
+- ``PACKAGE.MODULE:CALLABLE``: the user's factory ``CALLABLE(**kwargs)``, imported only with
+  ``trust_code`` (:mod:`training.imports`).
+
+Example:
+    >>> spec = model_spec("wrn16x2", 10)
+    >>> spec
+    {'name': 'wrn', 'kwargs': {'depth': 16, 'width': 2, 'num_classes': 10}}
+    >>> type(build_model(model_spec("torchvision:resnet18", 10))).__name__
+    'ResNet'
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -13,8 +28,12 @@ from typing import Any
 from torch import nn
 
 from training.errors import UserError
+from training.imports import import_callable, is_import_path
 from training.models.cifar import resnet18, resnet20, vgg, wrn
+from training.models.external import check_library_kwargs, check_library_name, is_library_name, library_factory
+from training.models.meta import on_meta
 from training.models.small import cnn1d, mlp
+from training.models.transformer import transformer1d
 
 
 def _resnet50(num_classes: int = 1000) -> nn.Module:
@@ -26,6 +45,7 @@ def _resnet50(num_classes: int = 1000) -> nn.Module:
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "cnn1d": cnn1d,
+    "transformer1d": transformer1d,
     "wrn": wrn,
     "vgg": vgg,
     "resnet20": resnet20,
@@ -36,26 +56,114 @@ _ALIASES = [
     (re.compile(r"wrn(\d+)x(\d+)"), lambda m: ("wrn", {"depth": int(m[1]), "width": int(m[2])})),
     (re.compile(r"vgg(\d+)"), lambda m: ("vgg", {"depth": int(m[1])})),
 ]
+MODEL_KINDS = (f"a zoo model ({', '.join(REGISTRY)}, wrnDxW, vggD), torchvision:NAME, timm:NAME or "
+         "PACKAGE.MODULE:CALLABLE")
+DEFAULT_SOURCE = "the model description"
+# What constructors raise for arguments they cannot take (torchvision and timm check theirs with assertions).
+ARGUMENT_ERRORS = (TypeError, ValueError, KeyError, AssertionError)
 
 
 def model_spec(name: str, num_classes: int, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Canonical ``{"name", "kwargs"}`` for a registry name or alias such as ``wrn28x2``."""
+    """The canonical ``{"name", "kwargs"}`` of a ``--model`` name and its ``--model-kwargs``.
+
+    Zoo aliases expand (``wrn28x2`` is ``wrn`` with depth 28, width 2); ``torchvision:NAME`` and
+    ``timm:NAME`` must name a model of the library (unknown names list the close matches); an import
+    path is only checked for its form (nothing is imported). Library and user-code arguments must be
+    what a checkpoint may record (:func:`training.artifacts.schema.model_kwargs_problem`).
+
+    Args:
+        name: the model name, of one of the kinds of this module's docstring.
+        num_classes: the data set's class count, added to ``kwargs``.
+        kwargs: further keyword arguments of the model's constructor.
+
+    Returns:
+        ``{"name": name, "kwargs": {**kwargs, "num_classes": num_classes}}``.
+
+    Raises:
+        UserError: unknown name or kind, or arguments a checkpoint could not record (one line).
+
+    Example:
+        >>> model_spec("torchvision:resnet18", 10, {"zero_init_residual": True})["kwargs"]
+        {'zero_init_residual': True, 'num_classes': 10}
+    """
     kwargs = dict(kwargs or {})
     for pattern, expand in _ALIASES:
         match = pattern.fullmatch(name)
         if match:
             name, implied = expand(match)
             kwargs = {**implied, **kwargs}
-    if name not in REGISTRY:
-        raise UserError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}, wrnDxW or vggD")
-    return {"name": name, "kwargs": {**kwargs, "num_classes": num_classes}}
+    kwargs = {**kwargs, "num_classes": num_classes}
+    if name in REGISTRY:
+        return {"name": name, "kwargs": kwargs}
+    if is_library_name(name):
+        check_library_name(name)
+        check_library_kwargs(name, kwargs)
+    elif not is_import_path(name):
+        raise UserError(f"unknown model {name!r}; choose {MODEL_KINDS}")
+    from training.artifacts.schema import model_kwargs_problem  # the checkpoint's rules, checked before training
+
+    problem = model_kwargs_problem(kwargs)
+    if problem is not None:
+        key, rule, value = problem
+        raise UserError(f"model {name}: argument {key} must be {rule}, not {value!r}")
+    return {"name": name, "kwargs": kwargs}
 
 
-def build_model(spec: dict[str, Any]) -> nn.Module:
-    """Instantiate the model a spec describes (weights freshly initialised from torch's RNG)."""
+def model_factory(name: str, *, trust_code: bool = False, source: str = DEFAULT_SOURCE) -> Callable[..., nn.Module]:
+    """The callable that builds the model ``name`` from its kwargs; a user factory is imported here, and
+    only with ``trust_code`` (else :func:`training.imports.untrusted` names ``source``)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if is_library_name(name):
+        return library_factory(name)
+    if is_import_path(name):
+        return import_callable(name, "model", trust_code=trust_code, source=source)
+    raise UserError(f"unknown model {name!r}; choose {MODEL_KINDS}")
+
+
+def _instantiate(name: str, factory: Callable[..., nn.Module], kwargs: dict[str, Any]) -> nn.Module:
+    if is_library_name(name):
+        check_library_kwargs(name, kwargs)
     try:
-        return REGISTRY[spec["name"]](**spec["kwargs"])
-    except KeyError:
-        raise UserError(f"unknown model {spec.get('name')!r}") from None
-    except (TypeError, ValueError) as err:
-        raise UserError(f"bad arguments for model {spec['name']!r}: {err}") from None
+        net = factory(**kwargs)
+    except ARGUMENT_ERRORS as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"bad arguments for model {name} {json.dumps(kwargs)}: {reason}") from None
+    if not isinstance(net, nn.Module):
+        raise UserError(f"model {name} returned a {type(net).__name__} object, not a torch.nn.Module")
+    return net
+
+
+def build_model(spec: dict[str, Any], *, trust_code: bool = False, source: str = DEFAULT_SOURCE) -> nn.Module:
+    """Instantiate the model a spec describes (weights freshly initialised from torch's RNG; library models
+    never with pretrained weights).
+
+    Args:
+        spec: ``{"name", "kwargs"}`` as :func:`model_spec` makes it.
+        trust_code: import and call a ``PACKAGE.MODULE:CALLABLE`` factory (the user's consent).
+        source: what named the model, for the refusal of untrusted user code (e.g. ``checkpoint PATH``).
+
+    Returns:
+        The module, on the current default device (``with torch.device("meta"):`` builds it without memory).
+
+    Raises:
+        UserError: unknown model, untrusted or unimportable user code, bad arguments, or a factory that
+        returns something other than an ``nn.Module`` (one line each).
+    """
+    name = spec["name"]
+    return _instantiate(name, model_factory(name, trust_code=trust_code, source=source), spec["kwargs"])
+
+
+def meta_model(spec: dict[str, Any], *, trust_code: bool = False, source: str = DEFAULT_SOURCE) -> nn.Module:
+    """:func:`build_model` on the meta device (:func:`training.models.meta.on_meta`): shapes and dtypes, no
+    memory. A user factory's module is imported before, outside the meta device, so that its module-level
+    tensors are real.
+
+    Example:
+        >>> net = meta_model(model_spec("torchvision:regnet_y_400mf", 10))
+        >>> next(net.parameters()).device.type
+        'meta'
+    """
+    name = spec["name"]
+    factory = model_factory(name, trust_code=trust_code, source=source)
+    return on_meta(lambda: _instantiate(name, factory, spec["kwargs"]))

@@ -4,7 +4,7 @@
 DIR/config.json  ticket.safetensors  results.csv
 DIR/cycle_KK/particle_PP.safetensors  average.safetensors  metrics.json
 DIR/.resume/...                     epoch-boundary training state, deleted when a unit finishes
-DIR/.lock                           held by the process writing the run (:mod:`training.lock`)
+DIR/.lock                           held by the process writing the run (:mod:`training.artifacts.lock`)
 ```
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Iterator, Mapping
@@ -23,13 +24,13 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from training.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from training.artifacts.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from training.artifacts.lock import exclusive
+from training.artifacts.ownership import check_replaceable_run, clear_run, is_empty
+from training.artifacts.serialize import dumps
 from training.averaging import RunningAverage
 from training.config import RUNTIME_FIELDS, RunConfig, read_saved
 from training.errors import UserError
-from training.lock import exclusive
-from training.ownership import check_replaceable_run, clear_run, is_empty
-from training.serialize import dumps
 from training.train import TrainState
 
 # Recorded for provenance; a run may be resumed under a newer toolkit or torch.
@@ -37,6 +38,11 @@ UNCHECKED_ON_RESUME = {"package_version", "torch_version"}
 RESULTS_COLUMNS = ["cycle", "density", "sparsity", "average_test_acc", "average_test_loss",
                    "particle_test_acc_mean", "particle_test_acc_std", "ensemble_test_acc", "ensemble_test_loss",
                    "average_train_loss", "particles", "seconds"]
+
+
+def particle_unit(cycle: int, particle: int) -> str:
+    """The name of a particle's resume state (``.resume/UNIT.safetensors``)."""
+    return f"cycle_{cycle:02d}_particle_{particle:02d}"
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,8 @@ def check_resumable(run: RunDir, config: dict[str, Any]) -> None:
     saved = read_saved(run.config)
     keys = (set(config) | set(saved)) - RUNTIME_FIELDS - UNCHECKED_ON_RESUME
     # a field added to RunConfig after the run started counts as its default there
-    defaults = {f.name: f.default for f in fields(RunConfig)}
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                for f in fields(RunConfig)}
     changed = sorted(k for k in keys if saved.get(k, defaults.get(k)) != config.get(k))
     if changed:
         k = changed[0]
@@ -90,7 +97,7 @@ def check_resumable(run: RunDir, config: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def prepared(run: RunDir, config: dict[str, Any], resume: bool, overwrite: bool) -> Iterator[None]:
     """Create, replace or reopen the run directory according to --resume / --overwrite, and hold its
-    lock (:mod:`training.lock`) while the block runs: one process writes a run at a time."""
+    lock (:mod:`training.artifacts.lock`) while the block runs: one process writes a run at a time."""
     if resume:
         check_resumable(run, config)
         with exclusive(run.root, "run directory"):

@@ -15,8 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data import CIFAR_MEAN, CIFAR_STD, TensorDataset
+from training.data.tensors import TensorDataset
 from training.errors import UserError
+
+CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
+CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
 
 LAYOUT = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],

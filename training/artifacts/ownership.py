@@ -3,10 +3,12 @@
 ``--overwrite`` replaces a run directory, and a study or a study's ``analysis/`` is written into an
 existing directory, only when that directory is empty or already one of ours:
 
-* a **run** (:mod:`training.rundir`): ``config.json`` written by :func:`training.rundir.prepared`
+* a **run** (:mod:`training.artifacts.rundir`): ``config.json`` written by :func:`training.artifacts.rundir.prepared`
   (a JSON object with ``package_version``) and nothing but the names a run writes -- ``ticket.safetensors``,
   ``results.csv``, ``cycle_KK/`` holding ``particle_PP.safetensors``, ``average.safetensors`` and
-  ``metrics.json``, ``.resume/*.safetensors``, ``.lock`` and temporaries ``.NAME.tmp-PID``;
+  ``metrics.json``, ``.resume/*.safetensors``, ``.lock``, temporaries ``.NAME.tmp-PID``, and ``logs/``
+  holding only the folders of ``--log`` (``tensorboard/``, ``wandb/``, ``mlruns/``; their files are the
+  loggers', with no symbolic link anywhere below);
 * a **study** (:mod:`training.study`): it holds ``study.json``;
 * a study's **analysis** (:mod:`studies.analyse`): it holds ``settings.json``.
 
@@ -23,15 +25,16 @@ import re
 import shutil
 from pathlib import Path
 
-from training.atomic import TEMPORARY
+from training.artifacts.atomic import TEMPORARY
+from training.artifacts.lock import LOCK_NAME
 from training.errors import UserError
-from training.lock import LOCK_NAME
 
 _RUN_FILES = {"config.json", "ticket.safetensors", "results.csv"}
 _CYCLE_DIR = re.compile(r"cycle_\d{2,}")
 _CYCLE_FILES = re.compile(r"particle_\d{2,}\.safetensors|average\.safetensors|metrics\.json")
 _RESUME_FILE = re.compile(r"[A-Za-z0-9_]+\.safetensors")
 _LOCK_BODY = re.compile(rb"\d*\n?")
+_LOG_DIR, _LOGGER_DIRS = "logs", {"tensorboard", "wandb", "mlruns"}
 
 
 def check_out_text(text: str | os.PathLike, flag: str = "--out") -> Path:
@@ -42,7 +45,7 @@ def check_out_text(text: str | os.PathLike, flag: str = "--out") -> Path:
 
 
 def _is_lock(path: Path) -> bool:
-    """Our lock file: a regular file holding at most a pid (see :mod:`training.lock`)."""
+    """Our lock file: a regular file holding at most a pid (see :mod:`training.artifacts.lock`)."""
     try:
         return path.is_file() and not path.is_symlink() and path.stat().st_size < 32 and \
             _LOCK_BODY.fullmatch(path.read_bytes()) is not None
@@ -69,12 +72,25 @@ def _foreign(path: Path, depth: str) -> list[str]:
             return [] if _is_lock(path) else [name]
         if name in _RUN_FILES:
             return [] if _plain_file(path) else [name]
+        if name == _LOG_DIR:
+            return _foreign_logs(path)
         inner = "cycle" if _CYCLE_DIR.fullmatch(name) else "resume" if name == ".resume" else None
         if inner is None or not _plain_dir(path):
             return [name]
         return [f"{name}/{bad}" for child in sorted(path.iterdir()) for bad in _foreign(child, inner)]
     pattern = _CYCLE_FILES if depth == "cycle" else _RESUME_FILE
     return [] if pattern.fullmatch(name) is not None and _plain_file(path) else [name]
+
+
+def _foreign_logs(path: Path) -> list[str]:
+    """``logs/`` entries that no logger of :mod:`training.loggers` writes: other names, or links anywhere."""
+    if not _plain_dir(path):
+        return [path.name]
+    bad = [f"{path.name}/{c.name}" for c in sorted(path.iterdir()) if c.name not in _LOGGER_DIRS or not _plain_dir(c)]
+    for folder, dirs, files in os.walk(path):
+        bad += [f"{Path(folder, n).relative_to(path.parent)}" for n in sorted(dirs + files)
+                if Path(folder, n).is_symlink()]
+    return bad
 
 
 def _foreign_entries(root: Path) -> list[str]:

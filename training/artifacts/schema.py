@@ -3,27 +3,37 @@
 A checkpoint is untrusted input. Its metadata is checked field by field before anything is built from
 it, and every refusal is one :class:`UserError` line naming the field or tensor:
 
-- ``kind`` one of :data:`training.checkpoint.KINDS`; ``cycle`` and ``particle`` non-negative integers
+- ``kind`` one of :data:`training.artifacts.checkpoint.KINDS`; ``cycle`` and ``particle`` non-negative integers
   (at most :data:`MAX_INDEX`); ``density``, if present, a number in [0, 1] (the density used is
   recomputed from the masks).
 - ``model``: ``{"name": a training.models.REGISTRY name, "kwargs": {...}}``; every argument must be one
   the model's constructor takes, a JSON scalar or a list of scalars, and of the type of its default;
   integers are at least 1 and at most :data:`MAX_MODEL_INT` (``depth`` at most :data:`MAX_DEPTH`, so
   that building a model cannot loop for long), ``num_classes`` at most :data:`MAX_NUM_CLASSES` and
-  equal to the data set's class count where that is fixed.
+  equal to the data set's class count where that is fixed. ``name`` may also be ``torchvision:NAME``
+  (a torchvision classification model), ``timm:NAME`` or ``PACKAGE.MODULE:CALLABLE`` (user code, never
+  imported here); their arguments follow :func:`model_kwargs_problem`, and those that would load
+  pretrained weights or read a file are refused.
 - ``dataset``: a name of :data:`training.config.DATASETS` and only the fields that data set has;
   MNIST-1D ``num_samples`` from :data:`MNIST1D_MIN_SAMPLES` (one sample per class) to
   :data:`MNIST1D_MAX_SAMPLES` (training writes 5000, :func:`training.data.mnist1d_spec`), ``seed``
   a NumPy seed; imagefolder ``workers`` at most :data:`MAX_WORKERS`, ``image_size`` at most
-  :data:`MAX_IMAGE_SIZE`. ``data_dir`` is kept only as a record: the tools read data where the user says.
+  :data:`MAX_IMAGE_SIZE`. ``torchvision:NAME`` for a NAME of :data:`training.data.catalog.TORCHVISION`,
+  with ``kwargs`` as :func:`training.data.catalog.kwargs_problem` allows (FakeData's sizes capped so that
+  no file makes a tool generate more than :data:`training.data.catalog.FAKEDATA_MAX_ELEMENTS` numbers)
+  and ``workers``; ``PACKAGE.MODULE:CALLABLE`` (user code, never imported here) with ``kwargs`` of JSON
+  scalars or lists of at most :data:`MAX_LIST_LENGTH` scalars and ``workers``; ``python:NAME``, data
+  handed over in Python, which nothing can load again. ``data_dir`` is kept only as a record: the
+  tools read data where the user says.
 - ``config``: a JSON object; of the fields the tools read, ``eval_batch_size`` is a positive integer
   at most :data:`MAX_EVAL_BATCH_SIZE`.
 
 Tensors: the model is built on the ``meta`` device (shapes, no memory) and every ``state_dict`` key,
 shape and dtype must be what the file holds, so a model is never larger than the file; then a meta
-forward pass on one batch of the data set's input shape must give ``(batch, num_classes)``. Floating
-tensors must be finite, BatchNorm ``running_var`` non-negative, masks float tensors of 0 and 1 on a
-parameter of the same shape.
+forward pass on one batch of the data set's input shape must give ``(batch, num_classes)``. For a
+user-code model this needs its module imported, so it runs only with ``trust_code``
+(:func:`check_structure`). Floating tensors must be finite, BatchNorm ``running_var`` non-negative,
+masks float tensors of 0 and 1 on a parameter of the same shape.
 """
 
 from __future__ import annotations
@@ -38,19 +48,29 @@ from typing import Any, NoReturn
 import torch
 from torch import Tensor
 
-from training.cifar import LAYOUT
 from training.config import DATASETS
 from training.data import MNIST1D_CLASSES, MNIST1D_LENGTH
+from training.data.catalog import PREFIX as TORCHVISION_PREFIX
+from training.data.catalog import TORCHVISION
+from training.data.catalog import dataset_classes as vision_classes
+from training.data.catalog import input_shape as vision_shape
+from training.data.catalog import kwargs_problem as vision_kwargs_problem
+from training.data.cifar import LAYOUT
+from training.data.names import IN_MEMORY_PREFIX
 from training.errors import UserError
+from training.imports import is_import_path
 
 MAX_NUM_CLASSES = 100_000
 MAX_MODEL_INT = 2**24
 MAX_DEPTH = 1000
+MAX_NAME_LENGTH = 200  # characters of a model name
+MAX_LIST_LENGTH = 64  # a list argument of a library or user-code model (stage depths, widths, strides)
+_LAYER_COUNT = re.compile(r"depth|layers|blocks")  # such an argument counts layers: capped at MAX_DEPTH
 MNIST1D_MIN_SAMPLES, MNIST1D_MAX_SAMPLES = 10, 100_000
 MAX_SEED = 2**32 - 1
 MAX_WORKERS = 64
 MAX_IMAGE_SIZE = 1024
-DEFAULT_IMAGE_SIZE = 224  # training.imagefolder's default
+DEFAULT_IMAGE_SIZE = 224  # training.data.imagefolder's default
 MAX_EVAL_BATCH_SIZE = 2**16
 MAX_INDEX = 10**6
 CIFAR_CLASSES = {name: layout[4] for name, layout in LAYOUT.items()}
@@ -58,6 +78,10 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INTEGER_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _INT_TEXT = re.compile(r"[0-9]{1,7}")
 _PROBE_BATCH = 2
+# What a model's constructor or forward pass raises for arguments or inputs it cannot take (torchvision and
+# timm check theirs with assertions); NotImplementedError is a RuntimeError.
+MODEL_ERRORS = (RuntimeError, ValueError, TypeError, ArithmeticError, IndexError, KeyError, AttributeError,
+                AssertionError)
 
 
 def brief_repr(value: Any) -> str:
@@ -110,21 +134,40 @@ def _only(where: str, name: str, value: Mapping[str, Any], allowed: set[str], re
 
 
 def check_model_spec(where: str, spec: Any) -> dict[str, Any]:
-    """The ``{"name", "kwargs"}`` model description, checked (see the module docstring)."""
+    """The ``{"name", "kwargs"}`` model description, checked (see the module docstring). Nothing is imported:
+    a ``PACKAGE.MODULE:CALLABLE`` name is checked for its form only."""
     from training.models import REGISTRY
+    from training.models.external import TIMM_INSTALL, forbidden_argument, is_library_name, unknown_library_model
 
     if not isinstance(spec, dict):
         _refuse(where, "model", 'a JSON object {"name": ..., "kwargs": {...}}', spec)
     _only(where, "model", spec, {"name", "kwargs"}, {"name", "kwargs"})
     name, kwargs = spec["name"], spec["kwargs"]
-    if not isinstance(name, str) or name not in REGISTRY:
-        _refuse(where, "model.name", f"one of {', '.join(REGISTRY)}", name)
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not (
+            name in REGISTRY or is_library_name(name) or is_import_path(name)):
+        _refuse(where, "model.name", f"one of {', '.join(REGISTRY)}, torchvision:NAME, timm:NAME or "
+                f"PACKAGE.MODULE:CALLABLE (at most {MAX_NAME_LENGTH} characters)", name)
+    try:
+        hint = unknown_library_model(name) if is_library_name(name) else None
+    except UserError:  # timm is not installed
+        raise UserError(f"{where}: metadata model.name {name} needs timm: {TIMM_INSTALL}") from None
+    if hint is not None:
+        _refuse(where, "model.name", f"a model of {name.split(':', 1)[0]} ({hint})", name)
     if not isinstance(kwargs, dict):
         _refuse(where, "model.kwargs", "a JSON object", kwargs)
-    params = inspect.signature(REGISTRY[name]).parameters
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if "num_classes" not in kwargs:
         raise UserError(f"{where}: metadata model.kwargs.num_classes is missing")
+    if name not in REGISTRY:
+        forbidden = forbidden_argument(name, kwargs) if is_library_name(name) else None
+        if forbidden is not None:
+            raise UserError(f"{where}: metadata model.kwargs.{printable(forbidden)} is not allowed: library models "
+                            "are built without pretrained weights, and nothing is read from a path a file names")
+        problem = model_kwargs_problem(kwargs)
+        if problem is not None:
+            _refuse(where, f"model.kwargs.{printable(problem[0])}", problem[1], problem[2])
+        return spec
+    params = inspect.signature(REGISTRY[name]).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     for key, value in kwargs.items():
         field = f"model.kwargs.{printable(key)}"
         if key not in params and not open_ended:
@@ -151,14 +194,59 @@ def _scalar_or_list(value: Any) -> bool:
     return scalar(value) or (isinstance(value, list) and all(scalar(v) for v in value))
 
 
+def model_kwargs_problem(kwargs: Mapping[str, Any]) -> tuple[str, str, Any] | None:
+    """The first argument of a ``torchvision:``, ``timm:`` or user-code model that a checkpoint may not
+    record, as ``(key, rule, value)``; None if all may be.
+
+    Their constructors' signatures are not read (they take ``**kwargs``, and user code is not imported), so
+    every value must be a JSON scalar or a list of at most :data:`MAX_LIST_LENGTH` scalars; integers from 0
+    to :data:`MAX_MODEL_INT`, ``num_classes`` from 1 to :data:`MAX_NUM_CLASSES`, and a count of layers
+    (a key containing ``depth``, ``layers`` or ``blocks``) from 1 to :data:`MAX_DEPTH`, in all (a list's sum),
+    so that building the model cannot loop for long; floats finite.
+
+    Example:
+        >>> model_kwargs_problem({"num_classes": 10, "depths": [2, 2, 6, 2]}) is None
+        True
+        >>> model_kwargs_problem({"num_classes": 10, "width_per_group": 2**40})[:2]
+        ('width_per_group', 'an integer from 0 to 16,777,216')
+    """
+    for key, value in kwargs.items():
+        values = value if isinstance(value, list) else [value]
+        if not _scalar_or_list(value) or len(values) > MAX_LIST_LENGTH:
+            return key, f"a JSON scalar or a list of at most {MAX_LIST_LENGTH} scalars", value
+        ints = [v for v in values if type(v) is int]
+        if key == "num_classes" and (type(value) is not int or not 1 <= value <= MAX_NUM_CLASSES):
+            return key, f"an integer from 1 to {MAX_NUM_CLASSES:,}", value
+        if _LAYER_COUNT.search(key) and ints and (min(ints) < 1 or sum(ints) > MAX_DEPTH):
+            return key, f"a count of layers from 1 to {MAX_DEPTH:,} (in all)", value
+        if any(not 0 <= v <= MAX_MODEL_INT for v in ints):
+            return key, f"an integer from 0 to {MAX_MODEL_INT:,}", value
+    return None
+
+
+def _dataset_fields(where: str, name: Any) -> set[str]:
+    """The fields besides ``name`` and ``data_dir`` that the data set ``name`` may have; refuses other names."""
+    if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
+        if name.removeprefix(TORCHVISION_PREFIX) not in TORCHVISION:
+            _refuse(where, "dataset.name", f"torchvision:NAME with NAME one of {', '.join(TORCHVISION)}", name)
+        return {"kwargs", "workers"}
+    if isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and name.isprintable():
+        if name.startswith(IN_MEMORY_PREFIX):
+            return {"workers"}
+        if is_import_path(name):
+            return {"kwargs", "workers"}
+    if not isinstance(name, str) or name not in DATASETS:
+        _refuse(where, "dataset.name", f"one of {', '.join(DATASETS)}, torchvision:NAME, PACKAGE.MODULE:CALLABLE "
+                f"or python:NAME (at most {MAX_NAME_LENGTH} printable characters)", name)
+    return {"mnist1d": {"num_samples", "seed"}, "imagefolder": {"workers", "image_size"}}.get(name, set())
+
+
 def check_dataset_spec(where: str, spec: Any) -> dict[str, Any]:
     """The data set description, checked (see the module docstring); ``data_dir`` is only a record."""
     if not isinstance(spec, dict):
         _refuse(where, "dataset", 'a JSON object {"name": ..., ...}', spec)
     name = spec.get("name")
-    if not isinstance(name, str) or name not in DATASETS:
-        _refuse(where, "dataset.name", f"one of {', '.join(DATASETS)}", name)
-    fields = {"mnist1d": {"num_samples", "seed"}, "imagefolder": {"workers", "image_size"}}.get(name, set())
+    fields = _dataset_fields(where, name)
     _only(where, "dataset", spec, {"name", "data_dir"} | fields, {"num_samples", "seed"} & fields)
     if "data_dir" in spec and not isinstance(spec["data_dir"], str):
         _refuse(where, "dataset.data_dir", "a string", spec["data_dir"])
@@ -169,7 +257,31 @@ def check_dataset_spec(where: str, spec: Any) -> dict[str, Any]:
         _integer(where, "dataset.workers", spec["workers"], 0, MAX_WORKERS)
     if "image_size" in spec:
         _integer(where, "dataset.image_size", spec["image_size"], 1, MAX_IMAGE_SIZE)
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        _refuse(where, "dataset.kwargs", "a JSON object", kwargs)
+    problem = vision_kwargs_problem(name.removeprefix(TORCHVISION_PREFIX), kwargs) \
+        if name.startswith(TORCHVISION_PREFIX) else None
+    if problem:
+        raise UserError(f"{where}: metadata dataset.kwargs.{printable(problem[0])} {problem[1]}")
+    for key, value in kwargs.items():  # a user factory's: JSON values only (nothing is called from here)
+        if not _scalar_or_list(value) or (isinstance(value, list) and len(value) > MAX_LIST_LENGTH):
+            _refuse(where, f"dataset.kwargs.{printable(key)}",
+                    f"a JSON scalar or a list of at most {MAX_LIST_LENGTH} scalars", value)
     return spec
+
+
+def dataset_classes(dataset: Mapping[str, Any]) -> int | None:
+    """The class count of a (checked) data set description where the data set fixes it: MNIST-1D, CIFAR and
+    ``torchvision:`` datasets; None for imagefolder and the user's datasets (known only once read)."""
+    name = dataset.get("name")
+    if name == "mnist1d":
+        return MNIST1D_CLASSES
+    if name in CIFAR_CLASSES:
+        return CIFAR_CLASSES[name]
+    if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
+        return vision_classes(name.removeprefix(TORCHVISION_PREFIX), dataset.get("kwargs", {}))
+    return None
 
 
 def check_config(where: str, config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -199,8 +311,8 @@ def parse_metadata(where: str, meta: Mapping[str, str], kinds: tuple[str, ...]) 
     fields["model"] = check_model_spec(where, _json_object(where, "model", meta.get("model")))
     fields["dataset"] = check_dataset_spec(where, _json_object(where, "dataset", meta.get("dataset")))
     fields["config"] = check_config(where, _json_object(where, "config", meta.get("config"), "{}"))
-    classes = CIFAR_CLASSES.get(fields["dataset"]["name"], MNIST1D_CLASSES)
-    if fields["dataset"]["name"] != "imagefolder" and fields["model"]["kwargs"]["num_classes"] != classes:
+    classes = dataset_classes(fields["dataset"])
+    if classes is not None and fields["model"]["kwargs"]["num_classes"] != classes:
         _refuse(where, "model.kwargs.num_classes", f"{classes}, the class count of {fields['dataset']['name']}",
                 fields["model"]["kwargs"]["num_classes"])
     return fields
@@ -216,21 +328,31 @@ def input_shape(dataset: Mapping[str, Any]) -> tuple[int, ...] | None:
     if name == "imagefolder":
         size = dataset.get("image_size", DEFAULT_IMAGE_SIZE)
         return (3, size, size) if type(size) is int and 1 <= size <= MAX_IMAGE_SIZE else None
-    return None
+    if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
+        short, kwargs = name.removeprefix(TORCHVISION_PREFIX), dataset.get("kwargs", {})
+        if short in TORCHVISION and isinstance(kwargs, dict) and not vision_kwargs_problem(short, kwargs):
+            return vision_shape(short, kwargs)
+    return None  # the user's datasets: known only once read
 
 
 def check_structure(where: str, model: Mapping[str, Any], dataset: Mapping[str, Any], state: Mapping[str, Tensor],
-                    masks: Mapping[str, Tensor]) -> None:
+                    masks: Mapping[str, Tensor], *, trust_code: bool = False) -> None:
     """Refuse tensors that are not exactly the ``state_dict`` of ``model`` (built on the meta device, so
     nothing is allocated), masks on anything but a parameter, and a model that does not map one batch of
-    the data set's inputs to ``(batch, num_classes)`` (a meta forward pass)."""
-    from training.models import REGISTRY
+    the data set's inputs to ``(batch, num_classes)`` (a meta forward pass).
+
+    A ``PACKAGE.MODULE:CALLABLE`` model is user code: without ``trust_code`` nothing is checked here (the
+    check is deferred to :func:`training.artifacts.checkpoint.build_model`, which refuses untrusted code)."""
+    from training.models import meta_model
 
     name = model.get("name")
+    if is_import_path(name) and not trust_code:
+        return
     try:
-        with torch.device("meta"):
-            net = REGISTRY[name](**model["kwargs"])
-    except (RuntimeError, ValueError, TypeError, OverflowError) as err:
+        net = meta_model(dict(model), trust_code=trust_code, source=f"checkpoint {where}")
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    except MODEL_ERRORS as err:
         raise UserError(f"{where}: bad arguments for model {name!r}: {first_line(err)}") from None
     expected = net.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
@@ -256,7 +378,7 @@ def check_structure(where: str, model: Mapping[str, Any], dataset: Mapping[str, 
     try:
         with torch.no_grad():
             out = net(torch.empty((_PROBE_BATCH, *shape), device="meta"))
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+    except MODEL_ERRORS as err:
         raise UserError(f"{where}: model {name} cannot read {dataset.get('name')} inputs of shape {shape} "
                         f"({first_line(err)})") from None
     classes = model.get("kwargs", {}).get("num_classes")

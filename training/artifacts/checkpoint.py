@@ -5,7 +5,7 @@ A checkpoint holds every ``state_dict`` entry under its own key and, for each pr
 ``format``, ``kind``, ``cycle``, ``particle``, ``density`` and the JSON of ``model``, ``dataset`` and
 ``config``, so the landscape tools can rebuild model and data from the file alone.
 
-Every file is untrusted: :mod:`training.checkpoint_schema` says what its metadata and tensors may be.
+Every file is untrusted: :mod:`training.artifacts.schema` says what its metadata and tensors may be.
 A plain PyTorch ``.pt`` state_dict is accepted only through ``torch.load(weights_only=True)`` and only
 with an explicit model and dataset description.
 """
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from training.atomic import atomic_write_bytes
-from training.checkpoint_schema import (
+from training.artifacts.atomic import atomic_write_bytes
+from training.artifacts.schema import (
     brief_repr,
     check_model_spec,
     check_structure,
@@ -33,9 +33,10 @@ from training.checkpoint_schema import (
     parse_metadata,
     printable,
 )
+from training.artifacts.serialize import dumps
 from training.errors import UserError
+from training.imports import is_import_path, untrusted
 from training.pruning import density as mask_density
-from training.serialize import dumps
 
 FORMAT = "swamp-checkpoint/1"
 MASK_PREFIX = "mask."
@@ -44,7 +45,12 @@ KINDS = ("ticket", "particle", "average")
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A loaded checkpoint: model state, masks and the metadata needed to rebuild model and data."""
+    """A loaded checkpoint: model state, masks and the metadata needed to rebuild model and data.
+
+    ``trust_code``: whether it was loaded with the user's consent to import the ``PACKAGE.MODULE:CALLABLE``
+    model or data set its metadata names (:func:`load_checkpoint`); :func:`build_model` and the landscape
+    tools' data loading follow it unless told otherwise.
+    """
 
     path: str
     state: dict[str, Tensor]
@@ -56,6 +62,7 @@ class Checkpoint:
     cycle: int | None = None
     particle: int | None = None
     density: float = 1.0
+    trust_code: bool = False
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Tensor], masks: dict[str, Tensor], *, kind: str,
@@ -108,11 +115,25 @@ def check_input_file(p: Path) -> None:
         raise UserError(f"checkpoint {p} is not a regular file (a FIFO, socket or device); pass a checkpoint file")
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, *, trust_code: bool = False) -> Checkpoint:
     """Read and validate a toolkit checkpoint; raises :class:`UserError` on any bad file.
 
-    Metadata, tensor shapes and values are checked as :mod:`training.checkpoint_schema` describes,
+    Metadata, tensor shapes and values are checked as :mod:`training.artifacts.schema` describes,
     before anything is built from them: a file cannot make a tool allocate more than it holds.
+
+    Args:
+        path: the ``.safetensors`` file.
+        trust_code: consent to import the ``PACKAGE.MODULE:CALLABLE`` model the metadata may name. Without
+            it such a file's metadata and tensor values are still checked, but not its structure (that needs
+            the model built): :func:`build_model` then refuses it, saying that ``--trust-code`` allows it.
+            Nothing is imported unless it is given.
+
+    Returns:
+        The :class:`Checkpoint`, recording ``trust_code``.
+
+    Example:
+        >>> ckpt = load_checkpoint("runs/mnist1d-default/cycle_00/average.safetensors")  # doctest: +SKIP
+        >>> net = build_model(ckpt)  # doctest: +SKIP
     """
     p = Path(path)
     check_input_file(p)
@@ -124,10 +145,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     fields = parse_metadata(str(p), meta, KINDS)
     masks = {k[len(MASK_PREFIX):]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
-    check_structure(str(p), fields["model"], fields["dataset"], state, masks)
+    check_structure(str(p), fields["model"], fields["dataset"], state, masks, trust_code=trust_code)
     check_tensor_values(str(p), state, masks)
     return Checkpoint(str(p), state, masks, fields["kind"], fields["model"], fields["dataset"], fields["config"],
-                      fields["cycle"], fields["particle"], mask_density(masks) if masks else 1.0)
+                      fields["cycle"], fields["particle"], mask_density(masks) if masks else 1.0, trust_code)
 
 
 def _load_failure(err: Exception) -> str:
@@ -137,11 +158,14 @@ def _load_failure(err: Exception) -> str:
     return reasons[0] if reasons else type(err).__name__
 
 
-def load_plain_state_dict(path: str | os.PathLike, model: dict[str, Any], dataset: dict[str, Any]) -> Checkpoint:
+def load_plain_state_dict(path: str | os.PathLike, model: dict[str, Any], dataset: dict[str, Any], *,
+                          trust_code: bool = False) -> Checkpoint:
     """A ``.pt`` state_dict, read with ``weights_only=True`` (refuses pickled code); dense masks.
 
     Its tensors must be finite and no larger than the data stored for them (no broadcast views);
-    :func:`build_model` checks them against ``model``.
+    :func:`build_model` checks them against ``model``. ``trust_code`` is recorded as in
+    :func:`load_checkpoint`: the caller's consent to import a user-code ``model`` or ``dataset`` (the
+    command-line tools give it when the user named them with ``--model`` / ``--dataset``).
     """
     p = Path(path)
     accepted = ("the toolkit reads a plain state_dict of tensors saved with torch.save, or a SWAMP safetensors "
@@ -157,18 +181,34 @@ def load_plain_state_dict(path: str | os.PathLike, model: dict[str, Any], datase
         if t.layout != torch.strided or t.numel() * t.element_size() > t.untyped_storage().nbytes():
             raise UserError(f"{p}: tensor {printable(key)} is sparse or a view larger than the data stored for it")
     check_tensor_values(str(p), state, {})
-    return Checkpoint(str(p), state, {}, "plain", model, dataset)
+    return Checkpoint(str(p), state, {}, "plain", model, dataset, trust_code=trust_code)
 
 
-def build_model(ckpt: Checkpoint, device: torch.device | str = "cpu") -> nn.Module:
+def build_model(ckpt: Checkpoint, device: torch.device | str = "cpu", *, trust_code: bool | None = None
+                ) -> nn.Module:
     """The checkpoint's model with its weights loaded, in eval mode on ``device``.
 
     The model's shapes are first built on the meta device and compared with the stored tensors, so
     only a model of the file's size is ever materialised.
+
+    Args:
+        ckpt: a loaded checkpoint.
+        device: where the model goes.
+        trust_code: consent to import a ``PACKAGE.MODULE:CALLABLE`` model; None: the trust ``ckpt`` was
+            loaded with. Untrusted user code is refused with one line naming the checkpoint and
+            ``--trust-code``.
+
+    Example:
+        >>> net = build_model(load_checkpoint("runs/x/cycle_00/average.safetensors"))  # doctest: +SKIP
     """
     from training.models import build_model as build
 
-    check_structure(ckpt.path, check_model_spec(ckpt.path, ckpt.model), ckpt.dataset, ckpt.state, ckpt.masks)
-    net = build(ckpt.model)
+    trust = ckpt.trust_code if trust_code is None else trust_code
+    source = f"checkpoint {ckpt.path}"
+    spec = check_model_spec(ckpt.path, ckpt.model)
+    if is_import_path(spec["name"]) and not trust:
+        raise untrusted(spec["name"], "model", source)
+    check_structure(ckpt.path, spec, ckpt.dataset, ckpt.state, ckpt.masks, trust_code=trust)
+    net = build(spec, trust_code=trust, source=source)
     net.load_state_dict(ckpt.state)
     return net.to(device).eval()

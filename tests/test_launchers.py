@@ -1,0 +1,209 @@
+"""``training.study --launcher``: the submitit code path (submitit's LocalExecutor, exactly what Slurm runs)
+gives the sub-runs of ``--launcher processes`` byte for byte, survives a killed job, never submits a
+sub-run twice, and reports each sub-run's state; its flags are refused in one line when wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DATA_DIR
+
+from studies.analyse import main as analysis_main
+from training.errors import run_cli
+from training.study import MANIFEST
+from training.study import main as study_main
+from training.study_manifest import JobRecord
+from training.study_plan import quick_plan
+from training.submitit_launcher import SubRunJob, job_states, rendezvous
+
+REPO = Path(__file__).resolve().parent.parent
+STUDY = ["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--data-dir", str(DATA_DIR), "--no-progress"]
+LOCAL = [*STUDY, "--launcher", "submitit-local"]
+DEADLINE_S = 120
+
+
+@pytest.fixture(autouse=True)
+def job_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The jobs are new processes: one torch thread each as in this process, and the repository importable."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The two sub-runs trained by the default launcher, in this process."""
+    root = tmp_path_factory.mktemp("processes") / "study"
+    assert study_main([*STUDY, "--out", str(root)]) == 0
+    return root
+
+
+def results(root: Path) -> dict[str, object]:
+    """Every checkpoint's bytes and every cycle's metrics (without the wall-clock seconds) of a study."""
+    found: dict[str, object] = {}
+    for path in sorted((root / "runs").rglob("*")):
+        if path.suffix == ".safetensors":
+            found[str(path.relative_to(root))] = path.read_bytes()
+        elif path.name == "metrics.json":
+            found[str(path.relative_to(root))] = {k: v for k, v in json.loads(path.read_text()).items()
+                                                  if k != "seconds"}
+    assert any(name.endswith("average.safetensors") for name in found)
+    return found
+
+
+def manifest_runs(root: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in json.loads((root / MANIFEST).read_text())["runs"]}
+
+
+def status_lines(root: Path, capsys: pytest.CaptureFixture) -> dict[str, str]:
+    """``python -m training.study DIR --status``: sub-run name -> its line."""
+    capsys.readouterr()
+    assert run_cli(study_main, [str(root), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"study {root}: 2 sub-runs: ")
+    return {line.split()[0]: line for line in lines[1:]}
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_submitit_local_gives_the_same_runs_and_a_second_command_submits_nothing_twice(reference, tmp_path, capsys):
+    root = tmp_path / "study"
+    assert study_main([*LOCAL, "--jobs", "2", "--no-wait", "--out", str(root)]) == 0
+    submitted = {name: r["job"]["id"] for name, r in manifest_runs(root).items()}
+    assert all(r["status"] == "running" for r in manifest_runs(root).values())
+    lines = status_lines(root, capsys)
+    for name, job in submitted.items():
+        assert " running " in lines[name] and f"job {job} (RUNNING)" in lines[name]
+    assert study_main([*LOCAL, "--jobs", "2", "--out", str(root)]) == 0, "waits for the running jobs"
+    out = capsys.readouterr().out
+    assert all(f"skip {name}: running as job {job}" in out for name, job in submitted.items())
+    assert not [line for line in out.splitlines() if line.startswith("run ")], "nothing submitted twice"
+    assert len(list((root / "jobs").glob("*_submitted.pkl"))) == 2
+    assert {name: (r["status"], r["job"]["id"]) for name, r in manifest_runs(root).items()} == \
+        {name: ("done", job) for name, job in submitted.items()}
+    assert results(root) == results(reference)
+    assert all(" done " in line and "2/2 cycles" in line for line in status_lines(root, capsys).values())
+
+
+def test_a_killed_job_is_resumed_by_rerunning_the_study_command(reference, tmp_path, capsys):
+    root = tmp_path / "study"
+    assert study_main([*LOCAL, "--jobs", "1", "--no-wait", "--out", str(root)]) == 0
+    lines = status_lines(root, capsys)
+    job = manifest_runs(root)["imp-s0"]["job"]
+    assert f"job {job['id']} (RUNNING)" in lines["imp-s0"] and " pending " in lines["swamp-n3-s0"]
+    run = root / "runs" / "imp-s0"
+    wait_for(lambda: (run / "ticket.safetensors").is_file(), "the ticket")  # the job holds the run's lock now
+    os.kill(int((run / ".lock").read_text()), signal.SIGKILL)
+    record = JobRecord(**job)
+    wait_for(lambda: job_states(root, [record])[record.id] is None, "the killed job to end")
+    assert not (run / "cycle_01" / "metrics.json").is_file()
+    lines = status_lines(root, capsys)
+    assert " failed " in lines["imp-s0"] and f"job {job['id']}: " in lines["imp-s0"]
+    assert " pending " in lines["swamp-n3-s0"]
+    assert study_main([*LOCAL, "--jobs", "2", "--out", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "run  imp-s0 (" in out and "run  swamp-n3-s0 (0/2 cycles done)" in out
+    runs = manifest_runs(root)
+    assert runs["imp-s0"]["job"]["id"] != job["id"] and all(r["status"] == "done" for r in runs.values())
+    assert results(root) == results(reference), "the resumed run is the uninterrupted one"
+
+
+def test_the_analysis_runs_one_job_per_sub_run_with_the_same_measurements(reference, tmp_path):
+    here, jobs = (Path(shutil.copytree(reference, tmp_path / name)) for name in ("here", "jobs"))
+    common = ["--data-dir", str(DATA_DIR), "--no-progress"]
+    assert analysis_main([str(here), *common]) == 0
+    assert analysis_main([str(jobs), *common, "--launcher", "submitit-local", "--jobs", "2"]) == 0
+    assert len(list((jobs / "analysis" / "jobs").glob("*_submitted.pkl"))) == 2, "one job per sub-run"
+    ours = sorted(p.relative_to(here) for p in (here / "analysis").rglob("*.json"))
+    assert len(ours) > 5 and ours == sorted(p.relative_to(jobs) for p in (jobs / "analysis").rglob("*.json"))
+    for name in ours:
+        mine, theirs = (json.loads((root / name).read_text().replace(str(root), "DIR")) for root in (here, jobs))
+        mine.pop("seconds", None), theirs.pop("seconds", None)  # wall-clock timings differ
+        assert mine == theirs, name
+
+
+def test_without_submitit_the_launcher_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
+    out = tmp_path / "study"
+    for launcher in ("submitit-local", "slurm"):
+        assert run_cli(study_main, [*STUDY, "--launcher", launcher, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f'error: --launcher {launcher} needs the optional package submitit: pip install -e ".[cluster]"\n'
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--launcher", "slurm", "--slurm-arg", "account"], "--slurm-arg takes KEY=VALUE, such as account=myproject"),
+    (["--launcher", "slurm", "--slurm-arg", "acount=me"], "--slurm-arg acount: submitit's SlurmExecutor has no "
+                                                          "parameter 'acount' (did you mean account"),
+    (["--launcher", "slurm", "--slurm-arg", "partition=gpu"], "--slurm-arg partition: use --slurm-partition"),
+    (["--launcher", "slurm", "--slurm-arg", "qos=a", "--slurm-arg", "qos=b"], "--slurm-arg gives qos twice"),
+    (["--launcher", "slurm", "--slurm-time", "soon"], "--slurm-time takes minutes or [D-]HH:MM:SS"),
+    (["--launcher", "slurm", "--slurm-array-parallelism", "0"], "--slurm-array-parallelism must be at least 1"),
+    (["--launcher", "slurm", "--jobs", "2"], "--jobs applies to --launcher processes and submitit-local"),
+    (["--launcher", "slurm"], "srun is not on this machine's PATH; use --launcher submitit-local"),
+    (["--launcher", "submitit-local", "--slurm-arg", "qos=a"], "--slurm-arg applies to --launcher slurm only"),
+    (["--slurm-partition", "gpu"], "--slurm-partition applies to --launcher submitit-local or slurm"),
+    (["--no-wait"], "--no-wait applies to --launcher submitit-local or slurm"),
+    (["--launcher", "nope"], "argument --launcher: invalid choice: 'nope'"),
+])
+def test_bad_launcher_flags_are_one_line_naming_the_flag(tmp_path, args, message, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun here, whatever this machine has
+    out = tmp_path / "study"
+    assert run_cli(study_main, [*STUDY, "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not out.exists(), "a refused study writes nothing"
+
+
+def test_a_multi_task_job_trains_its_particles_with_the_distributed_engine(reference, tmp_path):
+    """What a multi-GPU Slurm job runs, on CPUs: a submitit job of two tasks (one per GPU there) whose
+    function takes torch.distributed's rendezvous from submitit's environment; each particle is trained
+    as in one process, bitwise, and the averages agree up to the all-reduce's rounding."""
+    import submitit
+    import torch
+    from safetensors.torch import load_file
+
+    plan = quick_plan("mnist1d", (0,))
+    swamp = next(m for m in plan.methods if m.name == "swamp-n3")
+    run = tmp_path / "runs" / "swamp-n3-s0"
+    executor = submitit.LocalExecutor(tmp_path / "jobs")
+    executor.update_parameters(tasks_per_node=2, timeout_min=10)
+    runtime = {"device": "cpu", "data_dir": str(DATA_DIR), "progress": False}
+    job = executor.submit(SubRunJob(plan, swamp, 0, run, runtime, 1))
+    # without the rendezvous both tasks would train the run and one of them would meet the other's run lock
+    assert job.results() == [("done", None), ("done", None)]
+    for path in sorted((reference / "runs" / "swamp-n3-s0").rglob("*.safetensors")):
+        ours = run / path.relative_to(reference / "runs" / "swamp-n3-s0")
+        if path.name == "average.safetensors":
+            theirs, mine = load_file(path), load_file(ours)
+            assert all(torch.allclose(theirs[k], mine[k], atol=1e-6) for k in theirs), ours
+        else:
+            assert ours.read_bytes() == path.read_bytes(), ours
+
+
+def test_a_multi_gpu_job_takes_its_rendezvous_from_slurm(monkeypatch):
+    """The variables torch.distributed's env:// (training.engines.cluster.join) reads, from a Slurm task's
+    environment; and the requeue hook resubmits the same call, which resumes the run."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    for name, value in {"SLURM_JOB_ID": "731", "SLURM_PROCID": "3", "SLURM_LOCALID": "3", "SLURM_NTASKS": "4",
+                        "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "gpu[07-08]"}.items():
+        monkeypatch.setenv(name, value)
+    assert rendezvous(SlurmJobEnvironment()) == {"RANK": "3", "LOCAL_RANK": "3", "WORLD_SIZE": "4",
+                                                 "MASTER_ADDR": "gpu07", "MASTER_PORT": "20731"}
+    plan = quick_plan("mnist1d", (0,))
+    job = SubRunJob(plan, plan.methods[0], 0, Path("runs/imp-s0"), {})
+    again = job.checkpoint()
+    assert again.function == job and again.args == () and again.kwargs == {}

@@ -1,0 +1,133 @@
+"""The Python API: :func:`run_swamp` runs exactly what ``python -m training.swamp`` runs, on any model and data.
+
+It takes the settings of :class:`training.config.RunConfig` (a config, a dict of its fields, or keyword
+arguments: the same names as the flags, with underscores), resolves presets as the command line does,
+and writes the same run directory (same files, same resume, same engines). On top of what the command
+line can name, it accepts the user's own model and data as Python objects:
+
+* ``model_fn(num_classes=..., **model_kwargs)``: a function or class returning a fresh ``nn.Module``
+  (its random initialisation is seeded by the run). The run records it by its import name
+  (``MODULE:QUALNAME``), so the landscape tools can rebuild it with ``--trust-code`` when that module is
+  importable (for a script's own class: pass ``model="PACKAGE.MODULE:CALLABLE"`` naming where it lives).
+* ``train_set`` / ``test_set``: map-style datasets of ``(input, label)`` (e.g. torchvision datasets),
+  held on the device or streamed as the command line's datasets are (:func:`training.data.from_datasets`).
+  Such data cannot be rebuilt from a file: analyse the run's checkpoints with the landscape library on
+  batches you pass (docs/api.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from training.config import RunConfig, check_saved_code, resolve_config, saved_config
+from training.context import ModelFn
+from training.imports import is_import_path
+
+FIELDS = frozenset(f.name for f in fields(RunConfig))
+
+
+@dataclass(frozen=True)
+class SwampResult:
+    """What a run produced: its directory, its resolved settings and every cycle's ``metrics.json``."""
+
+    run_dir: Path
+    config: RunConfig
+    cycles: tuple[dict[str, Any], ...]
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last cycle's metrics (the sparsest solution)."""
+        return self.cycles[-1]
+
+
+def _settings(config: RunConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The given settings as RunConfig field values (None = not given), refusing unknown names."""
+    if isinstance(config, RunConfig):
+        base = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+    else:
+        base = dict(config or {})
+    values = {**base, **overrides}
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise TypeError(f"run_swamp() got an unknown setting {unknown[0]!r}; the settings are RunConfig's fields")
+    for key in ("model_kwargs", "dataset_kwargs"):
+        if isinstance(values.get(key), Mapping):
+            values[key] = json.dumps(dict(values[key]))
+    return values
+
+
+def _callable_name(fn: Callable[..., Any], what: str, setting: str) -> str:
+    name = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+    if not is_import_path(name):
+        raise ValueError(f"{what} {fn!r} has no importable name (a lambda, functools.partial or local function); "
+                         f"define it at module level or pass {setting}='PACKAGE.MODULE:CALLABLE'")
+    return name
+
+
+def resolve_run_config(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: ModelFn | None = None,
+                       train_set: Any = None, **overrides: Any) -> RunConfig:
+    """The validated :class:`RunConfig` of :func:`run_swamp`'s arguments (presets resolved as on the command
+    line; with ``resume=True`` the run's saved settings are the base)."""
+    values = _settings(config, overrides)
+    if model_fn is not None and "model" not in values:
+        values["model"] = _callable_name(model_fn, "model_fn", "model")
+    if train_set is not None and "dataset" not in values:
+        values["dataset"] = "python:" + type(train_set).__qualname__
+    args = argparse.Namespace(**{name: values.get(name) for name in FIELDS})
+    base = None
+    if args.resume and args.out:
+        base = saved_config(args.out)
+        check_saved_code(base, args, Path(args.out) / "config.json")
+    return resolve_config(args, base)
+
+
+def run_swamp(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: ModelFn | None = None,
+              train_set: Any = None, test_set: Any = None,
+              on_cycle: Callable[[dict[str, Any]], None] | None = None, **overrides: Any) -> SwampResult:
+    """Run (or, with ``resume=True``, continue) SWAMP or IMP exactly as ``python -m training.swamp`` does.
+
+    Args:
+        config: a :class:`RunConfig`, or a dict of its fields; None for the defaults (the MNIST-1D preset).
+        model_fn: optional ``model_fn(num_classes=..., **model_kwargs) -> nn.Module`` instead of ``model``.
+        train_set, test_set: optional map-style datasets of ``(input, label)`` instead of ``dataset``
+            (both or neither).
+        on_cycle: called with each cycle's metrics as soon as the cycle's files are written.
+        **overrides: RunConfig fields (``particles=4``, ``cycles=3``, ``out="runs/x"``, ...), over ``config``.
+
+    Returns:
+        A :class:`SwampResult` with the run directory and every cycle's metrics.
+
+    Raises:
+        training.errors.UserError: bad settings, model or data (one line, as the command line prints it).
+        TypeError, ValueError: arguments that are not settings, or a ``model_fn`` without an importable name.
+
+    Example:
+        >>> from torch import nn
+        >>> class Net(nn.Sequential):
+        ...     def __init__(self, num_classes):
+        ...         super().__init__(nn.Linear(40, 32), nn.ReLU(), nn.Linear(32, num_classes))
+        >>> result = run_swamp(model_fn=Net, particles=2, cycles=2, epochs=1, rewind_epochs=1,
+        ...                    out="runs/my-net", progress=False)  # doctest: +SKIP
+        >>> [round(c["density"], 2) for c in result.cycles]  # doctest: +SKIP
+        [1.0, 0.8]
+    """
+    from training.data import from_datasets
+    from training.run import run_swamp as run
+
+    if (train_set is None) != (test_set is None):
+        raise ValueError("pass both train_set and test_set, or neither")
+    cfg = resolve_run_config(config, model_fn=model_fn, train_set=train_set, **overrides)
+    data = None
+    if train_set is not None:
+        from training.device import resolve_device
+
+        data = from_datasets(train_set, test_set, name=cfg.dataset, device=resolve_device(cfg.device),
+                             workers=cfg.workers)
+    metrics = run(cfg, on_cycle=on_cycle, data=data, model_fn=model_fn)
+    return SwampResult(Path(cfg.out), cfg, tuple(metrics))

@@ -1,0 +1,210 @@
+"""The state every stage of a run shares (:class:`Context`), built and checked before anything is written.
+
+Engines (:mod:`training.engines`) and the cycle loop (:mod:`training.run`) both work on a
+:class:`Context`; it lives here so that neither imports the other.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from training.artifacts.checkpoint import save_checkpoint
+from training.artifacts.rundir import RunDir, load_train_state, save_train_state
+from training.averaging import average_states, recalibrate_batchnorm
+from training.config import RunConfig, check_data_dir
+from training.data import Dataset, dataset_spec, load_dataset, subsample_indices
+from training.device import resolve_device
+from training.errors import UserError
+from training.loggers import Logger, NullLogger, check_logger
+from training.models import ARGUMENT_ERRORS, build_model, model_factory, model_spec
+from training.models.meta import on_meta
+from training.pruning import prunable_names
+from training.seeds import derive_seed, generator
+from training.train import Hyper, Schedule, train_particle
+
+
+class Collective(Protocol):
+    """The steps of a cycle that combine particles (local, or with collectives across ranks)."""
+
+    def average(self, ctx: Context, states: list[dict[str, Tensor]]) -> dict[str, Tensor]: ...
+
+    def recalibrate(self, ctx: Context, model: nn.Module, *indices: int) -> None: ...
+
+
+class LocalCollective:
+    """The collective steps of a cycle in this one process: uniform average, BN recalibration."""
+
+    def average(self, ctx: Context, states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return average_states(states)
+
+    def recalibrate(self, ctx: Context, model: nn.Module, *indices: int) -> None:
+        """BN statistics of ``model`` on the BN subsample of the seed stream ("bn", *indices)."""
+        recalibrate_batchnorm(model, ctx.bn_batches(generator(ctx.cfg.seed, "bn", *indices)))
+
+
+@dataclass
+class Context:
+    """What every stage of a run shares."""
+
+    cfg: RunConfig
+    run: RunDir
+    device: torch.device
+    data: Dataset
+    model_spec: dict[str, Any]
+    data_spec: dict[str, Any]
+    hyper: Hyper
+    show_progress: bool
+    # a fresh, randomly initialised model (from torch's RNG) of ``model_spec``, or of the Python API's model_fn
+    builder: Callable[[], nn.Module]
+    # averaging and BN recalibration (across ranks under torchrun)
+    collective: Collective = field(default_factory=lambda: LocalCollective())
+    logger: Logger = field(default_factory=NullLogger)
+
+    def fresh_model(self, state: dict[str, Tensor] | None = None) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, "init"))
+            model = self.builder()
+        if state is not None:
+            model.load_state_dict(state)
+        return model.to(self.device, memory_format=torch.channels_last if self.cfg.channels_last else None)
+
+    def save(self, path: Any, state: dict[str, Tensor], masks: dict[str, Tensor], kind: str,
+             cycle: int | None = None, particle: int | None = None) -> None:
+        save_checkpoint(path, state, masks, kind=kind, model=self.model_spec, dataset=self.data_spec,
+                        config=self.cfg.hyperparameters(), cycle=cycle, particle=particle)
+
+    def train_unit(self, unit: str, model: nn.Module, masks: dict[str, Tensor], schedule: Schedule, seed_stream: str,
+                   *indices: int, bar: Any = None) -> dict[str, Tensor]:
+        """Train one particle (or the ticket) with epoch-boundary resume state under ``.resume/``."""
+        resume_path = self.run.resume_state(unit)
+        if self.cfg.compile:
+            model.compile()
+        state = train_particle(
+            model, masks, self.data, schedule, self.hyper, generator(self.cfg.seed, seed_stream, *indices),
+            resume=load_train_state(resume_path, self.device, model.state_dict(), epochs=schedule.epochs),
+            on_epoch=lambda s: save_train_state(resume_path, s),
+            bn_batches=lambda: self.bn_batches(generator(self.cfg.seed, "bn", *indices)),
+            label=unit.replace("_", " "), progress=bar.update if bar is not None else None, log=self.epoch_log(unit))
+        return state
+
+    def epoch_log(self, unit: str) -> Callable[[int, dict[str, float]], None]:
+        """``log(epoch, scalars)`` for :func:`training.train.train_particle`: to the run's logger, as
+        ``epoch/<unit>/<name>`` (see :mod:`training.loggers`)."""
+        return lambda epoch, scalars: self.logger.log({f"epoch/{unit}/{k}": v for k, v in scalars.items()}, epoch)
+
+    def bn_batches(self, gen: torch.Generator) -> Iterable[tuple[Tensor, Tensor]]:
+        """Un-augmented training batches for BN recalibration (``--bn-samples`` of them, 0 = all)."""
+        indices = subsample_indices(self.data.size("train"), self.cfg.bn_samples, gen)
+        return self.data.eval_batches("train", self.cfg.eval_batch_size, indices)
+
+    def finish_unit(self, unit: str) -> None:
+        self.run.resume_state(unit).unlink(missing_ok=True)
+
+
+ModelFn = Callable[..., nn.Module]
+"""``model_fn(num_classes=..., **model_kwargs)``: a fresh model, as a ``PACKAGE.MODULE:CALLABLE`` factory is called."""
+
+
+def build_context(cfg: RunConfig, data: Dataset | None = None, model_fn: ModelFn | None = None) -> Context:
+    """Device, data and model of the run, each checked before anything of the run is written.
+
+    The model and data are those ``cfg`` names (the user named them, so import-path factories are imported),
+    unless the Python API hands over ``data`` (already wrapped, :func:`training.data.from_datasets`) or
+    ``model_fn``, which then stand in for ``cfg.dataset`` / ``cfg.model``.
+    """
+    device = resolve_device(cfg.device)
+    check_logger(cfg.log)
+    if data is None:
+        check_data_dir(cfg)
+        spec = dataset_spec(cfg)
+        data = load_dataset(spec, device, download=cfg.download, trust_code=True)
+    mspec = model_spec(cfg.model, data.num_classes, cfg.model_kwargs_dict)
+    if model_fn is None:  # import a user's factory now, not first under the meta device of check_model
+        model_factory(mspec["name"], trust_code=True, source=f"--model {cfg.model}")
+        builder = functools.partial(build_model, mspec, trust_code=True)
+    else:
+        builder = functools.partial(built_module, model_fn, mspec)
+    hyper = Hyper(cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.eval_batch_size, cfg.amp)
+    ctx = Context(cfg, RunDir(Path(cfg.out)), device, data, mspec, data.spec, hyper, cfg.progress, builder)
+    check_model(ctx)
+    return ctx
+
+
+def built_module(model_fn: ModelFn, spec: dict[str, Any]) -> nn.Module:
+    """``model_fn(**spec["kwargs"])``, refusing (:class:`UserError`) a result that is not a module."""
+    model = model_fn(**spec["kwargs"])
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model_fn returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+# Float32 copies of every weight that training holds at least: weights, gradients, momentum, SWA average.
+TRAINING_COPIES = 4
+MODEL_ERRORS = (RuntimeError, UserError, *ARGUMENT_ERRORS)
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of ``device``: the GPU's total memory, or the machine's physical memory."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows): no limit known
+        return 2**63
+
+
+def check_model(ctx: Context) -> None:
+    """Refuse a model the run cannot train, as one line naming ``--model`` / ``--model-kwargs``: one that
+    cannot be built, whose :data:`TRAINING_COPIES` do not fit in the device's memory (counted on the meta
+    device, nothing allocated), or that does not map two training samples to (2, classes) logits."""
+    cfg = ctx.cfg
+    what = f"--model {cfg.model}" + (f" --model-kwargs '{cfg.model_kwargs}'" if cfg.model_kwargs_dict else "")
+
+    def first_line(err: BaseException) -> str:
+        return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+    try:
+        numel = sum(t.numel() for t in on_meta(ctx.builder).state_dict().values())
+    except MODEL_ERRORS as err:
+        raise UserError(f"{what}: the model cannot be built ({first_line(err)}); check --model-kwargs") from None
+    need, memory = TRAINING_COPIES * 4 * numel, device_memory(ctx.device)
+    if need > memory:
+        raise UserError(f"{what}: {numel:,} weights need at least {need / 2**30:,.1f} GiB to train, more than the "
+                        f"{memory / 2**30:,.1f} GiB of {ctx.device}; choose a smaller model")
+    x, _ = next(iter(ctx.data.eval_batches("train", 2, torch.arange(2))))
+    model = ctx.fresh_model()
+    rng_devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+    for mode in ("eval", "train"):  # some models (e.g. torchvision's Inception) give other outputs in training
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=rng_devices):  # dropout must not shift the RNG
+                out = model.train(mode == "train")(x)
+        except MODEL_ERRORS as err:
+            raise UserError(f"{what} does not fit {cfg.dataset}: a forward pass of 2 samples failed "
+                            f"({first_line(err)}); choose a model for {cfg.dataset}") from None
+        gave = f"outputs of shape {tuple(out.shape)}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
+        if not isinstance(out, Tensor) or tuple(out.shape) != (2, ctx.data.num_classes):
+            raise UserError(f"{what} does not fit {cfg.dataset}: 2 samples gave {gave} in {mode} mode, not "
+                            f"(2, {ctx.data.num_classes}); choose a model for {cfg.dataset}")
+    check_prune_exclude(cfg.prune_exclude, model)
+
+
+def check_prune_exclude(patterns: Sequence[str], model: nn.Module) -> None:
+    """Refuse ``--prune-exclude`` patterns that match no prunable weight of ``model``, or that leave none."""
+    names = prunable_names(model)
+    for pattern in patterns:
+        if not any(re.search(pattern, n) for n in names):
+            raise UserError(f"--prune-exclude {pattern!r} matches none of the model's conv/linear weights "
+                            f"({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})")
+    if names and not prunable_names(model, patterns):
+        raise UserError("--prune-exclude leaves no conv/linear weight to prune; exclude fewer")
+    if not names:
+        raise UserError(f"--model {type(model).__name__} has no conv or linear weight to prune")

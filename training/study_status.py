@@ -1,0 +1,118 @@
+"""``python -m training.study DIR --status``: where each sub-run of a study stands, read-only.
+
+Worked out afresh (:func:`training.study_manifest.settled`): ``done`` (all cycles on disk), ``running``
+(its job is queued or running, with the job id and the scheduler's state; or the study's own process
+runs it), ``failed`` (with the last line of its job's log, or the error the study recorded),
+``partial`` (some cycles done, not running) or ``pending``. Nothing is written and no lock is taken, so
+it may run beside the study command and its jobs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.artifacts.lock import LOCK_NAME
+from training.errors import UserError
+from training.presets import PRESETS
+from training.study_manifest import MANIFEST, JobRecord, SubRun, cycles_done, read_manifest, restore, settled
+
+ORDER = ("done", "running", "failed", "partial", "pending")
+
+
+@dataclass(frozen=True)
+class SubRunState:
+    """One sub-run now: its status, finished cycles, job (if a submitit launcher ran it), the scheduler's
+    state of that job while it is queued or running, and the error of a failed one."""
+
+    name: str
+    status: str
+    cycles_done: int
+    cycles: int
+    job: JobRecord | None = None
+    scheduler: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """Every sub-run of the study ``root``, in the manifest's order."""
+
+    root: str
+    runs: tuple[SubRunState, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Sub-runs per status, in :data:`ORDER`, the statuses that occur."""
+        return {s: n for s in ORDER if (n := sum(r.status == s for r in self.runs))}
+
+
+def _cycles(manifest: dict[str, Any], path: Path) -> int:
+    settings, preset = manifest.get("settings"), manifest.get("preset")
+    cycles = settings.get("cycles") if isinstance(settings, dict) else None
+    if not cycles and isinstance(preset, str):
+        cycles = PRESETS.get(preset, {}).get("cycles")
+    if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 1:
+        raise UserError(f"{path} gives the study no number of cycles (settings.cycles or a known preset); restore it")
+    return cycles
+
+
+def _driver_alive(root: Path) -> bool:
+    """Whether the process that last held the study's lock (``DIR/.lock`` holds its pid) is alive."""
+    try:
+        pid = int((root / LOCK_NAME).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def study_status(root: str | Path) -> StudyStatus:
+    """Where each sub-run of the study ``root`` stands now (see the module docstring); writes nothing.
+
+    Example:
+        >>> status = study_status("runs/study-quick")  # doctest: +SKIP
+        >>> status.counts()  # doctest: +SKIP
+        {'done': 12, 'running': 2}
+    """
+    from training.submitit_launcher import job_states
+
+    root = Path(root)
+    manifest = read_manifest(root)
+    cycles = _cycles(manifest, root / MANIFEST)
+    runs = []
+    for entry in manifest["runs"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+                or not isinstance(entry.get("path"), str):
+            raise UserError(f"{root / MANIFEST} lists a sub-run without a name and a path; restore it")
+        r = SubRun(entry["name"], str(entry.get("method")), -1, 0, entry["path"])
+        restore(r, entry)
+        r.cycles_done = cycles_done(root / r.path)
+        runs.append(r)
+    states = job_states(root, [r.job for r in runs if r.job is not None and r.cycles_done < cycles])
+    alive = _driver_alive(root)
+    rows = []
+    for r in runs:
+        status, error = settled(r, cycles, states, root, alive)
+        rows.append(SubRunState(r.name, status, r.cycles_done, cycles, r.job,
+                                states.get(r.job.id) if r.job is not None else None, error))
+    return StudyStatus(str(root), tuple(rows))
+
+
+def format_status(status: StudyStatus) -> str:
+    """The report ``--status`` prints: a summary line, then one line per sub-run."""
+    counts = ", ".join(f"{n} {s}" for s, n in status.counts().items())
+    lines = [f"study {status.root}: {len(status.runs)} sub-runs: {counts}"]
+    width = max((len(r.name) for r in status.runs), default=0)
+    for r in status.runs:
+        line = f"  {r.name:<{width}}  {r.status:<7}  {r.cycles_done}/{r.cycles} cycles"
+        if r.status == "running" and r.job is not None:
+            line += f"  job {r.job.id} ({r.scheduler}), log {r.job.stdout}"
+        elif r.status == "running":
+            line += "  in the study command's process"
+        elif r.status == "failed":
+            line += (f"  job {r.job.id}: " if r.job is not None else "  ") + (r.error or "")
+            line += f" (log {r.job.stderr})" if r.job is not None else ""
+        lines.append(line)
+    return "\n".join(lines)
