@@ -60,7 +60,7 @@ from landscape.cli import (
     write_json,
 )
 from landscape.connectivity import frankle_barrier, max_barrier
-from landscape.matching import METHODS, Alignment
+from landscape.matching import METHOD_NAMES, METHODS, Alignment
 from landscape.plots import checkpoint_label, heatmap_panels, line_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli
 
@@ -294,9 +294,9 @@ def format_result(result: BarrierResult) -> str:
             rows.append(f"{prefix}{name}: " + "; ".join(
                 f"{s} loss {values[s].loss:.4f} error {100 * values[s].error:.2f}%" for s in splits))
     if line is not None:
-        rows.append(f"alignment: {METHOD_NAMES[line.alignment.method]}, objective {line.alignment.objectives[0]:.4f} -> "
-                    f"{line.alignment.objectives[-1]:.4f} ({line.alignment.iterations} iterations); aligned B: "
-                    f"{line.mask.describe()}")
+        done = line.alignment
+        rows.append(f"alignment: {METHOD_NAMES[done.method]}, objective {done.objectives[0]:.4f} -> "
+                    f"{done.objectives[-1]:.4f} ({done.iterations} iterations); aligned B: {line.mask.describe()}")
     return "\n".join([*rows, *(f"  {text}" for text in BARRIER_DEFINITIONS)])
 
 

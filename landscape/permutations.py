@@ -4,7 +4,7 @@ Reordering the hidden units of a layer -- the rows of its weight and bias, the m
 BatchNorm and the matching input columns of the next layer -- leaves the function unchanged
 (Hecht-Nielsen 1990). Entezari et al. (2022) conjecture that SGD solutions are linearly connected once
 these permutations are accounted for; Ainsworth et al. (2023, "Git Re-Basin") find them by weight or
-activation matching (:mod:`landscape.align`).
+activation matching (:mod:`landscape.matching`).
 
 :func:`permutation_spec` derives the permutations from the model itself: it traces the model with
 ``torch.fx.symbolic_trace`` and follows the channel dimension (dim 1) of every tensor through the graph:

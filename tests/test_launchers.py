@@ -133,6 +133,53 @@ def test_the_analysis_runs_one_job_per_sub_run_with_the_same_measurements(refere
         assert mine == theirs, name
 
 
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``srun``, ``sbatch`` (keeps each batch script and answers job 4242, then 4243, ...) and ``sacct``
+    (prints ``sacct.txt``) on the PATH: Slurm as submitit sees it, without a cluster."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    scripts = {"srun": "exit 0",
+               "sbatch": f'n=$(ls {bin_}/*.sh 2>/dev/null | wc -l); cp "$1" {bin_}/batch$n.sh; '
+                         'echo "Submitted batch job $((4242 + n))"',
+               "sacct": f"echo 'JobID|State|NodeList'; cat {bin_}/sacct.txt"}
+    for name, body in scripts.items():
+        (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_ / name).chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_), os.environ["PATH"]]))
+    return bin_
+
+
+def test_slurm_jobs_are_one_array_submitted_once_and_a_failed_one_again(fake_slurm, tmp_path, capsys):
+    root = tmp_path / "study"
+    slurm = [*STUDY, "--launcher", "slurm", "--device", "cuda", "--slurm-partition", "gpu", "--slurm-time", "1:30:00",
+             "--slurm-array-parallelism", "1", "--slurm-arg", "account=proj", "--no-wait", "--out", str(root)]
+    assert study_main(slurm) == 0, "--device cuda is the nodes' GPU, not this machine's"
+    script = (fake_slurm / "batch0.sh").read_text()
+    for line in ("--partition=gpu", "--time=90", "--array=0-1%1", "--gpus-per-node=1", "--ntasks-per-node=1",
+                 "--account=proj", "--signal=USR2@90", "--job-name=study-study"):
+        assert f"#SBATCH {line}\n" in script, line
+    runs = manifest_runs(root)
+    assert {name: r["job"]["id"] for name, r in runs.items()} == {"imp-s0": "4242_0", "swamp-n3-s0": "4242_1"}
+    assert runs["imp-s0"]["job"]["stderr"] == "jobs/4242_0_0_log.err"
+    (fake_slurm / "sacct.txt").write_text("4242_0|RUNNING|gpu07\n4242_1|PENDING|None\n")
+    lines = status_lines(root, capsys)
+    assert "job 4242_0 (RUNNING)" in lines["imp-s0"] and "job 4242_1 (PENDING)" in lines["swamp-n3-s0"]
+    assert study_main(slurm) == 0
+    assert "skip imp-s0: running as job 4242_0" in capsys.readouterr().out
+    assert not (fake_slurm / "batch1.sh").exists(), "nothing submitted twice"
+    (fake_slurm / "sacct.txt").write_text("4242_0|OUT_OF_MEMORY|gpu07\n4242_1|RUNNING|gpu08\n")
+    (root / "jobs" / "4242_0_0_log.err").write_text("slurmstepd: error: Detected 1 oom_kill event in StepId=4242.0\n")
+    lines = status_lines(root, capsys)
+    assert lines["imp-s0"].endswith("job 4242_0: slurmstepd: error: Detected 1 oom_kill event in StepId=4242.0 "
+                                    "(log jobs/4242_0_0_log.err)")
+    assert study_main(slurm) == 0
+    assert "run  imp-s0 (0/2 cycles done): job 4243" in capsys.readouterr().out, "the failed one, alone, again"
+    assert "#SBATCH --array" not in (fake_slurm / "batch1.sh").read_text()
+    assert {name: r["job"]["id"] for name, r in manifest_runs(root).items()} == \
+        {"imp-s0": "4243", "swamp-n3-s0": "4242_1"}
+
+
 def test_without_submitit_the_launcher_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
     out = tmp_path / "study"

@@ -126,7 +126,8 @@ def add_launcher_flags(parser: argparse.ArgumentParser, unit: str) -> None:
                         help="time limit of each job, minutes or [D-]HH:MM:SS (default 24:00:00); a job that "
                              "reaches it is requeued and resumes")
     parser.add_argument("--slurm-array-parallelism", type=int, default=None, metavar="K",
-                        help="at most K jobs of the study running at once (default: as many as Slurm allows)")
+                        help="at most K jobs of each of the study's job arrays (one per GPU count) running at "
+                             "once (default: as many as Slurm allows)")
     parser.add_argument("--slurm-arg", action="append", default=None, metavar="KEY=VALUE",
                         help="any other parameter of submitit's SlurmExecutor (sbatch's option, with _ for -), "
                              "e.g. account=myproject, cpus_per_task=8, mem=32G, qos=normal; repeat for more")

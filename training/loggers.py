@@ -76,7 +76,7 @@ class WandbLogger:
         folder = run_dir / LOG_DIR
         folder.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(dir=str(folder), config=dict(config), name=run_dir.name,
-                              mode=os.environ.get("WANDB_MODE", "offline"))
+                              mode=os.environ.get("WANDB_MODE", "offline"), settings=wandb.Settings(silent=True))
 
     def log(self, scalars: Mapping[str, float], step: int) -> None:
         # wandb's own step must only grow; the toolkit's step goes in as a value of its own

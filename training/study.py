@@ -281,11 +281,11 @@ def plan_from_args(args: argparse.Namespace) -> StudyPlan:
 def check_study_args(args: argparse.Namespace) -> tuple[argparse.Namespace, StudyPlan, dict[str, Any]]:
     """The parsed flags of a study to run, checked: the plan, the runtime settings, and ``args.launch`` (the
     :class:`LauncherOptions`); writes nothing."""
-    if args.out is None:
-        raise UserError("python -m training.study: the following arguments are required: --out (see --help)")
     if args.study is not None:
         raise UserError(f"python -m training.study: the study directory is --out DIR; a bare {args.study!r} is "
                         "taken only with --status (see --help)")
+    if args.out is None:
+        raise UserError("python -m training.study: the following arguments are required: --out (see --help)")
     args.launch = launcher_options(args)
     runtime = {k: getattr(args, k) for k in ("data_dir", "device", "progress", "download")
                if getattr(args, k) is not None}

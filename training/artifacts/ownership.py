@@ -8,7 +8,7 @@ existing directory, only when that directory is empty or already one of ours:
   ``results.csv``, ``cycle_KK/`` holding ``particle_PP.safetensors``, ``average.safetensors`` and
   ``metrics.json``, ``.resume/*.safetensors``, ``.lock``, temporaries ``.NAME.tmp-PID``, and ``logs/``
   holding only the folders of ``--log`` (``tensorboard/``, ``wandb/``, ``mlruns/``; their files are the
-  loggers', with no symbolic link anywhere below);
+  loggers');
 * a **study** (:mod:`training.study`): it holds ``study.json``;
 * a study's **analysis** (:mod:`studies.analyse`): it holds ``settings.json``.
 
@@ -83,14 +83,12 @@ def _foreign(path: Path, depth: str) -> list[str]:
 
 
 def _foreign_logs(path: Path) -> list[str]:
-    """``logs/`` entries that no logger of :mod:`training.loggers` writes: other names, or links anywhere."""
+    """``logs/`` entries that no logger of :mod:`training.loggers` writes: anything but their folders. What a
+    logger writes inside its folder is its own (wandb also links files of its cache there; deleting a link
+    never touches its target)."""
     if not _plain_dir(path):
         return [path.name]
-    bad = [f"{path.name}/{c.name}" for c in sorted(path.iterdir()) if c.name not in _LOGGER_DIRS or not _plain_dir(c)]
-    for folder, dirs, files in os.walk(path):
-        bad += [f"{Path(folder, n).relative_to(path.parent)}" for n in sorted(dirs + files)
-                if Path(folder, n).is_symlink()]
-    return bad
+    return [f"{path.name}/{c.name}" for c in sorted(path.iterdir()) if c.name not in _LOGGER_DIRS or not _plain_dir(c)]
 
 
 def _foreign_entries(root: Path) -> list[str]:
