@@ -309,3 +309,12 @@ def test_transformer1d_is_pruned_in_every_linear_layer_and_keeps_the_contract(tm
     _check_contract(run, cycles=2, particles=2)
     tensors, _ = _tensors(run / "cycle_01" / "average.safetensors")
     assert {k[len("mask."):] for k in tensors if k.startswith("mask.")} == linear
+
+
+def test_timm_model_trains_and_is_analysed(tmp_path):
+    run = tmp_path / "run"
+    assert swamp_main([*QUICK, *FAKE, "--model", "timm:test_vit", "--out", str(run),
+                       "--data-dir", str(tmp_path / "data")]) == 0
+    _check_contract(run, cycles=2, particles=2)
+    a, b = (str(run / "cycle_01" / f"particle_{p:02d}.safetensors") for p in (0, 1))
+    assert barrier([a, b, "--points", "3", "--data-dir", str(tmp_path / "data"), "--no-progress"]) == 0
