@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 STUDY = ["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--data-dir", str(DATA_DIR), "--no-progress"]
 LOCAL = [*STUDY, "--launcher", "submitit-local"]
 DEADLINE_S = 120
+INSTALL = 'pip install -e ".[cluster]"'
 
 
 @pytest.fixture(autouse=True)
@@ -180,14 +181,15 @@ def test_slurm_jobs_are_one_array_submitted_once_and_a_failed_one_again(fake_slu
         {"imp-s0": "4243", "swamp-n3-s0": "4242_1"}
 
 
-def test_without_submitit_the_launcher_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+def test_without_submitit_the_launcher_says_how_to_install_it(reference, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
     out = tmp_path / "study"
     for launcher in ("submitit-local", "slurm"):
-        assert run_cli(study_main, [*STUDY, "--launcher", launcher, "--out", str(out)]) == 2
-        err = capsys.readouterr().err
-        assert err == f'error: --launcher {launcher} needs the optional package submitit: pip install -e ".[cluster]"\n'
-    assert not out.exists()
+        for main, argv in ((study_main, [*STUDY, "--out", str(out)]), (analysis_main, [str(reference)])):
+            assert run_cli(main, [*argv, "--launcher", launcher]) == 2
+            err = capsys.readouterr().err
+            assert err == f"error: --launcher {launcher} needs the optional package submitit: {INSTALL}\n"
+    assert not out.exists() and not (reference / "analysis").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -205,13 +207,16 @@ def test_without_submitit_the_launcher_says_how_to_install_it(tmp_path, monkeypa
     (["--no-wait"], "--no-wait applies to --launcher submitit-local or slurm"),
     (["--launcher", "nope"], "argument --launcher: invalid choice: 'nope'"),
 ])
-def test_bad_launcher_flags_are_one_line_naming_the_flag(tmp_path, args, message, capsys, monkeypatch):
+def test_bad_launcher_flags_are_one_line_naming_the_flag(reference, tmp_path, args, message, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun here, whatever this machine has
     out = tmp_path / "study"
-    assert run_cli(study_main, [*STUDY, "--out", str(out), *args]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
-    assert not out.exists(), "a refused study writes nothing"
+    for main, argv in ((study_main, [*STUDY, "--out", str(out)]), (analysis_main, [str(reference)])):
+        if main is analysis_main and "--no-wait" in args:
+            continue  # the analysis always waits for its jobs
+        assert run_cli(main, [*argv, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not out.exists() and not (reference / "analysis").exists(), "a refused command writes nothing"
 
 
 def test_a_multi_task_job_trains_its_particles_with_the_distributed_engine(reference, tmp_path):

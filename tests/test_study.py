@@ -199,6 +199,51 @@ def test_notebook_runs_headless_and_writes_png_and_pdf(study, name, tmp_path, mo
     _execute(name, FIGURES[name], tmp_path, monkeypatch)
 
 
+# Appended to a notebook under test: every curve its last figure drew, as JSON on the last output line.
+DRAWN = ("import json\nprint(json.dumps([[i, line.get_label(), [float(v) for v in line.get_xdata()], "
+         "[float(v) for v in line.get_ydata()]] for i, ax in enumerate(fig.axes) for line in ax.lines]))")
+
+
+def _report_cells(report: str, title: str) -> dict[tuple[str, str], str]:
+    """The Markdown table under ``### title`` of a report: (row, column) -> the mean of its "mean ± std" cell."""
+    block = report.split(f"### {title}\n", 1)[1].strip().split("\n\n", 1)[0].splitlines()
+    head = [c.strip() for c in block[0].strip("|").split("|")]
+    cells = {}
+    for line in block[2:]:
+        row = [c.strip() for c in line.strip("|").split("|")]
+        cells.update({(row[0], col): value.split(" ± ")[0] for col, value in zip(head[1:], row[1:], strict=True)})
+    return cells
+
+
+@pytest.mark.parametrize("name, title, label, digits", [
+    ("01_accuracy_vs_sparsity", "Test accuracy (%) of the cycle's solution", "{label} ({seeds} seeds)", 2),
+    ("02_linear_connectivity", "Test loss barrier between particle pairs of a cycle", "{label}", 3),
+])
+def test_notebook_curves_are_the_report_tables(study, name, title, label, digits, tmp_path, monkeypatch):
+    """What a notebook draws is what ``studies.report`` prints: every point of its first panel's curves
+    equals the report's table cell of that method and sparsity (to the report's digits)."""
+    monkeypatch.setenv("SWAMP_STUDY", str(study))
+    executed = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    executed.cells.append(nbformat.v4.new_code_cell(DRAWN))
+    monkeypatch.setenv("SWAMP_FIGURES", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    NotebookClient(executed, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+                   ).execute()
+    drawn = json.loads(executed.cells[-1].outputs[-1]["text"].strip().splitlines()[-1])
+    cells = _report_cells(study_report(study), title)
+    seeds = st.accuracy_frame(study).groupby("label")["seed"].nunique()
+    checked = 0
+    for axis, curve, xs, ys in drawn:
+        column = label.format(label=curve, seeds=seeds.get(curve, 0))
+        if axis != 0 or not any(col == column for _, col in cells):
+            continue  # bands, the zero line and the ensemble curve have no column of that table
+        for x, y in zip(xs, ys, strict=True):
+            assert f"{y:.{digits}f}" == cells[(f"{x:.1f}%", column)], (curve, x)
+            checked += 1
+    assert checked >= 4, drawn
+
+
 def _execute(name: str, figures: list[str], folder: Path | None, monkeypatch: pytest.MonkeyPatch,
              notebooks: Path = NOTEBOOKS) -> nbformat.NotebookNode:
     """Run ``notebooks/name.ipynb`` headless there; its figures must appear in ``folder`` (None: the

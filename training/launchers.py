@@ -112,16 +112,17 @@ def require_submitit(flag: str) -> ModuleType:
 
 
 def add_launcher_flags(parser: argparse.ArgumentParser, unit: str) -> None:
-    """``--launcher``, ``--no-wait`` and the ``--slurm-*`` flags, for commands that run one job per ``unit``."""
+    """``--launcher`` and the ``--slurm-*`` flags (read back by :func:`launcher_options`), for commands that
+    run one job per ``unit``."""
     parser.add_argument("--launcher", default="processes", choices=list(LAUNCHERS),
                         help=f"where each {unit} runs: processes (this machine, --jobs at once; default), "
                              f"submitit-local (one submitit job per {unit} on this machine: the Slurm code path) "
                              f"or slurm (one Slurm job per {unit}; needs {INSTALL}); docs/cluster.md")
     parser.add_argument("--slurm-partition", default=None, metavar="NAME", help="Slurm partition of the jobs")
     parser.add_argument("--slurm-gpus-per-job", type=int, default=None, metavar="G",
-                        help="GPUs of each job, one task per GPU (a sub-run gets at most one per particle and "
-                             "then trains them with the distributed engine; 0: CPU jobs; default 1 on Slurm, "
-                             "with submitit-local 1 if this machine has a GPU)")
+                        help="GPUs of each job, one task per GPU (a study's sub-run gets at most one per particle "
+                             "and trains them with the distributed engine; an analysis job uses one; 0: CPU jobs; "
+                             "default 1 on Slurm, with submitit-local 1 if this machine has a GPU)")
     parser.add_argument("--slurm-time", default=None, metavar="TIME",
                         help="time limit of each job, minutes or [D-]HH:MM:SS (default 24:00:00); a job that "
                              "reaches it is requeued and resumes")

@@ -22,6 +22,7 @@ submits a running sub-run again nor forgets one whose job died.
 
 from __future__ import annotations
 
+import abc
 import calendar
 import os
 import sys
@@ -98,9 +99,9 @@ class SubRunJob:
         return submitit.helpers.DelayedSubmission(self)
 
 
-class SubmititLauncher:
+class SubmititLauncher(abc.ABC):
     """One submitit job per sub-run (see the module docstring); :class:`LocalLauncher` and
-    :class:`SlurmLauncher` say where."""
+    :class:`SlurmLauncher` say where (:meth:`executor`) and how a job's state is asked (:meth:`states`)."""
 
     name = ""
     poll_seconds = 1.0
@@ -125,12 +126,16 @@ class SubmititLauncher:
         """How many of ``queued`` sub-runs to submit now, with ``active`` jobs running."""
         return queued
 
+    @abc.abstractmethod
     def executor(self, folder: Path, tasks: int, name: str) -> Any:
-        raise NotImplementedError
+        """A submitit executor writing into ``folder`` whose jobs have ``tasks`` tasks (one per GPU, if any)
+        and the job name ``name``."""
 
     @classmethod
+    @abc.abstractmethod
     def states(cls, root: Path, records: Sequence[JobRecord], own: Mapping[str, Any]) -> dict[str, str | None]:
-        raise NotImplementedError
+        """Job id -> the scheduler's state of each job of ``records`` while queued or running, None once
+        ended; ``own``: the submitit Jobs this command submitted, by id."""
 
     def launch(self, todo: list[SubRun], following: list[SubRun], hooks: Hooks) -> None:
         """Submit ``todo`` (as many at once as :meth:`room` allows) and, when waiting, follow every job
@@ -141,7 +146,7 @@ class SubmititLauncher:
             room = self.room(len(queue), len(active))
             if room > 0:
                 batch, queue = queue[:room], queue[room:]
-                for r, record in self.submit(batch, hooks.root, hooks):
+                for r, record in self.submit(batch, hooks):
                     active[record.id] = (r, hooks.start(r, record))
             if not self.options.wait:
                 return
@@ -151,26 +156,36 @@ class SubmititLauncher:
                 r, began = active.pop(job_id)
                 hooks.finish(r, began, *hooks.settle(r))
 
-    def submit(self, batch: list[SubRun], root: Path, hooks: Hooks) -> Iterator[tuple[SubRun, JobRecord]]:
+    def submit(self, batch: list[SubRun], hooks: Hooks) -> Iterator[tuple[SubRun, JobRecord]]:
         """Submit one job per sub-run of ``batch`` (one job array per task count); yields each with its record."""
+        root = hooks.root
         folder = (root / JOBS).absolute()
         by_tasks: dict[int, list[SubRun]] = {}
         for r in batch:
             by_tasks.setdefault(self.tasks(r), []).append(r)
         for tasks, runs in by_tasks.items():
-            executor = self.executor(folder, tasks, f"study-{root.absolute().name}")
-            errors = self.submitit.core.utils
-            try:
-                with executor.batch():
-                    jobs = [executor.submit(SubRunJob(*hooks.arguments(r), self.threads())) for r in runs]
-            except (errors.UncompletedJobError, errors.FailedSubmissionError) as err:  # sbatch said no
-                first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-                raise UserError(f"the scheduler refused the study's jobs ({first.strip()}); check --slurm-partition, "
-                                "--slurm-time and --slurm-arg") from None
+            jobs = self.submit_calls(folder, tasks, f"study-{root.absolute().name}",
+                                     [(SubRunJob(*hooks.arguments(r), self.threads()), ()) for r in runs])
             for r, job in zip(runs, jobs, strict=True):
                 self.own[job.job_id] = job
                 yield r, JobRecord(self.name, job.job_id, now(), _relative(job.paths.stdout, root),
                                    _relative(job.paths.stderr, root))
+
+
+    def submit_calls(self, folder: Path, tasks: int, name: str, calls: list[tuple[Callable[..., Any], tuple]]) \
+            -> list[Any]:
+        """Submit ``function(*args)`` for each of ``calls`` as one batch (a job array on Slurm) of jobs with
+        ``tasks`` tasks; returns their submitit Jobs. A refusal by the scheduler is one line."""
+        executor = self.executor(folder, tasks, name)
+        errors = self.submitit.core.utils
+        try:
+            with executor.batch():
+                jobs = [executor.submit(function, *args) for function, args in calls]
+        except (errors.UncompletedJobError, errors.FailedSubmissionError) as err:  # sbatch said no
+            first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise UserError(f"the scheduler refused the jobs ({first.strip()}); check --slurm-partition, "
+                            "--slurm-time and --slurm-arg") from None
+        return jobs
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -299,27 +314,20 @@ def run_jobs(options: LauncherOptions, folder: Path, name: str, work: Callable[.
     queued or running, whose work the next command then does again. A job gets a GPU if ``options`` gives
     jobs any (:attr:`LauncherOptions.gpus_per_job`)."""
     launcher = LAUNCHER_CLASSES[options.name](options)
-    errors = launcher.submitit.core.utils
     queue, active = list(items), {}
     try:
         while queue or active:
             room = launcher.room(len(queue), len(active))
             if room > 0:
                 batch, queue = queue[:room], queue[room:]
-                executor = launcher.executor(folder, 1, name)
-                try:
-                    with executor.batch():
-                        jobs = [executor.submit(work, *item, launcher.threads()) for item in batch]
-                except (errors.UncompletedJobError, errors.FailedSubmissionError) as err:
-                    raise UserError(f"the scheduler refused the jobs ({str(err).strip().splitlines()[0]}); check "
-                                    "--slurm-partition, --slurm-time and --slurm-arg") from None
+                jobs = launcher.submit_calls(folder, 1, name, [(work, (*item, launcher.threads())) for item in batch])
                 active.update((job.job_id, job) for job in jobs)
             time.sleep(launcher.poll_seconds)
             for job_id in [j for j, job in active.items() if job.done()]:
                 job = active.pop(job_id)
                 try:
                     result = job.result()
-                except errors.UncompletedJobError:
+                except launcher.submitit.core.utils.UncompletedJobError:
                     lines = [line for line in (job.stderr() or "").splitlines() if line.strip()]
                     raise UserError(f"job {job_id} failed: {lines[-1].strip() if lines else 'its log is empty'} "
                                     f"(log {job.paths.stderr})") from None
