@@ -8,6 +8,10 @@ The command-line tools (``python -m landscape.barrier``, ``landscape.subspace``,
 are thin layers that rebuild models and data from the toolkit's checkpoint files.
 """
 
+from training.errors import quiet_start_up_interrupts
+
+quiet_start_up_interrupts()
+
 from landscape.batches import ArgumentError, as_batches, cross_entropy
 from landscape.combination import Point, mean_loss
 from landscape.connectivity import (

@@ -15,3 +15,7 @@ seeds); the modules here read it:
 
 Nothing in :mod:`training` or :mod:`landscape` imports this package.
 """
+
+from training.errors import quiet_start_up_interrupts
+
+quiet_start_up_interrupts()

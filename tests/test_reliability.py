@@ -247,3 +247,17 @@ def test_any_command_line_is_valid_config_or_one_clean_error(pairs):
         assert "\n" not in str(err)
     else:
         assert 0 < cfg.prune_ratio < 1 and cfg.particles >= 1 and cfg.epochs >= 1 and 0 <= cfg.swa_start < 1
+
+
+@pytest.mark.parametrize("module", ["training.swamp", "landscape.barrier", "studies.report"])
+def test_ctrl_c_while_a_tool_is_still_starting_is_one_line(module, tmp_path):
+    """SIGINT during the imports (torch takes a second): one line, the interrupt's exit status, no traceback."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", module, "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    time.sleep(0.25)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    if proc.returncode != 0:  # a --help that finished first exits 0
+        assert proc.returncode in (130, -signal.SIGINT) and len(err.strip().splitlines()) <= 1, err

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from training.errors import quiet_start_up_interrupts
+
+quiet_start_up_interrupts()
+
 __version__ = "0.1.0"
 __all__ = ["RunConfig", "SwampResult", "run_swamp"]
 

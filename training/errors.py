@@ -53,6 +53,27 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
+def quiet_start_up_interrupts() -> None:
+    """For ``python -m <tool>``: a Ctrl-C while the tool is still importing (torch takes a second), before
+    :func:`run_cli` runs, ends with one line instead of a traceback; the exit status stays the interrupt's.
+
+    Called by the ``training``, ``landscape`` and ``studies`` packages as they are imported; it acts only
+    while ``python -m`` is locating a module (``sys.argv[0]`` is then ``"-m"``), never in a user's program.
+    """
+    if not sys.argv or sys.argv[0] != "-m" or getattr(sys.excepthook, "quiet_interrupts", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            print("interrupted while starting; nothing was done", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    hook.quiet_interrupts = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, *,
             rerun: str = RERUN) -> int:
     """Run ``main(argv)`` and map user errors, environment failures, Ctrl-C and SIGTERM to one line and an exit
