@@ -25,6 +25,7 @@ from landscape.connectivity import (
     max_barrier,
 )
 from landscape.curvature import Eigenvalue, HessianOperator, hessian_trace, top_eigenvalue
+from landscape.flatness import NormalizedTrace, batchnorm_layers, normalized_trace
 from landscape.matching import Alignment, activation_matching, weight_matching
 from landscape.permutations import PermutationSpec, permutation_spec
 
@@ -35,11 +36,13 @@ __all__ = [
     "HessianOperator",
     "HullLosses",
     "LinearBarrier",
+    "NormalizedTrace",
     "PermutationSpec",
     "PlaneLosses",
     "Point",
     "activation_matching",
     "as_batches",
+    "batchnorm_layers",
     "cross_entropy",
     "frankle_barrier",
     "hessian_trace",
@@ -48,6 +51,7 @@ __all__ = [
     "loss_plane",
     "max_barrier",
     "mean_loss",
+    "normalized_trace",
     "permutation_spec",
     "top_eigenvalue",
     "weight_matching",

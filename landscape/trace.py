@@ -131,10 +131,117 @@ def hutchinson_trace(matmat: Matmat, dim: int, probes: int, generator: torch.Gen
                          per_layer, per_layer_se, tuple(total.tolist()))
 
 
-def orthonormal_rows(y: Tensor) -> Tensor:
-    """Orthonormal rows spanning the rows of y (thin QR); min(m, d) of them."""
-    q, _ = torch.linalg.qr(y.T)
-    return q.T
+def new_directions(y: Tensor, q: Tensor) -> Tensor:
+    """Orthonormal rows spanning the part of the rows of ``y`` orthogonal to the rows of ``q`` (themselves
+    orthonormal): block Gram-Schmidt twice, then a thin QR. Directions that are numerically inside
+    span(q, earlier rows of y) (|R_ii| at most sqrt(eps) of the largest row norm of y) are dropped, so the
+    rows returned are orthogonal to ``q`` too; at most ``dim - len(q)`` of them. Without ``q``, at least
+    ``dim`` rows give a whole orthonormal basis of R^dim, whatever their rank (random signs in a few
+    dimensions often repeat), so that the sketch then covers everything."""
+    scale = float(y.norm(dim=1).max()) if len(y) else 0.0
+    for _ in range(2):
+        if len(q):
+            y = y - (y @ q.T) @ q
+    if not len(y) or scale == 0.0:
+        return y[:0]
+    basis, r = torch.linalg.qr(y.T)
+    if not len(q) and len(y) >= y.shape[1]:
+        return basis.T
+    keep = r.diagonal().abs() > math.sqrt(torch.finfo(y.dtype).eps) * scale
+    out = basis.T[keep]
+    if len(q) and len(out):  # the dropped columns' rounding can leak into span(q): project once more
+        out = torch.linalg.qr((out - (out @ q.T) @ q).T)[0].T
+    return out
+
+
+def _grouped_inner(x: Tensor, y: Tensor, groups: Mapping[str, slice], chunk: int = 1 << 20) -> Tensor:
+    """Per-group inner products of every row of x with every row of y, in float64: (len(x), len(y), groups),
+    converting at most ``chunk`` coordinates at a time (so float32 operators keep float64 sums)."""
+    out = torch.zeros(len(x), len(y), len(groups), dtype=torch.float64)
+    for g, sl in enumerate(groups.values()):
+        for lo in range(sl.start, sl.stop, chunk):
+            hi = min(lo + chunk, sl.stop)
+            out[:, :, g] += (x[:, lo:hi].double() @ y[:, lo:hi].double().T).cpu()
+    return out
+
+
+def _grouped_rowwise(x: Tensor, y: Tensor, groups: Mapping[str, slice], chunk: int = 1 << 20) -> Tensor:
+    """Per-group inner products of row i of x with row i of y, in float64: (len(x), groups)."""
+    out = torch.zeros(len(x), len(groups), dtype=torch.float64)
+    for g, sl in enumerate(groups.values()):
+        for lo in range(sl.start, sl.stop, chunk):
+            hi = min(lo + chunk, sl.stop)
+            out[:, g] += (x[:, lo:hi] * y[:, lo:hi]).double().sum(1).cpu()
+    return out
+
+
+class _Deflation:
+    """Running state of Hutch++: orthonormal sketch rows Q (r, d) with Z = Q A, and residual probes V
+    (k, d) with their products V A; every inner product that the estimate needs is kept per group, so
+    that adding rows to either costs one product with the new rows only.
+
+    With P = I - Q^T Q, the residual Hutchinson term of a probe v is v P A P v^T, and per group l
+
+        v_l . (v P A P)_l = v_l . (v A)_l - sum_j (v q_j) (v_l . z_{j,l}) - sum_j c_j (v_l . q_{j,l}),
+        c = (v A) Q^T - (v Q^T) H,   H = Q A Q^T,
+
+    all from the products of the undeflated probe (one pass computes Z and V A together); summed over
+    the groups it is v A v^T - 2 (v Q^T).(v A Q^T) + (v Q^T) H (v Q^T)^T.
+    """
+
+    def __init__(self, dim: int, groups: Mapping[str, slice], dtype: torch.dtype, device: torch.device | str):
+        self.groups = groups
+        self.q = torch.zeros(0, dim, dtype=dtype, device=device)
+        self.z = torch.zeros_like(self.q)
+        self.v, self.av = torch.zeros_like(self.q), torch.zeros_like(self.q)
+        self.vav = torch.zeros(0, len(groups), dtype=torch.float64)
+        self.vq = torch.zeros(0, 0, len(groups), dtype=torch.float64)
+        self.vz = torch.zeros_like(self.vq)
+        self.avq = torch.zeros(0, 0, dtype=torch.float64)
+        self.h = torch.zeros(0, 0, dtype=torch.float64)
+
+    def add_directions(self, q: Tensor, z: Tensor) -> None:
+        """Append orthonormal rows q (orthogonal to the current ones) and their products z = q A."""
+        self.q, self.z = torch.cat([self.q, q]), torch.cat([self.z, z])
+        self.vq = torch.cat([self.vq, _grouped_inner(self.v, q, self.groups)], 1)
+        self.vz = torch.cat([self.vz, _grouped_inner(self.v, z, self.groups)], 1)
+        self.avq = torch.cat([self.avq, _grouped_inner(self.av, q, {"": slice(0, q.shape[1])})[..., 0]], 1)
+        h = _grouped_inner(self.q, self.z, {"": slice(0, q.shape[1])})[..., 0]
+        self.h = (h + h.T) / 2
+
+    def add_probes(self, v: Tensor, av: Tensor) -> None:
+        """Append residual probes v (random signs, drawn independently of the sketch) and their products."""
+        self.v, self.av = torch.cat([self.v, v]), torch.cat([self.av, av])
+        self.vav = torch.cat([self.vav, _grouped_rowwise(v, av, self.groups)])
+        self.vq = torch.cat([self.vq, _grouped_inner(v, self.q, self.groups)])
+        self.vz = torch.cat([self.vz, _grouped_inner(v, self.z, self.groups)])
+        self.avq = torch.cat([self.avq, _grouped_inner(av, self.q, {"": slice(0, v.shape[1])})[..., 0]])
+
+    def residual_terms(self, r: int | None = None) -> np.ndarray:
+        """Per-probe, per-group residual terms (k, groups) with the first r directions (default all)."""
+        r = len(self.q) if r is None else r
+        vq, vz, avq = self.vq[:, :r], self.vz[:, :r], self.avq[:, :r]
+        qv = vq.sum(2)
+        c = avq - qv @ self.h[:r, :r]
+        terms = self.vav - torch.einsum("kj,kjl->kl", qv, vz) - torch.einsum("kj,kjl->kl", c, self.vq[:, :r])
+        return terms.numpy()
+
+    def exact_parts(self) -> np.ndarray:
+        """tr(P_l A) - tr(P_l P A P) per group: sum over the group's coordinates of the rows Q * (2 Z - H Q)."""
+        h = self.h.to(self.q.device, self.q.dtype)
+        exact = (self.q * (2 * self.z - h @ self.q)).double().sum(0)
+        return np.array([exact[sl].sum().item() for sl in self.groups.values()])
+
+
+def _worth_growing(sigma_before: float, sigma_now: float, terms: int, scale: float, block: int) -> bool:
+    """Whether one more sketch block (``block`` products, then as many for its directions) is predicted to
+    save products: the residual spread is extrapolated geometrically from its last drop (sigma_before ->
+    sigma_now), and a probe count is what the standard error sigma / sqrt(k) <= scale needs."""
+    def needed(sigma: float) -> float:
+        return max(0.0, (sigma / scale) ** 2 - terms)
+
+    ratio = min(1.0, sigma_now / sigma_before) if sigma_before > 0 else 1.0
+    return 2 * block + needed(sigma_now * ratio) < needed(sigma_now)
 
 
 def hutchpp_trace(matmat: Matmat, dim: int, probes: int, generator: torch.Generator, *,
@@ -142,51 +249,79 @@ def hutchpp_trace(matmat: Matmat, dim: int, probes: int, generator: torch.Genera
                   block: int | None = None, dtype: torch.dtype = torch.float32,
                   device: torch.device | str = "cpu") -> TraceEstimate:
     """Hutch++ (Meyer, Musco, Musco & Woodruff 2021): exact trace of a sketched top subspace plus
-    Hutchinson on the rest, with the same budget of ``probes`` matrix-vector products.
+    Hutchinson on the rest, within a budget of ``probes`` matrix-vector products.
 
-    With s = probes // 3 random-sign rows S: Q = orth(S A) (r = min(s, d) rows),
+    With sketch rows S (random signs): Q = orth(S A) (r rows), P = I - Q^T Q,
 
-        tr(A) = tr(Q A Q^T) + tr((I - Q^T Q) A (I - Q^T Q)),
+        tr(A) = tr(Q A Q^T) + tr(P A P),
 
-    the first term computed exactly from A Q (r products), the second by Hutchinson on the deflated
-    operator with the remaining probes - s - r products. Its error is O(1/m) instead of Hutchinson's
-    O(1/sqrt(m)) when A has a decaying spectrum, and it is exact once r = d. The standard error is that
-    of the residual Hutchinson terms (conditional on the sketch).
+    the first term computed exactly from Z = Q A (r products), the second by Hutchinson with probes V
+    drawn independently of S. Its error is O(1/m) instead of Hutchinson's O(1/sqrt(m)) when A has a
+    decaying spectrum (a neural network's Hessian: a few outliers, about one per class, then a bulk), and
+    it is exact once Q spans the range of A (at the latest once the sketch has d rows: probes >= 3 d). Given Q the residual terms are
+    i.i.d. and unbiased for tr(P A P), so the estimate is unbiased and its standard error (that of the
+    residual terms' mean) is the honest error given the sketch. The residual terms come from the products
+    of the undeflated probes (see :class:`_Deflation`), so Z and V A take one pass over the data.
 
-    Per layer: tr(P_l A) = tr(P_l A Q^T Q) + tr(P_l Q^T Q A (I - Q^T Q)) + tr(P_l (I - Q^T Q) A (I - Q^T Q)).
-    The first two are computed exactly from A Q (the second sums to zero over layers), the third is
-    the residual's per-layer Hutchinson term, so the parts add up to the total.
+    - Without ``target_rse``: s = probes // 3 sketch rows, then Z and the remaining probes - s - r probes
+      in one pass (two passes in all; with fewer than 3 probes, no sketch: plain Hutchinson).
+    - With ``target_rse`` (adaptive): passes of ``block`` (default 8) new residual probes, the first after a
+      sketch of ``block`` rows, each with the directions of the sketch block drawn in the pass before;
+      another sketch block is drawn while :func:`_worth_growing` predicts it saves products (the
+      residual spread with and without the last directions, on the same probes), and it stops at the
+      first pass where stderr / |estimate| <= target_rse, or when ``probes`` products are spent. The
+      growth decision looks at the residual probes' spread, not their mean.
 
-    ``target_rse`` applies to the residual phase: it stops once stderr / |estimate| <= target_rse.
+    Per layer: tr(P_l A) = [tr(P_l A) - tr(P_l P A P)] + tr(P_l P A P), the first computed exactly from
+    Q and Z (:meth:`_Deflation.exact_parts`), the second by the residual terms restricted to the layer's
+    coordinates; the parts add up to the total.
     """
-    if probes < 3:
-        raise ValueError("Hutch++ needs at least 3 probes (a third each for sketch, subspace and residual)")
+    if probes < 1:
+        raise ValueError("Hutch++ needs at least one probe")
     groups = dict(layers) if layers else {"total": slice(0, dim)}
-    s = probes // 3
-    q = orthonormal_rows(matmat(rademacher(s, dim, generator, dtype, device)))
-    aq = matmat(q)
-    r = aq - (aq @ q.T) @ q
-    exact = ((q * aq) + (q * r)).double().sum(0)
-    exact_parts = np.array([exact[sl].sum().item() for sl in groups.values()])
-    low_rank = float(exact_parts.sum())
-
-    def deflated(v: Tensor) -> Tensor:
-        w = matmat(v - (v @ q.T) @ q)
-        return w - (w @ q.T) @ q
-
-    remaining = probes - s - q.shape[0]
-    if remaining > 0:
-        size = block or (16 if target_rse is not None else remaining)
-        terms = _probe_terms(deflated, dim, remaining, generator, groups, size, _stop_at(target_rse, low_rank),
-                             dtype, device)
-    else:
-        terms = np.zeros((0, len(groups)))
-    total = terms.sum(1)
+    state = _Deflation(dim, groups, dtype, device)
+    sketch = min(block or 8, probes // 3) if target_rse is not None else probes // 3
+    new_q = state.q
+    used = 0
+    if sketch:
+        new_q = new_directions(matmat(rademacher(sketch, dim, generator, dtype, device)), state.q)
+        used = sketch
+    grow, block_start = False, 0
+    while used < probes:
+        room = probes - used
+        if len(new_q) >= room:  # no room left to use these directions and still probe the residual
+            new_q = new_q[:0]
+        draw = grow and len(new_q) + 2 * sketch <= room - 1 and len(state.q) + len(new_q) + sketch <= dim
+        count = room - len(new_q) - (sketch if draw else 0)
+        if target_rse is not None:
+            count = min(count, block or 8)
+        rows = [new_q, *([rademacher(sketch, dim, generator, dtype, device)] if draw else []),
+                rademacher(count, dim, generator, dtype, device)]
+        out = matmat(torch.cat(rows))
+        used += sum(len(x) for x in rows)
+        if len(new_q):
+            block_start = len(state.q)
+        state.add_directions(new_q, out[: len(new_q)])
+        new_q = new_directions(out[len(new_q): len(new_q) + sketch], state.q) if draw else state.q[:0]
+        state.add_probes(rows[-1], out[len(out) - count:])
+        if target_rse is None:
+            continue
+        totals = state.residual_terms().sum(1)
+        estimate = float(state.h.trace()) + float(totals.mean())
+        if len(totals) > 1:
+            stderr = float(_stderr(totals[:, None])[0])
+            if stderr <= target_rse * abs(estimate):
+                break
+            sigma_before = float(state.residual_terms(block_start).sum(1).std(ddof=1))
+            grow = _worth_growing(sigma_before, stderr * math.sqrt(len(totals)), len(totals),
+                                  target_rse * abs(estimate), sketch) if sketch else False
+    terms = state.residual_terms()
+    total, exact = terms.sum(1), state.exact_parts()
     mean_parts = terms.mean(0) if len(total) else np.zeros(len(groups))
-    per_layer = dict(zip(groups, (exact_parts + mean_parts).tolist(), strict=True)) if layers else {}
+    per_layer = dict(zip(groups, (exact + mean_parts).tolist(), strict=True)) if layers else {}
     per_layer_se = dict(zip(groups, _stderr(terms).tolist(), strict=True)) if layers else {}
-    return TraceEstimate("hutchpp", low_rank + float(mean_parts.sum()), float(_stderr(total[:, None])[0]),
-                         s + q.shape[0] + len(total), per_layer, per_layer_se, tuple(total.tolist()))
+    return TraceEstimate("hutchpp", float(exact.sum() + mean_parts.sum()), float(_stderr(total[:, None])[0]),
+                         used, per_layer, per_layer_se, tuple(total.tolist()))
 
 
 ESTIMATORS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace}

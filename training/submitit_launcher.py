@@ -67,8 +67,8 @@ def rendezvous(env: Any) -> dict[str, str]:
 @dataclass(frozen=True)
 class SubRunJob:
     """One sub-run as a submitit job: calling it runs (or resumes) the sub-run; :meth:`checkpoint` is
-    submitit's requeue hook. A failed sub-run ends the job with exit status 1 and its error as the last
-    line of the job's error log (what ``--status`` shows)."""
+    submitit's requeue hook. A failed sub-run ends the job with exit status 1 and its error (as the study
+    records it in its own processes) as the last line of the job's error log, which ``--status`` shows."""
 
     plan: StudyPlan
     method: Method
@@ -88,7 +88,7 @@ class SubRunJob:
             os.environ.update(rendezvous(env))
         status, error = run_sub_run(self.plan, self.method, self.seed, self.path, self.runtime, self.threads)
         if error is not None:
-            print(f"error: {error}", file=sys.stderr, flush=True)
+            print(error, file=sys.stderr, flush=True)
             exit_now(1)
         return status, None
 
