@@ -9,8 +9,9 @@ existing directory, only when that directory is empty or already one of ours:
   ``metrics.json``, ``.resume/*.safetensors``, ``.lock``, temporaries ``.NAME.tmp-PID``, and ``logs/``
   holding only the folders of ``--log`` (``tensorboard/``, ``wandb/``, ``mlruns/``; their files are the
   loggers');
-* a **study** (:mod:`training.study`): it holds ``study.json``;
-* a study's **analysis** (:mod:`studies.analyse`): it holds ``settings.json``.
+* a **study** (:mod:`training.study`): it holds ``study.json`` (and, with a submitit launcher,
+  ``jobs/``: submitit's pickled calls and logs);
+* a study's **analysis** (:mod:`studies.analyse`): it holds ``settings.json`` (and may hold ``jobs/``).
 
 Anything else in the tree (a file of the user's, a symbolic link, a folder under a name a run never
 writes) makes the directory foreign: the command stops with one line and deletes nothing. Deletion
