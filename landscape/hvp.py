@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from landscape.batches import LossFn, mean_loss_terms
@@ -250,6 +251,11 @@ def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspac
     total = sum(len(y) for _, y in batches)
 
     def matmat(vectors: Tensor) -> Tensor:
+        # the fused attention kernels of scaled_dot_product_attention have no double backward; the math one has
+        with sdpa_kernel([SDPBackend.MATH]):
+            return _matmat(vectors)
+
+    def _matmat(vectors: Tensor) -> Tensor:
         probes = space.scatter(vectors)
         out = [torch.zeros_like(p) for p in probes]
         for x, y in tqdm(batches, desc="Hessian products", leave=False, disable=not progress):

@@ -309,6 +309,10 @@ def test_transformer1d_is_pruned_in_every_linear_layer_and_keeps_the_contract(tm
     _check_contract(run, cycles=2, particles=2)
     tensors, _ = _tensors(run / "cycle_01" / "average.safetensors")
     assert {k[len("mask."):] for k in tensors if k.startswith("mask.")} == linear
+    hess = tmp_path / "hessian.json"  # double backward through attention (the math kernel)
+    assert run_cli(hessian_cli.main, [str(run / "cycle_01" / "average.safetensors"), "--probes", "2", "--samples",
+                                      "64", "--data-dir", str(DATA_DIR), "--json", str(hess), "--no-progress"]) == 0
+    assert json.loads(hess.read_text())["trace"] != 0
 
 
 def test_timm_model_trains_and_is_analysed(tmp_path):
