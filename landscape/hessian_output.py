@@ -106,8 +106,9 @@ def report_figure(report: HessianReport) -> Figure:
     axes[0].legend(fontsize="small")
     from matplotlib.ticker import MaxNLocator
 
-    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].set(xlabel="probes (random vectors)", ylabel="Hessian trace estimate", title="trace estimate")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # integers even for one probe
+    axes[0].set(xlabel="residual probes (random vectors)" if t.method == "hutchpp" else "probes (random vectors)",
+                ylabel="Hessian trace estimate", title="trace estimate")
     if t.per_layer:
         names = list(t.per_layer)
         axes[1].barh(names, [t.per_layer[n] for n in names], xerr=[t.per_layer_stderr[n] for n in names],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+import landscape.trace
 from landscape.hessian import HessianOptions, hessian_analysis
 from landscape.hvp import hessian_matmat, make_subspace, trainable_parameters
 from landscape.pyhessian_backend import pyhessian_trace
@@ -138,6 +140,61 @@ def test_hutchpp_beats_hutchinson_on_decaying_spectrum():
     assert mean_error(hutchpp_trace) < 0.2 * mean_error(hutchinson_trace)
 
 
+def _spiked(dim: int = 200, seed: int = 0) -> torch.Tensor:
+    """A symmetric matrix shaped like a trained network's Hessian: ten outliers, then an indefinite bulk."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, **F64))
+    top = torch.tensor([74.0, 39, 35, 31, 20, 16, 11, 8.5, 4.8, 4.0], **F64)
+    eig = torch.cat([top, 0.3 * torch.randn(dim - 10, generator=g, **F64) + 0.1])
+    return q @ torch.diag(eig) @ q.T
+
+
+@pytest.mark.parametrize("target_rse", [None, 0.02])
+def test_hutchpp_standard_error_is_calibrated(target_rse):
+    """Over seeds the estimate is centred on the exact trace and its standard error is the size of the error."""
+    a = _spiked()
+    exact = float(a.trace())
+    runs = [hutchpp_trace(lambda v: v @ a, 200, 60 if target_rse is None else 1000, torch.Generator().manual_seed(s),
+                          target_rse=target_rse, **F64) for s in range(300)]
+    err, se = np.array([e.estimate - exact for e in runs]), np.array([e.stderr for e in runs])
+    assert abs(float(np.mean(err / se))) < 0.25  # unbiased: the mean error is a small fraction of a standard error
+    assert 0.75 < float(np.mean(se**2) / np.mean(err**2)) < 1.33  # calibrated: E stderr^2 = E error^2
+    assert np.mean(np.abs(err) < 3 * se) > 0.95
+
+
+def test_adaptive_hutchpp_reaches_the_target_with_fewer_products():
+    a = _spiked()
+    plain, sketched = (estimator(lambda v: v @ a, 200, 5000, torch.Generator().manual_seed(0), target_rse=0.02, **F64)
+                       for estimator in (hutchinson_trace, hutchpp_trace))
+    assert plain.relative_stderr <= 0.02 and sketched.relative_stderr <= 0.02
+    assert sketched.matvecs * 5 < plain.matvecs
+    assert abs(sketched.estimate - float(a.trace())) <= 3 * sketched.stderr
+
+
+def test_adaptive_hutchpp_grows_its_sketch_when_that_pays():
+    """Fifty equal outliers: a first sketch of 8 leaves most of the spread, more sketch blocks remove it."""
+    g = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(300, 300, generator=g, **F64))
+    a = q @ torch.diag(torch.cat([torch.full((50,), 10.0, **F64), torch.full((250,), 0.01, **F64)])) @ q.T
+    est = hutchpp_trace(lambda v: v @ a, 300, 5000, torch.Generator().manual_seed(0), target_rse=0.002, **F64)
+    assert est.relative_stderr <= 0.002 and abs(est.estimate - float(a.trace())) <= 3 * est.stderr
+    residual_probes = len(est.samples)
+    assert est.matvecs - residual_probes > 2 * 8  # more than the first sketch block and its directions
+
+
+def test_adaptive_hutchpp_on_the_exact_hessian(problem):
+    model, batches, hess, masks = problem
+    keep = kept(model, masks)
+    for subspace, matrix in (("full", hess), ("mask", hess[keep][:, keep])):
+        for seed in range(3):
+            result = hessian_analysis(model, batches, masks, HessianOptions(probes=500, subspace=subspace, seed=seed,
+                                                                            target_rse=0.01, per_layer=True))
+            t = result.trace
+            assert t.method == "hutchpp" and t.relative_stderr <= 0.01 and t.matvecs < 500
+            assert abs(t.estimate - float(matrix.trace())) <= 3 * t.stderr
+            assert sum(t.per_layer.values()) == pytest.approx(t.estimate, rel=1e-10, abs=1e-12)
+
+
 @pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
 def test_per_layer_parts_sum_to_total(problem, method):
     model, batches, hess, masks = problem
@@ -204,3 +261,8 @@ def test_estimators_reject_bad_budgets():
     plain = hutchinson_trace(lambda v: v @ a, 4, 2, torch.Generator().manual_seed(1), **F64)
     small = hutchpp_trace(lambda v: v @ a, 4, 2, torch.Generator().manual_seed(1), **F64)
     assert small.samples == plain.samples and small.matvecs == 2
+
+
+def test_trace_docstring_examples_run():
+    result = doctest.testmod(landscape.trace)
+    assert result.failed == 0 and result.attempted > 0

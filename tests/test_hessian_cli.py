@@ -24,12 +24,21 @@ def test_checkpoint_json_has_contract_keys(tiny_run: Path, tmp_path: Path, capsy
                  "--json", str(out), "--plot", str(plot), *FAST]) == 0
     obj = json.loads(out.read_text())
     assert CONTRACT_KEYS <= set(obj)
-    assert obj["checkpoint"] == str(ckpt) and obj["method"] == "hutchinson" and obj["probes"] == 6
+    assert obj["checkpoint"] == str(ckpt) and obj["method"] == "hutchpp" and obj["probes"] == 6
     assert obj["samples"] == 256 and obj["subspace"] == "mask" and obj["mode"].startswith("eval")
     assert obj["per_layer"] and sum(obj["per_layer"].values()) == pytest.approx(obj["trace"])
     assert obj["top_eigenvalue"]["value"] > 0 and len(obj["density_estimate"]["grid"]) == 1000
     assert plot.stat().st_size > 0
     assert "model in eval mode" in capsys.readouterr().out
+
+
+def test_target_rse_stops_the_default_method_early(tiny_run: Path, tmp_path: Path):
+    ckpt, out = tiny_run / "cycle_01" / "average.safetensors", tmp_path / "t.json"
+    assert main([str(ckpt), "--probes", "2000", "--target-rse", "0.05", "--json", str(out), *FAST]) == 0
+    obj = json.loads(out.read_text())
+    assert obj["method"] == "hutchpp" and obj["target_rse"] == 0.05 and obj["probes_requested"] == 2000
+    assert obj["probes"] < 2000 and obj["relative_stderr"] <= 0.05
+    assert len(obj["terms"]) < obj["probes"]  # sketch and pilot products are not residual terms
 
 
 def test_full_subspace_covers_pruned_coordinates(tiny_run: Path, tmp_path: Path):
@@ -61,7 +70,7 @@ def test_run_table_json_and_plot(tiny_run: Path, tmp_path: Path, capsys):
     ["missing.safetensors"],
     ["{run}/config.json"],
     ["{ckpt}", "--probes", "0"],
-    ["{ckpt}", "--method", "hutchpp", "--probes", "2"],
+    ["{ckpt}", "--method", "hutchpp", "--probes", "0"],
     ["{ckpt}", "--method", "newton"],
     ["{ckpt}", "--samples", "many"],
     ["{ckpt}", "--batch-size", "0"],

@@ -1,0 +1,191 @@
+"""Landscape scans: a K-point barrier of ``landscape.barrier`` against loss-landscapes' ``linear_interpolation``.
+
+Whole processes, as a user runs them, on the same two checkpoints and the same test split, one torch
+thread each (``OMP_NUM_THREADS=1``):
+
+- ours: ``python -m landscape.barrier A B --points K --split test --bn-recal 0`` (no BatchNorm
+  recalibration: the stored statistics are interpolated like the weights), and with the default
+  recalibration (``--bn-recal`` unset: recomputed at every point on 2,048 training samples);
+- ours once more with the checkpoint schema's meta-device forward pass skipped (``input_shape``
+  patched to None: emulates doing that check without importing ``torch._dynamo``, which every meta
+  forward pass does through ``torch._decomp``; a diagnostic row, not a way to run the tool);
+- peer: ``python -m benchmarks.bench_scans --peer A B --points K``, a script that builds the two models
+  from the checkpoints (safetensors + the toolkit's model zoo, no validation), loads the test split
+  with the toolkit's loader and calls ``loss_landscapes.linear_interpolation(a, b, Loss(cross_entropy,
+  x, y), steps=K, deepcopy_model=True)`` under ``torch.no_grad()`` (its best case). It computes less:
+  K losses at lambda = 1/K, ..., 1 (not lambda = 0), BatchNorm buffers left at A's, no accuracy.
+
+The configurations run in alternating rounds; the table gives min / median / max seconds and the ratio
+of medians to the peer with the same K (goal: at most 1.0 without recalibration).
+
+``--in-process`` adds, in this process on ``--device``, the scan alone (checkpoints already loaded): our
+loop of K evaluations (:func:`landscape.barrier.checkpoint_barrier`), loss-landscapes' loop, and the K
+points stacked into one batched forward (``torch.func.functional_call`` + ``vmap`` over the K
+interpolated states, as ``training.engines.stacked`` stacks particles), which is the data for a measured
+loop-or-stack rule.
+
+    python -m benchmarks.bench_scans --run RUN [--points 11 41] [--rounds 5] [--in-process] [--device cpu]
+
+``RUN`` is a run directory whose ``cycle_00`` has ``particle_00`` and ``particle_01`` (or pass ``--a``
+and ``--b``). Needs ``pip install loss-landscapes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def peer(a: str, b: str, points: int, data_dir: str) -> None:
+    """loss-landscapes' ``linear_interpolation`` on the test split, as a user script would call it."""
+    import json
+
+    import loss_landscapes
+    import loss_landscapes.metrics
+    import torch
+    from safetensors import safe_open
+
+    from training.data import load_dataset
+    from training.models import build_model
+
+    def load(path: str) -> tuple[torch.nn.Module, dict]:
+        with safe_open(path, "pt") as fh:
+            meta = fh.metadata()
+            state = {k: fh.get_tensor(k) for k in fh.keys() if not k.startswith("mask.")}
+        model = build_model(json.loads(meta["model"]))
+        model.load_state_dict(state)
+        return model.eval(), json.loads(meta["dataset"])
+
+    (model_a, spec), (model_b, _) = load(a), load(b)
+    data = load_dataset({**spec, "data_dir": data_dir})
+    x, y = next(data.eval_batches("test", data.size("test")))
+    metric = loss_landscapes.metrics.Loss(torch.nn.functional.cross_entropy, x, y)
+    with torch.no_grad():
+        losses = loss_landscapes.linear_interpolation(model_a, model_b, metric, steps=points, deepcopy_model=True)
+    print(" ".join(f"{v:.4f}" for v in losses))
+
+
+# landscape.barrier with the checkpoint schema's meta-device forward pass skipped (its input shape
+# unknown): what moving that check off the meta device would give, emulated for measurement only
+WITHOUT_META_FORWARD = ("import sys; import training.artifacts.schema as s; s.input_shape = lambda dataset: None; "
+                        "from landscape.barrier import main; from training.errors import run_cli; "
+                        "sys.exit(run_cli(main, sys.argv[1:]))")
+
+
+def commands(a: str, b: str, points: int, data_dir: str) -> dict[str, list[str]]:
+    py = sys.executable
+    flags = [a, b, "--points", str(points), "--split", "test", "--data-dir", data_dir, "--no-progress"]
+    return {f"loss-landscapes, K={points}": [py, "-m", "benchmarks.bench_scans", "--peer", a, b, "--points",
+                                             str(points), "--data-dir", data_dir],
+            f"ours --bn-recal 0, K={points}": [py, "-m", "landscape.barrier", *flags, "--bn-recal", "0"],
+            f"ours, BN recalibrated, K={points}": [py, "-m", "landscape.barrier", *flags],
+            f"ours --bn-recal 0 without the meta-device forward, K={points}":
+                [py, "-c", WITHOUT_META_FORWARD, *flags, "--bn-recal", "0"]}
+
+
+def whole_processes(a: str, b: str, points: list[int], rounds: int, data_dir: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmds = {name: cmd for k in points for name, cmd in commands(a, b, k, data_dir).items()}
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    for _ in range(rounds):
+        for name, cmd in cmds.items():
+            start = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - start)
+    print(f"\nwhole processes, {rounds} alternating rounds, OMP_NUM_THREADS=1")
+    print("| command | min | median | max (s) | ratio to loss-landscapes (medians) |\n|---|---|---|---|---|")
+    for k in points:
+        base = statistics.median(times[f"loss-landscapes, K={k}"])
+        for name in commands(a, b, k, data_dir):
+            values = times[name]
+            med = statistics.median(values)
+            print(f"| {name} | {min(values):.2f} | {med:.2f} | {max(values):.2f} | **{med / base:.2f}x** |")
+
+
+def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, device: str) -> None:
+    import copy
+
+    import loss_landscapes
+    import loss_landscapes.metrics
+    import torch
+    from torch.func import functional_call, vmap
+
+    from benchmarks.bench_common import alternating, machine
+    from landscape.artifacts import EvalOptions, checkpoint_data
+    from landscape.barrier import checkpoint_barrier
+    from landscape.combination import Combination
+    from training.artifacts.checkpoint import build_model, load_checkpoint
+
+    dev = torch.device(device)
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    options = EvalOptions(("test",), bn_recal=0, device=device, data_dir=data_dir, progress=False)
+    model = build_model(ca, dev).eval()
+    model_b = build_model(cb, dev).eval()
+    data = checkpoint_data(ca, dev, data_dir)
+    x, y = next(data.eval_batches("test", data.size("test")))
+    combination = Combination(model, [ca.state, cb.state])
+    print(f"\nin process on {device}: {machine()}")
+    print("| K | ours: loop of K evaluations | loss-landscapes | K stacked (vmap) | stacked / loop |")
+    print("|---|---|---|---|---|")
+    net = combination.model.eval()
+
+    def scans(k: int) -> list:
+        lambdas = [i / (k - 1) for i in range(k)]
+
+        def ll() -> None:
+            metric = loss_landscapes.metrics.Loss(torch.nn.functional.cross_entropy, x, y)
+            with torch.no_grad():
+                loss_landscapes.linear_interpolation(copy.deepcopy(model), model_b, metric, steps=k)
+
+        def stacked() -> None:
+            states = [combination.state((1 - lam, lam)) for lam in lambdas]
+            params = {n: torch.stack([s[n] for s in states]) for n in states[0] if states[0][n].is_floating_point()}
+            with torch.no_grad():
+                vmap(lambda p: torch.nn.functional.cross_entropy(functional_call(net, p, (x,)), y))(params).tolist()
+
+        return [lambda: checkpoint_barrier(ca, cb, k, options), ll, stacked]
+
+    for k in points:
+        fns = scans(k)
+        for fn in fns:  # warm-up
+            fn()
+        t_ours, t_ll, t_stacked = alternating(fns, rounds, dev)
+        print(f"| {k} | {t_ours:.3f} | {t_ll:.3f} | {t_stacked:.3f} | {t_stacked / t_ours:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer", nargs=2, metavar=("A", "B"), help=argparse.SUPPRESS)
+    parser.add_argument("--run", default=None, help="run directory: cycle_00/particle_00 and particle_01")
+    parser.add_argument("--a", default=None)
+    parser.add_argument("--b", default=None)
+    parser.add_argument("--points", nargs="+", type=int, default=[11, 41])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--in-process", action="store_true", help="also time the scans alone, in this process")
+    parser.add_argument("--device", default="cpu", help="device of --in-process")
+    args = parser.parse_args()
+    if args.peer:
+        peer(*args.peer, args.points[0], args.data_dir)
+        return
+    if args.run:
+        args.a, args.b = (str(Path(args.run) / "cycle_00" / f"particle_0{p}.safetensors") for p in (0, 1))
+    if not (args.a and args.b):
+        parser.error("give --run RUN or --a A --b B")
+    print(f"A = {args.a}\nB = {args.b}\nload average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    whole_processes(args.a, args.b, args.points, args.rounds, args.data_dir)
+    if args.in_process:
+        import torch
+
+        torch.set_num_threads(1)
+        in_process(args.a, args.b, args.points, args.rounds, args.data_dir, args.device)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
