@@ -6,8 +6,8 @@ For a sparse checkpoint the default subspace is ``mask``: the Hessian restricted
 coordinates (its principal submatrix; random probes are zero on pruned weights), whose trace is the
 curvature the sparse network can feel; ``full`` takes all coordinates, as PyHessian does.
 
-- trace: Hutchinson (1989) or Hutch++ (Meyer et al. 2021), :mod:`landscape.trace`, with a standard
-  error and optional early stop at a target relative standard error;
+- trace: Hutch++ (Meyer et al. 2021; the default) or Hutchinson (1989), :mod:`landscape.trace`, with a
+  standard error and optional early stop at a target relative standard error;
 - top eigenvalue and density: Lanczos / stochastic Lanczos quadrature, :mod:`landscape.spectrum`;
 - products: :mod:`landscape.hvp` (one gradient graph per batch shared by all probes);
 - ``backend="pyhessian"`` also runs the ``pyhessian`` package as a cross-check,

@@ -29,11 +29,11 @@ NON_DEFAULT = {
     EvalOptions: (["--split", "train", "--bn-recal", "0", "--seed", "7", "--batch-size", "3", "--device", "cpu",
                    "--data-dir", "elsewhere", "--progress", "--trust-code"],
                   EvalOptions(("train",), 0, 7, 3, "cpu", "elsewhere", True, True)),
-    HessianOptions: (["--method", "hutchpp", "--probes", "9", "--samples", "all", "--batch-size", "5",
+    HessianOptions: (["--method", "hutchinson", "--probes", "9", "--samples", "all", "--batch-size", "5",
                       "--subspace", "full", "--per-layer", "--top-eigen", "--density", "--lanczos-steps", "4",
                       "--lanczos-runs", "2", "--target-rse", "0.5", "--backend", "pyhessian", "--seed", "11",
                       "--progress"],
-                     HessianOptions("hutchpp", 9, None, 5, "full", True, True, True, 4, 2, 0.5, "pyhessian", 11, True)),
+                     HessianOptions("hutchinson", 9, None, 5, "full", True, True, True, 4, 2, 0.5, "pyhessian", 11, True)),
 }
 
 
