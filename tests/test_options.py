@@ -33,7 +33,8 @@ NON_DEFAULT = {
                       "--subspace", "full", "--per-layer", "--top-eigen", "--density", "--lanczos-steps", "4",
                       "--lanczos-runs", "2", "--target-rse", "0.5", "--backend", "pyhessian", "--seed", "11",
                       "--progress"],
-                     HessianOptions("hutchinson", 9, None, 5, "full", True, True, True, 4, 2, 0.5, "pyhessian", 11, True)),
+                     HessianOptions("hutchinson", 9, None, 5, "full", True, True, True, 4, 2, 0.5, "pyhessian", 11,
+                                    True)),
 }
 
 
