@@ -18,6 +18,17 @@ torch.set_num_threads(1)
 TINY_ARGS = ["--cycles", "3", "--epochs", "2", "--particles", "3", "--rewind-epochs", "1", "--no-progress"]
 
 
+def one_line(call, *args, **kwargs) -> str:
+    """The message of the UserError ``call(*args, **kwargs)`` raises, asserted to be one line."""
+    from training.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        call(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
 def make_run(out: Path, *extra: str) -> Path:
     """Run ``python -m training.swamp`` in-process with tiny settings into ``out``."""
     assert swamp_main([*TINY_ARGS, "--out", str(out), "--data-dir", str(DATA_DIR), *extra]) == 0

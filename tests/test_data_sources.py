@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import one_line
 
 import training.data.loader as loader
 from training.artifacts.checkpoint import load_checkpoint, save_checkpoint
@@ -22,17 +23,7 @@ from training.artifacts.schema import input_shape, parse_metadata
 from training.data import dataset_spec, from_datasets, load_dataset
 from training.data.loader import SampleCollator, map_style_dataset
 from training.data.names import check_dataset_name
-from training.errors import UserError
 from training.models import build_model, model_spec
-
-
-def one_line(call, *args, **kwargs) -> str:
-    """The message of the UserError ``call`` raises, asserted to be one line."""
-    with pytest.raises(UserError) as info:
-        call(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def write_mnist(root, n_train=40, n_test=12, seed=0):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA_DIR
+from conftest import DATA_DIR, one_line
 from safetensors.torch import save_file
 from torch import nn
 
@@ -18,7 +18,7 @@ from landscape.hessian import main as hessian_main
 from training.artifacts.checkpoint import build_model as checkpoint_model
 from training.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from training.data import mnist1d_spec
-from training.errors import UserError, run_cli
+from training.errors import run_cli
 from training.models import build_model, meta_model, model_spec
 
 USER_MODULE = "usernets"
@@ -60,13 +60,6 @@ def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def imported(user_dir: Path) -> bool:
     return USER_MODULE in sys.modules or (user_dir / "imported.marker").exists()
 
-
-def one_line(call, *args, **kwargs) -> str:
-    with pytest.raises(UserError) as info:
-        call(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def test_torchvision_model_builds_with_classes_and_kwargs_also_on_meta():

@@ -258,6 +258,17 @@ def saved_config(out: str) -> dict[str, Any]:
     return saved
 
 
+def _json_object(text: str, flag: str, example: str) -> dict[str, Any]:
+    """``text`` parsed as a JSON object, else one :class:`UserError` line naming ``flag``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{flag} is not valid JSON: {err.msg}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{flag} must be a JSON object such as '{example}'")
+    return value
+
+
 def validate(cfg: RunConfig) -> None:
     """Refuse impossible hyperparameters with one clear line (raises :class:`UserError`)."""
     if isinstance(cfg.dataset, str):
@@ -296,20 +307,10 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise UserError(message)
     check_seed(cfg.seed)
-    try:
-        kwargs = json.loads(cfg.model_kwargs)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--model-kwargs is not valid JSON: {err.msg}") from None
-    if not isinstance(kwargs, dict):
-        raise UserError("--model-kwargs must be a JSON object such as '{\"width\": 64}'")
+    kwargs = _json_object(cfg.model_kwargs, "--model-kwargs", '{"width": 64}')
     if "num_classes" in kwargs:  # the model's output must match the labels, so the data set decides it
         raise UserError("--model-kwargs: num_classes comes from the data set; leave it out of --model-kwargs")
-    try:
-        data_kwargs = json.loads(cfg.dataset_kwargs)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--dataset-kwargs is not valid JSON: {err.msg}") from None
-    if not isinstance(data_kwargs, dict):
-        raise UserError("--dataset-kwargs must be a JSON object such as '{\"size\": 256}'")
+    _json_object(cfg.dataset_kwargs, "--dataset-kwargs", '{"size": 256}')
     for pattern in cfg.prune_exclude:
         try:
             re.compile(pattern)
