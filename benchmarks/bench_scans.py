@@ -6,17 +6,15 @@ thread each (``OMP_NUM_THREADS=1``):
 - ours: ``python -m landscape.barrier A B --points K --split test --bn-recal 0`` (no BatchNorm
   recalibration: the stored statistics are interpolated like the weights), and with the default
   recalibration (``--bn-recal`` unset: recomputed at every point on 2,048 training samples);
-- ours once more with the checkpoint schema's meta-device forward pass skipped (``input_shape``
-  patched to None: emulates doing that check without importing ``torch._dynamo``, which every meta
-  forward pass does through ``torch._decomp``; a diagnostic row, not a way to run the tool);
 - peer: ``python -m benchmarks.bench_scans --peer A B --points K``, a script that builds the two models
   from the checkpoints (safetensors + the toolkit's model zoo, no validation), loads the test split
   with the toolkit's loader and calls ``loss_landscapes.linear_interpolation(a, b, Loss(cross_entropy,
   x, y), steps=K, deepcopy_model=True)`` under ``torch.no_grad()`` (its best case). It computes less:
   K losses at lambda = 1/K, ..., 1 (not lambda = 0), BatchNorm buffers left at A's, no accuracy.
 
-The configurations run in alternating rounds; the table gives min / median / max seconds and the ratio
-of medians to the peer with the same K (goal: at most 1.0 without recalibration).
+The configurations run in alternating rounds; the table gives min / median / max wall-clock seconds, the
+ratio of medians to the peer with the same K (goal: at most 1.0 without recalibration), and the same for
+the child process's CPU seconds (user + system), which waiting for a busy core does not inflate.
 
 ``--in-process`` adds, in this process on ``--device``, the scan alone (checkpoints already loaded): our
 loop of K evaluations (:func:`landscape.barrier.checkpoint_barrier`), loss-landscapes' loop, and the K
@@ -34,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,41 +69,43 @@ def peer(a: str, b: str, points: int, data_dir: str) -> None:
     print(" ".join(f"{v:.4f}" for v in losses))
 
 
-# landscape.barrier with the checkpoint schema's meta-device forward pass skipped (its input shape
-# unknown): what moving that check off the meta device would give, emulated for measurement only
-WITHOUT_META_FORWARD = ("import sys; import training.artifacts.schema as s; s.input_shape = lambda dataset: None; "
-                        "from landscape.barrier import main; from training.errors import run_cli; "
-                        "sys.exit(run_cli(main, sys.argv[1:]))")
-
-
 def commands(a: str, b: str, points: int, data_dir: str) -> dict[str, list[str]]:
     py = sys.executable
     flags = [a, b, "--points", str(points), "--split", "test", "--data-dir", data_dir, "--no-progress"]
     return {f"loss-landscapes, K={points}": [py, "-m", "benchmarks.bench_scans", "--peer", a, b, "--points",
                                              str(points), "--data-dir", data_dir],
             f"ours --bn-recal 0, K={points}": [py, "-m", "landscape.barrier", *flags, "--bn-recal", "0"],
-            f"ours, BN recalibrated, K={points}": [py, "-m", "landscape.barrier", *flags],
-            f"ours --bn-recal 0 without the meta-device forward, K={points}":
-                [py, "-c", WITHOUT_META_FORWARD, *flags, "--bn-recal", "0"]}
+            f"ours, BN recalibrated, K={points}": [py, "-m", "landscape.barrier", *flags]}
+
+
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def whole_processes(a: str, b: str, points: list[int], rounds: int, data_dir: str) -> None:
+    """Wall-clock and CPU seconds (user + system, of the child process) of every command, in alternating
+    rounds; CPU time is the steadier figure on a shared machine (waiting for a core is not counted)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmds = {name: cmd for k in points for name, cmd in commands(a, b, k, data_dir).items()}
-    times: dict[str, list[float]] = {name: [] for name in cmds}
+    wall: dict[str, list[float]] = {name: [] for name in cmds}
+    cpu: dict[str, list[float]] = {name: [] for name in cmds}
     for _ in range(rounds):
         for name, cmd in cmds.items():
-            start = time.perf_counter()
+            start, used = time.perf_counter(), _child_cpu()
             subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            times[name].append(time.perf_counter() - start)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(_child_cpu() - used)
     print(f"\nwhole processes, {rounds} alternating rounds, OMP_NUM_THREADS=1")
-    print("| command | min | median | max (s) | ratio to loss-landscapes (medians) |\n|---|---|---|---|---|")
+    print("| command | wall min | median | max (s) | wall ratio | CPU median (s) | CPU ratio |\n"
+          "|---|---|---|---|---|---|---|")
     for k in points:
-        base = statistics.median(times[f"loss-landscapes, K={k}"])
+        base = f"loss-landscapes, K={k}"
         for name in commands(a, b, k, data_dir):
-            values = times[name]
-            med = statistics.median(values)
-            print(f"| {name} | {min(values):.2f} | {med:.2f} | {max(values):.2f} | **{med / base:.2f}x** |")
+            med, cpu_med = statistics.median(wall[name]), statistics.median(cpu[name])
+            print(f"| {name} | {min(wall[name]):.2f} | {med:.2f} | {max(wall[name]):.2f} | "
+                  f"**{med / statistics.median(wall[base]):.2f}x** | {cpu_med:.2f} | "
+                  f"**{cpu_med / statistics.median(cpu[base]):.2f}x** |")
 
 
 def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, device: str) -> None:

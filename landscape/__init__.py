@@ -12,22 +12,34 @@ from training.errors import quiet_start_up_interrupts
 
 quiet_start_up_interrupts()
 
-from landscape.batches import ArgumentError, as_batches, cross_entropy
-from landscape.combination import Point, mean_loss
-from landscape.connectivity import (
-    HullLosses,
-    LinearBarrier,
-    PlaneLosses,
-    frankle_barrier,
-    hull_losses,
-    linear_barrier,
-    loss_plane,
-    max_barrier,
-)
-from landscape.curvature import Eigenvalue, HessianOperator, hessian_trace, top_eigenvalue
-from landscape.flatness import NormalizedTrace, batchnorm_layers, normalized_trace
-from landscape.matching import Alignment, activation_matching, weight_matching
-from landscape.permutations import PermutationSpec, permutation_spec
+# where each public name lives; imported on first use (PEP 562), so that a command-line tool loads only
+# the modules it runs (docs/performance.md, start-up)
+_EXPORTS = {
+    "landscape.batches": ("ArgumentError", "as_batches", "cross_entropy"),
+    "landscape.combination": ("Point", "mean_loss"),
+    "landscape.connectivity": ("HullLosses", "LinearBarrier", "PlaneLosses", "frankle_barrier", "hull_losses",
+                               "linear_barrier", "loss_plane", "max_barrier"),
+    "landscape.curvature": ("Eigenvalue", "HessianOperator", "hessian_trace", "top_eigenvalue"),
+    "landscape.flatness": ("NormalizedTrace", "batchnorm_layers", "normalized_trace"),
+    "landscape.matching": ("Alignment", "activation_matching", "weight_matching"),
+    "landscape.permutations": ("PermutationSpec", "permutation_spec"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'landscape' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})
+
 
 __all__ = [
     "Alignment",

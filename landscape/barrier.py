@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from landscape.align import align_checkpoints
+from landscape.align_methods import METHOD_NAMES, METHODS
 from landscape.artifacts import (
     SPLITS,
     CheckpointLike,
@@ -60,12 +60,13 @@ from landscape.cli import (
     write_json,
 )
 from landscape.connectivity import frankle_barrier, max_barrier
-from landscape.matching import METHOD_NAMES, METHODS, Alignment
 from landscape.plots import checkpoint_label, heatmap_panels, line_panels, save_figure
 from training.errors import ArgumentParser, UserError, run_cli
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from landscape.matching import Alignment
 
 BOTH_SPLITS = EvalOptions(SPLITS)
 
@@ -156,6 +157,8 @@ def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
     curves, barrier, highest, evaluator = _line(ckpts, lambdas, options)
     aligned = None
     if align is not None:
+        from landscape.align import align_checkpoints  # torch.fx, only when aligning
+
         result = align_checkpoints(ckpts[0], ckpts[1], method=align, seed=options.seed, device=options.device,
                                    data_dir=options.data_dir)
         pair = (ckpts[0], result.checkpoint)

@@ -144,6 +144,49 @@ def check_masks(masks: Mapping[str, Tensor] | None, state: Mapping[str, Tensor])
     return out
 
 
+class _FlatLine:
+    """theta_1 + c (theta_2 - theta_1) for every floating tensor, computed on one flat vector per dtype and
+    device: the same arithmetic, element by element, as the per-tensor ``tensordot`` of :meth:`Combination.state`
+    (one product, rounded, then one sum), so the numbers are identical; returned as views of that vector."""
+
+    def __init__(self, stacks: Mapping[str, Tensor]):
+        self._groups: list[tuple[list[str], list[torch.Size], Tensor, Tensor]] = []
+        by_kind: dict[tuple[torch.dtype, torch.device], list[str]] = {}
+        for key, stack in stacks.items():
+            by_kind.setdefault((stack.dtype, stack.device), []).append(key)
+        for keys in by_kind.values():
+            first = torch.cat([stacks[k][0].flatten() for k in keys])
+            second = torch.cat([stacks[k][1].flatten() for k in keys])
+            self._groups.append((keys, [stacks[k].shape[1:] for k in keys], first, second - first))
+
+    def point(self, c: float) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for keys, shapes, first, diff in self._groups:
+            flat = first + diff * torch.tensor(c, dtype=torch.float64).to(diff.dtype)
+            for key, shape, part in zip(keys, shapes, flat.split([s.numel() for s in shapes]), strict=True):
+                out[key] = part.view(shape)
+        return out
+
+
+def _direct_targets(model: nn.Module) -> dict[str, Tensor] | None:
+    """``{state_dict key: the parameter or buffer it is loaded into}`` where loading a state is a plain copy into
+    each (every module loads its state as ``nn.Module`` or BatchNorm does, no load hooks, every key a distinct
+    tensor); None otherwise, and :meth:`Combination.load` then calls ``load_state_dict``."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    plain = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
+    for module in model.modules():
+        if type(module)._load_from_state_dict not in plain or module._load_state_dict_pre_hooks \
+                or module._load_state_dict_post_hooks or getattr(module, "_state_dict_pre_hooks", None) \
+                or module._state_dict_hooks:
+            return None
+    state = model.state_dict(keep_vars=True)
+    targets = {k: t.data if isinstance(t, nn.Parameter) else t for k, t in state.items()}
+    if len({t.data_ptr() for t in targets.values()}) != len(targets) or any(t.numel() == 0 for t in targets.values()):
+        return None
+    return targets
+
+
 class Combination:
     """Loss of theta(c) = sum_i c_i theta_i for fixed states of one architecture (see the module doc).
 
@@ -172,6 +215,9 @@ class Combination:
         self._fixed = {k: v.detach().to(self.device).clone() for k, v in first.items() if not v.is_floating_point()}
         self._masks = {k: m.to(self.device) for k, m in check_masks(masks, first).items()}
         self.has_batchnorm = has_batchnorm(self.model)
+        # a line (two models): theta_2 - theta_1 once, flat per dtype, so that a point costs two vector operations
+        self._line = _FlatLine(self._stacks) if self.count == 2 else None
+        self._targets = _direct_targets(self.model)
 
     def state(self, coefficients: Sequence[float]) -> dict[str, Tensor]:
         """The combined state_dict; ``coefficients`` must sum to 1 (any signs: planes extrapolate)."""
@@ -181,6 +227,8 @@ class Combination:
         nonzero = [i for i, x in enumerate(c) if x != 0.0]
         if len(nonzero) == 1:
             floats = {k: s[nonzero[0]] for k, s in self._stacks.items()}
+        elif self._line is not None:
+            floats = self._line.point(c[1])
         else:
             w = torch.tensor(c[1:], dtype=torch.float64)
             floats = {k: s[0] + torch.tensordot(w.to(s.device, s.dtype), s[1:] - s[0], dims=1)
@@ -191,7 +239,13 @@ class Combination:
 
     def load(self, coefficients: Sequence[float], bn: Iterable[Batch] | None = None) -> nn.Module:
         """The private module holding theta(c), BatchNorm recomputed on ``bn`` if given; in eval mode."""
-        self.model.load_state_dict(self.state(coefficients))
+        state = self.state(coefficients)
+        if self._targets is None:
+            self.model.load_state_dict(state)
+        else:  # what load_state_dict does for plain modules, without its per-module bookkeeping
+            with torch.no_grad():
+                for key, target in self._targets.items():
+                    target.copy_(state[key])
         if bn is not None and self.has_batchnorm:
             recalibrate_batchnorm(self.model, bn)
         return self.model.eval()

@@ -24,15 +24,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
 
 from landscape.batches import ArgumentError, LossFn, batches, bn_batches
 from landscape.combination import Combination, Point, even_batches, model_device
-from landscape.matching import Alignment
-from landscape.matching import align as align_models
+
+if TYPE_CHECKING:
+    from landscape.matching import Alignment
 
 HULL_STREAM = 0x4855  # keeps the hull's random stream apart from any other use of the same seed
 
@@ -209,6 +210,8 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
         raise ArgumentError(f"align must be False, True, 'weights' or 'activations', got {align!r}")
     alignment = None
     if align:
+        from landscape.matching import align as align_models  # torch.fx, only when aligning
+
         alignment = align_models(a, b, method="weights" if align is True else align, data=data, masks=masks,
                                  batch_size=batch_size)
         b = alignment.model

@@ -29,12 +29,12 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
+from landscape.align_methods import METHOD_NAMES, METHODS
 from landscape.batches import ArgumentError, batches, peek
 from landscape.combination import check_masks, model_device
 from landscape.permutations import PermutationSpec, permutation_spec, permute_state
 
-METHODS = ("weights", "activations")
-METHOD_NAMES = {"weights": "weight matching", "activations": "activation matching"}
+__all__ = ["METHODS", "METHOD_NAMES", "Alignment", "activation_matching", "align", "weight_matching"]
 ALIGN_STREAM = 0x414C  # keeps the order of the groups apart from any other use of the same seed
 
 

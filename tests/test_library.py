@@ -195,3 +195,36 @@ def test_the_checkpoint_cli_equals_the_python_api_on_a_run(tiny_run):
     api = linear_barrier(a, b, test, points=4, bn_data=())
     assert api.losses == cli.curves["test"].loss and api.errors == cli.curves["test"].error
     assert api.barrier == cli.barrier["test"].loss and api.error_barrier == cli.barrier["test"].error
+
+
+class _Scaled(nn.Linear):
+    """A module whose state loads through its own hook: the direct copy must not be used for it."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_line_fast_path_is_the_general_formula_to_the_bit(resnets, masked):
+    """Two models: theta_1 + c (theta_2 - theta_1) on flat vectors and a plain copy into the module give the
+    very tensors of the per-tensor tensordot and load_state_dict; a custom loader falls back to load_state_dict."""
+    a, b, _ = resnets
+    states = [a.state_dict(), b.state_dict()]
+    masks = {"fc.weight": (torch.rand_like(a.fc.weight) > 0.5).float()} if masked else None
+    line = combination.Combination(a, states, masks)
+    assert line._line is not None and line._targets is not None
+    for c in (0.25, 1e-7, -0.5, 1.75):
+        w = torch.tensor([c], dtype=torch.float64)
+        general = {k: s[0] + torch.tensordot(w.to(s.dtype), s[1:] - s[0], dims=1) for k, s in line._stacks.items()}
+        for key, mask in (masks or {}).items():
+            general[key] = general[key] * mask
+        fast = line.state((1 - c, c))
+        assert all(torch.equal(fast[k], general[k]) for k in general)
+        loaded = copy.deepcopy(a)
+        loaded.load_state_dict(fast)
+        assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in line.load((1 - c, c)).state_dict().items())
+    custom = nn.Sequential(_Scaled(3, 2))
+    assert combination.Combination(custom, [custom.state_dict()] * 2)._targets is None
+    tied = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    tied[1].weight = tied[0].weight
+    assert combination.Combination(tied, [tied.state_dict()] * 2)._targets is None

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from training.artifacts.atomic import atomic_write_bytes
 from training.artifacts.schema import (
     brief_repr,
+    check_forward,
     check_model_spec,
     check_structure,
     check_tensor_values,
@@ -145,7 +146,7 @@ def load_checkpoint(path: str | os.PathLike, *, trust_code: bool = False) -> Che
     fields = parse_metadata(str(p), meta, KINDS)
     masks = {k[len(MASK_PREFIX):]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
-    check_structure(str(p), fields["model"], fields["dataset"], state, masks, trust_code=trust_code)
+    check_structure(str(p), fields["model"], state, masks, trust_code=trust_code)
     check_tensor_values(str(p), state, masks)
     return Checkpoint(str(p), state, masks, fields["kind"], fields["model"], fields["dataset"], fields["config"],
                       fields["cycle"], fields["particle"], mask_density(masks) if masks else 1.0, trust_code)
@@ -189,7 +190,8 @@ def build_model(ckpt: Checkpoint, device: torch.device | str = "cpu", *, trust_c
     """The checkpoint's model with its weights loaded, in eval mode on ``device``.
 
     The model's shapes are first built on the meta device and compared with the stored tensors, so
-    only a model of the file's size is ever materialised.
+    only a model of the file's size is ever materialised; then it must map two inputs of the data set's
+    shape to class scores (:func:`training.artifacts.schema.check_forward`).
 
     Args:
         ckpt: a loaded checkpoint.
@@ -208,7 +210,8 @@ def build_model(ckpt: Checkpoint, device: torch.device | str = "cpu", *, trust_c
     spec = check_model_spec(ckpt.path, ckpt.model)
     if is_import_path(spec["name"]) and not trust:
         raise untrusted(spec["name"], "model", source)
-    check_structure(ckpt.path, spec, ckpt.dataset, ckpt.state, ckpt.masks, trust_code=trust)
+    check_structure(ckpt.path, spec, ckpt.state, ckpt.masks, trust_code=trust)
     net = build(spec, trust_code=trust, source=source)
     net.load_state_dict(ckpt.state)
+    check_forward(ckpt.path, net, spec, ckpt.dataset)
     return net.to(device).eval()

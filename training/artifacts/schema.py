@@ -29,10 +29,13 @@ it, and every refusal is one :class:`UserError` line naming the field or tensor:
   at most :data:`MAX_EVAL_BATCH_SIZE`.
 
 Tensors: the model is built on the ``meta`` device (shapes, no memory) and every ``state_dict`` key,
-shape and dtype must be what the file holds, so a model is never larger than the file; then a meta
-forward pass on one batch of the data set's input shape must give ``(batch, num_classes)``. For a
-user-code model this needs its module imported, so it runs only with ``trust_code``
-(:func:`check_structure`). Floating tensors must be finite, BatchNorm ``running_var`` non-negative,
+shape and dtype must be what the file holds, so a model is never larger than the file
+(:func:`check_structure`); once the model is built for real with the file's weights, a forward pass on a
+batch of two zero inputs of the data set's input shape must give ``(2, num_classes)``
+(:func:`check_forward`: on the CPU, so it costs what two samples of the later evaluation cost; a meta
+forward pass would import ``torch._dynamo`` for BatchNorm's decomposition, about a second of start-up).
+For a user-code model this needs its module imported, so it runs only with ``trust_code``.
+Floating tensors must be finite, BatchNorm ``running_var`` non-negative,
 masks float tensors of 0 and 1 on a parameter of the same shape.
 """
 
@@ -335,11 +338,10 @@ def input_shape(dataset: Mapping[str, Any]) -> tuple[int, ...] | None:
     return None  # the user's datasets: known only once read
 
 
-def check_structure(where: str, model: Mapping[str, Any], dataset: Mapping[str, Any], state: Mapping[str, Tensor],
+def check_structure(where: str, model: Mapping[str, Any], state: Mapping[str, Tensor],
                     masks: Mapping[str, Tensor], *, trust_code: bool = False) -> None:
     """Refuse tensors that are not exactly the ``state_dict`` of ``model`` (built on the meta device, so
-    nothing is allocated), masks on anything but a parameter, and a model that does not map one batch of
-    the data set's inputs to ``(batch, num_classes)`` (a meta forward pass).
+    nothing is allocated) and masks on anything but a parameter.
 
     A ``PACKAGE.MODULE:CALLABLE`` model is user code: without ``trust_code`` nothing is checked here (the
     check is deferred to :func:`training.artifacts.checkpoint.build_model`, which refuses untrusted code)."""
@@ -371,16 +373,28 @@ def check_structure(where: str, model: Mapping[str, Any], dataset: Mapping[str, 
     for key, mask in masks.items():
         if key not in params or params[key].shape != mask.shape:
             raise UserError(f"{where}: {printable(f'mask.{key}')} has no parameter of the same shape")
+
+
+def check_forward(where: str, net: torch.nn.Module, model: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
+    """Refuse a model (``net``, built from ``model`` with the checkpoint's weights, on the CPU) that does not
+    map a batch of two zero inputs of the shape ``dataset`` describes to ``(2, num_classes)``; nothing is
+    checked where the shape is only known once the data is read (the user's data sets).
+
+    The pass runs in eval mode without gradients, under a forked RNG so that it draws nothing from the
+    caller's random streams; ``net`` keeps its mode."""
     shape = input_shape(dataset)
     if shape is None:
         return
+    name, training = model.get("name"), net.training
     net.eval()
     try:
-        with torch.no_grad():
-            out = net(torch.empty((_PROBE_BATCH, *shape), device="meta"))
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = net(torch.zeros((_PROBE_BATCH, *shape)))
     except MODEL_ERRORS as err:
         raise UserError(f"{where}: model {name} cannot read {dataset.get('name')} inputs of shape {shape} "
                         f"({first_line(err)})") from None
+    finally:
+        net.train(training)
     classes = model.get("kwargs", {}).get("num_classes")
     if not isinstance(out, Tensor) or tuple(out.shape) != (_PROBE_BATCH, classes):
         raise UserError(f"{where}: model {name} does not give {classes} class scores per "
