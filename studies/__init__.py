@@ -12,6 +12,12 @@ seeds); the modules here read it:
 * :mod:`studies.budget` (``python -m studies.budget DIR ...``): SWAMP against IMP across studies of
   different epochs per cycle;
 * :mod:`studies.manifest`: the role of each method (:func:`studies.manifest.method_roles`).
+* :mod:`studies.realisations` (``python -m studies.realisations DIR DIR ...``): which paired effects
+  survive the floating-point path (other machines, thread counts) across realisations of one study;
+* :mod:`studies.controls` (``python -m studies.controls ROOT``): a control beside every landscape verdict
+  (docs/controls.md), and :mod:`studies.control_figures` its figures (notebook 07), from the JSON
+  of ``python -m studies.controls --json``;
+* :mod:`studies.alignment`: barriers before and after permutation alignment (docs/alignment.md).
 
 Nothing in :mod:`training` or :mod:`landscape` imports this package.
 """
