@@ -12,6 +12,9 @@ worker processes (``processes``, the default), or one submitit job each, on this
 (``submitit-local``) or on a Slurm cluster (``slurm``, docs/cluster.md). A sub-run whose job is still
 queued or running is never submitted twice; ``python -m training.study DIR --status``
 (:mod:`training.study_status`) shows where each one stands.
+
+With ``--models`` or ``--rewinds`` the directory is a family of such studies, one per (model, rewind point)
+cell (:mod:`training.study_family`); the flags themselves are read in :mod:`training.study_args`.
 """
 
 from __future__ import annotations
@@ -19,17 +22,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.artifacts.lock import exclusive
 from training.artifacts.ownership import check_out_text, check_usable_directory
-from training.config import check_seed
-from training.errors import ArgumentParser, UserError, run_cli
-from training.launchers import SUBMITIT, Hooks, LauncherOptions, add_launcher_flags, launcher_options, make_launcher
-from training.presets import PRESETS
+from training.errors import UserError, run_cli
+from training.launchers import SUBMITIT, Hooks, LauncherOptions, launcher_options, make_launcher
+from training.study_args import build_parser, parse_list, parse_seeds, plan_from_args
 from training.study_manifest import (
+    FAMILY_MANIFEST,
     FORMAT,
     MANIFEST,
     JobRecord,
@@ -57,10 +62,14 @@ from training.study_plan import (
 )
 from training.workers import check_jobs, spawn_pool, worker_threads
 
-__all__ = ["FORMAT", "MANIFEST", "ROLES", "STUDY_CYCLES", "Method", "ProcessesLauncher", "StudyPlan", "SubRun",
-           "check_plan", "check_same_plan", "cycles_done", "default_plan", "environment_failure", "grid", "main",
-           "parse_study", "quick_plan", "read_manifest", "run_study", "run_sub_run", "sub_config", "sub_runs",
-           "write_manifest"]
+if TYPE_CHECKING:
+    from training.study_family import FamilyPlan
+
+__all__ = ["FORMAT", "MANIFEST", "ROLES", "STUDY_CYCLES", "Method", "OpenStudy", "ProcessesLauncher", "StudyPlan",
+           "SubRun", "build_parser", "check_plan", "check_same_plan", "cycles_done", "default_plan",
+           "environment_failure", "grid", "main", "open_study", "parse_list", "parse_seeds", "parse_study",
+           "plan_from_args", "quick_plan", "read_manifest", "run_study", "run_sub_run", "sub_config", "sub_runs",
+           "summary", "write_manifest"]
 
 
 def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None = None,
@@ -84,15 +93,46 @@ def run_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any] | None 
     """
     options = launch or LauncherOptions(jobs=jobs)
     check_jobs(options.jobs)
+    with open_study(root, plan, runtime or {}, log) as study:
+        make_launcher(options).launch(study.todo, study.following, study.hooks)
+    return study.runs
+
+
+@dataclass(frozen=True)
+class OpenStudy:
+    """A study being run: its directory and plan, its sub-runs (where each stands, worked out afresh), those
+    to run (``todo``) and those whose jobs of an earlier command still run (``following``), and the
+    :class:`Hooks` through which a launcher reports on them (they write ``study.json``)."""
+
+    root: Path
+    plan: StudyPlan
+    runs: list[SubRun]
+    todo: list[SubRun]
+    following: list[SubRun]
+    hooks: Hooks
+
+
+@contextmanager
+def open_study(root: str | Path, plan: StudyPlan, runtime: dict[str, Any],
+               log: Callable[[str], None] = print) -> Iterator[OpenStudy]:
+    """Open the study ``root`` to run ``plan`` (creating it; refusing another plan, a family of studies or a
+    folder that is not a study) and hold its lock while the block runs: the block launches the sub-runs.
+
+    Example:
+        >>> with open_study("runs/study-quick", quick_plan("mnist1d"), {}) as study:  # doctest: +SKIP
+        ...     make_launcher(LauncherOptions()).launch(study.todo, study.following, study.hooks)
+    """
     root = check_out_text(root)
+    if (root / FAMILY_MANIFEST).is_file():
+        raise UserError(f"{root} is a family of studies ({FAMILY_MANIFEST}); continue it with the --models and "
+                        "--rewinds it was started with, or choose another --out")
     check_usable_directory(root, MANIFEST, "study directory", "--out")  # never write into a user's folder
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root, "study"):  # one process drives a study (its sub-runs lock their own directories)
-        return _run(root, plan, runtime or {}, log, options)
+        yield _prepare(root, plan, runtime, log)
 
 
-def _run(root: Path, plan: StudyPlan, runtime: dict[str, Any], log: Callable[[str], None],
-         options: LauncherOptions) -> list[SubRun]:
+def _prepare(root: Path, plan: StudyPlan, runtime: dict[str, Any], log: Callable[[str], None]) -> OpenStudy:
     from training.submitit_launcher import job_states
 
     check_same_plan(root, plan)
@@ -133,8 +173,7 @@ def _run(root: Path, plan: StudyPlan, runtime: dict[str, Any], log: Callable[[st
         return settled(r, cycles, {}, root)
 
     hooks = Hooks(root, start, finish, settle, lambda r: (plan, methods[r.method], r.seed, root / r.path, runtime))
-    make_launcher(options).launch(todo, following, hooks)
-    return runs
+    return OpenStudy(root, plan, runs, todo, following, hooks)
 
 
 class ProcessesLauncher:
@@ -194,93 +233,9 @@ def _run_parallel(todo: list[SubRun], jobs: int, start: Callable[[SubRun], float
             raise
 
 
-def build_parser() -> argparse.ArgumentParser:
-    full, quick = (", ".join(m.name for m in plan("mnist1d").methods) for plan in (default_plan, quick_plan))
-    parser = ArgumentParser(
-        prog="python -m training.study",
-        description="Run the SWAMP study grid (IMP, SWA only, particles only, SWAMP N = 2/4/8, SWAMP+, one-shot "
-                    "magnitude/random pruning) for several seeds into one directory; rerun to continue it. "
-                    "The directory's format: docs/format.md; on a Slurm cluster: docs/cluster.md.")
-    parser.add_argument("study", nargs="?", default=None, metavar="DIR",
-                        help="with --status: the study directory (or give it as --out DIR)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="study directory (required)")
-    parser.add_argument("--status", action="store_true",
-                        help="print where each sub-run stands (done, running with its job, failed with its error, "
-                             "pending) and exit; reads only, so it may run beside the study")
-    parser.add_argument("--quick", action="store_true",
-                        help="a small grid to try the pipeline: seeds 0,1, 2 cycles of 1 epoch, SWAMP with N = 3 "
-                             "(under a minute on two CPU cores)")
-    parser.add_argument("--preset", default="mnist1d", choices=list(PRESETS),
-                        help="hyperparameter preset (default mnist1d)")
-    parser.add_argument("--seeds", default=None, metavar="S,S,...",
-                        help="seeds (default 0,1,2; quick 0,1); a finished study can be extended with more seeds")
-    parser.add_argument("--methods", default=None, metavar="NAME,...",
-                        help=f"run only these methods (default all: {full}; with --quick: {quick})")
-    for name in ("epochs", "cycles", "rewind_epochs"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
-                            help=f"override the plan's {name} (a reduced study; recorded in {MANIFEST})")
-    parser.add_argument("--jobs", type=int, default=1, metavar="K",
-                        help="train K sub-runs at once on this machine, in separate processes or (submitit-local) "
-                             "jobs (e.g. one per CPU core or GPU memory share); each gets 1/K of the torch "
-                             "threads (default 1)")
-    add_launcher_flags(parser, "sub-run")
-    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
-                        help="with a submitit launcher: wait for the jobs, reporting each as it ends (default), or "
-                             "(--no-wait) submit them and return; rerun the command or use --status to follow")
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where datasets live (default data)")
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--download", action="store_true", default=None,
-                        help="allow torchvision to download CIFAR (default off)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (default: only on a terminal)")
-    return parser
-
-
-def _listed(flag: str, text: str, example: str) -> list[str]:
-    """The items of a comma-separated flag value; an empty item or a repeated one is refused."""
-    items = [item.strip() for item in text.split(",")]
-    if not all(items):
-        raise UserError(f"{flag} takes a comma-separated list such as {example}, not {text!r}")
-    repeated = next((item for k, item in enumerate(items) if item in items[:k]), None)
-    if repeated is not None:
-        raise UserError(f"{flag} lists {repeated!r} twice")
-    return items
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``--seeds S,S,...``: distinct integers in [0, 2^32)."""
-    seeds = []
-    for item in _listed("--seeds", text, "0,1,2"):
-        try:
-            seed = int(item)
-        except ValueError:
-            raise UserError(f"--seeds takes integers separated by commas, such as 0,1,2; {item!r} is not one") from None
-        check_seed(seed, "--seeds")
-        seeds.append(seed)
-    return tuple(seeds)
-
-
-def plan_from_args(args: argparse.Namespace) -> StudyPlan:
-    """The plan the flags describe (not yet checked against RunConfig: see :func:`check_plan`)."""
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    plan = quick_plan(args.preset, *([seeds] if seeds else [])) if args.quick else \
-        default_plan(args.preset, *([seeds] if seeds else []))
-    settings = {**plan.settings, **{k: getattr(args, k) for k in ("epochs", "cycles", "rewind_epochs")
-                                    if getattr(args, k) is not None}}
-    methods = plan.methods
-    if args.methods is not None:
-        wanted = _listed("--methods", args.methods, "imp,swamp-n4")
-        unknown = [name for name in wanted if name not in {m.name for m in methods}]
-        if unknown:
-            raise UserError(f"unknown method {unknown[0]!r} in --methods; choose from "
-                            f"{', '.join(m.name for m in methods)}")
-        methods = tuple(m for m in methods if m.name in wanted)
-    return StudyPlan(plan.preset, settings, plan.seeds, methods, plan.quick)
-
-
-def check_study_args(args: argparse.Namespace) -> tuple[argparse.Namespace, StudyPlan, dict[str, Any]]:
-    """The parsed flags of a study to run, checked: the plan, the runtime settings, and ``args.launch`` (the
-    :class:`LauncherOptions`); writes nothing."""
+def check_study_args(args: argparse.Namespace) -> tuple[argparse.Namespace, StudyPlan | FamilyPlan, dict[str, Any]]:
+    """The parsed flags of a study to run, checked: the plan (a :class:`FamilyPlan` with ``--models`` or
+    ``--rewinds``), the runtime settings, and ``args.launch`` (the :class:`LauncherOptions`); writes nothing."""
     if args.study is not None:
         raise UserError(f"python -m training.study: the study directory is --out DIR; a bare {args.study!r} is "
                         "taken only with --status (see --help)")
@@ -290,40 +245,62 @@ def check_study_args(args: argparse.Namespace) -> tuple[argparse.Namespace, Stud
     runtime = {k: getattr(args, k) for k in ("data_dir", "device", "progress", "download")
                if getattr(args, k) is not None}
     plan = plan_from_args(args)
-    check_plan(plan, runtime, args.launch.name)
-    return args, plan, runtime
+    if args.models is None and args.rewinds is None:
+        check_plan(plan, runtime, args.launch.name)
+        return args, plan, runtime
+    from training.study_family import check_family, family_from_args  # it builds on this module
+
+    family = family_from_args(args, plan)
+    check_family(family, runtime, args.launch.name)
+    return args, family, runtime
 
 
-def parse_study(argv: Sequence[str] | None) -> tuple[argparse.Namespace, StudyPlan, dict[str, Any]]:
-    """The flags, the checked plan and the runtime settings of ``python -m training.study`` (the launcher's
-    settings in ``args.launch``); writes nothing."""
+def parse_study(argv: Sequence[str] | None) -> tuple[argparse.Namespace, StudyPlan | FamilyPlan, dict[str, Any]]:
+    """The flags, the checked plan (or family of studies) and the runtime settings of ``python -m training.study``
+    (the launcher's settings in ``args.launch``); writes nothing."""
     return check_study_args(build_parser().parse_args(argv))
+
+
+def summary(kind: str, root: str | Path, runs: Sequence[tuple[str, str]], launch: LauncherOptions) -> tuple[str, int]:
+    """The closing line of a study command over ``runs`` (``(name, status)`` pairs) of the ``kind`` (``study`` or
+    ``family``) ``root``, and its exit status: 0 once every sub-run is done, or, without waiting, submitted."""
+    running = [name for name, status in runs if status == "running"]
+    rest = [name for name, status in runs if status not in ("done", "running")]
+    waited = launch.name not in SUBMITIT or launch.wait
+    line = (f"{kind} {root}: {len(runs) - len(rest) - len(running)}/{len(runs)} sub-runs done"
+            + (f"; running as jobs: {', '.join(running)}" if running else "")
+            + (f"; not done: {', '.join(rest)}" if rest and waited else "")
+            + (f"; not submitted yet (--jobs {launch.jobs} at once): {', '.join(rest)}" if rest and not waited
+               else "")
+            + (f"; follow with python -m training.study {root} --status" if running else ""))
+    return line, 1 if waited and (rest or running) else 0  # without waiting, submitting is the success
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.status:
-        from training.study_status import format_status, study_status
+        from training.study_status import family_status, format_family_status, format_status, study_status
 
         if args.study is not None and args.out is not None and Path(args.study) != Path(args.out):
             raise UserError(f"--status: give the study directory once, not both {args.study} and --out {args.out}")
         root = args.study or args.out
         if root is None:
             raise UserError("--status needs the study directory: python -m training.study DIR --status")
-        print(format_status(study_status(root)))
+        family = (Path(root) / FAMILY_MANIFEST).is_file()
+        print(format_family_status(family_status(root)) if family else format_status(study_status(root)))
         return 0
     args, plan, runtime = check_study_args(args)
-    runs = run_study(args.out, plan, runtime, launch=args.launch)
-    running = [r.name for r in runs if r.status == "running"]
-    rest = [r.name for r in runs if r.status not in ("done", "running")]
-    waited = args.launch.name not in SUBMITIT or args.launch.wait
-    print(f"study {args.out}: {len(runs) - len(rest) - len(running)}/{len(runs)} sub-runs done"
-          + (f"; running as jobs: {', '.join(running)}" if running else "")
-          + (f"; not done: {', '.join(rest)}" if rest and waited else "")
-          + (f"; not submitted yet (--jobs {args.launch.jobs} at once): {', '.join(rest)}" if rest and not waited
-             else "")
-          + (f"; follow with python -m training.study {args.out} --status" if running else ""))
-    return 1 if waited and (rest or running) else 0  # without waiting, submitting is the success
+    if isinstance(plan, StudyPlan):
+        runs = run_study(args.out, plan, runtime, launch=args.launch)
+        line, status = summary("study", args.out, [(r.name, r.status) for r in runs], args.launch)
+    else:
+        from training.study_family import run_family
+
+        cells = run_family(args.out, plan, runtime, launch=args.launch)
+        line, status = summary("family", args.out, [(f"{cell}/{r.name}", r.status) for cell, runs in cells.items()
+                                                    for r in runs], args.launch)
+    print(line)
+    return status
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from training.study_plan import StudyPlan
 
 FORMAT = "swamp-study/1"
 MANIFEST = "study.json"
+FAMILY_MANIFEST = "family.json"  # DIR/family.json: a family of studies (training.study_family)
 JOBS = "jobs"  # DIR/jobs/: the submitit folder (pickled calls, job logs)
 LOG_TAIL = 4096  # bytes read from the end of a log for its last line
 
@@ -139,12 +140,19 @@ def check_same_plan(root: Path, plan: StudyPlan) -> None:
     saved_methods = saved.get("methods")
     if isinstance(saved_methods, list) and not any(isinstance(m, dict) and "role" in m for m in saved_methods):
         new["methods"] = [{k: v for k, v in m.items() if k != "role"} for m in new["methods"]]
-    old_seeds = saved.get("seeds") or []
-    same_rest = {k: saved.get(k) for k in new if k != "seeds"} == {k: v for k, v in new.items() if k != "seeds"}
-    if not same_rest or new["seeds"][:len(old_seeds)] != old_seeds:
+    if not extends(saved, new):
+        old_seeds = saved.get("seeds") or []
         raise UserError(f"{root} holds a study with other settings ({MANIFEST}); continue it with the flags it "
                         f"was started with (more seeds may be added after seeds {','.join(map(str, old_seeds))}), "
                         "or choose another --out")
+
+
+def extends(saved: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether the plan ``new`` (as JSON) continues the saved plan ``saved``: every key but ``seeds`` equal, and
+    ``new``'s seeds the saved ones followed by none or more."""
+    old_seeds = saved.get("seeds") or []
+    same_rest = {k: saved.get(k) for k in new if k != "seeds"} == {k: v for k, v in new.items() if k != "seeds"}
+    return same_rest and new["seeds"][:len(old_seeds)] == old_seeds
 
 
 def last_log_line(root: Path, job: JobRecord) -> str:

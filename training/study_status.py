@@ -4,7 +4,8 @@ Worked out afresh (:func:`training.study_manifest.settled`): ``done`` (all cycle
 (its job is queued or running, with the job id and the scheduler's state; or the study's own process
 runs it), ``failed`` (with the last line of its job's log, or the error the study recorded),
 ``partial`` (some cycles done, not running) or ``pending``. Nothing is written and no lock is taken, so
-it may run beside the study command and its jobs.
+it may run beside the study command and its jobs. On a family of studies (:mod:`training.study_family`)
+it reports every cell (:func:`family_status`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,33 @@ class StudyStatus:
 
     def counts(self) -> dict[str, int]:
         """Sub-runs per status, in :data:`ORDER`, the statuses that occur."""
-        return {s: n for s in ORDER if (n := sum(r.status == s for r in self.runs))}
+        return _counts(self.runs)
+
+
+def _counts(runs: tuple[SubRunState, ...]) -> dict[str, int]:
+    return {s: n for s in ORDER if (n := sum(r.status == s for r in runs))}
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    """One cell of a family: its name, its study directory and that study's status (None: not started yet, the
+    cell has no ``study.json``)."""
+
+    name: str
+    root: str
+    study: StudyStatus | None
+
+
+@dataclass(frozen=True)
+class FamilyStatus:
+    """Every cell of the family ``root``, in ``family.json``'s order."""
+
+    root: str
+    cells: tuple[CellStatus, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Sub-runs of all cells per status, in :data:`ORDER`, the statuses that occur."""
+        return _counts(tuple(r for c in self.cells if c.study is not None for r in c.study.runs))
 
 
 def _cycles(manifest: dict[str, Any], path: Path) -> int:
@@ -98,6 +125,33 @@ def study_status(root: str | Path) -> StudyStatus:
         rows.append(SubRunState(r.name, status, r.cycles_done, cycles, r.job,
                                 states.get(r.job.id) if r.job is not None else None, error))
     return StudyStatus(str(root), tuple(rows))
+
+
+def family_status(root: str | Path) -> FamilyStatus:
+    """Where each sub-run of each cell of the family ``root`` stands now (:func:`study_status` of every cell);
+    writes nothing.
+
+    Example:
+        >>> status = family_status("runs/controls")  # doctest: +SKIP
+        >>> [c.name for c in status.cells]  # doctest: +SKIP
+        ['cnn1d-r2', 'mlp-r2', 'transformer1d-r2']
+    """
+    from training.study_family import read_family
+
+    root = Path(root)
+    cells = [(c["name"], root / c["path"]) for c in read_family(root)["cells"]]
+    return FamilyStatus(str(root), tuple(CellStatus(name, str(path), study_status(path) if (path / MANIFEST).is_file()
+                                                    else None) for name, path in cells))
+
+
+def format_family_status(status: FamilyStatus) -> str:
+    """The report ``--status`` prints for a family: a summary line, then each cell's :func:`format_status`."""
+    runs = sum(len(c.study.runs) for c in status.cells if c.study is not None)
+    counts = ", ".join(f"{n} {s}" for s, n in status.counts().items())
+    lines = [f"family {status.root}: {len(status.cells)} cells, {runs} sub-runs" + (f": {counts}" if counts else "")]
+    lines += [format_status(c.study) if c.study is not None else f"study {c.root}: not started (no {MANIFEST} yet)"
+              for c in status.cells]
+    return "\n".join(lines)
 
 
 def format_status(status: StudyStatus) -> str:
