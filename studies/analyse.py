@@ -44,7 +44,7 @@ from landscape.hessian_report import HessianOptions, analyse_checkpoint
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape
 from studies.manifest import ANALYSIS, method_roles
-from training.artifacts.lock import exclusive
+from training.artifacts.lock import LOCK_NAME, exclusive
 from training.artifacts.ownership import check_usable_directory
 from training.artifacts.rundir import RunDir
 from training.config import check_seed
@@ -219,6 +219,12 @@ def _compute_in_worker(kind: str, run: str, cycle: int, root: Path, settings: An
     return _compute(Job(kind, run, cycle, measure), root)
 
 
+def _controls_only(analysis: Path) -> bool:
+    """Whether ``analysis`` is a directory holding only what ``python -m studies.controls`` writes there."""
+    return analysis.is_dir() and not analysis.is_symlink() and \
+        {p.name for p in analysis.iterdir()} - {LOCK_NAME} == {"controls"} and (analysis / "controls").is_dir()
+
+
 def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, kinds: Sequence[str] = KINDS,
                   device: str = "cpu", data_dir: str | None = None, progress: bool | None = None,
                   jobs: int = 1, launch: LauncherOptions | None = None) -> list[Path]:
@@ -238,7 +244,8 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     manifest = read_manifest(root)
     settings = settings or default_settings(manifest)
     settings.validate()
-    check_usable_directory(root / ANALYSIS, "settings.json", "study analysis", "DIR/analysis")
+    if not _controls_only(root / ANALYSIS):  # python -m studies.controls may have written analysis/controls first
+        check_usable_directory(root / ANALYSIS, "settings.json", "study analysis", "DIR/analysis")
     (root / ANALYSIS).mkdir(parents=True, exist_ok=True)
     with exclusive(root / ANALYSIS, "analysis directory"):  # one analysing process per study
         check_settings(root, settings)

@@ -4,7 +4,8 @@ The tables of means are followed by the paired per-seed comparisons behind the v
 (:mod:`studies.claims`).
 
 Every cell is mean ± standard deviation over seeds (:func:`studies.tables.mean_std`), with
-the number of seeds in the header; accuracies and error barriers in percent.
+the number of seeds in the header; accuracies and error barriers in percent. Where
+``python -m studies.controls DIR`` has cached controls, they follow (:func:`directory_report`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import pandas as pd
 from landscape.cli import cycle_list
 from studies import tables as st
 from studies.claims import claims_report
+from studies.controls import controls_section
 from training.errors import ArgumentParser, UserError, run_cli
+from training.study_manifest import FAMILY_MANIFEST, MANIFEST
 
 
 def _pm(mean: float, std: float, scale: float, digits: int) -> str:
@@ -103,15 +106,34 @@ def study_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def directory_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
+    """What ``python -m studies.report DIR`` prints: :func:`study_report`, then the controls that
+    ``python -m studies.controls DIR`` cached (:func:`studies.controls.controls_section`: each treatment beside its
+    control). A family of studies (``family.json``, its studies under ``cells/``, no ``study.json``) gets one
+    pointer to each cell's report and the controls; another directory with cached controls but no ``study.json``
+    (a directory of runs) the controls alone. ``cycles`` selects the study tables' cycles."""
+    root = Path(root)
+    controls = controls_section(root)
+    if (root / MANIFEST).is_file() or (controls is None and not (root / FAMILY_MANIFEST).is_file()):
+        return study_report(root, cycles) + ("" if controls is None else f"\n{controls}\n")
+    parts = []
+    if (root / FAMILY_MANIFEST).is_file():
+        cells = sorted(p for p in (root / "cells").glob("*") if p.is_dir())
+        parts.append("### Cells\n\n" + "\n".join(f"- {p.name}: `python -m studies.report {p}`" for p in cells))
+    parts.append(controls or f"No controls are cached yet: run python -m studies.controls {root}")
+    return "\n\n".join(parts) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m studies.report",
                             description="Print a study's tables (mean ± std over seeds) as Markdown.")
     parser.add_argument("study", metavar="DIR", help="a study directory of python -m training.study; its "
-                        "barrier, hull and Hessian tables need python -m studies.analyse DIR first")
+                        "barrier, hull and Hessian tables need python -m studies.analyse DIR first, its controls "
+                        "python -m studies.controls DIR (a family of studies, or a directory of runs: its controls)")
     parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",
                         help="cycles to show (default all)")
     args = parser.parse_args(argv)
-    print(study_report(args.study, args.cycles))
+    print(directory_report(args.study, args.cycles))
     return 0
 
 

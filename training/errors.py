@@ -83,7 +83,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     (:data:`RESUME_RUN` for training); a tool whose outputs are written whole keeps the default.
     """
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    prog = f"python -m {spec.name}" if spec is not None and spec.name else \
+    prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None and spec.name else \
         (sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "swamp")
     # signal handlers can be set only in the main thread; elsewhere SIGTERM keeps its effect
     in_main = threading.current_thread() is threading.main_thread()

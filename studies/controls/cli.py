@@ -1,0 +1,50 @@
+"""``python -m studies.controls ROOT``: compute the missing control measurements and print the tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from landscape.cli import write_json
+from studies.controls.cache import measure
+from studies.controls.measurements import Settings
+from studies.controls.tables import correlation_rows, report
+from training.errors import ArgumentParser
+
+_HELP = {"rewind": "--rewind-epochs of the grid's runs", "points": "points on each line",
+         "hull_samples": "samples per hull", "hull_vertices": "vertices K of every hull",
+         "probes": "Hutchinson probes", "hessian_samples": "training samples of the Hessian"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="python -m studies.controls",
+                            description="A control beside every landscape verdict (docs/controls.md): compute the "
+                                        "measurements missing from ROOT/analysis/controls (rerun to continue) and "
+                                        "print the tables as Markdown.")
+    parser.add_argument("root", type=Path, help="directory holding IMP and SWAMP run directories (any depth: a "
+                        "directory of runs, a study or a family of studies)")
+    defaults = Settings()
+    for name, text in _HELP.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name), metavar="N",
+                            help=f"{text} (default {getattr(defaults, name)})")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set is read (default data/)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="K",
+                        help="compute K measurements at once in separate processes, each with 1/K of the torch "
+                             "threads (default 1)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar (default: only on a terminal)")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write every row as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = replace(Settings(), data_dir=args.data_dir, **{name: getattr(args, name) for name in _HELP})
+    controls = measure(args.root, settings, args.jobs, args.progress, log=lambda line: print(line, file=sys.stderr))
+    print("\n\n".join(report(controls)))
+    if args.json:
+        write_json(args.json, {**controls.to_json(), "correlations": correlation_rows(controls)})
+    return 0
