@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from landscape.batches import ArgumentError, Batch, LossFn, mean_loss_terms
 from training.averaging import has_batchnorm, recalibrate_batchnorm
+from training.progress import tqdm
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from tqdm.auto import tqdm
 
 from landscape.batches import LossFn, mean_loss_terms
+from training.progress import tqdm
 
 Matmat = Callable[[Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]

@@ -35,8 +35,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from landscape.artifacts import SPLITS, EvalOptions, run_particles
 from landscape.barrier import checkpoint_barrier, cycle_barriers
 from landscape.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, MAX_RESOLUTION, check_at_most, write_json
@@ -51,6 +49,7 @@ from training.config import check_seed
 from training.device import resolve_device
 from training.errors import ArgumentParser, UserError, run_cli
 from training.launchers import SUBMITIT, LauncherOptions, add_launcher_flags, check_device, launcher_options
+from training.progress import tqdm
 from training.study import cycles_done, read_manifest
 from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from training import __version__
 from training.artifacts.checkpoint import load_checkpoint
@@ -42,6 +41,7 @@ from training.errors import UserError
 from training.evaluate import ensemble_log_probs, evaluate, predict, score
 from training.loggers import cycle_scalars, open_logger
 from training.models.meta import on_meta
+from training.progress import tqdm
 from training.pruning import dense_masks, density, next_masks
 from training.seeds import generator
 from training.train import Schedule, steps_per_epoch

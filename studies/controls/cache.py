@@ -17,8 +17,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from landscape.cli import write_json
 from studies.controls.measurements import KINDS, Controls, Measurement, Settings, flag, measure_row, plan_measurements
 from studies.controls.runs import Run, accuracy_rows, find_runs, unalignable_models
@@ -27,6 +25,7 @@ from training.artifacts.atomic import remove_stale_temporaries
 from training.artifacts.lock import exclusive
 from training.artifacts.ownership import check_usable_directory
 from training.errors import UserError
+from training.progress import tqdm
 from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
 
 SETTINGS_FILE = "settings.json"
