@@ -26,9 +26,7 @@ Example (the notebook ``analysis_notebooks/07_controls.ipynb`` does this for eve
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,41 +40,13 @@ from matplotlib.transforms import ScaledTranslation
 from landscape.plots import LEGEND_WIDTH, LINE_STYLES, label_figure
 from studies import controls as sc
 from studies.claims import paired
+from studies.controls.realisations import load_controls  # noqa: F401 - the notebook reads it from here
 from studies.figures import PANEL
 from studies.tables import mean_std
-from training.errors import UserError
 
 MEASURES = {"raw": "raw trace", "normalized": "BN-invariant, per layer", "channel": "BN-invariant, per channel"}
 LOSS_LINEAR = 1e-4  # barriers below this are drawn on a linear scale (symlog): many are exactly 0
 DODGE = 0.06  # inches between the error bars of neighbouring series at one x
-
-
-def load_controls(path: str | Path) -> sc.Controls:
-    """The :class:`studies.controls.Controls` of a JSON written by ``python -m studies.controls ROOT --json OUT``.
-
-    Example::
-
-        controls = load_controls("runs/controls/controls.json")
-        sorted(controls.rows)  # ['accuracy', 'flatness', 'particle_hulls', ...]
-    """
-    path = Path(path)
-    hint = f"write it with python -m studies.controls ROOT --json {path}"
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist: {hint}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not JSON ({exc}): {hint}") from None
-    kinds = {"accuracy", "particle_pairs", "seed_pairs", "particle_hulls", "seed_hulls", "flatness"}
-    if not isinstance(obj, dict) or not {"settings", "rows", "unalignable"} <= obj.keys() \
-            or not kinds <= set(obj["rows"]):
-        raise UserError(f"{path} is not the JSON of python -m studies.controls (settings, rows of {sorted(kinds)}, "
-                        f"unalignable): {hint}")
-    try:
-        settings = sc.Settings(**obj["settings"])
-    except TypeError as exc:
-        raise UserError(f"{path} has settings this version does not know ({exc}): {hint}") from None
-    return sc.Controls(settings, obj["rows"], obj["unalignable"], obj.get("seconds", {}))
 
 
 # ---- frames ------------------------------------------------------------------------------------------------

@@ -262,3 +262,36 @@ def test_load_controls_refuses_what_is_not_a_controls_json_in_one_line(tmp_path)
             cf.load_controls(bad)
         assert words in str(info.value) and "\n" not in str(info.value)
         assert "python -m studies.controls ROOT --json" in str(info.value)
+
+
+def test_controls_across_realisations_apply_the_verdict_rule_to_each_paired_difference(tmp_path, capsys):
+    """Two realisations of one controls grid: every (quantity, model, sparsity) row holds each realisation's
+    SWAMP − IMP mean and std over seeds, computed here by hand from the JSON rows, and the rule's verdict;
+    the CLI prints the library's table."""
+    from studies.controls import realisations as cr
+    from studies.realisations import verdict
+
+    first, second = controls_json(np.random.default_rng(1)), controls_json(np.random.default_rng(2))
+    paths = [tmp_path / "t1.json", tmp_path / "t2.json"]
+    for path, body in zip(paths, (first, second), strict=True):
+        path.write_text(json.dumps(body))
+    rows = cr.realisation_rows([cr.load_controls(p) for p in paths])
+    keys = {(r["quantity"], r["model"], round(r["sparsity"], 3)) for r in rows}
+    assert ("test accuracy (points)", "mlp", 0.75) in keys and ("raw Hessian trace", "cnn1d", 0.0) in keys
+    assert ("BN-invariant trace, per layer", "mlp", 0.0) not in keys  # no BatchNorm: no such trace
+
+    def by_hand(body: dict, model: str, cycle: int) -> tuple[float, float]:
+        acc = {(r["method"], r["seed"]): r["test_acc"] for r in body["rows"]["accuracy"]
+               if r["model"] == model and r["cycle"] == cycle and r["rewind"] == 2}
+        d = np.array([100 * (acc["swamp", s] - acc["imp", s]) for s in SEEDS])
+        return float(d.mean()), float(d.std(ddof=1))
+
+    row = next(r for r in rows if r["quantity"] == "test accuracy (points)" and r["model"] == "mlp"
+               and r["sparsity"] == SPARSITY[2])
+    expected = [by_hand(body, "mlp", 2) for body in (first, second)]
+    assert [e[:2] for e in row["effects"]] == pytest.approx(expected)
+    assert row["verdict"] == verdict([m for m, _ in expected], [s for _, s in expected])
+    assert cr.main([str(p) for p in paths] + ["--labels", "a,b"]) == 0
+    assert capsys.readouterr().out.strip() == cr.realisation_table([cr.load_controls(p) for p in paths], ["a", "b"])
+    with pytest.raises(UserError, match="at least two realisations"):
+        cr.realisation_rows([cr.load_controls(paths[0])])
