@@ -289,7 +289,7 @@ def test_controls_across_realisations_apply_the_verdict_rule_to_each_paired_diff
     row = next(r for r in rows if r["quantity"] == "test accuracy (points)" and r["model"] == "mlp"
                and r["sparsity"] == SPARSITY[2])
     expected = [by_hand(body, "mlp", 2) for body in (first, second)]
-    assert [e[:2] for e in row["effects"]] == pytest.approx(expected)
+    assert [x for e in row["effects"] for x in e[:2]] == pytest.approx([x for e in expected for x in e])
     assert row["verdict"] == verdict([m for m, _ in expected], [s for _, s in expected])
     assert cr.main([str(p) for p in paths] + ["--labels", "a,b"]) == 0
     assert capsys.readouterr().out.strip() == cr.realisation_table([cr.load_controls(p) for p in paths], ["a", "b"])
