@@ -239,3 +239,21 @@ def test_a_study_report_ends_with_the_controls_of_its_own_cache(family, tmp_path
         ["## Controls: each treatment beside its control",
          f"Cached by `python -m studies.controls {cell} {' '.join(FLAGS)}` (docs/controls.md).",
          *sc.report(controls)]) + "\n\n"
+
+
+def test_the_grid_rewind_point_is_the_one_every_model_has_or_asked_for():
+    """``--rewind`` left out: the only rewind point, or the one every model shares (a rewind sweep of one model
+    beside the grid); several or none shared is one line naming --rewind."""
+    from studies.controls.cli import grid_rewind
+    from studies.controls.runs import Run
+    from training.errors import UserError
+
+    def runs(*pairs):
+        return [Run(Path(f"{m}-{r}"), m, "imp", 0, r, 1, (0,)) for m, r in pairs]
+
+    assert grid_rewind(runs(("mlp", 1))) == 1
+    assert grid_rewind(runs(("cnn1d", 0), ("cnn1d", 2), ("cnn1d", 8), ("mlp", 2), ("transformer1d", 2))) == 2
+    with pytest.raises(UserError, match=r"rewind points 0, 2; choose the grid's with --rewind N"):
+        grid_rewind(runs(("cnn1d", 0), ("cnn1d", 2)))
+    with pytest.raises(UserError, match="none of them shared by every model"):
+        grid_rewind(runs(("cnn1d", 0), ("mlp", 2)))

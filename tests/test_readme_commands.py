@@ -29,9 +29,8 @@ CHEAP = {
     "studies.analyse": ["--points", "3", "--bn-recal", "256", "--hull-samples", "2", "--plane-resolution", "3",
                         "--hessian-probes", "2", "--hessian-samples", "128", "--no-progress"],
     "training.study": ["--no-progress"],
-    # the quick study rewinds to 1 dense epoch, the controls grid to 2
-    "studies.controls": ["--rewind", "1", "--points", "3", "--hull-samples", "2", "--probes", "2",
-                         "--hessian-samples", "128", "--no-progress"],
+    "studies.controls": ["--points", "3", "--hull-samples", "2", "--probes", "2", "--hessian-samples", "128",
+                         "--no-progress"],
 }
 TAKES_DATA_DIR = {"landscape.barrier", "landscape.subspace", "landscape.hessian", "studies.analyse",
                   "studies.controls", "training.study"}

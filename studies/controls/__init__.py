@@ -4,8 +4,9 @@ The runs are ``python -m training.imp`` (IMP: one particle, no SWA) and ``python
 (SWAMP: N > 1 particles with SWA) run directories anywhere under ROOT -- a directory of runs, a study of
 ``python -m training.study`` (its ``imp`` and ``swamp`` arms) or a family of studies; model, method, seed and
 rewind point (``--rewind-epochs``) are read from each ``config.json`` (:mod:`studies.controls.runs`). The
-*grid* is the runs at one rewind point (``--rewind``, default 2); every rewind point of a model is used only
-by the rewind table. Per model (:mod:`studies.controls.measurements`):
+*grid* is the runs at one rewind point (``--rewind``; default the rewind point every model has,
+:func:`studies.controls.cli.grid_rewind`); every rewind point of a model is used only by the rewind table.
+Per model (:mod:`studies.controls.measurements`):
 
 * **connectivity**: the test loss / error barrier (Frankle et al. 2020, ``points`` on the line, BatchNorm
   recomputed) between the particles of one SWAMP cycle (treatment: one ticket, one mask) beside the
@@ -27,7 +28,7 @@ Every measurement is one JSON file ``ROOT/analysis/controls/KIND/KEY.json`` (:mo
 computed only when missing, ``--jobs K`` at once; the tables and the spread rule are
 :mod:`studies.controls.tables`, and ``python -m studies.report ROOT`` prints them from the cache.
 
-``python -m studies.controls ROOT [--rewind 2] [--jobs K] [--json OUT]`` prints the Markdown tables.
+``python -m studies.controls ROOT [--rewind N] [--jobs K] [--json OUT]`` prints the Markdown tables.
 """
 
 from studies.claims import Paired

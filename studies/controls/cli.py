@@ -11,12 +11,28 @@ from pathlib import Path
 from landscape.cli import write_json
 from studies.controls.cache import measure
 from studies.controls.measurements import Settings
+from studies.controls.runs import Run, find_runs
 from studies.controls.tables import correlation_rows, report
-from training.errors import ArgumentParser
+from training.errors import ArgumentParser, UserError
 
 _HELP = {"rewind": "--rewind-epochs of the grid's runs", "points": "points on each line",
          "hull_samples": "samples per hull", "hull_vertices": "vertices K of every hull",
          "probes": "Hutchinson probes", "hessian_samples": "training samples of the Hessian"}
+
+
+def grid_rewind(runs: Sequence[Run]) -> int:
+    """The grid's rewind point: the only one of the runs, or the only one that every model has (a rewind sweep
+    of one model beside a grid of several); otherwise one :class:`UserError` line asking for ``--rewind``."""
+    models: dict[str, set[int]] = {}
+    for run in runs:
+        models.setdefault(run.model, set()).add(run.rewind)
+    shared = sorted(set.intersection(*models.values()))
+    if len(shared) == 1:
+        return shared[0]
+    found = sorted(set.union(*models.values()))
+    raise UserError(f"the runs have rewind points {', '.join(map(str, found))}"
+                    f"{', none of them shared by every model' if not shared else ''}; choose the grid's with "
+                    "--rewind N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("root", type=Path, help="directory holding IMP and SWAMP run directories (any depth: a "
                         "directory of runs, a study or a family of studies)")
     defaults = Settings()
+    parser.add_argument("--rewind", type=int, default=None, metavar="N",
+                        help="--rewind-epochs of the grid's runs (default: the rewind point every model has, when "
+                             "there is one; other rewind points feed only the rewind table)")
     for name, text in _HELP.items():
+        if name == "rewind":
+            continue
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name), metavar="N",
                             help=f"{text} (default {getattr(defaults, name)})")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set is read (default data/)")
@@ -42,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.rewind is None:
+        args.rewind = grid_rewind(find_runs(args.root))
     settings = replace(Settings(), data_dir=args.data_dir, **{name: getattr(args, name) for name in _HELP})
     controls = measure(args.root, settings, args.jobs, args.progress, log=lambda line: print(line, file=sys.stderr))
     print("\n\n".join(report(controls)))
