@@ -261,3 +261,43 @@ def test_ctrl_c_while_a_tool_is_still_starting_is_one_line(module, tmp_path):
     assert "Traceback" not in err, err
     if proc.returncode != 0:  # a --help that finished first exits 0
         assert proc.returncode in (130, -signal.SIGINT) and len(err.strip().splitlines()) <= 1, err
+
+
+def test_ctrl_c_of_a_study_with_jobs_prints_one_line_not_the_workers_tracebacks(tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: the study prints its one line and exits 130; its
+    --jobs workers, busy or idle (3 workers, 2 sub-runs), end quietly (an idle one printed a multiprocessing
+    traceback before)."""
+    study = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-m", "training.study", "--quick", "--methods", "imp",
+                             "--epochs", "30", "--out", str(study), "--jobs", "3", "--no-progress", "--data-dir",
+                             str(DATA_DIR)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 90
+        while not list(study.glob("runs/*/config.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the workers are training
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.splitlines() == ["python -m training.study: interrupted; rerun the same command to continue "
+                                "(finished sub-runs are kept)"]
+
+
+def test_an_idle_worker_ends_quietly_on_ctrl_c(capfd):
+    """A --jobs worker waiting for its next task when the SIGINT of a Ctrl-C arrives exits 130 and prints
+    nothing (multiprocessing printed the traceback of the queue read it was in)."""
+    from training.workers import spawn_pool
+
+    pool = spawn_pool(1)
+    try:
+        assert pool.submit(abs, -1).result(timeout=60) == 1
+        (worker,) = pool._processes.values()
+        os.kill(worker.pid, signal.SIGINT)
+        worker.join(30)
+        assert worker.exitcode == 130
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    assert "Traceback" not in capfd.readouterr().err
