@@ -283,4 +283,8 @@ def test_cli_bad_input_is_one_error_line_and_exit_2(realisations, dirs, args, me
 
 
 def test_docstring_examples_run():
+    import studies.verdict
+
     assert doctest.testmod(sr).failed == 0
+    result = doctest.testmod(studies.verdict)
+    assert result.failed == 0 and result.attempted >= 1

@@ -4,7 +4,7 @@ A *realisation* is the same controls grid trained and measured on another floati
 CPU, another torch thread count, a GPU): the runs are byte-deterministic per path and differ across
 paths. For every (model, sparsity, quantity) the paired difference SWAMP − IMP over seeds is computed in
 each realisation's controls JSON (``python -m studies.controls ROOT --json OUT``) and judged by the rule
-of :func:`studies.realisations.verdict` (holds only where every realisation agrees in sign, each is beyond
+of :func:`studies.verdict.verdict` (holds only where every realisation agrees in sign, each is beyond
 its seed std, and the pooled mean exceeds the spread of the realisation means).
 
     python -m studies.controls.realisations A.json B.json [--labels t1,t2]
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from studies.controls.measurements import Controls, Settings
 from studies.controls.tables import _paired_rows
-from studies.realisations import verdict
+from studies.verdict import verdict
 from training.errors import ArgumentParser, UserError, run_cli
 
 # (row kind, value key, label, scale to the table's unit)
