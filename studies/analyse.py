@@ -31,7 +31,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from landscape.hessian_report import HessianOptions, analyse_checkpoint
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape
 from studies.manifest import ANALYSIS, method_roles
+from studies.settings import check_counts, count_setting
 from training.artifacts.lock import LOCK_NAME, exclusive
 from training.artifacts.ownership import check_usable_directory
 from training.artifacts.rundir import RunDir
@@ -56,23 +57,18 @@ from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
 KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
 
 
-def _count(default: int, least: int) -> Any:
-    """An integer setting of at least ``least``."""
-    return field(default=default, metadata={"least": least})
-
-
 @dataclass(frozen=True)
 class AnalysisSettings:
     """Resolution of every measurement (the same for all runs, so they can be compared)."""
 
-    points: int = _count(11, 2)
+    points: int = count_setting(11, 2)
     splits: tuple[str, ...] = ("train", "test")
-    bn_recal: int = _count(2048, 0)
-    hull_samples: int = _count(32, 1)
-    plane_resolution: int = _count(15, 2)
-    hessian_probes: int = _count(32, 1)
-    hessian_samples: int = _count(1024, 1)
-    seed: int = _count(0, 0)
+    bn_recal: int = count_setting(2048, 0)
+    hull_samples: int = count_setting(32, 1)
+    plane_resolution: int = count_setting(15, 2)
+    hessian_probes: int = count_setting(32, 1)
+    hessian_samples: int = count_setting(1024, 1)
+    seed: int = count_setting(0, 0)
 
     @classmethod
     def from_flags(cls, given: dict[str, str], base: AnalysisSettings) -> AnalysisSettings:
@@ -92,11 +88,7 @@ class AnalysisSettings:
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the flag of the first impossible setting."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if "least" in f.metadata and (not isinstance(value, int) or isinstance(value, bool)
-                                          or value < f.metadata["least"]):
-                raise UserError(f"{_flag(f.name)} must be an integer >= {f.metadata['least']}, not {value!r}")
+        check_counts(self, _flag)
         check_seed(self.seed)
         for name, limit in (("points", MAX_POINTS), ("hull_samples", MAX_HULL_SAMPLES),
                             ("plane_resolution", MAX_RESOLUTION), ("hessian_probes", MAX_PROBES)):

@@ -29,6 +29,20 @@ def one_line(call, *args, **kwargs) -> str:
     return message
 
 
+def study_files(root: Path, runs: str = "runs") -> dict[str, object]:
+    """Every checkpoint's bytes and every cycle's metrics (without the wall-clock seconds) under ``root/runs``,
+    keyed by their path relative to ``root``: what two runs of one study must share to be the same."""
+    found: dict[str, object] = {}
+    for path in sorted((root / runs).rglob("*")):
+        if path.suffix == ".safetensors":
+            found[str(path.relative_to(root))] = path.read_bytes()
+        elif path.name == "metrics.json":
+            found[str(path.relative_to(root))] = {k: v for k, v in json.loads(path.read_text()).items()
+                                                  if k != "seconds"}
+    assert any(name.endswith("average.safetensors") for name in found)
+    return found
+
+
 def make_run(out: Path, *extra: str) -> Path:
     """Run ``python -m training.swamp`` in-process with tiny settings into ``out``."""
     assert swamp_main([*TINY_ARGS, "--out", str(out), "--data-dir", str(DATA_DIR), *extra]) == 0

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR
+from conftest import DATA_DIR, study_files
 
 from studies.analyse import main as analysis_main
 from training.errors import run_cli
@@ -43,19 +43,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("processes") / "study"
     assert study_main([*STUDY, "--out", str(root)]) == 0
     return root
-
-
-def results(root: Path) -> dict[str, object]:
-    """Every checkpoint's bytes and every cycle's metrics (without the wall-clock seconds) of a study."""
-    found: dict[str, object] = {}
-    for path in sorted((root / "runs").rglob("*")):
-        if path.suffix == ".safetensors":
-            found[str(path.relative_to(root))] = path.read_bytes()
-        elif path.name == "metrics.json":
-            found[str(path.relative_to(root))] = {k: v for k, v in json.loads(path.read_text()).items()
-                                                  if k != "seconds"}
-    assert any(name.endswith("average.safetensors") for name in found)
-    return found
 
 
 def manifest_runs(root: Path) -> dict[str, dict]:
@@ -93,7 +80,7 @@ def test_submitit_local_gives_the_same_runs_and_a_second_command_submits_nothing
     assert len(list((root / "jobs").glob("*_submitted.pkl"))) == 2
     assert {name: (r["status"], r["job"]["id"]) for name, r in manifest_runs(root).items()} == \
         {name: ("done", job) for name, job in submitted.items()}
-    assert results(root) == results(reference)
+    assert study_files(root) == study_files(reference)
     assert all(" done " in line and "2/2 cycles" in line for line in status_lines(root, capsys).values())
 
 
@@ -117,7 +104,7 @@ def test_a_killed_job_is_resumed_by_rerunning_the_study_command(reference, tmp_p
     assert "run  imp-s0 (" in out and "run  swamp-n3-s0 (0/2 cycles done)" in out
     runs = manifest_runs(root)
     assert runs["imp-s0"]["job"]["id"] != job["id"] and all(r["status"] == "done" for r in runs.values())
-    assert results(root) == results(reference), "the resumed run is the uninterrupted one"
+    assert study_files(root) == study_files(reference), "the resumed run is the uninterrupted one"
 
 
 def test_the_analysis_runs_one_job_per_sub_run_with_the_same_measurements(reference, tmp_path):

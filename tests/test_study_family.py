@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR
+from conftest import DATA_DIR, study_files
 
 from studies import tables
 from studies.report import study_report
@@ -47,19 +47,6 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def checkpoints(root: Path, runs: str = "runs") -> dict[str, object]:
-    """Every checkpoint's bytes and every cycle's metrics (without the wall-clock seconds) under ``root/runs``."""
-    found: dict[str, object] = {}
-    for path in sorted((root / runs).rglob("*")):
-        if path.suffix == ".safetensors":
-            found[str(path.relative_to(root))] = path.read_bytes()
-        elif path.name == "metrics.json":
-            found[str(path.relative_to(root))] = {k: v for k, v in json.loads(path.read_text()).items()
-                                                  if k != "seconds"}
-    assert any(name.endswith("average.safetensors") for name in found)
-    return found
-
-
 def manifest(root: Path) -> dict:
     return json.loads((root / MANIFEST).read_text())
 
@@ -90,7 +77,7 @@ def test_every_cell_is_an_ordinary_study_of_its_model_and_rewind_point(family):
 
 
 def test_a_cell_trained_two_at_a_time_equals_the_single_study_byte_for_byte(family, single):
-    assert checkpoints(family / "cells" / "cnn1d-r0") == checkpoints(single)
+    assert study_files(family / "cells" / "cnn1d-r0") == study_files(single)
     study = manifest(single)
     assert list(study) == STUDY_KEYS, "without the axes study.json is as it was"
     assert study["settings"] == {"cycles": 1, "epochs": 1, "rewind_epochs": 0}
@@ -134,7 +121,7 @@ def test_an_interrupted_family_resumes_where_it_stopped(family, tmp_path, monkey
     assert [line for line in capsys.readouterr().out.splitlines() if " run " in line] == \
         ["mlp-r0: run  swamp-n3-s0 (0/1 cycles done)"]
     for cell in CELLS:
-        assert checkpoints(copy / "cells" / cell) == checkpoints(family / "cells" / cell), cell
+        assert study_files(copy / "cells" / cell) == study_files(family / "cells" / cell), cell
 
 
 def test_status_of_a_family_reports_every_cell(family, capsys):
@@ -162,8 +149,8 @@ def test_submitit_local_runs_the_cells_as_jobs_with_the_same_checkpoints(family,
     for cell, job in jobs.items():
         assert len(list((root / "cells" / cell / "jobs").glob("*_submitted.pkl"))) == 1
         assert [(r["status"], r["job"]["id"]) for r in manifest(root / "cells" / cell)["runs"]] == [("done", job["id"])]
-        ours = checkpoints(root / "cells" / cell)
-        theirs = checkpoints(family / "cells" / cell, "runs/imp-s0")
+        ours = study_files(root / "cells" / cell)
+        theirs = study_files(family / "cells" / cell, "runs/imp-s0")
         assert ours == theirs, cell
 
 

@@ -4,7 +4,7 @@ measurement of a directory of runs, and the function computing each kind (:func:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -20,36 +20,27 @@ from landscape.flatness import normalized_trace
 from landscape.hessian_report import HessianOptions, training_batches
 from landscape.subspace import hull_landscape
 from studies.controls.runs import Grid, Run, grid_runs
+from studies.settings import check_counts, count_setting
 from training.artifacts.checkpoint import build_model, load_checkpoint
-from training.errors import UserError
 
 KINDS = ("particle_pairs", "seed_pairs", "particle_hulls", "seed_hulls", "flatness")
-
-
-def _count(default: int, least: int) -> Any:
-    """An integer setting of at least ``least``."""
-    return field(default=default, metadata={"least": least})
 
 
 @dataclass(frozen=True)
 class Settings:
     """What is measured and how; each field is a flag of ``python -m studies.controls``."""
 
-    rewind: int = _count(2, 0)
-    points: int = _count(11, 2)
-    hull_samples: int = _count(32, 1)
-    hull_vertices: int = _count(3, 2)
-    probes: int = _count(32, 2)
-    hessian_samples: int = _count(1024, 1)
+    rewind: int = count_setting(2, 0)
+    points: int = count_setting(11, 2)
+    hull_samples: int = count_setting(32, 1)
+    hull_vertices: int = count_setting(3, 2)
+    probes: int = count_setting(32, 2)
+    hessian_samples: int = count_setting(1024, 1)
     data_dir: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the flag of the first impossible setting."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if "least" in f.metadata and (not isinstance(value, int) or isinstance(value, bool)
-                                          or value < f.metadata["least"]):
-                raise UserError(f"{flag(f.name)} must be an integer >= {f.metadata['least']}, not {value!r}")
+        check_counts(self, flag)
         for name, limit in (("points", MAX_POINTS), ("hull_samples", MAX_HULL_SAMPLES), ("probes", MAX_PROBES)):
             check_at_most(getattr(self, name), limit, flag(name))
 
