@@ -20,7 +20,8 @@ from conftest import one_line
 import training.data.loader as loader
 from training.artifacts.checkpoint import build_model as build_model_of
 from training.artifacts.checkpoint import load_checkpoint, save_checkpoint
-from training.artifacts.schema import input_shape, parse_metadata
+from training.artifacts.schema import parse_metadata
+from training.artifacts.structure import input_shape
 from training.data import dataset_spec, from_datasets, load_dataset
 from training.data.loader import SampleCollator, map_style_dataset
 from training.data.names import check_dataset_name

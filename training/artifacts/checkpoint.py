@@ -26,15 +26,13 @@ from torch import Tensor, nn
 from training.artifacts.atomic import atomic_write_bytes
 from training.artifacts.schema import (
     brief_repr,
-    check_forward,
     check_model_spec,
-    check_structure,
-    check_tensor_values,
     first_line,
     parse_metadata,
     printable,
 )
 from training.artifacts.serialize import dumps
+from training.artifacts.structure import check_forward, check_structure, check_tensor_values
 from training.errors import UserError
 from training.imports import is_import_path, untrusted
 from training.pruning import density as mask_density
@@ -191,7 +189,7 @@ def build_model(ckpt: Checkpoint, device: torch.device | str = "cpu", *, trust_c
 
     The model's shapes are first built on the meta device and compared with the stored tensors, so
     only a model of the file's size is ever materialised; then it must map two inputs of the data set's
-    shape to class scores (:func:`training.artifacts.schema.check_forward`).
+    shape to class scores (:func:`training.artifacts.structure.check_forward`).
 
     Args:
         ckpt: a loaded checkpoint.
