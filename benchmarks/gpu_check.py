@@ -81,10 +81,23 @@ def check_output_dir(out: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-def run_check(setup: Setup, budget_s: float, write, sections: Sequence[str] = tuple(SECTIONS)) -> dict:
-    """Run ``sections`` within ``budget_s`` seconds; ``write(report)`` after each. Returns the report."""
+def process_age() -> float:
+    """Seconds since this process started (Linux; 0 elsewhere): the budget counts the imports too."""
+    try:
+        with open("/proc/self/stat") as fh:
+            started = int(fh.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as fh:
+            return max(0.0, float(fh.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def run_check(setup: Setup, budget_s: float, write, sections: Sequence[str] = tuple(SECTIONS),
+              age: float = 0.0) -> dict:
+    """Run ``sections`` within ``budget_s`` seconds (of which ``age`` have passed); ``write(report)`` after each.
+    Returns the report."""
     began = time.perf_counter()
-    deadline = began + (1 - RESERVE) * budget_s
+    deadline = began - age + (1 - RESERVE) * budget_s
     report = {MARKER: 1, "mode": "reduced" if setup.reduced else "full", "budget_s": budget_s,
               "device": str(setup.device), "machine": machine_info(setup.device), "sections": {}, "finished": False}
     print(machine_line(report["machine"]), flush=True)
@@ -138,9 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_text(md_path, markdown(report, MD_TITLE, machine_line(report["machine"])))
 
     try:
-        run_check(Setup(device, args.reduced, args.data_dir, scratch, args.cifar_model), args.budget, write)
+        report = run_check(Setup(device, args.reduced, args.data_dir, scratch, args.cifar_model), args.budget, write,
+                           age=process_age() if __name__ == "__main__" else 0.0)  # a program's start-up counts
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    print(markdown(report, MD_TITLE, machine_line(report["machine"])))
     print(f"wrote {json_path} and {md_path}")
     return 0
 

@@ -78,15 +78,21 @@ def cifar_data(setup: Setup, samples: int):
     return cifar_like(samples, setup.device)
 
 
-def _warm_up(fns: list[Callable[[], object]], budget: Budget, device: torch.device) -> list[float]:
+def _warm_up(fns: list[Callable[[], object]], budget: Budget, device: torch.device) -> list[float | str]:
     """Call each of ``fns`` once (untimed warm-up: lazy initialisation, autotuning) while the budget lasts,
-    keeping time for a timed round of those warmed up; returns their seconds (fewer than ``fns`` when short)."""
-    seconds: list[float] = []
+    keeping time for a timed round of those warmed up. Returns, for each, its seconds, or why it is left out
+    (``"skipped: budget"``, or ``"error: ..."`` when the call failed: the others still run)."""
+    result: list[float | str] = []
     for fn in fns:
-        if seconds and budget.left() < 2 * sum(seconds) * (1 + 1 / len(seconds)):
-            break
-        seconds.append(timed(fn, device))
-    return seconds
+        done = [t for t in result if isinstance(t, float)]
+        if done and budget.left() < 2 * sum(done) * (1 + 1 / len(done)):
+            result.append("skipped: budget")
+            continue
+        try:
+            result.append(timed(fn, device))
+        except Exception as err:  # e.g. an engine that cannot run a variant; recorded in its row
+            result.append(f"error: {type(err).__name__}: {err}")
+    return result
 
 
 def _per_sample_epoch(fn: Callable[[], object], samples: int, device: torch.device) -> float:
@@ -174,15 +180,18 @@ def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]
                     peaks[(v, n, e)] = {}
                     fns.append(_engine_call(ctx, e, n, peaks[(v, n, e)]))
                     names.append((v, n, e))
-        warm = _warm_up(fns, budget, setup.device)  # configs whose warm-up would not fit are skipped
-        fns = fns[:len(warm)]
-        rounds = paired_rounds(fns, _rounds(budget, sum(warm), 1 if setup.reduced else 5), setup.device,
+        warm = _warm_up(fns, budget, setup.device)
+        kept = [i for i, t in enumerate(warm) if isinstance(t, float)]
+        rounds = paired_rounds([fns[i] for i in kept], _rounds(budget, sum(warm[i] for i in kept),
+                                                              1 if setup.reduced else 5), setup.device,
                                until=budget.deadline)
-    col = {name: i for i, name in enumerate(names[:len(fns)])}
+    col = {names[i]: k for k, i in enumerate(kept)}
+    why = dict(zip(names, warm, strict=True))
     rows = []
     for v, n, e in configs:
         if (v, n, e) not in col or (v, 0, "plain") not in col:
-            rows.append({"model": model, "variant": v, "particles": n, "engine": e, "status": "skipped: budget"})
+            reason = why[(v, n, e)] if (v, n, e) not in col else f"plain loop {why[(v, 0, 'plain')]}"
+            rows.append({"model": model, "variant": v, "particles": n, "engine": e, "status": reason})
             continue
         i, base = col[(v, n, e)], col[(v, 0, "plain")]
         seconds = statistics.median(r[i] for r in rounds)
