@@ -1,0 +1,127 @@
+"""benchmarks.gpu_check, the one-command GPU device check, in its reduced mode on the CPU (so that it cannot rot)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import gpu_check, gpu_sections
+from tests.conftest import DATA_DIR
+from training.errors import run_cli
+
+
+def _positive(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def _ratio_ok(r: dict) -> bool:
+    return all(_positive(r[k]) for k in ("median", "min", "max")) and r["min"] <= r["median"] <= r["max"]
+
+
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gpu") / "check"
+    argv = ["--device", "cpu", "--budget", "900", "--out", str(out), "--reduced", "--data-dir", str(DATA_DIR)]
+    assert run_cli(gpu_check.main, argv) == 0
+    return out
+
+
+def test_reduced_check_writes_every_section(reduced: Path) -> None:
+    report = json.loads((reduced / "gpu_check.json").read_text())
+    assert report["gpu_check"] == 1 and report["finished"] and report["mode"] == "reduced"
+    assert {"gpu", "driver", "torch", "cuda", "cudnn", "date", "cpus"} <= set(report["machine"])
+    sections = report["sections"]
+    assert list(sections) == ["engines", "swa_step", "hessian", "scans"]  # the most important first
+    assert {name: s["status"] for name, s in sections.items()} == dict.fromkeys(sections, "ok")
+    assert sorted(p.name for p in reduced.iterdir()) == ["gpu_check.json", "gpu_check.md"]  # scratch removed
+
+    rows = sections["engines"]["rows"]
+    seen = {(r["model"], r["variant"], r["particles"], r["engine"]) for r in rows}
+    variants = {"cnn1d": ["fp32"], "resnet20": ["fp32", "amp", "channels_last"]}
+    assert seen == {(m, v, n, e) for m in variants for v in variants[m] for n in (1, 2)
+                    for e in ("sequential", "vectorized")}
+    for r in rows:
+        assert _positive(r["seconds_per_epoch"]) and _positive(r["plain_seconds_per_epoch"])
+        assert _ratio_ok(r["ratio_vs_plain"]) and _ratio_ok(r["ratio_vs_n_plain"])
+        assert r["peak_gpu_mib"] is None  # no GPU: no GPU memory figure, rather than a zero
+        assert r["auto_picks"] == ("sequential" if r["particles"] == 1 else r["auto_picks"])
+        assert r["fastest"] in ("sequential", "vectorized")
+        pair = [q for q in rows if q["variant"] == r["variant"] and q["particles"] == r["particles"]
+                and q["model"] == r["model"]]
+        assert r["fastest"] == min(pair, key=lambda q: q["seconds_per_epoch"])["engine"]
+
+    swa = sections["swa_step"]
+    assert all(_positive(t) for t in swa["seconds_per_epoch"].values())
+    assert _ratio_ok(swa["masked_vs_plain"]) and _ratio_ok(swa["masked_swa_vs_plain"])
+    hessian = sections["hessian"]
+    assert [r["target_rse"] for r in hessian["rows"]] == [0.05, 0.02]
+    for r in hessian["rows"]:
+        assert _positive(r["pyhessian_seconds"]) and _positive(r["ours_seconds"]) and _ratio_ok(r["ratio"])
+    scans = sections["scans"]
+    assert scans["points"] == 41 and all(_positive(t) for t in scans["seconds_per_scan"].values())
+    assert _ratio_ok(scans["ours_vs_loss_landscapes"]) and _ratio_ok(scans["stacked_vs_ours"])
+
+    md = (reduced / "gpu_check.md").read_text()
+    assert md.startswith(gpu_check.MD_TITLE) and "**error**" not in md and "skipped" not in md
+    for header in ("| model | variant | N | engine |", "| model | samples | epochs | plain s/epoch |",
+                   "| target RSE | PyHessian s |", "| K | ours s | loss-landscapes s |"):
+        assert header in md
+
+
+def test_rerun_replaces_its_own_outputs_but_not_foreign_files(reduced: Path, tmp_path: Path, capsys) -> None:
+    gpu_check.check_output_dir(reduced)  # its own earlier outputs may be replaced
+    for name, text in (("gpu_check.json", '{"mine": 1}'), ("gpu_check.md", "my notes\n")):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        (out / name).write_text(text)
+        assert run_cli(gpu_check.main, ["--device", "cpu", "--out", str(out), "--reduced"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "left as it is" in err
+        assert (out / name).read_text() == text and len(list(out.iterdir())) == 1
+    not_dir = tmp_path / "file"
+    not_dir.write_text("x")
+    assert run_cli(gpu_check.main, ["--device", "cpu", "--out", str(not_dir)]) == 2
+    assert "not a directory" in capsys.readouterr().err and not_dir.read_text() == "x"
+
+
+@pytest.mark.parametrize("flags, words", [(["--budget", "0"], "--budget"), (["--budget", "nan"], "--budget"),
+                                          (["--device", "tpu"], "--device")])
+def test_bad_flags_are_one_line(flags: list[str], words: str, tmp_path: Path, capsys) -> None:
+    assert run_cli(gpu_check.main, ["--out", str(tmp_path / "o"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_refused(tmp_path: Path, capsys) -> None:
+    assert run_cli(gpu_check.main, ["--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_failing_section_is_recorded_and_the_next_still_runs(tmp_path: Path, monkeypatch) -> None:
+    def broken(setup, budget):
+        raise RuntimeError("the engine broke")
+
+    def quick(setup, budget):
+        return {"points": 41, "rounds": 1, "seconds_per_scan": {"ours": 1.0, "loss-landscapes": 2.0, "stacked": 0.5},
+                "ours_vs_loss_landscapes": {"median": 0.5, "min": 0.5, "max": 0.5},
+                "stacked_vs_ours": {"median": 0.5, "min": 0.5, "max": 0.5}, "target": 1.0, "stacked_is": "a test"}
+
+    monkeypatch.setitem(gpu_sections.SECTIONS, "engines", (broken, 0.5))
+    monkeypatch.setitem(gpu_sections.SECTIONS, "scans", (quick, 0.5))
+    written: list[dict] = []
+    setup = gpu_sections.Setup(torch.device("cpu"), True, str(DATA_DIR), tmp_path)
+    report = gpu_check.run_check(setup, 60.0, lambda r: written.append(json.loads(json.dumps(r))),
+                                 sections=("engines", "scans"))
+    assert report["sections"]["engines"] == {**report["sections"]["engines"], "status": "error",
+                                             "error": "RuntimeError: the engine broke"}
+    assert report["sections"]["scans"]["status"] == "ok" and report["finished"]
+    # rewritten after every section: a run killed during the second leaves the first
+    assert [list(r["sections"]) for r in written] == [[], ["engines"], ["engines", "scans"], ["engines", "scans"]]
+    md = gpu_check.markdown(report, gpu_check.MD_TITLE, "machine")
+    assert "**error**: RuntimeError: the engine broke" in md and "| 41 |" in md
