@@ -12,13 +12,13 @@ convolutions in TF32 (10-bit mantissa operands, about 1e-3 relative per convolut
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR, make_run
-from test_data import write_cifar10
 from test_data_sources import batches, fakedata, same
 from test_engines import (
     ROUNDING,
@@ -44,26 +44,51 @@ DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)]
 # One cycle of one epoch, no ticket training: the smallest run that trains, averages and evaluates.
 ONE_EPOCH = ["--cycles", "1", "--epochs", "1", "--rewind-epochs", "0"]
 # --amp and --channels-last against float32 on one device: bf16 autocast (8-bit mantissa) and the
-# channels-last kernels round differently, and SGD carries that into another, equally good trajectory.
-# The final average must keep its test accuracy within SWITCH_ACCURACY (absolute) and its test loss within
-# SWITCH_LOSS (relative) of the float32 run's. Measured on the CPU: --amp on cnn1d / MNIST-1D 0.5 points
-# and 0.02%; --channels-last on resnet20 (width 4) / a learnable CIFAR-10 stand-in: see the test.
-SWITCH_ACCURACY = 0.03
-SWITCH_LOSS = 0.05
+# channels-last kernels round differently, and SGD carries that into a slightly different trajectory. On
+# the conv2d net (CONV2D_SOURCE) the final average must keep its test accuracy (1,000 MNIST-1D test
+# samples) within SWITCH_ACCURACY (absolute) and its test loss within SWITCH_LOSS (relative) of the float32
+# run's. Measured on the CPU (one epoch, 2 particles): --amp 0.1 points and 0.03%, --channels-last 0 points
+# and 0.001%. (On resnet20 with a handful of CIFAR-sized images one epoch is too few steps to be stable:
+# runs that differ by rounding end 10 to 30 points apart, so such a run could not test this.)
+SWITCH_ACCURACY = 0.02
+SWITCH_LOSS = 0.02
+# A user model (naming it with --model consents to importing it): cnn1d's kind of network written with
+# 2-D convolutions (1 x 5 kernels) over MNIST-1D seen as 1 x 40 images, so that --channels-last applies.
+CONV2D = "conv2d_mnist1d"
+CONV2D_SOURCE = """
+from torch import nn
+
+
+def block(cin, cout, stride):
+    return [nn.Conv2d(cin, cout, (1, 5), stride=(1, stride), padding=(0, 2)), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class Conv2dNet(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(*block(1, 16, 1), *block(16, 32, 2), *block(32, 32, 2),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x[:, None, None, :]))
+"""
 # The stacked cnn1d on CUDA against three separate models: cuDNN picks its algorithm (implicit GEMM,
 # Winograd, FFT, all TF32 by default) per shape, so a grouped and an ungrouped convolution may round
 # differently by about 1e-4 relative, ten times the CPU's grouped-vs-separate rounding (test_engines).
 CUDA_STACKED = {"rtol": 1e-3, "atol": 1e-5}
 # Landscape numbers on CUDA against the CPU's (same checkpoints, batches and BN subsample): TF32
 # convolutions change each logit by about 1e-3 relative; the mean test loss (1,000 samples) and the
-# barrier (a difference of such means) move by far less than 5e-3, and at most a few of the 1,000
-# predictions that are near ties flip (accuracy within 0.005).
+# barrier (a difference of such means) move by far less than LOSS_ATOL, and only predictions that are
+# near ties can flip (ACCURACY_ATOL: 10 of the 1,000).
 LOSS_ATOL = 5e-3
-ACCURACY_ATOL = 0.005
-# Hessian-vector products on CUDA: the same probes (drawn on the CPU) give each term v^T H v within 1% of
-# the terms' mean magnitude (TF32 in forward, backward and double backward), far inside the estimate's
-# standard error (about 10% with 32 probes).
-HVP_TERM_RTOL = 0.01
+ACCURACY_ATOL = 0.01
+# Hessian-vector products on CUDA: the same probes (drawn on the CPU) give each term v^T H v to within the
+# rounding of TF32 in forward, backward and double backward (about 1e-3 of the terms' mean magnitude; on
+# the CPU, float32 against float64: 5e-7). HVP_TERM_RTOL leaves a margin of 50 and still fails for another
+# probe, whose term would differ by about the terms' spread (42% of their mean magnitude on this model).
+# The estimate must also lie within the CPU estimate's standard error (7.5% of it with 32 probes).
+HVP_TERM_RTOL = 0.05
 
 
 def _config(run: Path) -> dict:
@@ -85,6 +110,27 @@ def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two cnn1d particles (with BatchNorm) trained for one epoch on the CPU: the checkpoints the landscape
     tests evaluate on both devices."""
     return make_run(tmp_path_factory.mktemp("cnn") / "run", *ONE_EPOCH, "--particles", "2", "--device", "cpu")
+
+
+@pytest.fixture(scope="module")
+def conv2d_runs(tmp_path_factory: pytest.TempPathFactory):
+    """``conv2d_runs(device, *switches)``: the run (one epoch, 2 particles) of the CONV2D net on ``device`` with
+    ``switches``, trained once per module (the float32 run serves both switches)."""
+    root = tmp_path_factory.mktemp("conv2d")
+    (root / f"{CONV2D}.py").write_text(CONV2D_SOURCE)
+    done: dict[tuple[str, ...], Path] = {}
+
+    def run(device: str, *switches: str) -> Path:
+        key = (device, *switches)
+        if key not in done:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.chdir(root)  # user code is imported from the working directory
+                done[key] = make_run(root / "-".join(key), *ONE_EPOCH, "--particles", "2", "--model",
+                                     f"{CONV2D}:Conv2dNet", "--device", device, *switches)
+        return done[key]
+
+    yield run
+    sys.modules.pop(CONV2D, None)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -194,27 +240,18 @@ def test_barrier_on_the_device_equals_the_cpus(cnn_run, device):
         assert abs(got.loss - want.loss) <= LOSS_ATOL and abs(got.error - want.error) <= ACCURACY_ATOL
 
 
+@pytest.mark.parametrize("switch", ["--amp", "--channels-last"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_amp_run_is_recorded_and_within_the_stated_accuracy_of_float32(tmp_path, device):
-    args = [*ONE_EPOCH, "--particles", "2", "--device", device]  # cnn1d on MNIST-1D
-    fp32, amp = make_run(tmp_path / "fp32", *args), make_run(tmp_path / "amp", *args, "--amp")
-    assert (_config(fp32)["amp"], _config(amp)["amp"]) == (False, True)
-    particle = "cycle_00/particle_00.safetensors"
-    assert (amp / particle).read_bytes() != (fp32 / particle).read_bytes(), "bf16 autocast took effect"
-    _assert_within_switch_tolerance(amp, fp32)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_channels_last_run_is_recorded_and_within_the_stated_accuracy_of_contiguous(tmp_path, device):
-    """resnet20 (width 4, 2-D convolutions: where channels-last applies) on a CIFAR-10 stand-in whose
-    labels are learnable in one epoch (500 training images, 100 test images)."""
-    write_cifar10(tmp_path / "cifar", n_per_batch=100, learnable=True)
-    args = [*ONE_EPOCH, "--particles", "2", "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"),
-            "--model", "resnet20", "--model-kwargs", '{"width": 4}', "--batch-size", "50", "--device", device]
-    plain, last = make_run(tmp_path / "plain", *args), make_run(tmp_path / "last", *args, "--channels-last")
-    assert (_config(plain)["channels_last"], _config(last)["channels_last"]) == (False, True)
-    assert _average(plain)["test_acc"] >= 0.3, "the stand-in is learnable: the comparison is not between guesses"
-    _assert_within_switch_tolerance(last, plain)
+def test_switched_run_is_recorded_and_within_the_stated_accuracy_of_float32(conv2d_runs, device, switch):
+    """``--amp`` (bf16 autocast) and ``--channels-last`` each record themselves in config.json, and the run's
+    average ends within SWITCH_ACCURACY and SWITCH_LOSS of the plain float32 run's on the same device."""
+    plain, switched = conv2d_runs(device), conv2d_runs(device, switch)
+    field = switch.removeprefix("--").replace("-", "_")
+    assert (_config(plain)[field], _config(switched)[field]) == (False, True)
+    if switch == "--amp":
+        particle = "cycle_00/particle_00.safetensors"
+        assert (switched / particle).read_bytes() != (plain / particle).read_bytes(), "bf16 autocast took effect"
+    _assert_within_switch_tolerance(switched, plain)
 
 
 @pytest.mark.cuda
