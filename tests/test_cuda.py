@@ -117,7 +117,8 @@ def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def conv2d_runs(tmp_path_factory: pytest.TempPathFactory):
     """``conv2d_runs(device, *switches)``: the run (one epoch, 2 particles) of the CONV2D net on ``device`` with
-    ``switches``, trained once per module (the float32 run serves both switches)."""
+    ``switches``, trained once per module (the float32 run serves both switches). The sequential engine:
+    --channels-last does not apply to stacked particles (docs/performance.md)."""
     root = tmp_path_factory.mktemp("conv2d")
     (root / f"{CONV2D}.py").write_text(CONV2D_SOURCE)
     done: dict[tuple[str, ...], Path] = {}
@@ -128,7 +129,8 @@ def conv2d_runs(tmp_path_factory: pytest.TempPathFactory):
             with pytest.MonkeyPatch.context() as patch:
                 patch.chdir(root)  # user code is imported from the working directory
                 done[key] = make_run(root / "-".join(key), *ONE_EPOCH, "--particles", "2", "--model",
-                                     f"{CONV2D}:Conv2dNet", "--device", device, *switches)
+                                     f"{CONV2D}:Conv2dNet", "--engine", "sequential", "--device", device,
+                                     *switches)
         return done[key]
 
     yield run
