@@ -64,15 +64,16 @@ def _assert_runs_match(a: Path, b: Path, rtol: float, atol: float) -> None:
             torch.testing.assert_close(second[key], first[key], rtol=rtol, atol=atol, msg=f"{name}: {key}")
 
 
-def test_stacked_model_trains_each_particle_as_its_own_model():
-    """Per-particle gradients, BatchNorm statistics and SGD steps, all particles in one computation."""
+def assert_stacked_trains_each_particle(device: str, rtol: float, atol: float) -> None:
+    """Three steps of three cnn1d particles stacked on ``device`` equal three separate models' (same device)
+    within ``rtol``/``atol``: per-particle gradients, BatchNorm statistics and SGD steps in one computation."""
     torch.manual_seed(0)
-    models = [build_model(model_spec("cnn1d", 10)) for _ in range(3)]
+    models = [build_model(model_spec("cnn1d", 10)).to(device) for _ in range(3)]
     stacked = StackedModule(models[0], [m.state_dict() for m in models]).train()
     opt = torch.optim.SGD(stacked.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     opts = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4) for m in models]
     for _ in range(3):
-        x, y = torch.randn(3, 32, 40), torch.randint(0, 10, (3, 32))
+        x, y = torch.randn(3, 32, 40).to(device), torch.randint(0, 10, (3, 32)).to(device)
         opt.zero_grad()
         nn.functional.cross_entropy(stacked(x), y.flatten()).backward()
         opt.step()
@@ -84,8 +85,12 @@ def test_stacked_model_trains_each_particle_as_its_own_model():
     state = stacked.state_dict()
     for i, model in enumerate(models):
         for key, value in model.state_dict().items():
-            # grouped convolutions sum in another order than three separate ones: equal up to rounding
-            torch.testing.assert_close(state[key][i], value, rtol=1e-4, atol=1e-6, msg=key)
+            torch.testing.assert_close(state[key][i], value, rtol=rtol, atol=atol, msg=key)
+
+
+def test_stacked_model_trains_each_particle_as_its_own_model():
+    # grouped convolutions sum in another order than three separate ones: equal up to rounding
+    assert_stacked_trains_each_particle("cpu", rtol=1e-4, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
