@@ -186,6 +186,17 @@ def test_auto_rule_follows_the_measured_table():
         assert auto_engine(model, device, 1) == "sequential", "one particle: nothing to stack"
     assert auto_engine("cnn1d", "cpu", 4) == "sequential", "grouped convolutions measured slower on the CPU"
     assert auto_engine("cnn1d", "cpu", 4, distributed=True) == "distributed"
+    assert auto_engine("cnn1d", "cuda", 8, stackable=False) == "sequential", "--amp/--channels-last never stack"
+
+
+@pytest.mark.parametrize("switch", ["--amp", "--channels-last"])
+def test_vectorized_engine_with_a_switch_that_fails_inside_vmap_is_refused(tmp_path, switch, capsys):
+    """bf16 autocast (BatchNorm's running statistics) and channels-last (layout queries) fail inside
+    torch.func.vmap, as the GPU check found on CUDA: refused before anything is written."""
+    out = tmp_path / "r"
+    assert run_cli(swamp_main, ["--engine", "vectorized", switch, "--out", str(out)]) == 2
+    assert "--engine vectorized does not combine with --amp or --channels-last" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_distributed_engine_outside_torchrun_is_a_clear_error(tmp_path, capsys):
