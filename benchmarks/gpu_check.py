@@ -30,7 +30,7 @@ import torch
 
 from benchmarks.bench_common import machine
 from benchmarks.gpu_report import markdown
-from benchmarks.gpu_sections import SECTIONS, Budget, Setup
+from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup
 from landscape.hessian_report import _finite  # NaN and infinities (a ratio of a zero time) become null
 from training.artifacts.atomic import atomic_write_text
 from training.errors import ArgumentParser, UserError, run_cli
@@ -111,6 +111,8 @@ def run_check(setup: Setup, budget_s: float, write, sections: Sequence[str] = tu
         else:
             try:
                 entry = {"status": "ok", **SECTIONS[name][0](setup, budget)}
+            except OutOfBudget as err:
+                entry = {"status": "skipped: budget", "error": str(err)}
             except Exception as err:  # recorded; the other sections still run
                 entry = {"status": "error", "error": f"{type(err).__name__}: {err}"}
         entry["seconds"] = time.perf_counter() - start

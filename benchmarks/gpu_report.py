@@ -21,7 +21,8 @@ def _engines(s: dict) -> str:
             [r["status"], "-"] for r in s["rows"]]
     text = table(["model", "variant", "N", "engine", "samples", "s/epoch", "s/epoch at 50k", "plain s/epoch",
                   "vs plain (one model)", "vs N x plain", "peak GPU MiB", "auto picks", "fastest"], rows)
-    notes = "".join(f"\n\n{model}: **error** {err}" for model, err in s.get("errors", {}).items())
+    notes = "".join(f"\n\n{model}: **{err}**" if err.startswith("skipped") else f"\n\n{model}: **error** {err}"
+                    for model, err in s.get("errors", {}).items())
     return (f"One cycle of {s['epochs_per_call']} epoch (SWA, BN recalibration, resume files) per call, batch "
             f"{s['batch_size']}; ratios: median of per-round ratios [min-max].\n\n{text}{notes}")
 
@@ -38,7 +39,7 @@ def _hessian(s: dict) -> str:
     rows = [[f"{100 * r['target_rse']:g}%", _s(r["pyhessian_seconds"]) + ("*" if r["pyhessian_projected"] else ""),
              f"{r['pyhessian_probes']:.0f}", _s(r["ours_seconds"]), f"{r['ours_products']:.0f}", _ratio(r["ratio"]),
              f"<= {s['target']:.2f}x"] for r in s["rows"]]
-    return (f"{s['model']}, {s['train_steps']} training steps, {s['samples']} samples in batches of "
+    return (f"{s['model']}, {s['samples']} training samples in batches of "
             f"{s['batch_size']}, {s['rounds']} paired rounds; * = PyHessian stopped early, time projected.\n\n"
             + table(["target RSE", "PyHessian s", "PyHessian probes", "ours (Hutch++) s", "ours products",
                      "ours / PyHessian", "target"], rows))
