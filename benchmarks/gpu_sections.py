@@ -314,9 +314,15 @@ def hessian(setup: Setup, budget: Budget) -> dict:
     budget.need(2.0, "the Hessian trace")
     x, y = data.x_train[:samples].to(setup.device), data.y_train[:samples].to(setup.device)
     batches = [(x[i:i + size], y[i:i + size]) for i in range(0, samples, size)]
-    cap = 1.0 if setup.reduced else max(5.0, budget.left() / 8)  # PyHessian stopped (time projected) past this
     ours_until(model, batches[:1], 0.5, "hutchpp", 0, 64)  # warm-up of both code paths
-    pyhessian_until(model, batches[:1], [1.0], 0, 0.0, 2 * MIN_TERMS)
+    per_product = timed(lambda: pyhessian_until(model, batches[:1], [1.0], 0, 0.0, 2 * MIN_TERMS),
+                        setup.device) / (2 * MIN_TERMS)
+    # a round: PyHessian's probes (at least 16) and ours (some 40-60 products per target), each over all batches
+    fit = int(budget.left() / (2 * 150 * per_product))
+    budget.need(150 * per_product, "a round of the Hessian trace on one batch")
+    batches = batches[:max(1, min(len(batches), fit))]
+    samples = sum(len(b[1]) for b in batches)
+    cap = 1.0 if setup.reduced else max(2.0, budget.left() / 8)  # PyHessian stopped (time projected) past this
     rounds: list[dict] = []
     for seed in range(1 if setup.reduced else 5):
         began = time.perf_counter()
