@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_common import machine
-from benchmarks.gpu_report import markdown
+from benchmarks.gpu_report import markdown, section_markdown
 from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup
 from landscape.hessian_report import _finite  # NaN and infinities (a ratio of a zero time) become null
 from training.artifacts.atomic import atomic_write_text
@@ -118,7 +118,7 @@ def run_check(setup: Setup, budget_s: float, write, sections: Sequence[str] = tu
         entry["seconds"] = time.perf_counter() - start
         entry["budget_s"] = budget.deadline - start
         report["sections"][name] = entry
-        print(f"{name}: {entry['status']} in {entry['seconds']:.1f} s", flush=True)
+        print(f"\n{section_markdown(name, entry)}", flush=True)
         write(report)
     report["finished"] = True
     report["seconds"] = time.perf_counter() - began
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     json_path, md_path = check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".gpu_check-", dir=out))  # ours: removed at the end
+    scratch = Path(tempfile.mkdtemp(prefix="gpu_check-"))  # run files and resume states; removed at the end
 
     def write(report: dict) -> None:
         atomic_write_text(json_path, json.dumps(_finite(report), indent=1) + "\n")
@@ -157,8 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            age=process_age() if __name__ == "__main__" else 0.0)  # a program's start-up counts
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(markdown(report, MD_TITLE, machine_line(report["machine"])))
-    print(f"wrote {json_path} and {md_path}")
+    print(f"\nwrote {json_path} and {md_path} in {report['seconds']:.0f} s")
     return 0
 
 

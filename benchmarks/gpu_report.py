@@ -59,19 +59,25 @@ RENDER = {"engines": ("Engines: time per epoch and peak GPU memory", _engines),
           "scans": ("41-point barrier vs loss-landscapes", _scans)}
 
 
+def section_markdown(name: str, entry: dict) -> str:
+    """One section: its heading, then its table, or its error or skip line."""
+    heading, render = RENDER[name]
+    parts = [f"## {heading}", ""]
+    if entry["status"] == "ok":
+        try:
+            parts.append(render(entry))
+        except (KeyError, TypeError, ValueError) as err:  # a table that cannot be drawn is said, not hidden
+            parts.append(f"**error** drawing the table: {type(err).__name__}: {err}")
+    else:
+        parts.append(f"**{entry['status']}**" + (f": {entry['error']}" if "error" in entry else ""))
+    parts.append(f"\n({entry['seconds']:.1f} s of a {entry['budget_s']:.0f} s share)")
+    return "\n".join(parts)
+
+
 def markdown(report: dict, title: str, machine_line: str) -> str:
     """The report as Markdown: title, machine, then each finished section."""
     parts = [title, "", f"{machine_line}; {report['mode']} mode, budget {report['budget_s']:g} s, device "
              f"{report['device']}" + ("" if report["finished"] else " (unfinished)")]
     for name, entry in report["sections"].items():
-        heading, render = RENDER[name]
-        parts += ["", f"## {heading}", ""]
-        if entry["status"] == "ok":
-            try:
-                parts.append(render(entry))
-            except (KeyError, TypeError, ValueError) as err:  # a table that cannot be drawn is said, not hidden
-                parts.append(f"**error** drawing the table: {type(err).__name__}: {err}")
-        else:
-            parts.append(f"**{entry['status']}**" + (f": {entry['error']}" if "error" in entry else ""))
-        parts.append(f"\n({entry['seconds']:.1f} s of a {entry['budget_s']:.0f} s share)")
+        parts += ["", section_markdown(name, entry)]
     return "\n".join(parts) + "\n"
