@@ -16,11 +16,12 @@ def _ratio(r: dict | None) -> str:
 def _engines(s: dict) -> str:
     rows = [[r["model"], r["variant"], r["particles"], r["engine"], r["samples"], _s(r["seconds_per_epoch"]),
              _s(r["seconds_per_epoch_50k"], 2), _s(r["plain_seconds_per_epoch"]), _ratio(r["ratio_vs_plain"]),
-             _ratio(r["ratio_vs_n_plain"]), _s(r["peak_gpu_mib"], 0), r["auto_picks"], r["fastest"]]
-            if "status" not in r else [r["model"], r["variant"], r["particles"], r["engine"]] + ["-"] * 7 +
+             _ratio(r["ratio_vs_n_plain"]), _ratio(r["ratio_vs_fp32"]), _s(r["peak_gpu_mib"], 0), r["auto_picks"],
+             r["fastest"]]
+            if "status" not in r else [r["model"], r["variant"], r["particles"], r["engine"]] + ["-"] * 8 +
             [r["status"], "-"] for r in s["rows"]]
     text = table(["model", "variant", "N", "engine", "samples", "s/epoch", "s/epoch at 50k", "plain s/epoch",
-                  "vs plain (one model)", "vs N x plain", "peak GPU MiB", "auto picks", "fastest"], rows)
+                  "vs plain (one model)", "vs N x plain", "vs fp32", "peak GPU MiB", "auto picks", "fastest"], rows)
     notes = "".join(f"\n\n{model}: **{err}**" if err.startswith("skipped") else f"\n\n{model}: **error** {err}"
                     for model, err in s.get("errors", {}).items())
     return (f"One cycle of {s['epochs_per_call']} epoch (SWA, BN recalibration, resume files) per call, batch "

@@ -47,6 +47,8 @@ def test_reduced_check_writes_every_section(reduced: Path) -> None:
     for r in rows:
         assert _positive(r["seconds_per_epoch"]) and _positive(r["plain_seconds_per_epoch"])
         assert _ratio_ok(r["ratio_vs_plain"]) and _ratio_ok(r["ratio_vs_n_plain"])
+        assert (r["ratio_vs_fp32"] is None) == (r["variant"] == "fp32")
+        assert r["variant"] == "fp32" or _ratio_ok(r["ratio_vs_fp32"])
         assert r["peak_gpu_mib"] is None  # no GPU: no GPU memory figure, rather than a zero
         assert r["auto_picks"] == ("sequential" if r["particles"] == 1 else r["auto_picks"])
         assert r["fastest"] in ("sequential", "vectorized")
