@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import torch
 
 from benchmarks.bench_common import machine
 from benchmarks.gpu_report import markdown, section_markdown
-from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup
+from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup, describe
 from landscape.hessian_report import _finite  # NaN and infinities (a ratio of a zero time) become null
 from training.artifacts.atomic import atomic_write_text
 from training.errors import ArgumentParser, UserError, run_cli
@@ -114,7 +115,8 @@ def run_check(setup: Setup, budget_s: float, write, sections: Sequence[str] = tu
             except OutOfBudget as err:
                 entry = {"status": "skipped: budget", "error": str(err)}
             except Exception as err:  # recorded; the other sections still run
-                entry = {"status": "error", "error": f"{type(err).__name__}: {err}"}
+                entry = {"status": "error", "error": describe(err), "traceback": traceback.format_exc()[-4000:]}
+                print(entry["traceback"], file=sys.stderr, flush=True)
         entry["seconds"] = time.perf_counter() - start
         entry["budget_s"] = budget.deadline - start
         report["sections"][name] = entry

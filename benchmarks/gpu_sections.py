@@ -12,6 +12,7 @@ import itertools
 import statistics
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,14 @@ class Setup:
     def probe_samples(self) -> int:
         """Training samples of the first measurement that sizes a section: 1 batch reduced, else 4."""
         return (1 if self.reduced else 4) * self.batch
+
+
+def describe(err: BaseException) -> str:
+    """One line: the error's type and message and where it was raised (the innermost frame)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    message = " ".join(str(err).split())
+    return f"{type(err).__name__}: {message}{where}"
 
 
 class OutOfBudget(RuntimeError):
@@ -100,7 +109,7 @@ def _warm_up(fns: list[Callable[[], object]], budget: Budget, device: torch.devi
         try:
             result.append(timed(fn, device))
         except Exception as err:  # e.g. an engine that cannot run a variant; recorded in its row
-            result.append(f"error: {type(err).__name__}: {err}")
+            result.append(f"error: {describe(err)}")
     return result
 
 
@@ -246,7 +255,7 @@ def engines(setup: Setup, budget: Budget) -> dict:
         except OutOfBudget as err:
             errors[model] = f"skipped: budget ({err})"
         except Exception as err:  # one model failing leaves the other's rows
-            errors[model] = f"{type(err).__name__}: {err}"
+            errors[model] = describe(err)
     if not any("status" not in r for r in rows):
         kind = OutOfBudget if all(e.startswith("skipped") for e in errors.values()) else RuntimeError
         raise kind("; ".join(f"{m}: {e}" for m, e in errors.items()) or "every configuration was skipped")
