@@ -134,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=330.0, help="seconds the whole check may take")
     parser.add_argument("--out", required=True, help="directory for gpu_check.json and gpu_check.md")
     parser.add_argument("--reduced", action="store_true", help="tiny sizes (N = 1, 2; one round): a CPU smoke run")
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS),
+                        help="the sections to run (always in the order engines, swa_step, hessian, scans)")
     parser.add_argument("--cifar-model", default="resnet20", choices=["resnet20", "wrn16x4"],
                         help="the CIFAR-sized network")
     parser.add_argument("--data-dir", default=os.environ.get("SWAMP_DATA_DIR", "data"),
@@ -155,8 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_text(md_path, markdown(report, MD_TITLE, machine_line(report["machine"])))
 
     try:
+        age = process_age() if __name__ == "__main__" else 0.0  # run as a program, its start-up counts
         report = run_check(Setup(device, args.reduced, args.data_dir, scratch, args.cifar_model), args.budget, write,
-                           age=process_age() if __name__ == "__main__" else 0.0)  # a program's start-up counts
+                           [name for name in SECTIONS if name in args.sections], age=age)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\nwrote {json_path} and {md_path} in {report['seconds']:.0f} s")

@@ -91,7 +91,7 @@ def test_rerun_replaces_its_own_outputs_but_not_foreign_files(reduced: Path, tmp
 
 
 @pytest.mark.parametrize("flags, words", [(["--budget", "0"], "--budget"), (["--budget", "nan"], "--budget"),
-                                          (["--device", "tpu"], "--device")])
+                                          (["--device", "tpu"], "--device"), (["--sections", "x"], "--sections")])
 def test_bad_flags_are_one_line(flags: list[str], words: str, tmp_path: Path, capsys) -> None:
     assert run_cli(gpu_check.main, ["--out", str(tmp_path / "o"), *flags]) == 2
     err = capsys.readouterr().err
