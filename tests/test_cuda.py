@@ -254,7 +254,8 @@ def test_switched_run_is_recorded_and_within_the_stated_accuracy_of_float32(conv
 
 @pytest.mark.cuda
 def test_stacked_batchnorm_particles_equal_separate_models_on_cuda():
-    """The vectorized engine's per-particle BatchNorm on CUDA (the CPU's is test_engines')."""
+    """The vectorized engine's per-particle BatchNorm on CUDA (the CPU's is test_engines'): three steps of
+    the stacked model against three models, where whole runs (MLP, above) have no BatchNorm to compare."""
     assert_stacked_trains_each_particle("cuda", **CUDA_STACKED)
 
 
