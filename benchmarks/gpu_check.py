@@ -23,14 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from benchmarks.bench_common import machine
-from benchmarks.gpu_report import markdown
-from benchmarks.gpu_sections import SECTIONS, Budget, Setup
+from benchmarks.gpu_report import markdown, section_markdown
+from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup, describe
 from landscape.hessian_report import _finite  # NaN and infinities (a ratio of a zero time) become null
 from training.artifacts.atomic import atomic_write_text
 from training.errors import ArgumentParser, UserError, run_cli
@@ -111,12 +112,15 @@ def run_check(setup: Setup, budget_s: float, write, sections: Sequence[str] = tu
         else:
             try:
                 entry = {"status": "ok", **SECTIONS[name][0](setup, budget)}
+            except OutOfBudget as err:
+                entry = {"status": "skipped: budget", "error": str(err)}
             except Exception as err:  # recorded; the other sections still run
-                entry = {"status": "error", "error": f"{type(err).__name__}: {err}"}
+                entry = {"status": "error", "error": describe(err), "traceback": traceback.format_exc()[-4000:]}
+                print(entry["traceback"], file=sys.stderr, flush=True)
         entry["seconds"] = time.perf_counter() - start
         entry["budget_s"] = budget.deadline - start
         report["sections"][name] = entry
-        print(f"{name}: {entry['status']} in {entry['seconds']:.1f} s", flush=True)
+        print(f"\n{section_markdown(name, entry)}", flush=True)
         write(report)
     report["finished"] = True
     report["seconds"] = time.perf_counter() - began
@@ -130,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=330.0, help="seconds the whole check may take")
     parser.add_argument("--out", required=True, help="directory for gpu_check.json and gpu_check.md")
     parser.add_argument("--reduced", action="store_true", help="tiny sizes (N = 1, 2; one round): a CPU smoke run")
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS),
+                        help="the sections to run (always in the order engines, swa_step, hessian, scans)")
     parser.add_argument("--cifar-model", default="resnet20", choices=["resnet20", "wrn16x4"],
                         help="the CIFAR-sized network")
     parser.add_argument("--data-dir", default=os.environ.get("SWAMP_DATA_DIR", "data"),
@@ -144,19 +150,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     json_path, md_path = check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".gpu_check-", dir=out))  # ours: removed at the end
+    scratch = Path(tempfile.mkdtemp(prefix="gpu_check-"))  # run files and resume states; removed at the end
 
     def write(report: dict) -> None:
         atomic_write_text(json_path, json.dumps(_finite(report), indent=1) + "\n")
         atomic_write_text(md_path, markdown(report, MD_TITLE, machine_line(report["machine"])))
 
     try:
+        age = process_age() if __name__ == "__main__" else 0.0  # run as a program, its start-up counts
         report = run_check(Setup(device, args.reduced, args.data_dir, scratch, args.cifar_model), args.budget, write,
-                           age=process_age() if __name__ == "__main__" else 0.0)  # a program's start-up counts
+                           [name for name in SECTIONS if name in args.sections], age=age)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(markdown(report, MD_TITLE, machine_line(report["machine"])))
-    print(f"wrote {json_path} and {md_path}")
+    print(f"\nwrote {json_path} and {md_path} in {report['seconds']:.0f} s")
     return 0
 
 

@@ -16,12 +16,14 @@ def _ratio(r: dict | None) -> str:
 def _engines(s: dict) -> str:
     rows = [[r["model"], r["variant"], r["particles"], r["engine"], r["samples"], _s(r["seconds_per_epoch"]),
              _s(r["seconds_per_epoch_50k"], 2), _s(r["plain_seconds_per_epoch"]), _ratio(r["ratio_vs_plain"]),
-             _ratio(r["ratio_vs_n_plain"]), _s(r["peak_gpu_mib"], 0), r["auto_picks"], r["fastest"]]
-            if "status" not in r else [r["model"], r["variant"], r["particles"], r["engine"]] + ["-"] * 7 +
+             _ratio(r["ratio_vs_n_plain"]), _ratio(r["ratio_vs_fp32"]), _s(r["peak_gpu_mib"], 0), r["auto_picks"],
+             r["fastest"]]
+            if "status" not in r else [r["model"], r["variant"], r["particles"], r["engine"]] + ["-"] * 8 +
             [r["status"], "-"] for r in s["rows"]]
     text = table(["model", "variant", "N", "engine", "samples", "s/epoch", "s/epoch at 50k", "plain s/epoch",
-                  "vs plain (one model)", "vs N x plain", "peak GPU MiB", "auto picks", "fastest"], rows)
-    notes = "".join(f"\n\n{model}: **error** {err}" for model, err in s.get("errors", {}).items())
+                  "vs plain (one model)", "vs N x plain", "vs fp32", "peak GPU MiB", "auto picks", "fastest"], rows)
+    notes = "".join(f"\n\n{model}: **{err}**" if err.startswith("skipped") else f"\n\n{model}: **error** {err}"
+                    for model, err in s.get("errors", {}).items())
     return (f"One cycle of {s['epochs_per_call']} epoch (SWA, BN recalibration, resume files) per call, batch "
             f"{s['batch_size']}; ratios: median of per-round ratios [min-max].\n\n{text}{notes}")
 
@@ -38,7 +40,7 @@ def _hessian(s: dict) -> str:
     rows = [[f"{100 * r['target_rse']:g}%", _s(r["pyhessian_seconds"]) + ("*" if r["pyhessian_projected"] else ""),
              f"{r['pyhessian_probes']:.0f}", _s(r["ours_seconds"]), f"{r['ours_products']:.0f}", _ratio(r["ratio"]),
              f"<= {s['target']:.2f}x"] for r in s["rows"]]
-    return (f"{s['model']}, {s['train_steps']} training steps, {s['samples']} samples in batches of "
+    return (f"{s['model']}, {s['samples']} training samples in batches of "
             f"{s['batch_size']}, {s['rounds']} paired rounds; * = PyHessian stopped early, time projected.\n\n"
             + table(["target RSE", "PyHessian s", "PyHessian probes", "ours (Hutch++) s", "ours products",
                      "ours / PyHessian", "target"], rows))
@@ -58,19 +60,25 @@ RENDER = {"engines": ("Engines: time per epoch and peak GPU memory", _engines),
           "scans": ("41-point barrier vs loss-landscapes", _scans)}
 
 
+def section_markdown(name: str, entry: dict) -> str:
+    """One section: its heading, then its table, or its error or skip line."""
+    heading, render = RENDER[name]
+    parts = [f"## {heading}", ""]
+    if entry["status"] == "ok":
+        try:
+            parts.append(render(entry))
+        except (KeyError, TypeError, ValueError) as err:  # a table that cannot be drawn is said, not hidden
+            parts.append(f"**error** drawing the table: {type(err).__name__}: {err}")
+    else:
+        parts.append(f"**{entry['status']}**" + (f": {entry['error']}" if "error" in entry else ""))
+    parts.append(f"\n({entry['seconds']:.1f} s of a {entry['budget_s']:.0f} s share)")
+    return "\n".join(parts)
+
+
 def markdown(report: dict, title: str, machine_line: str) -> str:
     """The report as Markdown: title, machine, then each finished section."""
     parts = [title, "", f"{machine_line}; {report['mode']} mode, budget {report['budget_s']:g} s, device "
              f"{report['device']}" + ("" if report["finished"] else " (unfinished)")]
     for name, entry in report["sections"].items():
-        heading, render = RENDER[name]
-        parts += ["", f"## {heading}", ""]
-        if entry["status"] == "ok":
-            try:
-                parts.append(render(entry))
-            except (KeyError, TypeError, ValueError) as err:  # a table that cannot be drawn is said, not hidden
-                parts.append(f"**error** drawing the table: {type(err).__name__}: {err}")
-        else:
-            parts.append(f"**{entry['status']}**" + (f": {entry['error']}" if "error" in entry else ""))
-        parts.append(f"\n({entry['seconds']:.1f} s of a {entry['budget_s']:.0f} s share)")
+        parts += ["", section_markdown(name, entry)]
     return "\n".join(parts) + "\n"

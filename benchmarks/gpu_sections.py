@@ -12,6 +12,7 @@ import itertools
 import statistics
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,20 @@ class Setup:
         return 32 if self.reduced else 128
 
     def probe_samples(self) -> int:
-        """Training samples of the first measurement that sizes a section: 1 batch reduced, else 20."""
-        return (1 if self.reduced else 20) * self.batch
+        """Training samples of the first measurement that sizes a section: 1 batch reduced, else 4."""
+        return (1 if self.reduced else 4) * self.batch
+
+
+def describe(err: BaseException) -> str:
+    """One line: the error's type and message and where it was raised (the innermost frame)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    message = " ".join(str(err).split())
+    return f"{type(err).__name__}: {message}{where}"
+
+
+class OutOfBudget(RuntimeError):
+    """What is left of the budget cannot hold the next measurement (recorded as ``skipped: budget``)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,11 @@ class Budget:
 
     def left(self) -> float:
         return self.deadline - time.perf_counter()
+
+    def need(self, seconds: float, what: str) -> None:
+        """Raise :class:`OutOfBudget` unless ``seconds`` are left for ``what``."""
+        if self.left() < seconds:
+            raise OutOfBudget(f"{what} needs about {seconds:.0f} s, {max(self.left(), 0):.0f} s are left")
 
     def share(self, fraction: float) -> Budget:
         """The first ``fraction`` of what is left."""
@@ -85,14 +103,23 @@ def _warm_up(fns: list[Callable[[], object]], budget: Budget, device: torch.devi
     result: list[float | str] = []
     for fn in fns:
         done = [t for t in result if isinstance(t, float)]
-        if done and budget.left() < 2 * sum(done) * (1 + 1 / len(done)):
+        if budget.left() <= 0 or done and budget.left() < 2 * sum(done) * (1 + 1 / len(done)):
             result.append("skipped: budget")
             continue
         try:
             result.append(timed(fn, device))
         except Exception as err:  # e.g. an engine that cannot run a variant; recorded in its row
-            result.append(f"error: {type(err).__name__}: {err}")
+            result.append(f"error: {describe(err)}")
     return result
+
+
+def _all_warmed_up(fns: list[Callable[[], object]], budget: Budget, device: torch.device) -> list[float]:
+    """:func:`_warm_up` where every call is needed: raises :class:`OutOfBudget` or the first error."""
+    warm = _warm_up(fns, budget, device)
+    left_out = [t for t in warm if isinstance(t, str)]
+    if left_out:
+        raise (OutOfBudget if left_out[0].startswith("skipped") else RuntimeError)(left_out[0])
+    return warm  # type: ignore[return-value]
 
 
 def _per_sample_epoch(fn: Callable[[], object], samples: int, device: torch.device) -> float:
@@ -157,6 +184,7 @@ def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]
     configs = [(v, n, e) for v in variants for n in particles for e in ("sequential", "vectorized")]
     units = len(variants) + sum(n for _, n, _ in configs)  # particle-epochs per round, plain loops included
     overhead = 1.3  # SWA, BN recalibration and resume files on top of the plain loop's epoch
+    budget.need(1.0, model)
     with tempfile.TemporaryDirectory(dir=setup.scratch) as tmp:
         if image:
             probe = cifar_data(setup, setup.probe_samples())
@@ -201,6 +229,8 @@ def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]
                      "plain_seconds_per_epoch": statistics.median(r[base] for r in rounds),
                      "ratio_vs_plain": ratio_summary([r[i] / r[base] for r in rounds]),
                      "ratio_vs_n_plain": ratio_summary([r[i] / (n * r[base]) for r in rounds]),
+                     "ratio_vs_fp32": ratio_summary([r[i] / r[col[("fp32", n, e)]] for r in rounds])
+                     if v != "fp32" and ("fp32", n, e) in col else None,
                      "peak_gpu_mib": peaks[(v, n, e)].get("mib"), "rounds": len(rounds)})
     for v in variants:  # what --engine auto picks beside what was fastest
         for n in particles:
@@ -222,10 +252,13 @@ def engines(setup: Setup, budget: Budget) -> dict:
     for model, fraction in (("cnn1d", 0.3), (setup.cifar_model, 1.0)):
         try:
             rows += _engine_model(model, setup, budget.share(fraction), particles)["rows"]
+        except OutOfBudget as err:
+            errors[model] = f"skipped: budget ({err})"
         except Exception as err:  # one model failing leaves the other's rows
-            errors[model] = f"{type(err).__name__}: {err}"
-    if not rows:
-        raise RuntimeError("; ".join(f"{m}: {e}" for m, e in errors.items()))
+            errors[model] = describe(err)
+    if not any("status" not in r for r in rows):
+        kind = OutOfBudget if all(e.startswith("skipped") for e in errors.values()) else RuntimeError
+        raise kind("; ".join(f"{m}: {e}" for m, e in errors.items()) or "every configuration was skipped")
     return {"rows": rows, "errors": errors, "epochs_per_call": 1, "batch_size": setup.batch}
 
 
@@ -243,9 +276,10 @@ def swa_step(setup: Setup, budget: Budget) -> dict:
     loops = step_loops(setup.cifar_model, probe, setup.device, 1, setup.batch)
     per_sample = _per_sample_epoch(loops["plain"], probe.size("train"), setup.device)
     samples = _samples(setup, budget, per_sample * 3.3 * epochs, 3)
+    budget.need(2 * 3.3 * epochs * per_sample * samples, "a warm-up and a round of the three loops")
     loops = step_loops(setup.cifar_model, cifar_data(setup, samples), setup.device, epochs, setup.batch)
     fns = list(loops.values())
-    warm = [timed(fn, setup.device) for fn in fns]
+    warm = _all_warmed_up(fns, budget, setup.device)
     rounds = paired_rounds(fns, _rounds(budget, sum(warm), 1 if setup.reduced else 5), setup.device,
                            until=budget.deadline)
     names = list(loops)
@@ -257,26 +291,49 @@ def swa_step(setup: Setup, budget: Budget) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. Hessian trace, time to accuracy
+# 3. Hessian trace, time to accuracy, and 4. scans: both on the particles of one small SWAMP run
+
+
+def swamp_particles(setup: Setup) -> tuple[Path, Path]:
+    """The two particle checkpoints of a 1-cycle, 2-particle SWAMP run of cnn1d on MNIST-1D (8 epochs, SWA; 1
+    epoch reduced), trained once on the device into the scratch directory and shared by the sections."""
+    from training.swamp import main as swamp_main
+
+    run = setup.scratch / "swamp-run"
+    a, b = (run / "cycle_00" / f"particle_0{p}.safetensors" for p in (0, 1))
+    if not (a.is_file() and b.is_file()):
+        argv = ["--particles", "2", "--cycles", "1", "--epochs", "1" if setup.reduced else "8", "--rewind-epochs",
+                "0", "--out", str(run), "--data-dir", setup.data_dir, "--device", str(setup.device), "--no-progress"]
+        if swamp_main(argv) != 0:
+            raise RuntimeError(f"training the two particles failed: python -m training.swamp {' '.join(argv)}")
+    return a, b
 
 
 def hessian(setup: Setup, budget: Budget) -> dict:
-    """Seconds to 5% and 2% relative standard error of the Hessian trace of a trained cnn1d (MNIST-1D):
-    :func:`landscape.curvature.hessian_trace` (Hutch++) against PyHessian's Hutchinson, same device and batches."""
+    """Seconds to 5% and 2% relative standard error of the Hessian trace of a SWAMP-trained cnn1d particle
+    (:func:`swamp_particles`) on MNIST-1D training samples: :func:`landscape.curvature.hessian_trace`
+    (Hutch++) against PyHessian's Hutchinson, same device, batches and eval mode."""
     from benchmarks.bench_common import sync
     from benchmarks.hessian_time_to_accuracy import MIN_TERMS, ours_until, pyhessian_until
-    from benchmarks.hessian_vs_pyhessian import trained_cnn
+    from training.artifacts.checkpoint import build_model, load_checkpoint
     from training.data import load_mnist1d, mnist1d_spec
 
     targets = [0.05, 0.02]
     data = load_mnist1d(mnist1d_spec(setup.data_dir))
-    steps, samples, size = (40, 256, 128) if setup.reduced else (300, 2048, 512)
-    model = trained_cnn(data.x_train, data.y_train, steps, 0).to(setup.device)
+    samples, size = (256, 128) if setup.reduced else (2048, 512)
+    model = build_model(load_checkpoint(swamp_particles(setup)[0]), setup.device).eval()
+    budget.need(2.0, "the Hessian trace")
     x, y = data.x_train[:samples].to(setup.device), data.y_train[:samples].to(setup.device)
     batches = [(x[i:i + size], y[i:i + size]) for i in range(0, samples, size)]
-    cap = 1.0 if setup.reduced else max(5.0, budget.left() / 8)  # PyHessian stopped (time projected) past this
     ours_until(model, batches[:1], 0.5, "hutchpp", 0, 64)  # warm-up of both code paths
-    pyhessian_until(model, batches[:1], [1.0], 0, 0.0, 2 * MIN_TERMS)
+    per_product = timed(lambda: pyhessian_until(model, batches[:1], [1.0], 0, 0.0, 2 * MIN_TERMS),
+                        setup.device) / (2 * MIN_TERMS)
+    # a round: PyHessian's probes (at least 16) and ours (some 40-60 products per target), each over all batches
+    fit = int(budget.left() / (2 * 150 * per_product))
+    budget.need(150 * per_product, "a round of the Hessian trace on one batch")
+    batches = batches[:max(1, min(len(batches), fit))]
+    samples = sum(len(b[1]) for b in batches)
+    cap = 1.0 if setup.reduced else max(2.0, budget.left() / 8)  # PyHessian stopped (time projected) past this
     rounds: list[dict] = []
     for seed in range(1 if setup.reduced else 5):
         began = time.perf_counter()
@@ -301,7 +358,7 @@ def hessian(setup: Setup, budget: Budget) -> dict:
                      "pyhessian_probes": statistics.median(r.products for r in ref),
                      "ratio": ratio_summary([o.seconds / r.seconds for o, r in zip(ours, ref, strict=True)]),
                      "estimates": [rounds[0]["pyhessian"][t].estimate, rounds[0][t].estimate]})
-    return {"model": "cnn1d (MNIST-1D, Adam-trained)", "train_steps": steps, "samples": samples, "batch_size": size,
+    return {"model": "cnn1d, a particle of a SWAMP run (MNIST-1D)", "samples": samples, "batch_size": size,
             "rounds": len(rounds), "rows": rows, "target": 0.25}
 
 
@@ -313,21 +370,15 @@ def scans(setup: Setup, budget: Budget) -> dict:
     """A 41-point barrier between two SWAMP particles of cnn1d: the toolkit's loop against loss-landscapes'
     ``linear_interpolation`` and against the stacked (vmap) prototype, same device and test split."""
     from benchmarks.bench_scans import scan_functions
-    from training.swamp import main as swamp_main
 
     points = 41
-    with tempfile.TemporaryDirectory(dir=setup.scratch) as tmp:
-        run = Path(tmp) / "run"
-        argv = ["--particles", "2", "--cycles", "1", "--epochs", "1", "--rewind-epochs", "0", "--out", str(run),
-                "--data-dir", setup.data_dir, "--device", str(setup.device), "--no-progress"]
-        if swamp_main(argv) != 0:
-            raise RuntimeError(f"training the two particles failed: python -m training.swamp {' '.join(argv)}")
-        a, b = (str(run / "cycle_00" / f"particle_0{p}.safetensors") for p in (0, 1))
-        calls = scan_functions(a, b, points, setup.data_dir, str(setup.device))
-        fns = list(calls.values())
-        warm = [timed(fn, setup.device) for fn in fns]
-        rounds = paired_rounds(fns, _rounds(budget, sum(warm), 1 if setup.reduced else 7), setup.device,
-                               until=budget.deadline)
+    a, b = swamp_particles(setup)
+    budget.need(2.0, "the scans")
+    calls = scan_functions(str(a), str(b), points, setup.data_dir, str(setup.device))
+    fns = list(calls.values())
+    warm = _all_warmed_up(fns, budget, setup.device)
+    rounds = paired_rounds(fns, _rounds(budget, sum(warm), 1 if setup.reduced else 7), setup.device,
+                           until=budget.deadline)
     names = list(calls)
     seconds = {k: statistics.median(r[i] for r in rounds) for i, k in enumerate(names)}
     return {"points": points, "rounds": len(rounds), "seconds_per_scan": seconds,

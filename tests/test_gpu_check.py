@@ -47,6 +47,8 @@ def test_reduced_check_writes_every_section(reduced: Path) -> None:
     for r in rows:
         assert _positive(r["seconds_per_epoch"]) and _positive(r["plain_seconds_per_epoch"])
         assert _ratio_ok(r["ratio_vs_plain"]) and _ratio_ok(r["ratio_vs_n_plain"])
+        assert (r["ratio_vs_fp32"] is None) == (r["variant"] == "fp32")
+        assert r["variant"] == "fp32" or _ratio_ok(r["ratio_vs_fp32"])
         assert r["peak_gpu_mib"] is None  # no GPU: no GPU memory figure, rather than a zero
         assert r["auto_picks"] == ("sequential" if r["particles"] == 1 else r["auto_picks"])
         assert r["fastest"] in ("sequential", "vectorized")
@@ -89,7 +91,7 @@ def test_rerun_replaces_its_own_outputs_but_not_foreign_files(reduced: Path, tmp
 
 
 @pytest.mark.parametrize("flags, words", [(["--budget", "0"], "--budget"), (["--budget", "nan"], "--budget"),
-                                          (["--device", "tpu"], "--device")])
+                                          (["--device", "tpu"], "--device"), (["--sections", "x"], "--sections")])
 def test_bad_flags_are_one_line(flags: list[str], words: str, tmp_path: Path, capsys) -> None:
     assert run_cli(gpu_check.main, ["--out", str(tmp_path / "o"), *flags]) == 2
     err = capsys.readouterr().err
@@ -118,10 +120,11 @@ def test_a_failing_section_is_recorded_and_the_next_still_runs(tmp_path: Path, m
     setup = gpu_sections.Setup(torch.device("cpu"), True, str(DATA_DIR), tmp_path)
     report = gpu_check.run_check(setup, 60.0, lambda r: written.append(json.loads(json.dumps(r))),
                                  sections=("engines", "scans"))
-    assert report["sections"]["engines"] == {**report["sections"]["engines"], "status": "error",
-                                             "error": "RuntimeError: the engine broke"}
+    engines = report["sections"]["engines"]
+    assert engines["status"] == "error" and engines["error"].startswith("RuntimeError: the engine broke (at ")
+    assert "the engine broke" in engines["traceback"]
     assert report["sections"]["scans"]["status"] == "ok" and report["finished"]
     # rewritten after every section: a run killed during the second leaves the first
     assert [list(r["sections"]) for r in written] == [[], ["engines"], ["engines", "scans"], ["engines", "scans"]]
     md = gpu_check.markdown(report, gpu_check.MD_TITLE, "machine")
-    assert "**error**: RuntimeError: the engine broke" in md and "| 41 |" in md
+    assert "**error**: RuntimeError: the engine broke" in md and "| 41 |" in md and "Traceback" not in md
