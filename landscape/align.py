@@ -7,7 +7,7 @@ match REF's, which leaves its function unchanged -- prints the objective sum <th
 before and after, the iterations and seconds, and writes OTHER's checkpoint with its units permuted
 atomically: every tensor, its masks permuted with its weights, its metadata kept (``kind`` included) plus
 ``aligned_to`` and ``alignment`` (docs/format.md section 3). ``--out`` never replaces an input or a file
-that is not an earlier aligned checkpoint.
+that is not an earlier aligned checkpoint, and never lies inside a run (:mod:`training.artifacts.outputs`).
 """
 
 from __future__ import annotations

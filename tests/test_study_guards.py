@@ -196,6 +196,13 @@ def test_align_never_writes_into_an_input_run(family, tmp_path, capsys):
             expect="is inside the run")
 
 
+def test_controls_never_put_their_cache_inside_a_run(family, capsys):
+    """``studies.controls RUN`` would write RUN/analysis/controls: the run is refused as ROOT, nothing written."""
+    run = family / "cells" / "mlp-r1" / "runs" / "imp-s0"
+    for argv in ([str(run), "--rewind", "1"], [str(run)], [str(run / "cycle_00"), "--rewind", "1"]):
+        refused(capsys, controls.main, argv, where=family.parent, expect=f"is inside the run {run}")
+
+
 def test_the_guard_allows_new_files_beside_a_study_and_reruns_over_its_own_outputs(family, tmp_path):
     """What the docs do stays allowed: ``studies.controls runs/controls --json runs/controls/controls.json``
     (a new file beside the runs, at the top of a study or family), and a rerun replacing its own output."""

@@ -43,7 +43,6 @@ TOOLKIT_MANIFESTS = {"study.json": "study", "family.json": "family of studies"}
 _TOOLKIT_NAMES = {*TOOLKIT_MANIFESTS, LOCK_NAME, "runs", "jobs", "analysis", "cells"}
 
 
-
 @dataclass(frozen=True)
 class Replaceable:
     """An earlier output that a rerun may replace, for a flag whose files are not JSON or PNG: ``what`` it is
@@ -112,6 +111,13 @@ def toolkit_directory(directory: Path) -> str | None:
     if is_run_config(directory / "config.json"):
         return "run"
     return next((what for name, what in TOOLKIT_MANIFESTS.items() if (directory / name).is_file()), None)
+
+
+def enclosing_run(path: str | os.PathLike) -> Path | None:
+    """The run directory that ``path`` (a file or directory, existing or not) lies in, or None: where nothing
+    but training may write (a command's cache or output there would make the run foreign to ``--overwrite``)."""
+    target = _resolved(Path(path))
+    return next((d for d in (target, *target.parents) if toolkit_directory(d) == "run"), None)
 
 
 def _inside_toolkit_directory(flag: str, path: Path, inputs: list[Path]) -> None:
