@@ -289,6 +289,7 @@ def test_status_reads_a_bounded_tail_of_a_job_log(family):
 
 
 @pytest.mark.parametrize("target, expect", [("/dev/zero", "leads out of"), ("/etc/passwd", "leads out of"),
+                                            ("loop", "leads out of"), ("jobs link", "leads out of"),
                                             ("fifo", "is not a regular file"), ("dir", "is not a regular file")])
 def test_status_refuses_a_job_log_that_is_a_link_out_a_fifo_or_a_folder(target, expect, family, capsys):
     cell = family / "cells" / "mlp-r1"
@@ -298,10 +299,16 @@ def test_status_refuses_a_job_log_that_is_a_link_out_a_fifo_or_a_folder(target, 
         os.mkfifo(log)
     elif target == "dir":
         log.mkdir()
+    elif target == "loop":
+        os.symlink(log, log)
+    elif target == "jobs link":  # the whole jobs/ folder a link to /etc, the log named passwd
+        failed_job(cell, "jobs/passwd")
+        (cell / "jobs").rmdir()
+        os.symlink("/etc", cell / "jobs")
     else:
         os.symlink(target, log)
     err = refused(capsys, study.main, [str(cell), "--status"], where=family.parent, expect=expect)
-    assert "root:" not in err and "ended.err" in err
+    assert "root:" not in err and ("ended.err" in err or "passwd" in err)
 
 
 def test_status_on_a_fifo_log_ends_at_once_in_a_fresh_process(family):

@@ -194,7 +194,11 @@ def log_tail(root: Path, log: str, size: int = LOG_TAIL) -> str:
     :func:`read_manifest` checked; one :class:`UserError` line if it leads out of ``root/jobs`` (a symbolic link)
     or is not a regular file (a FIFO would block, a device never end). A missing log keeps its OSError."""
     path = root / log
-    if not path.resolve().is_relative_to((root / JOBS).resolve()):
+    try:
+        inside = path.resolve().is_relative_to(root.resolve() / JOBS)  # jobs/ itself a link leads out too
+    except (OSError, RuntimeError):  # a loop of links
+        inside = False
+    if not inside:
         raise UserError(f"{path}, the log of a job in {root / MANIFEST}, leads out of {root / JOBS}; restore it")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
     try:
