@@ -258,8 +258,14 @@ def test_every_reader_refuses_a_manifest_leading_out_of_its_study(case, family, 
     cell = family / "cells" / "mlp-r1"
     (cell / "study.json").write_text(json.dumps(study_manifest(**HOSTILE_RUNS[case])))
     for main, extra in READERS.values():
-        refused(capsys, main, [str(cell), *extra], where=family.parent.parent, expect="study.json lists")
-    refused(capsys, study.main, [str(family), "--status"], where=family.parent.parent, expect="study.json lists")
+        refused(capsys, main, [*extra, str(cell)], where=family.parent, expect="study.json lists")
+    refused(capsys, study.main, [str(family), "--status"], where=family.parent, expect="study.json lists")
+    before = tree_digest(family.parent)  # continuing the study reads its manifest under the study's lock
+    assert run_cli(study.main, ["--quick", "--data-dir", str(ROOT / "data"), "--out", str(cell)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "study.json lists" in err, err
+    after = tree_digest(family.parent)
+    assert {k: v for k, v in after.items() if not k.endswith("/.lock")} == before, "only the lock file is new"
 
 
 @pytest.mark.parametrize("cell", [{"name": "../x", "path": "cells/../x"}, {"name": "c", "path": "/tmp"},
