@@ -187,8 +187,8 @@ def test_align_never_writes_into_an_input_run(family, tmp_path, capsys):
     """Item 10: ``landscape.align --out RUN/cycle_00/aligned.safetensors`` wrote into the run, which then could
     not be --overwritten; any run is off limits, also through a linked folder."""
     cycle = family / "cells" / "mlp-r1" / "runs" / "imp-s0" / "cycle_00"
-    a, b = cycle / "average.safetensors", cycle / "average.safetensors"
-    refused(capsys, align.main, [str(a), str(b), "--out", str(cycle / "aligned.safetensors")], where=tmp_path,
+    solution = str(cycle / "average.safetensors")
+    refused(capsys, align.main, [solution, solution, "--out", str(cycle / "aligned.safetensors")], where=tmp_path,
             expect="is inside the input run")
     os.symlink(cycle, tmp_path / "linked")
     refused(capsys, align.main, [str(tmp_path / "thesis.tex"), str(tmp_path / "thesis.tex"), "--out",
