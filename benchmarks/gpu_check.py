@@ -65,7 +65,7 @@ def machine_line(info: dict) -> str:
 
 def check_output_dir(out: Path) -> tuple[Path, Path]:
     """The two output files in ``out`` (created if absent), refusing files this tool did not write."""
-    from landscape.cli import check_outputs
+    from training.artifacts.outputs import check_outputs
 
     json_path, md_path = out / "gpu_check.json", out / "gpu_check.md"
     if out.exists() and not out.is_dir():
