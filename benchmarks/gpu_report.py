@@ -39,11 +39,12 @@ def _swa(s: dict) -> str:
 def _hessian(s: dict) -> str:
     rows = [[f"{100 * r['target_rse']:g}%", _s(r["pyhessian_seconds"]) + ("*" if r["pyhessian_projected"] else ""),
              f"{r['pyhessian_probes']:.0f}", _s(r["ours_seconds"]), f"{r['ours_products']:.0f}", _ratio(r["ratio"]),
+             f"{r['estimates'][0]:.4g} / {r['estimates'][1]:.4g} ({_s(r['gap_in_stderrs'], 1)} se)",
              f"<= {s['target']:.2f}x"] for r in s["rows"]]
     return (f"{s['model']}, {s['samples']} training samples in batches of "
             f"{s['batch_size']}, {s['rounds']} paired rounds; * = PyHessian stopped early, time projected.\n\n"
             + table(["target RSE", "PyHessian s", "PyHessian probes", "ours (Hutch++) s", "ours products",
-                     "ours / PyHessian", "target"], rows))
+                     "ours / PyHessian", "trace: PyHessian / ours (gap)", "target"], rows))
 
 
 def _scans(s: dict) -> str:

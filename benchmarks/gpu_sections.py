@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import statistics
 import tempfile
 import time
@@ -357,7 +358,10 @@ def hessian(setup: Setup, budget: Budget) -> dict:
                      "ours_products": statistics.median(o.products for o in ours),
                      "pyhessian_probes": statistics.median(r.products for r in ref),
                      "ratio": ratio_summary([o.seconds / r.seconds for o, r in zip(ours, ref, strict=True)]),
-                     "estimates": [rounds[0]["pyhessian"][t].estimate, rounds[0][t].estimate]})
+                     "estimates": [ref[0].estimate, ours[0].estimate], "stderrs": [ref[0].stderr, ours[0].stderr],
+                     # the two estimates of the first round, in combined standard errors: they should agree
+                     "gap_in_stderrs": abs(ref[0].estimate - ours[0].estimate) / math.hypot(ref[0].stderr,
+                                                                                          ours[0].stderr)})
     return {"model": "cnn1d, a particle of a SWAMP run (MNIST-1D)", "samples": samples, "batch_size": size,
             "rounds": len(rounds), "rows": rows, "target": 0.25}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,7 @@ def test_reduced_check_writes_every_section(reduced: Path) -> None:
     assert [r["target_rse"] for r in hessian["rows"]] == [0.05, 0.02]
     for r in hessian["rows"]:
         assert _positive(r["pyhessian_seconds"]) and _positive(r["ours_seconds"]) and _ratio_ok(r["ratio"])
+        assert all(_positive(e) for e in r["estimates"]) and r["gap_in_stderrs"] < 5  # both estimate one trace
     scans = sections["scans"]
     assert scans["points"] == 41 and all(_positive(t) for t in scans["seconds_per_scan"].values())
     assert _ratio_ok(scans["ours_vs_loss_landscapes"]) and _ratio_ok(scans["stacked_vs_ours"])
@@ -128,3 +130,33 @@ def test_a_failing_section_is_recorded_and_the_next_still_runs(tmp_path: Path, m
     assert [list(r["sections"]) for r in written] == [[], ["engines"], ["engines", "scans"], ["engines", "scans"]]
     md = gpu_check.markdown(report, gpu_check.MD_TITLE, "machine")
     assert "**error**: RuntimeError: the engine broke" in md and "| 41 |" in md and "Traceback" not in md
+
+
+def test_warm_up_records_errors_and_skips_what_the_budget_cannot_hold() -> None:
+    cpu = torch.device("cpu")
+
+    def broken():
+        raise ValueError("no such kernel")
+
+    calls: list[str] = []
+    fns = [lambda: calls.append("a"), broken, lambda: calls.append("c")]
+    result = gpu_sections._warm_up(fns, gpu_sections.Budget(time.perf_counter() + 60), cpu)
+    assert calls == ["a", "c"] and isinstance(result[0], float) and isinstance(result[2], float)
+    assert result[1].startswith("error: ValueError: no such kernel (at test_gpu_check.py:")
+    spent = gpu_sections._warm_up(fns, gpu_sections.Budget(time.perf_counter() - 1), cpu)
+    assert spent == ["skipped: budget"] * 3 and calls == ["a", "c"]  # nothing runs past the deadline
+    with pytest.raises(gpu_sections.OutOfBudget):
+        gpu_sections._all_warmed_up(fns[:1], gpu_sections.Budget(time.perf_counter() - 1), cpu)
+    with pytest.raises(RuntimeError, match="no such kernel"):
+        gpu_sections._all_warmed_up(fns, gpu_sections.Budget(time.perf_counter() + 60), cpu)
+
+
+def test_paired_rounds_alternate_the_order_and_stop_at_the_deadline() -> None:
+    from benchmarks.bench_common import paired_rounds
+
+    order: list[str] = []
+    fns = [lambda: order.append("a"), lambda: order.append("b")]
+    rounds = paired_rounds(fns, 3, torch.device("cpu"))
+    assert order == ["a", "b", "b", "a", "a", "b"] and len(rounds) == 3 and all(len(r) == 2 for r in rounds)
+    order.clear()
+    assert len(paired_rounds(fns, 3, torch.device("cpu"), until=time.perf_counter() - 1)) == 1  # the first always
