@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_common import machine
-from benchmarks.gpu_report import markdown, section_markdown
+from benchmarks.gpu_report import markdown, section_markdown, targets
 from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup, describe
 from landscape.hessian_report import _finite  # NaN and infinities (a ratio of a zero time) become null
 from training.artifacts.atomic import atomic_write_text
@@ -124,6 +124,7 @@ def run_check(setup: Setup, budget_s: float, write, sections: Sequence[str] = tu
         write(report)
     report["finished"] = True
     report["seconds"] = time.perf_counter() - began
+    report["targets"] = targets(report)
     write(report)
     return report
 

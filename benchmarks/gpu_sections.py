@@ -230,6 +230,8 @@ def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]
                      "plain_seconds_per_epoch": statistics.median(r[base] for r in rounds),
                      "ratio_vs_plain": ratio_summary([r[i] / r[base] for r in rounds]),
                      "ratio_vs_n_plain": ratio_summary([r[i] / (n * r[base]) for r in rounds]),
+                     "ratio_vs_one": ratio_summary([r[i] / r[col[(v, 1, e)]] for r in rounds])
+                     if (v, 1, e) in col else None,
                      "ratio_vs_fp32": ratio_summary([r[i] / r[col[("fp32", n, e)]] for r in rounds])
                      if v != "fp32" and ("fp32", n, e) in col else None,
                      "peak_gpu_mib": peaks[(v, n, e)].get("mib"), "rounds": len(rounds)})

@@ -50,6 +50,7 @@ def test_reduced_check_writes_every_section(reduced: Path) -> None:
         assert _ratio_ok(r["ratio_vs_plain"]) and _ratio_ok(r["ratio_vs_n_plain"])
         assert (r["ratio_vs_fp32"] is None) == (r["variant"] == "fp32")
         assert r["variant"] == "fp32" or _ratio_ok(r["ratio_vs_fp32"])
+        assert _ratio_ok(r["ratio_vs_one"]) and (r["particles"] > 1 or r["ratio_vs_one"]["median"] == 1.0)
         assert r["peak_gpu_mib"] is None  # no GPU: no GPU memory figure, rather than a zero
         assert r["auto_picks"] == ("sequential" if r["particles"] == 1 else r["auto_picks"])
         assert r["fastest"] in ("sequential", "vectorized")
@@ -69,10 +70,16 @@ def test_reduced_check_writes_every_section(reduced: Path) -> None:
     assert scans["points"] == 41 and all(_positive(t) for t in scans["seconds_per_scan"].values())
     assert _ratio_ok(scans["ours_vs_loss_landscapes"]) and _ratio_ok(scans["stacked_vs_ours"])
 
+    # the targets the reduced run can show (no N = 4 there): each one measured ratio against its limit
+    assert [t["target"] for t in report["targets"]] == ["masked SWA step / plain loop",
+                                                       "Hessian trace to 2% RSE / PyHessian",
+                                                       "41-point barrier / loss-landscapes"]
+    assert all(t["met"] == (t["measured"] <= t["limit"]) for t in report["targets"])
     md = (reduced / "gpu_check.md").read_text()
     assert md.startswith(gpu_check.MD_TITLE) and "**error**" not in md and "skipped" not in md
-    for header in ("| model | variant | N | engine |", "| model | samples | epochs | plain s/epoch |",
-                   "| target RSE | PyHessian s |", "| K | ours s | loss-landscapes s |"):
+    for header in ("| target | at most | measured | met |", "| model | variant | N | engine |",
+                   "| model | samples | epochs | plain s/epoch |", "| target RSE | PyHessian s |",
+                   "| K | ours s | loss-landscapes s |"):
         assert header in md
 
 
