@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from benchmarks import gpu_check, gpu_sections
-from tests.conftest import DATA_DIR
+from conftest import DATA_DIR
 from training.errors import run_cli
 
 
