@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_DIR
 
 from benchmarks import gpu_check, gpu_sections
-from conftest import DATA_DIR
 from training.errors import run_cli
 
 
