@@ -52,14 +52,17 @@ def machine_info(device: torch.device) -> dict:
         except (OSError, subprocess.SubprocessError):
             pass
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "driver": driver,
+    memory = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+    return {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "gpu_gib": memory,
+            "driver": driver,
             "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn,
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(),
             "machine": machine()}
 
 
 def machine_line(info: dict) -> str:
-    return (f"{info['gpu'] or 'no GPU'}, driver {info['driver'] or 'n/a'}, torch {info['torch']}, "
+    gpu = f"{info['gpu']} ({info['gpu_gib']:.0f} GiB)" if info["gpu"] else "no GPU"
+    return (f"{gpu}, driver {info['driver'] or 'n/a'}, torch {info['torch']}, "
             f"CUDA {info['cuda'] or 'n/a'}, cuDNN {info['cudnn'] or 'n/a'}, {info['date']}, {info['cpus']} CPUs")
 
 

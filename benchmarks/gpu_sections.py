@@ -184,7 +184,9 @@ def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]
         variants |= {"amp": (True, False), "channels_last": (False, True)}
     configs = [(v, n, e) for v in variants for n in particles for e in ("sequential", "vectorized")]
     units = len(variants) + sum(n for _, n, _ in configs)  # particle-epochs per round, plain loops included
-    overhead = 1.3  # SWA, BN recalibration and resume files on top of the plain loop's epoch
+    # SWA, BN recalibration and resume files on top of the plain loop's epoch, and room for stacked kernels
+    # slower than N separate ones: configurations whose warm-up would not fit are skipped, so err on the safe side
+    overhead = 1.8
     budget.need(1.0, model)
     with tempfile.TemporaryDirectory(dir=setup.scratch) as tmp:
         if image:
