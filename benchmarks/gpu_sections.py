@@ -182,7 +182,9 @@ def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]
     variants = {"fp32": (False, False)}
     if image:
         variants |= {"amp": (True, False), "channels_last": (False, True)}
-    configs = [(v, n, e) for v in variants for n in particles for e in ("sequential", "vectorized")]
+    # --amp and --channels-last do not stack (refused with --engine vectorized: they fail inside vmap)
+    configs = [(v, n, e) for v in variants for n in particles for e in ("sequential", "vectorized")
+               if e == "sequential" or v == "fp32"]
     units = len(variants) + sum(n for _, n, _ in configs)  # particle-epochs per round, plain loops included
     # SWA, BN recalibration and resume files on top of the plain loop's epoch, and room for stacked kernels
     # slower than N separate ones: configurations whose warm-up would not fit are skipped, so err on the safe side
@@ -207,7 +209,7 @@ def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]
             fns.append(_plain_call(ctx))
             names.append((v, 0, "plain"))
             for n in particles:
-                for e in ("sequential", "vectorized"):
+                for e in ("sequential", "vectorized") if v == "fp32" else ("sequential",):
                     peaks[(v, n, e)] = {}
                     fns.append(_engine_call(ctx, e, n, peaks[(v, n, e)]))
                     names.append((v, n, e))
@@ -244,7 +246,7 @@ def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]
                 continue
             fastest = min(pair, key=lambda r: r["seconds_per_epoch"])["engine"]
             for r in pair:
-                r["auto_picks"] = auto_engine(model, setup.device.type, n)
+                r["auto_picks"] = auto_engine(model, setup.device.type, n, stackable=v == "fp32")
                 r["fastest"] = fastest
     return {"rows": rows}
 

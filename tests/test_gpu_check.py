@@ -44,7 +44,8 @@ def test_reduced_check_writes_every_section(reduced: Path) -> None:
     seen = {(r["model"], r["variant"], r["particles"], r["engine"]) for r in rows}
     variants = {"cnn1d": ["fp32"], "resnet20": ["fp32", "amp", "channels_last"]}
     assert seen == {(m, v, n, e) for m in variants for v in variants[m] for n in (1, 2)
-                    for e in ("sequential", "vectorized")}
+                    for e in ("sequential", "vectorized") if e == "sequential" or v == "fp32"}, \
+        "--amp and --channels-last rows train sequentially (they do not stack)"
     for r in rows:
         assert _positive(r["seconds_per_epoch"]) and _positive(r["plain_seconds_per_epoch"])
         assert _ratio_ok(r["ratio_vs_plain"]) and _ratio_ok(r["ratio_vs_n_plain"])
@@ -52,7 +53,7 @@ def test_reduced_check_writes_every_section(reduced: Path) -> None:
         assert r["variant"] == "fp32" or _ratio_ok(r["ratio_vs_fp32"])
         assert _ratio_ok(r["ratio_vs_one"]) and (r["particles"] > 1 or r["ratio_vs_one"]["median"] == 1.0)
         assert r["peak_gpu_mib"] is None  # no GPU: no GPU memory figure, rather than a zero
-        assert r["auto_picks"] == ("sequential" if r["particles"] == 1 else r["auto_picks"])
+        assert r["auto_picks"] == ("sequential" if r["particles"] == 1 or r["variant"] != "fp32" else r["auto_picks"])
         assert r["fastest"] in ("sequential", "vectorized")
         pair = [q for q in rows if q["variant"] == r["variant"] and q["particles"] == r["particles"]
                 and q["model"] == r["model"]]
