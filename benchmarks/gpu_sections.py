@@ -77,7 +77,7 @@ class Budget:
 
 
 def _rounds(budget: Budget, per_round: float, most: int) -> int:
-    """How many timed rounds of ``per_round`` seconds (after a warm-up round) fit, 1 to ``most``."""
+    """How many timed rounds of ``per_round`` seconds fit with one round's time to spare, 1 to ``most``."""
     return max(1, min(most, int(budget.left() / max(per_round, 1e-6)) - 1))
 
 
