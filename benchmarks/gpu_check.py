@@ -145,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("SWAMP_DATA_DIR", "data"),
                         help="where MNIST-1D is generated (offline) and cached")
     args = parser.parse_args(argv)
+    if not args.out.strip():
+        raise UserError("--out must name a directory, not an empty string")
     if not math.isfinite(args.budget) or args.budget <= 0:
         raise UserError("--budget must be a positive number of seconds")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -108,6 +108,13 @@ def test_bad_flags_are_one_line(flags: list[str], words: str, tmp_path: Path, ca
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_is_refused(out: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(gpu_check.main, ["--out", out, "--reduced"]) == 2
+    assert "--out must name a directory" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_refused(tmp_path: Path, capsys) -> None:
     assert run_cli(gpu_check.main, ["--device", "cuda", "--out", str(tmp_path / "o")]) == 2
