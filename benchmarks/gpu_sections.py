@@ -377,8 +377,9 @@ def hessian(setup: Setup, budget: Budget) -> dict:
 
 
 def scans(setup: Setup, budget: Budget) -> dict:
-    """A 41-point barrier between two SWAMP particles of cnn1d: the toolkit's loop against loss-landscapes'
-    ``linear_interpolation`` and against the stacked (vmap) prototype, same device and test split."""
+    """A 41-point barrier between two SWAMP particles of cnn1d: the toolkit's loop (from the loaded checkpoints,
+    and on the models and test split already on the device) against loss-landscapes' ``linear_interpolation``
+    and against the stacked (vmap) prototype, same device and test split."""
     from benchmarks.bench_scans import scan_functions
 
     points = 41
@@ -387,13 +388,13 @@ def scans(setup: Setup, budget: Budget) -> dict:
     calls = scan_functions(str(a), str(b), points, setup.data_dir, str(setup.device))
     fns = list(calls.values())
     warm = _all_warmed_up(fns, budget, setup.device)
-    rounds = paired_rounds(fns, _rounds(budget, sum(warm), 1 if setup.reduced else 7), setup.device,
-                           until=budget.deadline)
-    names = list(calls)
-    seconds = {k: statistics.median(r[i] for r in rounds) for i, k in enumerate(names)}
+    rounds = [dict(zip(calls, r, strict=True)) for r in paired_rounds(
+        fns, _rounds(budget, sum(warm), 1 if setup.reduced else 15), setup.device, until=budget.deadline)]
+    seconds = {k: statistics.median(r[k] for r in rounds) for k in calls}
     return {"points": points, "rounds": len(rounds), "seconds_per_scan": seconds,
-            "ours_vs_loss_landscapes": ratio_summary([r[0] / r[1] for r in rounds]),
-            "stacked_vs_ours": ratio_summary([r[2] / r[0] for r in rounds]), "target": 1.0,
+            "ours_vs_loss_landscapes": ratio_summary([r["ours"] / r["loss-landscapes"] for r in rounds]),
+            "modules_vs_loss_landscapes": ratio_summary([r["ours, modules"] / r["loss-landscapes"] for r in rounds]),
+            "stacked_vs_ours": ratio_summary([r["stacked"] / r["ours"] for r in rounds]), "target": 1.0,
             "stacked_is": "a benchmark prototype (torch.func.vmap over the interpolated states), not a toolkit path"}
 
 

@@ -69,11 +69,14 @@ def test_reduced_check_writes_every_section(reduced: Path) -> None:
         assert all(_positive(e) for e in r["estimates"]) and r["gap_in_stderrs"] < 5  # both estimate one trace
     scans = sections["scans"]
     assert scans["points"] == 41 and all(_positive(t) for t in scans["seconds_per_scan"].values())
+    assert set(scans["seconds_per_scan"]) == {"ours", "ours, modules", "loss-landscapes", "stacked"}
     assert _ratio_ok(scans["ours_vs_loss_landscapes"]) and _ratio_ok(scans["stacked_vs_ours"])
+    assert _ratio_ok(scans["modules_vs_loss_landscapes"])
 
     # the targets the reduced run can show (no N = 4 there): each one measured ratio against its limit
     assert [t["target"].split(" (")[0] for t in report["targets"]] == [
-        "masked SWA step / plain loop", "Hessian trace to 2% RSE / PyHessian", "41-point barrier / loss-landscapes"]
+        "masked SWA step / plain loop", "Hessian trace to 2% RSE / PyHessian", "41-point barrier / loss-landscapes",
+        "41-point barrier on loaded modules / loss-landscapes"]
     assert all(t["met"] == (t["measured"] <= t["limit"]) for t in report["targets"])
     md = (reduced / "gpu_check.md").read_text()
     assert md.startswith(gpu_check.MD_TITLE) and "**error**" not in md and "skipped" not in md
