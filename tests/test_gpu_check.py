@@ -96,6 +96,12 @@ def test_rerun_replaces_its_own_outputs_but_not_foreign_files(reduced: Path, tmp
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and "left as it is" in err
         assert (out / name).read_text() == text and len(list(out.iterdir())) == 1
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (tmp_path / "target.md").write_text("mine\n")
+    (linked / "gpu_check.md").symlink_to(tmp_path / "target.md")
+    assert run_cli(gpu_check.main, ["--device", "cpu", "--out", str(linked), "--reduced"]) == 2
+    assert "not a regular file" in capsys.readouterr().err and (tmp_path / "target.md").read_text() == "mine\n"
     not_dir = tmp_path / "file"
     not_dir.write_text("x")
     assert run_cli(gpu_check.main, ["--device", "cpu", "--out", str(not_dir)]) == 2
