@@ -110,8 +110,10 @@ def whole_processes(a: str, b: str, points: list[int], rounds: int, data_dir: st
 
 
 def scan_functions(a: str, b: str, points: int, data_dir: str, device: str) -> dict[str, Callable[[], object]]:
-    """The three in-process scans of ``points`` points between checkpoints ``a`` and ``b`` on ``device``, each a
-    call: ``ours`` (the loop of :func:`landscape.barrier.checkpoint_barrier`, no BN recalibration),
+    """The in-process scans of ``points`` points between checkpoints ``a`` and ``b`` on ``device``, each a call:
+    ``ours`` (:func:`landscape.barrier.checkpoint_barrier` on the loaded checkpoints, no BN recalibration: it
+    rebuilds the model and the test split), ``ours, modules`` (:func:`landscape.connectivity.linear_barrier` on
+    the two models and the test split already on the device, as loss-landscapes gets them),
     ``loss-landscapes`` (its ``linear_interpolation`` on the whole test split) and ``stacked`` (the points as
     one ``vmap`` over the interpolated states: a prototype, not a toolkit path)."""
     import copy
@@ -124,6 +126,7 @@ def scan_functions(a: str, b: str, points: int, data_dir: str, device: str) -> d
     from landscape.artifacts import EvalOptions, checkpoint_data
     from landscape.barrier import checkpoint_barrier
     from landscape.combination import Combination
+    from landscape.connectivity import linear_barrier
     from training.artifacts.checkpoint import build_model, load_checkpoint
 
     dev = torch.device(device)
@@ -148,7 +151,10 @@ def scan_functions(a: str, b: str, points: int, data_dir: str, device: str) -> d
         with torch.no_grad():
             vmap(lambda p: torch.nn.functional.cross_entropy(functional_call(net, p, (x,)), y))(params).tolist()
 
-    return {"ours": lambda: checkpoint_barrier(ca, cb, points, options), "loss-landscapes": ll, "stacked": stacked}
+    return {"ours": lambda: checkpoint_barrier(ca, cb, points, options),
+            "ours, modules": lambda: linear_barrier(model, model_b, (x, y), points=points, bn_data=(),
+                                                    batch_size=len(y), progress=False),
+            "loss-landscapes": ll, "stacked": stacked}
 
 
 def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, device: str) -> None:
@@ -157,14 +163,16 @@ def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, de
     from benchmarks.bench_common import alternating, machine
 
     print(f"\nin process on {device}: {machine()}")
-    print("| K | ours: loop of K evaluations | loss-landscapes | K stacked (vmap) | stacked / loop |")
-    print("|---|---|---|---|---|")
+    print("| K | ours: loop of K evaluations | ours on loaded modules | loss-landscapes | K stacked (vmap) | "
+          "stacked / loop |")
+    print("|---|---|---|---|---|---|")
     for k in points:
-        fns = list(scan_functions(a, b, k, data_dir, device).values())
-        for fn in fns:  # warm-up
+        fns = scan_functions(a, b, k, data_dir, device)
+        for fn in fns.values():  # warm-up
             fn()
-        t_ours, t_ll, t_stacked = alternating(fns, rounds, torch.device(device))
-        print(f"| {k} | {t_ours:.3f} | {t_ll:.3f} | {t_stacked:.3f} | {t_stacked / t_ours:.2f}x |")
+        t = dict(zip(fns, alternating(list(fns.values()), rounds, torch.device(device)), strict=True))
+        print(f"| {k} | {t['ours']:.3f} | {t['ours, modules']:.3f} | {t['loss-landscapes']:.3f} | {t['stacked']:.3f} "
+              f"| {t['stacked'] / t['ours']:.2f}x |")
 
 
 def main() -> None:

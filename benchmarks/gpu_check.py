@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_common import machine
-from benchmarks.gpu_report import markdown, section_markdown
+from benchmarks.gpu_report import markdown, section_markdown, targets
 from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup, describe
 from landscape.hessian_report import _finite  # NaN and infinities (a ratio of a zero time) become null
 from training.artifacts.atomic import atomic_write_text
@@ -52,14 +52,17 @@ def machine_info(device: torch.device) -> dict:
         except (OSError, subprocess.SubprocessError):
             pass
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "driver": driver,
+    memory = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+    return {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "gpu_gib": memory,
+            "driver": driver,
             "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn,
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(),
             "machine": machine()}
 
 
 def machine_line(info: dict) -> str:
-    return (f"{info['gpu'] or 'no GPU'}, driver {info['driver'] or 'n/a'}, torch {info['torch']}, "
+    gpu = f"{info['gpu']} ({info['gpu_gib']:.0f} GiB)" if info["gpu"] else "no GPU"
+    return (f"{gpu}, driver {info['driver'] or 'n/a'}, torch {info['torch']}, "
             f"CUDA {info['cuda'] or 'n/a'}, cuDNN {info['cudnn'] or 'n/a'}, {info['date']}, {info['cpus']} CPUs")
 
 
@@ -124,6 +127,7 @@ def run_check(setup: Setup, budget_s: float, write, sections: Sequence[str] = tu
         write(report)
     report["finished"] = True
     report["seconds"] = time.perf_counter() - began
+    report["targets"] = targets(report)
     write(report)
     return report
 
@@ -141,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("SWAMP_DATA_DIR", "data"),
                         help="where MNIST-1D is generated (offline) and cached")
     args = parser.parse_args(argv)
+    if not args.out.strip():
+        raise UserError("--out must name a directory, not an empty string")
     if not math.isfinite(args.budget) or args.budget <= 0:
         raise UserError("--budget must be a positive number of seconds")
     if args.device == "cuda" and not torch.cuda.is_available():
