@@ -250,7 +250,8 @@ def plot_barrier(result: BarrierResult) -> Figure:
             return format_number(scale * value, places) + unit
 
         panels[metric] = {
-            f"{s}{tag}: barrier {number(getattr(x.barrier[s], metric))}, max {number(getattr(x.barrier_max[s], metric))}":
+            f"{s}{tag}: barrier {number(getattr(x.barrier[s], metric))}, "
+            f"max {number(getattr(x.barrier_max[s], metric))}":
             [scale * v for v in getattr(c, metric)] for tag, x in lines for s, c in x.curves.items()}
     a, b = (checkpoint_label(p).replace(" ", "\u00a0") for p in (result.a, result.b))
     return line_panels(result.lambdas, panels, "λ (interpolation weight of B)",

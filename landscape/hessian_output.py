@@ -10,9 +10,9 @@ import numpy as np
 
 from landscape.cli import add_io_arguments
 from landscape.hessian_report import HessianOptions, HessianReport, HessianResult
-from landscape.trace import TraceEstimate
 from landscape.options import add_dataclass_arguments
 from landscape.plots import checkpoint_label, label_figure, legend_below, panel_grid, readable_axes
+from landscape.trace import TraceEstimate
 from training.errors import ArgumentParser
 
 if TYPE_CHECKING:

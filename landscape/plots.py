@@ -165,7 +165,8 @@ def line_panels(x: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[f
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = panel_grid(len(panels))
-    fig.set_figheight(fig.get_figheight() + 0.3 + 0.2 * max(len(lines) + bool(legend_title) for lines in panels.values()))
+    entries = max(len(lines) + bool(legend_title) for lines in panels.values())
+    fig.set_figheight(fig.get_figheight() + 0.3 + 0.2 * entries)  # the legend under the panels
     for ax, (name, lines) in zip(axes, panels.items(), strict=True):
         for n, (label, y) in enumerate(lines.items()):
             marker, dash = LINE_STYLES[n % len(LINE_STYLES)]
