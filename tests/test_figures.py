@@ -138,7 +138,8 @@ def accuracy(case: str) -> pd.DataFrame:
 
 def budget_frame(case: str) -> pd.DataFrame:
     rows = [{"a_epochs": e, "b_epochs": 4 * e, "cycle": k, "sparsity": 1 - 0.8 ** k,
-             "mean": values(case, 1, 0.01, k)[0], "std": values(case, 1, 0.005, k)[0], "a_cost": 4 * e * (k + 1), "b_cost": 4 * e * (k + 1),
+             "mean": values(case, 1, 0.01, k)[0], "std": values(case, 1, 0.005, k)[0],
+             "a_cost": 4 * e * (k + 1), "b_cost": 4 * e * (k + 1),
              "a_acc": 0.9, "b_acc": 0.9 - values(case, 1, 0.01, k)[0], "a_acc_std": 0.01, "b_acc_std": 0.01}
             for e in (4, 8) for k in range(cycles(case))]
     return pd.DataFrame(rows)
