@@ -222,7 +222,7 @@ def problems(fig: Figure) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c != "tiny" else c for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_every_figure_reads_on_degenerate_inputs(case):
     bad = {name: found for name, fig in figures(case).items() if (found := problems(fig))}
     assert not bad, bad
