@@ -89,7 +89,8 @@ def pytest_configure(config: pytest.Config) -> None:
 # one); what is left runs in about a minute. The full suite (what CI runs) still runs everything.
 SLOW_MODULES = frozenset("""
     test_study test_study_family test_reliability test_engines test_launchers test_readme_commands
-    test_control_figures test_controls test_realisations test_flag_fuzz test_figures
+    test_control_figures test_controls test_realisations test_flag_fuzz test_figures test_any_model
+    test_runtime_switches test_first_impressions test_gpu_check test_cuda
 """.split())
 SLOW_TESTS = frozenset("""
     test_sigterm_stops_a_run_with_one_line_and_resume_finishes_it
@@ -109,6 +110,13 @@ SLOW_TESTS = frozenset("""
     test_figures_name_their_checkpoints_units_and_definitions
     test_the_line_fast_path_is_the_general_formula_to_the_bit test_barrier_of_a_model_with_itself_is_zero_and_flat
     test_an_endless_data_set_is_refused_at_once test_memory_bombs_are_refused_at_once_in_bounded_memory
+    test_a_file_size_limit_stops_training_cleanly_and_the_run_resumes test_a_closed_pipe_stops_quietly
+    test_overwrite_replaces_a_run_and_an_empty_folder test_an_earlier_output_is_replaced
+    test_overwrite_refuses_a_run_holding_a_user_file_and_keeps_a_lock_file_of_another_program
+    test_same_seed_gives_identical_checkpoints test_one_particle_without_swa_is_plain_imp
+    test_swamp_plus_and_rewinding_to_the_previous_solution test_damaged_metrics_are_refused_with_the_remedy_that_works
+    test_a_fakedata_checkpoint_is_probed_with_fakedata_inputs test_data_are_read_only_where_the_user_says
+    test_resnet18_in_train_mode_runs_and_is_left_untouched
 """.split())
 
 
