@@ -67,7 +67,7 @@ def sparsity_ticks(ax: Axes, sparsity: Sequence[float]) -> None:
     """An x axis of sparsity (%) ticked at the measured sparsities when there are few (one cycle gives one
     tick, not a range such as 19.00-21.25), with the decimals that tell them apart; else round ticks."""
     values = sorted({round(float(v), 6) for v in sparsity if np.isfinite(v)})
-    if 0 < len(values) <= 8:
+    if 0 < len(values) <= 5:  # more would crowd the axis
         places = decimals_for(values, significant=2, most=2)
         ax.set_xticks(values, [format_number(v, places) for v in values])
         pad = max(1.0, 0.05 * (values[-1] - values[0]))
