@@ -116,7 +116,8 @@ SLOW_TESTS = frozenset("""
     test_same_seed_gives_identical_checkpoints test_one_particle_without_swa_is_plain_imp
     test_swamp_plus_and_rewinding_to_the_previous_solution test_damaged_metrics_are_refused_with_the_remedy_that_works
     test_a_fakedata_checkpoint_is_probed_with_fakedata_inputs test_data_are_read_only_where_the_user_says
-    test_resnet18_in_train_mode_runs_and_is_left_untouched
+    test_resnet18_in_train_mode_runs_and_is_left_untouched test_status_on_a_fifo_log_ends_at_once_in_a_fresh_process
+    test_the_commands_and_their_output_flags_are_found
 """.split())
 
 
