@@ -202,9 +202,9 @@ def check_prune_exclude(patterns: Sequence[str], model: nn.Module) -> None:
     names = prunable_names(model)
     for pattern in patterns:
         if not any(re.search(pattern, n) for n in names):
-            raise UserError(f"--prune-exclude {pattern!r} matches none of the model's conv/linear weights "
+            raise UserError(f"--prune-exclude {pattern!r} matches none of the model's prunable weights "
                             f"({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})")
     if names and not prunable_names(model, patterns):
-        raise UserError("--prune-exclude leaves no conv/linear weight to prune; exclude fewer")
+        raise UserError("--prune-exclude leaves no prunable weight; exclude fewer")
     if not names:
-        raise UserError(f"--model {type(model).__name__} has no conv or linear weight to prune")
+        raise UserError(f"--model {type(model).__name__} has no prunable weight (conv, linear, recurrent or attention)")

