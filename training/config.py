@@ -91,7 +91,8 @@ class RunConfig:
     prune_method: str = _opt("global (magnitude), layerwise (magnitude) or random", "global",
                              choices=PRUNE_METHODS)
     prune_exclude: list[str] = _repeated("keep the prunable weights (conv, linear, recurrent, attention) whose "
-                                         "parameter name matches this regular expression (re.search) dense, e.g. '^conv1\\.' or '^fc\\.'; repeatable")
+                                         "parameter name matches this regular expression (re.search) dense, "
+                                         "e.g. '^conv1\\.' or '^fc\\.'; repeatable")
     # optimisation
     lr: float = _opt("peak SGD learning rate")
     momentum: float = _opt("SGD momentum", 0.9)
