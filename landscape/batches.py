@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -37,6 +38,22 @@ DEFAULT_BN_SAMPLES = 2048
 
 class ArgumentError(LibraryArgumentError):
     """A bad argument of a landscape library function (data, models, loss, sizes); the message names it."""
+
+
+def check_finite(value: float, what: str, remedy: str = "check the models' weights, the data and loss_fn") -> float:
+    """``value`` if it is a finite number, else :class:`ArgumentError`: "``what`` is not finite (nan); ``remedy``".
+
+    Every number a landscape function or tool reports passes through this one check, so a NaN or an
+    infinity is refused alike everywhere (one line and exit status 2 in the tools) instead of being
+    printed or written as a result.
+
+    Example:
+        >>> check_finite(0.5, "the loss")
+        0.5
+    """
+    if not math.isfinite(value):
+        raise ArgumentError(f"{what} is not finite ({value}); {remedy}")
+    return value
 
 
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:

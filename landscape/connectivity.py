@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from landscape.batches import ArgumentError, LossFn, batches, bn_batches
+from landscape.batches import ArgumentError, LossFn, batches, bn_batches, check_finite
 from landscape.combination import Combination, Point, even_batches, model_device
 
 if TYPE_CHECKING:
@@ -130,9 +130,7 @@ class _Scan:
     def points(self, rows: Sequence[Sequence[float]], desc: str, progress: bool | None) -> list[Point]:
         def one(c: Sequence[float]) -> dict[str, Point]:
             point = self.combination.evaluate(c, {"data": self.data}, self.loss_fn, self.bn)["data"]
-            if not math.isfinite(point.loss):
-                raise ArgumentError(f"the loss is not finite ({point.loss}) at coefficients {list(c)}: check the "
-                                    "models' weights and loss_fn")
+            check_finite(point.loss, f"the loss at coefficients {list(c)}")
             return {"data": point}
 
         results = self.combination.evaluate_many(rows, one, desc, progress)

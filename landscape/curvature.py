@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.batches import ArgumentError, Batch, LossFn
+from landscape.batches import ArgumentError, Batch, LossFn, check_finite
 from landscape.batches import batches as make_batches
 from landscape.hvp import Subspace, hessian_matmat, make_subspace, trainable_parameters
 from landscape.spectrum import Spectrum, lanczos_spectrum
@@ -80,7 +80,7 @@ def _count(value: Any, name: str, minimum: int, why: str = "") -> int:
 def _check_trace_options(method: Any, probes: Any, target_rse: Any) -> None:
     if method not in ESTIMATORS:
         raise ArgumentError(f"method must be one of {', '.join(ESTIMATORS)}, got {method!r}")
-    _count(probes, "probes", 1)
+    _count(probes, "probes", 2, " (one product gives no standard error)")
     if target_rse is not None and (isinstance(target_rse, bool) or not isinstance(target_rse, numbers.Real)
                                    or not target_rse > 0):
         raise ArgumentError(f"target_rse must be a positive number or None, got {target_rse!r}")
@@ -278,9 +278,13 @@ class HessianOperator:
         True
         """
         _check_trace_options(method, probes, target_rse)
-        return ESTIMATORS[method](self.matmat, self.dim, probes, _generator(seed),
-                                  layers=self.layers if per_layer else None, target_rse=target_rse,
-                                  dtype=self.dtype, device=self.device)
+        result = ESTIMATORS[method](self.matmat, self.dim, probes, _generator(seed),
+                                    layers=self.layers if per_layer else None, target_rse=target_rse,
+                                    dtype=self.dtype, device=self.device)
+        check_finite(result.estimate, "the Hessian trace estimate")
+        check_finite(result.stderr, f"the trace's standard error of {result.matvecs} products",
+                     "give more probes (Hutch++ spends a third of them on its sketch)")
+        return result
 
     def spectrum(self, steps: int = 64, runs: int = 1, *, seed: Seed = 0) -> Spectrum:
         """Ritz values and stochastic Lanczos quadrature weights (:func:`landscape.spectrum.lanczos_spectrum`)
@@ -294,7 +298,9 @@ class HessianOperator:
         """
         _count(steps, "steps", 1)
         _count(runs, "runs", 1)
-        return lanczos_spectrum(self.matmat, self.dim, steps, runs, _generator(seed), self.dtype, self.device)
+        spec = lanczos_spectrum(self.matmat, self.dim, steps, runs, _generator(seed), self.dtype, self.device)
+        check_finite(float(np.abs(spec.ritz_values).max()), "the Hessian's Ritz values")
+        return spec
 
     def top_eigenvalue(self, steps: int = 32, *, seed: Seed = 0) -> Eigenvalue:
         """The largest eigenvalue of H by ``min(steps, dim)`` Lanczos steps, with its residual bound.
