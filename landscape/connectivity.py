@@ -127,6 +127,12 @@ class _Scan:
                         "stored BatchNorm statistics combined like the weights" if self.bn is None else
                         f"recalibrated on {sum(len(y) for _, y in self.bn)} samples")
 
+    def own(self, index: int, count: int) -> Point:
+        """Model ``index``'s own loss: its weights and its stored BatchNorm statistics (no recomputation)."""
+        point = self.combination.evaluate(np.eye(count)[index].tolist(), {"data": self.data}, self.loss_fn)["data"]
+        check_finite(point.loss, f"the loss of model {index}")
+        return point
+
     def points(self, rows: Sequence[Sequence[float]], desc: str, progress: bool | None) -> list[Point]:
         def one(c: Sequence[float]) -> dict[str, Point]:
             point = self.combination.evaluate(c, {"data": self.data}, self.loss_fn, self.bn)["data"]
@@ -148,6 +154,11 @@ class LinearBarrier:
     ``barrier``: max_lambda L(lambda) - ((1 - lambda) L(0) + lambda L(1)) (Frankle et al. 2020);
     ``barrier_max``: max_lambda L(lambda) - max(L(0), L(1)); both >= 0 and 0 for a = b. ``errors`` and
     ``error_barrier`` / ``error_barrier_max`` (fractions) are None unless the outputs are class logits.
+
+    The endpoints of the line are a and b with BatchNorm recomputed like every other point, so
+    ``losses[0]`` is a's loss after recomputation, which differs from a's own loss when a has BatchNorm.
+    ``endpoint_losses`` (and ``endpoint_errors``) are a's and b's own: their weights with their stored
+    statistics (equal to ``losses[0]`` and ``losses[-1]`` when nothing is recomputed).
     """
 
     lambdas: tuple[float, ...]
@@ -159,11 +170,15 @@ class LinearBarrier:
     error_barrier_max: float | None
     bn: str
     alignment: Alignment | None = None
+    endpoint_losses: tuple[float, float] | None = None
+    endpoint_errors: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {"lambdas": list(self.lambdas), "losses": list(self.losses), "barrier": self.barrier,
                "barrier_max": self.barrier_max, "errors": None if self.errors is None else list(self.errors),
-               "error_barrier": self.error_barrier, "error_barrier_max": self.error_barrier_max, "bn": self.bn}
+               "error_barrier": self.error_barrier, "error_barrier_max": self.error_barrier_max, "bn": self.bn,
+               "endpoint_losses": None if self.endpoint_losses is None else list(self.endpoint_losses),
+               "endpoint_errors": None if self.endpoint_errors is None else list(self.endpoint_errors)}
         return out if self.alignment is None else {**out, "alignment": self.alignment.to_json()}
 
 
@@ -192,7 +207,8 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
             ``data``). ``masks`` are then taken as a's: every point keeps their union with b's permuted ones.
 
     Returns:
-        :class:`LinearBarrier` (with ``alignment`` when aligned).
+        :class:`LinearBarrier` (with ``alignment`` when aligned): ``losses[0]`` and ``losses[-1]`` are the
+        endpoints with BatchNorm recomputed as at every lambda; ``endpoint_losses`` are a's and b's own.
 
     Example:
         >>> import torch
@@ -219,9 +235,12 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
     lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
     values = scan.points([(1.0 - lam, lam) for lam in lambdas], "lambda", progress)
     losses, errors = tuple(p.loss for p in values), _errors(values)
+    ends = [values[0], values[-1]] if scan.bn is None else [scan.own(i, 2) for i in range(2)]
+    end_errors = _errors(ends)
     return LinearBarrier(lambdas, losses, frankle_barrier(lambdas, losses), max_barrier(losses), errors,
                          None if errors is None else frankle_barrier(lambdas, errors),
-                         None if errors is None else max_barrier(errors), scan.bn_note, alignment)
+                         None if errors is None else max_barrier(errors), scan.bn_note, alignment,
+                         (ends[0].loss, ends[1].loss), None if end_errors is None else (end_errors[0], end_errors[1]))
 
 
 @dataclass(frozen=True)

@@ -298,9 +298,7 @@ class HessianOperator:
         """
         _count(steps, "steps", 1)
         _count(runs, "runs", 1)
-        spec = lanczos_spectrum(self.matmat, self.dim, steps, runs, _generator(seed), self.dtype, self.device)
-        check_finite(float(np.abs(spec.ritz_values).max()), "the Hessian's Ritz values")
-        return spec
+        return lanczos_spectrum(self.matmat, self.dim, steps, runs, _generator(seed), self.dtype, self.device)
 
     def top_eigenvalue(self, steps: int = 32, *, seed: Seed = 0) -> Eigenvalue:
         """The largest eigenvalue of H by ``min(steps, dim)`` Lanczos steps, with its residual bound.

@@ -128,3 +128,108 @@ def test_tied_weights_train_as_one_tensor(tmp_path, engine):
             b = load_checkpoint(tmp_path / engine / "cycle_01" / f"{name}.safetensors", trust_code=True).state
             for key in a:
                 torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_alignment_refuses_weights_outside_every_group_and_tied_weights():
+    from landscape.batches import ArgumentError
+    from landscape.matching import activation_matching, weight_matching
+
+    with pytest.raises(ArgumentError, match="GRUNet has no group of hidden units, e.g. 'rnn.weight_ih_l0' of GRU"):
+        weight_matching(GRUNet(), GRUNet())
+    with pytest.raises(ArgumentError, match="no group of hidden units"):
+        activation_matching(GRUNet(), GRUNet(), (torch.randn(8, 40), torch.zeros(8, dtype=torch.long)))
+    with pytest.raises(ArgumentError, match="'a.weight' and 'b.weight' are one shared tensor"):
+        weight_matching(Tied(), Tied())
+
+    class Embedded(nn.Module):  # an embedding before an MLP: the MLP aligns, the embedding would not
+        def __init__(self):
+            super().__init__()
+            self.embed, self.hidden, self.out = nn.Embedding(5, 4), nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, tokens):
+            return self.out(torch.relu(self.hidden(self.embed(tokens).mean(1))))
+
+    with pytest.raises(ArgumentError, match=r"weight matrices outside every group \(20 of 68 weights\), e.g. "
+                                            "'embed.weight' of Embedding"):
+        weight_matching(Embedded(), Embedded())
+
+
+def test_barrier_reports_the_endpoints_own_losses_beside_the_recomputed_ones():
+    from landscape.combination import mean_loss
+    from landscape.connectivity import linear_barrier
+
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)) for _ in range(2)]
+    X, y = torch.randn(256, 6), torch.randint(0, 3, (256,))
+    for net in nets:  # stored statistics that recomputation on X changes
+        net.train()
+        net(X[:32] * 3 + 1)
+    result = linear_barrier(*nets, (X, y), points=3)
+    own = [mean_loss(net, [(X, y)]) for net in nets]
+    assert result.endpoint_losses == (own[0].loss, own[1].loss)
+    assert result.endpoint_errors == (1 - own[0].acc, 1 - own[1].acc)
+    assert abs(result.losses[0] - own[0].loss) > 1e-3  # the curve's end is a recalibrated, not a as it is
+    kept = linear_barrier(*nets, (X, y), points=3, bn_data=())
+    assert kept.endpoint_losses == (kept.losses[0], kept.losses[-1]) == (own[0].loss, own[1].loss)
+    assert result.to_json()["endpoint_losses"] == list(result.endpoint_losses)
+
+
+def test_barrier_tool_writes_the_checkpoints_own_losses(tiny_run, tmp_path, capsys):
+    from landscape.barrier import main as barrier_main
+
+    a, b = (tiny_run / "cycle_00" / f"particle_0{p}.safetensors" for p in (0, 1))
+    args = [str(a), str(b), "--points", "2", "--split", "test", "--no-progress", "--data-dir", str(DATA_DIR)]
+    assert barrier_main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    assert "A and B as stored (their own BatchNorm statistics" in capsys.readouterr().out
+    assert barrier_main([*args, "--bn-recal", "0", "--json", str(tmp_path / "s.json")]) == 0
+    import json
+
+    recomputed, stored = (json.loads((tmp_path / n).read_text()) for n in ("r.json", "s.json"))
+    assert recomputed["endpoints"] == stored["endpoints"]  # as stored, whatever the curve does
+    assert stored["endpoints"]["test"] == {"loss": [stored["test"]["loss"][0], stored["test"]["loss"][-1]],
+                                           "acc": [stored["test"]["acc"][0], stored["test"]["acc"][-1]]}
+    assert recomputed["test"]["loss"][0] != recomputed["endpoints"]["test"]["loss"][0]
+
+
+def _huge_mlp(path):
+    """A plain state_dict of the zoo MLP whose finite weights overflow the logits to a NaN loss."""
+    from training.models import build_model, model_spec
+
+    state = {k: v * 1e37 if v.dim() > 1 else v for k, v in build_model(model_spec("mlp", 10)).state_dict().items()}
+    torch.save(state, path)
+    return str(path)
+
+
+def test_non_finite_results_are_one_line_and_exit_2(tmp_path, capsys):
+    from landscape.barrier import main as barrier_main
+    from landscape.hessian import main as hessian_main
+    from training.errors import run_cli
+
+    pt = _huge_mlp(tmp_path / "huge.pt")
+    common = ["--model", "mlp", "--dataset", "mnist1d", "--data-dir", str(DATA_DIR), "--no-progress"]
+    out = tmp_path / "b.json"
+    assert run_cli(barrier_main, [pt, pt, "--points", "2", *common, "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the ") and "loss at coefficients [1.0, 0.0] is not finite (nan)" in err
+    assert "\n" not in err and not out.exists()
+    assert run_cli(hessian_main, [pt, "--probes", "2", "--samples", "8", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: the Hessian trace estimate is not finite (nan); check the models' weights, the data "
+                   "and loss_fn")
+
+
+def test_non_finite_library_results_raise_argument_error_alike():
+    from landscape.batches import ArgumentError
+    from landscape.connectivity import linear_barrier
+    from landscape.curvature import hessian_trace, top_eigenvalue
+
+    net = nn.Linear(4, 3)
+    with torch.no_grad():
+        net.weight.fill_(float("inf"))
+    data = (torch.randn(16, 4), torch.randint(0, 3, (16,)))
+    for call in (lambda: linear_barrier(net, net, data, points=2), lambda: hessian_trace(net, data, probes=4),
+                 lambda: top_eigenvalue(net, data, steps=3)):
+        with pytest.raises(ArgumentError, match=r"is not finite \(nan\)"):
+            call()
+    with pytest.raises(ArgumentError, match=r"probes must be >= 2 \(one product gives no standard error\)"):
+        hessian_trace(nn.Linear(4, 3), data, probes=1)
