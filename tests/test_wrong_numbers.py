@@ -233,3 +233,34 @@ def test_non_finite_library_results_raise_argument_error_alike():
             call()
     with pytest.raises(ArgumentError, match=r"probes must be >= 2 \(one product gives no standard error\)"):
         hessian_trace(nn.Linear(4, 3), data, probes=1)
+
+
+def test_cycles_past_the_floor_are_refused_before_anything_is_written(tmp_path, capsys):
+    from training.errors import run_cli
+    from training.swamp import main as swamp_main
+
+    out = tmp_path / "run"
+    args = ["--cycles", "60", "--prune-ratio", "0.5", "--no-progress", "--data-dir", str(DATA_DIR), "--out", str(out)]
+    assert run_cli(swamp_main, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --cycles 60 --prune-ratio 0.5: cycle 13 would keep 3 of 24,864 prunable weights, fewer "
+                   "than one per pruned tensor (5), so a layer would have none; use at most --cycles 13")
+    assert run_cli(swamp_main, [*args, "--prune-method", "layerwise"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --cycles 60 --prune-ratio 0.5: cycle 14 would prune no weight "
+                                               "(5 left, too few for the ratio to remove one); use at most --cycles 14")
+    assert not out.exists()
+
+
+def test_the_schedule_check_counts_what_the_masks_keep():
+    """kept_per_cycle is the masks' own count (round(P x kept) removed per cycle, per layer with layerwise)."""
+    from training.pruning import density, kept_per_cycle, next_masks
+
+    torch.manual_seed(0)
+    weights = {"a": torch.randn(7, 5), "b": torch.randn(13)}
+    for method in ("global", "layerwise"):
+        masks, counts = {k: torch.ones_like(v) for k, v in weights.items()}, []
+        for _ in range(6):
+            counts.append(int(sum(m.sum() for m in masks.values())))
+            masks = next_masks(method, weights, masks, 0.3, torch.Generator().manual_seed(0))
+        assert counts == kept_per_cycle([35, 13], 0.3, 6, layerwise=method == "layerwise"), method
+        assert density(masks) < 1

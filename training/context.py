@@ -27,7 +27,7 @@ from training.errors import UserError
 from training.loggers import Logger, NullLogger, check_logger
 from training.models import ARGUMENT_ERRORS, build_model, model_factory, model_spec
 from training.models.meta import on_meta
-from training.pruning import prunable_names
+from training.pruning import kept_per_cycle, prunable_names
 from training.seeds import derive_seed, generator
 from training.train import Hyper, Schedule, train_particle
 
@@ -195,6 +195,7 @@ def check_model(ctx: Context) -> None:
             raise UserError(f"{what} does not fit {cfg.dataset}: 2 samples gave {gave} in {mode} mode, not "
                             f"(2, {ctx.data.num_classes}); choose a model for {cfg.dataset}")
     check_prune_exclude(cfg.prune_exclude, model)
+    check_pruning_schedule(cfg, model)
 
 
 def check_prune_exclude(patterns: Sequence[str], model: nn.Module) -> None:
@@ -208,3 +209,22 @@ def check_prune_exclude(patterns: Sequence[str], model: nn.Module) -> None:
         raise UserError("--prune-exclude leaves no prunable weight; exclude fewer")
     if not names:
         raise UserError(f"--model {type(model).__name__} has no prunable weight (conv, linear, recurrent or attention)")
+
+
+def check_pruning_schedule(cfg: RunConfig, model: nn.Module) -> None:
+    """Refuse ``--cycles`` that prune past the floor: a cycle that would remove no weight (round(P n) = 0, so
+    the density stops following (1 - P)^k) or keep fewer weights than there are pruned tensors (then at
+    least one layer has none left and the network's output no longer depends on its input)."""
+    params = dict(model.named_parameters())
+    names = prunable_names(model, cfg.prune_exclude)
+    kept = kept_per_cycle([params[n].numel() for n in names], cfg.prune_ratio, cfg.cycles,
+                          cfg.prune_method == "layerwise")
+    what = f"--cycles {cfg.cycles} --prune-ratio {cfg.prune_ratio}"
+    for k in range(1, len(kept)):
+        if kept[k] == kept[k - 1]:
+            raise UserError(f"{what}: cycle {k} would prune no weight ({kept[k - 1]:,} left, too few for the ratio "
+                            f"to remove one); use at most --cycles {k}")
+        if kept[k] < len(names):
+            raise UserError(f"{what}: cycle {k} would keep {kept[k]:,} of {kept[0]:,} prunable weights, fewer than "
+                            f"one per pruned tensor ({len(names)}), so a layer would have none; use at most "
+                            f"--cycles {k}")

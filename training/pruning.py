@@ -117,6 +117,25 @@ def density(masks: Mapping[str, Tensor]) -> float:
     return kept / sum(m.numel() for m in masks.values())
 
 
+def kept_per_cycle(sizes: Sequence[int], ratio: float, cycles: int, layerwise: bool = False) -> list[int]:
+    """Prunable weights that cycles 0 .. ``cycles`` - 1 keep, for tensors of ``sizes`` weights: each cycle
+    removes ``round(ratio * kept)`` of them (of each tensor's with ``layerwise``), as the masks do.
+
+    Example:
+        >>> kept_per_cycle([1000], 0.5, 4), kept_per_cycle([3, 3], 0.5, 3, layerwise=True)
+        ([1000, 500, 250, 125], [6, 2, 2])
+    """
+    kept, counts = [list(sizes)], list(sizes)
+    for _ in range(cycles - 1):
+        if layerwise:
+            counts = [n - round(ratio * n) for n in counts]
+        else:
+            total = sum(counts)
+            counts = [total - round(ratio * total)]
+        kept.append(counts)
+    return [sum(k) for k in kept]
+
+
 def _prune_smallest(scores: Tensor, mask: Tensor, ratio: float) -> Tensor:
     """Zero the ``round(ratio * kept)`` kept entries with the smallest score (flat tensors)."""
     n_prune = round(ratio * int(mask.sum()))
