@@ -57,6 +57,7 @@ from landscape.cli import (
     check_outputs,
     eval_options,
     open_checkpoint,
+    refuse_file_flags,
     split_cells,
     split_header,
     write_json,
@@ -372,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if args.align:
             raise UserError("--align compares two checkpoints A B; it does not work with --run")
+        refuse_file_flags(args, f"--run {args.run}")
         if args.checkpoints or (args.cycle is None) == (not args.consecutive):
             raise UserError("with --run give exactly one of --cycle K or --consecutive, and no checkpoint files")
         if args.consecutive:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from landscape.cli import check_outputs, open_checkpoint, write_json
+from landscape.cli import check_outputs, open_checkpoint, refuse_file_flags, write_json
 from landscape.hessian_output import build_parser, format_report, format_run, report_figure, run_figure
 from landscape.hessian_report import (
     EVAL_MODE,
@@ -49,6 +49,8 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError("give one checkpoint CKPT or --run DIR (not both)")
     if args.particles and args.run is None:
         raise UserError("--particles needs --run DIR")
+    if args.run is not None:
+        refuse_file_flags(args, f"--run {args.run}")
     check_outputs({"--json": args.json, "--plot": args.plot}, [args.checkpoint or args.run],
                   {"--json": {"trace", "rows"}})
     if args.run is None:

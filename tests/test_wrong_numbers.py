@@ -264,3 +264,66 @@ def test_the_schedule_check_counts_what_the_masks_keep():
             masks = next_masks(method, weights, masks, 0.3, torch.Generator().manual_seed(0))
         assert counts == kept_per_cycle([35, 13], 0.3, 6, layerwise=method == "layerwise"), method
         assert density(masks) < 1
+
+
+FACTORY = '''
+import torch
+from training.data import load_mnist1d, mnist1d_spec
+
+
+def load(data_dir):
+    data = load_mnist1d(mnist1d_spec(data_dir))
+    train = torch.utils.data.TensorDataset(data.x_train[:256], data.y_train[:256])
+    test = torch.utils.data.TensorDataset(data.x_test[:128], data.y_test[:128])
+    train.num_classes = test.num_classes = 10
+    return train, test
+'''
+
+
+def test_dataset_flag_is_honoured_for_in_memory_data_and_refused_elsewhere(tmp_path, monkeypatch, capsys, tiny_run):
+    import importlib
+    import json
+    import sys
+
+    from landscape.barrier import main as barrier_main
+    from landscape.hessian import main as hessian_main
+    from training.errors import run_cli
+
+    name = f"wnfactory_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        train, test = importlib.import_module(name).load(str(DATA_DIR))
+        training.run_swamp(model="mlp", train_set=train, test_set=test, cycles=1, epochs=1, particles=2,
+                           rewind_epochs=0, batch_size=64, progress=False, out=str(tmp_path / "run"))
+        a, b = (str(tmp_path / "run" / "cycle_00" / f"particle_0{p}.safetensors") for p in (0, 1))
+        common = ["--points", "2", "--split", "test", "--no-progress", "--data-dir", str(DATA_DIR)]
+        assert run_cli(barrier_main, [a, b, *common]) == 2  # the data were Python objects: no name reloads them
+        assert "handed to training.run_swamp as Python objects" in capsys.readouterr().err
+        out = tmp_path / "b.json"
+        assert run_cli(barrier_main, [a, b, *common, "--dataset", f"{name}:load", "--json", str(out)]) == 0
+        from landscape.combination import mean_loss
+        from training.artifacts.checkpoint import build_model, load_checkpoint
+
+        net = build_model(load_checkpoint(a))
+        assert json.loads(out.read_text())["test"]["loss"][0] == pytest.approx(mean_loss(net, [(test.tensors[0],
+                                                                                test.tensors[1])]).loss, rel=1e-6)
+    finally:
+        sys.modules.pop(name, None)
+    capsys.readouterr()
+    ckpt = str(tiny_run / "cycle_00" / "average.safetensors")
+    assert run_cli(barrier_main, [ckpt, ckpt, *common, "--dataset", "other.mod:load"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --dataset other.mod:load: {ckpt} records its data set (mnist1d), which the tools use; --dataset "
+        "describes plain .pt state_dicts (and data handed to run_swamp as Python objects), leave it out")
+    assert run_cli(barrier_main, [ckpt, ckpt, *common, "--model", "mlp"]) == 2
+    assert "--model mlp: " in capsys.readouterr().err
+    assert run_cli(barrier_main, [ckpt, ckpt, *common, "--dataset", "mnist1d", "--model", "cnn1d"]) == 0  # as recorded
+    capsys.readouterr()
+    assert run_cli(barrier_main, ["--run", str(tiny_run), "--cycle", "0", *common, "--dataset", "x.y:z"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --dataset describes a plain .pt state_dict; the checkpoints of --run {tiny_run} record their model "
+        "and data set, which the tools use: leave --dataset out")
+    assert run_cli(hessian_main, ["--run", str(tiny_run), "--model", "mlp", "--no-progress"]) == 2
+    assert "error: --model describes a plain .pt state_dict" in capsys.readouterr().err
