@@ -50,13 +50,6 @@ def add_file_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a figure")
 
 
-# The most a command line may ask for: beyond these a scan or estimate would not fit in memory or finish
-# (each grid point is one evaluation of the whole data set; each probe a vector of every weight).
-MAX_POINTS = 10_001
-MAX_HULL_SAMPLES = 100_000
-MAX_RESOLUTION = 1_001
-MAX_PROBES = 10_000
-MAX_LANCZOS_RUNS = 1_000
 
 
 def check_at_most(value: int, limit: int, flag: str) -> None:

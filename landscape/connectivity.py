@@ -29,7 +29,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from landscape.batches import ArgumentError, LossFn, batches, bn_batches, check_finite
+from landscape.batches import (
+    MAX_HULL_SAMPLES,
+    MAX_POINTS,
+    MAX_RESOLUTION,
+    ArgumentError,
+    LossFn,
+    batches,
+    bn_batches,
+    check_finite,
+    check_model,
+)
 from landscape.combination import Combination, Point, even_batches, model_device
 
 if TYPE_CHECKING:
@@ -91,9 +101,12 @@ def plane_geometry(gram: np.ndarray) -> PlaneGeometry:
     return PlaneGeometry(((0.0, 0.0), (norm_u, 0.0), (along, height)))
 
 
-def _count(value: Any, name: str, least: int) -> int:
+def _count(value: Any, name: str, least: int, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
         raise ArgumentError(f"{name} must be an integer >= {least}, got {value!r}")
+    if most is not None and value > most:
+        raise ArgumentError(f"{name} must be at most {most:,} (each is one evaluation of the whole data), got "
+                            f"{value:,}")
     return int(value)
 
 
@@ -111,6 +124,7 @@ class _Scan:
         for n, m in enumerate(models):
             if not isinstance(m, nn.Module):
                 raise ArgumentError(f"models[{n}] must be a torch.nn.Module, got {type(m).__name__}")
+            check_model(m, f"models[{n}]")
         if loss_fn is not None and not callable(loss_fn):
             raise ArgumentError(f"loss_fn must be callable(outputs, targets) -> mean loss, got {loss_fn!r}")
         self.combination = Combination(models[0], [m.state_dict() for m in models], masks)
@@ -219,7 +233,7 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
         >>> len(result.losses), result.barrier >= 0, linear_barrier(a, a, (X, y)).barrier
         (5, True, 0.0)
     """
-    points = _count(points, "points", 2)
+    points = _count(points, "points", 2, MAX_POINTS)
     if align not in (False, True, "weights", "activations"):
         raise ArgumentError(f"align must be False, True, 'weights' or 'activations', got {align!r}")
     alignment = None
@@ -290,7 +304,7 @@ def hull_losses(models: Sequence[nn.Module], data: Any, *, samples: int = 32, se
         >>> len(set(hull.losses)), len(hull.coefficients[0])  # identical models: a flat hull
         (1, 3)
     """
-    samples = _count(samples, "samples", 1)
+    samples = _count(samples, "samples", 1, MAX_HULL_SAMPLES)
     seed = _count(seed, "seed", 0)
     scan = _Scan(models, data, loss_fn, bn_data, masks, batch_size, 2)
     n = len(models)
@@ -348,7 +362,7 @@ def loss_plane(models: Sequence[nn.Module], data: Any, *, resolution: int = 21, 
         >>> len(plane.losses), len(plane.losses[0]), plane.vertices[0]
         (3, 3, (0.0, 0.0))
     """
-    resolution = _count(resolution, "resolution", 2)
+    resolution = _count(resolution, "resolution", 2, MAX_RESOLUTION)
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin) or margin < 0:
         raise ArgumentError(f"margin must be a finite number >= 0, got {margin!r}")
     scan = _Scan(models, data, loss_fn, bn_data, masks, batch_size, 3, exactly=3)

@@ -327,3 +327,65 @@ def test_dataset_flag_is_honoured_for_in_memory_data_and_refused_elsewhere(tmp_p
         "and data set, which the tools use: leave --dataset out")
     assert run_cli(hessian_main, ["--run", str(tiny_run), "--model", "mlp", "--no-progress"]) == 2
     assert "error: --model describes a plain .pt state_dict" in capsys.readouterr().err
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_library_refuses_models_targets_and_sizes_it_cannot_measure():
+    from landscape.batches import ArgumentError
+    from landscape.combination import mean_loss
+    from landscape.connectivity import hull_losses, linear_barrier, loss_plane
+    from landscape.curvature import hessian_trace, top_eigenvalue
+    from landscape.matching import activation_matching, weight_matching
+
+    X, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    with torch.device("meta"):
+        meta = _mlp()
+    half = _mlp().half()
+    refused = {
+        "models\\[0\\] has no weight values: '0.weight' is on the meta device":
+            lambda: linear_barrier(meta, meta, (X, y)),
+        "^model has no weight values": lambda: hessian_trace(meta, (X, y), probes=2),
+        "^reference has no weight values": lambda: weight_matching(meta, meta),
+        "^model has no weight values: '0.weight'": lambda: mean_loss(meta, [(X, y)]),
+        "models\\[0\\] holds torch.float16 weights \\('0.weight'\\); .* pass models\\[0\\].float\\(\\)":
+            lambda: linear_barrier(half, half, (X, y)),
+        "^model holds torch.float16 weights": lambda: top_eigenvalue(half, (X, y), steps=2),
+        "^reference holds torch.float16": lambda: activation_matching(half, half, (X, y)),
+        "needs integer class indices as targets, got torch.float32 targets":
+            lambda: linear_barrier(_mlp(), _mlp(), (X, y.float())),
+        "targets hold class 7, outside the model's 3 classes 0 .. 2":
+            lambda: hessian_trace(_mlp(), (X, y + 5), probes=2),
+        "targets hold class -5, outside": lambda: mean_loss(_mlp(), [(X, y - 5)]),
+        "targets of shape \\(32, 1\\) do not fit outputs of shape \\(32, 3\\)":
+            lambda: linear_barrier(_mlp(), _mlp(), (X, y[:, None])),
+        "points must be at most 10,001": lambda: linear_barrier(_mlp(), _mlp(), (X, y), points=10**12),
+        "samples must be at most 100,000": lambda: hull_losses([_mlp(), _mlp()], (X, y), samples=10**12),
+        "resolution must be at most 1,001": lambda: loss_plane([_mlp(), _mlp(), _mlp()], (X, y), resolution=10**6),
+        "probes must be at most 10,000": lambda: hessian_trace(_mlp(), (X, y), probes=10**12),
+    }
+    for message, call in refused.items():
+        with pytest.raises(ArgumentError, match=message):
+            call()
+    # a sequence model's (N, classes, T) logits with (N, T) targets remain the default loss's business
+    seq = nn.Conv1d(4, 3, 1)
+    assert mean_loss(seq, [(torch.randn(8, 4, 5), torch.randint(0, 3, (8, 5)))]).loss > 0
+
+
+class Net(nn.Sequential):
+    def __init__(self, num_classes: int = 10):
+        super().__init__(nn.Linear(40, 16), nn.ReLU(), nn.Linear(16, num_classes))
+
+
+def test_run_swamp_refuses_a_model_fn_and_another_model(tmp_path):
+    for model in ("mlp", "torchvision:resnet18", "tests.elsewhere:Other"):
+        with pytest.raises(ValueError, match=f"model_fn and model='{model}' name two models"):
+            training.run_swamp(model_fn=Net, model=model, out=str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="train_set and dataset='mnist1d' name two data sets"):
+        training.run_swamp(train_set=[], test_set=[], dataset="mnist1d", out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+    from training.api import resolve_run_config
+
+    assert resolve_run_config(model_fn=Net, model=f"{__name__}:Net").model == f"{__name__}:Net"  # its own name
