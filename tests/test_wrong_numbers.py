@@ -389,3 +389,10 @@ def test_run_swamp_refuses_a_model_fn_and_another_model(tmp_path):
     from training.api import resolve_run_config
 
     assert resolve_run_config(model_fn=Net, model=f"{__name__}:Net").model == f"{__name__}:Net"  # its own name
+
+
+def test_vectorized_engine_refuses_recurrent_layers_up_front(tmp_path):
+    with pytest.raises(training.errors.UserError, match="--engine vectorized cannot stack the particles of --model "
+                                                        ".*GRUNet: torch.func.vmap does not batch its GRU layers"):
+        _small_run(tmp_path, "gru", GRUNet, engine="vectorized")
+    assert not (tmp_path / "gru").exists()

@@ -196,6 +196,10 @@ def check_model(ctx: Context) -> None:
                             f"(2, {ctx.data.num_classes}); choose a model for {cfg.dataset}")
     check_prune_exclude(cfg.prune_exclude, model)
     check_pruning_schedule(cfg, model)
+    recurrent = next((type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)), None)
+    if cfg.engine == "vectorized" and recurrent is not None:  # torch.func.vmap has no batching rule for them
+        raise UserError(f"--engine vectorized cannot stack the particles of {what}: torch.func.vmap does not batch "
+                        f"its {recurrent} layers; use --engine sequential")
 
 
 def check_prune_exclude(patterns: Sequence[str], model: nn.Module) -> None:
