@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from landscape.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, cached_dataset
+from landscape.batches import (  # noqa: F401  the caps of every tool's flags, defined with the library's
+    MAX_HULL_SAMPLES,
+    MAX_LANCZOS_RUNS,
+    MAX_POINTS,
+    MAX_PROBES,
+    MAX_RESOLUTION,
+)
 from landscape.options import add_dataclass_arguments, from_args
 from training.artifacts.atomic import atomic_write_text
 from training.artifacts.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
