@@ -94,8 +94,8 @@ def test_coverage_names_the_dense_matrices_and_the_share():
 
 
 def _small_run(tmp_path, name, model_fn, **settings):
-    return training.run_swamp(model_fn=model_fn, cycles=2, epochs=1, particles=2, rewind_epochs=0,
-                              batch_size=64, progress=False, data_dir=str(DATA_DIR), out=str(tmp_path / name),
+    settings = {"cycles": 2, "epochs": 1, "particles": 2, "rewind_epochs": 0, "batch_size": 64, **settings}
+    return training.run_swamp(model_fn=model_fn, progress=False, data_dir=str(DATA_DIR), out=str(tmp_path / name),
                               **settings)
 
 
@@ -396,3 +396,24 @@ def test_vectorized_engine_refuses_recurrent_layers_up_front(tmp_path):
                                                         ".*GRUNet: torch.func.vmap does not batch its GRU layers"):
         _small_run(tmp_path, "gru", GRUNet, engine="vectorized")
     assert not (tmp_path / "gru").exists()
+
+
+class WithOwnMatrix(nn.Module):
+    """A linear layer followed by the model's own learned matrix, which no mask covers."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.fc = nn.Linear(40, num_classes)
+        self.mix = nn.Parameter(torch.eye(num_classes))
+
+    def forward(self, x):
+        return self.fc(x) @ self.mix
+
+
+def test_a_run_names_the_weights_its_sparsity_leaves_out_before_training(tmp_path, capsys):
+    _small_run(tmp_path, "own", WithOwnMatrix, cycles=1)
+    err = capsys.readouterr().err
+    assert ("note: not pruned: mix (100 weights in matrices without a mask); the reported sparsity covers 400 of the "
+            "model's 510 weights (78.4%)") in err
+    _small_run(tmp_path, "gru", GRUNet, cycles=1, engine="sequential")
+    assert "note:" not in capsys.readouterr().err  # every matrix of the GRU model has a mask
