@@ -18,7 +18,9 @@ Run-level modes: every particle pair of one cycle (``--run DIR --cycle K``, heat
 solutions of consecutive cycles (``--run DIR --consecutive``, line plot).
 
 JSON (CONTRACT.md section 4) plus: ``points``, ``mask`` ({shared, density (union), densities, note}),
-``device``; run-level files hold {run, mode, cycle, checkpoints, pairs: [{i, j, <pair JSON>}]}.
+``device``, ``endpoints`` (per split {loss: [A, B], acc: [A, B]}: the checkpoints as stored, with their
+own BatchNorm statistics, which the curve's lambda = 0 and 1 points are not when BatchNorm is recomputed);
+run-level files hold {run, mode, cycle, checkpoints, pairs: [{i, j, <pair JSON>}]}.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from landscape.cli import (
     check_at_most,
     eval_options,
     open_checkpoint,
+    refuse_file_flags,
     split_cells,
     split_header,
     write_json,
@@ -103,13 +106,15 @@ class BarrierResult:
     mask: MaskInfo
     device: str
     aligned: AlignedLine | None = None
+    endpoints: dict[str, Series] | None = None
 
     def to_json(self) -> dict:
         out = {"a": self.a, "b": self.b, "points": len(self.lambdas), "lambdas": list(self.lambdas),
                **{s: c.to_json() for s, c in self.curves.items()},
                "barrier": {s: b.to_json() for s, b in self.barrier.items()},
                "barrier_max": {s: b.to_json() for s, b in self.barrier_max.items()},
-               "bn": self.bn, "mask": self.mask.to_json(), "device": self.device}
+               "bn": self.bn, "mask": self.mask.to_json(), "device": self.device,
+               "endpoints": None if self.endpoints is None else {s: c.to_json() for s, c in self.endpoints.items()}}
         return out if self.aligned is None else {**out, "aligned": self.aligned.to_json()}
 
 
@@ -162,6 +167,10 @@ def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
     shared_mask_or_refuse(ckpts, allow_mask_union)
     lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
     curves, barrier, highest, evaluator = _line(ckpts, lambdas, options)
+    endpoints = {s: Series((c.loss[0], c.loss[-1]), (c.acc[0], c.acc[-1])) for s, c in curves.items()}
+    if evaluator.recalibrates:  # the curve's ends have recomputed statistics: A and B as stored are other numbers
+        own = [evaluator.evaluate(c, recalibrate=False) for c in ((1.0, 0.0), (0.0, 1.0))]
+        endpoints = {s: Series(tuple(o[s].loss for o in own), tuple(o[s].acc for o in own)) for s in curves}
     aligned = None
     if align is not None:
         from landscape.align import align_checkpoints  # torch.fx, only when aligning
@@ -171,7 +180,7 @@ def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
         pair = (ckpts[0], result.checkpoint)
         aligned = AlignedLine(*_line(pair, lambdas, options)[:3], mask_info(pair), result.alignment)
     return BarrierResult(ckpts[0].path, ckpts[1].path, lambdas, curves, barrier, highest, evaluator.bn,
-                         mask_info(ckpts), str(evaluator.device), aligned)
+                         mask_info(ckpts), str(evaluator.device), aligned, endpoints)
 
 
 @dataclass(frozen=True)
@@ -320,6 +329,14 @@ def format_result(result: BarrierResult) -> str:
     return "\n".join([*rows, *(f"  {text}" for text in BARRIER_DEFINITIONS)])
 
 
+def format_endpoints(result: BarrierResult) -> str:
+    """A's and B's own losses and errors (stored BatchNorm statistics), which the lambda = 0 and 1 rows are not
+    when BatchNorm is recomputed at every point."""
+    return "A and B as stored (their own BatchNorm statistics; the lambda = 0 and 1 rows are recomputed): " + "; ".join(
+        f"{s} loss {c.loss[0]:.4f} / {c.loss[1]:.4f}, error {100 * c.error[0]:.2f}% / {100 * c.error[1]:.2f}%"
+        for s, c in (result.endpoints or {}).items())
+
+
 def format_set(bset: BarrierSet) -> str:
     """One line per pair: its checkpoints, their union density and Frankle barriers of each split."""
     splits = list(bset.pairs[0][2].barrier)
@@ -367,10 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"A: {a.path} ({describe_checkpoint(a)})\nB: {b.path} ({describe_checkpoint(b)})")
         print(f"BatchNorm: {result.bn}; {result.mask.describe()}")
         print(format_result(result))
+        if result.bn.startswith("recalibrated"):
+            print(format_endpoints(result))
         obj, make_figure = result.to_json(), lambda: plot_barrier(result)
     else:
         if args.align:
             raise UserError("--align compares two checkpoints A B; it does not work with --run")
+        refuse_file_flags(args, f"--run {args.run}")
         if args.checkpoints or (args.cycle is None) == (not args.consecutive):
             raise UserError("with --run give exactly one of --cycle K or --consecutive, and no checkpoint files")
         if args.consecutive:

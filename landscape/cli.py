@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from landscape.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, cached_dataset
+from landscape.batches import (  # noqa: F401  the caps of every tool's flags, defined with the library's
+    MAX_HULL_SAMPLES,
+    MAX_LANCZOS_RUNS,
+    MAX_POINTS,
+    MAX_PROBES,
+    MAX_RESOLUTION,
+)
 from landscape.options import add_dataclass_arguments, from_args
 from training.artifacts.atomic import atomic_write_text
 from training.artifacts.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
 from training.config import check_seed
 from training.data import mnist1d_spec
+from training.data.names import IN_MEMORY_PREFIX
 from training.errors import UserError
+from training.imports import is_import_path
 from training.models import model_spec
 
 
@@ -47,13 +57,6 @@ def add_file_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a figure")
 
 
-# The most a command line may ask for: beyond these a scan or estimate would not fit in memory or finish
-# (each grid point is one evaluation of the whole data set; each probe a vector of every weight).
-MAX_POINTS = 10_001
-MAX_HULL_SAMPLES = 100_000
-MAX_RESOLUTION = 1_001
-MAX_PROBES = 10_000
-MAX_LANCZOS_RUNS = 1_000
 
 
 def check_at_most(value: int, limit: int, flag: str) -> None:
@@ -82,16 +85,54 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
 
 def open_checkpoint(path: str | Path, args: argparse.Namespace) -> Checkpoint:
     """A toolkit checkpoint, loaded with ``--trust-code``'s consent, or a plain ``.pt`` state_dict described by
-    ``--model`` and ``--dataset`` (user code named there is the user's own choice, so it is trusted)."""
+    ``--model`` and ``--dataset`` (user code named there is the user's own choice, so it is trusted).
+
+    A toolkit checkpoint records its model and data set, so ``--model`` / ``--dataset`` naming others are
+    refused (a flag is never silently ignored), with one exception: ``--dataset`` stands in for data that
+    were handed to ``training.run_swamp`` as Python objects, which no name can reload."""
     p = Path(path)
     if p.suffix not in (".pt", ".pth"):
-        return load_checkpoint(p, trust_code=args.trust_code)
+        return checkpoint_with_flags(load_checkpoint(p, trust_code=args.trust_code), args)
     if not (args.model and args.dataset):
         raise UserError(f"{p} is a plain PyTorch file; pass --model and --dataset to read it as a state_dict")
-    data_dir = args.data_dir or DEFAULT_DATA_DIR
-    spec = mnist1d_spec(data_dir) if args.dataset == "mnist1d" else {"name": args.dataset, "data_dir": data_dir}
-    classes = cached_dataset(spec, "cpu", data_dir, trust_code=True).num_classes
+    spec = _named_dataset(args)
+    classes = cached_dataset(spec, "cpu", spec["data_dir"], trust_code=True).num_classes
     return load_plain_state_dict(p, model_spec(args.model, classes), spec, trust_code=True)
+
+
+def _named_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    """The data set spec of ``--dataset`` under ``--data-dir``."""
+    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    return mnist1d_spec(data_dir) if args.dataset == "mnist1d" else {"name": args.dataset, "data_dir": data_dir}
+
+
+def checkpoint_with_flags(ckpt: Checkpoint, args: argparse.Namespace) -> Checkpoint:
+    """``ckpt`` as ``--model`` / ``--dataset`` leave it: refused (:class:`UserError`) where they name another model
+    or data set than it records; ``--dataset`` replaces data handed to ``run_swamp`` as Python objects (its
+    import is the user's choice, so trusted when the checkpoint's model needs no import or ``--trust-code``
+    consents to it)."""
+    if args.model is not None and args.model != ckpt.model.get("name"):
+        raise UserError(f"--model {args.model}: {ckpt.path} is a SWAMP checkpoint of the model "
+                        f"{ckpt.model.get('name')}, which the tools rebuild; --model describes plain .pt state_dicts, "
+                        "leave it out")
+    recorded = ckpt.dataset.get("name")
+    if args.dataset is None or args.dataset == recorded:
+        return ckpt
+    if not (isinstance(recorded, str) and recorded.startswith(IN_MEMORY_PREFIX)):
+        raise UserError(f"--dataset {args.dataset}: {ckpt.path} records its data set ({recorded}), which the tools "
+                        "use; --dataset describes plain .pt state_dicts (and data handed to run_swamp as Python "
+                        "objects), leave it out")
+    model_is_code = is_import_path(str(ckpt.model.get("name")))
+    return replace(ckpt, dataset=_named_dataset(args), trust_code=args.trust_code or not model_is_code)
+
+
+def refuse_file_flags(args: argparse.Namespace, source: str) -> None:
+    """Refuse ``--model`` / ``--dataset`` where the checkpoints come from ``source`` (``--run DIR``): their
+    checkpoints record both, and the tools use those."""
+    given = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset)) if value is not None]
+    if given:
+        raise UserError(f"{given[0]} describes a plain .pt state_dict; the checkpoints of {source} record their model "
+                        f"and data set, which the tools use: leave {given[0]} out")
 
 
 def split_header(splits: list[str]) -> str:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from landscape.cli import open_checkpoint, write_json
+from landscape.cli import open_checkpoint, refuse_file_flags, write_json
 from landscape.hessian_output import build_parser, format_report, format_run, report_figure, run_figure
 from landscape.hessian_report import (
     EVAL_MODE,
@@ -52,6 +52,8 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError("give one checkpoint CKPT or --run DIR (not both)")
     if args.particles and args.run is None:
         raise UserError("--particles needs --run DIR")
+    if args.run is not None:
+        refuse_file_flags(args, f"--run {args.run}")
     if args.run is None:
         report = analyse_checkpoint(open_checkpoint(args.checkpoint, args), options, device, args.data_dir)
         print(format_report(report))

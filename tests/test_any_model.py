@@ -262,7 +262,7 @@ def test_prune_exclude_keeps_matching_weights_dense(tmp_path, capsys):
     assert json.loads((run / "config.json").read_text())["prune_exclude"] == [r"^1\.", r"^5\."]
     for bad, says in ((["--prune-exclude", "("], "not a regular expression"),
                       (["--prune-exclude", "^conv"], "matches none"),
-                      (["--prune-exclude", "weight"], "leaves no conv/linear weight")):
+                      (["--prune-exclude", "weight"], "leaves no prunable weight")):
         capsys.readouterr()
         assert swamp_main([*MLP, "--out", str(tmp_path / "bad"), *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()

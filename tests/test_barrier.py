@@ -33,7 +33,7 @@ from training.swamp import main as swamp_main
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TEST = EvalOptions(("test",), progress=False)
 CONTRACT_KEYS = {"a", "b", "lambdas", "test", "train", "barrier", "barrier_max", "bn"}
-EXTRA_KEYS = {"points", "mask", "device"}  # documented in landscape/barrier.py
+EXTRA_KEYS = {"points", "mask", "device", "endpoints"}  # documented in landscape/barrier.py
 
 
 def particle(run: Path, cycle: int, p: int) -> Path:

@@ -94,8 +94,9 @@ class RunConfig:
     prune_ratio: float = _opt("fraction of the remaining prunable weights removed per cycle", 0.2)
     prune_method: str = _opt("global (magnitude), layerwise (magnitude) or random", "global",
                              choices=PRUNE_METHODS)
-    prune_exclude: list[str] = _repeated("keep the conv/linear weights whose parameter name matches this regular "
-                                         "expression (re.search) dense, e.g. '^conv1\\.' or '^fc\\.'; repeatable")
+    prune_exclude: list[str] = _repeated("keep the prunable weights (conv, linear, recurrent, attention) whose "
+                                         "parameter name matches this regular expression (re.search) dense, "
+                                         "e.g. '^conv1\\.' or '^fc\\.'; repeatable")
     # optimisation
     lr: float = _opt("peak SGD learning rate")
     momentum: float = _opt("SGD momentum", 0.9)
