@@ -37,7 +37,8 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from landscape.batches import LossFn, mean_loss_terms
+from landscape.batches import LossFn, cross_entropy_sum, mean_loss_terms
+from training.averaging import apply_model
 from training.progress import tqdm
 
 Matmat = Callable[[Tensor], Tensor]
@@ -92,7 +93,7 @@ def _conv_output_sizes(model: nn.Module, example: Any) -> dict[str, int]:
              for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
     try:
         with torch.no_grad():
-            model(example)
+            apply_model(model, example)
     finally:
         for hook in hooks:
             hook.remove()
@@ -259,9 +260,9 @@ def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspac
         probes = space.scatter(vectors)
         out = [torch.zeros_like(p) for p in probes]
         for x, y in tqdm(batches, desc="Hessian products", leave=False, disable=not progress):
-            outputs = net(x)
+            outputs = apply_model(net, x)
             if loss_fn is None:
-                loss = nn.functional.cross_entropy(outputs, y, reduction="sum") / total
+                loss = cross_entropy_sum(outputs, y, float32=False) / total
             else:
                 loss = mean_loss_terms(outputs, y, loss_fn) / total
             grads = torch.autograd.grad(loss, plist, create_graph=True, allow_unused=True)
