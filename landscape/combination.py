@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.batches import ArgumentError, Batch, LossFn, cross_entropy_sum, logits_of, mean_loss_terms, slice_samples
+from landscape.batches import batches as make_batches
 from training.averaging import apply_model, has_batchnorm, recalibrate_batchnorm
 from training.progress import tqdm
 
@@ -53,6 +54,9 @@ def is_class_logits(outputs: Tensor, targets: Tensor) -> bool:
 def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = None, name: str = "data") -> Point:
     """Mean of ``loss_fn`` over every sample of ``data`` (each batch weighted by its size), model in eval mode.
 
+    ``data``: batches as :mod:`landscape.batches` describes them (pairs, mappings with ``labels``, an
+    ``(X, y)`` pair).
+
     ``loss_fn`` None is the cross-entropy of class logits, summed in float32 as
     :func:`training.evaluate.evaluate` does (the same numbers to the bit). The model's train/eval mode
     is restored afterwards.
@@ -68,7 +72,7 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
     was_training = model.training
     model.eval()
     try:
-        return _mean_loss(model, data, loss_fn, name)
+        return _mean_loss(model, make_batches(data, name=name), loss_fn, name)
     finally:
         model.train(was_training)
 

@@ -100,6 +100,15 @@ def _conv_output_sizes(model: nn.Module, example: Any) -> dict[str, int]:
     return sizes
 
 
+def _conv_then_batchnorm(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether ``node`` calls an eval-mode BatchNorm on the output of a convolution that nothing else uses."""
+    if node.op != "call_module" or not _eval_batchnorm(modules[node.target]) or len(node.args) != 1:
+        return False
+    prev = node.args[0]
+    return (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1
+            and type(modules[prev.target]) in (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+
+
 def _fuse_conv_batchnorm(model: nn.Module, example: Any = None) -> nn.Module:
     """``model`` with every convolution that only feeds an eval-mode BatchNorm fused with it (torch.fx);
     a model that torch.fx cannot trace is returned as it is.
@@ -116,14 +125,14 @@ def _fuse_conv_batchnorm(model: nn.Module, example: Any = None) -> nn.Module:
     except Exception:  # data-dependent control flow and the like: fusion is only an optimisation
         return model
     modules = dict(graph_module.named_modules())
-    sizes = {} if example is None else _conv_output_sizes(graph_module, example)
-    for node in list(graph_module.graph.nodes):
-        if node.op != "call_module" or not _eval_batchnorm(modules[node.target]) or len(node.args) != 1:
-            continue
-        prev = node.args[0]
-        if not (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1
-                and type(modules[prev.target]) in (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            continue
+    pairs = [(node, node.args[0]) for node in graph_module.graph.nodes if _conv_then_batchnorm(node, modules)]
+    if not pairs:  # the model itself then: its traced graph fixes branches (``if mask is not None``) at trace time
+        return model
+    try:
+        sizes = {} if example is None else _conv_output_sizes(graph_module, example)
+    except Exception:  # the traced graph does not run on this batch: fusion is only an optimisation
+        return model
+    for node, prev in pairs:
         if sizes.get(prev.target, math.inf) < modules[prev.target].weight.numel():
             continue
         name = f"fused_{prev.target.replace('.', '_')}"
