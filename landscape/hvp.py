@@ -18,7 +18,10 @@ which pay for larger intermediates; so the loop is what is kept.
 
 Layers: :func:`double_backward_friendly` rewrites eval-mode BatchNorm as the affine map it is,
 folded into the preceding convolution where there is one; the function and its derivatives are
-unchanged, the products cheaper.
+unchanged, the products cheaper. Operations that PyTorch cannot differentiate twice are computed, while
+products run, in equivalent forms that it can (:func:`twice_differentiable`: attention by its math kernel,
+``hardsigmoid`` as ``relu6(x + 3) / 6``, the operations of its own kernel); a model using any other such
+operation is refused with one line naming it (:func:`no_second_derivative`).
 
 Sparse networks: a :class:`Subspace` keeps only the unpruned coordinates, so the operator acts on
 R^d, d = number of kept coordinates, as P^T H P (P the embedding of the kept coordinates);
@@ -27,22 +30,61 @@ its trace is the trace of H's principal submatrix on those coordinates.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 
-from landscape.batches import LossFn, cross_entropy_sum, mean_loss_terms
+from landscape.batches import ArgumentError, LossFn, cross_entropy_sum, mean_loss_terms
 from training.averaging import apply_model
 from training.progress import tqdm
 
 Matmat = Callable[[Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]
+
+
+def _hardsigmoid(x: Tensor, inplace: bool = False) -> Tensor:
+    """hardsigmoid(x) = min(max(x + 3, 0), 6) / 6, the operations (and so the numbers) of PyTorch's kernel, whose
+    backward has no derivative of its own; relu6's has."""
+    return nn.functional.relu6(x + 3.0) / 6.0
+
+
+class _TwiceDifferentiableForms(TorchFunctionMode):
+    """Calls of functions without a double backward replaced by equal functions with one (this thread only)."""
+
+    FORMS: dict[Callable, Callable] = {nn.functional.hardsigmoid: _hardsigmoid}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return self.FORMS.get(func, func)(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Inside, ``scaled_dot_product_attention`` runs its math kernel (the fused ones have no double backward)
+    and ``hardsigmoid`` (``nn.Hardsigmoid``, torchvision's MobileNetV3 squeeze-excitation) is
+    ``relu6(x + 3) / 6``: the same values, and derivatives of every order. Hardswish, SiLU, Mish, GELU,
+    ReLU6 and timm's activations have a double backward already (checked for torch 2.14)."""
+    with sdpa_kernel([SDPBackend.MATH]), _TwiceDifferentiableForms():
+        yield
+
+
+def no_second_derivative(err: RuntimeError) -> ArgumentError | None:
+    """The one-line :class:`ArgumentError` for autograd's ``derivative for aten::OP_backward is not implemented``
+    (an operation of the model or loss without a double backward), None for any other error."""
+    found = re.search(r"derivative for (\S+) is not implemented", str(err))
+    if found is None:
+        return None
+    op = found.group(1).removesuffix("_backward")
+    return ArgumentError(f"model or loss_fn: PyTorch has no second derivative of {op}, which one of them calls, so "
+                         "the Hessian cannot be computed; write that step in a twice-differentiable form")
 
 
 def _eval_batchnorm(module: nn.Module) -> bool:
@@ -261,9 +303,14 @@ def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspac
     total = sum(len(y) for _, y in batches)
 
     def matmat(vectors: Tensor) -> Tensor:
-        # the fused attention kernels of scaled_dot_product_attention have no double backward; the math one has
-        with sdpa_kernel([SDPBackend.MATH]):
-            return _matmat(vectors)
+        with twice_differentiable():
+            try:
+                return _matmat(vectors)
+            except RuntimeError as err:
+                refusal = no_second_derivative(err)
+                if refusal is None:
+                    raise
+                raise refusal from None
 
     def _matmat(vectors: Tensor) -> Tensor:
         probes = space.scatter(vectors)
