@@ -71,7 +71,9 @@ def twice_differentiable() -> Iterator[None]:
     """Inside, ``scaled_dot_product_attention`` runs its math kernel (the fused ones have no double backward)
     and ``hardsigmoid`` (``nn.Hardsigmoid``, torchvision's MobileNetV3 squeeze-excitation) is
     ``relu6(x + 3) / 6``: the same values, and derivatives of every order. Hardswish, SiLU, Mish, GELU,
-    ReLU6 and timm's activations have a double backward already (checked for torch 2.14)."""
+    ReLU6 and timm's activations have a double backward already (checked for torch 2.14). Every torch call
+    inside passes through a Python function (``TorchFunctionMode``), so it wraps forward passes only: around
+    a whole product it made one of a small MLP 2.4x slower."""
     with sdpa_kernel([SDPBackend.MATH]), _TwiceDifferentiableForms():
         yield
 
@@ -303,24 +305,24 @@ def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspac
     total = sum(len(y) for _, y in batches)
 
     def matmat(vectors: Tensor) -> Tensor:
-        with twice_differentiable():
-            try:
-                return _matmat(vectors)
-            except RuntimeError as err:
-                refusal = no_second_derivative(err)
-                if refusal is None:
-                    raise
-                raise refusal from None
+        try:
+            return _matmat(vectors)
+        except RuntimeError as err:
+            refusal = no_second_derivative(err)
+            if refusal is None:
+                raise
+            raise refusal from None
 
     def _matmat(vectors: Tensor) -> Tensor:
         probes = space.scatter(vectors)
         out = [torch.zeros_like(p) for p in probes]
         for x, y in tqdm(batches, desc="Hessian products", leave=False, disable=not progress):
-            outputs = apply_model(net, x)
-            if loss_fn is None:
-                loss = cross_entropy_sum(outputs, y, float32=False) / total
-            else:
-                loss = mean_loss_terms(outputs, y, loss_fn) / total
+            with twice_differentiable():  # the forward pass only: it chooses what the derivatives are
+                outputs = apply_model(net, x)
+                if loss_fn is None:
+                    loss = cross_entropy_sum(outputs, y, float32=False) / total
+                else:
+                    loss = mean_loss_terms(outputs, y, loss_fn) / total
             grads = torch.autograd.grad(loss, plist, create_graph=True, allow_unused=True)
             # gradients that are constant in theta (or absent) contribute zero rows of H
             live = [j for j, g in enumerate(grads) if g is not None and g.requires_grad]
