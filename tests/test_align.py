@@ -297,3 +297,44 @@ def test_cli_reads_a_plain_state_dict_reference_described_by_model_and_dataset(t
     err = capsys.readouterr().err
     assert err.startswith(f"error: OTHER {plain} is a plain PyTorch file") and err.count("\n") == 1
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_generated_flags_give_an_alignment_or_one_error_line(tmp_path_factory, capsys):
+    """The property test of the other tools' flags (test_flag_fuzz.py), for landscape.align's: a written aligned
+    checkpoint (and JSON), or one ``error:`` line, exit 2 and nothing written; the inputs never change."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from test_flag_fuzz import COUNT, JUNK, SEED
+
+    folder = tmp_path_factory.mktemp("inputs")
+    ref, other = checkpoint(folder / "a.safetensors", "mlp", 0, hidden=16), \
+        checkpoint(folder / "b.safetensors", "mlp", 1, hidden=16)
+    before = {p: p.read_bytes() for p in (ref, other)}
+    flags = {"--max-iter": COUNT, "--seed": SEED, "--samples": COUNT, "--device": st.sampled_from(["cpu", "gpu", ""]),
+             "--method": st.sampled_from(["weights", "activations", "hungarian", ""]),
+             "--model": st.one_of(st.sampled_from(["mlp", "cnn1d", "torchvision:nope"]), JUNK),
+             "--dataset": st.one_of(st.sampled_from(["mnist1d", "cifar10"]), JUNK)}
+    chosen = st.lists(st.sampled_from(sorted(flags)), unique=True, max_size=3).flatmap(
+        lambda names: st.tuples(*(flags[n].map(lambda v, n=n: [n, v]) for n in names)))
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(pairs=chosen, with_json=st.booleans())
+    def check(pairs, with_json):
+        out = tmp_path_factory.mktemp("out")
+        argv = [str(ref), str(other), "--out", str(out / "c.safetensors"), "--data-dir", str(DATA_DIR),
+                *[token for pair in pairs for token in pair], *(["--json", str(out / "r.json")] if with_json else [])]
+        if "--samples" in argv and argv[argv.index("--samples") + 1].lstrip("-").isdigit() \
+                and int(argv[argv.index("--samples") + 1]) > 64:
+            return  # a valid but large request; not what is tested here
+        code = run_cli(main, argv)
+        captured = capsys.readouterr()
+        assert code in (0, 2), (argv, captured.err)
+        written = {p.name for p in out.iterdir()}
+        if code == 2:
+            assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, (argv, captured.err)
+            assert not written, "a refused command writes nothing"
+        else:
+            assert written == {"c.safetensors", *(["r.json"] if with_json else [])}, argv
+        assert all(p.read_bytes() == data for p, data in before.items()), "the inputs are never changed"
+
+    check()
