@@ -237,3 +237,28 @@ def test_inputs_mixing_integers_and_floats_are_refused_in_one_line():
     with pytest.raises(UserError, match="^dataset python:mixed: train inputs are both torch.float32 and torch.int64; "
                                         "every input must hold the same kind of numbers"):
         from_datasets(mixed, test, name="mixed", device="cpu")
+
+
+class Keyword(nn.Module):
+    """A model whose forward names its input (a torch.fx-traceable one, as activation matching needs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, features):
+        return self.b(torch.relu(self.a(features)))
+
+
+def test_activation_matching_reads_dict_batches_as_tuples():
+    from landscape import activation_matching
+
+    torch.manual_seed(0)
+    a, b = Keyword(), Keyword()
+    X, y = torch.randn(256, 4), torch.zeros(256, dtype=torch.long)
+    from_dicts = activation_matching(a, b, [{"features": X, "labels": y}])
+    from_pair = activation_matching(a, b, (X, y))
+    assert from_dicts.permutations == from_pair.permutations and from_dicts.objectives == from_pair.objectives
+    with pytest.raises(ArgumentError, match="^data: the inputs x do not fit the arguments features of the model's "
+                                            "forward"):
+        activation_matching(a, b, [{"x": X, "labels": y}])
