@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from landscape.batches import ArgumentError, LossFn, cross_entropy_sum, mean_loss_terms
 from training.averaging import apply_model
@@ -130,18 +131,30 @@ class ConvBatchNorm(nn.Module):
         return self.conv._conv_forward(x, weight, bias)
 
 
-def _conv_output_sizes(model: nn.Module, example: Any) -> dict[str, int]:
-    """Number of output elements of every convolution of ``model`` on the batch ``example``."""
+def _conv_output_sizes(model: nn.Module, example: Any) -> tuple[dict[str, int], Any]:
+    """Number of output elements of every convolution of ``model`` on the batch ``example``, and its outputs."""
     sizes: dict[str, int] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: sizes.__setitem__(name, out.numel()))
              for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
     try:
         with torch.no_grad():
-            apply_model(model, example)
+            outputs = apply_model(model, example)
     finally:
         for hook in hooks:
             hook.remove()
-    return sizes
+    return sizes, outputs
+
+
+def _same_outputs(first: Any, second: Any) -> bool:
+    """Whether two outputs of a model agree: the same structure, tensors equal up to kernel rounding."""
+    (a, a_spec), (b, b_spec) = tree_flatten(first), tree_flatten(second)
+    if a_spec != b_spec:
+        return False
+    try:
+        return all(torch.allclose(x, y, rtol=1e-4, atol=1e-6) if isinstance(x, Tensor) and isinstance(y, Tensor)
+                   else bool(x == y) for x, y in zip(a, b, strict=True))
+    except (RuntimeError, TypeError, ValueError):  # leaves that cannot be compared: take them as different
+        return False
 
 
 def _conv_then_batchnorm(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
@@ -155,7 +168,8 @@ def _conv_then_batchnorm(node: fx.Node, modules: Mapping[str, nn.Module]) -> boo
 
 def _fuse_conv_batchnorm(model: nn.Module, example: Any = None) -> nn.Module:
     """``model`` with every convolution that only feeds an eval-mode BatchNorm fused with it (torch.fx);
-    a model that torch.fx cannot trace is returned as it is.
+    returned as it is when there is nothing to fuse, torch.fx cannot trace it, or its traced graph does not
+    run on ``example`` or gives other outputs there (a graph fixes ``is None`` branches at trace time).
 
     With an ``example`` batch, only convolutions whose output on it is at least as large as their
     weight are fused: folding costs a few weight-sized products in each derivative, the affine map
@@ -172,10 +186,18 @@ def _fuse_conv_batchnorm(model: nn.Module, example: Any = None) -> nn.Module:
     pairs = [(node, node.args[0]) for node in graph_module.graph.nodes if _conv_then_batchnorm(node, modules)]
     if not pairs:  # the model itself then: its traced graph fixes branches (``if mask is not None``) at trace time
         return model
-    try:
-        sizes = {} if example is None else _conv_output_sizes(graph_module, example)
-    except Exception:  # the traced graph does not run on this batch: fusion is only an optimisation
-        return model
+    if example is not None:
+        # a traced graph fixes branches such as ``if mask is not None`` at trace time: it is used only where it
+        # runs on the batch and gives the model's outputs (fusion is only an optimisation)
+        try:
+            sizes, outputs = _conv_output_sizes(graph_module, example)
+        except Exception:
+            return model
+        with torch.no_grad():
+            if not _same_outputs(outputs, apply_model(model, example)):
+                return model
+    else:
+        sizes = {}
     for node, prev in pairs:
         if sizes.get(prev.target, math.inf) < modules[prev.target].weight.numel():
             continue
