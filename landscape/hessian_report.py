@@ -99,7 +99,7 @@ class HessianOptions:
     def validate(self) -> None:
         """Raise :class:`UserError` naming the first bad option."""
         checks = [
-            (self.method in ESTIMATORS, f"--method must be one of {', '.join(ESTIMATORS)}"),
+            (estimator_name(self.method) is not None, f"--method must be one of {', '.join(ESTIMATORS)} (or hutch++)"),
             (self.probes >= 1, "--probes must be >= 1"),
             (self.samples is None or self.samples >= 1, "--samples must be a positive number or 'all'"),
             (self.batch_size >= 1, "--batch-size must be positive"),
