@@ -188,3 +188,13 @@ def test_the_hessian_is_that_of_the_model_not_of_a_traced_graph_that_computes_an
     exact = hessian(loss)(torch.cat([p.detach().flatten() for p in net.parameters()]))
     op = HessianOperator(net, (x, y))
     torch.testing.assert_close(op @ torch.eye(op.dim, dtype=torch.float64), exact, rtol=1e-10, atol=1e-12)
+
+
+def test_the_pyhessian_cross_check_runs_on_hardsigmoid_layers_too(hard_net):
+    """``--backend pyhessian`` runs the package under the same twice-differentiable forms."""
+    from landscape.pyhessian_backend import pyhessian_trace
+
+    model, x, y = hard_net
+    exact = float(_exact_hessian(model, x, y).trace())
+    check = pyhessian_trace(model, [(x, y)], probes=200, seed=0)
+    assert abs(check.estimate - exact) < 4 * check.stderr
