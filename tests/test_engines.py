@@ -197,7 +197,9 @@ def test_one_process_engines_are_refused_under_torchrun(tmp_path, engine):
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
               "--log-dir", str(tmp_path / "logs"), "--redirects", "2", "-m", "training.swamp", "--engine", engine,
               *TINY_ARGS, "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "run")]
-    done = subprocess.run(launch, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    with _process_group(launch, env, stderr=subprocess.PIPE) as proc:
+        _, stderr = proc.communicate(timeout=120)
+    done = subprocess.CompletedProcess(launch, proc.returncode, None, stderr)
     assert done.returncode != 0
     # torchrun's failure report gives the exit status of the first rank to stop (it then stops the other
     # rank, which may or may not have printed its own line by then: both ranks refuse at once)
@@ -318,6 +320,20 @@ def test_failed_rank_stops_the_job_and_resume_finishes_it(mlp_run, tmp_path):
     _assert_runs_match(mlp_run, out, **ROUNDING)  # each rank stacks its 4 MLP particles
 
 
+@contextlib.contextmanager
+def _process_group(launch: list[str], env: dict[str, str], **kwargs):
+    """``launch`` (torchrun) started in a session of its own, whose every process is killed when the test ends,
+    however it ends: ``subprocess.run``'s timeout kills torchrun alone and leaves its ranks running."""
+    proc = subprocess.Popen(launch, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+                            **kwargs)
+    try:
+        yield proc
+    finally:
+        if _alive(proc):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _alive(proc: subprocess.Popen) -> bool:
     """Whether any process of the group ``proc`` leads is still there (``proc`` itself reaped once it ends)."""
     proc.poll()
@@ -338,12 +354,10 @@ def test_sigterm_to_a_distributed_runs_process_group_ends_every_process_within_s
               "--log-dir", str(tmp_path / "logs"), "--redirects", "2", "-m", "training.swamp", "--engine",
               "distributed", "--cycles", "50", "--epochs", "2", "--particles", "4", "--rewind-epochs", "1",
               "--model", "mlp", "--no-progress", "--data-dir", str(DATA_DIR), "--out", str(out)]
-    proc = subprocess.Popen(launch, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
+    with _process_group(launch, env, stderr=subprocess.PIPE) as proc:
         deadline = time.monotonic() + 180
         while not list(out.glob("cycle_01/*.safetensors")):  # training is under way on both ranks
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGTERM)
         stopped = time.monotonic()
@@ -352,10 +366,6 @@ def test_sigterm_to_a_distributed_runs_process_group_ends_every_process_within_s
         took = time.monotonic() - stopped
         assert not _alive(proc), f"processes left {took:.0f} s after SIGTERM"
         assert took < 15, f"the last process ended {took:.1f} s after SIGTERM"
-    finally:
-        if _alive(proc):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     logs = [p.read_text() for p in sorted((tmp_path / "logs").glob("*/attempt_0/*/stderr.log"))]
     assert len(logs) == 2 and all("Traceback" not in log for log in logs), logs
     assert any("terminated; rerun with --resume to continue the run" in log for log in logs), logs
