@@ -7,7 +7,10 @@ match REF's, which leaves its function unchanged -- prints the objective sum <th
 before and after, the iterations and seconds, and writes OTHER's checkpoint with its units permuted
 atomically: every tensor, its masks permuted with its weights, its metadata kept (``kind`` included) plus
 ``aligned_to`` and ``alignment`` (docs/format.md section 3). ``--out`` never replaces an input or a file
-that is not an earlier aligned checkpoint, and never lies inside a run (:mod:`training.artifacts.outputs`).
+that is not an earlier aligned checkpoint, and never lies inside a run (:mod:`training.artifacts.outputs`). As
+the other landscape tools: ``--trust-code`` imports the model or data set a checkpoint names as
+``PACKAGE.MODULE:CALLABLE``, ``--model``/``--dataset`` describe a plain ``.pt`` state_dict, ``--json`` writes
+what is printed (:func:`alignment_json`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from landscape.artifacts import (
     describe_checkpoint,
     load_compatible,
 )
+from landscape.cli import add_file_arguments, open_checkpoint, write_json
 from landscape.matching import METHOD_NAMES, METHODS, Alignment, activation_matching, align, weight_matching
 from landscape.options import add_dataclass_arguments
 from landscape.permutations import permute_state
@@ -44,7 +48,7 @@ from training.device import resolve_device
 from training.errors import ArgumentParser, UserError, run_cli
 
 __all__ = ["Alignment", "CheckpointAlignment", "activation_matching", "align", "align_checkpoints",
-           "format_alignment", "main", "save_aligned", "weight_matching"]
+           "alignment_json", "format_alignment", "main", "save_aligned", "weight_matching"]
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,13 @@ class CheckpointAlignment:
 
 def align_checkpoints(reference: CheckpointLike, other: CheckpointLike, *, method: str = "weights",
                       max_iter: int = 100, seed: int = 0, samples: int = DEFAULT_BN_SAMPLES, device: str = "cpu",
-                      data_dir: str | None = None) -> CheckpointAlignment:
+                      data_dir: str | None = None, trust_code: bool = False) -> CheckpointAlignment:
     """:func:`align` for two checkpoint files of one model (the command-line tool): activation matching runs
-    on ``samples`` seeded training samples of the checkpoints' data set (read under ``data_dir``)."""
+    on ``samples`` seeded training samples of the checkpoints' data set (read under ``data_dir``);
+    ``trust_code`` is the consent to import a model or data set the checkpoints name as user code."""
     if method not in METHODS:
         raise UserError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
-    ref, oth = load_compatible([reference, other])
+    ref, oth = load_compatible([reference, other], trust_code=trust_code)
     where = resolve_device(device)
     data = None
     if method == "activations":
@@ -112,6 +117,12 @@ def format_alignment(result: Alignment) -> str:
             f"{result.objectives[-1]:.6f} ({result.iterations} iteration{'s' if result.iterations != 1 else ''})")
 
 
+def alignment_json(aligned: CheckpointAlignment, out: str | Path, seconds: float) -> dict:
+    """What ``--json`` writes: the two checkpoints, the aligned one, :meth:`Alignment.to_json` and the seconds."""
+    return {"reference": str(aligned.reference.path), "other": str(aligned.checkpoint.path), "out": str(out),
+            "groups": len(aligned.alignment.spec.groups), "alignment": aligned.alignment.to_json(), "seconds": seconds}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m landscape.align",
@@ -130,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "activation samples (default 0)")
     parser.add_argument("--samples", type=int, default=DEFAULT_BN_SAMPLES, metavar="N",
                         help=f"training samples of activation matching (default {DEFAULT_BN_SAMPLES})")
-    add_dataclass_arguments(parser, EvalOptions, only=("device", "data_dir"))
+    add_dataclass_arguments(parser, EvalOptions, only=("device", "data_dir", "trust_code"))
+    add_file_arguments(parser, plot=False)
     return parser
 
 
@@ -143,19 +155,28 @@ ALIGNED = Replaceable("aligned checkpoint", _is_aligned_checkpoint)  # what --ou
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_outputs({"--out": args.out}, [args.reference, args.other], {"--out": ALIGNED})
+    inputs = [args.reference, args.other]
+    check_outputs({"--out": args.out, "--json": args.json}, inputs, {"--out": ALIGNED, "--json": {"alignment"}})
     if args.max_iter < 1 or args.samples < 1:
         raise UserError("--max-iter and --samples must be at least 1")
     check_seed(args.seed)
+    reference, other = (open_checkpoint(p, args) for p in inputs)
+    if other.kind == "plain":
+        raise UserError(f"OTHER {other.path} is a plain PyTorch file, but the aligned OTHER is written as a SWAMP "
+                        "checkpoint with OTHER's metadata: give a SWAMP checkpoint as OTHER (REF may be a plain "
+                        "state_dict)")
     start = time.perf_counter()
-    aligned = align_checkpoints(args.reference, args.other, method=args.method, max_iter=args.max_iter,
-                                seed=args.seed, samples=args.samples, device=args.device, data_dir=args.data_dir)
+    aligned = align_checkpoints(reference, other, method=args.method, max_iter=args.max_iter, seed=args.seed,
+                                samples=args.samples, device=args.device, data_dir=args.data_dir)
     seconds = time.perf_counter() - start
     print(f"reference: {aligned.reference.path} ({describe_checkpoint(aligned.reference)})")
     print(f"other:     {aligned.checkpoint.path} ({describe_checkpoint(aligned.checkpoint)})")
     print(f"{format_alignment(aligned.alignment)}, {seconds:.2f} s")
     save_aligned(args.out, aligned)
     print(f"wrote {args.out}")
+    if args.json is not None:
+        write_json(args.json, alignment_json(aligned, args.out, seconds))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -12,17 +12,34 @@ where ``loss_fn`` returns the mean over its batch (as ``torch.nn.functional.cros
 ``(X, y)`` pair of tensors, which is cut into batches of ``batch_size`` samples. It is iterated once per
 evaluation; nothing is assumed about its dataset class.
 
+Named inputs (the Hugging Face convention), one rule: inputs that are a mapping are passed to the model
+as keyword arguments, ``model(**inputs)``; a batch that is a mapping holds its targets under ``labels``
+(:data:`TARGETS_KEY`) and the model's inputs under every other key (the labels are not passed to the
+model). Targets under another key: give ``(inputs_dict, targets)`` pairs instead. An ``(X, y)`` pair may
+have a mapping of tensors as X. Every tensor of a mapping is moved to the model's device and cut into
+samples along its first dimension, as a tensor input is.
+
+Outputs: the default loss (:func:`cross_entropy`) takes the class logits of the model's outputs, or their
+``logits`` entry when they are a mapping (a Hugging Face ``ModelOutput``; a model's own ``loss`` entry is
+not used); it refuses, naming ``loss_fn``, targets it cannot apply to (floating-point, e.g. regression
+targets, or the wrong shape, or classes outside the outputs). Any other ``loss_fn`` receives the outputs as
+the model returns them.
+
 Example:
     >>> import torch
     >>> X, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
     >>> [len(t) for _, t in as_batches((X, y), batch_size=4)]
     [4, 4, 2]
+    >>> ids = torch.randint(0, 50, (10, 7))
+    >>> inputs, targets = as_batches([{"input_ids": ids, "labels": y}])[0]
+    >>> sorted(inputs), targets.shape
+    (['input_ids'], torch.Size([10]))
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -41,6 +58,8 @@ MAX_HULL_SAMPLES = 100_000
 MAX_RESOLUTION = 1_001
 MAX_PROBES = 10_000
 MAX_LANCZOS_RUNS = 1_000
+TARGETS_KEY = "labels"  # the targets of a batch that is a mapping (Hugging Face's name)
+IGNORE_INDEX = -100  # a target cross-entropy skips (torch's default ignore_index; Hugging Face pads with it)
 
 
 class ArgumentError(LibraryArgumentError):
@@ -76,33 +95,100 @@ def check_model(model: nn.Module, name: str = "model") -> None:
                                 f"or float64 weights: pass {name}.float()")
 
 
-def check_class_targets(outputs: Tensor, targets: Tensor) -> None:
-    """Refuse targets the default loss (cross-entropy of class logits) cannot apply to: targets that are not
-    integer class indices in [0, classes) of ``outputs`` (N, classes)."""
+def logits_of(outputs: Any) -> Any:
+    """The class logits among a model's outputs: their ``logits`` entry when they are a mapping (a Hugging
+    Face ``ModelOutput``) that has one, else the outputs themselves."""
+    return outputs["logits"] if isinstance(outputs, Mapping) and "logits" in outputs else outputs
+
+
+def class_logits(outputs: Any, targets: Tensor) -> Tensor:
+    """The class logits of ``outputs`` (:func:`logits_of`) after checking that cross-entropy applies to them and
+    ``targets``: floating-point logits (N, C, ...), integer targets (N, ...) in [0, C) (or
+    :data:`IGNORE_INDEX`); an :class:`ArgumentError` naming ``loss_fn`` otherwise."""
+    logits = logits_of(outputs)
+    other = "; pass a loss_fn that fits them (e.g. torch.nn.MSELoss() for regression targets)"
+    if not isinstance(logits, Tensor):
+        keys = f" with keys {', '.join(map(str, outputs))}" if isinstance(outputs, Mapping) else ""
+        raise ArgumentError(f"loss_fn: the default cross-entropy needs class logits, but the model returned a "
+                            f"{type(outputs).__name__}{keys}{other}")
+    if not logits.is_floating_point() or logits.dim() < 2:
+        raise ArgumentError(f"loss_fn: the default cross-entropy needs floating-point class logits of shape (N, C, "
+                            f"...), but the model returned {logits.dtype} outputs of shape {tuple(logits.shape)}"
+                            f"{other}")
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise ArgumentError(f"the default loss_fn (cross-entropy) needs integer class indices as targets, got "
-                            f"{targets.dtype} targets; pass a loss_fn that fits them")
-    classes = outputs.shape[1] if isinstance(outputs, Tensor) and outputs.dim() >= 2 else None
-    if classes is not None and targets.dim() != outputs.dim() - 1:
-        raise ArgumentError(f"the default loss_fn (cross-entropy) needs one class index per sample: targets of "
-                            f"shape {tuple(targets.shape)} do not fit outputs of shape {tuple(outputs.shape)}; pass a "
-                            "loss_fn that fits them")
-    if classes is not None and targets.numel():
-        low, high = int(targets.min()), int(targets.max())
-        if low < 0 or high >= classes:
-            raise ArgumentError(f"targets hold class {low if low < 0 else high}, outside the model's {classes} "
-                                f"classes 0 .. {classes - 1}; check the data, or pass a loss_fn that fits them")
+        raise ArgumentError(f"loss_fn: the default cross-entropy needs integer class targets, got {targets.dtype} "
+                            f"targets of shape {tuple(targets.shape)}{other}")
+    want = (logits.shape[0], *logits.shape[2:])
+    if tuple(targets.shape) != want:
+        raise ArgumentError(f"loss_fn: the default cross-entropy needs targets of shape {want} for outputs of shape "
+                            f"{tuple(logits.shape)}, got {tuple(targets.shape)}{other}")
+    classes = logits.shape[1]
+    bad = ((targets < 0) & (targets != IGNORE_INDEX)) | (targets >= classes)
+    if bool(bad.any()):
+        raise ArgumentError(f"loss_fn: target class {int(targets[bad][0])} is outside the model's {classes} classes "
+                            f"[0, {classes}); targets must be class indices of the outputs{other}")
+    return logits
 
 
-def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
-    """The default ``loss_fn``: mean cross-entropy of class logits (computed in float32)."""
-    check_class_targets(outputs, targets)
-    return nn.functional.cross_entropy(outputs.float(), targets)
+def cross_entropy(outputs: Any, targets: Tensor) -> Tensor:
+    """The default ``loss_fn``: mean cross-entropy of class logits (computed in float32), after
+    :func:`class_logits` has checked that it applies.
+
+    >>> import torch
+    >>> round(cross_entropy(torch.zeros(4, 2), torch.tensor([0, 1, 1, 0])).item(), 4)  # log 2
+    0.6931
+    >>> cross_entropy(torch.zeros(4, 1), torch.randn(4, 1))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    landscape.batches.ArgumentError: loss_fn: the default cross-entropy needs integer class targets, got ...
+    """
+    return nn.functional.cross_entropy(class_logits(outputs, targets).float(), targets)
+
+
+def cross_entropy_sum(outputs: Any, targets: Tensor, float32: bool = True) -> Tensor:
+    """The summed cross-entropy of a batch (:func:`cross_entropy` times its samples), in float32 or, with
+    ``float32`` False, in the logits' dtype."""
+    logits = class_logits(outputs, targets)
+    return nn.functional.cross_entropy(logits.float() if float32 else logits, targets, reduction="sum")
 
 
 def is_tensor_pair(data: Any) -> bool:
-    return isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data) \
-        and data[0].dim() > 0 and data[1].dim() > 0 and len(data[0]) == len(data[1])
+    """Whether ``data`` is one ``(X, y)`` pair of tensors (X may be a mapping of tensors) of as many samples."""
+    if not (isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[1], Tensor) and data[1].dim() > 0):
+        return False
+    inputs = list(data[0].values()) if isinstance(data[0], Mapping) else [data[0]]
+    return bool(inputs) and all(isinstance(t, Tensor) and t.dim() > 0 and len(t) == len(data[1]) for t in inputs)
+
+
+def slice_samples(inputs: Any, start: int, stop: int) -> Any:
+    """Samples ``start:stop`` of ``inputs``: a tensor, or a mapping whose tensors are cut alike."""
+    if isinstance(inputs, Mapping):
+        return {k: v[start:stop] if isinstance(v, Tensor) and v.dim() > 0 else v for k, v in inputs.items()}
+    return inputs[start:stop]
+
+
+def to_device(inputs: Any, device: torch.device) -> Any:
+    """``inputs`` on ``device``: a tensor, or every tensor of a mapping; anything else as it is."""
+    if isinstance(inputs, Mapping):
+        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
+    return inputs.to(device) if isinstance(inputs, Tensor) else inputs
+
+
+def split_batch(batch: Any, name: str, n: int) -> Batch:
+    """``(inputs, targets)`` of one batch: a pair, or a mapping with the targets under :data:`TARGETS_KEY`."""
+    if isinstance(batch, Mapping):
+        if TARGETS_KEY not in batch:
+            raise ArgumentError(f"{name} batch {n} is a mapping without {TARGETS_KEY!r}: a mapping batch holds the "
+                                f"model's keyword inputs and the targets under {TARGETS_KEY!r} (or give "
+                                "(inputs, targets) pairs)")
+        x, y = {k: v for k, v in batch.items() if k != TARGETS_KEY}, batch[TARGETS_KEY]
+    elif isinstance(batch, tuple | list) and len(batch) == 2:
+        x, y = batch
+    else:
+        x = y = None
+    if not (isinstance(y, Tensor) and y.dim() > 0):
+        raise ArgumentError(f"{name} batch {n} is not an (inputs, targets) pair with a targets tensor")
+    return x, y
 
 
 class Batches:
@@ -135,13 +221,9 @@ class Batches:
         else:
             source = self._data
         for n, batch in enumerate(source):
-            if not (isinstance(batch, tuple | list) and len(batch) == 2 and isinstance(batch[1], Tensor)
-                    and batch[1].dim() > 0):
-                raise ArgumentError(f"{self.name} batch {n} is not an (inputs, targets) pair with a targets tensor")
-            x, y = batch
+            x, y = split_batch(batch, self.name, n)
             if self.device is not None:
-                x = x.to(self.device) if isinstance(x, Tensor) else x
-                y = y.to(self.device)
+                x, y = to_device(x, self.device), y.to(self.device)
             yield x, y
 
     def first(self, samples: int) -> list[Batch]:
@@ -149,7 +231,7 @@ class Batches:
         out, count = [], 0
         for x, y in self:
             take = min(len(y), samples - count)
-            out.append((x[:take] if take < len(y) else x, y[:take] if take < len(y) else y))
+            out.append((slice_samples(x, 0, take), y[:take]) if take < len(y) else (x, y))
             count += take
             if count >= samples:
                 break
@@ -160,9 +242,9 @@ class Batches:
         return sum(len(y) for _, y in self)
 
 
-def _slices(inputs: Tensor, targets: Tensor, size: int) -> Iterator[Batch]:
+def _slices(inputs: Any, targets: Tensor, size: int) -> Iterator[Batch]:
     for start in range(0, len(targets), size):
-        yield inputs[start:start + size], targets[start:start + size]
+        yield slice_samples(inputs, start, start + size), targets[start:start + size]
 
 
 def batches(data: Any, batch_size: int | None = None, name: str = "data",

@@ -49,12 +49,14 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
 
 
-def add_file_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model`` and ``--dataset`` of a plain ``.pt`` state_dict, ``--json`` and ``--plot`` outputs."""
+def add_file_arguments(parser: argparse.ArgumentParser, plot: bool = True) -> None:
+    """``--model`` and ``--dataset`` of a plain ``.pt`` state_dict, ``--json`` and (with ``plot``) ``--plot``
+    outputs."""
     parser.add_argument("--model", default=None, metavar="NAME", help="model of a plain .pt state_dict")
     parser.add_argument("--dataset", default=None, metavar="NAME", help="data set of a plain .pt state_dict")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the result as JSON")
-    parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a figure")
+    if plot:
+        parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a figure")
 
 
 

@@ -24,13 +24,24 @@ import copy
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.batches import ArgumentError, Batch, LossFn, check_class_targets, check_model, mean_loss_terms
-from training.averaging import has_batchnorm, recalibrate_batchnorm
+from landscape.batches import (
+    ArgumentError,
+    Batch,
+    LossFn,
+    check_model,
+    cross_entropy_sum,
+    logits_of,
+    mean_loss_terms,
+    slice_samples,
+)
+from landscape.batches import batches as make_batches
+from training.averaging import apply_model, has_batchnorm, recalibrate_batchnorm
 from training.progress import tqdm
 
 
@@ -52,6 +63,9 @@ def is_class_logits(outputs: Tensor, targets: Tensor) -> bool:
 def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = None, name: str = "data") -> Point:
     """Mean of ``loss_fn`` over every sample of ``data`` (each batch weighted by its size), model in eval mode.
 
+    ``data``: batches as :mod:`landscape.batches` describes them (pairs, mappings with ``labels``, an
+    ``(X, y)`` pair).
+
     ``loss_fn`` None is the cross-entropy of class logits, summed in float32 as
     :func:`training.evaluate.evaluate` does (the same numbers to the bit). The model's train/eval mode
     is restored afterwards.
@@ -68,7 +82,7 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
     was_training = model.training
     model.eval()
     try:
-        return _mean_loss(model, data, loss_fn, name)
+        return _mean_loss(model, make_batches(data, name=name), loss_fn, name)
     finally:
         model.train(was_training)
 
@@ -76,14 +90,12 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
 def _mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None, name: str) -> Point:
     total, correct, count, classify = 0.0, 0, 0, None
     for x, y in data:
-        outputs = model(x)
+        outputs = apply_model(model, x)
         if loss_fn is None:
-            check_class_targets(outputs, y)
-            logits = outputs.float()
-            total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            total += float(cross_entropy_sum(outputs, y))
         else:
-            logits = outputs
             total += float(mean_loss_terms(outputs, y, loss_fn))
+        logits = logits_of(outputs)
         classify = is_class_logits(logits, y) if classify is None else classify
         if classify:
             correct += int((logits.argmax(1) == y).sum())
@@ -93,14 +105,26 @@ def _mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None, 
     return Point(total / count, correct / count if classify else None)
 
 
+def _joined(inputs: Sequence[Any]) -> Any:
+    """Batches' inputs as one: tensors concatenated, or mappings of tensors key by key; None if they are neither."""
+    if all(isinstance(x, Tensor) for x in inputs):
+        return torch.cat(list(inputs))
+    if all(isinstance(x, Mapping) and x.keys() == inputs[0].keys() and all(isinstance(v, Tensor) for v in x.values())
+           for x in inputs):
+        return {k: torch.cat([x[k] for x in inputs]) for k in inputs[0]}
+    return None
+
+
 def even_batches(batches: Sequence[Batch]) -> list[Batch]:
     """The same samples in batches of near-equal size: BatchNorm's cumulative average weighs batches, not
-    samples, so a short last batch would count as much as a full one. Non-tensor inputs are kept as they are."""
-    if len(batches) < 2 or not all(isinstance(x, Tensor) for x, _ in batches):
+    samples, so a short last batch would count as much as a full one. Inputs that are neither tensors nor
+    mappings of tensors are kept as they are."""
+    xs = _joined([x for x, _ in batches]) if len(batches) > 1 else None
+    if xs is None:
         return list(batches)
-    xs, ys = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    ys = torch.cat([y for _, y in batches])
     size = math.ceil(len(ys) / math.ceil(len(ys) / max(len(y) for _, y in batches)))
-    return [(xs[i:i + size], ys[i:i + size]) for i in range(0, len(ys), size)]
+    return [(slice_samples(xs, i, i + size), ys[i:i + size]) for i in range(0, len(ys), size)]
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -44,7 +44,7 @@ from landscape.batches import MAX_LANCZOS_RUNS, MAX_PROBES, ArgumentError, Batch
 from landscape.batches import batches as make_batches
 from landscape.hvp import Subspace, hessian_matmat, make_subspace, trainable_parameters
 from landscape.spectrum import Spectrum, lanczos_spectrum
-from landscape.trace import ESTIMATORS, TraceEstimate
+from landscape.trace import ESTIMATORS, TraceEstimate, estimator_name
 
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
@@ -77,15 +77,18 @@ def _count(value: Any, name: str, minimum: int, why: str = "") -> int:
     return int(value)
 
 
-def _check_trace_options(method: Any, probes: Any, target_rse: Any) -> None:
-    if method not in ESTIMATORS:
-        raise ArgumentError(f"method must be one of {', '.join(ESTIMATORS)}, got {method!r}")
+def _check_trace_options(method: Any, probes: Any, target_rse: Any) -> str:
+    """The estimator's name in :data:`ESTIMATORS` (``hutch++`` is ``hutchpp``), after checking the options."""
+    name = estimator_name(method)
+    if name is None:
+        raise ArgumentError(f"method must be one of {', '.join(ESTIMATORS)} (or hutch++), got {method!r}")
     _count(probes, "probes", 2, " (one product gives no standard error)")
     if probes > MAX_PROBES:
         raise ArgumentError(f"probes must be at most {MAX_PROBES:,} (each is a vector of every weight), got {probes:,}")
     if target_rse is not None and (isinstance(target_rse, bool) or not isinstance(target_rse, numbers.Real)
                                    or not target_rse > 0):
         raise ArgumentError(f"target_rse must be a positive number or None, got {target_rse!r}")
+    return name
 
 
 def checked_masks(model: nn.Module, masks: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
@@ -280,7 +283,7 @@ class HessianOperator:
         >>> abs(op.trace("hutchpp", probes=9).estimate - exact) < 1e-5  # exact once 3 * dim probes
         True
         """
-        _check_trace_options(method, probes, target_rse)
+        method = _check_trace_options(method, probes, target_rse)
         result = ESTIMATORS[method](self.matmat, self.dim, probes, _generator(seed),
                                     layers=self.layers if per_layer else None, target_rse=target_rse,
                                     dtype=self.dtype, device=self.device)
@@ -342,7 +345,7 @@ def hessian_trace(model: nn.Module, data: Any, *, loss_fn: LossFn | None = None,
 
     Args:
         model, data, loss_fn, masks, batch_size, progress: as for :class:`HessianOperator`.
-        method: ``hutchinson`` or ``hutchpp``.
+        method: ``hutchinson`` or ``hutchpp`` (also spelt ``hutch++``, as the paper does).
         probes: the budget of Hessian-vector products (>= 1; ``hutchpp`` sketches probes // 3 of them, none
             below 3).
         seed: seed of the random probes.

@@ -69,6 +69,7 @@ from torch import Tensor, fx, nn
 from landscape.batches import ArgumentError, LossFn
 from landscape.curvature import HessianOperator
 from landscape.trace import rademacher
+from training.averaging import has_batchnorm
 
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 GRANULARITIES = ("layer", "channel")
@@ -135,8 +136,11 @@ def batchnorm_layers(model: nn.Module) -> tuple[str, ...]:
     The rule (module docstring): every call of the module in the ``torch.fx`` graph has one user, a
     BatchNorm module taking it as input. Modules in graph order.
 
+    A model without BatchNorm has none (and is not traced).
+
     Raises:
-        ArgumentError: ``torch.fx`` cannot trace ``model`` (data-dependent control flow and the like).
+        ArgumentError: ``torch.fx`` cannot trace ``model`` (data-dependent control flow and the like), which
+            has BatchNorm.
 
     Example:
         >>> from torch import nn
@@ -145,6 +149,8 @@ def batchnorm_layers(model: nn.Module) -> tuple[str, ...]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not has_batchnorm(model):
+        return ()
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception as exc:  # torch.fx raises many types for untraceable code

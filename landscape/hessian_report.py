@@ -37,7 +37,7 @@ from landscape.hvp import Batch, trainable_parameters
 from landscape.options import option
 from landscape.pyhessian_backend import PyHessianTrace, pyhessian_trace
 from landscape.spectrum import Spectrum
-from landscape.trace import ESTIMATORS, TraceEstimate
+from landscape.trace import ESTIMATORS, METHOD_ALIASES, TraceEstimate, estimator_name
 from training.artifacts.checkpoint import Checkpoint, build_model, load_checkpoint
 from training.config import check_seed
 from training.data import Dataset, subsample_indices
@@ -74,7 +74,8 @@ class HessianOptions:
     MAX_LANCZOS_STEPS: ClassVar[int] = 10_000
 
     method: str = option("hutchpp", "trace estimator: hutchpp reaches a given standard error with several times "
-                         "fewer products on trained networks", choices=("hutchinson", "hutchpp"))
+                         "fewer products on trained networks", choices=(*ESTIMATORS, *METHOD_ALIASES),
+                         to_field=estimator_name)
     probes: int = option(64, "Hessian-vector products for the trace; the maximum with --target-rse", metavar="K")
     samples: int | None = option(2048, "seeded subset of N training samples, or 'all'", metavar="N",
                                  to_field=_samples_of_flag, to_flag=_flag_of_samples)
@@ -98,7 +99,7 @@ class HessianOptions:
     def validate(self) -> None:
         """Raise :class:`UserError` naming the first bad option."""
         checks = [
-            (self.method in ESTIMATORS, f"--method must be one of {', '.join(ESTIMATORS)}"),
+            (estimator_name(self.method) is not None, f"--method must be one of {', '.join(ESTIMATORS)} (or hutch++)"),
             (self.probes >= 2, "--probes must be >= 2 (one product gives no standard error)"),
             (self.samples is None or self.samples >= 1, "--samples must be a positive number or 'all'"),
             (self.batch_size >= 1, "--batch-size must be positive"),

@@ -18,7 +18,10 @@ which pay for larger intermediates; so the loop is what is kept.
 
 Layers: :func:`double_backward_friendly` rewrites eval-mode BatchNorm as the affine map it is,
 folded into the preceding convolution where there is one; the function and its derivatives are
-unchanged, the products cheaper.
+unchanged, the products cheaper. Operations that PyTorch cannot differentiate twice are computed, while
+products run, in equivalent forms that it can (:func:`twice_differentiable`: attention by its math kernel,
+``hardsigmoid`` as ``relu6(x + 3) / 6``, the operations of its own kernel); a model using any other such
+operation is refused with one line naming it (:func:`no_second_derivative`).
 
 Sparse networks: a :class:`Subspace` keeps only the unpruned coordinates, so the operator acts on
 R^d, d = number of kept coordinates, as P^T H P (P the embedding of the kept coordinates);
@@ -27,21 +30,64 @@ its trace is the trace of H's principal submatrix on those coordinates.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
-from landscape.batches import LossFn, check_class_targets, mean_loss_terms
+from landscape.batches import ArgumentError, LossFn, cross_entropy_sum, mean_loss_terms
+from training.averaging import apply_model
 from training.progress import tqdm
 
 Matmat = Callable[[Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]
+
+
+def _hardsigmoid(x: Tensor, inplace: bool = False) -> Tensor:
+    """hardsigmoid(x) = min(max(x + 3, 0), 6) / 6, the operations (and so the numbers) of PyTorch's kernel, whose
+    backward has no derivative of its own; relu6's has."""
+    return nn.functional.relu6(x + 3.0) / 6.0
+
+
+class _TwiceDifferentiableForms(TorchFunctionMode):
+    """Calls of functions without a double backward replaced by equal functions with one (this thread only)."""
+
+    FORMS: dict[Callable, Callable] = {nn.functional.hardsigmoid: _hardsigmoid}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return self.FORMS.get(func, func)(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Inside, ``scaled_dot_product_attention`` runs its math kernel (the fused ones have no double backward)
+    and ``hardsigmoid`` (``nn.Hardsigmoid``, torchvision's MobileNetV3 squeeze-excitation) is
+    ``relu6(x + 3) / 6``: the same values, and derivatives of every order. Hardswish, SiLU, Mish, GELU,
+    ReLU6 and timm's activations have a double backward already (checked for torch 2.14). Every torch call
+    inside passes through a Python function (``TorchFunctionMode``), so it wraps forward passes only: around
+    a whole product it made one of a small MLP 2.4x slower."""
+    with sdpa_kernel([SDPBackend.MATH]), _TwiceDifferentiableForms():
+        yield
+
+
+def no_second_derivative(err: RuntimeError) -> ArgumentError | None:
+    """The one-line :class:`ArgumentError` for autograd's ``derivative for aten::OP_backward is not implemented``
+    (an operation of the model or loss without a double backward), None for any other error."""
+    found = re.search(r"derivative for (\S+) is not implemented", str(err))
+    if found is None:
+        return None
+    op = found.group(1).removesuffix("_backward")
+    return ArgumentError(f"model or loss_fn: PyTorch has no second derivative of {op}, which one of them calls, so "
+                         "the Hessian cannot be computed; write that step in a twice-differentiable form")
 
 
 def _eval_batchnorm(module: nn.Module) -> bool:
@@ -85,23 +131,45 @@ class ConvBatchNorm(nn.Module):
         return self.conv._conv_forward(x, weight, bias)
 
 
-def _conv_output_sizes(model: nn.Module, example: Any) -> dict[str, int]:
-    """Number of output elements of every convolution of ``model`` on the batch ``example``."""
+def _conv_output_sizes(model: nn.Module, example: Any) -> tuple[dict[str, int], Any]:
+    """Number of output elements of every convolution of ``model`` on the batch ``example``, and its outputs."""
     sizes: dict[str, int] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: sizes.__setitem__(name, out.numel()))
              for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
     try:
         with torch.no_grad():
-            model(example)
+            outputs = apply_model(model, example)
     finally:
         for hook in hooks:
             hook.remove()
-    return sizes
+    return sizes, outputs
+
+
+def _same_outputs(first: Any, second: Any) -> bool:
+    """Whether two outputs of a model agree: the same structure, tensors equal up to kernel rounding."""
+    (a, a_spec), (b, b_spec) = tree_flatten(first), tree_flatten(second)
+    if a_spec != b_spec:
+        return False
+    try:
+        return all(torch.allclose(x, y, rtol=1e-4, atol=1e-6) if isinstance(x, Tensor) and isinstance(y, Tensor)
+                   else bool(x == y) for x, y in zip(a, b, strict=True))
+    except (RuntimeError, TypeError, ValueError):  # leaves that cannot be compared: take them as different
+        return False
+
+
+def _conv_then_batchnorm(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether ``node`` calls an eval-mode BatchNorm on the output of a convolution that nothing else uses."""
+    if node.op != "call_module" or not _eval_batchnorm(modules[node.target]) or len(node.args) != 1:
+        return False
+    prev = node.args[0]
+    return (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1
+            and type(modules[prev.target]) in (nn.Conv1d, nn.Conv2d, nn.Conv3d))
 
 
 def _fuse_conv_batchnorm(model: nn.Module, example: Any = None) -> nn.Module:
     """``model`` with every convolution that only feeds an eval-mode BatchNorm fused with it (torch.fx);
-    a model that torch.fx cannot trace is returned as it is.
+    returned as it is when there is nothing to fuse, torch.fx cannot trace it, or its traced graph does not
+    run on ``example`` or gives other outputs there (a graph fixes ``is None`` branches at trace time).
 
     With an ``example`` batch, only convolutions whose output on it is at least as large as their
     weight are fused: folding costs a few weight-sized products in each derivative, the affine map
@@ -115,14 +183,22 @@ def _fuse_conv_batchnorm(model: nn.Module, example: Any = None) -> nn.Module:
     except Exception:  # data-dependent control flow and the like: fusion is only an optimisation
         return model
     modules = dict(graph_module.named_modules())
-    sizes = {} if example is None else _conv_output_sizes(graph_module, example)
-    for node in list(graph_module.graph.nodes):
-        if node.op != "call_module" or not _eval_batchnorm(modules[node.target]) or len(node.args) != 1:
-            continue
-        prev = node.args[0]
-        if not (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1
-                and type(modules[prev.target]) in (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            continue
+    pairs = [(node, node.args[0]) for node in graph_module.graph.nodes if _conv_then_batchnorm(node, modules)]
+    if not pairs:  # the model itself then: its traced graph fixes branches (``if mask is not None``) at trace time
+        return model
+    if example is not None:
+        # a traced graph fixes branches such as ``if mask is not None`` at trace time: it is used only where it
+        # runs on the batch and gives the model's outputs (fusion is only an optimisation)
+        try:
+            sizes, outputs = _conv_output_sizes(graph_module, example)
+        except Exception:
+            return model
+        with torch.no_grad():
+            if not _same_outputs(outputs, apply_model(model, example)):
+                return model
+    else:
+        sizes = {}
+    for node, prev in pairs:
         if sizes.get(prev.target, math.inf) < modules[prev.target].weight.numel():
             continue
         name = f"fused_{prev.target.replace('.', '_')}"
@@ -251,20 +327,24 @@ def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspac
     total = sum(len(y) for _, y in batches)
 
     def matmat(vectors: Tensor) -> Tensor:
-        # the fused attention kernels of scaled_dot_product_attention have no double backward; the math one has
-        with sdpa_kernel([SDPBackend.MATH]):
+        try:
             return _matmat(vectors)
+        except RuntimeError as err:
+            refusal = no_second_derivative(err)
+            if refusal is None:
+                raise
+            raise refusal from None
 
     def _matmat(vectors: Tensor) -> Tensor:
         probes = space.scatter(vectors)
         out = [torch.zeros_like(p) for p in probes]
         for x, y in tqdm(batches, desc="Hessian products", leave=False, disable=not progress):
-            outputs = net(x)
-            if loss_fn is None:
-                check_class_targets(outputs, y)
-                loss = nn.functional.cross_entropy(outputs, y, reduction="sum") / total
-            else:
-                loss = mean_loss_terms(outputs, y, loss_fn) / total
+            with twice_differentiable():  # the forward pass only: it chooses what the derivatives are
+                outputs = apply_model(net, x)
+                if loss_fn is None:
+                    loss = cross_entropy_sum(outputs, y, float32=False) / total
+                else:
+                    loss = mean_loss_terms(outputs, y, loss_fn) / total
             grads = torch.autograd.grad(loss, plist, create_graph=True, allow_unused=True)
             # gradients that are constant in theta (or absent) contribute zero rows of H
             live = [j for j, g in enumerate(grads) if g is not None and g.requires_grad]

@@ -194,6 +194,21 @@ class _Recorder(torch.fx.Interpreter):
             self.values[n.name] = value
         return value
 
+    def feed(self, inputs: Any) -> Any:
+        """Run on a batch's inputs: a tensor, or a mapping of the forward's arguments by name (``model(**inputs)``;
+        arguments left out take their defaults)."""
+        if not isinstance(inputs, Mapping):
+            return self.run(inputs)
+        names = [n.target for n in self.graph.nodes if n.op == "placeholder"]
+        unknown = sorted(set(inputs) - set(names))
+        given = [name in inputs for name in names]
+        gap = False in given and True in given[given.index(False):]  # positional: only trailing ones may default
+        if unknown or gap:
+            raise ArgumentError(f"data: the inputs {', '.join(sorted(inputs))} do not fit the arguments "
+                                f"{', '.join(names)} of the model's forward (unknown names, or one left out before "
+                                "one given)")
+        return self.run(*(inputs[name] for name in names if name in inputs))
+
 
 class _Moments:
     """Running sums that give the Pearson correlation of every unit of one network with every unit of another."""
@@ -250,7 +265,7 @@ def activation_matching(reference: nn.Module, other: nn.Module, data: Any, *, ma
     peek(source)
     for x, _ in source:
         for run in runs:
-            run.run(x)
+            run.feed(x)
         for name, m in moments.items():
             m.add(runs[0].values[name], runs[1].values[name])
     perms = {g.name: _assignment(sum(moments[n].correlation() for n in g.activations).cpu().numpy())

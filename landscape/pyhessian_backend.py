@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape.hvp import twice_differentiable
+
 Batch = tuple[Tensor, Tensor]
 
 
@@ -59,7 +61,9 @@ def pyhessian_trace(model: nn.Module, batches: Sequence[Batch], probes: int, see
             mask = masks[name].to(device=p.device, dtype=p.dtype)
             p.register_hook(lambda g, mask=mask: g * mask)
     data = {"data": batches[0]} if len(batches) == 1 else {"dataloader": list(batches)}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings():
+    # twice_differentiable: the same forms as the native products (hardsigmoid, attention), so both run alike
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings(), \
+            twice_differentiable():
         # PyHessian calls backward(create_graph=True), which warns about a reference cycle
         warnings.simplefilter("ignore", UserWarning)
         torch.manual_seed(seed)

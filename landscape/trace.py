@@ -408,3 +408,12 @@ def hutchpp_trace(matmat: Matmat, dim: int, probes: int, generator: torch.Genera
 
 
 ESTIMATORS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace}
+METHOD_ALIASES = {"hutch++": "hutchpp"}  # Meyer et al. 2021 spell it Hutch++
+
+
+def estimator_name(method: object) -> str | None:
+    """The name in :data:`ESTIMATORS` of ``method`` (an alias such as ``hutch++`` included, in any case), or None."""
+    if not isinstance(method, str):
+        return None
+    name = METHOD_ALIASES.get(method.lower(), method.lower())
+    return name if name in ESTIMATORS else None

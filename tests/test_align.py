@@ -16,6 +16,7 @@ from landscape import linear_barrier
 from landscape.align import activation_matching, align_checkpoints, format_alignment, main, weight_matching
 from landscape.barrier import main as barrier_main
 from landscape.permutations import permutation_spec, permute_state
+from training.artifacts.checkpoint import build_model as checkpoint_model
 from training.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from training.data import load_mnist1d, mnist1d_spec
 from training.errors import run_cli
@@ -246,3 +247,94 @@ def test_bad_arguments_raise_value_errors_naming_them():
                           (lambda: linear_barrier(a, a, data, align="nearest"), "align must be")):
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_cli_json_has_what_it_printed_and_is_guarded_like_the_other_tools(tmp_path, capsys):
+    ref, other = checkpoint(tmp_path / "a.safetensors", "mlp", 0, hidden=16), \
+        checkpoint(tmp_path / "b.safetensors", "mlp", 1, hidden=16)
+    out, report = tmp_path / "aligned.safetensors", tmp_path / "alignment.json"
+    for _ in range(2):  # a rerun replaces its own JSON
+        assert run_cli(main, [str(ref), str(other), "--out", str(out), "--seed", "3", "--json", str(report)]) == 0
+    expected = align_checkpoints(str(ref), str(other), seed=3).alignment
+    written = json.loads(report.read_text())
+    assert written["reference"] == str(ref) and written["other"] == str(other) and written["out"] == str(out)
+    assert written["alignment"] == json.loads(json.dumps(expected.to_json()))
+    assert written["groups"] == len(expected.spec.groups) and written["seconds"] > 0
+    assert f"wrote {report}" in capsys.readouterr().out
+    note = tmp_path / "notes.json"
+    note.write_text('{"mine": 1}')
+    for bad, message in (([str(ref), str(other), "--out", str(tmp_path / "c.safetensors"), "--json", str(note)],
+                          "is not an earlier JSON output of this tool"),
+                         ([str(ref), str(other), "--out", str(tmp_path / "c.safetensors"), "--json", str(ref)],
+                          "outputs never replace inputs"),
+                         ([str(ref), str(other), "--out", str(out), "--json", str(out)], "name the same file")):
+        assert run_cli(main, bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --") and err.count("\n") == 1 and message in err, err
+    assert note.read_text() == '{"mine": 1}' and not (tmp_path / "c.safetensors").exists()
+
+
+def test_cli_reads_a_plain_state_dict_reference_described_by_model_and_dataset(tmp_path, capsys):
+    torch.manual_seed(0)
+    plain = tmp_path / "ref.pt"
+    torch.save(build_model(model_spec("mlp", 10)).state_dict(), plain)
+    other = checkpoint(tmp_path / "b.safetensors", "mlp", 1)
+    out = tmp_path / "aligned.safetensors"
+    argv = [str(plain), str(other), "--out", str(out), "--data-dir", str(DATA_DIR)]
+    assert run_cli(main, argv) == 2
+    assert "pass --model and --dataset to read it as a state_dict" in capsys.readouterr().err
+    assert run_cli(main, [*argv, "--model", "mlp", "--dataset", "mnist1d"]) == 0
+    reference = build_model(model_spec("mlp", 10))
+    reference.load_state_dict(torch.load(plain))
+    expected = weight_matching(reference, checkpoint_model(load_checkpoint(other)))
+    written = load_checkpoint(out)
+    assert written.kind == "particle" and all(torch.equal(written.state[k], v.detach())
+                                              for k, v in expected.model.state_dict().items())
+    # the aligned OTHER is written with OTHER's metadata: a plain OTHER has none
+    swapped = [str(other), str(plain), "--out", str(tmp_path / "c.safetensors"), "--model", "mlp", "--dataset",
+               "mnist1d", "--data-dir", str(DATA_DIR)]
+    assert run_cli(main, swapped) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: OTHER {plain} is a plain PyTorch file") and err.count("\n") == 1
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_generated_flags_give_an_alignment_or_one_error_line(tmp_path_factory, capsys):
+    """The property test of the other tools' flags (test_flag_fuzz.py), for landscape.align's: a written aligned
+    checkpoint (and JSON), or one ``error:`` line, exit 2 and nothing written; the inputs never change."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from test_flag_fuzz import COUNT, JUNK, SEED
+
+    folder = tmp_path_factory.mktemp("inputs")
+    ref, other = checkpoint(folder / "a.safetensors", "mlp", 0, hidden=16), \
+        checkpoint(folder / "b.safetensors", "mlp", 1, hidden=16)
+    before = {p: p.read_bytes() for p in (ref, other)}
+    flags = {"--max-iter": COUNT, "--seed": SEED, "--samples": COUNT, "--device": st.sampled_from(["cpu", "gpu", ""]),
+             "--method": st.sampled_from(["weights", "activations", "hungarian", ""]),
+             "--model": st.one_of(st.sampled_from(["mlp", "cnn1d", "torchvision:nope"]), JUNK),
+             "--dataset": st.one_of(st.sampled_from(["mnist1d", "cifar10"]), JUNK)}
+    chosen = st.lists(st.sampled_from(sorted(flags)), unique=True, max_size=3).flatmap(
+        lambda names: st.tuples(*(flags[n].map(lambda v, n=n: [n, v]) for n in names)))
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(pairs=chosen, with_json=st.booleans())
+    def check(pairs, with_json):
+        out = tmp_path_factory.mktemp("out")
+        argv = [str(ref), str(other), "--out", str(out / "c.safetensors"), "--data-dir", str(DATA_DIR),
+                *[token for pair in pairs for token in pair], *(["--json", str(out / "r.json")] if with_json else [])]
+        if "--samples" in argv and argv[argv.index("--samples") + 1].lstrip("-").isdigit() \
+                and int(argv[argv.index("--samples") + 1]) > 64:
+            return  # a valid but large request; not what is tested here
+        code = run_cli(main, argv)
+        captured = capsys.readouterr()
+        assert code in (0, 2), (argv, captured.err)
+        written = {p.name for p in out.iterdir()}
+        if code == 2:
+            assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, (argv, captured.err)
+            assert not written, "a refused command writes nothing"
+        else:
+            assert written == {"c.safetensors", *(["r.json"] if with_json else [])}, argv
+        assert all(p.read_bytes() == data for p, data in before.items()), "the inputs are never changed"
+
+    check()

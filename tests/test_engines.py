@@ -8,6 +8,7 @@ import importlib
 import io
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -212,7 +213,9 @@ def test_one_process_engines_are_refused_under_torchrun(tmp_path, engine):
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
               "--log-dir", str(tmp_path / "logs"), "--redirects", "2", "-m", "training.swamp", "--engine", engine,
               *TINY_ARGS, "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "run")]
-    done = subprocess.run(launch, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    with _process_group(launch, env, stderr=subprocess.PIPE) as proc:
+        _, stderr = proc.communicate(timeout=120)
+    done = subprocess.CompletedProcess(launch, proc.returncode, None, stderr)
     assert done.returncode != 0
     # torchrun's failure report gives the exit status of the first rank to stop (it then stops the other
     # rank, which may or may not have printed its own line by then: both ranks refuse at once)
@@ -266,12 +269,16 @@ def _torchrun(tmp_path: Path, argv: list[str], fail_rank: int = -1, world: int =
     ctx = mp.start_processes(_rank_main, args=(world, port, argv, fail_rank, str(tmp_path), die), nprocs=world,
                              join=False, start_method="spawn")
     deadline = time.monotonic() + 120
-    while not all(p.exitcode is not None for p in ctx.processes):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
+    try:
+        while not all(p.exitcode is not None for p in ctx.processes):
+            if time.monotonic() > deadline:
+                pytest.fail("distributed run did not finish within 120 s")
+            time.sleep(0.2)
+    finally:  # a failed or interrupted test (Ctrl-C, SIGTERM) leaves no rank behind for pytest to wait for at exit
+        for p in ctx.processes:
+            if p.exitcode is None:
                 p.kill()
-            pytest.fail("distributed run did not finish within 120 s")
-        time.sleep(0.2)
+                p.join()
     assert [p.exitcode for p in ctx.processes] == [9 if die and r == fail_rank else 0 for r in range(world)]
     results = []
     for r in range(world):
@@ -327,3 +334,99 @@ def test_failed_rank_stops_the_job_and_resume_finishes_it(mlp_run, tmp_path):
                                                                    for p in range(8)]
     assert [code for code, _ in _torchrun(tmp_path, _resume(out))] == [0, 0]
     _assert_runs_match(mlp_run, out, **ROUNDING)  # each rank stacks its 4 MLP particles
+
+
+@contextlib.contextmanager
+def _process_group(launch: list[str], env: dict[str, str], **kwargs):
+    """``launch`` (torchrun) started in a session of its own, whose every process is killed when the test ends,
+    however it ends: ``subprocess.run``'s timeout kills torchrun alone and leaves its ranks running."""
+    proc = subprocess.Popen(launch, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+                            **kwargs)
+    try:
+        yield proc
+    finally:
+        if _alive(proc):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _alive(proc: subprocess.Popen) -> bool:
+    """Whether any process of the group ``proc`` leads is still there (``proc`` itself reaped once it ends)."""
+    proc.poll()
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_to_a_distributed_runs_process_group_ends_every_process_within_seconds(tmp_path):
+    """Issue 27 item 12: after a stopped test run, two gloo ranks ignored SIGTERM for 26 minutes. A rank blocked
+    in a collective never runs Python's signal handler; and ranks that do handle it used to wait for each other
+    in mismatched collectives (rank 0 sending "stop", rank 1 at the last barrier) for the 30-minute timeout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "run"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+              "--log-dir", str(tmp_path / "logs"), "--redirects", "2", "-m", "training.swamp", "--engine",
+              "distributed", "--cycles", "50", "--epochs", "2", "--particles", "4", "--rewind-epochs", "1",
+              "--model", "mlp", "--no-progress", "--data-dir", str(DATA_DIR), "--out", str(out)]
+    with _process_group(launch, env, stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("cycle_01/*.safetensors")):  # training is under way on both ranks
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        stopped = time.monotonic()
+        while _alive(proc) and time.monotonic() - stopped < 20:
+            time.sleep(0.1)
+        took = time.monotonic() - stopped
+        assert not _alive(proc), f"processes left {took:.0f} s after SIGTERM"
+        assert took < 15, f"the last process ended {took:.1f} s after SIGTERM"
+    logs = [p.read_text() for p in sorted((tmp_path / "logs").glob("*/attempt_0/*/stderr.log"))]
+    assert len(logs) == 2 and all("Traceback" not in log for log in logs), logs
+    assert any("terminated; rerun with --resume to continue the run" in log for log in logs), logs
+
+
+BLOCKED = """
+import datetime, sys
+import torch.distributed as dist
+from training.engines.cluster import ends_on_signals
+from training.errors import run_cli
+
+def main(argv):
+    store = dist.TCPStore("127.0.0.1", 0, 1, True, timeout=datetime.timedelta(seconds=60))
+    with ends_on_signals(grace=float(argv[0])):
+        print("blocked", flush=True)
+        store.wait(["a key nobody sets"])  # C++ with the GIL released, as a collective waiting for a peer
+    return 0
+
+sys.exit(run_cli(main, sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("grace", [1.0, 60.0])
+def test_a_process_blocked_in_a_collective_ends_after_the_grace_period(tmp_path, grace):
+    """A main thread inside a C++ wait runs no Python signal handler: SIGTERM ends it through ends_on_signals'
+    watcher after ``grace`` seconds (with 60 s, the control, it is still blocked 3 s after SIGTERM)."""
+    script = tmp_path / "blocked.py"
+    script.write_text(BLOCKED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script), str(grace)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "blocked\n"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            proc.wait(timeout=grace + 2 if grace < 3 else 3)
+        except subprocess.TimeoutExpired:
+            assert grace > 3, "the blocked process outlived the grace period"
+            return
+        assert grace < 3, "the control ended: the test would not see a process that ignores SIGTERM"
+        assert proc.returncode == 143 and time.monotonic() - sent >= grace * 0.9
+        assert proc.stderr.read() == "blocked.py: terminated; rerun with --resume to continue the run\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

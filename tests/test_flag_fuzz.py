@@ -25,7 +25,7 @@ TOOLS = {
                                   "--samples": st.one_of(st.integers(-2, 96).map(str), JUNK),
                                   "--batch-size": st.one_of(st.integers(-2, 700).map(str), JUNK),
                                   "--lanczos-steps": st.one_of(COUNT, st.just("100000")),
-                                  "--method": st.sampled_from(["hutchinson", "hutchpp", "exact?", ""]),
+                                  "--method": st.sampled_from(["hutchinson", "hutchpp", "hutch++", "exact?", ""]),
                                   "--subspace": st.sampled_from(["mask", "full", "both"])}),
 }
 MODES = {"subspace": ["--plane"], "hessian": ["--top-eigen"]}

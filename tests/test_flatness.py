@@ -149,8 +149,9 @@ def test_batchnorm_layers_rule():
     assert batchnorm_layers(Residual()) == ("a",)
     assert batchnorm_layers(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(),
                                           nn.Conv2d(2, 2, 3), nn.ReLU(), nn.BatchNorm2d(2))) == ("0",)
+    assert batchnorm_layers(Branchy()) == ()  # no BatchNorm: nothing to find, and not traced (issue 27 item 11)
     with pytest.raises(ArgumentError, match="torch.fx cannot trace model"):
-        batchnorm_layers(Branchy())
+        batchnorm_layers(nn.Sequential(Branchy(), nn.BatchNorm1d(2)))
 
 
 def test_bad_arguments_are_named():

@@ -13,6 +13,7 @@ from conftest import DATA_DIR, one_line
 from safetensors.torch import save_file
 from torch import nn
 
+from landscape.align import main as align_main
 from landscape.barrier import main as barrier_main
 from landscape.hessian import main as hessian_main
 from training.artifacts.checkpoint import build_model as checkpoint_model
@@ -174,6 +175,19 @@ def test_landscape_tools_refuse_user_code_without_trust_code(user_dir, capsys):
     assert run_cli(barrier_main, [*argv, "--trust-code"]) == 0
     assert json.loads(out.read_text())["points"] == 2 and imported(user_dir)
     assert run_cli(hessian_main, [*hessian, "--trust-code"]) == 0
+
+
+def test_align_takes_the_trust_code_it_asks_for(user_dir, capsys):
+    """Issue 27 item 9: landscape.align said "pass --trust-code" and then rejected the flag."""
+    a, b = (str(write_user_checkpoint(user_dir / f"{n}.safetensors", seed)) for seed, n in enumerate("ab"))
+    out = user_dir / "aligned.safetensors"
+    assert run_cli(align_main, [a, b, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--trust-code" in err
+    assert not out.exists() and not imported(user_dir)
+    assert run_cli(align_main, [a, b, "--out", str(out), "--trust-code", "--json", str(user_dir / "a.json")]) == 0
+    assert imported(user_dir) and load_checkpoint(out, trust_code=True).model["name"] == f"{USER_MODULE}:tiny"
+    assert json.loads((user_dir / "a.json").read_text())["alignment"]["method"] == "weights"
 
 
 def hostile_model(path: Path, model: dict, dataset: dict | None = None) -> Path:

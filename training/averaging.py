@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +53,11 @@ class RunningAverage:
         self.count += 1
 
 
+def apply_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(**inputs)`` for a mapping of named inputs (a Hugging Face batch), ``model(inputs)`` otherwise."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -71,7 +77,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
         bn.momentum = None
     model.train()
     for x, _ in batches:
-        model(x)
+        apply_model(model, x)
     for bn, momentum in zip(bns, momenta, strict=True):
         bn.momentum = momentum
     model.eval()

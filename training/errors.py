@@ -74,6 +74,14 @@ def quiet_start_up_interrupts() -> None:
     sys.excepthook = hook
 
 
+def stopped_line(signum: int, rerun: str = RERUN) -> str:
+    """The one line a program stopped by SIGTERM or SIGINT (Ctrl-C) prints: its name, how, and ``rerun``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None and spec.name else \
+        (sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "swamp")
+    return f"{prog}: {'terminated' if signum == signal.SIGTERM else 'interrupted'}; {rerun}"
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, *,
             rerun: str = RERUN) -> int:
     """Run ``main(argv)`` and map user errors, environment failures, Ctrl-C and SIGTERM to one line and an exit
@@ -82,9 +90,6 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     ``rerun`` tells the user how to continue after an environment failure or an interrupt
     (:data:`RESUME_RUN` for training); a tool whose outputs are written whole keeps the default.
     """
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None and spec.name else \
-        (sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "swamp")
     # signal handlers can be set only in the main thread; elsewhere SIGTERM keeps its effect
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
@@ -105,9 +110,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         print(f"error: {err.strerror}{where}; fix this and {rerun}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:
-        terminated = isinstance(err, Terminated)
-        print(f"{prog}: {'terminated' if terminated else 'interrupted'}; {rerun}", file=sys.stderr)
-        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        signum = signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT
+        print(stopped_line(signum, rerun), file=sys.stderr)
+        return 128 + signum
     finally:
         if in_main:  # None: a handler not set from Python, which cannot be restored; the default then
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

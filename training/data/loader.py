@@ -4,7 +4,7 @@
 datasets, ``torch.utils.data.TensorDataset``, a user's own class) into the toolkit's :class:`Dataset`:
 
 - a :class:`training.data.tensors.TensorDataset` on the device when both splits together take at most
-  :data:`MATERIALISE_LIMIT` bytes as float32 (counted as samples x elements of the first input x 4 bytes,
+  :data:`MATERIALISE_LIMIT` bytes (counted as samples x elements x bytes per element of the first input,
   before anything is read);
 - otherwise a :class:`StreamingDataset`, which reads batches through a ``torch.utils.data.DataLoader``
   with ``workers`` worker processes and pinned memory on CUDA.
@@ -13,8 +13,10 @@ Both draw an epoch's order from the caller's generator in the same way (:func:`e
 incomplete batch dropped) and augment the same way (:func:`augment_batch`, after the batch is formed),
 and both convert samples with :class:`SampleCollator`, so one seed gives the same batches on either path.
 
-Samples: the input is a tensor or NumPy array (used as it is, as float32) or a PIL image (a ``(C, H, W)``
-float tensor in [0, 1], as torchvision's ``ToTensor``); the label an integer (a Python or NumPy integer or
+Samples: the input is a tensor or NumPy array or a PIL image (a ``(C, H, W)`` float tensor in [0, 1], as
+torchvision's ``ToTensor``). Arrays and tensors are used as they are: floating-point ones and ``uint8`` ones
+(pixels) as float32, other integer ones (token ids, indices: what ``nn.Embedding`` takes) as int64, so the
+model sees integers as integers. The label is an integer (a Python or NumPy integer or
 a 0-d integer tensor) in ``[0, num_classes)``. A dataset's own random transforms run once per sample
 when it is held on the device, but anew in every epoch when it streams.
 """
@@ -33,12 +35,20 @@ from torch import Tensor
 from training.data.tensors import Batch, TensorDataset, augment_batch, batch_starts, epoch_order
 from training.errors import UserError
 
-MATERIALISE_LIMIT = 2 * 2**30  # bytes of float32 inputs (both splits) up to which a dataset is held on the device
+MATERIALISE_LIMIT = 2 * 2**30  # bytes of inputs (both splits) up to which a dataset is held on the device
 LOAD_BATCH = 512  # samples per batch while a dataset is read into memory
 
 
+def _numbers(value: Tensor) -> Tensor:
+    """A tensor input as float32, or as int64 if it holds integers other than ``uint8`` pixels."""
+    if value.is_floating_point() or value.dtype == torch.uint8:
+        return value.float()
+    return value.long()
+
+
 def as_input(value: Any) -> Tensor | None:
-    """A sample's input as a float32 tensor (see the module docstring), or None if it is none of the kinds."""
+    """A sample's input as a float32 or int64 tensor (see the module docstring), or None if it is none of the
+    kinds."""
     from PIL import Image
 
     if isinstance(value, Image.Image):
@@ -48,9 +58,9 @@ def as_input(value: Any) -> Tensor | None:
         return pixels.float().div(255) if pixels.dtype == torch.uint8 else pixels.float()
     if isinstance(value, np.ndarray) and (np.issubdtype(value.dtype, np.integer) or
                                           np.issubdtype(value.dtype, np.floating)):
-        return torch.from_numpy(np.ascontiguousarray(value)).float()
+        return _numbers(torch.from_numpy(np.ascontiguousarray(value)))
     if isinstance(value, Tensor) and not value.is_complex() and value.dtype != torch.bool:
-        return value.float()
+        return _numbers(value)
     return None
 
 
@@ -73,6 +83,11 @@ def _kind(value: Any) -> str:
     if isinstance(value, (Tensor, np.ndarray)):
         return f"{type(value).__name__} of {value.dtype} with shape {tuple(value.shape)}"
     return type(value).__name__
+
+
+def _mixed_kinds(name: str, split: str, dtypes: Sequence[torch.dtype]) -> UserError:
+    return UserError(f"dataset {name}: {split} inputs are both {dtypes[0]} and {dtypes[1]}; every input must hold "
+                     "the same kind of numbers (all integers, such as token ids, or all floating-point)")
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,9 @@ class SampleCollator:
         if len(shapes) > 1:
             raise UserError(f"dataset {self.name}: {split} inputs have different shapes {sorted(shapes)[:2]}; "
                             "every input must have the same shape")
+        kinds = {x.dtype for x, _ in pairs}
+        if len(kinds) > 1:
+            raise _mixed_kinds(self.name, split, sorted(kinds, key=str))
         return self.normalise_(torch.stack([x for x, _ in pairs])), torch.tensor([y for _, y in pairs])
 
 
@@ -191,10 +209,12 @@ def _first_input(dataset: Any, split: str, collator: SampleCollator, num_classes
     return x
 
 
-def _read_all(dataset: Any, split: str, shape: tuple[int, ...], collator: SampleCollator, workers: int) -> Batch:
-    """Every sample of ``dataset`` as one (x, y) pair of CPU tensors, filled batch by batch, with at most as many
-    worker processes as there are full batches (a small dataset is read faster without starting any)."""
-    x = torch.empty((len(dataset), *shape))
+def _read_all(dataset: Any, split: str, first: Tensor, collator: SampleCollator, workers: int) -> Batch:
+    """Every sample of ``dataset`` as one (x, y) pair of CPU tensors of the shape and dtype of the ``first``
+    input, filled batch by batch, with at most as many worker processes as there are full batches (a small
+    dataset is read faster without starting any)."""
+    shape = tuple(first.shape)
+    x = torch.empty((len(dataset), *shape), dtype=first.dtype)
     y = torch.empty(len(dataset), dtype=torch.int64)
     loader = torch.utils.data.DataLoader(dataset, batch_size=LOAD_BATCH, num_workers=min(workers, len(y) // LOAD_BATCH),
                                          collate_fn=functools.partial(collator, split=split),
@@ -204,6 +224,8 @@ def _read_all(dataset: Any, split: str, shape: tuple[int, ...], collator: Sample
         if tuple(xb.shape[1:]) != shape:
             raise UserError(f"dataset {collator.name}: {split} inputs have shape {tuple(xb.shape[1:])} and {shape}; "
                             "every input must have the same shape")
+        if xb.dtype != first.dtype:
+            raise _mixed_kinds(collator.name, split, [xb.dtype, first.dtype])
         x[start:start + len(yb)], y[start:start + len(yb)] = xb, yb
         start += len(yb)
     return x, y
@@ -224,7 +246,7 @@ def map_style_dataset(spec: dict[str, Any], train: Any, test: Any, *, num_classe
     """
     first = _first_input(train, "train", collator, num_classes)
     _first_input(test, "test", collator, num_classes)
-    if (len(train) + len(test)) * first.numel() * 4 > MATERIALISE_LIMIT:
+    if (len(train) + len(test)) * first.numel() * first.element_size() > MATERIALISE_LIMIT:
         return StreamingDataset({**spec, "workers": workers}, num_classes, train, test, device=device, workers=workers,
                                 collator=collator, augment=augment, pad=pad)
     splits = []
@@ -233,7 +255,7 @@ def map_style_dataset(spec: dict[str, Any], train: Any, test: Any, *, num_classe
             x, y = arrays(dataset)
             x = collator.normalise_(x)
         else:
-            x, y = _read_all(dataset, split, tuple(first.shape), collator, workers)
+            x, y = _read_all(dataset, split, first, collator, workers)
         check_labels(collator.name, split, y, num_classes)
         splits += [x, y]
     held = {k: v for k, v in spec.items() if k != "workers"}

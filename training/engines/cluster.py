@@ -20,15 +20,25 @@ from. Unless a collective itself failed (:attr:`Cluster.broken`), the ranks meet
 before leaving: rank 0 hosts the rendezvous store, and a process that exits while its peers still
 use the group may abort at interpreter exit. A broken cluster is abandoned, not destroyed (destroying gloo
 with a dead peer can abort too), and the program ends with :func:`exit_now` (no interpreter teardown).
+
+Stopping (SIGTERM, Ctrl-C): the signal reaches every rank of a torchrun launch (torchrun forwards SIGTERM;
+a terminal's Ctrl-C reaches the process group), so no rank waits for another any more: each abandons the
+cluster and ends with the one ``terminated`` line. A rank blocked inside a collective runs no Python
+signal handler until the collective returns (up to :data:`TIMEOUT`); :func:`ends_on_signals` ends it
+:data:`GRACE_SECONDS` after the signal all the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
 import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,7 +46,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from training.averaging import RunningAverage
-from training.errors import UserError
+from training.errors import RESUME_RUN, UserError, stopped_line
 from training.train import TrainState
 
 if TYPE_CHECKING:
@@ -44,6 +54,7 @@ if TYPE_CHECKING:
 
 State = dict[str, Tensor]
 TIMEOUT = datetime.timedelta(minutes=30)
+GRACE_SECONDS = 5.0  # after SIGTERM or Ctrl-C, how long a rank may take to stop by itself before it is ended
 
 
 class PeerFailure(UserError):
@@ -142,6 +153,10 @@ class Cluster:
                 out[i] = chunk.view_as(tensors[i])
         return out
 
+    def abandon(self) -> None:
+        """Take part in no further collective (the ranks are being stopped): :meth:`leave` abandons the group."""
+        self.broken, self.listening = True, False
+
     def leave(self) -> None:
         """Meet the other ranks and destroy the process group; a broken cluster (a peer died) is abandoned
         instead: tearing gloo down with a dead peer can abort the process (``terminate called without an
@@ -172,6 +187,50 @@ def exit_now(code: int) -> None:
     if _ABANDONED:
         os._exit(code)
     sys.exit(code)
+
+
+def _end_after(read_fd: int, done: threading.Event, grace: float, rerun: str) -> None:
+    """The watcher of :func:`ends_on_signals`: waits for a signal's byte on ``read_fd`` (or its end), then ``grace``
+    seconds for ``done``, and ends the process if it is still in the session."""
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        signums: bytes = b""
+        while not signums:
+            data = pipe.read(64)
+            if not data:  # the session ended: the write end is closed
+                return
+            signums = bytes(b for b in data if b in (signal.SIGTERM, signal.SIGINT))
+    if done.wait(grace):
+        return
+    print(stopped_line(signums[0], rerun), file=sys.stderr, flush=True)
+    os._exit(128 + signums[0])
+
+
+@contextlib.contextmanager
+def ends_on_signals(grace: float = GRACE_SECONDS, rerun: str = RESUME_RUN) -> Iterator[None]:
+    """While inside, a SIGTERM or SIGINT ends the process within ``grace`` seconds, printing :func:`stopped_line`
+    and exiting with status 128 + the signal, unless the program has left the block by then.
+
+    Python runs signal handlers only in the main thread between bytecodes, so one blocked in a collective (a
+    gloo or NCCL wait releases the GIL) would run ``run_cli``'s handler only when the collective returns: up
+    to :data:`TIMEOUT`. The C-level handler still writes the signal's number to the wakeup fd
+    (``signal.set_wakeup_fd``), which a watcher thread reads. Only for signals with a Python handler (SIGINT's
+    default, SIGTERM's under ``run_cli``); outside the main thread it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    done = threading.Event()
+    previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=_end_after, args=(read_fd, done, grace, rerun), name="ends-on-signals",
+                     daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+        signal.set_wakeup_fd(previous)
+        os.close(write_fd)
 
 
 def join(cfg: RunConfig) -> Cluster:

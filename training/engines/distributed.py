@@ -34,6 +34,7 @@ from training.data import subsample_indices
 from training.engines.cluster import (
     Cluster,
     PeerFailure,
+    ends_on_signals,
     join,
     to_device,
     train_state_from_message,
@@ -211,22 +212,29 @@ def session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Callabl
     from training.config import RunConfig
 
     cluster = join(cfg)
-    try:
-        settings = cluster.broadcast(cfg.to_json() if cluster.rank == 0 else None)
+    with ends_on_signals():
         try:
-            ctx = build(RunConfig(**{**settings, "device": str(cluster.device)}))
-        except Exception as err:
-            cluster.report(err)
+            settings = cluster.broadcast(cfg.to_json() if cluster.rank == 0 else None)
+            try:
+                ctx = build(RunConfig(**{**settings, "device": str(cluster.device)}))
+            except Exception as err:
+                cluster.report(err)
+                raise
+            cluster.exchange()
+            if cluster.rank > 0:
+                serve(ctx, cluster)
+                return []
+            ctx.collective = Driver(cluster)
+            try:
+                return body(ctx)
+            except KeyboardInterrupt:  # before "stop": the other ranks are stopping, none would receive it
+                cluster.abandon()
+                raise
+            finally:
+                if cluster.listening:
+                    cluster.broadcast(("stop", None))
+        except KeyboardInterrupt:  # SIGTERM or Ctrl-C reach every rank: none may wait for another (cluster.py)
+            cluster.abandon()
             raise
-        cluster.exchange()
-        if cluster.rank > 0:
-            serve(ctx, cluster)
-            return []
-        ctx.collective = Driver(cluster)
-        try:
-            return body(ctx)
         finally:
-            if cluster.listening:
-                cluster.broadcast(("stop", None))
-    finally:
-        cluster.leave()
+            cluster.leave()
