@@ -354,12 +354,12 @@ def test_library_refuses_models_targets_and_sizes_it_cannot_measure():
             lambda: linear_barrier(half, half, (X, y)),
         "^model holds torch.float16 weights": lambda: top_eigenvalue(half, (X, y), steps=2),
         "^reference holds torch.float16": lambda: activation_matching(half, half, (X, y)),
-        "needs integer class indices as targets, got torch.float32 targets":
+        "loss_fn: the default cross-entropy needs integer class targets, got torch.float32 targets":
             lambda: linear_barrier(_mlp(), _mlp(), (X, y.float())),
-        "targets hold class 7, outside the model's 3 classes 0 .. 2":
+        "loss_fn: target class 7 is outside the model's 3 classes \\[0, 3\\)":
             lambda: hessian_trace(_mlp(), (X, y + 5), probes=2),
-        "targets hold class -5, outside": lambda: mean_loss(_mlp(), [(X, y - 5)]),
-        "targets of shape \\(32, 1\\) do not fit outputs of shape \\(32, 3\\)":
+        "loss_fn: target class -[0-9] is outside": lambda: mean_loss(_mlp(), [(X, y - 5)]),
+        "needs targets of shape \\(32,\\) for outputs of shape \\(32, 3\\), got \\(32, 1\\)":
             lambda: linear_barrier(_mlp(), _mlp(), (X, y[:, None])),
         "points must be at most 10,001": lambda: linear_barrier(_mlp(), _mlp(), (X, y), points=10**12),
         "samples must be at most 100,000": lambda: hull_losses([_mlp(), _mlp()], (X, y), samples=10**12),
