@@ -21,9 +21,16 @@ from typing import Any
 
 import pandas as pd
 
-from studies.manifest import ANALYSIS, MethodRoles, measurement_remedy, method_roles, read_json_object, read_measurement
+from studies.manifest import (
+    ANALYSIS,
+    MethodRoles,
+    measurement_remedy,
+    method_roles,
+    read_json_object,
+    read_measurement,
+)
+from studies.manifest import read_study as read_manifest  # study.json checked for what the study layer reads
 from training.errors import UserError
-from training.study import read_manifest
 
 METRIC_COLUMNS = ["average_test_acc", "ensemble_test_acc", "particle_test_acc_mean", "average_test_loss"]
 CONFIG_KEYS = {"epochs": int, "rewind_epochs": int, "particles": int, "particles_from_cycle": int}  # what _cost reads
@@ -33,7 +40,7 @@ def method_label(method: dict[str, Any], role: str) -> str:
     """A legend label of a method playing ``role``, e.g. ``SWAMP (N=4)`` or ``SWAMP+ (N=4 from cycle 5)``."""
     n = method["particles"]
     if role == "oneshot":
-        return "one-shot " + ("random" if method["prune_method"] == "random" else "magnitude")
+        return "one-shot " + ("random" if method.get("prune_method") == "random" else "magnitude")
     if role == "imp":
         return "IMP"
     if role == "swa":
@@ -41,7 +48,7 @@ def method_label(method: dict[str, Any], role: str) -> str:
     if role == "particles":
         return f"particles, no SWA (N={n})"
     if role == "swamp-plus":
-        return f"SWAMP+ (N={n} from cycle {method['particles_from_cycle']})"
+        return f"SWAMP+ (N={n} from cycle {method.get('particles_from_cycle', 0)})"
     if role in ("swamp", "swamp-n"):
         return f"SWAMP (N={n})"
     return method["name"]

@@ -20,13 +20,13 @@ removes only the entries this rule recognised, never following a link.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 from pathlib import Path
 
 from training.artifacts.atomic import TEMPORARY
+from training.artifacts.jsonfile import BadJSON, read_json
 from training.artifacts.lock import LOCK_NAME
 from training.errors import UserError
 
@@ -103,8 +103,8 @@ def is_empty(root: Path) -> bool:
 
 def _is_run_config(path: Path) -> bool:
     try:
-        body = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        body = read_json(path)
+    except (OSError, BadJSON):
         return False
     return isinstance(body, dict) and "package_version" in body
 

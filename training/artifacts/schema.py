@@ -34,12 +34,12 @@ Tensors: :mod:`training.artifacts.structure` (shapes against the model, the forw
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from training.artifacts.jsonfile import BadJSON, brief_repr, parse_json
 from training.config import DATASETS
 from training.data import MNIST1D_CLASSES
 from training.data.catalog import PREFIX as TORCHVISION_PREFIX
@@ -72,12 +72,6 @@ MODEL_ERRORS = (RuntimeError, ValueError, TypeError, ArithmeticError, IndexError
                 AssertionError)
 
 
-def brief_repr(value: Any) -> str:
-    """``repr(value)``, cut to 60 characters (a file's values can be long)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def printable(name: str) -> str:
     """A name from a file as it may appear in a one-line message: as it is, or its repr if it has
     line breaks or other unprintable characters."""
@@ -103,9 +97,9 @@ def _json_object(where: str, name: str, text: str | None, default: str | None = 
     if text is None and default is None:
         raise UserError(f"{where}: metadata {name} is missing; this is not a complete SWAMP checkpoint")
     try:
-        value = json.loads(text if text is not None else default)
-    except (ValueError, RecursionError) as err:
-        raise UserError(f"{where}: metadata {name} is not valid JSON ({first_line(err)})") from None
+        value = parse_json(text if text is not None else default)
+    except BadJSON as err:
+        raise UserError(f"{where}: metadata {name} is not valid JSON ({err})") from None
     if not isinstance(value, dict):
         _refuse(where, name, "a JSON object", value)
     return value
