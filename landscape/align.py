@@ -32,7 +32,7 @@ from landscape.artifacts import (
     describe_checkpoint,
     load_compatible,
 )
-from landscape.cli import check_outputs
+from landscape.cli import check_data_dir, check_outputs
 from landscape.matching import METHOD_NAMES, METHODS, Alignment, activation_matching, align, weight_matching
 from landscape.options import add_dataclass_arguments
 from landscape.permutations import permute_state
@@ -149,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_iter < 1 or args.samples < 1:
         raise UserError("--max-iter and --samples must be at least 1")
+    check_data_dir(args.data_dir)
     check_seed(args.seed)
     check_output(args.out, [args.reference, args.other])
     start = time.perf_counter()

@@ -11,6 +11,7 @@ from landscape.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, ca
 from landscape.options import add_dataclass_arguments, from_args
 from training.artifacts.atomic import atomic_write_text
 from training.artifacts.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
+from training.artifacts.jsonfile import BadJSON, parse_json
 from training.config import check_seed
 from training.data import mnist1d_spec
 from training.errors import UserError
@@ -123,8 +124,8 @@ def _looks_like(path: Path, kind: str, markers: frozenset[str]) -> bool:
     if kind == "png":
         return data.startswith(PNG_MAGIC) and b"Software\x00Matplotlib" in data[:512]
     try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        body = parse_json(data)
+    except BadJSON:
         return False
     return isinstance(body, dict) and bool(markers & set(body))
 

@@ -118,6 +118,17 @@ def accuracy_frame(root: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def chosen_cycles(done: Sequence[int], cycles: Sequence[int] | None, what: str) -> list[int]:
+    """The cycles of ``done`` (finished by ``what``) that ``--cycles`` chooses (all if None); one
+    :class:`UserError` line if none is finished or ``--cycles`` names one that is not."""
+    if not done:
+        raise UserError(f"no cycle is finished by {what}; let the studies run further")
+    missing = [k for k in cycles or () if k not in done]
+    if missing:
+        raise UserError(f"--cycles {missing[0]} is not finished by {what} (cycles {', '.join(map(str, done))})")
+    return [k for k in done if cycles is None or k in cycles]
+
+
 def mean_std(frame: pd.DataFrame, by: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
     """Mean, standard deviation over seeds and number of seeds of ``values`` per group ``by``.
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from landscape.cli import write_json
+from landscape.cli import check_outputs, write_json
 from studies.controls.cache import measure
 from studies.controls.measurements import Settings
 from studies.controls.runs import Run, find_runs
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.json is not None:  # before any compute: a bad --json must not cost the measurements
+        check_outputs({"--json": args.json}, [], {"--json": {"rows", "unalignable"}})
     if args.rewind is None:
         args.rewind = grid_rewind(find_runs(args.root))
     settings = replace(Settings(), data_dir=args.data_dir, **{name: getattr(args, name) for name in _HELP})
