@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from training.artifacts.jsonfile import BadJSON, parse_json
+from training.artifacts.jsonfile import BadJSON, JSONTooLarge, parse_json
 from training.errors import UserError
 from training.workers import check_jobs
 
@@ -186,6 +186,8 @@ def parse_slurm_args(items: Sequence[str], valid: set[str]) -> tuple[tuple[str, 
             raise UserError(f"--slurm-arg gives {key} twice")
         try:
             pairs[key] = parse_json(text)
+        except JSONTooLarge as err:
+            raise UserError(f"--slurm-arg {key}: its JSON value cannot be read ({err})") from None
         except BadJSON:
             pairs[key] = text
     return tuple(pairs.items())

@@ -42,6 +42,10 @@ class BadJSON(UserError):
     (``not JSON: Expecting value: line 1 column 1 (char 0)``), for the caller to frame."""
 
 
+class JSONTooLarge(BadJSON):
+    """JSON nested deeper or with longer integers than this module allows (valid JSON all the same)."""
+
+
 class _LongInteger(ValueError):
     pass
 
@@ -76,15 +80,16 @@ def parse_json(text: str | bytes) -> Any:
     try:
         value = json.loads(text, parse_int=_integer)
     except _LongInteger as err:
-        raise BadJSON(f"an integer has {len(str(err).lstrip('-')):,} digits, more than {MAX_INT_DIGITS}") from None
+        raise JSONTooLarge(f"an integer has {len(str(err).lstrip('-')):,} digits, more than {MAX_INT_DIGITS}") \
+            from None
     except RecursionError:
-        raise BadJSON(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise JSONTooLarge(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
     except UnicodeDecodeError as err:
         raise BadJSON(f"not UTF-8 text ({err.reason} at byte {err.start})") from None
     except ValueError as err:  # JSONDecodeError, or an integer Python itself refuses to convert
         raise BadJSON(f"not JSON: {(str(err).splitlines() or [type(err).__name__])[0]}") from None
     if _depth(value) > MAX_JSON_DEPTH:
-        raise BadJSON(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        raise JSONTooLarge(f"nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 
