@@ -95,7 +95,7 @@ def _copy(study: Path, where: Path) -> Path:
     return where
 
 
-FUZZ = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ
@@ -163,4 +163,6 @@ def test_any_analysis_settings_give_a_result_or_one_line(pair_study, scratch, ca
     (root / "analysis" / "settings.json").write_text(with_value({"points": 3, "probes": 2}, path, value))
     before = tree_digest(root)
     outcome(capsys, analyse_main, [str(root), "--only", "hessian", "--no-progress"])
-    assert tree_digest(root) == before  # settings never match these: the analysis refuses before it writes
+    after = tree_digest(root)
+    after.pop("analysis/.lock", None)  # the analysis's own lock (one analysing process per study)
+    assert after == before  # settings never match these: the analysis refuses before it writes anything else
