@@ -69,8 +69,8 @@ RUN_FIELDS = {"name": str, "method": str, "seed": int, "path": str}
 
 def read_study(root: str | Path) -> dict[str, Any]:
     """The study's ``study.json`` (:func:`training.study_manifest.read_manifest`) with what every reader of
-    the study layer relies on checked: ``seeds`` a non-empty list of integers; ``methods`` a non-empty list
-    of objects with a unique ``name`` and ``particles`` (at least 1), their other fields of
+    the study layer relies on checked: ``seeds`` a non-empty list of integers; ``methods`` a list of
+    objects with a unique ``name`` and ``particles`` (at least 1), their other fields of
     :class:`training.study_plan.Method`'s types; ``runs`` objects with ``name``, ``method`` (one of the
     methods), ``seed`` and ``path``. Anything else is one :class:`UserError` line naming the file."""
     from training.study_manifest import MANIFEST, read_manifest
@@ -80,7 +80,7 @@ def read_study(root: str | Path) -> dict[str, Any]:
     seeds, methods = manifest.get("seeds"), manifest.get("methods")
     if not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
         raise UserError(f"{path} is damaged (its 'seeds' is {brief_repr(seeds)}, not a list of integers); {remedy}")
-    if not (isinstance(methods, list) and methods and all(isinstance(m, dict) for m in methods)):
+    if not (isinstance(methods, list) and all(isinstance(m, dict) for m in methods)):
         raise UserError(f"{path} is damaged (its 'methods' is {brief_repr(methods)}, not a list of objects); "
                         f"{remedy}")
     for method in methods:

@@ -326,12 +326,13 @@ def user_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (["--model", "hostile_code:meta_model"], "built on the meta device"),
     (["--model", "hostile_code:oom_model"], "does not fit in memory"),
     (["--model", "hostile_code:exit_model"], "its factory exited (SystemExit(0))"),
-    (["--model", "mlp", "--model-kwargs", '{"hidden": 0}'], "argument hidden must be an integer from 1"),
+    (["--model", "mlp", "--model-kwargs", '{"hidden": 0}'], "parameter 1.weight has no elements"),
     (["--model", "hostile_code:WithEmpty"], "parameter empty.weight has no elements"),
     (["--dataset", "hostile_code:huge", "--model", "mlp"], "has 1,000,000,000,000,000 samples"),
     (["--dataset", "hostile_code:negative", "--model", "mlp"], "len() of the train dataset failed (ValueError"),
     (["--dataset", "hostile_code:broken", "--model", "mlp"], "reading train sample 0 failed (RuntimeError: the disk"),
 ])
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 def test_hostile_factories_and_datasets_are_one_line_before_anything_is_written(user_code, capsys, flags, says):
     data = [] if "--dataset" in flags else ["--data-dir", str(DATA_DIR)]
     refused(capsys, swamp_main, [*TINY_ARGS, "--out", "run", *data, *flags], says)
@@ -380,3 +381,14 @@ def test_controls_refuse_a_bad_json_before_any_compute(study, capsys, monkeypatc
     monkeypatch.setattr("studies.controls.cli.measure", no_compute)
     refused(capsys, controls_main, [str(study), "--json", ""], "--json")
     refused(capsys, controls_main, [str(study), "--json", str(study / "study.json")], "--json")
+
+
+def test_the_examples_of_the_reader_and_the_budget_run():
+    import doctest
+
+    from training.artifacts import jsonfile
+    from training.models import budget
+
+    for module in (jsonfile, budget):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted >= 3

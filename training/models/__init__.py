@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from training.artifacts.jsonfile import brief_repr
@@ -96,12 +97,6 @@ def model_spec(name: str, num_classes: int, kwargs: dict[str, Any] | None = None
             kwargs = {**implied, **kwargs}
     kwargs = {**kwargs, "num_classes": num_classes}
     if name in REGISTRY:
-        from training.artifacts.schema import zoo_kwargs_problem  # the checkpoint's rules, checked before training
-
-        problem = zoo_kwargs_problem(name, kwargs)
-        if problem is not None:
-            key, rule, value = problem
-            raise UserError(f"model {name}: argument {key} must be {rule}, not {brief_repr(value)}")
         return {"name": name, "kwargs": kwargs}
     if is_library_name(name):
         check_library_name(name)
@@ -167,7 +162,8 @@ def build_model(spec: dict[str, Any], *, trust_code: bool = False, source: str =
     """
     name = spec["name"]
     net = _instantiate(name, model_factory(name, trust_code=trust_code, source=source), spec["kwargs"])
-    if not building_on_meta() and any(t.is_meta for t in (*net.parameters(), *net.buffers())):
+    asked = building_on_meta() or torch.get_default_device().type == "meta"
+    if not asked and any(t.is_meta for t in (*net.parameters(), *net.buffers())):
         raise UserError(f"model {name} was built on the meta device (tensors without data); its factory must return "
                         "a model with real tensors (the toolkit places it on the device itself)")
     return net
