@@ -310,6 +310,9 @@ USER_CODE = """
 
     def broken():
         return Data(broken=True), Data()
+
+    def exit_data():
+        sys.exit(0)
 """
 
 
@@ -331,6 +334,7 @@ def user_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (["--dataset", "hostile_code:huge", "--model", "mlp"], "has 1,000,000,000,000,000 samples"),
     (["--dataset", "hostile_code:negative", "--model", "mlp"], "len() of the train dataset failed (ValueError"),
     (["--dataset", "hostile_code:broken", "--model", "mlp"], "reading train sample 0 failed (RuntimeError: the disk"),
+    (["--dataset", "hostile_code:exit_data", "--model", "mlp"], "its factory exited (SystemExit(0))"),
 ])
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 def test_hostile_factories_and_datasets_are_one_line_before_anything_is_written(user_code, capsys, flags, says):
