@@ -52,7 +52,6 @@ from landscape.cli import (
     MAX_POINTS,
     add_eval_arguments,
     check_at_most,
-    check_outputs,
     eval_options,
     open_checkpoint,
     split_cells,
@@ -61,6 +60,7 @@ from landscape.cli import (
 )
 from landscape.connectivity import frankle_barrier, max_barrier
 from landscape.plots import checkpoint_label, heatmap_panels, line_panels, save_figure
+from training.artifacts.outputs import check_outputs
 from training.errors import ArgumentParser, UserError, run_cli
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ from landscape.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, ca
 from landscape.options import add_dataclass_arguments, from_args
 from training.artifacts.atomic import atomic_write_text
 from training.artifacts.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
-from training.artifacts.jsonfile import BadJSON, parse_json
 from training.config import check_seed
 from training.data import mnist1d_spec
 from training.errors import UserError
@@ -108,71 +107,3 @@ def split_cells(values: list[tuple[float, float]]) -> str:
 def write_json(path: Path, obj: Any) -> None:
     """Indented JSON, written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_MAX_REPLACED_BYTES = 64 * 2**20  # no output of ours is larger: a bigger file is somebody else's
-
-
-def _looks_like(path: Path, kind: str, markers: frozenset[str]) -> bool:
-    """Whether the existing regular file ``path`` is an earlier output of this kind that a rerun may replace:
-    a PNG that matplotlib wrote (its ``Software`` text chunk), or a JSON object holding one of the keys
-    ``markers`` that this tool writes (a user's own JSON file holds none of them)."""
-    if path.stat().st_size > _MAX_REPLACED_BYTES:
-        return False
-    data = path.read_bytes()
-    if kind == "png":
-        return data.startswith(PNG_MAGIC) and b"Software\x00Matplotlib" in data[:512]
-    try:
-        body = parse_json(data)
-    except BadJSON:
-        return False
-    return isinstance(body, dict) and bool(markers & set(body))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except (OSError, RuntimeError):  # a link loop: compare the names only
-        return a.absolute() == b.absolute()
-
-
-def check_outputs(outputs: dict[str, Path | None], inputs: list[str | Path],
-                  markers: dict[str, set[str]] | None = None) -> None:
-    """Refuse, before anything is computed, an output that would destroy a file the program did not make.
-
-    ``outputs`` maps a flag (``--json``) to its path or None; ``inputs`` are the checkpoint files and run
-    directories the command reads. An output may not be one of the inputs (also through a link or a hard
-    link), lie as an existing file inside an input directory, be a directory, a link or a special file,
-    be given twice, or replace an existing file that is not an earlier output of its own kind (a matplotlib
-    PNG for ``--plot``; for a JSON flag, a JSON object with one of the keys ``markers[flag]`` that the tool
-    writes): outputs never replace inputs or a user's other files.
-    """
-    markers = markers or {}
-    given = {flag: Path(p) for flag, p in outputs.items() if p is not None}
-    for flag, path in given.items():
-        if not str(path).strip():
-            raise UserError(f"{flag} must name a file, not an empty string")
-        for other_flag, other in given.items():
-            if other_flag < flag and _same_file(path, other):
-                raise UserError(f"{other_flag} and {flag} name the same file {path}; give two different files")
-        for source in map(Path, inputs):
-            if source.is_dir() and path.exists() and path.resolve().is_relative_to(source.resolve()):
-                raise UserError(f"{flag} {path} is a file inside the input {source}; outputs never replace inputs, "
-                                "choose another file")
-            if _same_file(path, source):
-                raise UserError(f"{flag} {path} is the input {source}; outputs never replace inputs, choose another "
-                                "file")
-        if path.is_symlink():
-            raise UserError(f"{flag} {path} is a symbolic link; name a regular file (the link is left as it is)")
-        if path.is_dir():
-            raise UserError(f"{flag} {path} is a directory; name a file in it")
-        if path.exists() and not path.is_file():
-            raise UserError(f"{flag} {path} is not a regular file (a FIFO or device?); name a regular file")
-        kind = "png" if flag == "--plot" else "json"
-        if path.is_file() and not _looks_like(path, kind, frozenset(markers.get(flag, ()))):
-            raise UserError(f"{flag} {path} exists and is not an earlier {kind.upper()} output of this tool, so it "
-                            "is left as it is: choose another file")
-        parent = next((p for p in path.absolute().parents if p.exists() or p.is_symlink()), None)
-        if parent is not None and not parent.is_dir():
-            raise UserError(f"{flag} {path}: {parent} is not a directory")

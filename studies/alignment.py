@@ -31,6 +31,7 @@ from landscape.align import weight_matching
 from landscape.artifacts import EvalOptions, run_particles
 from landscape.barrier import checkpoint_barrier
 from landscape.cli import cycle_list, write_json
+from training.artifacts.outputs import check_outputs
 from training.errors import ArgumentParser, UserError, run_cli
 from training.models import build_model, model_spec
 
@@ -131,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cost", action="store_true", help="also time one weight matching per model")
     parser.add_argument("--cost-models", default=",".join(COST_MODELS), help="models --cost times")
     args = parser.parse_args(argv)
+    check_outputs({"--json": args.json}, [args.root], {"--json": {"barriers", "costs"}})
     rows = barrier_rows(args.root, args.cycles)
     print(barrier_table(rows))
     costs = alignment_costs(args.cost_models.split(",")) if args.cost else []

@@ -83,6 +83,16 @@ def pytest_configure(config: pytest.Config) -> None:
         UserError.__init__ = counting
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` (pyproject.toml) run only where torch sees a GPU; elsewhere they are skipped."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = os.environ.get("SWAMP_TEST_TALLY")
     if path:

@@ -132,6 +132,12 @@ class RunConfig:
     def dataset_kwargs_dict(self) -> dict[str, Any]:
         return parse_json(self.dataset_kwargs)
 
+    @property
+    def stackable(self) -> bool:
+        """Whether particles may be stacked (``vectorized``): bf16 autocast and the channels-last layout
+        fail inside ``torch.func.vmap`` (BatchNorm's running statistics, layout queries; seen on CUDA)."""
+        return not (self.amp or self.channels_last)
+
     def particles_in_cycle(self, cycle: int) -> int:
         """N particles, or one before ``particles_from_cycle`` (SWAMP+)."""
         return self.particles if cycle >= self.particles_from_cycle else 1
@@ -296,6 +302,9 @@ def validate(cfg: RunConfig) -> None:
         (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be positive"),
         (cfg.bn_samples >= 0, "--bn-samples must be >= 0 (0 = all)"),
         (cfg.workers >= 0, "--workers must be >= 0"),
+        (cfg.engine != "vectorized" or cfg.stackable,
+         "--engine vectorized does not combine with --amp or --channels-last (they fail inside torch.func.vmap); "
+         "use --engine sequential or auto"),
     ]
     for ok, message in checks:
         if not ok:

@@ -29,7 +29,7 @@ from training.models import ARGUMENT_ERRORS, build_model, model_factory, model_s
 from training.models.meta import on_meta
 from training.pruning import prunable_names
 from training.seeds import derive_seed, generator
-from training.train import Hyper, Schedule, train_particle
+from training.train import Hyper, Schedule, compile_forward, train_particle
 
 
 class Collective(Protocol):
@@ -87,7 +87,7 @@ class Context:
         """Train one particle (or the ticket) with epoch-boundary resume state under ``.resume/``."""
         resume_path = self.run.resume_state(unit)
         if self.cfg.compile:
-            model.compile()
+            compile_forward(model)
         state = train_particle(
             model, masks, self.data, schedule, self.hyper, generator(self.cfg.seed, seed_stream, *indices),
             resume=load_train_state(resume_path, self.device, model.state_dict(), epochs=schedule.epochs),

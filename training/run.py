@@ -80,7 +80,8 @@ def saved_state(ctx: Context, path: Path, remedy: str) -> dict[str, Tensor]:
                                 f"run's model has {tuple(want.shape)} {want.dtype}")
     except UserError as err:
         raise UserError(f"{err}; {remedy}") from None
-    return state
+    # files load on the CPU, freshly trained states live on the run's device (a resumed cycle mixes the two)
+    return {k: v.to(ctx.device) for k, v in state.items()}
 
 
 def make_ticket(ctx: Context) -> dict[str, Tensor]:

@@ -8,13 +8,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from landscape.cli import check_outputs, write_json
+from landscape.cli import write_json
 from studies.controls.cache import measure
 from studies.controls.measurements import Settings
 from studies.controls.runs import Run, find_runs
 from studies.controls.tables import correlation_rows, report
+from training.artifacts.outputs import check_outputs
 from training.errors import ArgumentParser, UserError
 
+JSON_KEYS = {"unalignable", "correlations"}  # what marks an earlier --json of this tool, which a rerun replaces
 _HELP = {"rewind": "--rewind-epochs of the grid's runs", "points": "points on each line",
          "hull_samples": "samples per hull", "hull_vertices": "vertices K of every hull",
          "probes": "Hutchinson probes", "hessian_samples": "training samples of the Hessian"}
@@ -63,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.json is not None:  # before any compute: a bad --json must not cost the measurements
-        check_outputs({"--json": args.json}, [], {"--json": {"rows", "unalignable"}})
+    check_outputs({"--json": args.json}, [args.root], {"--json": JSON_KEYS})
     if args.rewind is None:
         args.rewind = grid_rewind(find_runs(args.root))
     settings = replace(Settings(), data_dir=args.data_dir, **{name: getattr(args, name) for name in _HELP})
