@@ -35,7 +35,7 @@ from landscape.artifacts import (
     describe_checkpoint,
     load_compatible,
 )
-from landscape.cli import add_file_arguments, open_checkpoint, write_json
+from landscape.cli import add_file_arguments, check_data_dir, open_checkpoint, write_json
 from landscape.matching import METHOD_NAMES, METHODS, Alignment, activation_matching, align, weight_matching
 from landscape.options import add_dataclass_arguments
 from landscape.permutations import permute_state
@@ -159,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_outputs({"--out": args.out, "--json": args.json}, inputs, {"--out": ALIGNED, "--json": {"alignment"}})
     if args.max_iter < 1 or args.samples < 1:
         raise UserError("--max-iter and --samples must be at least 1")
+    check_data_dir(args.data_dir)
     check_seed(args.seed)
     reference, other = (open_checkpoint(p, args) for p in inputs)
     if other.kind == "plain":

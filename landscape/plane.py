@@ -42,6 +42,7 @@ from landscape.artifacts import (
 from landscape.cli import MAX_RESOLUTION, check_at_most
 from landscape.connectivity import plane_geometry
 from training.artifacts.atomic import atomic_write_text
+from training.artifacts.jsonfile import BadJSON, read_json
 from training.errors import UserError
 from training.evaluate import Evaluation
 
@@ -85,11 +86,11 @@ def _load_partial(path: Path | None, identity: dict) -> dict[int, dict[str, Eval
     if path is None or not path.is_file():
         return {}
     try:
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         if saved["identity"] != json.loads(json.dumps(identity)):
             return {}
         return {int(i): {s: Evaluation(*v) for s, v in point.items()} for i, point in saved["points"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, BadJSON, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 

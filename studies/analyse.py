@@ -41,8 +41,9 @@ from landscape.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, MAX_RESOLUTI
 from landscape.hessian_report import HessianOptions, analyse_checkpoint
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape
-from studies.manifest import ANALYSIS, method_roles
+from studies.manifest import ANALYSIS, method_roles, read_study
 from studies.settings import check_counts, count_setting
+from training.artifacts.jsonfile import BadJSON, read_json
 from training.artifacts.lock import LOCK_NAME, exclusive
 from training.artifacts.ownership import check_usable_directory
 from training.artifacts.rundir import RunDir
@@ -51,7 +52,7 @@ from training.device import resolve_device
 from training.errors import ArgumentParser, UserError, run_cli
 from training.launchers import SUBMITIT, LauncherOptions, add_launcher_flags, check_device, launcher_options
 from training.progress import tqdm
-from training.study import cycles_done, read_manifest
+from training.study import cycles_done
 from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
 
 KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
@@ -186,8 +187,8 @@ def check_settings(root: Path, settings: AnalysisSettings) -> None:
     body = json.loads(json.dumps(asdict(settings)))
     if path.is_file():
         try:
-            saved = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            saved = read_json(path)
+        except (OSError, BadJSON) as err:
             raise UserError(f"{path} is unreadable ({err}); delete {root / ANALYSIS} to recompute everything") \
                 from None
         if saved != body:
@@ -232,7 +233,7 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     check_jobs(launch.jobs)
     check_kinds(kinds)
     root = Path(root)
-    manifest = read_manifest(root)
+    manifest = read_study(root)
     settings = settings or default_settings(manifest)
     settings.validate()
     if not _controls_only(root / ANALYSIS):  # python -m studies.controls may have written analysis/controls first
@@ -377,7 +378,7 @@ def parse_analysis(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Anal
     check_kinds(kinds)
     args.device = check_device(args.device, args.launch.name)
     given = {f.name: getattr(args, f.name) for f in fields(AnalysisSettings) if getattr(args, f.name) is not None}
-    settings = AnalysisSettings.from_flags(given, default_settings(read_manifest(args.study))) if given else None
+    settings = AnalysisSettings.from_flags(given, default_settings(read_study(args.study))) if given else None
     return args, settings, kinds
 
 

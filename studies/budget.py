@@ -30,14 +30,23 @@ from studies import tables as st
 from studies.claims import paired
 from studies.figures import panels
 from studies.report import finished_accuracy
+from training.artifacts.jsonfile import brief_repr
 from training.errors import ArgumentParser, UserError, run_cli
 from training.presets import PRESETS
+from training.study_manifest import MANIFEST
 
 
 def epochs_per_cycle(root: str | Path) -> int:
     """The study's epochs per cycle: its ``--epochs`` override, else its preset's."""
     manifest = st.read_manifest(root)
-    return int(manifest["settings"].get("epochs") or PRESETS[manifest["preset"]]["epochs"])
+    settings, preset = manifest.get("settings"), manifest.get("preset")
+    epochs = settings.get("epochs") if isinstance(settings, dict) else None
+    if type(epochs) is int and epochs >= 1:
+        return epochs
+    if epochs is None and isinstance(preset, str) and preset in PRESETS:
+        return int(PRESETS[preset]["epochs"])
+    raise UserError(f"{Path(root) / MANIFEST} is damaged (no epochs per cycle: its 'settings' is {brief_repr(settings)}"
+                    f" and its 'preset' {brief_repr(preset)}); restore it, or start the study again in another --out")
 
 
 def arms_frame(studies: Sequence[str | Path]) -> pd.DataFrame:

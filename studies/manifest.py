@@ -7,12 +7,12 @@ A light module (no trainer, no landscape tool), so the table readers and noteboo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.artifacts.jsonfile import BadJSON, brief_repr, read_json
 from training.errors import UserError
 
 ANALYSIS = "analysis"  # DIR/analysis/KIND/RUN/cycle_KK.json: the cached measurements (studies.analyse)
@@ -21,7 +21,7 @@ ANALYSIS = "analysis"  # DIR/analysis/KIND/RUN/cycle_KK.json: the cached measure
 def _type_problem(key: str, value: Any, kind: type) -> str | None:
     if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
         return None
-    return f"its {key!r} is missing" if value is None else f"its {key!r} is {value!r}, not {kind.__name__}"
+    return f"its {key!r} is missing" if value is None else f"its {key!r} is {brief_repr(value)}, not {kind.__name__}"
 
 
 def read_json_object(path: Path, remedy: str, keys: Mapping[str, type] | None = None) -> dict:
@@ -29,15 +29,23 @@ def read_json_object(path: Path, remedy: str, keys: Mapping[str, type] | None = 
     the study layer loads a file with. A damaged file is one :class:`UserError` line naming it, what is wrong
     and ``remedy``; an unreadable one (permissions, ...) keeps its OSError, which the CLIs report as one line."""
     try:
-        obj = json.loads(path.read_text())
-    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, nested too deep
-        problem = f"not JSON: {(str(err).splitlines() or [type(err).__name__])[0]}"
+        obj = read_json(path)
+    except BadJSON as err:  # not JSON, not UTF-8, nested too deep, too large, not a regular file
+        problem = str(err)
     else:
-        problem = f"a JSON {type(obj).__name__}, not an object" if not isinstance(obj, dict) else \
-            next((p for key, kind in (keys or {}).items() if (p := _type_problem(key, obj.get(key), kind))), None)
+        problem = f"a JSON {type(obj).__name__}, not an object" if not isinstance(obj, dict) else None
     if problem is not None:
         raise UserError(f"{path} is damaged ({problem}); {remedy}")
+    check_fields(path, obj, keys or {}, remedy)
     return obj
+
+
+def check_fields(path: Path, obj: Mapping[str, Any], keys: Mapping[str, type], remedy: str) -> None:
+    """Refuse (one :class:`UserError` line naming ``path`` and ``remedy``) an object ``obj`` read from
+    ``path`` that lacks one of ``keys`` or holds it with another type (an int is never a bool)."""
+    problem = next((p for key, kind in keys.items() if (p := _type_problem(key, obj.get(key), kind))), None)
+    if problem is not None:
+        raise UserError(f"{path} is damaged ({problem}); {remedy}")
 
 
 def measurement_remedy(root: str | Path) -> str:
@@ -51,6 +59,48 @@ def read_measurement(root: str | Path, path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is damaged (it holds run {obj['run']!r} cycle {obj['cycle']}); "
                         f"{measurement_remedy(root)}")
     return obj
+
+
+# What the study layer reads of study.json's methods and runs (training.study_plan.Method, study_manifest.SubRun)
+METHOD_FIELDS = {"name": str, "particles": int}
+METHOD_OPTIONAL = {"swa": bool, "particles_from_cycle": int, "prune_method": str, "oneshot": bool, "role": str}
+RUN_FIELDS = {"name": str, "method": str, "seed": int, "path": str}
+
+
+def read_study(root: str | Path) -> dict[str, Any]:
+    """The study's ``study.json`` (:func:`training.study_manifest.read_manifest`) with what every reader of
+    the study layer relies on checked: ``seeds`` a non-empty list of integers; ``methods`` a list of
+    objects with a unique ``name`` and ``particles`` (at least 1), their other fields of
+    :class:`training.study_plan.Method`'s types; ``runs`` objects with ``name``, ``method`` (one of the
+    methods), ``seed`` and ``path``. Anything else is one :class:`UserError` line naming the file."""
+    from training.study_manifest import MANIFEST, read_manifest
+
+    manifest, path = read_manifest(root), Path(root) / MANIFEST
+    remedy = "restore it, or start the study again in another --out"
+    seeds, methods = manifest.get("seeds"), manifest.get("methods")
+    if not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
+        raise UserError(f"{path} is damaged (its 'seeds' is {brief_repr(seeds)}, not a list of integers); {remedy}")
+    if not (isinstance(methods, list) and all(isinstance(m, dict) for m in methods)):
+        raise UserError(f"{path} is damaged (its 'methods' is {brief_repr(methods)}, not a list of objects); "
+                        f"{remedy}")
+    for method in methods:
+        check_fields(path, method, {**METHOD_FIELDS, **{k: t for k, t in METHOD_OPTIONAL.items()
+                                                        if method.get(k) is not None}}, remedy)
+        if method["particles"] < 1:
+            raise UserError(f"{path} is damaged (method {method['name']!r} has {method['particles']} particles); "
+                            f"{remedy}")
+    names = [m["name"] for m in methods]
+    if len(set(names)) < len(names):
+        raise UserError(f"{path} is damaged (two methods are named {next(n for n in names if names.count(n) > 1)!r});"
+                        f" {remedy}")
+    for run in manifest["runs"]:
+        if not isinstance(run, dict):
+            raise UserError(f"{path} is damaged (a run is {brief_repr(run)}, not an object); {remedy}")
+        check_fields(path, run, RUN_FIELDS, remedy)
+        if run["method"] not in names:
+            raise UserError(f"{path} is damaged (run {run['name']!r} has the method {run['method']!r}, which it does "
+                            f"not list); {remedy}")
+    return manifest
 
 
 @dataclass(frozen=True)

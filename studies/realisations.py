@@ -88,6 +88,10 @@ class Effect:
         return f"{self.positive}/{self.ties}/{self.negative}"
 
 
+MAX_SEEDS = 10**6  # seeds a published effect may count
+MAX_PUBLISHED = 1e6  # |mean| and std of a published effect of a column other than an accuracy, in its unit
+
+
 def published_effect(mean: float, std: float, positive: int, ties: int, negative: int) -> Effect:
     """A realisation's effect known only from a published table (mean ± std and wins/ties/losses).
 
@@ -101,8 +105,9 @@ def published_effect(mean: float, std: float, positive: int, ties: int, negative
     '0/0/6'
     """
     counts = (positive, ties, negative)
-    if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in counts) or sum(counts) < 2:
-        raise LibraryArgumentError(f"a published effect needs wins/ties/losses of at least two seeds, not {counts}")
+    if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in counts) or not 2 <= sum(counts) <= MAX_SEEDS:
+        raise LibraryArgumentError(f"a published effect needs wins/ties/losses of 2 to {MAX_SEEDS:,} seeds, not "
+                                   f"{counts}")
     if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
         raise LibraryArgumentError(f"a published effect needs a finite mean and std >= 0, not {mean} ± {std}")
     n = sum(counts)
@@ -236,15 +241,6 @@ def _common_pairs(roots: Sequence[Path], accs: Sequence[pd.DataFrame], value: st
     return pairs, common
 
 
-def _chosen_cycles(done: list[int], cycles: Sequence[int] | None, what: str) -> list[int]:
-    if not done:
-        raise UserError(f"no cycle is finished by {what}; let the studies run further")
-    missing = [k for k in cycles or () if k not in done]
-    if missing:
-        raise UserError(f"--cycles {missing[0]} is not finished by {what} (cycles {', '.join(map(str, done))})")
-    return [k for k in done if cycles is None or k in cycles]
-
-
 def realisation_effects(studies: Sequence[str | Path], value: str = "average_test_acc", a_role: str = "swamp",
                         b_role: str = "imp", labels: Sequence[str] | None = None, cycles: Sequence[int] | None = None,
                         seeds: Sequence[int] | None = None,
@@ -300,7 +296,7 @@ def realisation_effects(studies: Sequence[str | Path], value: str = "average_tes
     what = f"{a} and {b} on a common seed in every study" + (" and given by every published realisation"
                                                               if published else "")
     rows = []
-    for cycle in _chosen_cycles(done, cycles, what):
+    for cycle in st.chosen_cycles(done, cycles, what):
         keep = common[common.get_level_values("cycle") == cycle]
         cycle_seeds = tuple(int(s) for s in keep.get_level_values("seed"))
         effects, sparsity = [], []
@@ -357,6 +353,8 @@ def published_arg(text: str) -> tuple[str, int, Effect]:
     try:
         label, cycle, mean, std, record = parts
         wins, ties, losses = (int(n) for n in record.split("/"))
+        if int(cycle) < 0:
+            raise ValueError(f"cycle {cycle} is negative")
         return label, int(cycle), published_effect(float(mean), float(std), wins, ties, losses)
     except (ValueError, LibraryArgumentError) as err:
         raise argparse.ArgumentTypeError(f"LABEL:CYCLE:MEAN:STD:W/T/L such as intel-t1:9:-0.35:0.16:0/0/6, not "
@@ -384,9 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "cycle and realisation")
     args = parser.parse_args(argv)
     scale, published = value_scale(args.value), {}
+    limit = 100.0 if scale == 100.0 else MAX_PUBLISHED  # a difference of two accuracies in points
     for label, cycle, effect in args.published:
         if cycle in published.setdefault(label, {}):
             raise UserError(f"--published gives cycle {cycle} of {label} twice")
+        if abs(effect.mean) > limit or effect.std > limit * math.sqrt(2):
+            raise UserError(f"--published {label}:{cycle}: a mean of {effect.mean:.4g} ± {effect.std:.4g} is no "
+                            f"difference of two {args.value} values (at most {limit:g} in the table's unit, the "
+                            f"std {limit * math.sqrt(2):.4g})")
         published[label][cycle] = dataclasses.replace(effect, mean=effect.mean / scale, std=effect.std / scale)
     report = realisation_effects(args.studies, args.value, args.a_role, args.b_role,
                                  None if args.labels is None else args.labels.split(","), args.cycles,

@@ -65,6 +65,8 @@ def finished_accuracy(root: str | Path) -> pd.DataFrame:
 def study_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
     """Accuracy, cost, barriers, hull and Hessian tables of the study, as Markdown."""
     acc = finished_accuracy(root)
+    if cycles is not None:
+        st.chosen_cycles(sorted(set(acc["cycle"])), cycles, f"any sub-run of {root}")
     seeds = acc.groupby("method")["seed"].nunique()
     acc = acc.assign(label=[f"{lab} ({seeds[m]} seeds)" for m, lab in zip(acc["method"], acc["label"], strict=True)])
     labels = st.method_labels(root)

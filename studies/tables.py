@@ -21,9 +21,16 @@ from typing import Any
 
 import pandas as pd
 
-from studies.manifest import ANALYSIS, MethodRoles, measurement_remedy, method_roles, read_json_object, read_measurement
+from studies.manifest import (
+    ANALYSIS,
+    MethodRoles,
+    measurement_remedy,
+    method_roles,
+    read_json_object,
+    read_measurement,
+)
+from studies.manifest import read_study as read_manifest  # study.json checked for what the study layer reads
 from training.errors import UserError
-from training.study import read_manifest
 
 METRIC_COLUMNS = ["average_test_acc", "ensemble_test_acc", "particle_test_acc_mean", "average_test_loss"]
 CONFIG_KEYS = {"epochs": int, "rewind_epochs": int, "particles": int, "particles_from_cycle": int}  # what _cost reads
@@ -33,7 +40,7 @@ def method_label(method: dict[str, Any], role: str) -> str:
     """A legend label of a method playing ``role``, e.g. ``SWAMP (N=4)`` or ``SWAMP+ (N=4 from cycle 5)``."""
     n = method["particles"]
     if role == "oneshot":
-        return "one-shot " + ("random" if method["prune_method"] == "random" else "magnitude")
+        return "one-shot " + ("random" if method.get("prune_method") == "random" else "magnitude")
     if role == "imp":
         return "IMP"
     if role == "swa":
@@ -41,7 +48,7 @@ def method_label(method: dict[str, Any], role: str) -> str:
     if role == "particles":
         return f"particles, no SWA (N={n})"
     if role == "swamp-plus":
-        return f"SWAMP+ (N={n} from cycle {method['particles_from_cycle']})"
+        return f"SWAMP+ (N={n} from cycle {method.get('particles_from_cycle', 0)})"
     if role in ("swamp", "swamp-n"):
         return f"SWAMP (N={n})"
     return method["name"]
@@ -109,6 +116,17 @@ def accuracy_frame(root: str | Path) -> pd.DataFrame:
     if not frames:
         raise UserError(f"no sub-run of {root} has finished a cycle yet; let python -m training.study run first")
     return pd.concat(frames, ignore_index=True)
+
+
+def chosen_cycles(done: Sequence[int], cycles: Sequence[int] | None, what: str) -> list[int]:
+    """The cycles of ``done`` (finished by ``what``) that ``--cycles`` chooses (all if None); one
+    :class:`UserError` line if none is finished or ``--cycles`` names one that is not."""
+    if not done:
+        raise UserError(f"no cycle is finished by {what}; let the studies run further")
+    missing = [k for k in cycles or () if k not in done]
+    if missing:
+        raise UserError(f"--cycles {missing[0]} is not finished by {what} (cycles {', '.join(map(str, done))})")
+    return [k for k in done if cycles is None or k in cycles]
 
 
 def mean_std(frame: pd.DataFrame, by: Sequence[str], values: Sequence[str]) -> pd.DataFrame:

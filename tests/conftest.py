@@ -158,3 +158,18 @@ def fail_nth_checkpoint_write(monkeypatch: pytest.MonkeyPatch, n: int, code: int
         real_write(path, data)
 
     monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", failing_write)
+
+
+PAIR_STUDY_ARGS = ["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--data-dir", str(DATA_DIR), "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def pair_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick study of IMP and SWAMP (N = 3), one seed, with analysis settings recorded (tests copy it)."""
+    from training.study import main as study_main
+
+    root = tmp_path_factory.mktemp("pair") / "study"
+    assert study_main([*PAIR_STUDY_ARGS, "--out", str(root)]) == 0
+    (root / "analysis").mkdir()
+    (root / "analysis" / "settings.json").write_text("{}")
+    return root

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import re
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from training.artifacts.jsonfile import BadJSON, json_object_flag, parse_json, read_json
 from training.data.names import check_dataset_name
 from training.engines import ENGINES
 from training.errors import ArgumentParser, UserError
@@ -131,11 +131,11 @@ class RunConfig:
 
     @property
     def model_kwargs_dict(self) -> dict[str, Any]:
-        return json.loads(self.model_kwargs)
+        return parse_json(self.model_kwargs)
 
     @property
     def dataset_kwargs_dict(self) -> dict[str, Any]:
-        return json.loads(self.dataset_kwargs)
+        return parse_json(self.dataset_kwargs)
 
     @property
     def stackable(self) -> bool:
@@ -243,8 +243,8 @@ def read_saved(path: Path) -> dict[str, Any]:
     """The JSON object of a run's ``config.json``, its :class:`RunConfig` fields type-checked (one
     :class:`UserError` line naming the file and what is wrong otherwise)."""
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        saved = read_json(path)
+    except (OSError, BadJSON) as err:
         raise UserError(f"cannot resume: {path} is unreadable ({err}); restore it, or start the run again "
                         "with --overwrite") from None
     if not isinstance(saved, dict):
@@ -274,13 +274,7 @@ def saved_config(out: str) -> dict[str, Any]:
 
 def _json_object(text: str, flag: str, example: str) -> dict[str, Any]:
     """``text`` parsed as a JSON object, else one :class:`UserError` line naming ``flag``."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{flag} is not valid JSON: {err.msg}") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{flag} must be a JSON object such as '{example}'")
-    return value
+    return json_object_flag(text, flag, example)
 
 
 def validate(cfg: RunConfig) -> None:

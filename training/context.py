@@ -173,9 +173,13 @@ def check_model(ctx: Context) -> None:
         return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
     try:
-        numel = sum(t.numel() for t in on_meta(ctx.builder).state_dict().values())
+        shapes = on_meta(ctx.builder)
     except MODEL_ERRORS as err:
         raise UserError(f"{what}: the model cannot be built ({first_line(err)}); check --model-kwargs") from None
+    empty = next((name for name, p in shapes.named_parameters() if p.numel() == 0), None)
+    if empty is not None:  # no weight to prune or average: a density of 0/0
+        raise UserError(f"{what}: the model's parameter {empty} has no elements; check --model-kwargs")
+    numel = sum(t.numel() for t in shapes.state_dict().values())
     need, memory = TRAINING_COPIES * 4 * numel, device_memory(ctx.device)
     if need > memory:
         raise UserError(f"{what}: {numel:,} weights need at least {need / 2**30:,.1f} GiB to train, more than the "

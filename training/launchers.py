@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import json
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from training.artifacts.jsonfile import BadJSON, JSONTooLarge, parse_json
 from training.errors import UserError
 from training.workers import check_jobs
 
@@ -185,8 +185,10 @@ def parse_slurm_args(items: Sequence[str], valid: set[str]) -> tuple[tuple[str, 
         if key in pairs:
             raise UserError(f"--slurm-arg gives {key} twice")
         try:
-            pairs[key] = json.loads(text)
-        except json.JSONDecodeError:
+            pairs[key] = parse_json(text)
+        except JSONTooLarge as err:
+            raise UserError(f"--slurm-arg {key}: its JSON value cannot be read ({err})") from None
+        except BadJSON:
             pairs[key] = text
     return tuple(pairs.items())
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from training.artifacts.atomic import atomic_write_text
+from training.artifacts.jsonfile import BadJSON, read_json
 from training.artifacts.lock import exclusive
 from training.artifacts.ownership import check_out_text, check_usable_directory
 from training.errors import UserError
@@ -155,8 +156,8 @@ def read_family(root: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} does not exist; is {root} a family of studies (python -m training.study --out DIR "
                         "--models ...)?")
     try:
-        body = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        body = read_json(path)
+    except (OSError, BadJSON) as err:
         raise UserError(f"{path} is unreadable ({err}); restore it, or start the family again in another --out") \
             from None
     cells = body.get("cells") if isinstance(body, dict) else None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from training.artifacts.atomic import atomic_write_text
+from training.artifacts.jsonfile import BadJSON, read_json
 from training.artifacts.rundir import RunDir
 from training.errors import UserError
 from training.study_plan import StudyPlan
@@ -97,8 +98,8 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path} does not exist; is {root} a study directory (python -m training.study --out DIR)?")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        manifest = read_json(path)
+    except (OSError, BadJSON) as err:
         raise UserError(f"{path} is unreadable ({err}); restore it, or start the study again in another --out") \
             from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list):

@@ -288,7 +288,8 @@ class SlurmLauncher(SubmititLauncher):
         states: dict[str, str | None] = {}
         for record, job in zip(records, jobs, strict=True):
             state = (job.watcher.get_state(record.id, mode="cache") or "UNKNOWN").split()[0].upper()
-            young = time.time() - _seconds(record.submitted) < UNKNOWN_GRACE_S
+            # a stamp in the future (a damaged record) is young no longer than one just written
+            young = abs(time.time() - _seconds(record.submitted)) < UNKNOWN_GRACE_S
             active = state in ACTIVE or (state == "UNKNOWN" and young)
             states[record.id] = state if active and not job.paths.result_pickle.exists() else None
         return states

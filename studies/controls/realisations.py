@@ -12,7 +12,6 @@ its seed std, and the pooled mean exceeds the spread of the realisation means).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from studies.controls.measurements import Controls, Settings
 from studies.controls.tables import _paired_rows
 from studies.verdict import verdict
+from training.artifacts.jsonfile import BadJSON, read_json
 from training.errors import ArgumentParser, UserError, run_cli
 
 # (row kind, value key, label, scale to the table's unit)
@@ -41,10 +41,10 @@ def load_controls(path: str | Path) -> Controls:
     path = Path(path)
     hint = f"write it with python -m studies.controls ROOT --json {path}"
     try:
-        obj = json.loads(path.read_text())
+        obj = read_json(path)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist: {hint}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except BadJSON as exc:
         raise UserError(f"{path} is not JSON ({exc}): {hint}") from None
     kinds = {"accuracy", "particle_pairs", "seed_pairs", "particle_hulls", "seed_hulls", "flatness"}
     if not isinstance(obj, dict) or not {"settings", "rows", "unalignable"} <= obj.keys() \

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +9,14 @@ from typing import Any
 
 from landscape.batches import ArgumentError
 from landscape.permutations import permutation_spec
-from studies.manifest import method_roles
+from studies.manifest import check_fields, method_roles, read_json_object, read_study
 from training.artifacts.checkpoint import build_model, load_checkpoint
+from training.artifacts.rundir import RunDir, read_metrics
 from training.errors import UserError
-from training.study_manifest import MANIFEST, read_manifest
+from training.study_manifest import MANIFEST, cycles_done
+
+# What find_runs reads of a run's config.json; a config.json without them is not a run's and is skipped.
+RUN_KEYS = {"model": str, "particles": int, "swa": bool, "seed": int, "rewind_epochs": int}
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class Run:
         return self.path / f"cycle_{cycle:02d}" / "average.safetensors"
 
     def metrics(self, cycle: int) -> dict[str, Any]:
-        return json.loads((self.path / f"cycle_{cycle:02d}" / "metrics.json").read_text())
+        """The cycle's ``metrics.json``, checked (:func:`training.artifacts.rundir.read_metrics`)."""
+        return read_metrics(RunDir(self.path), cycle)
 
 
 Grid = dict[tuple[str, str], dict[int, Run]]  # (model, method) -> seed -> run
@@ -51,7 +55,7 @@ def _config_method(cfg: dict[str, Any]) -> str | None:
 def _study_methods(study: Path) -> dict[Path, str]:
     """Sub-run directory -> imp or swamp for the sub-runs of a study (:mod:`training.study`) whose method plays
     the role ``imp`` or ``swamp`` (:func:`studies.manifest.method_roles`); the other arms are left out."""
-    manifest = read_manifest(study)
+    manifest = read_study(study)
     roles = method_roles(manifest)
     return {study / entry["path"]: roles.of[entry["method"]] for entry in manifest["runs"]
             if roles.of.get(entry["method"]) in ("imp", "swamp")}
@@ -71,20 +75,20 @@ def find_runs(root: Path) -> list[Run]:
     runs: dict[tuple[str, str, int, int], Run] = {}
     studies: dict[Path, dict[Path, str]] = {}
     for config in sorted(Path(root).rglob("config.json")):
-        cfg = json.loads(config.read_text())
-        if not {"model", "particles", "swa", "seed", "rewind_epochs"} <= cfg.keys():
+        remedy = f"restore it, or move {config.parent} out of {root}"
+        cfg = read_json_object(config, remedy)
+        if not RUN_KEYS.keys() <= cfg.keys():
             continue
+        check_fields(config, cfg, {**RUN_KEYS, **({"cycles": int} if "cycles" in cfg else {})}, remedy)
         study = config.parent.parent.parent
         if config.parent.parent.name == "runs" and (study / MANIFEST).is_file():
             method = studies.setdefault(study, _study_methods(study)).get(config.parent)
         else:
             method = _config_method(cfg)
-        cycles = tuple(k for k in range(int(cfg.get("cycles", 0)))
-                       if (config.parent / f"cycle_{k:02d}" / "metrics.json").is_file())
+        cycles = tuple(range(min(cfg.get("cycles", 0), cycles_done(config.parent))))
         if not method or not cycles:
             continue
-        run = Run(config.parent, cfg["model"], method, int(cfg["seed"]), int(cfg["rewind_epochs"]),
-                  int(cfg["particles"]), cycles)
+        run = Run(config.parent, cfg["model"], method, cfg["seed"], cfg["rewind_epochs"], cfg["particles"], cycles)
         key = (run.model, run.method, run.seed, run.rewind)
         if key in runs:
             raise UserError(f"{runs[key].path} and {run.path} are both {run.method} runs of {run.model}, seed "

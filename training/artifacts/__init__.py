@@ -6,5 +6,6 @@
 * :mod:`.rundir`: the run directory (config, metrics, results, resume state);
   :mod:`.ownership`: what ``--overwrite`` may replace; :mod:`.outputs`: where an output flag may write
   a file; :mod:`.lock`: one writer per run;
-  :mod:`.atomic`: atomic file writes (temporary file, fsync, rename).
+  :mod:`.atomic`: atomic file writes (temporary file, fsync, rename);
+  :mod:`.jsonfile`: the one bounded reader of every JSON file and flag value (size, depth, integer digits).
 """

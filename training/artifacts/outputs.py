@@ -25,12 +25,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.artifacts.jsonfile import BadJSON, read_json
 from training.artifacts.lock import LOCK_NAME
 from training.artifacts.ownership import is_run_config
 from training.errors import UserError
@@ -69,8 +69,8 @@ def json_object_with(path: Path, keys: Iterable[str]) -> bool:
     if path.stat().st_size > MAX_REPLACED_BYTES:
         return False
     try:
-        body = json.loads(path.read_bytes())
-    except (ValueError, RecursionError):  # not UTF-8 or not JSON, an integer of too many digits, too deep
+        body = read_json(path)
+    except BadJSON:  # not UTF-8 or not JSON, an integer of too many digits, too deep
         return False
     return isinstance(body, dict) and bool(set(keys) & set(body))
 

@@ -20,13 +20,13 @@ removes only the entries this rule recognised, never following a link.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 from pathlib import Path
 
 from training.artifacts.atomic import TEMPORARY
+from training.artifacts.jsonfile import BadJSON, read_json
 from training.artifacts.lock import LOCK_NAME
 from training.errors import UserError
 
@@ -108,8 +108,8 @@ def is_run_config(path: Path) -> bool:
     try:
         if not path.is_file() or path.stat().st_size > _MAX_CONFIG_BYTES:
             return False
-        body = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8 or JSON, too many digits, too deep
+        body = read_json(path)
+    except (OSError, BadJSON):  # unreadable, not UTF-8 or JSON, too many digits, too deep
         return False
     return isinstance(body, dict) and "package_version" in body
 

@@ -25,6 +25,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from training.artifacts.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from training.artifacts.jsonfile import BadJSON, read_json
 from training.artifacts.lock import exclusive
 from training.artifacts.ownership import check_replaceable_run, clear_run, is_empty
 from training.artifacts.serialize import dumps
@@ -227,10 +228,10 @@ def read_metrics(run: RunDir, k: int) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        m = json.loads(path.read_text())
+        m = read_json(path)
         problem = _metrics_problem(m, k)
-    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, or nested too deep
-        problem = f"is not JSON ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    except BadJSON as err:  # not JSON, not UTF-8, nested too deep, too large
+        problem = f"is not JSON ({err})"
     if problem is not None:
         raise UserError(f"{path} is damaged ({problem}); delete {run.average(k)} and rerun with --resume to "
                         "average and evaluate that cycle again")

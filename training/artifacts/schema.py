@@ -34,12 +34,12 @@ Tensors: :mod:`training.artifacts.structure` (shapes against the model, the forw
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from training.artifacts.jsonfile import BadJSON, brief_repr, parse_json
 from training.config import DATASETS
 from training.data import MNIST1D_CLASSES
 from training.data.catalog import PREFIX as TORCHVISION_PREFIX
@@ -53,6 +53,11 @@ from training.imports import is_import_path
 
 MAX_NUM_CLASSES = 100_000
 MAX_MODEL_INT = 2**24
+# Any number a library or user-code model's arguments may hold (but num_classes): their constructors are not
+# read, so a number may be a count of layers or a multiplier of one (timm's depth_multiplier, ReXNet's
+# depth_mult), which a constructor expands into Python lists before it makes a module. At this bound such a
+# list has a few hundred thousand entries; training.models.budget then stops the constructor.
+MAX_MODEL_NUMBER = 2**20  # a vocabulary of a million tokens fits; the build budget bounds what is made of it
 MAX_DEPTH = 1000
 MAX_NAME_LENGTH = 200  # characters of a model name
 MAX_LIST_LENGTH = 64  # a list argument of a library or user-code model (stage depths, widths, strides)
@@ -70,12 +75,6 @@ _INT_TEXT = re.compile(r"[0-9]{1,7}")
 # timm check theirs with assertions); NotImplementedError is a RuntimeError.
 MODEL_ERRORS = (RuntimeError, ValueError, TypeError, ArithmeticError, IndexError, KeyError, AttributeError,
                 AssertionError)
-
-
-def brief_repr(value: Any) -> str:
-    """``repr(value)``, cut to 60 characters (a file's values can be long)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def printable(name: str) -> str:
@@ -103,9 +102,9 @@ def _json_object(where: str, name: str, text: str | None, default: str | None = 
     if text is None and default is None:
         raise UserError(f"{where}: metadata {name} is missing; this is not a complete SWAMP checkpoint")
     try:
-        value = json.loads(text if text is not None else default)
-    except (ValueError, RecursionError) as err:
-        raise UserError(f"{where}: metadata {name} is not valid JSON ({first_line(err)})") from None
+        value = parse_json(text if text is not None else default)
+    except BadJSON as err:
+        raise UserError(f"{where}: metadata {name} is not valid JSON ({err})") from None
     if not isinstance(value, dict):
         _refuse(where, name, "a JSON object", value)
     return value
@@ -154,27 +153,42 @@ def check_model_spec(where: str, spec: Any) -> dict[str, Any]:
         if problem is not None:
             _refuse(where, f"model.kwargs.{printable(problem[0])}", problem[1], problem[2])
         return spec
+    problem = zoo_kwargs_problem(name, kwargs)
+    if problem is not None:
+        _refuse(where, f"model.kwargs.{printable(problem[0])}", problem[1], problem[2])
+    return spec
+
+
+def zoo_kwargs_problem(name: str, kwargs: Mapping[str, Any]) -> tuple[str, str, Any] | None:
+    """The first argument of the zoo model ``name`` (:data:`training.models.REGISTRY`) that a checkpoint or
+    ``--model-kwargs`` may not give, as ``(key, rule, value)``; None if all may be.
+
+    Every argument must be one the constructor takes, of the type of its default; integers from 1 to
+    :data:`MAX_MODEL_INT` (``depth`` at most :data:`MAX_DEPTH`, ``num_classes`` :data:`MAX_NUM_CLASSES`).
+
+    Example:
+        >>> zoo_kwargs_problem("mlp", {"hidden": 0, "num_classes": 10})
+        ('hidden', 'an integer from 1 to 16,777,216', 0)
+    """
+    from training.models import REGISTRY
+
     params = inspect.signature(REGISTRY[name]).parameters
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     for key, value in kwargs.items():
-        field = f"model.kwargs.{printable(key)}"
         if key not in params and not open_ended:
-            raise UserError(f"{where}: metadata {field} is not an argument of model {name} "
-                            f"(it takes {', '.join(params)})")
+            return key, f"an argument of model {name} (it takes {', '.join(params)})", value
         default = params[key].default if key in params else inspect.Parameter.empty
-        if key == "num_classes":
-            _integer(where, field, value, 1, MAX_NUM_CLASSES)
-        elif key == "depth":
-            _integer(where, field, value, 1, MAX_DEPTH)
-        elif type(default) is int:
-            _integer(where, field, value, 1, MAX_MODEL_INT)
-        elif type(default) in (bool, str) and type(value) is not type(default):
-            _refuse(where, field, f"a {type(default).__name__}", value)
-        elif type(default) is float and (type(value) not in (int, float) or not math.isfinite(value)):
-            _refuse(where, field, "a finite number", value)
-        elif not _scalar_or_list(value):
-            _refuse(where, field, "a JSON scalar or a list of scalars", value)
-    return spec
+        high = MAX_NUM_CLASSES if key == "num_classes" else MAX_DEPTH if key == "depth" else MAX_MODEL_INT
+        if (key in ("num_classes", "depth") or type(default) is int) and (type(value) is not int
+                                                                          or not 1 <= value <= high):
+            return key, f"an integer from 1 to {high:,}", value
+        if type(default) in (bool, str) and type(value) is not type(default):
+            return key, f"a {type(default).__name__}", value
+        if type(default) is float and (type(value) not in (int, float) or not math.isfinite(value)):
+            return key, "a finite number", value
+        if not _scalar_or_list(value):
+            return key, "a JSON scalar or a list of scalars", value
+    return None
 
 
 def _scalar_or_list(value: Any) -> bool:
@@ -187,16 +201,21 @@ def model_kwargs_problem(kwargs: Mapping[str, Any]) -> tuple[str, str, Any] | No
     record, as ``(key, rule, value)``; None if all may be.
 
     Their constructors' signatures are not read (they take ``**kwargs``, and user code is not imported), so
-    every value must be a JSON scalar or a list of at most :data:`MAX_LIST_LENGTH` scalars; integers from 0
-    to :data:`MAX_MODEL_INT`, ``num_classes`` from 1 to :data:`MAX_NUM_CLASSES`, and a count of layers
-    (a key containing ``depth``, ``layers`` or ``blocks``) from 1 to :data:`MAX_DEPTH`, in all (a list's sum),
-    so that building the model cannot loop for long; floats finite.
+    every value must be a JSON scalar or a list of at most :data:`MAX_LIST_LENGTH` scalars; every number
+    (in a list too) finite and at most :data:`MAX_MODEL_NUMBER` in magnitude, whatever its name (a count of
+    layers and a multiplier of one look alike), ``num_classes`` from 1 to
+    :data:`MAX_NUM_CLASSES`, and a count of layers (a key containing ``depth``, ``layers`` or ``blocks``) from
+    1 to :data:`MAX_DEPTH`, in all (a list's sum; a float there, a multiplier of layers, at most that), so that
+    building the model cannot loop for long (what a constructor still makes of them is bounded by
+    :mod:`training.models.budget`).
 
     Example:
         >>> model_kwargs_problem({"num_classes": 10, "depths": [2, 2, 6, 2]}) is None
         True
         >>> model_kwargs_problem({"num_classes": 10, "width_per_group": 2**40})[:2]
-        ('width_per_group', 'an integer from 0 to 16,777,216')
+        ('width_per_group', 'an integer from -1,048,576 to 1,048,576')
+        >>> model_kwargs_problem({"num_classes": 10, "depth_multiplier": 1e9})[:2]
+        ('depth_multiplier', 'at most 1,000 (a count of layers, or a multiplier of one)')
     """
     for key, value in kwargs.items():
         values = value if isinstance(value, list) else [value]
@@ -207,8 +226,12 @@ def model_kwargs_problem(kwargs: Mapping[str, Any]) -> tuple[str, str, Any] | No
             return key, f"an integer from 1 to {MAX_NUM_CLASSES:,}", value
         if _LAYER_COUNT.search(key) and ints and (min(ints) < 1 or sum(ints) > MAX_DEPTH):
             return key, f"a count of layers from 1 to {MAX_DEPTH:,} (in all)", value
-        if any(not 0 <= v <= MAX_MODEL_INT for v in ints):
-            return key, f"an integer from 0 to {MAX_MODEL_INT:,}", value
+        if _LAYER_COUNT.search(key) and any(type(v) is float and v > MAX_DEPTH for v in values):
+            return key, f"at most {MAX_DEPTH:,} (a count of layers, or a multiplier of one)", value
+        if key != "num_classes" and any(abs(v) > MAX_MODEL_NUMBER for v in ints):
+            return key, f"an integer from {-MAX_MODEL_NUMBER:,} to {MAX_MODEL_NUMBER:,}", value
+        if any(type(v) is float and abs(v) > MAX_MODEL_NUMBER for v in values):
+            return key, f"a number from {-MAX_MODEL_NUMBER:,} to {MAX_MODEL_NUMBER:,}", value
     return None
 
 

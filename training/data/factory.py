@@ -89,6 +89,9 @@ def load_factory(spec: dict[str, Any], device: torch.device | str = "cpu", *,
     except Exception as err:  # the user's code failed: report it as one line, naming the factory
         reason = (str(err).strip().splitlines() or [""])[0]
         raise UserError(f"dataset {name}({', '.join(kwargs)}) failed: {type(err).__name__}: {reason}") from None
+    except SystemExit as err:  # no datasets, and no silent exit 0
+        raise UserError(f"dataset {name}: its factory exited (SystemExit({err.code!r})) instead of returning "
+                        "(train_dataset, test_dataset)") from None
     if not (isinstance(made, (tuple, list)) and len(made) == 2):
         raise UserError(f"dataset {name} returned a {type(made).__name__}, not a pair (train_dataset, test_dataset)")
     return _wrap(spec, *made, name=name, device=device, workers=spec.get("workers", 0), num_classes=None)

@@ -37,6 +37,8 @@ from training.errors import UserError
 
 MATERIALISE_LIMIT = 2 * 2**30  # bytes of inputs (both splits) up to which a dataset is held on the device
 LOAD_BATCH = 512  # samples per batch while a dataset is read into memory
+# Samples a split may have: each training epoch draws a permutation of its indices (8 bytes per sample).
+MAX_SAMPLES = 2**28
 
 
 def _numbers(value: Tensor) -> Tensor:
@@ -139,13 +141,35 @@ def check_labels(name: str, split: str, y: Tensor, num_classes: int) -> None:
                         "be class indices (set the train dataset's num_classes or classes to cover them)")
 
 
-def _unwrapped(loader: torch.utils.data.DataLoader) -> Iterator[Batch]:
+def _last_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[-1]
+
+
+def _unwrapped(loader: torch.utils.data.DataLoader, name: str, split: str) -> Iterator[Batch]:
     """The loader's batches; a :class:`UserError` raised in a worker process (it arrives wrapped in the
-    worker's traceback) is re-raised as its own one line."""
+    worker's traceback) is re-raised as its own one line, and an error of the dataset's own code (its
+    ``[index]`` or transforms) as one line naming the dataset."""
     try:
         yield from loader
     except UserError as err:
-        raise UserError(str(err).strip().splitlines()[-1].removeprefix("training.errors.UserError: ")) from None
+        raise UserError(_last_line(err).removeprefix("training.errors.UserError: ")) from None
+    except Exception as err:  # the user's dataset failed, here or in a worker (which wraps its traceback)
+        raise UserError(f"dataset {name}: reading a {split} sample failed ({type(err).__name__}: "
+                        f"{_last_line(err)})") from None
+
+
+def split_length(dataset: Any, split: str, name: str) -> int:
+    """``len(dataset)``, refused (one :class:`UserError` line naming the dataset ``name``) if ``len`` fails, is
+    negative or is more than :data:`MAX_SAMPLES`."""
+    try:
+        n = len(dataset)
+    except Exception as err:  # the dataset's own __len__: negative, too large for an index, or failing
+        raise UserError(f"dataset {name}: len() of the {split} dataset failed ({type(err).__name__}: "
+                        f"{_last_line(err)})") from None
+    if n > MAX_SAMPLES:
+        raise UserError(f"dataset {name}: the {split} dataset has {n:,} samples, more than the {MAX_SAMPLES:,} the "
+                        "toolkit reads")
+    return n
 
 
 class StreamingDataset:
@@ -172,7 +196,7 @@ class StreamingDataset:
                                              collate_fn=functools.partial(self.collator, split=split),
                                              pin_memory=self.device.type == "cuda",
                                              generator=torch.Generator().manual_seed(worker_seed))
-        for x, y in _unwrapped(loader):
+        for x, y in _unwrapped(loader, self.collator.name, split):
             check_labels(self.collator.name, split, y, self.num_classes)
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -202,9 +226,14 @@ def _first_input(dataset: Any, split: str, collator: SampleCollator, num_classes
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         raise UserError(f"dataset {collator.name}: the {split} dataset is a {type(dataset).__name__}, not a map-style "
                         "dataset (one with len() and [index], e.g. a torch.utils.data.Dataset)")
-    if len(dataset) == 0:
+    if split_length(dataset, split, collator.name) == 0:
         raise UserError(f"dataset {collator.name}: the {split} dataset is empty")
-    x, y = collator.sample(dataset[0], split)
+    try:
+        first = dataset[0]
+    except Exception as err:  # the user's dataset failed
+        raise UserError(f"dataset {collator.name}: reading {split} sample 0 failed ({type(err).__name__}: "
+                        f"{_last_line(err)})") from None
+    x, y = collator.sample(first, split)
     check_labels(collator.name, split, torch.tensor([y]), num_classes)
     return x
 
@@ -220,7 +249,7 @@ def _read_all(dataset: Any, split: str, first: Tensor, collator: SampleCollator,
                                          collate_fn=functools.partial(collator, split=split),
                                          generator=torch.Generator().manual_seed(0))
     start = 0
-    for xb, yb in _unwrapped(loader):
+    for xb, yb in _unwrapped(loader, collator.name, split):
         if tuple(xb.shape[1:]) != shape:
             raise UserError(f"dataset {collator.name}: {split} inputs have shape {tuple(xb.shape[1:])} and {shape}; "
                             "every input must have the same shape")

@@ -25,13 +25,16 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
+from training.artifacts.jsonfile import brief_repr
 from training.errors import UserError
 from training.imports import import_callable, is_import_path
+from training.models.budget import build_budget
 from training.models.cifar import resnet18, resnet20, vgg, wrn
 from training.models.external import check_library_kwargs, check_library_name, is_library_name, library_factory
-from training.models.meta import on_meta
+from training.models.meta import building_on_meta, on_meta
 from training.models.small import cnn1d, mlp
 from training.models.transformer import transformer1d
 
@@ -105,7 +108,7 @@ def model_spec(name: str, num_classes: int, kwargs: dict[str, Any] | None = None
     problem = model_kwargs_problem(kwargs)
     if problem is not None:
         key, rule, value = problem
-        raise UserError(f"model {name}: argument {key} must be {rule}, not {value!r}")
+        raise UserError(f"model {name}: argument {key} must be {rule}, not {brief_repr(value)}")
     return {"name": name, "kwargs": kwargs}
 
 
@@ -125,10 +128,17 @@ def _instantiate(name: str, factory: Callable[..., nn.Module], kwargs: dict[str,
     if is_library_name(name):
         check_library_kwargs(name, kwargs)
     try:
-        net = factory(**kwargs)
+        with build_budget(name):
+            net = factory(**kwargs)
     except ARGUMENT_ERRORS as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"bad arguments for model {name} {json.dumps(kwargs)}: {reason}") from None
+    except MemoryError:
+        raise UserError(f"model {name} {json.dumps(kwargs)} does not fit in memory; choose smaller arguments") \
+            from None
+    except SystemExit as err:  # the user's factory called sys.exit: no model, and no silent exit 0
+        raise UserError(f"model {name}: its factory exited (SystemExit({err.code!r})) instead of returning a model") \
+            from None
     if not isinstance(net, nn.Module):
         raise UserError(f"model {name} returned a {type(net).__name__} object, not a torch.nn.Module")
     return net
@@ -151,7 +161,12 @@ def build_model(spec: dict[str, Any], *, trust_code: bool = False, source: str =
         returns something other than an ``nn.Module`` (one line each).
     """
     name = spec["name"]
-    return _instantiate(name, model_factory(name, trust_code=trust_code, source=source), spec["kwargs"])
+    net = _instantiate(name, model_factory(name, trust_code=trust_code, source=source), spec["kwargs"])
+    asked = building_on_meta() or torch.get_default_device().type == "meta"
+    if not asked and any(t.is_meta for t in (*net.parameters(), *net.buffers())):
+        raise UserError(f"model {name} was built on the meta device (tensors without data); its factory must return "
+                        "a model with real tensors (the toolkit places it on the device itself)")
+    return net
 
 
 def meta_model(spec: dict[str, Any], *, trust_code: bool = False, source: str = DEFAULT_SOURCE) -> nn.Module:

@@ -6,6 +6,7 @@ A checkpoint's model is first built on the meta device and compared with the fil
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 
 import torch
@@ -15,6 +16,7 @@ from torch.overrides import TorchFunctionMode
 # Elements of a tensor that the fallback makes for real: at this size even a thousand-layer model's
 # constructor tensors take a few megabytes.
 SMALL_TENSOR = 1024
+_ON_META = contextvars.ContextVar("on_meta", default=False)
 _FACTORIES = {torch.empty, torch.empty_strided, torch.zeros, torch.ones, torch.full, torch.eye, torch.arange,
               torch.linspace, torch.logspace, torch.rand, torch.randn, torch.randint, torch.randperm, torch.tensor,
               torch.as_tensor, torch.asarray, torch.scalar_tensor}
@@ -46,10 +48,19 @@ def on_meta(build: Callable[[], nn.Module]) -> nn.Module:
         >>> {t.device.type for t in net.state_dict().values()}
         {'meta'}
     """
+    token = _ON_META.set(True)
     try:
-        with torch.device("meta"):
-            return build()
-    except (NotImplementedError, RuntimeError):  # e.g. "Cannot copy out of meta tensor; no data!"
-        with torch.random.fork_rng(devices=[]), _MetaUnlessSmall():
-            net = build()
-        return net.to("meta")
+        try:
+            with torch.device("meta"):
+                return build()
+        except (NotImplementedError, RuntimeError):  # e.g. "Cannot copy out of meta tensor; no data!"
+            with torch.random.fork_rng(devices=[]), _MetaUnlessSmall():
+                net = build()
+            return net.to("meta")
+    finally:
+        _ON_META.reset(token)
+
+
+def building_on_meta() -> bool:
+    """Whether the caller runs inside :func:`on_meta` (a model built there may hold meta tensors)."""
+    return _ON_META.get()
