@@ -213,7 +213,7 @@ BOMBS = [("timm:densenet121", {"block_config": [16777216]}, "block_config"),
          ("timm:mobilenetv3_large_100", {"depth_multiplier": 1e9}, "depth_multiplier"),
          ("timm:rexnet_100", {"depth_mult": 1e9}, "depth_mult"),
          ("timm:rexnet_100", {"depth_mult": 16384}, "depth_mult"),
-         ("torchvision:resnet18", {"width_per_group": 10**6}, "width_per_group")]
+         ("torchvision:resnet18", {"width_per_group": 10**7}, "width_per_group")]
 
 
 @pytest.mark.parametrize(("name", "kwargs", "key"), BOMBS)
