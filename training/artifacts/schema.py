@@ -203,7 +203,7 @@ def model_kwargs_problem(kwargs: Mapping[str, Any]) -> tuple[str, str, Any] | No
     Their constructors' signatures are not read (they take ``**kwargs``, and user code is not imported), so
     every value must be a JSON scalar or a list of at most :data:`MAX_LIST_LENGTH` scalars; every number
     (in a list too) finite and at most :data:`MAX_MODEL_NUMBER` in magnitude, whatever its name (a count of
-    layers and a multiplier of one look alike), ``num_classes`` from 1 to
+    layers and a multiplier of one look alike), integers not negative, ``num_classes`` from 1 to
     :data:`MAX_NUM_CLASSES`, and a count of layers (a key containing ``depth``, ``layers`` or ``blocks``) from
     1 to :data:`MAX_DEPTH`, in all (a list's sum; a float there, a multiplier of layers, at most that), so that
     building the model cannot loop for long (what a constructor still makes of them is bounded by
@@ -213,7 +213,7 @@ def model_kwargs_problem(kwargs: Mapping[str, Any]) -> tuple[str, str, Any] | No
         >>> model_kwargs_problem({"num_classes": 10, "depths": [2, 2, 6, 2]}) is None
         True
         >>> model_kwargs_problem({"num_classes": 10, "width_per_group": 2**40})[:2]
-        ('width_per_group', 'an integer from -1,048,576 to 1,048,576')
+        ('width_per_group', 'an integer from 0 to 1,048,576')
         >>> model_kwargs_problem({"num_classes": 10, "depth_multiplier": 1e9})[:2]
         ('depth_multiplier', 'at most 1,000 (a count of layers, or a multiplier of one)')
     """
@@ -228,8 +228,8 @@ def model_kwargs_problem(kwargs: Mapping[str, Any]) -> tuple[str, str, Any] | No
             return key, f"a count of layers from 1 to {MAX_DEPTH:,} (in all)", value
         if _LAYER_COUNT.search(key) and any(type(v) is float and v > MAX_DEPTH for v in values):
             return key, f"at most {MAX_DEPTH:,} (a count of layers, or a multiplier of one)", value
-        if key != "num_classes" and any(abs(v) > MAX_MODEL_NUMBER for v in ints):
-            return key, f"an integer from {-MAX_MODEL_NUMBER:,} to {MAX_MODEL_NUMBER:,}", value
+        if key != "num_classes" and any(not 0 <= v <= MAX_MODEL_NUMBER for v in ints):
+            return key, f"an integer from 0 to {MAX_MODEL_NUMBER:,}", value
         if any(type(v) is float and abs(v) > MAX_MODEL_NUMBER for v in values):
             return key, f"a number from {-MAX_MODEL_NUMBER:,} to {MAX_MODEL_NUMBER:,}", value
     return None
