@@ -30,6 +30,7 @@ from training.errors import Terminated, UserError
 
 # Seconds the stopped workers get to end their task before they are killed.
 STOP_GRACE = 20.0
+_MASKS = hasattr(signal, "pthread_sigmask")  # POSIX only: elsewhere a worker ignores SIGINT from its initializer on
 _task_running = False  # in a worker: whether a task runs now
 _terminated = False  # in a worker: whether SIGTERM came (the tasks queued for it then end at once)
 
@@ -67,7 +68,8 @@ def worker_signals() -> None:
     """A worker's first call: ignore SIGINT (a pending one, from a Ctrl-C while it started, is dropped), then
     unblock it; SIGTERM ends the task as an interrupt (:class:`Terminated`) or the idle worker quietly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if _MASKS:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGTERM, _on_terminate)
 
 
@@ -86,6 +88,9 @@ def _run_task(fn: Callable[..., Any], *args: Any) -> Any:
 def _signals_blocked(*signums: int) -> Iterator[None]:
     """This thread with ``signums`` blocked: a process it starts inherits the mask; a signal that arrives
     meanwhile is delivered when the block ends."""
+    if not _MASKS:
+        yield
+        return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(signums))
     try:
         yield
