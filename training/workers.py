@@ -56,9 +56,12 @@ def set_threads(threads: int | None) -> None:
 
 
 def _on_terminate(signum: int, frame: object) -> None:
-    # a task unwinds as after an interrupt and reports it; an idle worker leaves its loop (SystemExit: no traceback)
+    # a task unwinds as after an interrupt and reports it; an idle worker leaves its loop (SystemExit: no traceback).
+    # Once: a second SIGTERM (the pool's, after the group's) must not interrupt the exit handlers that release the
+    # worker's semaphores
     global _terminated
     _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if _task_running:
         raise Terminated
     raise SystemExit(128 + signum)
