@@ -96,8 +96,9 @@ def signalled(argv: list[str], ready, sig: int = signal.SIGINT, cwd: Path | None
     """Run ``argv`` in its own process group, send ``sig`` to the group once ``ready()``, and return the exit
     status and stderr (the resource tracker's too: it holds stderr until it exits)."""
     with open(stdout or os.devnull, "w") as out:
+        # SIGINT's default action restored: a shell ignores it in the commands it runs in the background
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True, env=ENV, cwd=cwd,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             wait_for(lambda: ready() or proc.poll() is not None)
             assert proc.poll() is None, f"the command ended before the signal: {proc.returncode}"
