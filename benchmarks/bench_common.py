@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import resource
@@ -45,14 +46,33 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - began
 
 
+def paired_rounds(fns: Sequence[Callable[[], object]], rounds: int, device: torch.device,
+                  until: float = math.inf) -> list[list[float]]:
+    """Seconds of every one of ``fns`` in each of ``rounds`` rounds (``result[round][i]``), the order reversed
+    in every other round (A B C, C B A, ...), so that load from other jobs on a shared machine and any
+    drift (clocks, caches) hit all of them alike; ratios are then taken within a round. A round that the
+    previous one's duration says would end after ``until`` (a ``time.perf_counter()`` value) is not started."""
+    times: list[list[float]] = []
+    for r in range(rounds):
+        if times and time.perf_counter() + sum(times[-1]) > until:
+            break
+        order = list(range(len(fns)))[:: -1 if r % 2 else 1]
+        row = [0.0] * len(fns)
+        for i in order:
+            row[i] = timed(fns[i], device)
+        times.append(row)
+    return times
+
+
 def alternating(fns: Sequence[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
-    """Median seconds of each of ``fns``, run in turn ``repeats`` times (A B A B ...), so that load from
-    other jobs on a shared machine hits all of them alike."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            times[i].append(timed(fn, device))
-    return [statistics.median(t) for t in times]
+    """Median seconds of each of ``fns`` over ``repeats`` :func:`paired_rounds`."""
+    rounds = paired_rounds(fns, repeats, device)
+    return [statistics.median(r[i] for r in rounds) for i in range(len(fns))]
+
+
+def ratio_summary(ratios: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of per-round ratios (each a time over its own round's baseline)."""
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 
 def _status_mib(key: str) -> float | None:

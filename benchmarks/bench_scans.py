@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -108,7 +109,13 @@ def whole_processes(a: str, b: str, points: list[int], rounds: int, data_dir: st
                   f"**{cpu_med / statistics.median(cpu[base]):.2f}x** |")
 
 
-def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, device: str) -> None:
+def scan_functions(a: str, b: str, points: int, data_dir: str, device: str) -> dict[str, Callable[[], object]]:
+    """The in-process scans of ``points`` points between checkpoints ``a`` and ``b`` on ``device``, each a call:
+    ``ours`` (:func:`landscape.barrier.checkpoint_barrier` on the loaded checkpoints, no BN recalibration: it
+    rebuilds the model and the test split), ``ours, modules`` (:func:`landscape.connectivity.linear_barrier` on
+    the two models and the test split already on the device, as loss-landscapes gets them),
+    ``loss-landscapes`` (its ``linear_interpolation`` on the whole test split) and ``stacked`` (the points as
+    one ``vmap`` over the interpolated states: a prototype, not a toolkit path)."""
     import copy
 
     import loss_landscapes
@@ -116,10 +123,10 @@ def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, de
     import torch
     from torch.func import functional_call, vmap
 
-    from benchmarks.bench_common import alternating, machine
     from landscape.artifacts import EvalOptions, checkpoint_data
     from landscape.barrier import checkpoint_barrier
     from landscape.combination import Combination
+    from landscape.connectivity import linear_barrier
     from training.artifacts.checkpoint import build_model, load_checkpoint
 
     dev = torch.device(device)
@@ -130,33 +137,42 @@ def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, de
     data = checkpoint_data(ca, dev, data_dir)
     x, y = next(data.eval_batches("test", data.size("test")))
     combination = Combination(model, [ca.state, cb.state])
-    print(f"\nin process on {device}: {machine()}")
-    print("| K | ours: loop of K evaluations | loss-landscapes | K stacked (vmap) | stacked / loop |")
-    print("|---|---|---|---|---|")
     net = combination.model.eval()
+    lambdas = [i / (points - 1) for i in range(points)]
 
-    def scans(k: int) -> list:
-        lambdas = [i / (k - 1) for i in range(k)]
+    def ll() -> None:
+        metric = loss_landscapes.metrics.Loss(torch.nn.functional.cross_entropy, x, y)
+        with torch.no_grad():
+            loss_landscapes.linear_interpolation(copy.deepcopy(model), model_b, metric, steps=points)
 
-        def ll() -> None:
-            metric = loss_landscapes.metrics.Loss(torch.nn.functional.cross_entropy, x, y)
-            with torch.no_grad():
-                loss_landscapes.linear_interpolation(copy.deepcopy(model), model_b, metric, steps=k)
+    def stacked() -> None:
+        states = [combination.state((1 - lam, lam)) for lam in lambdas]
+        params = {n: torch.stack([s[n] for s in states]) for n in states[0] if states[0][n].is_floating_point()}
+        with torch.no_grad():
+            vmap(lambda p: torch.nn.functional.cross_entropy(functional_call(net, p, (x,)), y))(params).tolist()
 
-        def stacked() -> None:
-            states = [combination.state((1 - lam, lam)) for lam in lambdas]
-            params = {n: torch.stack([s[n] for s in states]) for n in states[0] if states[0][n].is_floating_point()}
-            with torch.no_grad():
-                vmap(lambda p: torch.nn.functional.cross_entropy(functional_call(net, p, (x,)), y))(params).tolist()
+    return {"ours": lambda: checkpoint_barrier(ca, cb, points, options),
+            "ours, modules": lambda: linear_barrier(model, model_b, (x, y), points=points, bn_data=(),
+                                                    batch_size=len(y), progress=False),
+            "loss-landscapes": ll, "stacked": stacked}
 
-        return [lambda: checkpoint_barrier(ca, cb, k, options), ll, stacked]
 
+def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, device: str) -> None:
+    import torch
+
+    from benchmarks.bench_common import alternating, machine
+
+    print(f"\nin process on {device}: {machine()}")
+    print("| K | ours: loop of K evaluations | ours on loaded modules | loss-landscapes | K stacked (vmap) | "
+          "stacked / loop |")
+    print("|---|---|---|---|---|---|")
     for k in points:
-        fns = scans(k)
-        for fn in fns:  # warm-up
+        fns = scan_functions(a, b, k, data_dir, device)
+        for fn in fns.values():  # warm-up
             fn()
-        t_ours, t_ll, t_stacked = alternating(fns, rounds, dev)
-        print(f"| {k} | {t_ours:.3f} | {t_ll:.3f} | {t_stacked:.3f} | {t_stacked / t_ours:.2f}x |")
+        t = dict(zip(fns, alternating(list(fns.values()), rounds, torch.device(device)), strict=True))
+        print(f"| {k} | {t['ours']:.3f} | {t['ours, modules']:.3f} | {t['loss-landscapes']:.3f} | {t['stacked']:.3f} "
+              f"| {t['stacked'] / t['ours']:.2f}x |")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ root: ``python -m benchmarks.bench_step [--device cuda] [--models mlp cnn1d resn
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -41,11 +42,12 @@ def plain_loop(model: nn.Module, data, epochs: int, batch_size: int, seed: int, 
             opt.step()
 
 
-def measure(name: str, device: torch.device, epochs: int, batch_size: int, samples: int, repeats: int,
-            amp: bool = False, channels_last: bool = False) -> list[object]:
-    data = dataset_for(name, device, samples)
+def step_loops(name: str, data, device: torch.device, epochs: int, batch_size: int, amp: bool = False,
+               channels_last: bool = False) -> dict[str, Callable[[], None]]:
+    """The three loops of the module docstring on ``data``, each a call that trains a fresh copy of one
+    50%-density masked model for ``epochs`` epochs: ``plain``, ``masked`` and ``masked SWA``."""
     torch.manual_seed(0)
-    init = build_model(model_spec(name, 10)).to(device)
+    init = build_model(model_spec(name, data.num_classes)).to(device)
     masks = random_mask(dense_masks(init), 0.5, torch.Generator().manual_seed(0))
     apply_masks(init, masks)
     state = {k: v.clone() for k, v in init.state_dict().items()}
@@ -56,16 +58,21 @@ def measure(name: str, device: torch.device, epochs: int, batch_size: int, sampl
     swa = Schedule(epochs, spe, LR, SWA_LR, swa_epochs=max(1, epochs // 4))
 
     def fresh() -> nn.Module:
-        model = build_model(model_spec(name, 10)).to(device, memory_format=memory_format)
+        model = build_model(model_spec(name, data.num_classes)).to(device, memory_format=memory_format)
         model.load_state_dict(state)
         return model
 
     def ours(schedule: Schedule) -> None:
         train_particle(fresh(), masks, data, schedule, hyper, torch.Generator().manual_seed(1))
 
-    times = alternating([lambda: plain_loop(fresh(), data, epochs, batch_size, 1, amp), lambda: ours(no_swa),
-                         lambda: ours(swa)], repeats, device)
-    plain, masked, masked_swa = (t / epochs for t in times)
+    return {"plain": lambda: plain_loop(fresh(), data, epochs, batch_size, 1, amp), "masked": lambda: ours(no_swa),
+            "masked SWA": lambda: ours(swa)}
+
+
+def measure(name: str, device: torch.device, epochs: int, batch_size: int, samples: int, repeats: int,
+            amp: bool = False, channels_last: bool = False) -> list[object]:
+    loops = step_loops(name, dataset_for(name, device, samples), device, epochs, batch_size, amp, channels_last)
+    plain, masked, masked_swa = (t / epochs for t in alternating(list(loops.values()), repeats, device))
     return [name, f"{plain:.3f}", f"{masked:.3f}", f"{masked_swa:.3f}", f"{masked / plain:.3f}",
             f"{masked_swa / plain:.3f}"]
 

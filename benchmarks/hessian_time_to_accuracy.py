@@ -78,7 +78,8 @@ def pyhessian_until(model: nn.Module, batches: list, targets: list[float], seed:
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # PyHessian's backward(create_graph=True)
         torch.manual_seed(seed)
-        engine = hessian(net, nn.CrossEntropyLoss(), cuda=False, dataloader=batches)
+        cuda = next(net.parameters()).is_cuda  # PyHessian moves probes and batches to "cuda" or "cpu"
+        engine = hessian(net, nn.CrossEntropyLoss(), cuda=cuda, dataloader=batches)
         setup = time.perf_counter() - start
         while len(reached) < len(targets) and len(terms) < max_probes:
             terms += [float(t) for t in engine.trace(maxIter=1, tol=-math.inf)]

@@ -87,7 +87,7 @@ def cnn1d_row(args: argparse.Namespace) -> float:
     x, y = data.x_train[: args.samples], data.y_train[: args.samples]
     batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, len(y), args.batch_size)]
     options = HessianOptions(method="hutchinson", probes=args.probes, samples=None, subspace="full", seed=args.seed)
-    hessian_analysis(model, batches[:1], options=HessianOptions(method="hutchinson", probes=1, samples=None,
+    hessian_analysis(model, batches[:1], options=HessianOptions(method="hutchinson", probes=2, samples=None,
                                                                 subspace="full"))
     pyhessian_trace(model, batches[:1], 1, args.seed)
     return compare("cnn1d via landscape.hessian_report.hessian_analysis", model, batches, args.probes, args.seed,
@@ -103,7 +103,7 @@ def resnet18_row(args: argparse.Namespace) -> float:
     n, size = args.resnet_samples, args.resnet_batch_size
     x, y = torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
     batches = [(x[i:i + size], y[i:i + size]) for i in range(0, n, size)]
-    hessian_trace(model, batches[:1], probes=1)
+    hessian_trace(model, batches[:1], probes=2)
     pyhessian_trace(model, batches[:1], 1, args.seed)
     return compare("torchvision resnet18 via landscape.curvature.hessian_trace", model, batches, args.resnet_probes,
                    args.seed, args.repeats, lambda: hessian_trace(model, batches, method="hutchinson",

@@ -7,7 +7,7 @@ match REF's, which leaves its function unchanged -- prints the objective sum <th
 before and after, the iterations and seconds, and writes OTHER's checkpoint with its units permuted
 atomically: every tensor, its masks permuted with its weights, its metadata kept (``kind`` included) plus
 ``aligned_to`` and ``alignment`` (docs/format.md section 3). ``--out`` never replaces an input or a file
-that is not an earlier aligned checkpoint.
+that is not an earlier aligned checkpoint, and never lies inside a run (:mod:`training.artifacts.outputs`).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from landscape.artifacts import (
     describe_checkpoint,
     load_compatible,
 )
-from landscape.cli import check_outputs
 from landscape.matching import METHOD_NAMES, METHODS, Alignment, activation_matching, align, weight_matching
 from landscape.options import add_dataclass_arguments
 from landscape.permutations import permute_state
 from training.artifacts.atomic import atomic_write_bytes
 from training.artifacts.checkpoint import FORMAT, MASK_PREFIX, Checkpoint, build_model
+from training.artifacts.outputs import Replaceable, check_outputs
 from training.artifacts.serialize import dumps
 from training.config import check_seed
 from training.device import resolve_device
@@ -134,23 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_output(out: Path, inputs: Sequence[str]) -> None:
-    """Refuse an ``--out`` that is an input or a file this tool did not write (an earlier aligned checkpoint,
-    one with ``aligned_to`` in its metadata, is replaced), as :func:`landscape.cli.check_outputs` does."""
-    if out.is_file() and not out.is_symlink() and not any(Path(p).exists() and out.samefile(p) for p in inputs):
-        if "aligned_to" not in (_aligned_metadata(out) or {}):
-            raise UserError(f"--out {out} exists and is not an aligned checkpoint written by this tool, so it is "
-                            "left as it is: choose another file")
-        return
-    check_outputs({"--out": out}, list(inputs))
+def _is_aligned_checkpoint(path: Path) -> bool:
+    return "aligned_to" in (_aligned_metadata(path) or {})
+
+
+ALIGNED = Replaceable("aligned checkpoint", _is_aligned_checkpoint)  # what --out may replace: this tool's output
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_outputs({"--out": args.out}, [args.reference, args.other], {"--out": ALIGNED})
     if args.max_iter < 1 or args.samples < 1:
         raise UserError("--max-iter and --samples must be at least 1")
     check_seed(args.seed)
-    check_output(args.out, [args.reference, args.other])
     start = time.perf_counter()
     aligned = align_checkpoints(args.reference, args.other, method=args.method, max_iter=args.max_iter,
                                 seed=args.seed, samples=args.samples, device=args.device, data_dir=args.data_dir)

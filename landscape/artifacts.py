@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landscape.batches import check_finite
 from landscape.combination import Combination
 from landscape.options import option
 from training.artifacts.checkpoint import Checkpoint, build_model, load_checkpoint
@@ -263,12 +264,22 @@ class CombinationEvaluator:
         """The combined state_dict; ``coefficients`` must sum to 1 (any signs: planes extrapolate)."""
         return self.combination.state(coefficients)
 
-    def evaluate(self, coefficients: Sequence[float]) -> dict[str, Evaluation]:
-        """Load theta(c), recompute BatchNorm if asked, evaluate every split."""
-        bn = self.data.eval_batches("train", self._bn_batch, self._bn_indices) if self._recalibrate else None
+    @property
+    def recalibrates(self) -> bool:
+        """Whether every point's BatchNorm statistics are recomputed (so a one-hot point is not the checkpoint
+        as stored)."""
+        return self._recalibrate
+
+    def evaluate(self, coefficients: Sequence[float], recalibrate: bool = True) -> dict[str, Evaluation]:
+        """Load theta(c), recompute BatchNorm if asked (and ``recalibrate``), evaluate every split."""
+        bn = self.data.eval_batches("train", self._bn_batch, self._bn_indices) \
+            if self._recalibrate and recalibrate else None
         splits = {s: self.data.eval_batches(s, self.batch_size) for s in self.options.splits}
-        return {s: Evaluation(p.loss, p.acc) for s, p in self.combination.evaluate(coefficients, splits, None,
-                                                                                 bn).items()}
+        points = self.combination.evaluate(coefficients, splits, None, bn)
+        for s, p in points.items():
+            check_finite(p.loss, f"the {s} loss at coefficients {list(coefficients)}",
+                         "check the checkpoints' weights (a diverged run?)")
+        return {s: Evaluation(p.loss, p.acc) for s, p in points.items()}
 
     def evaluate_many(self, rows: Sequence[Sequence[float]], desc: str,
                       results: dict[int, dict[str, Evaluation]] | None = None,

@@ -18,7 +18,9 @@ Run-level modes: every particle pair of one cycle (``--run DIR --cycle K``, heat
 solutions of consecutive cycles (``--run DIR --consecutive``, line plot).
 
 JSON (CONTRACT.md section 4) plus: ``points``, ``mask`` ({shared, density (union), densities, note}),
-``device``; run-level files hold {run, mode, cycle, checkpoints, pairs: [{i, j, <pair JSON>}]}.
+``device``, ``endpoints`` (per split {loss: [A, B], acc: [A, B]}: the checkpoints as stored, with their
+own BatchNorm statistics, which the curve's lambda = 0 and 1 points are not when BatchNorm is recomputed);
+run-level files hold {run, mode, cycle, checkpoints, pairs: [{i, j, <pair JSON>}]}.
 """
 
 from __future__ import annotations
@@ -52,15 +54,23 @@ from landscape.cli import (
     MAX_POINTS,
     add_eval_arguments,
     check_at_most,
-    check_outputs,
     eval_options,
     open_checkpoint,
+    refuse_file_flags,
     split_cells,
     split_header,
     write_json,
 )
 from landscape.connectivity import frankle_barrier, max_barrier
-from landscape.plots import checkpoint_label, heatmap_panels, line_panels, save_figure
+from landscape.plots import (
+    checkpoint_label,
+    decimals_for,
+    format_number,
+    heatmap_panels,
+    line_panels,
+    save_figure,
+)
+from training.artifacts.outputs import check_outputs
 from training.errors import ArgumentParser, UserError, run_cli
 
 if TYPE_CHECKING:
@@ -96,13 +106,15 @@ class BarrierResult:
     mask: MaskInfo
     device: str
     aligned: AlignedLine | None = None
+    endpoints: dict[str, Series] | None = None
 
     def to_json(self) -> dict:
         out = {"a": self.a, "b": self.b, "points": len(self.lambdas), "lambdas": list(self.lambdas),
                **{s: c.to_json() for s, c in self.curves.items()},
                "barrier": {s: b.to_json() for s, b in self.barrier.items()},
                "barrier_max": {s: b.to_json() for s, b in self.barrier_max.items()},
-               "bn": self.bn, "mask": self.mask.to_json(), "device": self.device}
+               "bn": self.bn, "mask": self.mask.to_json(), "device": self.device,
+               "endpoints": None if self.endpoints is None else {s: c.to_json() for s, c in self.endpoints.items()}}
         return out if self.aligned is None else {**out, "aligned": self.aligned.to_json()}
 
 
@@ -155,6 +167,10 @@ def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
     shared_mask_or_refuse(ckpts, allow_mask_union)
     lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
     curves, barrier, highest, evaluator = _line(ckpts, lambdas, options)
+    endpoints = {s: Series((c.loss[0], c.loss[-1]), (c.acc[0], c.acc[-1])) for s, c in curves.items()}
+    if evaluator.recalibrates:  # the curve's ends have recomputed statistics: A and B as stored are other numbers
+        own = [evaluator.evaluate(c, recalibrate=False) for c in ((1.0, 0.0), (0.0, 1.0))]
+        endpoints = {s: Series(tuple(o[s].loss for o in own), tuple(o[s].acc for o in own)) for s in curves}
     aligned = None
     if align is not None:
         from landscape.align import align_checkpoints  # torch.fx, only when aligning
@@ -164,7 +180,7 @@ def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
         pair = (ckpts[0], result.checkpoint)
         aligned = AlignedLine(*_line(pair, lambdas, options)[:3], mask_info(pair), result.alignment)
     return BarrierResult(ckpts[0].path, ckpts[1].path, lambdas, curves, barrier, highest, evaluator.bn,
-                         mask_info(ckpts), str(evaluator.device), aligned)
+                         mask_info(ckpts), str(evaluator.device), aligned, endpoints)
 
 
 @dataclass(frozen=True)
@@ -230,28 +246,34 @@ def _percent(values: Sequence[float]) -> list[float]:
 
 
 def plot_barrier(result: BarrierResult) -> Figure:
-    """Loss and error (%) against lambda, one line per split labelled with its barriers."""
-    def label(s: str, metric: str) -> str:
-        b, m = getattr(result.barrier[s], metric), getattr(result.barrier_max[s], metric)
-        return f"{s}: barrier {b:.4f}, max {m:.4f}" if metric == "loss" else \
-            f"{s}: barrier {100 * b:.2f}%, max {100 * m:.2f}%"
+    """Loss and error (%) against lambda, one line per split (and per split of the aligned line) labelled
+    with its barriers, every number of a panel with the same decimals."""
+    lines = [("", result)] + ([] if result.aligned is None else [(" aligned", result.aligned)])
+    panels = {}
+    for metric, scale, unit in (("loss", 1.0, ""), ("error", 100.0, "%")):
+        heights = [scale * getattr(getattr(x, kind)[s], metric) for _, x in lines
+                   for kind in ("barrier", "barrier_max") for s in x.curves]
+        places = decimals_for(heights)
 
-    panels = {"loss": {label(s, "loss"): c.loss for s, c in result.curves.items()},
-              "error": {label(s, "error"): _percent(c.error) for s, c in result.curves.items()}}
-    if result.aligned is not None:
-        line = result.aligned
-        for metric, scale in (("loss", 1.0), ("error", 100.0)):
-            panels[metric].update({f"{s} aligned: barrier {scale * getattr(line.barrier[s], metric):.4g}":
-                                   [scale * v for v in getattr(c, metric)] for s, c in line.curves.items()})
-    a, b = checkpoint_label(result.a), checkpoint_label(result.b)
+        def number(value: float, scale: float = scale, unit: str = unit, places: int = places) -> str:
+            return format_number(scale * value, places) + unit
+
+        panels[metric] = {
+            f"{s}{tag}: barrier {number(getattr(x.barrier[s], metric))}, "
+            f"max {number(getattr(x.barrier_max[s], metric))}":
+            [scale * v for v in getattr(c, metric)] for tag, x in lines for s, c in x.curves.items()}
+    a, b = (checkpoint_label(p).replace(" ", "\u00a0") for p in (result.a, result.b))
     return line_panels(result.lambdas, panels, "λ (interpolation weight of B)",
-                       title=f"linear interpolation from A (λ = 0) to B (λ = 1)\nA = {a}, B = {b}",
+                       title=f"linear interpolation from A (λ = 0) to B (λ = 1)\nA\u00a0=\u00a0{a}, "
+                             f"B\u00a0=\u00a0{b}",  # breaks between the names only
                        ylabels={"loss": "loss (cross-entropy)", "error": "error (%)"},
+                       legend_title="barrier: above the chord; max: above the higher end",
                        caption=f"BatchNorm: {result.bn}; {result.mask.describe()}.\n" + "; ".join(BARRIER_DEFINITIONS))
 
 
 def plot_barrier_set(bset: BarrierSet) -> Figure:
-    """Heatmaps of pairwise barriers (``pairs``) or barrier against cycle (``consecutive``); error in %."""
+    """Heatmaps of pairwise barriers (``pairs``; each pair once, the matrix being symmetric) or barriers
+    against the sparsity of the later solution (``consecutive``); error in %."""
     splits = list(bset.pairs[0][2].barrier)
     first = bset.pairs[0][2]
     run = Path(bset.run).name or bset.run
@@ -259,21 +281,25 @@ def plot_barrier_set(bset: BarrierSet) -> Figure:
     if bset.mode == "pairs":
         names = {(s, m): f"{s} {m} barrier" for s in splits for m in ("loss", "error")}
         panels = {name: scale[m] * bset.matrix(s, m) for (s, m), name in names.items()}
-        fmt = {name: ".4f" if m == "loss" else ".2f" for (s, m), name in names.items()}
-        units = {name: "loss barrier" if m == "loss" else "error barrier (%)" for (s, m), name in names.items()}
+        units = {name: f"{s} loss barrier" if m == "loss" else f"{s} error barrier (%)"
+                 for (s, m), name in names.items()}
         labels = [str(int(n)) if (n := Path(p).stem.removeprefix("particle_")).isdigit() else n
                   for p in bset.checkpoints]
         caption = (f"Cell (i, j): barrier on the line from {run}/cycle_{bset.cycle:02d}/particle_i (λ = 0) to "
-                   f"particle_j (λ = 1). BatchNorm: {first.bn}; {first.mask.describe()}.\n{BARRIER_DEFINITIONS[0]}")
+                   f"particle_j (λ = 1); each pair is drawn once (i < j), as the barrier from j to i is the same. "
+                   f"BatchNorm: {first.bn}; {first.mask.describe()}.\n{BARRIER_DEFINITIONS[0]}")
         return heatmap_panels(panels, labels, title=f"barriers between the particles of cycle {bset.cycle} of {run} "
-                              "(Frankle et al. 2020)", xlabel="particle j", ylabel="particle i", fmt=fmt,
-                              colorbar_labels=units, vmin=0.0, caption=caption)
-    later = [j for _, j, _ in bset.pairs]
+                              "(Frankle et al. 2020)", xlabel="particle j", ylabel="particle i",
+                              colorbar_labels=units, vmin=0.0, caption=caption, upper=True, columns=2)
+    sparsity = [100 * (1 - r.mask.densities[-1]) for _, _, r in bset.pairs]
     panels = {f"{m} barrier": {s: [scale[m] * getattr(r.barrier[s], m) for _, _, r in bset.pairs] for s in splits}
               for m in ("loss", "error")}
     masks = "masks of consecutive cycles differ: the pruned weights are interpolated as they are" \
         if not all(r.mask.shared for _, _, r in bset.pairs) else first.mask.describe()
-    return line_panels(later, panels, "cycle k", ylabels={"error barrier": "error barrier (%)"}, ymin=0.0,
+    places = decimals_for(sparsity, significant=3, most=2)
+    ticks = [f"{format_number(x, places)}\n(k = {j})" for x, (_, j, _) in zip(sparsity, bset.pairs, strict=True)]
+    return line_panels(sparsity, panels, "sparsity of the solution of cycle k (%)", xticklabels=ticks,
+                       ylabels={"loss barrier": "loss barrier", "error barrier": "error barrier (%)"}, ymin=0.0,
                        title=f"barriers between consecutive cycle solutions of {run}",
                        caption=f"Point k: barrier on the line from {run}/cycle_(k-1)/average (λ = 0) to "
                                f"{run}/cycle_k/average (λ = 1). BatchNorm: {first.bn}; {masks}.\n"
@@ -301,6 +327,14 @@ def format_result(result: BarrierResult) -> str:
         rows.append(f"alignment: {METHOD_NAMES[done.method]}, objective {done.objectives[0]:.4f} -> "
                     f"{done.objectives[-1]:.4f} ({done.iterations} iterations); aligned B: {line.mask.describe()}")
     return "\n".join([*rows, *(f"  {text}" for text in BARRIER_DEFINITIONS)])
+
+
+def format_endpoints(result: BarrierResult) -> str:
+    """A's and B's own losses and errors (stored BatchNorm statistics), which the lambda = 0 and 1 rows are not
+    when BatchNorm is recomputed at every point."""
+    return "A and B as stored (their own BatchNorm statistics; the lambda = 0 and 1 rows are recomputed): " + "; ".join(
+        f"{s} loss {c.loss[0]:.4f} / {c.loss[1]:.4f}, error {100 * c.error[0]:.2f}% / {100 * c.error[1]:.2f}%"
+        for s, c in (result.endpoints or {}).items())
 
 
 def format_set(bset: BarrierSet) -> str:
@@ -350,10 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"A: {a.path} ({describe_checkpoint(a)})\nB: {b.path} ({describe_checkpoint(b)})")
         print(f"BatchNorm: {result.bn}; {result.mask.describe()}")
         print(format_result(result))
+        if result.bn.startswith("recalibrated"):
+            print(format_endpoints(result))
         obj, make_figure = result.to_json(), lambda: plot_barrier(result)
     else:
         if args.align:
             raise UserError("--align compares two checkpoints A B; it does not work with --run")
+        refuse_file_flags(args, f"--run {args.run}")
         if args.checkpoints or (args.cycle is None) == (not args.consecutive):
             raise UserError("with --run give exactly one of --cycle K or --consecutive, and no checkpoint files")
         if args.consecutive:

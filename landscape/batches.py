@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -33,14 +34,69 @@ LossFn = Callable[[Any, Tensor], Tensor]
 Batch = tuple[Any, Tensor]
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_BN_SAMPLES = 2048
+# The most a function or command line may ask for: beyond these a scan or estimate would not fit in memory or
+# finish (each grid point is one evaluation of the whole data set; each probe a vector of every weight).
+MAX_POINTS = 10_001
+MAX_HULL_SAMPLES = 100_000
+MAX_RESOLUTION = 1_001
+MAX_PROBES = 10_000
+MAX_LANCZOS_RUNS = 1_000
 
 
 class ArgumentError(LibraryArgumentError):
     """A bad argument of a landscape library function (data, models, loss, sizes); the message names it."""
 
 
+def check_finite(value: float, what: str, remedy: str = "check the models' weights, the data and loss_fn") -> float:
+    """``value`` if it is a finite number, else :class:`ArgumentError`: "``what`` is not finite (nan); ``remedy``".
+
+    Every number a landscape function or tool reports passes through this one check, so a NaN or an
+    infinity is refused alike everywhere (one line and exit status 2 in the tools) instead of being
+    printed or written as a result.
+
+    Example:
+        >>> check_finite(0.5, "the loss")
+        0.5
+    """
+    if not math.isfinite(value):
+        raise ArgumentError(f"{what} is not finite ({value}); {remedy}")
+    return value
+
+
+def check_model(model: nn.Module, name: str = "model") -> None:
+    """Refuse (:class:`ArgumentError`) a module whose weights cannot be measured: tensors on the meta device
+    (shapes without values) or floating-point weights below float32 (half precision: the sums of a loss over
+    a data set and the Hessian's products would round away what they measure)."""
+    for key, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_meta:
+            raise ArgumentError(f"{name} has no weight values: '{key}' is on the meta device; load its weights "
+                                "first (model.to_empty(device='cpu'), then load_state_dict)")
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+            raise ArgumentError(f"{name} holds {tensor.dtype} weights ('{key}'); landscape measurements need float32 "
+                                f"or float64 weights: pass {name}.float()")
+
+
+def check_class_targets(outputs: Tensor, targets: Tensor) -> None:
+    """Refuse targets the default loss (cross-entropy of class logits) cannot apply to: targets that are not
+    integer class indices in [0, classes) of ``outputs`` (N, classes)."""
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ArgumentError(f"the default loss_fn (cross-entropy) needs integer class indices as targets, got "
+                            f"{targets.dtype} targets; pass a loss_fn that fits them")
+    classes = outputs.shape[1] if isinstance(outputs, Tensor) and outputs.dim() >= 2 else None
+    if classes is not None and targets.dim() != outputs.dim() - 1:
+        raise ArgumentError(f"the default loss_fn (cross-entropy) needs one class index per sample: targets of "
+                            f"shape {tuple(targets.shape)} do not fit outputs of shape {tuple(outputs.shape)}; pass a "
+                            "loss_fn that fits them")
+    if classes is not None and targets.numel():
+        low, high = int(targets.min()), int(targets.max())
+        if low < 0 or high >= classes:
+            raise ArgumentError(f"targets hold class {low if low < 0 else high}, outside the model's {classes} "
+                                f"classes 0 .. {classes - 1}; check the data, or pass a loss_fn that fits them")
+
+
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
     """The default ``loss_fn``: mean cross-entropy of class logits (computed in float32)."""
+    check_class_targets(outputs, targets)
     return nn.functional.cross_entropy(outputs.float(), targets)
 
 

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from landscape.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, cached_dataset
+from landscape.batches import (  # noqa: F401  the caps of every tool's flags, defined with the library's
+    MAX_HULL_SAMPLES,
+    MAX_LANCZOS_RUNS,
+    MAX_POINTS,
+    MAX_PROBES,
+    MAX_RESOLUTION,
+)
 from landscape.options import add_dataclass_arguments, from_args
 from training.artifacts.atomic import atomic_write_text
 from training.artifacts.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
 from training.config import check_seed
 from training.data import mnist1d_spec
+from training.data.names import IN_MEMORY_PREFIX
 from training.errors import UserError
+from training.imports import is_import_path
 from training.models import model_spec
 
 
@@ -47,13 +57,6 @@ def add_file_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a figure")
 
 
-# The most a command line may ask for: beyond these a scan or estimate would not fit in memory or finish
-# (each grid point is one evaluation of the whole data set; each probe a vector of every weight).
-MAX_POINTS = 10_001
-MAX_HULL_SAMPLES = 100_000
-MAX_RESOLUTION = 1_001
-MAX_PROBES = 10_000
-MAX_LANCZOS_RUNS = 1_000
 
 
 def check_at_most(value: int, limit: int, flag: str) -> None:
@@ -82,16 +85,54 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
 
 def open_checkpoint(path: str | Path, args: argparse.Namespace) -> Checkpoint:
     """A toolkit checkpoint, loaded with ``--trust-code``'s consent, or a plain ``.pt`` state_dict described by
-    ``--model`` and ``--dataset`` (user code named there is the user's own choice, so it is trusted)."""
+    ``--model`` and ``--dataset`` (user code named there is the user's own choice, so it is trusted).
+
+    A toolkit checkpoint records its model and data set, so ``--model`` / ``--dataset`` naming others are
+    refused (a flag is never silently ignored), with one exception: ``--dataset`` stands in for data that
+    were handed to ``training.run_swamp`` as Python objects, which no name can reload."""
     p = Path(path)
     if p.suffix not in (".pt", ".pth"):
-        return load_checkpoint(p, trust_code=args.trust_code)
+        return checkpoint_with_flags(load_checkpoint(p, trust_code=args.trust_code), args)
     if not (args.model and args.dataset):
         raise UserError(f"{p} is a plain PyTorch file; pass --model and --dataset to read it as a state_dict")
-    data_dir = args.data_dir or DEFAULT_DATA_DIR
-    spec = mnist1d_spec(data_dir) if args.dataset == "mnist1d" else {"name": args.dataset, "data_dir": data_dir}
-    classes = cached_dataset(spec, "cpu", data_dir, trust_code=True).num_classes
+    spec = _named_dataset(args)
+    classes = cached_dataset(spec, "cpu", spec["data_dir"], trust_code=True).num_classes
     return load_plain_state_dict(p, model_spec(args.model, classes), spec, trust_code=True)
+
+
+def _named_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    """The data set spec of ``--dataset`` under ``--data-dir``."""
+    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    return mnist1d_spec(data_dir) if args.dataset == "mnist1d" else {"name": args.dataset, "data_dir": data_dir}
+
+
+def checkpoint_with_flags(ckpt: Checkpoint, args: argparse.Namespace) -> Checkpoint:
+    """``ckpt`` as ``--model`` / ``--dataset`` leave it: refused (:class:`UserError`) where they name another model
+    or data set than it records; ``--dataset`` replaces data handed to ``run_swamp`` as Python objects (its
+    import is the user's choice, so trusted when the checkpoint's model needs no import or ``--trust-code``
+    consents to it)."""
+    if args.model is not None and args.model != ckpt.model.get("name"):
+        raise UserError(f"--model {args.model}: {ckpt.path} is a SWAMP checkpoint of the model "
+                        f"{ckpt.model.get('name')}, which the tools rebuild; --model describes plain .pt state_dicts, "
+                        "leave it out")
+    recorded = ckpt.dataset.get("name")
+    if args.dataset is None or args.dataset == recorded:
+        return ckpt
+    if not (isinstance(recorded, str) and recorded.startswith(IN_MEMORY_PREFIX)):
+        raise UserError(f"--dataset {args.dataset}: {ckpt.path} records its data set ({recorded}), which the tools "
+                        "use; --dataset describes plain .pt state_dicts (and data handed to run_swamp as Python "
+                        "objects), leave it out")
+    model_is_code = is_import_path(str(ckpt.model.get("name")))
+    return replace(ckpt, dataset=_named_dataset(args), trust_code=args.trust_code or not model_is_code)
+
+
+def refuse_file_flags(args: argparse.Namespace, source: str) -> None:
+    """Refuse ``--model`` / ``--dataset`` where the checkpoints come from ``source`` (``--run DIR``): their
+    checkpoints record both, and the tools use those."""
+    given = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset)) if value is not None]
+    if given:
+        raise UserError(f"{given[0]} describes a plain .pt state_dict; the checkpoints of {source} record their model "
+                        f"and data set, which the tools use: leave {given[0]} out")
 
 
 def split_header(splits: list[str]) -> str:
@@ -107,71 +148,3 @@ def split_cells(values: list[tuple[float, float]]) -> str:
 def write_json(path: Path, obj: Any) -> None:
     """Indented JSON, written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_MAX_REPLACED_BYTES = 64 * 2**20  # no output of ours is larger: a bigger file is somebody else's
-
-
-def _looks_like(path: Path, kind: str, markers: frozenset[str]) -> bool:
-    """Whether the existing regular file ``path`` is an earlier output of this kind that a rerun may replace:
-    a PNG that matplotlib wrote (its ``Software`` text chunk), or a JSON object holding one of the keys
-    ``markers`` that this tool writes (a user's own JSON file holds none of them)."""
-    if path.stat().st_size > _MAX_REPLACED_BYTES:
-        return False
-    data = path.read_bytes()
-    if kind == "png":
-        return data.startswith(PNG_MAGIC) and b"Software\x00Matplotlib" in data[:512]
-    try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return False
-    return isinstance(body, dict) and bool(markers & set(body))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except (OSError, RuntimeError):  # a link loop: compare the names only
-        return a.absolute() == b.absolute()
-
-
-def check_outputs(outputs: dict[str, Path | None], inputs: list[str | Path],
-                  markers: dict[str, set[str]] | None = None) -> None:
-    """Refuse, before anything is computed, an output that would destroy a file the program did not make.
-
-    ``outputs`` maps a flag (``--json``) to its path or None; ``inputs`` are the checkpoint files and run
-    directories the command reads. An output may not be one of the inputs (also through a link or a hard
-    link), lie as an existing file inside an input directory, be a directory, a link or a special file,
-    be given twice, or replace an existing file that is not an earlier output of its own kind (a matplotlib
-    PNG for ``--plot``; for a JSON flag, a JSON object with one of the keys ``markers[flag]`` that the tool
-    writes): outputs never replace inputs or a user's other files.
-    """
-    markers = markers or {}
-    given = {flag: Path(p) for flag, p in outputs.items() if p is not None}
-    for flag, path in given.items():
-        if not str(path).strip():
-            raise UserError(f"{flag} must name a file, not an empty string")
-        for other_flag, other in given.items():
-            if other_flag < flag and _same_file(path, other):
-                raise UserError(f"{other_flag} and {flag} name the same file {path}; give two different files")
-        for source in map(Path, inputs):
-            if source.is_dir() and path.exists() and path.resolve().is_relative_to(source.resolve()):
-                raise UserError(f"{flag} {path} is a file inside the input {source}; outputs never replace inputs, "
-                                "choose another file")
-            if _same_file(path, source):
-                raise UserError(f"{flag} {path} is the input {source}; outputs never replace inputs, choose another "
-                                "file")
-        if path.is_symlink():
-            raise UserError(f"{flag} {path} is a symbolic link; name a regular file (the link is left as it is)")
-        if path.is_dir():
-            raise UserError(f"{flag} {path} is a directory; name a file in it")
-        if path.exists() and not path.is_file():
-            raise UserError(f"{flag} {path} is not a regular file (a FIFO or device?); name a regular file")
-        kind = "png" if flag == "--plot" else "json"
-        if path.is_file() and not _looks_like(path, kind, frozenset(markers.get(flag, ()))):
-            raise UserError(f"{flag} {path} exists and is not an earlier {kind.upper()} output of this tool, so it "
-                            "is left as it is: choose another file")
-        parent = next((p for p in path.absolute().parents if p.exists() or p.is_symlink()), None)
-        if parent is not None and not parent.is_dir():
-            raise UserError(f"{flag} {path}: {parent} is not a directory")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.batches import ArgumentError, Batch, LossFn, mean_loss_terms
+from landscape.batches import ArgumentError, Batch, LossFn, check_class_targets, check_model, mean_loss_terms
 from training.averaging import has_batchnorm, recalibrate_batchnorm
 from training.progress import tqdm
 
@@ -64,6 +64,7 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
         >>> 0 <= point.acc <= 1, net.training
         (True, True)
     """
+    check_model(model)
     was_training = model.training
     model.eval()
     try:
@@ -77,6 +78,7 @@ def _mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None, 
     for x, y in data:
         outputs = model(x)
         if loss_fn is None:
+            check_class_targets(outputs, y)
             logits = outputs.float()
             total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         else:

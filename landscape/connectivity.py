@@ -29,7 +29,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from landscape.batches import ArgumentError, LossFn, batches, bn_batches
+from landscape.batches import (
+    MAX_HULL_SAMPLES,
+    MAX_POINTS,
+    MAX_RESOLUTION,
+    ArgumentError,
+    LossFn,
+    batches,
+    bn_batches,
+    check_finite,
+    check_model,
+)
 from landscape.combination import Combination, Point, even_batches, model_device
 
 if TYPE_CHECKING:
@@ -91,9 +101,12 @@ def plane_geometry(gram: np.ndarray) -> PlaneGeometry:
     return PlaneGeometry(((0.0, 0.0), (norm_u, 0.0), (along, height)))
 
 
-def _count(value: Any, name: str, least: int) -> int:
+def _count(value: Any, name: str, least: int, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
         raise ArgumentError(f"{name} must be an integer >= {least}, got {value!r}")
+    if most is not None and value > most:
+        raise ArgumentError(f"{name} must be at most {most:,} (each is one evaluation of the whole data), got "
+                            f"{value:,}")
     return int(value)
 
 
@@ -111,6 +124,7 @@ class _Scan:
         for n, m in enumerate(models):
             if not isinstance(m, nn.Module):
                 raise ArgumentError(f"models[{n}] must be a torch.nn.Module, got {type(m).__name__}")
+            check_model(m, f"models[{n}]")
         if loss_fn is not None and not callable(loss_fn):
             raise ArgumentError(f"loss_fn must be callable(outputs, targets) -> mean loss, got {loss_fn!r}")
         self.combination = Combination(models[0], [m.state_dict() for m in models], masks)
@@ -127,12 +141,16 @@ class _Scan:
                         "stored BatchNorm statistics combined like the weights" if self.bn is None else
                         f"recalibrated on {sum(len(y) for _, y in self.bn)} samples")
 
+    def own(self, index: int, count: int) -> Point:
+        """Model ``index``'s own loss: its weights and its stored BatchNorm statistics (no recomputation)."""
+        point = self.combination.evaluate(np.eye(count)[index].tolist(), {"data": self.data}, self.loss_fn)["data"]
+        check_finite(point.loss, f"the loss of model {index}")
+        return point
+
     def points(self, rows: Sequence[Sequence[float]], desc: str, progress: bool | None) -> list[Point]:
         def one(c: Sequence[float]) -> dict[str, Point]:
             point = self.combination.evaluate(c, {"data": self.data}, self.loss_fn, self.bn)["data"]
-            if not math.isfinite(point.loss):
-                raise ArgumentError(f"the loss is not finite ({point.loss}) at coefficients {list(c)}: check the "
-                                    "models' weights and loss_fn")
+            check_finite(point.loss, f"the loss at coefficients {list(c)}")
             return {"data": point}
 
         results = self.combination.evaluate_many(rows, one, desc, progress)
@@ -150,6 +168,11 @@ class LinearBarrier:
     ``barrier``: max_lambda L(lambda) - ((1 - lambda) L(0) + lambda L(1)) (Frankle et al. 2020);
     ``barrier_max``: max_lambda L(lambda) - max(L(0), L(1)); both >= 0 and 0 for a = b. ``errors`` and
     ``error_barrier`` / ``error_barrier_max`` (fractions) are None unless the outputs are class logits.
+
+    The endpoints of the line are a and b with BatchNorm recomputed like every other point, so
+    ``losses[0]`` is a's loss after recomputation, which differs from a's own loss when a has BatchNorm.
+    ``endpoint_losses`` (and ``endpoint_errors``) are a's and b's own: their weights with their stored
+    statistics (equal to ``losses[0]`` and ``losses[-1]`` when nothing is recomputed).
     """
 
     lambdas: tuple[float, ...]
@@ -161,11 +184,15 @@ class LinearBarrier:
     error_barrier_max: float | None
     bn: str
     alignment: Alignment | None = None
+    endpoint_losses: tuple[float, float] | None = None
+    endpoint_errors: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {"lambdas": list(self.lambdas), "losses": list(self.losses), "barrier": self.barrier,
                "barrier_max": self.barrier_max, "errors": None if self.errors is None else list(self.errors),
-               "error_barrier": self.error_barrier, "error_barrier_max": self.error_barrier_max, "bn": self.bn}
+               "error_barrier": self.error_barrier, "error_barrier_max": self.error_barrier_max, "bn": self.bn,
+               "endpoint_losses": None if self.endpoint_losses is None else list(self.endpoint_losses),
+               "endpoint_errors": None if self.endpoint_errors is None else list(self.endpoint_errors)}
         return out if self.alignment is None else {**out, "alignment": self.alignment.to_json()}
 
 
@@ -194,7 +221,8 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
             ``data``). ``masks`` are then taken as a's: every point keeps their union with b's permuted ones.
 
     Returns:
-        :class:`LinearBarrier` (with ``alignment`` when aligned).
+        :class:`LinearBarrier` (with ``alignment`` when aligned): ``losses[0]`` and ``losses[-1]`` are the
+        endpoints with BatchNorm recomputed as at every lambda; ``endpoint_losses`` are a's and b's own.
 
     Example:
         >>> import torch
@@ -205,7 +233,7 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
         >>> len(result.losses), result.barrier >= 0, linear_barrier(a, a, (X, y)).barrier
         (5, True, 0.0)
     """
-    points = _count(points, "points", 2)
+    points = _count(points, "points", 2, MAX_POINTS)
     if align not in (False, True, "weights", "activations"):
         raise ArgumentError(f"align must be False, True, 'weights' or 'activations', got {align!r}")
     alignment = None
@@ -221,9 +249,12 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
     lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
     values = scan.points([(1.0 - lam, lam) for lam in lambdas], "lambda", progress)
     losses, errors = tuple(p.loss for p in values), _errors(values)
+    ends = [values[0], values[-1]] if scan.bn is None else [scan.own(i, 2) for i in range(2)]
+    end_errors = _errors(ends)
     return LinearBarrier(lambdas, losses, frankle_barrier(lambdas, losses), max_barrier(losses), errors,
                          None if errors is None else frankle_barrier(lambdas, errors),
-                         None if errors is None else max_barrier(errors), scan.bn_note, alignment)
+                         None if errors is None else max_barrier(errors), scan.bn_note, alignment,
+                         (ends[0].loss, ends[1].loss), None if end_errors is None else (end_errors[0], end_errors[1]))
 
 
 @dataclass(frozen=True)
@@ -273,7 +304,7 @@ def hull_losses(models: Sequence[nn.Module], data: Any, *, samples: int = 32, se
         >>> len(set(hull.losses)), len(hull.coefficients[0])  # identical models: a flat hull
         (1, 3)
     """
-    samples = _count(samples, "samples", 1)
+    samples = _count(samples, "samples", 1, MAX_HULL_SAMPLES)
     seed = _count(seed, "seed", 0)
     scan = _Scan(models, data, loss_fn, bn_data, masks, batch_size, 2)
     n = len(models)
@@ -331,7 +362,7 @@ def loss_plane(models: Sequence[nn.Module], data: Any, *, resolution: int = 21, 
         >>> len(plane.losses), len(plane.losses[0]), plane.vertices[0]
         (3, 3, (0.0, 0.0))
     """
-    resolution = _count(resolution, "resolution", 2)
+    resolution = _count(resolution, "resolution", 2, MAX_RESOLUTION)
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin) or margin < 0:
         raise ArgumentError(f"margin must be a finite number >= 0, got {margin!r}")
     scan = _Scan(models, data, loss_fn, bn_data, masks, batch_size, 3, exactly=3)

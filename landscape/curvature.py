@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.batches import ArgumentError, Batch, LossFn
+from landscape.batches import MAX_LANCZOS_RUNS, MAX_PROBES, ArgumentError, Batch, LossFn, check_finite, check_model
 from landscape.batches import batches as make_batches
 from landscape.hvp import Subspace, hessian_matmat, make_subspace, trainable_parameters
 from landscape.spectrum import Spectrum, lanczos_spectrum
@@ -80,7 +80,9 @@ def _count(value: Any, name: str, minimum: int, why: str = "") -> int:
 def _check_trace_options(method: Any, probes: Any, target_rse: Any) -> None:
     if method not in ESTIMATORS:
         raise ArgumentError(f"method must be one of {', '.join(ESTIMATORS)}, got {method!r}")
-    _count(probes, "probes", 1)
+    _count(probes, "probes", 2, " (one product gives no standard error)")
+    if probes > MAX_PROBES:
+        raise ArgumentError(f"probes must be at most {MAX_PROBES:,} (each is a vector of every weight), got {probes:,}")
     if target_rse is not None and (isinstance(target_rse, bool) or not isinstance(target_rse, numbers.Real)
                                    or not target_rse > 0):
         raise ArgumentError(f"target_rse must be a positive number or None, got {target_rse!r}")
@@ -171,6 +173,7 @@ class HessianOperator:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
+        check_model(model)
         params = trainable_parameters(model)
         if not params:
             raise ArgumentError("model has no trainable parameters (none requires grad)")
@@ -278,9 +281,13 @@ class HessianOperator:
         True
         """
         _check_trace_options(method, probes, target_rse)
-        return ESTIMATORS[method](self.matmat, self.dim, probes, _generator(seed),
-                                  layers=self.layers if per_layer else None, target_rse=target_rse,
-                                  dtype=self.dtype, device=self.device)
+        result = ESTIMATORS[method](self.matmat, self.dim, probes, _generator(seed),
+                                    layers=self.layers if per_layer else None, target_rse=target_rse,
+                                    dtype=self.dtype, device=self.device)
+        check_finite(result.estimate, "the Hessian trace estimate")
+        check_finite(result.stderr, f"the trace's standard error of {result.matvecs} products",
+                     "give more probes (Hutch++ spends a third of them on its sketch)")
+        return result
 
     def spectrum(self, steps: int = 64, runs: int = 1, *, seed: Seed = 0) -> Spectrum:
         """Ritz values and stochastic Lanczos quadrature weights (:func:`landscape.spectrum.lanczos_spectrum`)
@@ -294,6 +301,8 @@ class HessianOperator:
         """
         _count(steps, "steps", 1)
         _count(runs, "runs", 1)
+        if runs > MAX_LANCZOS_RUNS:
+            raise ArgumentError(f"runs must be at most {MAX_LANCZOS_RUNS:,}, got {runs:,}")
         return lanczos_spectrum(self.matmat, self.dim, steps, runs, _generator(seed), self.dtype, self.device)
 
     def top_eigenvalue(self, steps: int = 32, *, seed: Seed = 0) -> Eigenvalue:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from landscape.cli import check_outputs, open_checkpoint, write_json
+from landscape.cli import open_checkpoint, refuse_file_flags, write_json
 from landscape.hessian_output import build_parser, format_report, format_run, report_figure, run_figure
 from landscape.hessian_report import (
     EVAL_MODE,
@@ -26,6 +26,7 @@ from landscape.hessian_report import (
 )
 from landscape.options import from_args
 from landscape.plots import save_figure
+from training.artifacts.outputs import check_outputs
 from training.device import resolve_device
 from training.errors import UserError, run_cli
 
@@ -43,14 +44,16 @@ def options_from_args(args: argparse.Namespace) -> HessianOptions:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    check_outputs({"--json": args.json, "--plot": args.plot}, [args.checkpoint, args.run],
+                  {"--json": {"trace", "rows"}})
     options = options_from_args(args)
     device = resolve_device(args.device)
     if (args.checkpoint is None) == (args.run is None):
         raise UserError("give one checkpoint CKPT or --run DIR (not both)")
     if args.particles and args.run is None:
         raise UserError("--particles needs --run DIR")
-    check_outputs({"--json": args.json, "--plot": args.plot}, [args.checkpoint or args.run],
-                  {"--json": {"trace", "rows"}})
+    if args.run is not None:
+        refuse_file_flags(args, f"--run {args.run}")
     if args.run is None:
         report = analyse_checkpoint(open_checkpoint(args.checkpoint, args), options, device, args.data_dir)
         print(format_report(report))

@@ -11,7 +11,8 @@ import numpy as np
 from landscape.cli import add_io_arguments
 from landscape.hessian_report import HessianOptions, HessianReport, HessianResult
 from landscape.options import add_dataclass_arguments
-from landscape.plots import checkpoint_label, label_figure, panel_grid
+from landscape.plots import checkpoint_label, label_figure, legend_below, panel_grid, readable_axes
+from landscape.trace import TraceEstimate
 from training.errors import ArgumentParser
 
 if TYPE_CHECKING:
@@ -85,41 +86,68 @@ def _describe(report: HessianReport) -> str:
 def _caption(result: HessianResult, dim: bool = True) -> str:
     coordinates = f" ({result.dim} coordinates)" if dim else ""
     return (f"Hessian of the mean train cross-entropy over {result.samples} samples, model in eval mode; "
-            f"subspace {result.subspace}{coordinates}; {result.trace.method} trace estimate.")
+            f"subspace {result.subspace}{coordinates}; {ESTIMATOR_NAMES.get(result.trace.method, result.trace.method)} "
+            "trace estimate.")
+
+
+ESTIMATOR_NAMES = {"hutchpp": "Hutch++ (Meyer et al. 2021)", "hutchinson": "Hutchinson (1989)"}
+DENSITY_FLOOR = 1e-6  # SLQ densities fall to ~0 between eigenvalue clusters: drawn from 1e-6 of the peak up
+
+
+def _trace_axis(t: TraceEstimate) -> tuple[str, str, str]:
+    """x label, panel title and caption sentence of the running trace estimate, per estimator."""
+    if t.method == "hutchpp":
+        low_rank = t.matvecs - len(t.samples)
+        return (f"residual probes (random vectors; {len(t.samples)} of the {t.matvecs} products, "
+                f"the other {low_rank} give the low-rank part)", "Hutch++ trace estimate",
+                "Hutch++: the trace of the top subspace found by a random sketch, computed "
+                "exactly, plus a Hutchinson estimate over the residual probes for the rest; the line is that sum "
+                "after k residual probes.")
+    return ("probes (random vectors; one product each)", "Hutchinson trace estimate",
+            "Hutchinson: the mean of v^T H v over random sign vectors v; the line is the mean of the "
+            "first k probes.")
 
 
 def report_figure(report: HessianReport) -> Figure:
     """Running trace estimate with a 2-standard-error band; per-layer parts and density when computed."""
+    from matplotlib.ticker import MaxNLocator
+
     r, t = report.result, report.result.trace
-    fig, axes = panel_grid(1 + bool(t.per_layer) + (r.spectrum is not None and r.options.density), size=(4.4, 3.4))
+    density = r.spectrum is not None and r.options.density
+    fig, axes = panel_grid(1 + bool(t.per_layer) + density, size=(5.2, 3.6), columns=2)
     terms = np.asarray(t.samples)
     k = np.arange(1, len(terms) + 1)
     offset = t.estimate - (terms.mean() if len(terms) else 0.0)  # Hutch++'s exact low-rank part
     running = offset + np.cumsum(terms) / k if len(terms) else np.full(1, t.estimate)
     se = np.array([terms[:i].std(ddof=1) / np.sqrt(i) if i > 1 else np.nan for i in k]) if len(terms) else [0]
     x = k if len(terms) else [t.matvecs]
+    xlabel, title, how = _trace_axis(t)
     axes[0].plot(x, running, color="C0", marker="o", markersize=3, label="running estimate")
     axes[0].fill_between(x, running - 2 * np.asarray(se), running + 2 * np.asarray(se), alpha=0.25, color="C0",
                          label="± 2 standard errors of the running estimate")
     if r.pyhessian is not None:
         axes[0].axhline(r.pyhessian.estimate, color="C3", ls="--", label="pyhessian")
-    axes[0].legend(fontsize="small")
-    from matplotlib.ticker import MaxNLocator
-
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # integers even for one probe
-    axes[0].set(xlabel="residual probes (random vectors)" if t.method == "hutchpp" else "probes (random vectors)",
-                ylabel="Hessian trace estimate", title="trace estimate")
+    axes[0].set(xlabel=xlabel, ylabel="Hessian trace estimate", title=title)
+    axes[0].xaxis.label.set_wrap(True)
+    legend_below(axes[0], tick_lines=2)
     if t.per_layer:
         names = list(t.per_layer)
         axes[1].barh(names, [t.per_layer[n] for n in names], xerr=[t.per_layer_stderr[n] for n in names],
                      color="C1")
-        axes[1].set(xlabel="trace contribution (bars: ± 1 standard error)", title="per parameter tensor")
-    if r.spectrum is not None and r.options.density:
+        axes[1].set(xlabel="trace contribution (bars: ± 1 standard error)", ylabel="parameter tensor",
+                    title="per parameter tensor")
+    if density:
         grid, phi = r.spectrum.density()
-        axes[-1].semilogy(grid, np.maximum(phi, 1e-12), color="C2")
+        peak = float(np.max(phi)) if len(phi) and np.max(phi) > 0 else 1.0
+        axes[-1].semilogy(grid, np.maximum(phi, DENSITY_FLOOR * peak), color="C2")
         axes[-1].set(xlabel="Hessian eigenvalue", ylabel="density (log scale)",
                      title=f"spectral density (SLQ, {r.spectrum.steps} Lanczos steps)")
-    return label_figure(fig, f"Hessian of {_describe(report)}", _caption(r))
+        axes[-1].text(0.98, 0.97, "floor: 10⁻⁶ × peak (values below drawn at it)",
+                      transform=axes[-1].transAxes, ha="right", va="top", fontsize="x-small", color="0.3")
+    for ax in axes:
+        readable_axes(ax)
+    return label_figure(fig, f"Hessian of {_describe(report)}", f"{_caption(r)} {how}")
 
 
 def run_figure(reports: Sequence[HessianReport]) -> Figure:
@@ -133,7 +161,8 @@ def run_figure(reports: Sequence[HessianReport]) -> Figure:
                         yerr=[2 * np.nan_to_num(r.result.trace.stderr) for r in rows], label=label, capsize=3,
                         **style)
     ax.set(xlabel="sparsity (% of prunable weights removed)", ylabel="Hessian trace")
-    ax.legend(fontsize="small")
+    readable_axes(ax)
+    legend_below(ax)
     run = checkpoint_label(reports[0].checkpoint).split("/")[0]
     return label_figure(fig, f"Hessian trace of the cycles of {run}",
                         _caption(reports[0].result, dim=False) + " Error bars: ± 2 standard errors.")

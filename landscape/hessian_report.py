@@ -99,7 +99,7 @@ class HessianOptions:
         """Raise :class:`UserError` naming the first bad option."""
         checks = [
             (self.method in ESTIMATORS, f"--method must be one of {', '.join(ESTIMATORS)}"),
-            (self.probes >= 1, "--probes must be >= 1"),
+            (self.probes >= 2, "--probes must be >= 2 (one product gives no standard error)"),
             (self.samples is None or self.samples >= 1, "--samples must be a positive number or 'all'"),
             (self.batch_size >= 1, "--batch-size must be positive"),
             (self.subspace in (None, "mask", "full"), "--subspace must be mask or full"),

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from landscape.batches import LossFn, mean_loss_terms
+from landscape.batches import LossFn, check_class_targets, mean_loss_terms
 from training.progress import tqdm
 
 Matmat = Callable[[Tensor], Tensor]
@@ -261,6 +261,7 @@ def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspac
         for x, y in tqdm(batches, desc="Hessian products", leave=False, disable=not progress):
             outputs = net(x)
             if loss_fn is None:
+                check_class_targets(outputs, y)
                 loss = nn.functional.cross_entropy(outputs, y, reduction="sum") / total
             else:
                 loss = mean_loss_terms(outputs, y, loss_fn) / total

@@ -30,7 +30,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from landscape.align_methods import METHOD_NAMES, METHODS
-from landscape.batches import ArgumentError, batches, peek
+from landscape.batches import ArgumentError, batches, check_model, peek
 from landscape.combination import check_masks, model_device
 from landscape.permutations import PermutationSpec, permutation_spec, permute_state
 
@@ -71,11 +71,13 @@ def _check_pair(reference: nn.Module, other: nn.Module, masks: Any) -> tuple[Per
     for name, model in (("reference", reference), ("other", other)):
         if not isinstance(model, nn.Module):
             raise ArgumentError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+        check_model(model, name)
     ref, oth = reference.state_dict(), other.state_dict()
     odd = sorted(set(ref) ^ set(oth)) or [k for k, v in ref.items() if v.shape != oth[k].shape]
     if odd:
         raise ArgumentError(f"reference and other are not one architecture: tensor {odd[0]!r} differs")
-    return permutation_spec(other), None if masks is None else check_masks(masks, oth)
+    checked = None if masks is None else check_masks(masks, oth)
+    return permutation_spec(other), checked
 
 
 class _Objective:

@@ -21,7 +21,10 @@ activation matching (:mod:`landscape.matching`).
 
 Anything else that touches a permuted tensor (``torch.cat``, a reshape, indexing, attention, ...) is
 refused with an :class:`landscape.batches.ArgumentError` (a ValueError) naming the node and the operation,
-unless what it touches is fixed anyway (a softmax after the output layer is fine).
+unless what it touches is fixed anyway (a softmax after the output layer is fine). A model with weight
+matrices that no group permutes (a recurrent layer or an embedding, which the walk does not follow) or
+with a tensor shared by several layers (tied weights) is refused too: aligning it would silently leave
+those weights unaligned, or permute one tensor two ways.
 """
 
 from __future__ import annotations
@@ -321,6 +324,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
         >>> [(g.name, g.size) for g in spec.groups], [a.key for a in spec.groups[0].axes]
         ([('0', 8)], ['0.bias', '0.weight', '2.weight'])
     """
+    _refuse_tied(model)
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as err:  # tracing runs the model's own Python code, which may raise anything
@@ -339,7 +343,33 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
     for message, elements in p.refusals:
         if any(p.find(e) != FIXED for e in elements):
             raise ArgumentError(message)
-    return _spec(p)
+    spec = _spec(p)
+    _refuse_unpermuted(model, spec)
+    return spec
+
+
+def _refuse_tied(model: nn.Module) -> None:
+    """Refuse a model with a tensor shared by several layers: one permutation per use would permute it twice."""
+    first: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(param), name) != name:
+            raise ArgumentError(f"cannot align: '{first[id(param)]}' and '{name}' are one shared tensor (tied "
+                                "weights), which alignment does not support")
+
+
+def _refuse_unpermuted(model: nn.Module, spec: PermutationSpec) -> None:
+    """Refuse a model with weight matrices that no group permutes (a recurrent layer, an embedding, ...):
+    aligning it would leave them as they are and report a barrier of networks never aligned there."""
+    outside = {name: p for name, p in model.named_parameters() if p.dim() >= 2 and name not in spec.axes}
+    if outside:
+        name = next(iter(outside))
+        owner = model.get_submodule(name.rpartition(".")[0])
+        total = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+        share = f"{sum(p.numel() for p in outside.values()):,} of {total:,} weights"
+        what = "no group of hidden units" if not spec.groups else f"weight matrices outside every group ({share})"
+        raise ArgumentError(f"cannot align: {type(model).__name__} has {what}, e.g. '{name}' of "
+                            f"{type(owner).__name__}, which alignment does not follow; aligning would leave "
+                            f"{'them' if spec.groups else 'every weight'} as {'they are' if spec.groups else 'it is'}")
 
 
 def _spec(p: _Propagation) -> PermutationSpec:

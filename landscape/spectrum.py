@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landscape.batches import check_finite
 from landscape.trace import rademacher
 
 Matmat = Callable[[Tensor], Tensor]
@@ -106,6 +107,8 @@ def lanczos_spectrum(matmat: Matmat, dim: int, steps: int, runs: int, generator:
     """Top eigenvalue and SLQ density from ``runs`` Lanczos runs of ``min(steps, dim)`` products each (a
     Krylov space has at most ``dim`` dimensions); :attr:`Spectrum.steps` records the steps taken."""
     alpha, beta = lanczos(matmat, dim, steps, runs, generator, dtype, device)
+    check_finite(float(np.abs(np.concatenate([alpha.ravel(), beta.ravel()])).max()), "the Hessian's Lanczos "
+                 "coefficients")
     values, weights, residuals = [], [], []
     for a, b in zip(alpha, beta, strict=True):
         t = np.diag(a) + np.diag(b[:-1], 1) + np.diag(b[:-1], -1)

@@ -42,7 +42,6 @@ from landscape.cli import (
     MAX_HULL_SAMPLES,
     add_eval_arguments,
     check_at_most,
-    check_outputs,
     cycle_list,
     eval_options,
     open_checkpoint,
@@ -53,6 +52,7 @@ from landscape.cli import (
 from landscape.connectivity import simplex_samples
 from landscape.plane import PlaneResult, checkpoint_plane
 from landscape.plots import checkpoint_label, contour_panels, histogram_panels, save_figure
+from training.artifacts.outputs import check_outputs
 from training.errors import ArgumentParser, UserError, run_cli
 from training.evaluate import Evaluation
 

@@ -252,8 +252,9 @@ def _worth_growing(sigma: float, smallest: float, scale: float, step: int, least
 def _fixed_split(matmat: Matmat, dim: int, probes: int, generator: torch.Generator, state: _Deflation,
                  dtype: torch.dtype, device: torch.device | str) -> int:
     """Meyer et al.'s split of a fixed budget: a sketch of probes // 3, then its directions and the rest
-    of the probes in one pass. Returns the products spent (all of them)."""
-    sketch = probes // 3
+    of the probes in one pass; no sketch below 4 probes, where it would leave fewer than two residual
+    probes and so no standard error. Returns the products spent (all of them)."""
+    sketch = probes // 3 if probes >= 4 else 0
     q = new_directions(matmat(rademacher(sketch, dim, generator, dtype, device)), state.q) if sketch else state.q
     count = probes - sketch - len(q)
     v = rademacher(count, dim, generator, dtype, device)
@@ -358,7 +359,7 @@ def hutchpp_trace(matmat: Matmat, dim: int, probes: int, generator: torch.Genera
     share a pass over the data.
 
     - Without ``target_rse``: s = probes // 3 sketch rows, then Z and the remaining probes - s - r probes
-      in one pass (two passes in all; with fewer than 3 probes, no sketch: plain Hutchinson).
+      in one pass (two passes in all; with fewer than 4 probes, no sketch: plain Hutchinson).
     - With ``target_rse``, a two-stage procedure (Stein 1945) in blocks of ``block`` (default 8): a sketch
       block, then its directions together with the first 2 ``block`` residual probes (the fewest it
       ever uses). The sketch alone then plans the rest, through the spread of its leave-one-out

@@ -33,6 +33,7 @@ from landscape.artifacts import EvalOptions, run_particles
 from landscape.barrier import checkpoint_barrier
 from landscape.cli import cycle_list, write_json
 from landscape.options import add_dataclass_arguments
+from training.artifacts.outputs import check_outputs
 from training.errors import ArgumentParser, UserError, run_cli
 from training.models import build_model, model_spec
 
@@ -137,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cost-models", default=",".join(COST_MODELS), help="models --cost times")
     add_dataclass_arguments(parser, EvalOptions, only=("trust_code",))
     args = parser.parse_args(argv)
+    check_outputs({"--json": args.json}, [args.root], {"--json": {"barriers", "costs"}})
     rows = barrier_rows(args.root, args.cycles, trust_code=args.trust_code)
     print(barrier_table(rows))
     costs = alignment_costs(args.cost_models.split(",")) if args.cost else []

@@ -67,7 +67,7 @@ class AnalysisSettings:
     bn_recal: int = count_setting(2048, 0)
     hull_samples: int = count_setting(32, 1)
     plane_resolution: int = count_setting(15, 2)
-    hessian_probes: int = count_setting(32, 1)
+    hessian_probes: int = count_setting(32, 2)  # one product gives no standard error
     hessian_samples: int = count_setting(1024, 1)
     seed: int = count_setting(0, 0)
 

@@ -83,6 +83,59 @@ def pytest_configure(config: pytest.Config) -> None:
         UserError.__init__ = counting
 
 
+# The `slow` marker (pyproject.toml): `python -m pytest -m "not slow"` is the README's smoke subset. Whole
+# modules that train runs or studies, run notebooks or kill processes in most tests, and the tests of the other
+# modules that took over 2 s each under `--durations` (on a loaded two-core machine, about 0.8 s on a quiet
+# one); what is left runs in about a minute. The full suite (what CI runs) still runs everything.
+SLOW_MODULES = frozenset("""
+    test_study test_study_family test_reliability test_engines test_launchers test_readme_commands
+    test_control_figures test_controls test_realisations test_flag_fuzz test_figures test_any_model
+    test_runtime_switches test_first_impressions test_gpu_check test_cuda
+""".split())
+SLOW_TESTS = frozenset("""
+    test_sigterm_stops_a_run_with_one_line_and_resume_finishes_it
+    test_damaged_measurement_is_refused_naming_the_file test_damaged_config_of_a_sub_run_is_refused
+    test_file_size_limit_stops_the_study_and_the_same_command_finishes_it
+    test_normalized_is_the_norm_weighted_block_trace
+    test_rescaling_leaves_normalized_unchanged_and_divides_the_raw_trace test_pyhessian_backend_agrees_statistically
+    test_adaptive_hutchpp_on_the_exact_hessian test_native_trace_within_three_stderr_of_exact
+    test_hutchpp_exact_once_sketch_covers_dimension test_hutchpp_standard_error_is_calibrated
+    test_lanczos_top_eigenvalue_and_density test_module_entry_point test_checkpoint_json_has_contract_keys
+    test_target_rse_stops_the_default_method_early test_module_entry_point_reports_errors_without_traceback
+    test_a_one_shot_run_cannot_be_resumed_as_iterative_pruning
+    test_the_analysis_tools_start_without_plotting_or_scipy test_mnist1d_is_generated_offline_and_cached
+    test_a_shuffled_copy_and_an_aligned_model_compute_the_same_outputs test_cli_hull_and_plane
+    test_plane_scan_resumes_from_its_partial_file
+    test_independent_networks_have_a_barrier_particles_of_one_ticket_hardly test_run_modes
+    test_figures_name_their_checkpoints_units_and_definitions
+    test_the_line_fast_path_is_the_general_formula_to_the_bit test_barrier_of_a_model_with_itself_is_zero_and_flat
+    test_an_endless_data_set_is_refused_at_once test_memory_bombs_are_refused_at_once_in_bounded_memory
+    test_a_file_size_limit_stops_training_cleanly_and_the_run_resumes test_a_closed_pipe_stops_quietly
+    test_overwrite_replaces_a_run_and_an_empty_folder test_an_earlier_output_is_replaced
+    test_overwrite_refuses_a_run_holding_a_user_file_and_keeps_a_lock_file_of_another_program
+    test_same_seed_gives_identical_checkpoints test_one_particle_without_swa_is_plain_imp
+    test_swamp_plus_and_rewinding_to_the_previous_solution test_damaged_metrics_are_refused_with_the_remedy_that_works
+    test_a_fakedata_checkpoint_is_probed_with_fakedata_inputs test_data_are_read_only_where_the_user_says
+    test_resnet18_in_train_mode_runs_and_is_left_untouched test_status_on_a_fifo_log_ends_at_once_in_a_fresh_process
+    test_the_commands_and_their_output_flags_are_found
+""".split())
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if item.path.stem in SLOW_MODULES or getattr(item, "originalname", item.name) in SLOW_TESTS:
+        item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` (pyproject.toml) run only where torch sees a GPU; elsewhere they are skipped."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = os.environ.get("SWAMP_TEST_TALLY")
     if path:

@@ -33,7 +33,7 @@ from training.swamp import main as swamp_main
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TEST = EvalOptions(("test",), progress=False)
 CONTRACT_KEYS = {"a", "b", "lambdas", "test", "train", "barrier", "barrier_max", "bn"}
-EXTRA_KEYS = {"points", "mask", "device"}  # documented in landscape/barrier.py
+EXTRA_KEYS = {"points", "mask", "device", "endpoints"}  # documented in landscape/barrier.py
 
 
 def particle(run: Path, cycle: int, p: int) -> Path:
@@ -193,7 +193,7 @@ def test_figures_name_their_checkpoints_units_and_definitions(tiny_run):
     a, b = particle(tiny_run, 1, 0), particle(tiny_run, 1, 1)
     result = checkpoint_barrier(a, b, points=3, options=TEST)
     fig = plot_barrier(result)
-    title = fig.get_suptitle()
+    title = fig.get_suptitle().replace("\u00a0", " ")  # names are joined by no-break spaces
     assert f"A = {tiny_run.name}/cycle_01/particle_00" in title and f"B = {tiny_run.name}/cycle_01/particle_01" in title
     assert "λ = 0" in title and "λ = 1" in title
     assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["loss (cross-entropy)", "error (%)"]

@@ -13,14 +13,20 @@ from training.data import load_dataset, mnist1d_spec, random_crop_flip
 from training.errors import UserError
 
 
-def write_cifar10(root, n_per_batch=20, seed=0):
-    """A miniature ``cifar-10-batches-py`` directory in the official pickle format."""
+def write_cifar10(root, n_per_batch=20, seed=0, learnable=False):
+    """A miniature ``cifar-10-batches-py`` directory in the official pickle format. Random pixels; with
+    ``learnable`` each image also has a bright band of 3 rows at rows 3 * label, so a network can learn it."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, n_per_batch).tolist(),
-                 b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+        labels = rng.integers(0, 10, n_per_batch)
+        pixels = rng.integers(0, 256, (n_per_batch, 3, 32, 32), dtype=np.uint8)
+        if learnable:
+            pixels //= 2
+            for image, label in zip(pixels, labels, strict=True):
+                image[:, 3 * label:3 * label + 3] = 255
+        batch = {b"batch_label": name.encode(), b"labels": labels.tolist(), b"data": pixels.reshape(n_per_batch, -1),
                  b"filenames": [f"{i}.png".encode() for i in range(n_per_batch)]}
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     return folder

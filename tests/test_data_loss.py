@@ -147,7 +147,7 @@ def test_outputs_never_replace_inputs(ckpts, tiny_run, tmp_path, capsys):
                 expect="is the input")
         refused(capsys, barrier.main, [str(a), str(work / "b.safetensors"), *base, flag, str(hard)],
                 where=tmp_path, expect="is the input")
-        refused(capsys, hessian.main, [str(a), "--probes", "1", "--samples", "8", flag, str(a)], where=tiny_run,
+        refused(capsys, hessian.main, [str(a), "--probes", "2", "--samples", "8", flag, str(a)], where=tiny_run,
                 expect="is the input")
         refused(capsys, subspace.main, [str(a), str(b), "--samples", "1", "--split", "test", flag, str(b)],
                 where=tiny_run, expect="is the input")

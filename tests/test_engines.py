@@ -64,15 +64,16 @@ def _assert_runs_match(a: Path, b: Path, rtol: float, atol: float) -> None:
             torch.testing.assert_close(second[key], first[key], rtol=rtol, atol=atol, msg=f"{name}: {key}")
 
 
-def test_stacked_model_trains_each_particle_as_its_own_model():
-    """Per-particle gradients, BatchNorm statistics and SGD steps, all particles in one computation."""
+def assert_stacked_trains_each_particle(device: str, rtol: float, atol: float) -> None:
+    """Three steps of three cnn1d particles stacked on ``device`` equal three separate models' (same device)
+    within ``rtol``/``atol``: per-particle gradients, BatchNorm statistics and SGD steps in one computation."""
     torch.manual_seed(0)
-    models = [build_model(model_spec("cnn1d", 10)) for _ in range(3)]
+    models = [build_model(model_spec("cnn1d", 10)).to(device) for _ in range(3)]
     stacked = StackedModule(models[0], [m.state_dict() for m in models]).train()
     opt = torch.optim.SGD(stacked.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     opts = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4) for m in models]
     for _ in range(3):
-        x, y = torch.randn(3, 32, 40), torch.randint(0, 10, (3, 32))
+        x, y = torch.randn(3, 32, 40).to(device), torch.randint(0, 10, (3, 32)).to(device)
         opt.zero_grad()
         nn.functional.cross_entropy(stacked(x), y.flatten()).backward()
         opt.step()
@@ -84,8 +85,12 @@ def test_stacked_model_trains_each_particle_as_its_own_model():
     state = stacked.state_dict()
     for i, model in enumerate(models):
         for key, value in model.state_dict().items():
-            # grouped convolutions sum in another order than three separate ones: equal up to rounding
-            torch.testing.assert_close(state[key][i], value, rtol=1e-4, atol=1e-6, msg=key)
+            torch.testing.assert_close(state[key][i], value, rtol=rtol, atol=atol, msg=key)
+
+
+def test_stacked_model_trains_each_particle_as_its_own_model():
+    # grouped convolutions sum in another order than three separate ones: equal up to rounding
+    assert_stacked_trains_each_particle("cpu", rtol=1e-4, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +186,17 @@ def test_auto_rule_follows_the_measured_table():
         assert auto_engine(model, device, 1) == "sequential", "one particle: nothing to stack"
     assert auto_engine("cnn1d", "cpu", 4) == "sequential", "grouped convolutions measured slower on the CPU"
     assert auto_engine("cnn1d", "cpu", 4, distributed=True) == "distributed"
+    assert auto_engine("cnn1d", "cuda", 8, stackable=False) == "sequential", "--amp/--channels-last never stack"
+
+
+@pytest.mark.parametrize("switch", ["--amp", "--channels-last"])
+def test_vectorized_engine_with_a_switch_that_fails_inside_vmap_is_refused(tmp_path, switch, capsys):
+    """bf16 autocast (BatchNorm's running statistics) and channels-last (layout queries) fail inside
+    torch.func.vmap, as the GPU check found on CUDA: refused before anything is written."""
+    out = tmp_path / "r"
+    assert run_cli(swamp_main, ["--engine", "vectorized", switch, "--out", str(out)]) == 2
+    assert "--engine vectorized does not combine with --amp or --channels-last" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_distributed_engine_outside_torchrun_is_a_clear_error(tmp_path, capsys):

@@ -3,6 +3,7 @@ output that survives an interrupt."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -119,3 +120,18 @@ def test_cycle_rows_are_printed_as_cycles_finish_and_survive_an_interrupt(tmp_pa
     assert swamp.main(["--out", str(run), "--resume", "--no-progress"]) == 0
     rows = [swamp.format_row(read_metrics(RunDir(run), cycle)) for cycle in range(3)]
     assert capsys.readouterr().out.splitlines() == [f"run directory: {run}", header, *rows]
+
+
+def test_show_config_prints_the_resolved_preset_and_flags_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from training.config import DEFAULT_WORKERS
+    from training.presets import PRESETS
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        swamp.main(["--show-config", "--preset", "cifar10-wrn28x2", "--epochs", "3"])
+    assert done.value.code == 0
+    cfg = json.loads(capsys.readouterr().out)
+    preset = PRESETS["cifar10-wrn28x2"]
+    assert cfg["epochs"] == 3 and cfg["lr"] == preset["lr"] and cfg["cycles"] == preset["cycles"]
+    assert cfg["workers"] == DEFAULT_WORKERS == min(4, os.cpu_count() or 1)
+    assert list(tmp_path.iterdir()) == []

@@ -168,7 +168,7 @@ def test_landscape_tools_refuse_user_code_without_trust_code(user_dir, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "--trust-code" in err and a in err
     assert not out.exists() and not imported(user_dir)
-    hessian = [a, "--probes", "1", "--samples", "8", "--no-progress", "--data-dir", str(DATA_DIR)]
+    hessian = [a, "--probes", "2", "--samples", "8", "--no-progress", "--data-dir", str(DATA_DIR)]
     assert run_cli(hessian_main, hessian) == 2 and "--trust-code" in capsys.readouterr().err
     assert not imported(user_dir)
     assert run_cli(barrier_main, [*argv, "--trust-code"]) == 0

@@ -1,7 +1,10 @@
 """SWAMP training core: data, models, pruning, particles, averaging and run orchestration.
 
 The Python API (imported on first use, so that ``import training.<module>`` stays light):
-:func:`run_swamp` (:mod:`training.api`), its result :class:`SwampResult` and :class:`RunConfig`.
+:func:`run_swamp` (:mod:`training.api`), its result :class:`SwampResult` and :class:`RunConfig`;
+:func:`load_checkpoint` (a toolkit checkpoint's weights, masks and metadata, ready for one's own model's
+``load_state_dict``) and :func:`build_model` (the zoo model a checkpoint names, with its weights), both of
+:mod:`training.artifacts.checkpoint`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from training.errors import quiet_start_up_interrupts
 quiet_start_up_interrupts()
 
 __version__ = "0.1.0"
-__all__ = ["RunConfig", "SwampResult", "run_swamp"]
+__all__ = ["Checkpoint", "RunConfig", "SwampResult", "build_model", "load_checkpoint", "run_swamp"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from training import api
 
         return getattr(api, name)
+    if name in ("Checkpoint", "build_model", "load_checkpoint"):
+        from training.artifacts import checkpoint
+
+        return getattr(checkpoint, name)
     if name == "RunConfig":
         from training.config import RunConfig
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from training.config import RunConfig, check_saved_code, resolve_config, saved_config
 from training.context import ModelFn
+from training.data.names import IN_MEMORY_PREFIX
 from training.imports import is_import_path
 
 FIELDS = frozenset(f.name for f in fields(RunConfig))
@@ -70,15 +71,32 @@ def _callable_name(fn: Callable[..., Any], what: str, setting: str) -> str:
     return name
 
 
+def _refuse_second_model(model_fn: ModelFn, model: Any) -> None:
+    """Refuse ``model`` naming another model than ``model_fn``: the run would train ``model_fn`` but record
+    ``model`` (which the landscape tools would then rebuild). ``model`` may name where ``model_fn`` lives
+    (``PACKAGE.MODULE:CALLABLE``), which only a function of a script (module ``__main__``) needs."""
+    if model is None:
+        return
+    own = f"{getattr(model_fn, '__module__', '')}:{getattr(model_fn, '__qualname__', '')}"
+    if not is_import_path(str(model)) or (getattr(model_fn, "__module__", "__main__") != "__main__" and model != own):
+        raise ValueError(f"model_fn and model={model!r} name two models; the run would train model_fn but record "
+                         f"{model!r}: pass model_fn alone (it is recorded as {own!r}), or model alone")
+
+
 def resolve_run_config(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: ModelFn | None = None,
                        train_set: Any = None, **overrides: Any) -> RunConfig:
     """The validated :class:`RunConfig` of :func:`run_swamp`'s arguments (presets resolved as on the command
     line; with ``resume=True`` the run's saved settings are the base)."""
     values = _settings(config, overrides)
-    if model_fn is not None and "model" not in values:
-        values["model"] = _callable_name(model_fn, "model_fn", "model")
+    if model_fn is not None:
+        _refuse_second_model(model_fn, values.get("model"))
+        values.setdefault("model", _callable_name(model_fn, "model_fn", "model"))
+    if train_set is not None and values.get("dataset") is not None \
+            and not str(values["dataset"]).startswith(IN_MEMORY_PREFIX):
+        raise ValueError(f"train_set and dataset={values['dataset']!r} name two data sets; the run would train on "
+                         "train_set but record the other: pass one of them")
     if train_set is not None and "dataset" not in values:
-        values["dataset"] = "python:" + type(train_set).__qualname__
+        values["dataset"] = IN_MEMORY_PREFIX + type(train_set).__qualname__
     args = argparse.Namespace(**{name: values.get(name) for name in FIELDS})
     base = None
     if args.resume and args.out:

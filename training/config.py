@@ -36,6 +36,7 @@ PRUNE_METHODS = ("global", "layerwise", "random")
 # config stored in checkpoints (so the same run gives the same files wherever it is written).
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
                             "data_dir", "channels_last", "compile", "log", "trust_code"})
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # more loader processes than cores only compete for them
 SEED_LIMIT = 2**32  # seeds enter every random stream modulo 2^32 (training.seeds), so larger ones would alias
 
 
@@ -71,9 +72,12 @@ class RunConfig:
     download: bool = _opt("allow torchvision to download a dataset (needs internet)", False)
     batch_size: int = _opt("training mini-batch size")
     eval_batch_size: int = _opt("batch size for evaluation and BN recalibration", 1000)
-    workers: int = _opt("data-loader worker processes (for datasets streamed from disk)", 4)
+    workers: int = _opt("data-loader worker processes for datasets streamed from disk (default min(4, CPU cores): "
+                        f"{DEFAULT_WORKERS} here; with random transforms the worker count is part of what a run "
+                        "computes, and config.json records it)", DEFAULT_WORKERS)
     # model
-    model: str = _opt("a zoo model (mlp, cnn1d, wrn28x2, vgg19, resnet20, resnet18, resnet50), torchvision:NAME, "
+    model: str = _opt("a zoo model (mlp, cnn1d, transformer1d, wrn28x2, vgg19, resnet20, resnet18, resnet50), "
+                      "torchvision:NAME, "
                       "timm:NAME or PACKAGE.MODULE:CALLABLE(num_classes=..., **model_kwargs)")
     model_kwargs: str = _opt("JSON object of extra model arguments, e.g. '{\"width\": 64}'", "{}")
     trust_code: bool = _opt("with --resume: import the PACKAGE.MODULE:CALLABLE model or dataset the run's "
@@ -90,8 +94,9 @@ class RunConfig:
     prune_ratio: float = _opt("fraction of the remaining prunable weights removed per cycle", 0.2)
     prune_method: str = _opt("global (magnitude), layerwise (magnitude) or random", "global",
                              choices=PRUNE_METHODS)
-    prune_exclude: list[str] = _repeated("keep the conv/linear weights whose parameter name matches this regular "
-                                         "expression (re.search) dense, e.g. '^conv1\\.' or '^fc\\.'; repeatable")
+    prune_exclude: list[str] = _repeated("keep the prunable weights (conv, linear, recurrent, attention) whose "
+                                         "parameter name matches this regular expression (re.search) dense, "
+                                         "e.g. '^conv1\\.' or '^fc\\.'; repeatable")
     # optimisation
     lr: float = _opt("peak SGD learning rate")
     momentum: float = _opt("SGD momentum", 0.9)
@@ -132,6 +137,12 @@ class RunConfig:
     def dataset_kwargs_dict(self) -> dict[str, Any]:
         return json.loads(self.dataset_kwargs)
 
+    @property
+    def stackable(self) -> bool:
+        """Whether particles may be stacked (``vectorized``): bf16 autocast and the channels-last layout
+        fail inside ``torch.func.vmap`` (BatchNorm's running statistics, layout queries; seen on CUDA)."""
+        return not (self.amp or self.channels_last)
+
     def particles_in_cycle(self, cycle: int) -> int:
         """N particles, or one before ``particles_from_cycle`` (SWAMP+)."""
         return self.particles if cycle >= self.particles_from_cycle else 1
@@ -154,7 +165,7 @@ def _default_text(name: str, value: Any) -> str:
     if value is not None:
         return f" (default {value})"
     if name in PRESET_FIELDS:
-        return " (default: from the preset)"
+        return " (default: from the preset; --show-config prints it)"
     if name == "preset":
         return (" (default: the dataset's, " + ", ".join(f"{v} for {k}" for k, v in DEFAULT_PRESET.items())
                 + f", {GENERIC_PRESET} for any other)")
@@ -185,6 +196,9 @@ def build_parser(prog: str, description: str, defaults: dict[str, Any] | None = 
         elif "default" not in kwargs["help"] and f.type != "list[str]":
             kwargs["help"] += _default_text(f.name, defaults.get(f.name, f.default))
         parser.add_argument(_flag(f.name), **kwargs)
+    parser.add_argument("--show-config", action="store_true",
+                        help="print the resolved configuration (preset, program defaults and flags applied) as JSON "
+                             "and exit; nothing is trained or written")
     return parser
 
 
@@ -302,6 +316,9 @@ def validate(cfg: RunConfig) -> None:
         (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be positive"),
         (cfg.bn_samples >= 0, "--bn-samples must be >= 0 (0 = all)"),
         (cfg.workers >= 0, "--workers must be >= 0"),
+        (cfg.engine != "vectorized" or cfg.stackable,
+         "--engine vectorized does not combine with --amp or --channels-last (they fail inside torch.func.vmap); "
+         "use --engine sequential or auto"),
     ]
     for ok, message in checks:
         if not ok:
@@ -336,16 +353,23 @@ def check_data_dir(cfg: RunConfig) -> None:
 
 def parse_config(argv: Sequence[str] | None, prog: str, description: str,
                  base: dict[str, Any] | None = None) -> RunConfig:
-    """Parse ``argv`` into a validated :class:`RunConfig` (argparse usage errors exit with 2).
+    """Parse ``argv`` into a validated :class:`RunConfig` (argparse usage errors exit with 2); with
+    ``--show-config``, print that configuration as JSON and exit with 0 instead.
 
     With ``--resume --out DIR`` the run's saved settings are the base, so no flag needs repeating.
     """
     args = build_parser(prog, description, base).parse_args(argv)
+    show = args.show_config
+    del args.show_config
     if args.resume and args.out:
         saved = saved_config(args.out)
         check_saved_code(saved, args, Path(args.out) / "config.json")
         base = {**(base or {}), **saved}
-    return resolve_config(args, base)
+    cfg = resolve_config(args, base)
+    if show:
+        print(json.dumps(cfg.to_json(), indent=2))
+        raise SystemExit(0)
+    return cfg
 
 
 def check_saved_code(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:

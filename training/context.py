@@ -27,9 +27,9 @@ from training.errors import UserError
 from training.loggers import Logger, NullLogger, check_logger
 from training.models import ARGUMENT_ERRORS, build_model, model_factory, model_spec
 from training.models.meta import on_meta
-from training.pruning import prunable_names
+from training.pruning import kept_per_cycle, prunable_names
 from training.seeds import derive_seed, generator
-from training.train import Hyper, Schedule, train_particle
+from training.train import Hyper, Schedule, compile_forward, train_particle
 
 
 class Collective(Protocol):
@@ -87,7 +87,7 @@ class Context:
         """Train one particle (or the ticket) with epoch-boundary resume state under ``.resume/``."""
         resume_path = self.run.resume_state(unit)
         if self.cfg.compile:
-            model.compile()
+            compile_forward(model)
         state = train_particle(
             model, masks, self.data, schedule, self.hyper, generator(self.cfg.seed, seed_stream, *indices),
             resume=load_train_state(resume_path, self.device, model.state_dict(), epochs=schedule.epochs),
@@ -195,6 +195,11 @@ def check_model(ctx: Context) -> None:
             raise UserError(f"{what} does not fit {cfg.dataset}: 2 samples gave {gave} in {mode} mode, not "
                             f"(2, {ctx.data.num_classes}); choose a model for {cfg.dataset}")
     check_prune_exclude(cfg.prune_exclude, model)
+    check_pruning_schedule(cfg, model)
+    recurrent = next((type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)), None)
+    if cfg.engine == "vectorized" and recurrent is not None:  # torch.func.vmap has no batching rule for them
+        raise UserError(f"--engine vectorized cannot stack the particles of {what}: torch.func.vmap does not batch "
+                        f"its {recurrent} layers; use --engine sequential")
 
 
 def check_prune_exclude(patterns: Sequence[str], model: nn.Module) -> None:
@@ -202,9 +207,28 @@ def check_prune_exclude(patterns: Sequence[str], model: nn.Module) -> None:
     names = prunable_names(model)
     for pattern in patterns:
         if not any(re.search(pattern, n) for n in names):
-            raise UserError(f"--prune-exclude {pattern!r} matches none of the model's conv/linear weights "
+            raise UserError(f"--prune-exclude {pattern!r} matches none of the model's prunable weights "
                             f"({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})")
     if names and not prunable_names(model, patterns):
-        raise UserError("--prune-exclude leaves no conv/linear weight to prune; exclude fewer")
+        raise UserError("--prune-exclude leaves no prunable weight; exclude fewer")
     if not names:
-        raise UserError(f"--model {type(model).__name__} has no conv or linear weight to prune")
+        raise UserError(f"--model {type(model).__name__} has no prunable weight (conv, linear, recurrent or attention)")
+
+
+def check_pruning_schedule(cfg: RunConfig, model: nn.Module) -> None:
+    """Refuse ``--cycles`` that prune past the floor: a cycle that would remove no weight (round(P n) = 0, so
+    the density stops following (1 - P)^k) or keep fewer weights than there are pruned tensors (then at
+    least one layer has none left and the network's output no longer depends on its input)."""
+    params = dict(model.named_parameters())
+    names = prunable_names(model, cfg.prune_exclude)
+    kept = kept_per_cycle([params[n].numel() for n in names], cfg.prune_ratio, cfg.cycles,
+                          cfg.prune_method == "layerwise")
+    what = f"--cycles {cfg.cycles} --prune-ratio {cfg.prune_ratio}"
+    for k in range(1, len(kept)):
+        if kept[k] == kept[k - 1]:
+            raise UserError(f"{what}: cycle {k} would prune no weight ({kept[k - 1]:,} left, too few for the ratio "
+                            f"to remove one); use at most --cycles {k}")
+        if kept[k] < len(names):
+            raise UserError(f"{what}: cycle {k} would keep {kept[k]:,} of {kept[0]:,} prunable weights, fewer than "
+                            f"one per pruned tensor ({len(names)}), so a layer would have none; use at most "
+                            f"--cycles {k}")

@@ -14,6 +14,7 @@ With N = 1 and no SWA this is IMP with weight rewinding; the solution is then th
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +43,7 @@ from training.evaluate import ensemble_log_probs, evaluate, predict, score
 from training.loggers import cycle_scalars, open_logger
 from training.models.meta import on_meta
 from training.progress import tqdm
-from training.pruning import dense_masks, density, next_masks
+from training.pruning import coverage, dense_masks, density, next_masks
 from training.seeds import generator
 from training.train import Schedule, steps_per_epoch
 
@@ -80,7 +81,8 @@ def saved_state(ctx: Context, path: Path, remedy: str) -> dict[str, Tensor]:
                                 f"run's model has {tuple(want.shape)} {want.dtype}")
     except UserError as err:
         raise UserError(f"{err}; {remedy}") from None
-    return state
+    # files load on the CPU, freshly trained states live on the run's device (a resumed cycle mixes the two)
+    return {k: v.to(ctx.device) for k, v in state.items()}
 
 
 def make_ticket(ctx: Context) -> dict[str, Tensor]:
@@ -192,12 +194,22 @@ def run_cycles(ctx: Context, mask_rule: MaskRule | None, extra_config: dict[str,
                on_cycle: CycleDone | None = None) -> list[dict[str, Any]]:
     cfg = ctx.cfg
     check_out_text(cfg.out)
+    note_coverage(ctx)
     with prepared(ctx.run, {**run_config_json(ctx), **(extra_config or {})}, cfg.resume, cfg.overwrite):
         ctx.logger = open_logger(cfg.log, ctx.run.root, cfg.hyperparameters())
         try:
             return _cycles(ctx, mask_rule, on_cycle)
         finally:
             ctx.logger.close()
+
+
+def note_coverage(ctx: Context) -> None:
+    """Before training, one line on stderr when weight matrices of the model get no mask although no
+    ``--prune-exclude`` pattern chose them (embeddings, a model's own ``nn.Parameter`` matrices): which, and
+    what share of all weights the reported sparsity covers (:func:`training.pruning.coverage`)."""
+    cov = coverage(on_meta(ctx.builder), ctx.cfg.prune_exclude)
+    if cov.dense:
+        tqdm.write(f"note: {cov.describe()}", file=sys.stderr)
 
 
 def _cycles(ctx: Context, mask_rule: MaskRule | None, on_cycle: CycleDone | None) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "pending) and exit; reads only, so it may run beside the study")
     parser.add_argument("--quick", action="store_true",
                         help="a small grid to try the pipeline: seeds 0,1, 2 cycles of 1 epoch, SWAMP with N = 3 "
-                             "(under a minute on two CPU cores)")
+                             "(about 30 s on two CPU cores)")
     parser.add_argument("--preset", default="mnist1d", choices=list(PRESETS),
                         help="hyperparameter preset (default mnist1d)")
     parser.add_argument("--seeds", default=None, metavar="S,S,...",

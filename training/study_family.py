@@ -35,7 +35,7 @@ from training.launchers import SUBMITIT, Hooks, LauncherOptions, make_launcher
 from training.presets import PRESETS
 from training.study import OpenStudy, open_study
 from training.study_args import parse_models, parse_rewinds
-from training.study_manifest import FAMILY_MANIFEST, MANIFEST, SubRun, check_same_plan, extends
+from training.study_manifest import FAMILY_MANIFEST, MANIFEST, SubRun, check_same_plan, extends, plain_name
 from training.study_plan import StudyPlan, check_plan, preflight
 from training.workers import check_jobs
 
@@ -168,8 +168,8 @@ def read_family(root: str | Path) -> dict[str, Any]:
             from None
     cells = body.get("cells") if isinstance(body, dict) else None
     if not isinstance(cells, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"] not in ("", ".", "..")
-            and "/" not in c["name"] and c.get("path") == f"{CELLS}/{c['name']}" for c in cells):
+            isinstance(c, dict) and plain_name(c.get("name")) and c.get("path") == f"{CELLS}/{c['name']}"
+            for c in cells):
         raise UserError(f"{path} is not a family's manifest (a JSON object listing cells, each with a name and the "
                         f"path {CELLS}/NAME, expected); restore it, or start the family again in another --out")
     return body

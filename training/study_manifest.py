@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -27,6 +28,7 @@ FORMAT = "swamp-study/1"
 MANIFEST = "study.json"
 FAMILY_MANIFEST = "family.json"  # DIR/family.json: a family of studies (training.study_family)
 JOBS = "jobs"  # DIR/jobs/: the submitit folder (pickled calls, job logs)
+RUNS = "runs"  # DIR/runs/NAME: the sub-runs' run directories
 LOG_TAIL = 4096  # bytes read from the end of a log for its last line
 
 
@@ -102,7 +104,39 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list):
         raise UserError(f"{path} is not a study's manifest (a JSON object with a list of runs expected); restore "
                         "it, or start the study again in another --out")
+    problem = next((p for entry in manifest["runs"] if (p := _sub_run_problem(entry)) is not None), None)
+    if problem is not None:
+        raise UserError(f"{path} lists {problem}; a sub-run has a plain name (no '/', not '..'), the path "
+                        f"{RUNS}/NAME and job logs under {JOBS}/: restore it, or start the study again in another "
+                        "--out")
     return manifest
+
+
+def plain_name(name: Any) -> bool:
+    """Whether ``name``, read from a manifest, may name one directory entry: a string that is not empty, ``.``
+    or ``..`` and holds no ``/`` (nor a NUL byte), so that it cannot lead a path out of its folder."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+def _inside_jobs(log: str) -> bool:
+    parts = Path(log).parts
+    return "\0" not in log and len(parts) > 1 and parts[0] == JOBS and ".." not in parts
+
+
+def _sub_run_problem(entry: Any) -> str | None:
+    """What makes a ``runs[]`` entry of ``study.json`` unsafe to follow, or None: every reader joins its name and
+    path to the study directory and reads its job's logs, so they must stay inside the study."""
+    if not isinstance(entry, dict):
+        return f"a sub-run that is a JSON {type(entry).__name__}, not an object"
+    name, where = entry.get("name"), entry.get("path")
+    if not plain_name(name):
+        return f"a sub-run named {name!r}"
+    if where != f"{RUNS}/{name}":
+        return f"the sub-run {name} at {where!r}, not {RUNS}/{name}"
+    job = entry.get("job") if isinstance(entry.get("job"), dict) else {}
+    log = next((job[k] for k in ("stdout", "stderr") if isinstance(job.get(k), str) and not _inside_jobs(job[k])),
+               None)
+    return None if log is None else f"the job log {log!r} of the sub-run {name}, outside {JOBS}/"
 
 
 def restore(r: SubRun, entry: Any) -> None:
@@ -155,13 +189,32 @@ def extends(saved: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return same_rest and new["seeds"][:len(old_seeds)] == old_seeds
 
 
+def log_tail(root: Path, log: str, size: int = LOG_TAIL) -> str:
+    """The last ``size`` bytes (at most) of the job log ``log``, a path relative to the study ``root`` that
+    :func:`read_manifest` checked; one :class:`UserError` line if it leads out of ``root/jobs`` (a symbolic link)
+    or is not a regular file (a FIFO would block, a device never end). A missing log keeps its OSError."""
+    path = root / log
+    try:
+        inside = path.resolve().is_relative_to(root.resolve() / JOBS)  # jobs/ itself a link leads out too
+    except (OSError, RuntimeError):  # a loop of links
+        inside = False
+    if not inside:
+        raise UserError(f"{path}, the log of a job in {root / MANIFEST}, leads out of {root / JOBS}; restore it")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path}, the log of a job in {root / MANIFEST}, is not a regular file; restore it")
+        return os.pread(fd, size, max(0, info.st_size - size)).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
 def last_log_line(root: Path, job: JobRecord) -> str:
     """The last non-empty line of the job's error log: what a job that ended before its run finished said
     last (a failed sub-run's error, a traceback's last line, the scheduler's note of a kill)."""
     try:
-        with open(root / job.stderr, "rb") as fh:
-            fh.seek(max(0, os.fstat(fh.fileno()).st_size - LOG_TAIL))
-            lines = [line.strip() for line in fh.read().decode(errors="replace").splitlines() if line.strip()]
+        lines = [line.strip() for line in log_tail(root, job.stderr).splitlines() if line.strip()]
     except OSError:
         lines = []
     return lines[-1] if lines else f"job {job.id} ended before the run finished, and {job.stderr} is empty"

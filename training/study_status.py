@@ -110,9 +110,6 @@ def study_status(root: str | Path) -> StudyStatus:
     cycles = _cycles(manifest, root / MANIFEST)
     runs = []
     for entry in manifest["runs"]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
-                or not isinstance(entry.get("path"), str):
-            raise UserError(f"{root / MANIFEST} lists a sub-run without a name and a path; restore it")
         r = SubRun(entry["name"], str(entry.get("method")), -1, 0, entry["path"])  # seed, particles: unused here
         restore(r, entry)
         r.cycles_done = cycles_done(root / r.path)

@@ -75,6 +75,23 @@ class Divergence(UserError):
     """The training loss became NaN or infinite."""
 
 
+def compile_forward(model: nn.Module) -> None:
+    """``torch.compile`` the forward pass of ``model`` in place (``--compile``), keeping its state-dict names.
+
+    The bound ``forward`` is compiled rather than the module (``nn.Module.compile``): on torch 2.11 with CUDA
+    a module compiled that way ran eagerly, dynamo tracing no frame (found by
+    ``benchmarks/gpu_device_check.sh``; tests/test_cuda.py checks dynamo's frame counter), and
+    ``torch.compile(model)`` would wrap it and prefix every state-dict name with ``_orig_mod.``.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> compile_forward(net)
+        >>> list(net.state_dict())
+        ['weight', 'bias']
+    """
+    model.forward = torch.compile(model.forward)
+
+
 def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
     return max(dataset.size("train") // batch_size, 1)
 

@@ -23,6 +23,7 @@ from studies.controls.runs import Run, accuracy_rows, find_runs, unalignable_mod
 from studies.manifest import ANALYSIS, read_json_object
 from training.artifacts.atomic import remove_stale_temporaries
 from training.artifacts.lock import exclusive
+from training.artifacts.outputs import enclosing_run
 from training.artifacts.ownership import check_usable_directory
 from training.errors import UserError
 from training.progress import tqdm
@@ -166,8 +167,11 @@ def measure(root: str | Path, settings: Settings | None = None, jobs: int = 1, p
     settings = settings or Settings()
     settings.validate()
     root = Path(root)
-    runs, unalignable, plan = _plan(root, settings)
     cache = cache_dir(root)
+    if (run := enclosing_run(cache)) is not None:
+        raise UserError(f"{root} is inside the run {run}: the controls cache {cache} would be written into the run; "
+                        "give the directory that holds the runs")
+    runs, unalignable, plan = _plan(root, settings)
     check_usable_directory(cache, SETTINGS_FILE, "controls cache", "ROOT/analysis/controls")
     cache.mkdir(parents=True, exist_ok=True)
     with exclusive(cache, "controls cache"):  # one measuring process per cache

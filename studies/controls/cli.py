@@ -15,8 +15,10 @@ from studies.controls.cache import measure
 from studies.controls.measurements import Settings
 from studies.controls.runs import Run, find_runs
 from studies.controls.tables import correlation_rows, report
+from training.artifacts.outputs import check_outputs
 from training.errors import ArgumentParser, UserError
 
+JSON_KEYS = {"unalignable", "correlations"}  # what marks an earlier --json of this tool, which a rerun replaces
 _HELP = {"rewind": "--rewind-epochs of the grid's runs", "points": "points on each line",
          "hull_samples": "samples per hull", "hull_vertices": "vertices K of every hull",
          "probes": "Hutchinson probes", "hessian_samples": "training samples of the Hessian"}
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_outputs({"--json": args.json}, [args.root], {"--json": JSON_KEYS})
     if args.rewind is None:
         args.rewind = grid_rewind(find_runs(args.root))
     settings = replace(Settings(), data_dir=args.data_dir, trust_code=args.trust_code,

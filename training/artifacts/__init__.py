@@ -4,6 +4,7 @@
   :mod:`.schema`: what an untrusted checkpoint's metadata and tensors may be;
   :mod:`.serialize`: deterministic safetensors bytes.
 * :mod:`.rundir`: the run directory (config, metrics, results, resume state);
-  :mod:`.ownership`: what ``--overwrite`` may replace; :mod:`.lock`: one writer per run;
+  :mod:`.ownership`: what ``--overwrite`` may replace; :mod:`.outputs`: where an output flag may write
+  a file; :mod:`.lock`: one writer per run;
   :mod:`.atomic`: atomic file writes (temporary file, fsync, rename).
 """

@@ -36,6 +36,7 @@ _CYCLE_FILES = re.compile(r"particle_\d{2,}\.safetensors|average\.safetensors|me
 _RESUME_FILE = re.compile(r"[A-Za-z0-9_]+\.safetensors")
 _LOCK_BODY = re.compile(rb"\d*\n?")
 _LOG_DIR, _LOGGER_DIRS = "logs", {"tensorboard", "wandb", "mlruns"}
+_MAX_CONFIG_BYTES = 2**20  # a run's config.json is a few kilobytes
 
 
 def check_out_text(text: str | os.PathLike, flag: str = "--out") -> Path:
@@ -101,10 +102,14 @@ def is_empty(root: Path) -> bool:
     return all(p.name == LOCK_NAME and _is_lock(p) for p in root.iterdir())
 
 
-def _is_run_config(path: Path) -> bool:
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a run's ``config.json`` (a JSON object with ``package_version``, as
+    :func:`training.artifacts.rundir.prepared` writes it)."""
     try:
-        body = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        if not path.is_file() or path.stat().st_size > _MAX_CONFIG_BYTES:
+            return False
+        body = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8 or JSON, too many digits, too deep
         return False
     return isinstance(body, dict) and "package_version" in body
 
@@ -116,7 +121,7 @@ def check_replaceable_run(root: Path) -> None:
     if not root.exists() or is_empty(root):
         return
     foreign = _foreign_entries(root)
-    if foreign or not _is_run_config(root / "config.json"):
+    if foreign or not is_run_config(root / "config.json"):
         what = f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which no run writes" \
             if foreign else "has no config.json of a run"
         raise UserError(f"--overwrite refused: {root} is not a run directory (it {what}); nothing was deleted. "

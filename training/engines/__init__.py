@@ -63,7 +63,7 @@ def _auto(ctx: Context, cycle: int, *args: Any, **kwargs: Any) -> None:
     from training.engines.distributed import Driver
 
     name = auto_engine(ctx.model_spec["name"], ctx.device.type, ctx.cfg.particles_in_cycle(cycle),
-                       isinstance(ctx.collective, Driver))
+                       isinstance(ctx.collective, Driver), ctx.cfg.stackable)
     select_engine(name)(ctx, cycle, *args, **kwargs)
 
 

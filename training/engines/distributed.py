@@ -185,7 +185,8 @@ def distributed(ctx: Context, cycle: int, start: State, masks: State, schedule: 
     driver.trained_on = {p: i % cluster.world for group in groups for i, p in enumerate(group)}
     job = {"cycle": cycle, "start": to_device(start, "cpu"), "masks": to_device(masks, "cpu"),
            "schedule": dataclasses.asdict(schedule), "groups": groups,
-           "stack": stacks(ctx.model_spec["name"], ctx.device.type, -(-len(todo) // cluster.world)),
+           "stack": stacks(ctx.model_spec["name"], ctx.device.type, -(-len(todo) // cluster.world),
+                           ctx.cfg.stackable),
            "epochs": [resumes[g[0]].epoch if resumes[g[0]] is not None else 0 for g in groups]}
     cluster.broadcast(("train", job))
     shares = [{p: train_state_message(resumes[p]) for p in todo

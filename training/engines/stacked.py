@@ -50,11 +50,18 @@ class StackedModule(nn.Module):
         # Only the code of the architecture is used; keeping it off the module tree hides its own
         # (meta, storage-free) tensors from parameters(), state_dict() and BN recalibration.
         object.__setattr__(self, "_architecture", copy.deepcopy(architecture).to("meta"))
-        parameter_names = {name for name, _ in architecture.named_parameters()}
+        # A tensor shared by several layers (tied weights) is one stacked parameter under each of its names,
+        # as in the architecture: named_parameters() lists it once, state_dict() under every name.
+        first_name = {id(p): name for name, p in architecture.named_parameters()}
+        aliases = {name: first_name[id(p)] for name, p in architecture.named_parameters(remove_duplicate=False)}
+        object.__setattr__(self, "_aliases", {k: v for k, v in aliases.items() if k != v})
+        stacked: dict[str, nn.Parameter] = {}
         for key, value in stack_states(states).items():
             owner, leaf = self._owner(key)
-            if key in parameter_names:
-                owner.register_parameter(leaf, nn.Parameter(value.detach().clone()))
+            if key in aliases:
+                if aliases[key] not in stacked:
+                    stacked[aliases[key]] = nn.Parameter(value.detach().clone())
+                owner.register_parameter(leaf, stacked[aliases[key]])
             else:
                 owner.register_buffer(leaf, value.detach().clone())
 
@@ -78,6 +85,7 @@ class StackedModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(N * B, classes)`` of inputs ``(N, B, ...)``, particle-major."""
         params, buffers = dict(self.named_parameters()), dict(self.named_buffers())
+        params.update({alias: params[name] for alias, name in self._aliases.items()})
         if self.particles == 1:
             out = self._one({k: v[0] for k, v in params.items()}, {k: v[0] for k, v in buffers.items()},
                             x[0])[None]

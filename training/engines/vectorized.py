@@ -27,7 +27,7 @@ from training.data import Batch, Dataset
 from training.engines.stacked import StackedModule, stack_states, unstack_state
 from training.pruning import apply_masks
 from training.seeds import generator
-from training.train import Schedule, TrainState, train_particle
+from training.train import Schedule, TrainState, compile_forward, train_particle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -82,7 +82,7 @@ def train_particles(ctx: Context, cycle: int, start: State, masks: State, schedu
     apply_masks(first, masks)
     model = StackedModule(first, [first.state_dict()] * len(particles))
     if ctx.cfg.compile:
-        model.compile()
+        compile_forward(model)
     stacked_masks = {k: m.expand(len(particles), *m.shape) for k, m in masks.items()}
     resume = None
     if resumes[0] is not None:
