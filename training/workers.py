@@ -9,16 +9,19 @@ it), so they never print the traceback of wherever the signal found them; the co
 and stops the pool: it cancels the tasks not started and sends SIGTERM to its workers. SIGTERM (from the pool,
 ``kill`` or a scheduler) ends a worker's task as an interrupt would (``finally`` blocks run, atomic writes
 leave no partial file): the task raises :class:`training.errors.Terminated`, which goes back to the command,
-and an idle worker exits quietly. Every worker therefore ends by running its exit handlers, which release the
-named semaphores it made (a tqdm lock, a data loader's queues); a worker killed outright would leave them
-to Python's resource tracker, which warns ``leaked semaphore objects`` as the command exits. The command
-prints its one ``interrupted`` (``terminated``) line (:func:`training.errors.run_cli`).
+and an idle worker exits at once (status 143), quietly. Every worker therefore ends by running its exit
+handlers, which release the named semaphores it made (a tqdm lock, a data loader's queues); a worker killed
+outright would leave them to Python's resource tracker, which warns ``leaked semaphore objects`` as the
+command exits. The command prints its one ``interrupted`` (``terminated``) line
+(:func:`training.errors.run_cli`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -56,15 +59,25 @@ def set_threads(threads: int | None) -> None:
 
 
 def _on_terminate(signum: int, frame: object) -> None:
-    # a task unwinds as after an interrupt and reports it; an idle worker leaves its loop (SystemExit: no traceback).
-    # Once: a second SIGTERM (the pool's, after the group's) must not interrupt the exit handlers that release the
-    # worker's semaphores
     global _terminated
     _terminated = True
+    # once: a second SIGTERM (the pool's, after the group's) must not interrupt the exit handlers
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if _task_running:
-        raise Terminated
-    raise SystemExit(128 + signum)
+        raise Terminated  # the task unwinds as after an interrupt and reports it; the pool then ends the worker
+    _exit_now(128 + signum)
+
+
+def _exit_now(code: int) -> None:
+    """End an idle worker at once, through multiprocessing's exit handlers (which release its semaphores), as
+    a worker ends after its last task. Not by an exception: the pool's own code around a task (sending its
+    result) catches every exception and would keep the worker waiting for work."""
+    from multiprocessing import util
+
+    util._exit_function()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def worker_signals() -> None:
