@@ -60,8 +60,11 @@ def set_threads(threads: int | None) -> None:
 
 def _on_terminate(signum: int, frame: object) -> None:
     global _terminated
+    # once: a second SIGTERM (the pool's, after the group's) must not interrupt the exit handlers, also when it
+    # arrived before this handler could ignore it
+    if _terminated:
+        return
     _terminated = True
-    # once: a second SIGTERM (the pool's, after the group's) must not interrupt the exit handlers
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if _task_running:
         raise Terminated  # the task unwinds as after an interrupt and reports it; the pool then ends the worker
