@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from landscape.align import weight_matching
 from landscape.artifacts import EvalOptions, run_particles
 from landscape.barrier import checkpoint_barrier
 from landscape.cli import cycle_list, write_json
+from landscape.options import add_dataclass_arguments
 from training.artifacts.outputs import check_outputs
 from training.errors import ArgumentParser, UserError, run_cli
 from training.models import build_model, model_spec
@@ -51,28 +53,31 @@ def _runs(root: Path) -> dict[tuple[str, str], dict[int, Path]]:
     return found
 
 
-def _pair(a: Path, b: Path) -> dict[str, float]:
-    result = checkpoint_barrier(a, b, 11, TEST, allow_mask_union=True, align="weights")
+def _pair(a: Path, b: Path, options: EvalOptions) -> dict[str, float]:
+    result = checkpoint_barrier(a, b, 11, options, allow_mask_union=True, align="weights")
     return {"raw": result.barrier["test"].loss, "aligned": result.aligned.barrier["test"].loss,
             "raw_error": result.barrier["test"].error, "aligned_error": result.aligned.barrier["test"].error,
             "density": result.mask.densities[0], "iterations": result.aligned.alignment.iterations}
 
 
-def barrier_rows(root: Path, cycles: Sequence[int]) -> list[dict]:
-    """One row per measured pair: model, method (``imp``, ``swamp`` or ``particles``), cycle, seeds, barriers."""
+def barrier_rows(root: Path, cycles: Sequence[int], *, trust_code: bool = False) -> list[dict]:
+    """One row per measured pair: model, method (``imp``, ``swamp`` or ``particles``), cycle, seeds, barriers;
+    ``trust_code`` allows a ``PACKAGE.MODULE:CALLABLE`` model or data set the runs name (user code)."""
+    options = replace(TEST, trust_code=trust_code)
     rows = []
     for (model, method), seeds in _runs(root).items():
         for cycle in cycles:
             for i, j in combinations(sorted(seeds), 2):
                 a, b = (seeds[s] / f"cycle_{cycle:02d}" / "average.safetensors" for s in (i, j))
                 if a.is_file() and b.is_file():
-                    rows.append({"model": model, "method": method, "cycle": cycle, "pair": [i, j], **_pair(a, b)})
+                    rows.append({"model": model, "method": method, "cycle": cycle, "pair": [i, j],
+                                 **_pair(a, b, options)})
             if method != "swamp":
                 continue
             for seed, run in sorted(seeds.items()):
                 particles = run_particles(run, cycle)
                 rows.append({"model": model, "method": "particles", "cycle": cycle, "pair": [seed, seed],
-                             **_pair(particles[0], particles[1])})
+                             **_pair(particles[0], particles[1], options)})
     return rows
 
 
@@ -131,9 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write every row as JSON")
     parser.add_argument("--cost", action="store_true", help="also time one weight matching per model")
     parser.add_argument("--cost-models", default=",".join(COST_MODELS), help="models --cost times")
+    add_dataclass_arguments(parser, EvalOptions, only=("trust_code",))
     args = parser.parse_args(argv)
     check_outputs({"--json": args.json}, [args.root], {"--json": {"barriers", "costs"}})
-    rows = barrier_rows(args.root, args.cycles)
+    rows = barrier_rows(args.root, args.cycles, trust_code=args.trust_code)
     print(barrier_table(rows))
     costs = alignment_costs(args.cost_models.split(",")) if args.cost else []
     if costs:

@@ -39,6 +39,7 @@ from landscape.artifacts import SPLITS, EvalOptions, run_particles
 from landscape.barrier import checkpoint_barrier, cycle_barriers
 from landscape.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, MAX_RESOLUTION, check_at_most, write_json
 from landscape.hessian_report import HessianOptions, analyse_checkpoint
+from landscape.options import add_dataclass_arguments
 from landscape.plane import checkpoint_plane
 from landscape.subspace import hull_landscape
 from studies.manifest import ANALYSIS, method_roles, read_study
@@ -53,7 +54,7 @@ from training.errors import ArgumentParser, UserError, run_cli
 from training.launchers import SUBMITIT, LauncherOptions, add_launcher_flags, check_device, launcher_options
 from training.progress import tqdm
 from training.study import cycles_done
-from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
+from training.workers import WorkerPool, check_jobs, set_threads, worker_threads
 
 KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
 
@@ -99,8 +100,9 @@ class AnalysisSettings:
                 or len(set(splits)) != len(splits):
             raise UserError(f"--splits takes train, test or train,test, not {','.join(map(str, splits))!r}")
 
-    def eval_options(self, device: str, data_dir: str | None, progress: bool | None) -> EvalOptions:
-        return EvalOptions(self.splits, self.bn_recal, self.seed, None, device, data_dir, progress)
+    def eval_options(self, device: str, data_dir: str | None, progress: bool | None,
+                     trust_code: bool = False) -> EvalOptions:
+        return EvalOptions(self.splits, self.bn_recal, self.seed, None, device, data_dir, progress, trust_code)
 
     def hessian_options(self) -> HessianOptions:
         return HessianOptions(probes=self.hessian_probes, samples=self.hessian_samples, seed=self.seed)
@@ -165,7 +167,8 @@ def _measure(kind: str, run: Path, k: int, settings: AnalysisSettings, options: 
         return lambda: hull_landscape(run_particles(run, k), settings.hull_samples, options).to_json()
     if kind == "plane":
         return lambda: _plane(run, k, settings, options)
-    return lambda: analyse_checkpoint(rundir.average(k), hessian, device, options.data_dir).to_json()
+    return lambda: analyse_checkpoint(rundir.average(k), hessian, device, options.data_dir,
+                                      trust_code=options.trust_code).to_json()
 
 
 def _plane(run: Path, k: int, settings: AnalysisSettings, options: EvalOptions) -> dict[str, Any]:
@@ -219,7 +222,7 @@ def _controls_only(analysis: Path) -> bool:
 
 def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, kinds: Sequence[str] = KINDS,
                   device: str = "cpu", data_dir: str | None = None, progress: bool | None = None,
-                  jobs: int = 1, launch: LauncherOptions | None = None) -> list[Path]:
+                  jobs: int = 1, launch: LauncherOptions | None = None, *, trust_code: bool = False) -> list[Path]:
     """Compute every missing measurement of the study; returns the files written now.
 
     With ``jobs`` > 1 the measurements are spread over that many (spawned) worker processes, each with
@@ -227,7 +230,8 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     the same as with one process (given the same threads per process). ``launch`` (default: ``processes``
     with ``jobs``) chooses the launcher (:mod:`training.launchers`); with a submitit one, each sub-run's
     missing measurements are one job (:func:`_compute_chunk`, on the device ``device`` names on the
-    job's node), and the call waits for them all.
+    job's node), and the call waits for them all. ``trust_code`` (``--trust-code``) allows the
+    ``PACKAGE.MODULE:CALLABLE`` model or data set the study's checkpoints name (user code, imported only then).
     """
     launch = launch or LauncherOptions(jobs=jobs)
     check_jobs(launch.jobs)
@@ -241,8 +245,8 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     (root / ANALYSIS).mkdir(parents=True, exist_ok=True)
     with exclusive(root / ANALYSIS, "analysis directory"):  # one analysing process per study
         check_settings(root, settings)
-        return _analyse(root, manifest, settings, kinds, device, settings.eval_options(device, data_dir, False),
-                        progress, launch)
+        options = settings.eval_options(device, data_dir, False, trust_code)
+        return _analyse(root, manifest, settings, kinds, device, options, progress, launch)
 
 
 def _analyse(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, kinds: Sequence[str], device: str,
@@ -266,16 +270,12 @@ def _analyse(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, k
     from concurrent.futures import as_completed
 
     threads = worker_threads(jobs)
-    with spawn_pool(jobs) as pool:
+    with WorkerPool(jobs) as pool:
         futures = [pool.submit(_compute_in_worker, j.kind, j.run, j.cycle, root, settings, options, device, threads)
                    for j in todo]
-        try:
-            for future in as_completed(futures):
-                written.append(future.result())
-                bar.update()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        for future in as_completed(futures):
+            written.append(future.result())
+            bar.update()
     bar.close()
     return written
 
@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compute K measurements at once in separate processes (e.g. one per CPU core), or "
                              "with --launcher submitit-local K jobs at once (default 1)")
     add_launcher_flags(parser, "sub-run's chunk of measurements")
+    add_dataclass_arguments(parser, EvalOptions, only=("trust_code",))
 
     def shown(value: Any) -> str:
         return ",".join(value) if isinstance(value, tuple) else str(value)
@@ -385,7 +386,7 @@ def parse_analysis(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Anal
 def main(argv: Sequence[str] | None = None) -> int:
     args, settings, kinds = parse_analysis(argv)
     written = analyse_study(args.study, settings, kinds, args.device, args.data_dir, args.progress,
-                            launch=args.launch)
+                            launch=args.launch, trust_code=args.trust_code)
     print(f"{len(written)} measurements written under {Path(args.study) / ANALYSIS}")
     return 0
 

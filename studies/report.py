@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from landscape.artifacts import EvalOptions
 from landscape.cli import cycle_list
+from landscape.options import add_dataclass_arguments
 from studies import tables as st
 from studies.claims import claims_report
 from studies.controls import controls_section
@@ -108,14 +110,15 @@ def study_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def directory_report(root: str | Path, cycles: Sequence[int] | None = None) -> str:
+def directory_report(root: str | Path, cycles: Sequence[int] | None = None, *, trust_code: bool = False) -> str:
     """What ``python -m studies.report DIR`` prints: :func:`study_report`, then the controls that
     ``python -m studies.controls DIR`` cached (:func:`studies.controls.controls_section`: each treatment beside its
     control). A family of studies (``family.json``, its studies under ``cells/``, no ``study.json``) gets one
     pointer to each cell's report and the controls; another directory with cached controls but no ``study.json``
-    (a directory of runs) the controls alone. ``cycles`` selects the study tables' cycles."""
+    (a directory of runs) the controls alone. ``cycles`` selects the study tables' cycles; ``trust_code`` allows
+    the controls to build a ``PACKAGE.MODULE:CALLABLE`` model the runs name (:func:`cached_controls`)."""
     root = Path(root)
-    controls = controls_section(root)
+    controls = controls_section(root, trust_code=trust_code)
     if (root / MANIFEST).is_file() or (controls is None and not (root / FAMILY_MANIFEST).is_file()):
         return study_report(root, cycles) + ("" if controls is None else f"\n{controls}\n")
     parts = []
@@ -134,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "python -m studies.controls DIR (a family of studies, or a directory of runs: its controls)")
     parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",
                         help="cycles to show (default all)")
+    add_dataclass_arguments(parser, EvalOptions, only=("trust_code",))
     args = parser.parse_args(argv)
-    print(directory_report(args.study, args.cycles))
+    print(directory_report(args.study, args.cycles, trust_code=args.trust_code))
     return 0
 
 

@@ -138,7 +138,7 @@ def test_environment_failure_in_a_worker_stops_the_pool_and_leaves_its_runs_part
         released.wait(30)  # until the study has marked it partial
         return "done", None
 
-    monkeypatch.setattr(study, "spawn_pool", lambda jobs: ThreadPoolExecutor(jobs))
+    monkeypatch.setattr(study, "WorkerPool", lambda jobs: ThreadPoolExecutor(jobs))
     monkeypatch.setattr(study, "run_sub_run", fake_sub_run)
     runs = [study.SubRun(n, "imp", 0, 1, n) for n in ("a", "b", "c")]
     finished: dict[str, str] = {}

@@ -190,6 +190,40 @@ def test_align_takes_the_trust_code_it_asks_for(user_dir, capsys):
     assert json.loads((user_dir / "a.json").read_text())["alignment"]["method"] == "weights"
 
 
+def test_a_family_over_a_user_code_model_is_analysed_with_trust_code(user_dir, capsys):
+    """The study names its model on the command line (consent); the study layer reads it from the checkpoints,
+    so studies.analyse, studies.controls and studies.report refuse it in one line, importing nothing, unless
+    --trust-code is given."""
+    from studies.analyse import main as analyse_main
+    from studies.controls.cli import main as controls_main
+    from studies.report import main as report_main
+    from training.study import main as study_main
+
+    family, data = user_dir / "family", ["--data-dir", str(DATA_DIR), "--no-progress"]
+    assert study_main(["--quick", "--models", f"{USER_MODULE}:tiny", "--methods", "imp,swamp-n3", "--seeds", "0",
+                       "--cycles", "1", "--out", str(family), *data]) == 0
+    sys.modules.pop(USER_MODULE)
+    (user_dir / "imported.marker").unlink()
+    cell = family / "cells" / f"{USER_MODULE}_tiny-r1"
+    controls = [str(family), "--points", "2", "--hull-samples", "1", "--hull-vertices", "2", "--probes", "2",
+                "--hessian-samples", "16", *data]
+    for main, argv in [(analyse_main, [str(cell), "--only", "hessian,pairs", *data]), (controls_main, controls)]:
+        assert run_cli(main, argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"names the model {USER_MODULE}:tiny" in err and "--trust-code" in err, err
+        assert not imported(user_dir)
+    assert not (cell / "analysis" / "hessian").exists() and not (family / "analysis" / "controls" / "flatness").exists()
+    assert run_cli(analyse_main, [str(cell), "--only", "hessian,pairs", "--trust-code", *data]) == 0
+    assert sorted(p.parent.name for p in (cell / "analysis").glob("*/*/cycle_00.json")) == ["imp-s0", "swamp-n3-s0",
+                                                                                          "swamp-n3-s0"]
+    assert run_cli(controls_main, [*controls, "--trust-code"]) == 0
+    assert f"| {USER_MODULE}:tiny |" in capsys.readouterr().out
+    sys.modules.pop(USER_MODULE)
+    assert run_cli(report_main, [str(family)]) == 2 and "--trust-code" in capsys.readouterr().err
+    assert run_cli(report_main, [str(family), "--trust-code"]) == 0
+    assert "## Controls" in capsys.readouterr().out
+
+
 def hostile_model(path: Path, model: dict, dataset: dict | None = None) -> Path:
     meta = {"format": "swamp-checkpoint/1", "kind": "average", "cycle": "0", "model": json.dumps(model),
             "dataset": json.dumps(dataset or {"name": "cifar10"}), "config": "{}"}

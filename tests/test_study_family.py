@@ -169,6 +169,11 @@ def test_submitit_local_runs_the_cells_as_jobs_with_the_same_checkpoints(family,
     (["--rewinds", "0", "--cycles", "1", "--methods", "swamp-plus"], "cell cnn1d-r0: method swamp-plus adds its "
                                                                      "particles at cycle 1"),
     (["--prune-ratio", "0"], "--prune-ratio must lie in (0, 1)"),
+    # training.swamp's pre-flight check of every model, before the first cell is written or trained
+    (["--models", "cnn1d,torchvision:resnet18"], "cell torchvision_resnet18-r1 of --models torchvision:resnet18: "
+                                                 "--model torchvision:resnet18 does not fit mnist1d"),
+    (["--models", "nosuchpkg.mod:f"], "cell nosuchpkg.mod_f-r1 of --models nosuchpkg.mod:f: model nosuchpkg.mod:f: "
+                                      "cannot import nosuchpkg.mod"),
 ])
 def test_bad_family_flags_are_one_line_and_write_nothing(tmp_path, args, message, capsys):
     out = tmp_path / "family"

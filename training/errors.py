@@ -57,6 +57,10 @@ def quiet_start_up_interrupts() -> None:
     """For ``python -m <tool>``: a Ctrl-C while the tool is still importing (torch takes a second), before
     :func:`run_cli` runs, ends with one line instead of a traceback; the exit status stays the interrupt's.
 
+    Likewise a Ctrl-C once the tool has returned and the interpreter is exiting is ignored: it would interrupt
+    an exit handler (a traceback), or, once Python has reset its handlers, kill the process without a line (status
+    -2), after the tool's work and output were complete.
+
     Called by the ``training``, ``landscape`` and ``studies`` packages as they are imported; it acts only
     while ``python -m`` is locating a module (``sys.argv[0]`` is then ``"-m"``), never in a user's program.
     """
@@ -72,6 +76,12 @@ def quiet_start_up_interrupts() -> None:
 
     hook.quiet_interrupts = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+    # the first thing the interpreter's exit runs, in the main thread (before joining threads and atexit)
+    threading._register_atexit(_ignore_interrupts)  # type: ignore[attr-defined]
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stopped_line(signum: int, rerun: str = RERUN) -> str:

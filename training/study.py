@@ -60,7 +60,7 @@ from training.study_plan import (
     run_sub_run,
     sub_config,
 )
-from training.workers import check_jobs, spawn_pool, worker_threads
+from training.workers import WorkerPool, check_jobs, worker_threads
 
 if TYPE_CHECKING:
     from training.study_family import FamilyPlan
@@ -206,7 +206,7 @@ def _run_parallel(todo: list[SubRun], jobs: int, start: Callable[[SubRun], float
 
     threads = worker_threads(jobs)
     queue, active = list(todo), {}
-    with spawn_pool(jobs) as pool:
+    with WorkerPool(jobs) as pool:
         try:
             while queue or active:
                 while queue and len(active) < jobs:
@@ -226,11 +226,9 @@ def _run_parallel(todo: list[SubRun], jobs: int, start: Callable[[SubRun], float
                     del active[future]
                     finish(r, began, status, error)
         except BaseException:
-            for future, (r, began) in active.items():
-                future.cancel()
+            for r, began in active.values():
                 finish(r, began, "partial", None)
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+            raise  # the pool stops its workers
 
 
 def check_study_args(args: argparse.Namespace) -> tuple[argparse.Namespace, StudyPlan | FamilyPlan, dict[str, Any]]:

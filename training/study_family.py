@@ -37,7 +37,7 @@ from training.presets import PRESETS
 from training.study import OpenStudy, open_study
 from training.study_args import parse_models, parse_rewinds
 from training.study_manifest import FAMILY_MANIFEST, MANIFEST, SubRun, check_same_plan, extends, plain_name
-from training.study_plan import StudyPlan, check_plan
+from training.study_plan import StudyPlan, check_plan, preflight
 from training.workers import check_jobs
 
 FAMILY_FORMAT = "swamp-study-family/1"
@@ -139,13 +139,20 @@ def family_from_args(args: argparse.Namespace, plan: StudyPlan) -> FamilyPlan:
 
 
 def check_family(family: FamilyPlan, runtime: dict[str, Any], launcher: str = "processes") -> None:
-    """:func:`training.study_plan.check_plan` on every cell: an impossible setting is one line, naming the
-    cell, before anything runs."""
+    """:func:`training.study_plan.check_plan` on every cell, and ``training.swamp``'s pre-flight check
+    (:func:`training.study_plan.preflight`) on every model: an impossible setting, a model that cannot be imported
+    or does not fit the data set is one line, naming the cell, before anything is written."""
+    data, checked = None, set()
     for cell in family.cells:
+        where = f"cell {cell.name}"
         try:
-            check_plan(cell.plan, runtime, launcher)
+            configs = check_plan(cell.plan, runtime, launcher)
+            if cell.model not in checked:  # the cells of one model differ only in their rewind point
+                where += f" of --models {cell.model}"
+                data = preflight(configs[0], data)
+                checked.add(cell.model)
         except UserError as err:
-            raise UserError(f"cell {cell.name}: {err}") from None
+            raise UserError(f"{where}: {err}") from None
 
 
 def read_family(root: str | Path) -> dict[str, Any]:

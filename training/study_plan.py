@@ -29,16 +29,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.artifacts.rundir import RunDir
-from training.config import check_data_dir, resolve_config
+from training.config import RunConfig, check_data_dir, resolve_config
 from training.errors import ENVIRONMENT_ERRNOS, UserError
 from training.launchers import check_device
 from training.presets import PRESETS
 from training.workers import set_threads
+
+if TYPE_CHECKING:
+    from training.data import Dataset
 
 STUDY_CYCLES = 15  # 0.8^14 = 4.4% density in the last cycle
 ROLES = ("imp", "swa", "particles", "swamp", "swamp-n", "swamp-plus", "oneshot")
@@ -121,10 +124,11 @@ def sub_config(plan: StudyPlan, method: Method, seed: int, path: Path, runtime: 
     return resolve_config(argparse.Namespace(**values))
 
 
-def check_plan(plan: StudyPlan, runtime: dict[str, Any], launcher: str = "processes") -> None:
+def check_plan(plan: StudyPlan, runtime: dict[str, Any], launcher: str = "processes") -> list[RunConfig]:
     """Resolve every sub-run's RunConfig (and the runtime flags) now, so that an impossible setting is one
-    error naming its flag before anything runs, not one failed sub-run each. On Slurm (``launcher``) the
-    device is checked by name only: the jobs' nodes have the GPUs (:func:`training.launchers.check_device`)."""
+    error naming its flag before anything runs, not one failed sub-run each; returns the configs. On Slurm
+    (``launcher``) the device is checked by name only: the jobs' nodes have the GPUs
+    (:func:`training.launchers.check_device`)."""
     cycles = plan.cycles
     configs = []
     for method in plan.methods:
@@ -143,6 +147,18 @@ def check_plan(plan: StudyPlan, runtime: dict[str, Any], launcher: str = "proces
         check_device(runtime["device"], launcher)
     for cfg in configs[:1]:  # every sub-run reads the same data
         check_data_dir(cfg)
+    return configs
+
+
+def preflight(cfg: RunConfig, data: Dataset | None = None) -> Dataset:
+    """The checks ``python -m training.swamp`` makes before it writes anything
+    (:func:`training.context.build_context`: the data set loads, the ``--model`` imports, builds within memory and
+    maps two training samples to the data set's logits), on the CPU, so that a model a sub-run cannot train is
+    one :class:`UserError` line before anything is written, not a failed sub-run. ``data``: the data set of an
+    earlier check of the same data (loaded once); returns the data set loaded."""
+    from training.context import build_context  # torch and the data sets load here, not at import
+
+    return build_context(replace(cfg, device="cpu"), data).data
 
 
 def environment_failure(err: BaseException) -> bool:

@@ -13,7 +13,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from training.artifacts.outputs import enclosing_run
 from training.artifacts.ownership import check_usable_directory
 from training.errors import UserError
 from training.progress import tqdm
-from training.workers import check_jobs, set_threads, spawn_pool, worker_threads
+from training.workers import WorkerPool, check_jobs, set_threads, worker_threads
 
 SETTINGS_FILE = "settings.json"
 _SECONDS = {"particle_hulls": "hulls", "seed_hulls": "hulls"}  # the seconds of both hull kinds are summed
@@ -61,7 +61,7 @@ def _plan(root: Path, settings: Settings) -> tuple[list[Run], dict[str, str], li
     runs = find_runs(root)
     if not any(r.rewind == settings.rewind for r in runs):
         raise UserError(f"no run under {root} has --rewind-epochs {settings.rewind}; pass --rewind")
-    unalignable = unalignable_models(runs)
+    unalignable = unalignable_models(runs, trust_code=settings.trust_code)
     return runs, unalignable, plan_measurements(runs, settings, unalignable)
 
 
@@ -80,8 +80,8 @@ def check_settings(cache: Path, settings: Settings) -> None:
 
 
 def read_settings(cache: Path) -> Settings:
-    """The :class:`Settings` recorded in ``cache`` (``data_dir`` None)."""
-    names = [f.name for f in fields(Settings) if f.name != "data_dir"]
+    """The :class:`Settings` recorded in ``cache`` (``data_dir`` None, ``trust_code`` False)."""
+    names = list(Settings().recorded())
     saved = read_json_object(cache / SETTINGS_FILE, f"delete {cache} to recompute everything",
                              dict.fromkeys(names, int))
     settings = Settings(**{k: saved[k] for k in names})
@@ -112,15 +112,11 @@ def _compute_all(todo: Sequence[Measurement], settings: Settings, cache: Path, j
             bar.update()
     else:
         threads = worker_threads(jobs)
-        with spawn_pool(jobs) as pool:
+        with WorkerPool(jobs) as pool:
             futures = [pool.submit(_compute_in_worker, m, settings, cache, threads) for m in todo]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-                    bar.update()
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+            for future in as_completed(futures):
+                future.result()
+                bar.update()
     bar.close()
 
 
@@ -188,9 +184,10 @@ def measure(root: str | Path, settings: Settings | None = None, jobs: int = 1, p
     return _collect(root, cache, settings, runs, unalignable, plan)
 
 
-def cached_controls(root: str | Path) -> CachedControls | None:
+def cached_controls(root: str | Path, *, trust_code: bool = False) -> CachedControls | None:
     """What ``ROOT/analysis/controls`` holds, computing nothing; None when it has no ``settings.json`` (no
-    controls were measured there). The settings are the recorded ones, ``data_dir`` None.
+    controls were measured there). The settings are the recorded ones, ``data_dir`` None. Which models weight
+    matching refuses is found by building one of each: a ``PACKAGE.MODULE:CALLABLE`` model needs ``trust_code``.
 
     Example:
         >>> state = cached_controls("runs/controls")  # doctest: +SKIP
@@ -201,7 +198,7 @@ def cached_controls(root: str | Path) -> CachedControls | None:
     cache = cache_dir(root)
     if not (cache / SETTINGS_FILE).is_file():
         return None
-    settings = read_settings(cache)
+    settings = replace(read_settings(cache), trust_code=trust_code)
     runs, unalignable, plan = _plan(root, settings)
     controls = _collect(root, cache, settings, runs, unalignable, plan)
     done = sum(len(controls.rows[kind]) for kind in KINDS)

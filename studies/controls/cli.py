@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from landscape.artifacts import EvalOptions
 from landscape.cli import write_json
+from landscape.options import add_dataclass_arguments
 from studies.controls.cache import measure
 from studies.controls.measurements import Settings
 from studies.controls.runs import Run, find_runs
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar (default: only on a terminal)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write every row as JSON")
+    add_dataclass_arguments(parser, EvalOptions, only=("trust_code",))
     return parser
 
 
@@ -68,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_outputs({"--json": args.json}, [args.root], {"--json": JSON_KEYS})
     if args.rewind is None:
         args.rewind = grid_rewind(find_runs(args.root))
-    settings = replace(Settings(), data_dir=args.data_dir, **{name: getattr(args, name) for name in _HELP})
+    settings = replace(Settings(), data_dir=args.data_dir, trust_code=args.trust_code,
+                       **{name: getattr(args, name) for name in _HELP})
     controls = measure(args.root, settings, args.jobs, args.progress, log=lambda line: print(line, file=sys.stderr))
     print("\n\n".join(report(controls)))
     if args.json:

@@ -37,6 +37,7 @@ class Settings:
     probes: int = count_setting(32, 2)
     hessian_samples: int = count_setting(1024, 1)
     data_dir: str | None = None
+    trust_code: bool = False
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the flag of the first impossible setting."""
@@ -45,13 +46,17 @@ class Settings:
             check_at_most(getattr(self, name), limit, flag(name))
 
     def recorded(self) -> dict[str, int]:
-        """The settings the numbers depend on (all but ``data_dir``, which says only where the data are)."""
-        return {k: v for k, v in asdict(self).items() if k != "data_dir"}
+        """The settings the numbers depend on (all but ``data_dir``, which says only where the data are, and
+        ``trust_code``, the consent to import a ``PACKAGE.MODULE:CALLABLE`` model or data set the runs name)."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME}
 
     def flags(self) -> list[str]:
         """The command-line flags that give these settings (those that differ from the defaults)."""
         default = Settings()
         return [part for k, v in self.recorded().items() if v != getattr(default, k) for part in (flag(k), str(v))]
+
+
+RUNTIME = ("data_dir", "trust_code")  # the settings that change where the data are read and what may be imported
 
 
 def flag(name: str) -> str:
@@ -70,7 +75,8 @@ class Controls:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"settings": asdict(self.settings), "rows": self.rows, "unalignable": self.unalignable,
+        settings = {k: v for k, v in asdict(self.settings).items() if k != "trust_code"}
+        return {"settings": settings, "rows": self.rows, "unalignable": self.unalignable,
                 "seconds": self.seconds}
 
 
@@ -166,11 +172,14 @@ def _flatness(grid: Grid) -> list[Measurement]:
             for (model, method), seeds in sorted(grid.items()) for s, r in sorted(seeds.items()) for k in r.cycles]
 
 
+def _options(settings: Settings) -> EvalOptions:
+    return EvalOptions(("test",), data_dir=settings.data_dir, progress=False, trust_code=settings.trust_code)
+
+
 def _barrier(m: Measurement, settings: Settings) -> dict[str, float | None]:
     """Test loss and error barrier of the line between the two checkpoints (Frankle et al. 2020), BatchNorm
     recomputed at every point; also after weight matching (Ainsworth et al. 2023) when ``m.align``."""
-    options = EvalOptions(("test",), data_dir=settings.data_dir, progress=False)
-    result = checkpoint_barrier(*m.checkpoints, settings.points, options, allow_mask_union=True,
+    result = checkpoint_barrier(*m.checkpoints, settings.points, _options(settings), allow_mask_union=True,
                                 align="weights" if m.align else None)
     row = {"loss": result.barrier["test"].loss, "error": result.barrier["test"].error,
            "aligned_loss": None, "aligned_error": None}
@@ -182,8 +191,7 @@ def _barrier(m: Measurement, settings: Settings) -> dict[str, float | None]:
 def _hull(m: Measurement, settings: Settings) -> dict[str, float]:
     """Uniform samples of the checkpoints' convex hull: mean hull loss minus the vertices' mean, largest hull
     loss minus the worst vertex's, and the fraction of samples at or below the worst vertex."""
-    options = EvalOptions(("test",), data_dir=settings.data_dir, progress=False)
-    result = hull_landscape(list(m.checkpoints), settings.hull_samples, options, allow_mask_union=True)
+    result = hull_landscape(list(m.checkpoints), settings.hull_samples, _options(settings), allow_mask_union=True)
     summary, vertices = result.summary["test"], result.vertices["test"].loss
     return {"excess_mean": summary.hull_loss_mean - float(np.mean(vertices)),
             "excess_max": summary.hull_loss_max - summary.vertex_loss_max,
@@ -193,7 +201,7 @@ def _hull(m: Measurement, settings: Settings) -> dict[str, float]:
 def _flatness_of(m: Measurement, settings: Settings) -> dict[str, Any]:
     """Raw and BatchNorm-invariant Hessian traces (per layer and per channel) of the solution, on a seeded subset
     of ``hessian_samples`` training samples, restricted to the unpruned coordinates."""
-    ckpt = load_checkpoint(m.checkpoints[0])
+    ckpt = load_checkpoint(m.checkpoints[0], trust_code=settings.trust_code)
     batches = training_batches(checkpoint_data(ckpt, "cpu", settings.data_dir),
                                HessianOptions(samples=settings.hessian_samples, batch_size=512))
     net, masks = build_model(ckpt, "cpu"), dict(ckpt.masks)

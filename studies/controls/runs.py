@@ -108,12 +108,13 @@ def grid_runs(runs: Sequence[Run], rewind: int) -> Grid:
     return out
 
 
-def unalignable_models(runs: Sequence[Run]) -> dict[str, str]:
-    """Model name -> why weight matching refuses it (:func:`landscape.permutations.permutation_spec`)."""
+def unalignable_models(runs: Sequence[Run], *, trust_code: bool = False) -> dict[str, str]:
+    """Model name -> why weight matching refuses it (:func:`landscape.permutations.permutation_spec`); building a
+    ``PACKAGE.MODULE:CALLABLE`` model (user code) needs ``trust_code``."""
     out = {}
     for model in sorted({r.model for r in runs}):
         first = next(r for r in runs if r.model == model)
-        ckpt = load_checkpoint(first.average(first.cycles[0]))
+        ckpt = load_checkpoint(first.average(first.cycles[0]), trust_code=trust_code)
         try:
             permutation_spec(build_model(ckpt, "cpu"))
         except ArgumentError as exc:

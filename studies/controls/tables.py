@@ -226,17 +226,18 @@ def report(controls: Controls) -> Iterator[str]:
     yield "### Accuracy: SWAMP against IMP\n\n" + accuracy_table(controls)
 
 
-def controls_section(root: str | Path) -> str | None:
+def controls_section(root: str | Path, *, trust_code: bool = False) -> str | None:
     """The controls cached under ``ROOT/analysis/controls`` as a Markdown section (``python -m studies.report``),
     reading only the cache: the tables of :func:`report`, each treatment beside its control; while measurements
     are missing, only how many and the command that computes them. None: no controls were measured there.
+    ``trust_code``: as in :func:`studies.controls.cached_controls`.
 
     Example:
         >>> print(controls_section("runs/controls"))  # doctest: +SKIP
         ## Controls: each treatment beside its control
         ...
     """
-    state = cached_controls(root)
+    state = cached_controls(root, trust_code=trust_code)
     if state is None:
         return None
     head = "## Controls: each treatment beside its control"
