@@ -323,6 +323,7 @@ def hessian(setup: Setup, budget: Budget) -> dict:
     (Hutch++) against PyHessian's Hutchinson, same device, batches and eval mode."""
     from benchmarks.bench_common import sync
     from benchmarks.hessian_time_to_accuracy import MIN_TERMS, ours_until, pyhessian_until
+    from landscape.batches import MAX_PROBES
     from training.artifacts.checkpoint import build_model, load_checkpoint
     from training.data import load_mnist1d, mnist1d_spec
 
@@ -345,8 +346,9 @@ def hessian(setup: Setup, budget: Budget) -> dict:
     rounds: list[dict] = []
     for seed in range(1 if setup.reduced else 7):
         began = time.perf_counter()
-        calls = [("pyhessian", lambda s=seed: pyhessian_until(model, batches, targets, s, cap, 100_000))]
-        calls += [(t, lambda s=seed, t=t: ours_until(model, batches, t, "hutchpp", s, 100_000)) for t in targets]
+        # at most the library's cap of probes on both sides; the targets stop both far earlier
+        calls = [("pyhessian", lambda s=seed: pyhessian_until(model, batches, targets, s, cap, MAX_PROBES))]
+        calls += [(t, lambda s=seed, t=t: ours_until(model, batches, t, "hutchpp", s, MAX_PROBES)) for t in targets]
         done = {}
         for name, call in calls[:: -1 if seed % 2 else 1]:
             sync(setup.device)

@@ -80,12 +80,15 @@ def output_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def minimal_argv(parser: argparse.ArgumentParser, flag: str, target: Path, placeholder: Path) -> list[str]:
-    """``flag target`` with every required argument filled by ``placeholder`` (the guard comes first)."""
-    argv = []
+    """``flag target`` with every required argument filled by ``placeholder`` (the guard comes first); a required
+    output flag other than ``flag`` gets a new file beside it (landscape.align's ``--out`` when ``--json`` is
+    tried)."""
+    argv, outputs = [], output_flags(parser)
     for action in parser._actions:
         if action.option_strings:
             if action.required and flag not in action.option_strings:
-                argv += [action.option_strings[-1], str(placeholder)]
+                fresh = any(s in outputs for s in action.option_strings)
+                argv += [action.option_strings[-1], str(placeholder.with_name("new-output") if fresh else placeholder)]
         elif action.nargs not in ("?", "*", argparse.REMAINDER):
             argv += [str(placeholder)] * (action.nargs if isinstance(action.nargs, int) else 1)
     return [*argv, flag, str(target)]
