@@ -368,7 +368,7 @@ def test_sigterm_to_a_distributed_runs_process_group_ends_every_process_within_s
     out = tmp_path / "run"
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
               "--log-dir", str(tmp_path / "logs"), "--redirects", "2", "-m", "training.swamp", "--engine",
-              "distributed", "--cycles", "50", "--epochs", "2", "--particles", "4", "--rewind-epochs", "1",
+              "distributed", "--cycles", "30", "--epochs", "2", "--particles", "4", "--rewind-epochs", "1",
               "--model", "mlp", "--no-progress", "--data-dir", str(DATA_DIR), "--out", str(out)]
     with _process_group(launch, env, stderr=subprocess.PIPE) as proc:
         deadline = time.monotonic() + 180
