@@ -170,8 +170,8 @@ def test_streamed_batches_through_pinned_memory_equal_the_held_ones(monkeypatch,
     pinned: list[bool] = []
     real = loader._unwrapped
 
-    def recording(data_loader):
-        for x, y in real(data_loader):
+    def recording(data_loader, *names):
+        for x, y in real(data_loader, *names):
             pinned.append(x.is_pinned())
             yield x, y
 

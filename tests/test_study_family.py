@@ -222,7 +222,7 @@ def test_cell_names_are_safe_path_components_and_the_documented_examples_parse(t
     assert (cfg.model, cfg.rewind_epochs, cfg.prune_ratio, cfg.cycles, cfg.epochs, cfg.particles, cfg.seed) == \
         ("transformer1d", 2, 0.5, 4, 8, 4, 1)
     _, family, _ = parse_study(["--out", str(tmp_path / "rewind"), "--rewinds", "0,1,2,4,8", "--methods",
-                                "imp,swamp-n4", "--prune-ratio", "0.5"])
+                                "imp,swamp-n4", "--cycles", "4", "--prune-ratio", "0.5"])  # as docs/cluster.md
     assert [c.name for c in family.cells] == [f"cnn1d-r{r}" for r in (0, 1, 2, 4, 8)]
     _, plan, _ = parse_study(["--out", str(tmp_path / "study"), "--quick", "--prune-ratio", "0.5"])
     assert plan.settings == {"cycles": 2, "epochs": 1, "rewind_epochs": 1, "prune_ratio": 0.5}
