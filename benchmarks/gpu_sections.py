@@ -209,11 +209,10 @@ def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]
             ctx = _context(model, data, setup, Path(tmp) / v, max(particles), amp, cl)
             fns.append(_plain_call(ctx))
             names.append((v, 0, "plain"))
-            for n in particles:
-                for e in ("sequential", "vectorized") if v == "fp32" else ("sequential",):
-                    peaks[(v, n, e)] = {}
-                    fns.append(_engine_call(ctx, e, n, peaks[(v, n, e)]))
-                    names.append((v, n, e))
+            for config in (c for c in configs if c[0] == v):
+                peaks[config] = {}
+                fns.append(_engine_call(ctx, config[2], config[1], peaks[config]))
+                names.append(config)
         warm = _warm_up(fns, budget, setup.device)
         kept = [i for i, t in enumerate(warm) if isinstance(t, float)]
         rounds = paired_rounds([fns[i] for i in kept], _rounds(budget, sum(warm[i] for i in kept),

@@ -285,7 +285,7 @@ def test_cli_reads_a_plain_state_dict_reference_described_by_model_and_dataset(t
     assert "pass --model and --dataset to read it as a state_dict" in capsys.readouterr().err
     assert run_cli(main, [*argv, "--model", "mlp", "--dataset", "mnist1d"]) == 0
     reference = build_model(model_spec("mlp", 10))
-    reference.load_state_dict(torch.load(plain))
+    reference.load_state_dict(torch.load(plain, weights_only=True))
     expected = weight_matching(reference, checkpoint_model(load_checkpoint(other)))
     written = load_checkpoint(out)
     assert written.kind == "particle" and all(torch.equal(written.state[k], v.detach())

@@ -228,3 +228,14 @@ def test_the_line_fast_path_is_the_general_formula_to_the_bit(resnets, masked):
     tied = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
     tied[1].weight = tied[0].weight
     assert combination.Combination(tied, [tied.state_dict()] * 2)._targets is None
+
+
+@pytest.mark.parametrize("name", ["training.train", "training.artifacts.outputs", "training.artifacts.jsonfile",
+                                  "training.models.budget"])
+def test_the_examples_of_this_rounds_training_modules_run(name):
+    """The docstring examples of the modules added or extended in round three (compile_forward, the output
+    guard, the bounded JSON reader, the build budget) run as written."""
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.failed == 0 and result.attempted >= 1
