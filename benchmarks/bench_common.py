@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from training.data import TensorDataset, load_mnist1d, mnist1d_spec
-from training.data.cifar import CIFAR_MEAN, CIFAR_STD
+from core.data import TensorDataset, load_mnist1d, mnist1d_spec
+from core.data.cifar import CIFAR_MEAN, CIFAR_STD
 
 DATA_DIR = os.environ.get("SWAMP_DATA_DIR", "data")
 

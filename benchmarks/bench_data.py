@@ -3,7 +3,7 @@
 Both produce one shuffled epoch of normalised, augmented (4-pixel pad + random 32x32 crop, random
 horizontal flip) batches of CIFAR-10-shaped images on the training device:
 
-* tensors: :class:`training.data.TensorDataset` -- the images held normalised on the device, shuffling
+* tensors: :class:`core.data.TensorDataset` -- the images held normalised on the device, shuffling
   and augmentation as batched tensor operations (what the toolkit uses for CIFAR);
 * DataLoader: the standard torchvision recipe -- uint8 HWC images, per-image PIL ``RandomCrop(32, 4)``,
   ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` (as ``torchvision.datasets.CIFAR10`` applies
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_common import alternating, cifar_like, cifar_like_uint8, machine, table
-from training.data.cifar import CIFAR_MEAN, CIFAR_STD
+from core.data.cifar import CIFAR_MEAN, CIFAR_STD
 
 
 class PilImages(torch.utils.data.Dataset):

@@ -39,11 +39,12 @@ ENGINE_NAMES = ("sequential", "vectorized", "distributed")
 
 def one(spec: dict) -> None:
     """Child process: time one engine; each rank writes ``OUT.rankR.json``."""
+    from core.models import build_model, model_spec
+    from core.pruning import dense_masks
     from training.config import parse_config
     from training.context import build_context
-    from training.engines import run_session, select_engine
-    from training.models import build_model, model_spec
-    from training.pruning import dense_masks
+    from training.engines import select_engine
+    from training.engines.session import run_session
     from training.run import cycle_schedule
 
     cfg = parse_config(["--model", spec["model"], "--particles", str(spec["particles"]), "--epochs",

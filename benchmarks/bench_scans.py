@@ -1,4 +1,4 @@
-"""Landscape scans: a K-point barrier of ``landscape.barrier`` against loss-landscapes' ``linear_interpolation``.
+"""Landscape scans: a K-point barrier of ``landscape.tools.barrier`` against loss-landscapes' ``linear_interpolation``.
 
 Whole processes, as a user runs them, on the same two checkpoints and the same test split, one torch
 thread each (``OMP_NUM_THREADS=1``):
@@ -17,7 +17,7 @@ ratio of medians to the peer with the same K (goal: at most 1.0 without recalibr
 the child process's CPU seconds (user + system), which waiting for a busy core does not inflate.
 
 ``--in-process`` adds, in this process on ``--device``, the scan alone (checkpoints already loaded): our
-loop of K evaluations (:func:`landscape.barrier.checkpoint_barrier`), loss-landscapes' loop, and the K
+loop of K evaluations (:func:`landscape.tools.barrier.checkpoint_barrier`), loss-landscapes' loop, and the K
 points stacked into one batched forward (``torch.func.functional_call`` + ``vmap`` over the K
 interpolated states, as ``training.engines.stacked`` stacks particles), which is the data for a measured
 loop-or-stack rule.
@@ -50,8 +50,8 @@ def peer(a: str, b: str, points: int, data_dir: str) -> None:
     import torch
     from safetensors import safe_open
 
-    from training.data import load_dataset
-    from training.models import build_model
+    from core.data import load_dataset
+    from core.models import build_model
 
     def load(path: str) -> tuple[torch.nn.Module, dict]:
         with safe_open(path, "pt") as fh:
@@ -111,7 +111,7 @@ def whole_processes(a: str, b: str, points: list[int], rounds: int, data_dir: st
 
 def scan_functions(a: str, b: str, points: int, data_dir: str, device: str) -> dict[str, Callable[[], object]]:
     """The in-process scans of ``points`` points between checkpoints ``a`` and ``b`` on ``device``, each a call:
-    ``ours`` (:func:`landscape.barrier.checkpoint_barrier` on the loaded checkpoints, no BN recalibration: it
+    ``ours`` (:func:`landscape.tools.barrier.checkpoint_barrier` on the loaded checkpoints, no BN recalibration: it
     rebuilds the model and the test split), ``ours, modules`` (:func:`landscape.connectivity.linear_barrier` on
     the two models and the test split already on the device, as loss-landscapes gets them),
     ``loss-landscapes`` (its ``linear_interpolation`` on the whole test split) and ``stacked`` (the points as
@@ -123,11 +123,11 @@ def scan_functions(a: str, b: str, points: int, data_dir: str, device: str) -> d
     import torch
     from torch.func import functional_call, vmap
 
-    from landscape.artifacts import EvalOptions, checkpoint_data
-    from landscape.barrier import checkpoint_barrier
+    from core.artifacts.checkpoint import build_model, load_checkpoint
     from landscape.combination import Combination
     from landscape.connectivity import linear_barrier
-    from training.artifacts.checkpoint import build_model, load_checkpoint
+    from landscape.tools.artifacts import EvalOptions, checkpoint_data
+    from landscape.tools.barrier import checkpoint_barrier
 
     dev = torch.device(device)
     ca, cb = load_checkpoint(a), load_checkpoint(b)

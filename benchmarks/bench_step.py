@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from benchmarks.bench_common import alternating, dataset_for, machine, table
-from training.models import build_model, model_spec
-from training.pruning import apply_masks, dense_masks, random_mask
+from core.models import build_model, model_spec
+from core.pruning import apply_masks, dense_masks, random_mask
 from training.train import Hyper, Schedule, steps_per_epoch, train_particle
 
 LR, SWA_LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.02, 0.9, 5e-4

@@ -32,9 +32,9 @@ import torch
 from benchmarks.bench_common import machine
 from benchmarks.gpu_report import markdown, section_markdown, targets
 from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup, describe
-from landscape.hessian_report import _finite  # NaN and infinities (a ratio of a zero time) become null
-from training.artifacts.atomic import atomic_write_text
-from training.errors import ArgumentParser, UserError, run_cli
+from core.artifacts.atomic import atomic_write_text
+from core.errors import ArgumentParser, UserError, run_cli
+from landscape.tools.hessian_report import _finite  # NaN and infinities (a ratio of a zero time) become null
 
 MARKER = "gpu_check"  # the key every JSON this tool writes holds (an earlier output may be replaced)
 MD_TITLE = "# GPU device check"
@@ -68,7 +68,7 @@ def machine_line(info: dict) -> str:
 
 def check_output_dir(out: Path) -> tuple[Path, Path]:
     """The two output files in ``out`` (created if absent), refusing files this tool did not write."""
-    from training.artifacts.outputs import check_outputs
+    from core.artifacts.outputs import check_outputs
 
     json_path, md_path = out / "gpu_check.json", out / "gpu_check.md"
     if out.exists() and not out.is_dir():

@@ -146,9 +146,9 @@ def _context(model: str, data, setup: Setup, out: Path, particles: int, amp: boo
 def _engine_call(ctx, engine_name: str, particles: int, peak: dict) -> Callable[[], None]:
     """One cycle of one epoch of ``particles`` particles through the engine, as a run trains them (SWA, BN
     recalibration, per-epoch resume files, removed after each call); the peak GPU memory goes to ``peak``."""
-    from training.artifacts.rundir import particle_unit
+    from core.artifacts.rundir import particle_unit
+    from core.pruning import dense_masks
     from training.engines import select_engine
-    from training.pruning import dense_masks
     from training.run import cycle_schedule
 
     engine, todo, cycles = select_engine(engine_name), list(range(particles)), itertools.count(100)
@@ -175,7 +175,7 @@ def _plain_call(ctx) -> Callable[[], None]:
 
 def _engine_model(model: str, setup: Setup, budget: Budget, particles: list[int]) -> dict:
     """The rows of one model: every variant x N x engine, each against the plain loop of the same variant."""
-    from training.data import load_mnist1d, mnist1d_spec
+    from core.data import load_mnist1d, mnist1d_spec
     from training.engines import auto_engine
 
     image = model not in ("mlp", "cnn1d")
@@ -322,9 +322,9 @@ def hessian(setup: Setup, budget: Budget) -> dict:
     (Hutch++) against PyHessian's Hutchinson, same device, batches and eval mode."""
     from benchmarks.bench_common import sync
     from benchmarks.hessian_time_to_accuracy import MIN_TERMS, ours_until, pyhessian_until
+    from core.artifacts.checkpoint import build_model, load_checkpoint
+    from core.data import load_mnist1d, mnist1d_spec
     from landscape.batches import MAX_PROBES
-    from training.artifacts.checkpoint import build_model, load_checkpoint
-    from training.data import load_mnist1d, mnist1d_spec
 
     targets = [0.05, 0.02]
     data = load_mnist1d(mnist1d_spec(setup.data_dir))

@@ -47,9 +47,9 @@ from torch import nn
 
 from benchmarks.bench_common import machine
 from benchmarks.hessian_vs_pyhessian import trained_cnn
+from core.data import load_mnist1d, mnist1d_spec
+from core.models import build_model, model_spec
 from landscape.curvature import hessian_trace
-from training.data import load_mnist1d, mnist1d_spec
-from training.models import build_model, model_spec
 
 MIN_TERMS = 8  # the first standard error either tool may stop on (ours: one block of 8 residual probes)
 

@@ -5,7 +5,7 @@ Two rows, both with the model in eval mode (BatchNorm running statistics) for bo
 - ``cnn1d``: the toolkit's MNIST-1D ``cnn1d`` (four 1-D convolutions with BatchNorm), briefly trained
   with Adam so that the Hessian is that of a realistic network, on the first N samples of the MNIST-1D
   training split (generated offline by the ``mnist1d`` package), through the CLI's library function
-  :func:`landscape.hessian_report.hessian_analysis`;
+  :func:`landscape.tools.hessian_report.hessian_analysis`;
 - ``resnet18``: a torchvision ResNet-18 (10 classes, random weights) on random 3x32x32 images,
   through the public :func:`landscape.curvature.hessian_trace`.
 
@@ -33,13 +33,13 @@ import torch
 import torchvision
 
 from benchmarks.bench_common import machine
+from core.averaging import recalibrate_batchnorm
+from core.data import load_mnist1d, mnist1d_spec
+from core.models import build_model, model_spec
 from landscape.curvature import hessian_trace
-from landscape.hessian_report import HessianOptions, hessian_analysis
-from landscape.pyhessian_backend import pyhessian_trace
+from landscape.tools.hessian_report import HessianOptions, hessian_analysis
+from landscape.tools.pyhessian_backend import pyhessian_trace
 from landscape.trace import TraceEstimate
-from training.averaging import recalibrate_batchnorm
-from training.data import load_mnist1d, mnist1d_spec
-from training.models import build_model, model_spec
 
 
 def trained_cnn(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> torch.nn.Module:
@@ -90,7 +90,7 @@ def cnn1d_row(args: argparse.Namespace) -> float:
     hessian_analysis(model, batches[:1], options=HessianOptions(method="hutchinson", probes=2, samples=None,
                                                                 subspace="full"))
     pyhessian_trace(model, batches[:1], 1, args.seed)
-    return compare("cnn1d via landscape.hessian_report.hessian_analysis", model, batches, args.probes, args.seed,
+    return compare("cnn1d via landscape.tools.hessian_report.hessian_analysis", model, batches, args.probes, args.seed,
                    args.repeats, lambda: hessian_analysis(model, batches, options=options).trace)
 
 

@@ -4,11 +4,11 @@ Library (modules + data + loss in, frozen results out; see docs/api.md)::
 
     from landscape import linear_barrier, hull_losses, loss_plane, hessian_trace, HessianOperator
 
-The command-line tools (``python -m landscape.barrier``, ``landscape.subspace``, ``landscape.hessian``)
+The command-line tools (``python -m landscape.barrier``, ``landscape.tools.subspace``, ``landscape.tools.hessian``)
 are thin layers that rebuild models and data from the toolkit's checkpoint files.
 """
 
-from training.errors import quiet_start_up_interrupts
+from core.errors import quiet_start_up_interrupts
 
 quiet_start_up_interrupts()
 

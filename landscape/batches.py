@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from training.errors import LibraryArgumentError
+from core.errors import LibraryArgumentError
 
 LossFn = Callable[[Any, Tensor], Tensor]
 Batch = tuple[Any, Tensor]

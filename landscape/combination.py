@@ -11,7 +11,7 @@ and a one-hot c returns that model bit for bit. Integer buffers (BatchNorm's bat
 taken from the first model.
 
 BatchNorm: combined weights match no model's running statistics, so they are recomputed at every point
-(:func:`training.averaging.recalibrate_batchnorm`) on the same batches for every point, which keeps
+(:func:`core.averaging.recalibrate_batchnorm`) on the same batches for every point, which keeps
 the landscape smooth; without those batches the stored statistics are combined like the weights.
 
 The models given are never modified: their states are copied once, and the one module that is
@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from core.averaging import apply_model, has_batchnorm, recalibrate_batchnorm
+from core.progress import tqdm
 from landscape.batches import (
     ArgumentError,
     Batch,
@@ -41,8 +43,6 @@ from landscape.batches import (
     slice_samples,
 )
 from landscape.batches import batches as make_batches
-from training.averaging import apply_model, has_batchnorm, recalibrate_batchnorm
-from training.progress import tqdm
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
     ``(X, y)`` pair).
 
     ``loss_fn`` None is the cross-entropy of class logits, summed in float32 as
-    :func:`training.evaluate.evaluate` does (the same numbers to the bit). The model's train/eval mode
+    :func:`core.evaluate.evaluate` does (the same numbers to the bit). The model's train/eval mode
     is restored afterwards.
 
     Example:

@@ -66,10 +66,10 @@ import numpy as np
 import torch
 from torch import Tensor, fx, nn
 
+from core.averaging import has_batchnorm
 from landscape.batches import ArgumentError, LossFn
 from landscape.curvature import HessianOperator
 from landscape.trace import rademacher
-from training.averaging import has_batchnorm
 
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 GRANULARITIES = ("layer", "channel")

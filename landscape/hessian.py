@@ -1,79 +1,12 @@
-"""``python -m landscape.hessian CKPT`` (or ``--run DIR``): Hessian trace, top eigenvalue and eigenvalue
-density of a checkpoint's training loss; the library is :mod:`landscape.hessian_report` (checkpoints and
-runs) over :mod:`landscape.curvature` (any module), whose names are importable from here too.
+"""``python -m landscape.hessian``: the Hessian tool, :mod:`landscape.tools.hessian`, under its documented name.
+
+A command name only: it imports nothing, so the package it sits in does not depend on the tool
+(docs/architecture.md).
 """
 
-from __future__ import annotations
+import runpy
 
-import argparse
-import sys
-from collections.abc import Sequence
-
-from landscape.cli import open_checkpoint, refuse_file_flags, write_json
-from landscape.hessian_output import build_parser, format_report, format_run, report_figure, run_figure
-from landscape.hessian_report import (
-    EVAL_MODE,
-    LOSS,
-    HessianOptions,
-    HessianReport,
-    HessianResult,
-    analyse_checkpoint,
-    analyse_run,
-    hessian_analysis,
-    run_checkpoints,
-    sample_indices,
-    training_batches,
-)
-from landscape.options import from_args
-from landscape.plots import save_figure
-from training.artifacts.outputs import check_outputs
-from training.device import resolve_device
-from training.errors import UserError, run_cli
-
-__all__ = ["EVAL_MODE", "LOSS", "HessianOptions", "HessianReport", "HessianResult", "analyse_checkpoint",
-           "analyse_run", "hessian_analysis", "main", "options_from_args", "run_checkpoints", "sample_indices",
-           "training_batches"]
-
-
-def options_from_args(args: argparse.Namespace) -> HessianOptions:
-    """Validated :class:`HessianOptions` from the flags of :func:`landscape.hessian_output.build_parser`."""
-    options = from_args(HessianOptions, args)
-    options.validate()
-    return options
-
-
-def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    check_outputs({"--json": args.json, "--plot": args.plot}, [args.checkpoint, args.run],
-                  {"--json": {"trace", "rows"}})
-    options = options_from_args(args)
-    device = resolve_device(args.device)
-    if (args.checkpoint is None) == (args.run is None):
-        raise UserError("give one checkpoint CKPT or --run DIR (not both)")
-    if args.particles and args.run is None:
-        raise UserError("--particles needs --run DIR")
-    if args.run is not None:
-        refuse_file_flags(args, f"--run {args.run}")
-    if args.run is None:
-        report = analyse_checkpoint(open_checkpoint(args.checkpoint, args), options, device, args.data_dir)
-        print(format_report(report))
-        obj, make_figure = report.to_json(), lambda: report_figure(report)
-    else:
-        reports = analyse_run(args.run, options, device, args.particles, args.data_dir, trust_code=args.trust_code)
-        print(format_run(reports))
-        obj = {"run": str(args.run), "mode": EVAL_MODE, "rows": [r.to_json() for r in reports]}
-        make_figure = lambda: run_figure(reports)  # noqa: E731
-    if args.json:
-        write_json(args.json, obj)
-    if args.plot:
-        save_figure(make_figure(), args.plot)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m landscape.hessian``: bad input is one line on stderr and exit status 2."""
-    return run_cli(_main, argv)
-
+TARGET = "landscape.tools.hessian"  # the module whose main() this command runs
 
 if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module(TARGET, run_name="__main__", alter_sys=True)

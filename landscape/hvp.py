@@ -44,9 +44,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from core.averaging import apply_model
+from core.progress import tqdm
 from landscape.batches import ArgumentError, LossFn, cross_entropy_sum, mean_loss_terms
-from training.averaging import apply_model
-from training.progress import tqdm
 
 Matmat = Callable[[Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]

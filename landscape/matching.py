@@ -14,7 +14,7 @@ mode-connected; Ainsworth et al. (2023) find the permutations in two ways:
 
 The groups come from the model's graph (:mod:`landscape.permutations`). The aligned network is a new module
 that computes the same function as ``other``; the inputs are never modified. The checkpoint layer and the
-command-line tool are :mod:`landscape.align`.
+command-line tool are :mod:`landscape.tools.align`.
 """
 
 from __future__ import annotations

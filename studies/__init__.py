@@ -1,6 +1,6 @@
 """The SWAMP paper's study layer, above :mod:`training` and :mod:`landscape`.
 
-A study directory is written by ``python -m training.study --out DIR`` (the grid of methods and
+A study directory is written by ``python -m studies.grid --out DIR`` (the grid of methods and
 seeds); the modules here read it:
 
 * :mod:`studies.analyse` (``python -m studies.analyse DIR``): the landscape measurements of every
@@ -22,6 +22,6 @@ seeds); the modules here read it:
 Nothing in :mod:`training` or :mod:`landscape` imports this package.
 """
 
-from training.errors import quiet_start_up_interrupts
+from core.errors import quiet_start_up_interrupts
 
 quiet_start_up_interrupts()

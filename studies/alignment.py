@@ -2,7 +2,7 @@
 
 Entezari et al. (2022) conjecture that solutions from different initialisations are linearly connected
 once their hidden units are permuted to match (weight matching, Ainsworth et al. 2023,
-:mod:`landscape.align`). This script measures, on a directory of runs named ``MODEL-METHOD-sSEED``
+:mod:`landscape.tools.align`). This script measures, on a directory of runs named ``MODEL-METHOD-sSEED``
 (``python -m training.imp`` / ``training.swamp`` with ``--out ROOT/MODEL-METHOD-sSEED``):
 
 * for every pair of seeds of one model and method (``imp``, ``swamp``) and every cycle, the test-loss
@@ -28,14 +28,14 @@ from pathlib import Path
 
 import torch
 
-from landscape.align import weight_matching
-from landscape.artifacts import EvalOptions, run_particles
-from landscape.barrier import checkpoint_barrier
-from landscape.cli import cycle_list, write_json
-from landscape.options import add_dataclass_arguments
-from training.artifacts.outputs import check_outputs
-from training.errors import ArgumentParser, UserError, run_cli
-from training.models import build_model, model_spec
+from core.artifacts.outputs import check_outputs
+from core.errors import ArgumentParser, UserError, run_cli
+from core.models import build_model, model_spec
+from landscape.tools.align import weight_matching
+from landscape.tools.artifacts import EvalOptions, run_particles
+from landscape.tools.barrier import checkpoint_barrier
+from landscape.tools.cli import cycle_list, write_json
+from landscape.tools.options import add_dataclass_arguments
 
 TEST = EvalOptions(("test",), progress=False)
 COST_MODELS = ("mlp", "cnn1d", "resnet20", "wrn28x2", "vgg19", "resnet18", "resnet50")
@@ -104,7 +104,7 @@ def barrier_table(rows: Sequence[dict]) -> str:
 
 
 def alignment_costs(models: Sequence[str]) -> list[dict]:
-    """Seconds and iterations of :func:`landscape.align.weight_matching` between two random initialisations."""
+    """Seconds and iterations of :func:`landscape.tools.align.weight_matching` between two random initialisations."""
     from scipy.optimize import linear_sum_assignment  # noqa: F401  imported before the clock starts
 
     rows = []

@@ -1,6 +1,6 @@
 """``python -m studies.analyse DIR``: the landscape measurements of a study, cached as JSON.
 
-Reads a study directory of :mod:`training.study` and writes, atomically, one file per measurement
+Reads a study directory of :mod:`studies.grid.cli` and writes, atomically, one file per measurement
 ``DIR/analysis/KIND/RUN/cycle_KK.json``; a rerun computes only the missing ones, so it can be
 interrupted and continued, and the notebooks only read files. For every finished cycle k:
 
@@ -8,20 +8,20 @@ interrupted and continued, and the notebooks only read files. For every finished
 KIND          runs                 what (tool)
 ============  ===================  =========================================================
 pairs         SWAMP, particles     barriers between every particle pair of cycle k
-                                   (:func:`landscape.barrier.cycle_barriers`, Frankle et al. 2020)
+                                   (:func:`landscape.tools.barrier.cycle_barriers`, Frankle et al. 2020)
 consecutive   IMP, SWA, SWAMP      barrier between the solutions of cycles k - 1 and k
-hull          SWAMP, particles     loss over the particles' convex hull (:mod:`landscape.subspace`)
+hull          SWAMP, particles     loss over the particles' convex hull (:mod:`landscape.tools.subspace`)
 plane         SWAMP, first seed    loss plane through three particles at the first, middle and last
                                    cycle (Garipov et al. 2018)
 hessian       IMP, SWA, SWAMP      Hutchinson trace of the solution's Hessian with its standard error
-                                   (:mod:`landscape.hessian`, Hutchinson 1989)
+                                   (:mod:`landscape.tools.hessian`, Hutchinson 1989)
 ============  ===================  =========================================================
 
 Runs are chosen by their method's role (:func:`studies.manifest.method_roles`): "SWAMP" is the
 method of role ``swamp`` (N = 4 in the full grid), IMP, SWA and particles those of roles ``imp``,
 ``swa`` and ``particles``. ``analysis/settings.json`` records the :class:`AnalysisSettings`; a study
 made with ``--quick`` gets :data:`QUICK_SETTINGS`. With ``--launcher submitit-local`` or ``slurm``
-(:mod:`training.launchers`, docs/cluster.md) each sub-run's missing measurements are one submitit job,
+(:mod:`studies.grid.launchers`, docs/cluster.md) each sub-run's missing measurements are one submitit job,
 and the command waits for them (the same files as in one process).
 """
 
@@ -35,26 +35,26 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from landscape.artifacts import SPLITS, EvalOptions, run_particles
-from landscape.barrier import checkpoint_barrier, cycle_barriers
-from landscape.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, MAX_RESOLUTION, check_at_most, write_json
-from landscape.hessian_report import HessianOptions, analyse_checkpoint
-from landscape.options import add_dataclass_arguments
-from landscape.plane import checkpoint_plane
-from landscape.subspace import hull_landscape
+from core.artifacts.jsonfile import BadJSON, read_json
+from core.artifacts.lock import LOCK_NAME, exclusive
+from core.artifacts.ownership import check_usable_directory
+from core.artifacts.rundir import RunDir
+from core.device import resolve_device
+from core.errors import ArgumentParser, UserError, run_cli
+from core.progress import tqdm
+from core.seeds import check_seed
+from landscape.tools.artifacts import SPLITS, EvalOptions, run_particles
+from landscape.tools.barrier import checkpoint_barrier, cycle_barriers
+from landscape.tools.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, MAX_RESOLUTION, check_at_most, write_json
+from landscape.tools.hessian_report import HessianOptions, analyse_checkpoint
+from landscape.tools.options import add_dataclass_arguments
+from landscape.tools.plane import checkpoint_plane
+from landscape.tools.subspace import hull_landscape
+from studies.grid.launchers import SUBMITIT, LauncherOptions, add_launcher_flags, check_device, launcher_options
+from studies.grid.manifest import cycles_done
+from studies.grid.workers import WorkerPool, check_jobs, set_threads, worker_threads
 from studies.manifest import ANALYSIS, method_roles, read_study
 from studies.settings import check_counts, count_setting
-from training.artifacts.jsonfile import BadJSON, read_json
-from training.artifacts.lock import LOCK_NAME, exclusive
-from training.artifacts.ownership import check_usable_directory
-from training.artifacts.rundir import RunDir
-from training.config import check_seed
-from training.device import resolve_device
-from training.errors import ArgumentParser, UserError, run_cli
-from training.launchers import SUBMITIT, LauncherOptions, add_launcher_flags, check_device, launcher_options
-from training.progress import tqdm
-from training.study import cycles_done
-from training.workers import WorkerPool, check_jobs, set_threads, worker_threads
 
 KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
 
@@ -228,7 +228,7 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     With ``jobs`` > 1 the measurements are spread over that many (spawned) worker processes, each with
     ``1/jobs`` of the torch threads; every measurement is seeded by ``settings.seed``, so the files are
     the same as with one process (given the same threads per process). ``launch`` (default: ``processes``
-    with ``jobs``) chooses the launcher (:mod:`training.launchers`); with a submitit one, each sub-run's
+    with ``jobs``) chooses the launcher (:mod:`studies.grid.launchers`); with a submitit one, each sub-run's
     missing measurements are one job (:func:`_compute_chunk`, on the device ``device`` names on the
     job's node), and the call waits for them all. ``trust_code`` (``--trust-code``) allows the
     ``PACKAGE.MODULE:CALLABLE`` model or data set the study's checkpoints name (user code, imported only then).
@@ -299,7 +299,7 @@ def _compute_chunk(items: Sequence[tuple[str, str, int]], root: Path, settings: 
 def _analyse_in_jobs(root: Path, todo: Sequence[Job], settings: AnalysisSettings, options: EvalOptions, device: str,
                      launch: LauncherOptions, written: list[Path], bar: Any) -> None:
     """``todo`` as one submitit job per sub-run (its chunk of measurements), the job folder ``analysis/jobs``."""
-    from training.submitit_launcher import run_jobs
+    from studies.grid.submitit_launcher import run_jobs
 
     chunks: dict[str, list[tuple[str, str, int]]] = {}
     for job in todo:
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m studies.analyse",
         description="Compute the landscape measurements of a study directory (barriers, hulls, planes, Hessian "
                     "traces) into DIR/analysis/; rerun to continue. The JSON it writes: docs/format.md.")
-    parser.add_argument("study", metavar="DIR", help="a study directory of python -m training.study")
+    parser.add_argument("study", metavar="DIR", help="a study directory of python -m studies.grid")
     parser.add_argument("--only", default=",".join(KINDS), metavar="KIND,...",
                         help="measurements to compute, a comma-separated subset of " + ", ".join(KINDS) +
                              " (default all): pairs = barriers between the particles of a cycle, consecutive = "

@@ -1,6 +1,6 @@
 """SWAMP's gain over IMP against the training budget per cycle, from several studies.
 
-Each study (:mod:`training.study`) is one budget: the epochs E every particle trains per cycle (its
+Each study (:mod:`studies.grid.cli`) is one budget: the epochs E every particle trains per cycle (its
 ``--epochs``, or the preset's). Every study's SWAMP (its method of role ``swamp``) and IMP sub-runs are
 *arms* named ``SWAMP@E`` and ``IMP@E``, and two arms are compared paired per seed and cycle,
 d_{k,s} = acc_A - acc_B (:func:`studies.claims.paired`; the same seed gives the same ticket):
@@ -25,15 +25,15 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from landscape.cli import cycle_list
+from core.artifacts.jsonfile import brief_repr
+from core.errors import ArgumentParser, UserError, run_cli
+from landscape.tools.cli import cycle_list
 from studies import tables as st
 from studies.claims import paired
 from studies.figures import panels
+from studies.grid.manifest import MANIFEST
 from studies.report import finished_accuracy
-from training.artifacts.jsonfile import brief_repr
-from training.errors import ArgumentParser, UserError, run_cli
 from training.presets import PRESETS
-from training.study_manifest import MANIFEST
 
 
 def epochs_per_cycle(root: str | Path) -> int:

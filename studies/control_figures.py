@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import ScaledTranslation
 
-from landscape.plots import LEGEND_WIDTH, LINE_STYLES, label_figure
+from landscape.tools.plots import LEGEND_WIDTH, LINE_STYLES, label_figure
 from studies import controls as sc
 from studies.claims import paired
 from studies.controls.realisations import load_controls  # noqa: F401 - the notebook reads it from here
@@ -187,7 +187,7 @@ def _grid(rows: int, cols: int, size: tuple[float, float] = PANEL) -> tuple[Figu
 def _series(ax: Axes, frame: pd.DataFrame, x: str, label: str, n: int, count: int, clip_at_zero: bool = False,
             value: str = "mean", spread: str = "std", **style: Any) -> None:
     """``value`` against ``x`` with +-``spread`` error bars (clipped at 0 for quantities that are >= 0),
-    style ``n`` of :data:`landscape.plots.LINE_STYLES`; series ``n`` of ``count`` is shifted sideways by a
+    style ``n`` of :data:`landscape.tools.plots.LINE_STYLES`; series ``n`` of ``count`` is shifted sideways by a
     few points on the page (not in the data) so that the error bars of series at one x stay apart."""
     frame = frame.sort_values(x)
     mean, std = frame[value].to_numpy(float), np.nan_to_num(frame[spread].to_numpy(float))

@@ -15,7 +15,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from landscape.plots import (
+from landscape.tools.plots import (
     LINE_STYLES,
     contour_panels,
     decimals_for,
@@ -32,7 +32,7 @@ PANEL = (5.0, 3.8)  # inches per panel of the study's figures (larger than the l
 
 
 def panels(count: int, columns: int | None = None) -> tuple[Figure, list[Axes]]:
-    """:func:`landscape.plots.panel_grid` with the study's panel size."""
+    """:func:`landscape.tools.plots.panel_grid` with the study's panel size."""
     return panel_grid(count, size=PANEL, columns=columns)
 
 
@@ -47,7 +47,7 @@ def save_png_pdf(fig: Figure, folder: str | Path, name: str) -> list[Path]:
 def mean_band(ax: Axes, frame: pd.DataFrame, value: str, by: Sequence[str], label: str, scale: float = 1.0,
               x: str = "sparsity", **line: object) -> None:
     """Mean of ``value`` over seeds against ``x`` (its mean per group) with a +-1 std band. The n-th line of
-    ``ax`` gets the n-th of :data:`landscape.plots.LINE_STYLES` (marker, dash) with a hollow marker, each
+    ``ax`` gets the n-th of :data:`landscape.tools.plots.LINE_STYLES` (marker, dash) with a hollow marker, each
     smaller than the last, so that coinciding lines stay visible (unless ``line`` sets them)."""
     grouped = x in by
     agg = mean_std(frame, by, [value] if grouped else [value, x])

@@ -1,5 +1,5 @@
 """What the study layer reads of a study directory besides its runs: the role of every method
-(``study.json``, :mod:`training.study`), where the analysis caches its measurements, and
+(``study.json``, :mod:`studies.grid.cli`), where the analysis caches its measurements, and
 :func:`read_json_object`, which every JSON file the study layer reads goes through.
 
 A light module (no trainer, no landscape tool), so the table readers and notebooks can import it.
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.artifacts.jsonfile import BadJSON, brief_repr, read_json
-from training.errors import UserError
+from core.artifacts.jsonfile import BadJSON, brief_repr, read_json
+from core.errors import UserError
 
 ANALYSIS = "analysis"  # DIR/analysis/KIND/RUN/cycle_KK.json: the cached measurements (studies.analyse)
 
@@ -61,19 +61,19 @@ def read_measurement(root: str | Path, path: Path) -> dict[str, Any]:
     return obj
 
 
-# What the study layer reads of study.json's methods and runs (training.study_plan.Method, study_manifest.SubRun)
+# What the study layer reads of study.json's methods and runs (studies.grid.plan.Method, study_manifest.SubRun)
 METHOD_FIELDS = {"name": str, "particles": int}
 METHOD_OPTIONAL = {"swa": bool, "particles_from_cycle": int, "prune_method": str, "oneshot": bool, "role": str}
 RUN_FIELDS = {"name": str, "method": str, "seed": int, "path": str}
 
 
 def read_study(root: str | Path) -> dict[str, Any]:
-    """The study's ``study.json`` (:func:`training.study_manifest.read_manifest`) with what every reader of
+    """The study's ``study.json`` (:func:`studies.grid.manifest.read_manifest`) with what every reader of
     the study layer relies on checked: ``seeds`` a non-empty list of integers; ``methods`` a list of
     objects with a unique ``name`` and ``particles`` (at least 1), their other fields of
-    :class:`training.study_plan.Method`'s types; ``runs`` objects with ``name``, ``method`` (one of the
+    :class:`studies.grid.plan.Method`'s types; ``runs`` objects with ``name``, ``method`` (one of the
     methods), ``seed`` and ``path``. Anything else is one :class:`UserError` line naming the file."""
-    from training.study_manifest import MANIFEST, read_manifest
+    from studies.grid.manifest import MANIFEST, read_manifest
 
     manifest, path = read_manifest(root), Path(root) / MANIFEST
     remedy = "restore it, or start the study again in another --out"
@@ -105,7 +105,7 @@ def read_study(root: str | Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class MethodRoles:
-    """The role (:data:`training.study.ROLES`, or ``other``) of every method of a study, in its order."""
+    """The role (:data:`studies.grid.cli.ROLES`, or ``other``) of every method of a study, in its order."""
 
     of: Mapping[str, str]  # method name -> role
 
@@ -123,7 +123,7 @@ def method_roles(manifest: Mapping[str, Any]) -> MethodRoles:
 
     A method's role is the ``role`` recorded in ``study.json``. A manifest written before methods
     recorded their role (or a method made without one) gets it derived here, and nowhere else, from
-    the name :func:`training.study.grid` gives: ``imp``, ``swa``, ``particles`` and ``swamp-plus`` are
+    the name :func:`studies.grid.cli.grid` gives: ``imp``, ``swa``, ``particles`` and ``swamp-plus`` are
     their own role, a one-shot method is ``oneshot``, ``swamp-nN`` is ``swamp-n`` and any other name
     ``other``; in such an old manifest the first ``swamp-n`` method plays ``swamp`` (the grid listed
     its central arm first). Roles that a manifest records are never reassigned: a study whose

@@ -40,14 +40,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from landscape.cli import cycle_list
+from core.errors import ArgumentParser, LibraryArgumentError, UserError, run_cli
+from landscape.tools.cli import cycle_list
 from studies import tables as st
 from studies.claims import paired
+from studies.grid.args import parse_seeds
+from studies.grid.plan import ROLES
 from studies.report import finished_accuracy
 from studies.verdict import DOES_NOT_HOLD, HOLDS, UNRESOLVED, Verdict, verdict
-from training.errors import ArgumentParser, LibraryArgumentError, UserError, run_cli
-from training.study import parse_seeds
-from training.study_plan import ROLES
 
 __all__ = [
     "CycleEffects",
@@ -248,7 +248,7 @@ def realisation_effects(studies: Sequence[str | Path], value: str = "average_tes
     """Per cycle, the paired difference A - B in every realisation, its spread across them and the verdict.
 
     Args:
-        studies: study directories (``python -m training.study --out DIR``) of one grid, run on different
+        studies: study directories (``python -m studies.grid --out DIR``) of one grid, run on different
             floating-point paths; each its own realisation.
         value: the ``results.csv`` column compared (:data:`studies.tables.METRIC_COLUMNS`).
         a_role, b_role: roles (:func:`studies.tables.roles`) of methods A and B.
@@ -364,7 +364,7 @@ def published_arg(text: str) -> tuple[str, int, Effect]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m studies.realisations", description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", metavar="DIR",
-                        help="study directories of one grid (python -m training.study), one per floating-point path")
+                        help="study directories of one grid (python -m studies.grid), one per floating-point path")
     parser.add_argument("--labels", default=None, metavar="NAME,NAME,...",
                         help="a name per DIR, in their order (default: the directories' names)")
     parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",

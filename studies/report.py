@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from landscape.artifacts import EvalOptions
-from landscape.cli import cycle_list
-from landscape.options import add_dataclass_arguments
+from core.errors import ArgumentParser, UserError, run_cli
+from landscape.tools.artifacts import EvalOptions
+from landscape.tools.cli import cycle_list
+from landscape.tools.options import add_dataclass_arguments
 from studies import tables as st
 from studies.claims import claims_report
 from studies.controls import controls_section
-from training.errors import ArgumentParser, UserError, run_cli
-from training.study_manifest import FAMILY_MANIFEST, MANIFEST
+from studies.grid.manifest import FAMILY_MANIFEST, MANIFEST
 
 
 def _pm(mean: float, std: float, scale: float, digits: int) -> str:
@@ -59,7 +59,7 @@ def finished_accuracy(root: str | Path) -> pd.DataFrame:
     """:func:`studies.tables.accuracy_frame`, or one :class:`UserError` line when no sub-run of the
     study has finished a cycle yet (every table needs one)."""
     if not any((Path(root) / run["path"] / "results.csv").is_file() for run in st.read_manifest(root)["runs"]):
-        raise UserError(f"no sub-run of {root} has finished a cycle yet: run python -m training.study --out {root} "
+        raise UserError(f"no sub-run of {root} has finished a cycle yet: run python -m studies.grid --out {root} "
                         f"(then python -m studies.analyse {root}) first")
     return st.accuracy_frame(root)
 
@@ -132,7 +132,7 @@ def directory_report(root: str | Path, cycles: Sequence[int] | None = None, *, t
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m studies.report",
                             description="Print a study's tables (mean ± std over seeds) as Markdown.")
-    parser.add_argument("study", metavar="DIR", help="a study directory of python -m training.study; its "
+    parser.add_argument("study", metavar="DIR", help="a study directory of python -m studies.grid; its "
                         "barrier, hull and Hessian tables need python -m studies.analyse DIR first, its controls "
                         "python -m studies.controls DIR (a family of studies, or a directory of runs: its controls)")
     parser.add_argument("--cycles", type=cycle_list, default=None, metavar="K,K,...",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import field, fields
 from typing import Any
 
-from training.errors import UserError
+from core.errors import UserError
 
 
 def count_setting(default: int, least: int) -> Any:

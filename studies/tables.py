@@ -1,7 +1,7 @@
 """A study directory as pandas tables: what the figure notebooks read.
 
 One row per (sub-run, cycle[, pair or sample]) with the sub-run's ``method`` and ``seed`` (from
-``study.json``, :mod:`training.study`), its ``cycle`` and ``density`` / ``sparsity``; the landscape
+``study.json``, :mod:`studies.grid.cli`), its ``cycle`` and ``density`` / ``sparsity``; the landscape
 tables come from the cached measurements of :mod:`studies.analyse`. Methods are told apart by their
 ``role`` (:func:`studies.manifest.method_roles`), never by their names. :func:`mean_std` aggregates
 over seeds (sample standard deviation, ddof = 1; NaN with one seed).
@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.errors import UserError
 from studies.manifest import (
     ANALYSIS,
     MethodRoles,
@@ -30,7 +31,6 @@ from studies.manifest import (
     read_measurement,
 )
 from studies.manifest import read_study as read_manifest  # study.json checked for what the study layer reads
-from training.errors import UserError
 
 METRIC_COLUMNS = ["average_test_acc", "ensemble_test_acc", "particle_test_acc_mean", "average_test_loss"]
 CONFIG_KEYS = {"epochs": int, "rewind_epochs": int, "particles": int, "particles_from_cycle": int}  # what _cost reads
@@ -103,7 +103,7 @@ def accuracy_frame(root: str | Path) -> pd.DataFrame:
         if not results.is_file():
             continue
         config = read_json_object(root / run["path"] / "config.json",
-                                  f"restore it, or delete {root / run['path']} and rerun python -m training.study to "
+                                  f"restore it, or delete {root / run['path']} and rerun python -m studies.grid to "
                                   "train that sub-run again", CONFIG_KEYS)
         frame = pd.read_csv(results)
         frame.insert(0, "seed", run["seed"])
@@ -114,7 +114,7 @@ def accuracy_frame(root: str | Path) -> pd.DataFrame:
         frame["cumulative_seconds"] = seconds_to_reach(config, frame["seconds"])
         frames.append(frame)
     if not frames:
-        raise UserError(f"no sub-run of {root} has finished a cycle yet; let python -m training.study run first")
+        raise UserError(f"no sub-run of {root} has finished a cycle yet; let python -m studies.grid run first")
     return pd.concat(frames, ignore_index=True)
 
 

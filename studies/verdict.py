@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.errors import LibraryArgumentError
+from core.errors import LibraryArgumentError
 
 HOLDS, DOES_NOT_HOLD, UNRESOLVED = "holds", "does not hold", "unresolved"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -18,9 +19,17 @@ torch.set_num_threads(1)
 TINY_ARGS = ["--cycles", "3", "--epochs", "2", "--particles", "3", "--rewind-epochs", "1", "--no-progress"]
 
 
+def command_module(name: str):
+    """The module whose ``main()`` ``python -m NAME`` runs: ``NAME`` itself, or the module a command alias
+    (``landscape.barrier``, ``training.study``, ``studies.grid``) names in its ``TARGET``."""
+    module = importlib.import_module(name)
+    target = getattr(module, "TARGET", None)
+    return importlib.import_module(target) if target else module
+
+
 def one_line(call, *args, **kwargs) -> str:
     """The message of the UserError ``call(*args, **kwargs)`` raises, asserted to be one line."""
-    from training.errors import UserError
+    from core.errors import UserError
 
     with pytest.raises(UserError) as info:
         call(*args, **kwargs)
@@ -72,7 +81,7 @@ _TALLY = {"user_errors": 0}
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("SWAMP_TEST_TALLY"):
-        from training.errors import UserError
+        from core.errors import UserError
 
         original = UserError.__init__
 
@@ -146,7 +155,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def fail_nth_checkpoint_write(monkeypatch: pytest.MonkeyPatch, n: int, code: int, message: str) -> None:
     """Make the ``n``-th checkpoint write raise ``OSError(code, message)``, as a full disk or a file-size
     limit would, and every other write go through."""
-    from training.artifacts import checkpoint as checkpoint_module
+    from core.artifacts import checkpoint as checkpoint_module
 
     real_write = checkpoint_module.atomic_write_bytes
     calls = {"n": 0}
@@ -166,7 +175,7 @@ PAIR_STUDY_ARGS = ["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--da
 @pytest.fixture(scope="session")
 def pair_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A quick study of IMP and SWAMP (N = 3), one seed, with analysis settings recorded (tests copy it)."""
-    from training.study import main as study_main
+    from studies.grid.cli import main as study_main
 
     root = tmp_path_factory.mktemp("pair") / "study"
     assert study_main([*PAIR_STUDY_ARGS, "--out", str(root)]) == 0

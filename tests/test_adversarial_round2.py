@@ -18,12 +18,15 @@ import pytest
 import torch
 from conftest import DATA_DIR, fail_nth_checkpoint_write
 
+from core.artifacts.checkpoint import load_checkpoint
+from core.artifacts.rundir import RunDir
+from core.averaging import RunningAverage
+from core.errors import RESUME_RUN, UserError, run_cli
+from studies.grid import cli as study
+from studies.grid import runner
 from studies.report import main as report_main
-from training import study, swamp
-from training.artifacts.checkpoint import load_checkpoint
-from training.artifacts.rundir import RunDir, load_train_state, save_train_state
-from training.averaging import RunningAverage
-from training.errors import RESUME_RUN, UserError, run_cli
+from training import swamp
+from training.resume import load_train_state, save_train_state
 from training.train import TrainState
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,8 +141,8 @@ def test_environment_failure_in_a_worker_stops_the_pool_and_leaves_its_runs_part
         released.wait(30)  # until the study has marked it partial
         return "done", None
 
-    monkeypatch.setattr(study, "WorkerPool", lambda jobs: ThreadPoolExecutor(jobs))
-    monkeypatch.setattr(study, "run_sub_run", fake_sub_run)
+    monkeypatch.setattr("studies.grid.runner.WorkerPool", lambda jobs: ThreadPoolExecutor(jobs))
+    monkeypatch.setattr("studies.grid.runner.run_sub_run", fake_sub_run)
     runs = [study.SubRun(n, "imp", 0, 1, n) for n in ("a", "b", "c")]
     finished: dict[str, str] = {}
 
@@ -149,7 +152,7 @@ def test_environment_failure_in_a_worker_stops_the_pool_and_leaves_its_runs_part
             released.set()
 
     with pytest.raises(OSError) as raised:
-        study._run_parallel(runs, 2, lambda r: 0.0, finish, lambda r: (r.name,))
+        runner._run_parallel(runs, 2, lambda r: 0.0, finish, lambda r: (r.name,))
     assert raised.value.errno == errno.ENOSPC
     assert finished == {"a": "partial", "b": "partial"}, "c never started"
 

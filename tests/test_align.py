@@ -1,4 +1,4 @@
-"""landscape.align and landscape.permutations: permutation alignment (Git Re-Basin, Ainsworth et al. 2023)."""
+"""landscape.tools.align and landscape.permutations: permutation alignment (Git Re-Basin, Ainsworth et al. 2023)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import torchvision
 from safetensors import safe_open
 from torch import nn
 
+from core.artifacts.checkpoint import build_model as checkpoint_model
+from core.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from core.data import load_mnist1d, mnist1d_spec
+from core.errors import run_cli
+from core.models import REGISTRY, build_model, model_spec
 from landscape import linear_barrier
-from landscape.align import activation_matching, align_checkpoints, format_alignment, main, weight_matching
-from landscape.barrier import main as barrier_main
 from landscape.permutations import permutation_spec, permute_state
-from training.artifacts.checkpoint import build_model as checkpoint_model
-from training.artifacts.checkpoint import load_checkpoint, save_checkpoint
-from training.data import load_mnist1d, mnist1d_spec
-from training.errors import run_cli
-from training.models import REGISTRY, build_model, model_spec
+from landscape.tools.align import activation_matching, align_checkpoints, format_alignment, main, weight_matching
+from landscape.tools.barrier import main as barrier_main
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -300,7 +300,7 @@ def test_cli_reads_a_plain_state_dict_reference_described_by_model_and_dataset(t
 
 
 def test_generated_flags_give_an_alignment_or_one_error_line(tmp_path_factory, capsys):
-    """The property test of the other tools' flags (test_flag_fuzz.py), for landscape.align's: a written aligned
+    """The property test of the other tools' flags (test_flag_fuzz.py), for landscape.tools.align's: a written aligned
     checkpoint (and JSON), or one ``error:`` line, exit 2 and nothing written; the inputs never change."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st

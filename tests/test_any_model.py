@@ -15,10 +15,10 @@ from conftest import DATA_DIR
 from safetensors import safe_open
 
 import training
-from landscape import barrier as barrier_cli
-from landscape import hessian as hessian_cli
+from core.errors import run_cli
+from landscape.tools import barrier as barrier_cli
+from landscape.tools import hessian as hessian_cli
 from training import context as context_module
-from training.errors import run_cli
 from training.swamp import main as _swamp_main
 
 
@@ -212,7 +212,7 @@ class Net(torch.nn.Sequential):
 
 
 def test_python_api_trains_a_plain_module_on_in_memory_datasets(tmp_path):
-    from training.data import load_mnist1d, mnist1d_spec
+    from core.data import load_mnist1d, mnist1d_spec
 
     data = load_mnist1d(mnist1d_spec(str(DATA_DIR)))
     train_set = torch.utils.data.TensorDataset(data.x_train[:512], data.y_train[:512])
@@ -298,8 +298,8 @@ def test_readme_training_example_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_transformer1d_is_pruned_in_every_linear_layer_and_keeps_the_contract(tmp_path):
-    from training.models import build_model, model_spec
-    from training.pruning import prunable_names
+    from core.models import build_model, model_spec
+    from core.pruning import prunable_names
 
     net = build_model(model_spec("transformer1d", 10))
     linear = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)}

@@ -17,17 +17,17 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from landscape import barrier, hessian, subspace
-from landscape.hessian import HessianOptions
+from core.averaging import RunningAverage
+from core.errors import UserError, run_cli
 from landscape.spectrum import lanczos_spectrum
+from landscape.tools import barrier, hessian, subspace
+from landscape.tools.hessian import HessianOptions
 from studies import analyse as analysis
 from studies import budget as study_budget
 from studies import report as study_report
+from studies.grid import cli as training_study
 from training import imp, swamp
-from training import study as training_study
-from training.artifacts.rundir import load_train_state, save_train_state
-from training.averaging import RunningAverage
-from training.errors import UserError, run_cli
+from training.resume import load_train_state, save_train_state
 from training.train import TrainState
 
 # A study whose sub-runs have not finished a cycle yet (their directories do not exist).
@@ -195,7 +195,7 @@ def test_corrupt_analysis_settings_are_one_line(fake_study, tmp_path, body, caps
     one_error_line(capsys, "settings.json", "delete")
 
 
-# --- 10: training.study flags ---------------------------------------------------------------------------
+# --- 10: studies.grid.cli flags ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("args, message", [
@@ -272,12 +272,12 @@ def _cli(module):
     return module.main if module is hessian else (lambda argv: run_cli(module.main, argv))
 
 
-CLIS = {"training.swamp": (swamp, []), "training.imp": (imp, []), "training.study": (training_study, ["--out", "x"]),
+CLIS = {"training.swamp": (swamp, []), "training.imp": (imp, []), "studies.grid": (training_study, ["--out", "x"]),
         "landscape.barrier": (barrier, []), "landscape.subspace": (subspace, []), "landscape.hessian": (hessian, []),
         "studies.analyse": (analysis, ["{study}"]), "studies.report": (study_report, ["{study}"]),
         "studies.budget": (study_budget, ["{study}"])}
 UNPARSABLE = {"training.swamp": ["--epochs", "abc"], "training.imp": ["--epochs", "abc"],
-              "training.study": ["--epochs", "abc"], "landscape.barrier": ["--points", "abc"],
+              "studies.grid": ["--epochs", "abc"], "landscape.barrier": ["--points", "abc"],
               "landscape.subspace": ["--samples", "abc"], "landscape.hessian": ["--probes", "abc"],
               "studies.analyse": ["--jobs", "abc"], "studies.report": ["--cycles", "a,b"],
               "studies.budget": ["--cycles", "a,b"]}

@@ -1,4 +1,4 @@
-"""landscape.barrier: linear mode connectivity between checkpoints (uses conftest's ``tiny_run``)."""
+"""landscape.tools.barrier: linear mode connectivity between checkpoints (uses conftest's ``tiny_run``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.artifacts import EvalOptions, bn_subsample, cached_dataset, even_batch_size
-from landscape.barrier import (
+from core.artifacts.checkpoint import build_model, load_checkpoint, save_checkpoint
+from core.averaging import recalibrate_batchnorm
+from core.data import mnist1d_spec
+from core.errors import UserError, run_cli
+from core.evaluate import evaluate
+from core.models import build_model as fresh_model
+from core.models import model_spec
+from core.pruning import dense_masks
+from landscape.connectivity import frankle_barrier, max_barrier
+from landscape.tools.artifacts import EvalOptions, bn_subsample, cached_dataset, even_batch_size
+from landscape.tools.barrier import (
     checkpoint_barrier,
     consecutive_barriers,
     cycle_barriers,
@@ -19,21 +28,12 @@ from landscape.barrier import (
     plot_barrier,
     plot_barrier_set,
 )
-from landscape.connectivity import frankle_barrier, max_barrier
-from training.artifacts.checkpoint import build_model, load_checkpoint, save_checkpoint
-from training.averaging import recalibrate_batchnorm
-from training.data import mnist1d_spec
-from training.errors import UserError, run_cli
-from training.evaluate import evaluate
-from training.models import build_model as fresh_model
-from training.models import model_spec
-from training.pruning import dense_masks
 from training.swamp import main as swamp_main
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TEST = EvalOptions(("test",), progress=False)
 CONTRACT_KEYS = {"a", "b", "lambdas", "test", "train", "barrier", "barrier_max", "bn"}
-EXTRA_KEYS = {"points", "mask", "device", "endpoints"}  # documented in landscape/barrier.py
+EXTRA_KEYS = {"points", "mask", "device", "endpoints"}  # documented in landscape/tools/barrier.py
 
 
 def particle(run: Path, cycle: int, p: int) -> Path:

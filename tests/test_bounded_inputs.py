@@ -17,21 +17,21 @@ from pathlib import Path
 import pytest
 from conftest import DATA_DIR, PAIR_STUDY_ARGS, TINY_ARGS
 
-from landscape.align import main as align_main
-from landscape.barrier import main as barrier_main
+from core.artifacts.jsonfile import MAX_INT_DIGITS, MAX_JSON_DEPTH, BadJSON, parse_json, read_json
+from core.errors import UserError, run_cli
+from core.models import meta_model, model_spec
+from core.models.budget import ModelTooLarge
+from landscape.tools.align import main as align_main
+from landscape.tools.barrier import main as barrier_main
 from studies.analyse import main as analyse_main
 from studies.budget import main as budget_main
 from studies.controls.cli import main as controls_main
 from studies.controls.realisations import main as controls_realisations_main
+from studies.grid.cli import main as study_main
+from studies.grid.manifest import JobRecord
+from studies.grid.submitit_launcher import job_states
 from studies.realisations import main as realisations_main
 from studies.report import main as report_main
-from training.artifacts.jsonfile import MAX_INT_DIGITS, MAX_JSON_DEPTH, BadJSON, parse_json, read_json
-from training.errors import UserError, run_cli
-from training.models import meta_model, model_spec
-from training.models.budget import ModelTooLarge
-from training.study import main as study_main
-from training.study_manifest import JobRecord
-from training.submitit_launcher import job_states
 from training.swamp import main as swamp_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def test_the_reader_refuses_special_files_and_large_ones_without_reading_them(tm
         read_json("/dev/zero")
     assert time.monotonic() - start < 5
     (tmp_path / "big.json").write_text("[" + "0," * 600 + "0]")
-    monkeypatch.setattr("training.artifacts.jsonfile.MAX_JSON_BYTES", 1000)
+    monkeypatch.setattr("core.artifacts.jsonfile.MAX_JSON_BYTES", 1000)
     with pytest.raises(BadJSON, match="more than 1,000"):
         read_json(tmp_path / "big.json")
 
@@ -390,8 +390,8 @@ def test_controls_refuse_a_bad_json_before_any_compute(study, capsys, monkeypatc
 def test_the_examples_of_the_reader_and_the_budget_run():
     import doctest
 
-    from training.artifacts import jsonfile
-    from training.models import budget
+    from core.artifacts import jsonfile
+    from core.models import budget
 
     for module in (jsonfile, budget):
         result = doctest.testmod(module)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from core.errors import run_cli
 from training import imp, swamp
 from training.config import parse_config
-from training.errors import run_cli
 
 
 @pytest.mark.parametrize("args, message", [

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
+from core.errors import UserError
 from studies import control_figures as cf
 from studies import controls as sc
-from training.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 FIGURES = ["controls_connectivity", "controls_hull", "controls_flatness", "controls_rewind",

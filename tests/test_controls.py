@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from conftest import DATA_DIR, one_line
 
-from landscape.artifacts import EvalOptions, checkpoint_data
-from landscape.barrier import checkpoint_barrier
+from core.artifacts.checkpoint import build_model, load_checkpoint
+from core.errors import run_cli
 from landscape.flatness import normalized_trace
-from landscape.hessian_report import HessianOptions, training_batches
+from landscape.tools.artifacts import EvalOptions, checkpoint_data
+from landscape.tools.barrier import checkpoint_barrier
+from landscape.tools.hessian_report import HessianOptions, training_batches
 from studies import controls as sc
+from studies.grid.cli import main as study_main
 from studies.report import main as report_main
-from training.artifacts.checkpoint import build_model, load_checkpoint
-from training.errors import run_cli
-from training.study import main as study_main
 
 STUDY = ["--quick", "--preset", "mnist1d-mlp", "--methods", "imp,swamp-n3", "--seeds", "0,1", "--data-dir",
          str(DATA_DIR), "--no-progress"]
@@ -33,7 +33,7 @@ PLANNED = 2 * 2 * 2 * 3 + 2 * 2 + 2 * 2 + 2 * 2 + 2 * 2 * 2  # particle pairs, s
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A family of two studies (``training.study --models mlp --rewinds 1,0``), cells mlp-r1 (the grid) and
+    """A family of two studies (``studies.grid.cli --models mlp --rewinds 1,0``), cells mlp-r1 (the grid) and
     mlp-r0: IMP and SWAMP (3 particles), seeds 0 and 1, 2 cycles of 1 epoch, at rewind points 1 and 0."""
     root = tmp_path_factory.mktemp("controls") / "family"
     assert study_main([*STUDY, "--models", "mlp", "--rewinds", "1,0", "--out", str(root)]) == 0
@@ -244,9 +244,9 @@ def test_a_study_report_ends_with_the_controls_of_its_own_cache(family, tmp_path
 def test_the_grid_rewind_point_is_the_one_every_model_has_or_asked_for():
     """``--rewind`` left out: the only rewind point, or the one every model shares (a rewind sweep of one model
     beside the grid); several or none shared is one line naming --rewind."""
+    from core.errors import UserError
     from studies.controls.cli import grid_rewind
     from studies.controls.runs import Run
-    from training.errors import UserError
 
     def runs(*pairs):
         return [Run(Path(f"{m}-{r}"), m, "imp", 0, r, 1, (0,)) for m, r in pairs]

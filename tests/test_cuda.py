@@ -33,12 +33,12 @@ from test_engines import (
     assert_stacked_trains_each_particle,
 )
 
-import training.data.loader as loader
-from landscape.artifacts import EvalOptions, cached_dataset
-from landscape.barrier import checkpoint_barrier
+import core.data.loader as loader
+from core.artifacts.checkpoint import build_model, load_checkpoint
+from core.data import load_dataset
 from landscape.curvature import hessian_trace
-from training.artifacts.checkpoint import build_model, load_checkpoint
-from training.data import load_dataset
+from landscape.tools.artifacts import EvalOptions, cached_dataset
+from landscape.tools.barrier import checkpoint_barrier
 from training.swamp import main as swamp_main
 
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import DATA_DIR
 
-from training.data import load_dataset, mnist1d_spec, random_crop_flip
-from training.errors import UserError
+from core.data import load_dataset, mnist1d_spec, random_crop_flip
+from core.errors import UserError
 
 
 def write_cifar10(root, n_per_batch=20, seed=0, learnable=False):

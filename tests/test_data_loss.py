@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import DATA_DIR, TINY_ARGS
 
-from landscape import barrier, hessian, subspace
+from core.errors import RESUME_RUN, run_cli
+from landscape.tools import barrier, hessian, subspace
 from studies import analyse as landscape_study
-from training import study as training_study
+from studies.grid import cli as training_study
 from training import swamp
-from training.errors import RESUME_RUN, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["--cycles", "1", "--epochs", "1", "--particles", "2", "--rewind-epochs", "0", "--no-progress",
@@ -218,7 +218,7 @@ def test_environment_failures_are_one_line(ckpts, tmp_path, capsys):
             expect="Not a directory", rerun=RESUME_RUN)
     err = refused(capsys, barrier.main, [str(a), str(b), "--points", "2", "--plot", long + ".png"], where=tmp_path,
                   expect="File name too long")
-    assert "--resume" not in err, "landscape.barrier has no --resume"
+    assert "--resume" not in err, "landscape.tools.barrier has no --resume"
 
 
 def _limited_file_size(limit: int):

@@ -17,15 +17,15 @@ import pytest
 import torch
 from conftest import one_line
 
-import training.data.loader as loader
-from training.artifacts.checkpoint import build_model as build_model_of
-from training.artifacts.checkpoint import load_checkpoint, save_checkpoint
-from training.artifacts.schema import parse_metadata
-from training.artifacts.structure import input_shape
-from training.data import dataset_spec, from_datasets, load_dataset
-from training.data.loader import SampleCollator, map_style_dataset
-from training.data.names import check_dataset_name
-from training.models import build_model, model_spec
+import core.data.loader as loader
+from core.artifacts.checkpoint import build_model as build_model_of
+from core.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from core.artifacts.schema import parse_metadata
+from core.artifacts.structure import input_shape
+from core.data import dataset_spec, from_datasets, load_dataset
+from core.data.loader import SampleCollator, map_style_dataset
+from core.data.names import check_dataset_name
+from core.models import build_model, model_spec
 
 
 def write_mnist(root, n_train=40, n_test=12, seed=0):
@@ -301,9 +301,9 @@ def test_a_fakedata_checkpoint_is_probed_with_fakedata_inputs(tmp_path):
 
 
 def test_the_data_modules_examples_run():
-    import training.data
-    from training.data import catalog, factory, names, vision
+    import core.data
+    from core.data import catalog, factory, names, vision
 
-    for module in (training.data, catalog, factory, names, vision):
+    for module in (core.data, catalog, factory, names, vision):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -22,11 +22,11 @@ from conftest import DATA_DIR, TINY_ARGS, make_run
 from safetensors import safe_open
 from torch import nn
 
+from core.errors import run_cli
+from core.models import build_model, model_spec
 from training import context as context_module
 from training.engines import VECTORIZED_FASTER, auto_engine, cluster
 from training.engines.stacked import StackedModule
-from training.errors import run_cli
-from training.models import build_model, model_spec
 from training.swamp import main as swamp_main
 from training.train import Divergence
 
@@ -391,7 +391,7 @@ BLOCKED = """
 import datetime, sys
 import torch.distributed as dist
 from training.engines.cluster import ends_on_signals
-from training.errors import run_cli
+from core.errors import run_cli
 
 def main(argv):
     store = dist.TCPStore("127.0.0.1", 0, 1, True, timeout=datetime.timedelta(seconds=60))

@@ -13,19 +13,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from test_control_figures import controls_json
 
-from landscape.artifacts import MaskInfo, Series
-from landscape.barrier import AlignedLine, Barrier, BarrierResult, BarrierSet, plot_barrier, plot_barrier_set
-from landscape.hessian_output import report_figure, run_figure
-from landscape.hessian_report import HessianOptions, HessianReport, HessianResult
-from landscape.plane import PlaneResult
+from core.evaluate import Evaluation
 from landscape.spectrum import Spectrum
-from landscape.subspace import HullResult, HullSummary, plot_hull, plot_plane
+from landscape.tools.artifacts import MaskInfo, Series
+from landscape.tools.barrier import AlignedLine, Barrier, BarrierResult, BarrierSet, plot_barrier, plot_barrier_set
+from landscape.tools.hessian_output import report_figure, run_figure
+from landscape.tools.hessian_report import HessianOptions, HessianReport, HessianResult
+from landscape.tools.plane import PlaneResult
+from landscape.tools.subspace import HullResult, HullSummary, plot_hull, plot_plane
 from landscape.trace import TraceEstimate
 from studies import control_figures as cf
 from studies import controls as sc
 from studies import figures as sf
 from studies.budget import budget_figure
-from training.evaluate import Evaluation
 
 CASES = ("zero", "tiny", "one")  # all-zero losses; values within 1e-4 of 1.4; one cycle and one pair
 MASK = MaskInfo(True, 0.8, (0.8, 0.8))

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import DATA_DIR
 
-from landscape import subspace
+from core.artifacts.rundir import RunDir, read_metrics
+from core.errors import run_cli
+from landscape.tools import subspace
 from training import imp, swamp
-from training.artifacts.rundir import RunDir, read_metrics
-from training.errors import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_data_loss import tree_digest
 
-from landscape import barrier, hessian, subspace
-from training.errors import run_cli
+from core.errors import run_cli
+from landscape.tools import barrier, hessian, subspace
 
 JUNK = st.sampled_from(["", " ", "abc", "1e400", "nan", "-inf", "0x10", "1,2", "--", "١"])
 COUNT = st.one_of(st.integers(-3, 4).map(str), st.sampled_from(["2**70", str(2**70), str(-2**63)]), JUNK)

@@ -198,7 +198,7 @@ def _token_sets(dtype=torch.int64):
 
 @pytest.mark.parametrize("kind", ["tensor int64", "tensor int32", "numpy int32"])
 def test_integer_inputs_reach_the_model_as_the_same_integers(kind):
-    from training.data.factory import from_datasets
+    from core.data.factory import from_datasets
 
     train, test = _token_sets(torch.int32 if "int32" in kind else torch.int64)
     if kind.startswith("numpy"):
@@ -210,7 +210,7 @@ def test_integer_inputs_reach_the_model_as_the_same_integers(kind):
 
 
 def test_pixels_and_real_numbers_are_still_float32():
-    from training.data.loader import as_input
+    from core.data.loader import as_input
 
     assert as_input(torch.full((2, 2), 255, dtype=torch.uint8)).dtype == torch.float32
     assert as_input(torch.ones(3, dtype=torch.float64)).dtype == torch.float32
@@ -228,8 +228,8 @@ def test_a_token_classifier_trains_on_integer_inputs(tmp_path):
 
 
 def test_inputs_mixing_integers_and_floats_are_refused_in_one_line():
-    from training.data.factory import from_datasets
-    from training.errors import UserError
+    from core.data.factory import from_datasets
+    from core.errors import UserError
 
     train, test = _token_sets()
     mixed = type("Samples", (list,), {"num_classes": 3})([(x.float() if i % 2 else x, y) for i, (x, y) in

@@ -12,7 +12,7 @@ import torch
 from conftest import DATA_DIR
 
 from benchmarks import gpu_check, gpu_sections
-from training.errors import run_cli
+from core.errors import run_cli
 
 
 def _positive(x) -> bool:

@@ -1,4 +1,4 @@
-"""landscape.hessian estimators against exact Hessians of tiny models (float64)."""
+"""landscape.tools.hessian estimators against exact Hessians of tiny models (float64)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from torch import nn
 from torch.func import functional_call
 
 import landscape.trace
-from landscape.hessian import HessianOptions, hessian_analysis
 from landscape.hvp import hessian_matmat, make_subspace, trainable_parameters
-from landscape.pyhessian_backend import pyhessian_trace
 from landscape.spectrum import lanczos_spectrum
+from landscape.tools.hessian import HessianOptions, hessian_analysis
+from landscape.tools.pyhessian_backend import pyhessian_trace
 from landscape.trace import hutchinson_trace, hutchpp_trace
 
 F64 = {"dtype": torch.float64}

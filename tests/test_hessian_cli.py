@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from landscape.hessian import main
-from landscape.hessian_output import report_figure
-from landscape.hessian_report import HessianOptions, analyse_checkpoint
+from landscape.tools.hessian import main
+from landscape.tools.hessian_output import report_figure
+from landscape.tools.hessian_report import HessianOptions, analyse_checkpoint
 
 CONTRACT_KEYS = {"checkpoint", "method", "probes", "samples", "subspace", "trace", "stderr", "per_layer"}
 FAST = ["--samples", "256", "--batch-size", "128", "--no-progress", "--device", "cpu"]

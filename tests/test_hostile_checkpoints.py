@@ -24,13 +24,13 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from landscape.artifacts import check_compatible
-from landscape.barrier import main as barrier_main
-from landscape.hessian import main as hessian_main
-from training.artifacts.checkpoint import build_model, load_checkpoint, load_plain_state_dict
-from training.errors import UserError, run_cli
-from training.models import build_model as fresh_model
-from training.models import model_spec
+from core.artifacts.checkpoint import build_model, load_checkpoint, load_plain_state_dict
+from core.errors import UserError, run_cli
+from core.models import build_model as fresh_model
+from core.models import model_spec
+from landscape.tools.artifacts import check_compatible
+from landscape.tools.barrier import main as barrier_main
+from landscape.tools.hessian import main as hessian_main
 from training.swamp import main as swamp_main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""``training.study --launcher``: the submitit code path (submitit's LocalExecutor, exactly what Slurm runs)
+"""``studies.grid.cli --launcher``: the submitit code path (submitit's LocalExecutor, exactly what Slurm runs)
 gives the sub-runs of ``--launcher processes`` byte for byte, survives a killed job, never submits a
 sub-run twice, and reports each sub-run's state; its flags are refused in one line when wrong."""
 
@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import DATA_DIR, study_files
 
+from core.errors import run_cli
 from studies.analyse import main as analysis_main
-from training.errors import run_cli
-from training.study import MANIFEST
-from training.study import main as study_main
-from training.study_manifest import JobRecord
-from training.study_plan import quick_plan
-from training.submitit_launcher import SubRunJob, job_states, rendezvous
+from studies.grid.cli import MANIFEST
+from studies.grid.cli import main as study_main
+from studies.grid.manifest import JobRecord
+from studies.grid.plan import quick_plan
+from studies.grid.submitit_launcher import SubRunJob, job_states, rendezvous
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY = ["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--data-dir", str(DATA_DIR), "--no-progress"]
@@ -50,7 +50,7 @@ def manifest_runs(root: Path) -> dict[str, dict]:
 
 
 def status_lines(root: Path, capsys: pytest.CaptureFixture) -> dict[str, str]:
-    """``python -m training.study DIR --status``: sub-run name -> its line."""
+    """``python -m studies.grid DIR --status``: sub-run name -> its line."""
     capsys.readouterr()
     assert run_cli(study_main, [str(root), "--status"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -11,8 +11,8 @@ from torch import nn
 from torchvision.models import resnet18
 
 import landscape
+from core.averaging import recalibrate_batchnorm
 from landscape import batches, combination, connectivity, hull_losses, linear_barrier, loss_plane
-from training.averaging import recalibrate_batchnorm
 
 
 def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
@@ -180,11 +180,11 @@ def test_the_readme_example_runs(capsys):
 
 
 def test_the_checkpoint_cli_equals_the_python_api_on_a_run(tiny_run):
-    """``landscape.barrier A B`` (the checkpoint layer) gives exactly the numbers of ``linear_barrier`` on
+    """``landscape.tools.barrier A B`` (the checkpoint layer) gives exactly the numbers of ``linear_barrier`` on
     the same two models and the same test batches."""
-    from landscape.artifacts import EvalOptions, checkpoint_data
-    from landscape.barrier import checkpoint_barrier
-    from training.artifacts.checkpoint import build_model, load_checkpoint
+    from core.artifacts.checkpoint import build_model, load_checkpoint
+    from landscape.tools.artifacts import EvalOptions, checkpoint_data
+    from landscape.tools.barrier import checkpoint_barrier
 
     paths = [tiny_run / "cycle_01" / f"particle_{p:02d}.safetensors" for p in (0, 1)]
     cli = checkpoint_barrier(*paths, 4, EvalOptions(("test",), bn_recal=0))
@@ -230,8 +230,8 @@ def test_the_line_fast_path_is_the_general_formula_to_the_bit(resnets, masked):
     assert combination.Combination(tied, [tied.state_dict()] * 2)._targets is None
 
 
-@pytest.mark.parametrize("name", ["training.train", "training.artifacts.outputs", "training.artifacts.jsonfile",
-                                  "training.models.budget"])
+@pytest.mark.parametrize("name", ["training.train", "core.artifacts.outputs", "core.artifacts.jsonfile",
+                                  "core.models.budget"])
 def test_the_examples_of_this_rounds_training_modules_run(name):
     """The docstring examples of the modules added or extended in round three (compile_forward, the output
     guard, the bounded JSON reader, the build budget) run as written."""

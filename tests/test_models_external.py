@@ -13,14 +13,14 @@ from conftest import DATA_DIR, one_line
 from safetensors.torch import save_file
 from torch import nn
 
-from landscape.align import main as align_main
-from landscape.barrier import main as barrier_main
-from landscape.hessian import main as hessian_main
-from training.artifacts.checkpoint import build_model as checkpoint_model
-from training.artifacts.checkpoint import load_checkpoint, save_checkpoint
-from training.data import mnist1d_spec
-from training.errors import run_cli
-from training.models import build_model, meta_model, model_spec
+from core.artifacts.checkpoint import build_model as checkpoint_model
+from core.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from core.data import mnist1d_spec
+from core.errors import run_cli
+from core.models import build_model, meta_model, model_spec
+from landscape.tools.align import main as align_main
+from landscape.tools.barrier import main as barrier_main
+from landscape.tools.hessian import main as hessian_main
 
 USER_MODULE = "usernets"
 USER_CODE = '''
@@ -178,7 +178,7 @@ def test_landscape_tools_refuse_user_code_without_trust_code(user_dir, capsys):
 
 
 def test_align_takes_the_trust_code_it_asks_for(user_dir, capsys):
-    """Issue 27 item 9: landscape.align said "pass --trust-code" and then rejected the flag."""
+    """Issue 27 item 9: landscape.tools.align said "pass --trust-code" and then rejected the flag."""
     a, b = (str(write_user_checkpoint(user_dir / f"{n}.safetensors", seed)) for seed, n in enumerate("ab"))
     out = user_dir / "aligned.safetensors"
     assert run_cli(align_main, [a, b, "--out", str(out)]) == 2
@@ -196,8 +196,8 @@ def test_a_family_over_a_user_code_model_is_analysed_with_trust_code(user_dir, c
     --trust-code is given."""
     from studies.analyse import main as analyse_main
     from studies.controls.cli import main as controls_main
+    from studies.grid.cli import main as study_main
     from studies.report import main as report_main
-    from training.study import main as study_main
 
     family, data = user_dir / "family", ["--data-dir", str(DATA_DIR), "--no-progress"]
     assert study_main(["--quick", "--models", f"{USER_MODULE}:tiny", "--methods", "imp,swamp-n3", "--seeds", "0",

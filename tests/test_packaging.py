@@ -29,7 +29,7 @@ def test_the_analysis_tools_start_without_plotting_or_scipy():
     import subprocess
     import sys
 
-    code = ("import sys, landscape.barrier, landscape.hessian, landscape.subspace; "
+    code = ("import sys, landscape.tools.barrier, landscape.tools.hessian, landscape.tools.subspace; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'seaborn', 'matplotlib', 'pandas', 'scipy'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

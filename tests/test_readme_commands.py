@@ -5,19 +5,18 @@ are parsed and validated in full."""
 
 from __future__ import annotations
 
-import importlib
 import re
 import shlex
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR
+from conftest import DATA_DIR, command_module
 
+from core.errors import UserError, run_cli
+from studies.grid.cli import parse_study
 from training import swamp
 from training.config import parse_config
-from training.errors import UserError, run_cli
 from training.imp import IMP_DEFAULTS
-from training.study import parse_study
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -28,17 +27,17 @@ CHEAP = {
     "landscape.hessian": ["--probes", "4", "--samples", "128", "--no-progress"],
     "studies.analyse": ["--points", "3", "--bn-recal", "256", "--hull-samples", "2", "--plane-resolution", "3",
                         "--hessian-probes", "2", "--hessian-samples", "128", "--no-progress"],
-    "training.study": ["--no-progress"],
+    "studies.grid": ["--no-progress"],
     "studies.controls": ["--points", "3", "--hull-samples", "2", "--probes", "2", "--hessian-samples", "128",
                          "--no-progress"],
 }
 TAKES_DATA_DIR = {"landscape.barrier", "landscape.subspace", "landscape.hessian", "studies.analyse",
-                  "studies.controls", "training.study"}
+                  "studies.controls", "studies.grid"}
 # Training commands are parsed as the tool parses them (flags exist, values valid); nothing is trained.
 PARSERS = {
     "training.swamp": lambda argv: parse_config(argv, "python -m training.swamp", swamp.DESCRIPTION),
     "training.imp": lambda argv: parse_config(argv, "python -m training.imp", "", IMP_DEFAULTS),
-    "training.study": parse_study,
+    "studies.grid": parse_study,
 }
 
 
@@ -80,8 +79,9 @@ def readme_commands() -> list[str]:
 
 
 COMMANDS = readme_commands()
-RUNS = [c for c in COMMANDS if not c.startswith("python -m training.")]
-TRAINING = [c for c in COMMANDS if c.startswith("python -m training.")]
+TRAINS = ("python -m training.", "python -m studies.grid ")  # commands that train (the rest read runs)
+RUNS = [c for c in COMMANDS if not c.startswith(TRAINS)]
+TRAINING = [c for c in COMMANDS if c.startswith(TRAINS)]
 QUICK_STUDY = next(c for c in TRAINING if "--quick" in c)
 # README commands that fail on the default 4-particle run, with the reason (reported, not hidden).
 KNOWN_BROKEN: dict[str, str] = {}
@@ -120,7 +120,7 @@ def run_readme_command(command: str, run: Path | None, study: Path | None, out: 
     if module in TAKES_DATA_DIR:
         argv += ["--data-dir", str(DATA_DIR)]
     try:
-        status = run_cli(importlib.import_module(module).main, argv)
+        status = run_cli(command_module(module).main, argv)
     except SystemExit as exit_:  # argparse
         return int(exit_.code or 0), []
     outputs = [Path(argv[i + 1]) for i, arg in enumerate(argv[:-1]) if arg in ("--plot", "--json")]
@@ -137,7 +137,7 @@ def quick_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[i
 def test_the_readme_has_the_commands_this_file_tests():
     modules = {module_and_args(c)[0] for c in COMMANDS}
     assert {"landscape.barrier", "landscape.subspace", "landscape.hessian", "studies.analyse", "studies.report",
-            "training.swamp", "training.imp", "training.study"} <= modules
+            "training.swamp", "training.imp", "studies.grid"} <= modules
 
 
 @pytest.mark.parametrize("command", RUNS + [QUICK_STUDY])

@@ -23,8 +23,8 @@ from hypothesis import strategies as hs
 from scipy import stats
 
 import studies.realisations as sr
-from training.errors import LibraryArgumentError, run_cli
-from training.study import main as study_main
+from core.errors import LibraryArgumentError, run_cli
+from studies.grid.cli import main as study_main
 
 SEEDS = (0, 1, 2)
 

@@ -17,12 +17,12 @@ from conftest import DATA_DIR, TINY_ARGS, fail_nth_checkpoint_write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.artifacts.checkpoint import load_checkpoint, load_plain_state_dict
+from core.artifacts.lock import LOCK_NAME, exclusive
+from core.errors import RESUME_RUN, UserError, run_cli
 from training import swamp
-from training.artifacts.checkpoint import load_checkpoint, load_plain_state_dict
-from training.artifacts.lock import LOCK_NAME, exclusive
-from training.artifacts.rundir import load_train_state
 from training.config import parse_config
-from training.errors import RESUME_RUN, UserError, run_cli
+from training.resume import load_train_state
 
 ROOT = Path(__file__).resolve().parent.parent
 KILL_ARGS = ["--cycles", "2", "--epochs", "3", "--particles", "2", "--rewind-epochs", "1", "--no-progress",

@@ -12,7 +12,7 @@ from conftest import DATA_DIR
 from safetensors import safe_open
 from test_data import write_cifar10
 
-from training.errors import run_cli
+from core.errors import run_cli
 from training.swamp import main as swamp_main
 
 # One cycle of two particles, no ticket training: the smallest run that trains, averages and resumes.

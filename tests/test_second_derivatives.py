@@ -11,11 +11,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, hessian
 
+from core.artifacts.checkpoint import save_checkpoint
+from core.models import build_model, model_spec
 from landscape import ArgumentError, HessianOperator, hessian_trace, normalized_trace
-from landscape.hessian import main as hessian_main
 from landscape.hvp import twice_differentiable
-from training.artifacts.checkpoint import save_checkpoint
-from training.models import build_model, model_spec
+from landscape.tools.hessian import main as hessian_main
 
 
 def _by_hand(model: nn.Sequential):
@@ -192,7 +192,7 @@ def test_the_hessian_is_that_of_the_model_not_of_a_traced_graph_that_computes_an
 
 def test_the_pyhessian_cross_check_runs_on_hardsigmoid_layers_too(hard_net):
     """``--backend pyhessian`` runs the package under the same twice-differentiable forms."""
-    from landscape.pyhessian_backend import pyhessian_trace
+    from landscape.tools.pyhessian_backend import pyhessian_trace
 
     model, x, y = hard_net
     exact = float(_exact_hessian(model, x, y).trace())

@@ -16,17 +16,17 @@ from nbclient import NotebookClient
 from safetensors.torch import load_file
 from scipy import stats
 
+from core.artifacts.lock import exclusive
+from core.errors import UserError, run_cli
 from studies import budget as sb
 from studies import tables as st
 from studies.analyse import analyse_study
 from studies.analyse import main as analysis_main
 from studies.claims import count_below, extremes, paired, paired_table
+from studies.grid.cli import MANIFEST, default_plan, quick_plan, run_study
+from studies.grid.cli import main as study_main
 from studies.manifest import method_roles
 from studies.report import study_report
-from training.artifacts.lock import exclusive
-from training.errors import UserError, run_cli
-from training.study import MANIFEST, default_plan, quick_plan, run_study
-from training.study import main as study_main
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "analysis_notebooks"

@@ -1,4 +1,4 @@
-"""``training.study --models/--rewinds``: a family of ordinary studies, one per (model, rewind point) cell,
+"""``studies.grid.cli --models/--rewinds``: a family of ordinary studies, one per (model, rewind point) cell,
 resumable, with one pool of ``--jobs`` across cells and the submitit launcher, each cell readable as any study;
 without the axes the study is unchanged."""
 
@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from conftest import DATA_DIR, study_files
 
+from core.errors import UserError, run_cli
 from studies import tables
+from studies.grid import cli as training_study
+from studies.grid.cli import MANIFEST, parse_study
+from studies.grid.cli import main as study_main
+from studies.grid.family import FAMILY_FORMAT, cell_name, check_same_family, family_plan
+from studies.grid.manifest import FAMILY_MANIFEST
+from studies.grid.plan import quick_plan, sub_config
 from studies.report import study_report
-from training import study as training_study
-from training.errors import UserError, run_cli
-from training.study import MANIFEST, parse_study
-from training.study import main as study_main
-from training.study_family import FAMILY_FORMAT, cell_name, check_same_family, family_plan
-from training.study_manifest import FAMILY_MANIFEST
-from training.study_plan import quick_plan, sub_config
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = ["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--cycles", "1", "--data-dir", str(DATA_DIR),
@@ -107,7 +107,7 @@ def test_an_interrupted_family_resumes_where_it_stopped(family, tmp_path, monkey
             raise KeyboardInterrupt  # Ctrl-C during the second sub-run
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training_study, "run_sub_run", interrupted)
+    monkeypatch.setattr("studies.grid.runner.run_sub_run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         study_main([*BASE, *AXES, "--out", str(copy)])
     assert calls == [copy / "cells" / p for p in lost], "every other sub-run was skipped"
@@ -116,7 +116,7 @@ def test_an_interrupted_family_resumes_where_it_stopped(family, tmp_path, monkey
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"family {copy}: 4 cells, 8 sub-runs: 7 done, 1 pending"
     assert [line.split()[:2] for line in lines if "swamp-n3-s0  " in line][2] == ["swamp-n3-s0", "pending"]
-    monkeypatch.setattr(training_study, "run_sub_run", real)
+    monkeypatch.setattr("studies.grid.runner.run_sub_run", real)
     assert study_main([*BASE, *AXES, "--out", str(copy)]) == 0
     assert [line for line in capsys.readouterr().out.splitlines() if " run " in line] == \
         ["mlp-r0: run  swamp-n3-s0 (0/1 cycles done)"]

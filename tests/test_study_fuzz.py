@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_data_loss import tree_digest
 
+from core.errors import run_cli
 from studies.analyse import main as analyse_main
+from studies.grid.cli import main as study_main
 from studies.report import main as report_main
-from training.errors import run_cli
-from training.study import main as study_main
 
 RAW = {"@deep@": "[" * 50_000 + "]" * 50_000, "@huge@": "8" * 5000, "@long@": "-" + "9" * 60}
 _TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=8)

@@ -21,17 +21,17 @@ from unittest import mock
 import pytest
 from test_data_loss import refused, tree_digest
 
-from landscape import align
+from core.artifacts.outputs import Replaceable, check_outputs
+from core.errors import UserError, run_cli
+from landscape.tools import align
 from studies import alignment, analyse, budget, report
 from studies.controls import cli as controls
-from training import study
-from training.artifacts.outputs import Replaceable, check_outputs
-from training.errors import UserError, run_cli
-from training.study_manifest import LOG_TAIL, log_tail
-from training.study_status import study_status
+from studies.grid import cli as study
+from studies.grid.manifest import LOG_TAIL, log_tail
+from studies.grid.status import study_status
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("training", "landscape", "studies", "benchmarks")
+PACKAGES = ("core", "training", "landscape", "studies", "benchmarks")
 # An output flag by its name (--json, --plot, --out, --csv, --figure, ... and --out-dir style variants) or by
 # its metavar (OUT, OUT.png).
 OUTPUT_NAME = re.compile(r"--(json|plot|out|output|csv|figure|fig|png|pdf|svg|tex|save|write|dump)([-_].*)?")
@@ -81,7 +81,7 @@ def output_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 def minimal_argv(parser: argparse.ArgumentParser, flag: str, target: Path, placeholder: Path) -> list[str]:
     """``flag target`` with every required argument filled by ``placeholder`` (the guard comes first); a required
-    output flag other than ``flag`` gets a new file beside it (landscape.align's ``--out`` when ``--json`` is
+    output flag other than ``flag`` gets a new file beside it (landscape.tools.align's ``--out`` when ``--json`` is
     tried)."""
     argv, outputs = [], output_flags(parser)
     for action in parser._actions:
@@ -100,14 +100,15 @@ COMMANDS = command_modules()
 def test_the_commands_and_their_output_flags_are_found():
     """The enumeration below is not empty: it finds the known commands and their output flags."""
     found = {(module, flag) for module in COMMANDS for flag in output_flags(command_parser(module))}
-    assert {"training.swamp", "training.imp", "training.study", "landscape.barrier", "landscape.subspace",
-            "landscape.hessian", "landscape.align", "studies.controls.cli", "studies.alignment", "studies.analyse",
-            "studies.report", "benchmarks.bench_engines"} <= set(COMMANDS)
+    assert {"training.swamp", "training.imp", "studies.grid.cli", "landscape.tools.barrier",
+            "landscape.tools.subspace", "landscape.tools.hessian", "landscape.tools.align", "studies.controls.cli",
+            "studies.alignment", "studies.analyse", "studies.report", "benchmarks.bench_engines"} <= set(COMMANDS)
     assert found >= {
-        ("landscape.barrier", "--json"), ("landscape.barrier", "--plot"), ("landscape.subspace", "--json"),
-        ("landscape.subspace", "--plot"), ("landscape.hessian", "--json"), ("landscape.hessian", "--plot"),
-        ("landscape.align", "--out"), ("studies.controls.cli", "--json"), ("studies.alignment", "--json"),
-        ("training.swamp", "--out"), ("training.imp", "--out"), ("training.study", "--out")}
+        ("landscape.tools.barrier", "--json"), ("landscape.tools.barrier", "--plot"),
+        ("landscape.tools.subspace", "--json"), ("landscape.tools.subspace", "--plot"),
+        ("landscape.tools.hessian", "--json"), ("landscape.tools.hessian", "--plot"),
+        ("landscape.tools.align", "--out"), ("studies.controls.cli", "--json"), ("studies.alignment", "--json"),
+        ("training.swamp", "--out"), ("training.imp", "--out"), ("studies.grid.cli", "--out")}
 
 
 @pytest.mark.parametrize("module", COMMANDS)
@@ -187,7 +188,7 @@ def test_controls_and_alignment_refuse_the_files_issue_24_lost(family, capsys):
 
 
 def test_align_never_writes_into_an_input_run(family, tmp_path, capsys):
-    """Item 10: ``landscape.align --out RUN/cycle_00/aligned.safetensors`` wrote into the run, which then could
+    """Item 10: ``landscape.tools.align --out RUN/cycle_00/aligned.safetensors`` wrote into the run, which then could
     not be --overwritten; any run is off limits, also through a linked folder."""
     cycle = family / "cells" / "mlp-r1" / "runs" / "imp-s0" / "cycle_00"
     solution = str(cycle / "average.safetensors")
@@ -249,7 +250,7 @@ HOSTILE_RUNS = {
                                      "stdout": "jobs/x.out", "stderr": "jobs/../../x.err"}},
 }
 READERS = {"studies.analyse": (analyse.main, ["--only", "hessian"]), "studies.report": (report.main, []),
-           "training.study --status": (study.main, ["--status"]), "studies.budget": (budget.main, []),
+           "studies.grid.cli --status": (study.main, ["--status"]), "studies.budget": (budget.main, []),
            "studies.controls": (controls.main, ["--rewind", "1"])}
 
 
@@ -326,7 +327,7 @@ def test_status_on_a_fifo_log_ends_at_once_in_a_fresh_process(family):
     failed_job(cell, "jobs/ended.err")
     os.mkfifo(cell / "jobs" / "ended.err")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "training.study", str(cell), "--status"], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "studies.grid.cli", str(cell), "--status"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is not a regular file" in proc.stderr, \
         proc.stderr

@@ -1,4 +1,4 @@
-"""landscape.subspace and landscape.plane: convex hull of particles and loss planes (uses ``tiny_run``)."""
+"""landscape.tools.subspace and landscape.tools.plane: convex hull of particles and loss planes (uses ``tiny_run``)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from landscape.artifacts import CombinationEvaluator, EvalOptions, load_compatible
-from landscape.barrier import checkpoint_barrier
+from core.errors import UserError, run_cli
 from landscape.connectivity import plane_geometry, simplex_samples
-from landscape.plane import checkpoint_plane
-from landscape.subspace import hull_landscape, main, plot_plane
-from training.errors import UserError, run_cli
+from landscape.tools.artifacts import CombinationEvaluator, EvalOptions, load_compatible
+from landscape.tools.barrier import checkpoint_barrier
+from landscape.tools.plane import checkpoint_plane
+from landscape.tools.subspace import hull_landscape, main, plot_plane
 
 TEST = EvalOptions(("test",), bn_recal=512, progress=False)
 CONTRACT_KEYS = {"checkpoints", "vertices", "centroid", "hull", "summary"}
-EXTRA_KEYS = {"samples", "seed", "bn", "mask", "device"}  # documented in landscape/subspace.py
+EXTRA_KEYS = {"samples", "seed", "bn", "mask", "device"}  # documented in landscape/tools/subspace.py
 
 
 def particles(run: Path, cycle: int = 1) -> list[Path]:

@@ -13,11 +13,11 @@ from safetensors import safe_open
 from torch import nn
 from torch.nn.utils import prune
 
-from training.artifacts.checkpoint import load_checkpoint
-from training.averaging import average_states
-from training.data import load_dataset, mnist1d_spec
-from training.models import build_model, model_spec
-from training.pruning import (
+from core.artifacts.checkpoint import load_checkpoint
+from core.averaging import average_states
+from core.data import load_dataset, mnist1d_spec
+from core.models import build_model, model_spec
+from core.pruning import (
     dense_masks,
     density,
     global_magnitude_mask,
@@ -25,7 +25,7 @@ from training.pruning import (
     prunable_names,
     random_mask,
 )
-from training.seeds import derive_seed, generator
+from core.seeds import derive_seed, generator
 
 
 def _raw(path):

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM of the ``--jobs`` commands (:class:`training.workers.WorkerPool`): one line, the signal's
+"""Ctrl-C and SIGTERM of the ``--jobs`` commands (:class:`studies.grid.workers.WorkerPool`): one line, the signal's
 exit status, no traceback and no ``leaked semaphore`` warning of Python's resource tracker, wherever the signal
 finds the command; every worker process ends.
 
@@ -20,8 +20,8 @@ import pytest
 from conftest import DATA_DIR
 from worker_tasks import hold_a_semaphore
 
-from training.errors import Terminated
-from training.workers import WorkerPool
+from core.errors import Terminated
+from studies.grid.workers import WorkerPool
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -77,8 +77,8 @@ def test_sigterm_of_a_busy_worker_comes_back_as_its_task_terminated(tmp_path):
 
 DRIVER = """
 import sys
-from training.errors import run_cli
-from training.workers import WorkerPool
+from core.errors import run_cli
+from studies.grid.workers import WorkerPool
 from worker_tasks import hold_a_semaphore
 
 def main(argv):
@@ -127,7 +127,7 @@ def test_a_signal_while_workers_start_or_work_is_one_line_without_leaked_semapho
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished quick study of IMP and SWAMP N = 3 (one seed, two cycles) to analyse."""
-    from training.study import main as study_main
+    from studies.grid.cli import main as study_main
 
     root = tmp_path_factory.mktemp("signals") / "study"
     assert study_main(["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--cycles", "2", "--out", str(root),
@@ -146,11 +146,11 @@ INTERRUPTED = "interrupted; rerun the same command to continue (finished measure
 
 def test_ctrl_c_of_a_study_while_its_workers_train_is_one_line(tmp_path):
     study = tmp_path / "study"
-    argv = [sys.executable, "-m", "training.study", "--quick", "--methods", "imp", "--epochs", "30", "--out",
+    argv = [sys.executable, "-m", "studies.grid", "--quick", "--methods", "imp", "--epochs", "30", "--out",
             str(study), "--jobs", "2", "--no-progress", "--data-dir", str(DATA_DIR)]
     code, err = signalled(argv, lambda: len(list(study.glob("runs/*/cycle_00/particle_0*"))) > 0
                           or len(list(study.glob("runs/*/config.json"))) == 2)
-    assert (code, err) == (130, "python -m training.study: interrupted; rerun the same command to continue "
+    assert (code, err) == (130, "python -m studies.grid: interrupted; rerun the same command to continue "
                                 "(finished sub-runs are kept)\n")
 
 

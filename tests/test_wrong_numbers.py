@@ -11,7 +11,8 @@ from conftest import DATA_DIR
 from torch import nn
 
 import training
-from training.pruning import coverage, dense_masks, prunable_names
+from core.errors import UserError
+from core.pruning import coverage, dense_masks, prunable_names
 
 
 class GRUNet(nn.Module):
@@ -68,7 +69,7 @@ def test_every_weight_matrix_is_prunable():
 
 def test_conv_and_linear_selection_keeps_its_order():
     """The default run's masks (and so its checkpoints) depend on this order."""
-    from training.models import build_model, model_spec
+    from core.models import build_model, model_spec
 
     net = build_model(model_spec("cnn1d", 10))
     assert prunable_names(net) == [n for n, m in net.named_modules() for n in [f"{n}.weight"]
@@ -100,7 +101,7 @@ def _small_run(tmp_path, name, model_fn, **settings):
 
 
 def test_recurrent_weights_are_pruned_in_a_run(tmp_path):
-    from training.artifacts.checkpoint import load_checkpoint
+    from core.artifacts.checkpoint import load_checkpoint
 
     result = _small_run(tmp_path, "gru", GRUNet, engine="sequential")
     ckpt = load_checkpoint(tmp_path / "gru" / "cycle_01" / "average.safetensors", trust_code=True)
@@ -113,7 +114,7 @@ def test_recurrent_weights_are_pruned_in_a_run(tmp_path):
 
 @pytest.mark.parametrize("engine", ["sequential", "vectorized"])
 def test_tied_weights_train_as_one_tensor(tmp_path, engine):
-    from training.artifacts.checkpoint import load_checkpoint
+    from core.artifacts.checkpoint import load_checkpoint
 
     _small_run(tmp_path, engine, Tied, engine=engine)
     for name in ("particle_00", "particle_01", "average"):
@@ -175,7 +176,7 @@ def test_barrier_reports_the_endpoints_own_losses_beside_the_recomputed_ones():
 
 
 def test_barrier_tool_writes_the_checkpoints_own_losses(tiny_run, tmp_path, capsys):
-    from landscape.barrier import main as barrier_main
+    from landscape.tools.barrier import main as barrier_main
 
     a, b = (tiny_run / "cycle_00" / f"particle_0{p}.safetensors" for p in (0, 1))
     args = [str(a), str(b), "--points", "2", "--split", "test", "--no-progress", "--data-dir", str(DATA_DIR)]
@@ -193,7 +194,7 @@ def test_barrier_tool_writes_the_checkpoints_own_losses(tiny_run, tmp_path, caps
 
 def _huge_mlp(path):
     """A plain state_dict of the zoo MLP whose finite weights overflow the logits to a NaN loss."""
-    from training.models import build_model, model_spec
+    from core.models import build_model, model_spec
 
     state = {k: v * 1e37 if v.dim() > 1 else v for k, v in build_model(model_spec("mlp", 10)).state_dict().items()}
     torch.save(state, path)
@@ -201,9 +202,9 @@ def _huge_mlp(path):
 
 
 def test_non_finite_results_are_one_line_and_exit_2(tmp_path, capsys):
-    from landscape.barrier import main as barrier_main
-    from landscape.hessian import main as hessian_main
-    from training.errors import run_cli
+    from core.errors import run_cli
+    from landscape.tools.barrier import main as barrier_main
+    from landscape.tools.hessian import main as hessian_main
 
     pt = _huge_mlp(tmp_path / "huge.pt")
     common = ["--model", "mlp", "--dataset", "mnist1d", "--data-dir", str(DATA_DIR), "--no-progress"]
@@ -236,7 +237,7 @@ def test_non_finite_library_results_raise_argument_error_alike():
 
 
 def test_cycles_past_the_floor_are_refused_before_anything_is_written(tmp_path, capsys):
-    from training.errors import run_cli
+    from core.errors import run_cli
     from training.swamp import main as swamp_main
 
     out = tmp_path / "run"
@@ -253,7 +254,7 @@ def test_cycles_past_the_floor_are_refused_before_anything_is_written(tmp_path, 
 
 def test_the_schedule_check_counts_what_the_masks_keep():
     """kept_per_cycle is the masks' own count (round(P x kept) removed per cycle, per layer with layerwise)."""
-    from training.pruning import density, kept_per_cycle, next_masks
+    from core.pruning import density, kept_per_cycle, next_masks
 
     torch.manual_seed(0)
     weights = {"a": torch.randn(7, 5), "b": torch.randn(13)}
@@ -268,7 +269,7 @@ def test_the_schedule_check_counts_what_the_masks_keep():
 
 FACTORY = '''
 import torch
-from training.data import load_mnist1d, mnist1d_spec
+from core.data import load_mnist1d, mnist1d_spec
 
 
 def load(data_dir):
@@ -285,9 +286,9 @@ def test_dataset_flag_is_honoured_for_in_memory_data_and_refused_elsewhere(tmp_p
     import json
     import sys
 
-    from landscape.barrier import main as barrier_main
-    from landscape.hessian import main as hessian_main
-    from training.errors import run_cli
+    from core.errors import run_cli
+    from landscape.tools.barrier import main as barrier_main
+    from landscape.tools.hessian import main as hessian_main
 
     name = f"wnfactory_{abs(hash(str(tmp_path))) % 10**8}"
     (tmp_path / f"{name}.py").write_text(FACTORY)
@@ -303,8 +304,8 @@ def test_dataset_flag_is_honoured_for_in_memory_data_and_refused_elsewhere(tmp_p
         assert "handed to training.run_swamp as Python objects" in capsys.readouterr().err
         out = tmp_path / "b.json"
         assert run_cli(barrier_main, [a, b, *common, "--dataset", f"{name}:load", "--json", str(out)]) == 0
+        from core.artifacts.checkpoint import build_model, load_checkpoint
         from landscape.combination import mean_loss
-        from training.artifacts.checkpoint import build_model, load_checkpoint
 
         net = build_model(load_checkpoint(a))
         assert json.loads(out.read_text())["test"]["loss"][0] == pytest.approx(mean_loss(net, [(test.tensors[0],
@@ -392,7 +393,7 @@ def test_run_swamp_refuses_a_model_fn_and_another_model(tmp_path):
 
 
 def test_vectorized_engine_refuses_recurrent_layers_up_front(tmp_path):
-    with pytest.raises(training.errors.UserError, match="--engine vectorized cannot stack the particles of --model "
+    with pytest.raises(UserError, match="--engine vectorized cannot stack the particles of --model "
                                                         ".*GRUNet: torch.func.vmap does not batch its GRU layers"):
         _small_run(tmp_path, "gru", GRUNet, engine="vectorized")
     assert not (tmp_path / "gru").exists()

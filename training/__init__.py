@@ -4,19 +4,19 @@ The Python API (imported on first use, so that ``import training.<module>`` stay
 :func:`run_swamp` (:mod:`training.api`), its result :class:`SwampResult` and :class:`RunConfig`;
 :func:`load_checkpoint` (a toolkit checkpoint's weights, masks and metadata, ready for one's own model's
 ``load_state_dict``) and :func:`build_model` (the zoo model a checkpoint names, with its weights), both of
-:mod:`training.artifacts.checkpoint`.
+:mod:`core.artifacts.checkpoint`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from training.errors import quiet_start_up_interrupts
+from core import __version__
+from core.errors import quiet_start_up_interrupts
 
 quiet_start_up_interrupts()
 
-__version__ = "0.1.0"
-__all__ = ["Checkpoint", "RunConfig", "SwampResult", "build_model", "load_checkpoint", "run_swamp"]
+__all__ = ["__version__", "Checkpoint", "RunConfig", "SwampResult", "build_model", "load_checkpoint", "run_swamp"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name in ("Checkpoint", "build_model", "load_checkpoint"):
-        from training.artifacts import checkpoint
+        from core.artifacts import checkpoint
 
         return getattr(checkpoint, name)
     if name == "RunConfig":

@@ -10,7 +10,7 @@ line can name, it accepts the user's own model and data as Python objects:
   (``MODULE:QUALNAME``), so the landscape tools can rebuild it with ``--trust-code`` when that module is
   importable (for a script's own class: pass ``model="PACKAGE.MODULE:CALLABLE"`` naming where it lives).
 * ``train_set`` / ``test_set``: map-style datasets of ``(input, label)`` (e.g. torchvision datasets),
-  held on the device or streamed as the command line's datasets are (:func:`training.data.from_datasets`).
+  held on the device or streamed as the command line's datasets are (:func:`core.data.from_datasets`).
   Such data cannot be rebuilt from a file: analyse the run's checkpoints with the landscape library on
   batches you pass (docs/api.md).
 """
@@ -25,10 +25,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from core.data.names import IN_MEMORY_PREFIX
+from core.imports import is_import_path
 from training.config import RunConfig, check_saved_code, resolve_config, saved_config
 from training.context import ModelFn
-from training.data.names import IN_MEMORY_PREFIX
-from training.imports import is_import_path
 
 FIELDS = frozenset(f.name for f in fields(RunConfig))
 
@@ -122,7 +122,7 @@ def run_swamp(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: 
         A :class:`SwampResult` with the run directory and every cycle's metrics.
 
     Raises:
-        training.errors.UserError: bad settings, model or data (one line, as the command line prints it).
+        core.errors.UserError: bad settings, model or data (one line, as the command line prints it).
         TypeError, ValueError: arguments that are not settings, or a ``model_fn`` without an importable name.
 
     Example:
@@ -135,7 +135,7 @@ def run_swamp(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: 
         >>> [round(c["density"], 2) for c in result.cycles]  # doctest: +SKIP
         [1.0, 0.8]
     """
-    from training.data import from_datasets
+    from core.data import from_datasets
     from training.run import run_swamp as run
 
     if (train_set is None) != (test_set is None):
@@ -143,7 +143,7 @@ def run_swamp(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: 
     cfg = resolve_run_config(config, model_fn=model_fn, train_set=train_set, **overrides)
     data = None
     if train_set is not None:
-        from training.device import resolve_device
+        from core.device import resolve_device
 
         data = from_datasets(train_set, test_set, name=cfg.dataset, device=resolve_device(cfg.device),
                              workers=cfg.workers)

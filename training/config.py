@@ -20,16 +20,17 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from training.artifacts.jsonfile import BadJSON, json_object_flag, parse_json, read_json
-from training.data.names import check_dataset_name
+from core.artifacts.jsonfile import BadJSON, json_object_flag, parse_json, read_json
+from core.data.names import BUILTIN as DATASETS  # noqa: F401  (the toolkit's own loaders)
+from core.data.names import check_dataset_name
+from core.errors import ArgumentParser, UserError
+from core.imports import TRUST_FLAG, is_import_path
+from core.seeds import check_seed
 from training.engines import ENGINES
-from training.errors import ArgumentParser, UserError
-from training.imports import TRUST_FLAG, is_import_path
 from training.presets import DEFAULT_PRESET, GENERIC_PRESET, PRESETS
 
 PRESET_FIELDS = frozenset(k for preset in PRESETS.values() for k in preset)
 
-DATASETS = ("mnist1d", "cifar10", "cifar100", "imagefolder")  # the toolkit's own loaders (training.data)
 LOGGERS = ("none", "tensorboard", "wandb", "mlflow")
 REWINDS = ("ticket", "lr", "none")
 PRUNE_METHODS = ("global", "layerwise", "random")
@@ -38,13 +39,7 @@ PRUNE_METHODS = ("global", "layerwise", "random")
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
                             "data_dir", "channels_last", "compile", "log", "trust_code"})
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # more loader processes than cores only compete for them
-SEED_LIMIT = 2**32  # seeds enter every random stream modulo 2^32 (training.seeds), so larger ones would alias
 
-
-def check_seed(seed: int, flag: str = "--seed") -> None:
-    """Refuse (:class:`UserError`, naming ``flag``) a seed outside [0, :data:`SEED_LIMIT`)."""
-    if not 0 <= seed < SEED_LIMIT:
-        raise UserError(f"{flag} must lie in [0, {SEED_LIMIT}), not {seed}")
 # The Python types a field of each annotation accepts, and how a message names them.
 FIELD_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
                "bool": ((bool,), "true or false"), "list[str]": ((list, tuple), "a list of strings")}
@@ -370,7 +365,7 @@ def parse_config(argv: Sequence[str] | None, prog: str, description: str,
 def check_saved_code(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
     """Refuse to resume a run whose ``config.json`` names user code (``PACKAGE.MODULE:CALLABLE`` model or
     dataset) that this command line neither names itself nor trusts (``--trust-code``): a file must not
-    make the tool import code (:mod:`training.imports`)."""
+    make the tool import code (:mod:`core.imports`)."""
     for field_name in ("model", "dataset"):
         name = saved.get(field_name)
         if isinstance(name, str) and is_import_path(name) and getattr(args, field_name) is None \

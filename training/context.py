@@ -17,18 +17,19 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from training.artifacts.checkpoint import save_checkpoint
-from training.artifacts.rundir import RunDir, load_train_state, save_train_state
-from training.averaging import average_states, recalibrate_batchnorm
+from core.artifacts.checkpoint import save_checkpoint
+from core.artifacts.rundir import RunDir
+from core.averaging import average_states, recalibrate_batchnorm
+from core.data import Dataset, dataset_spec, load_dataset, subsample_indices
+from core.device import resolve_device
+from core.errors import UserError
+from core.models import ARGUMENT_ERRORS, build_model, model_factory, model_spec
+from core.models.meta import on_meta
+from core.pruning import kept_per_cycle, prunable_names
+from core.seeds import derive_seed, generator
 from training.config import RunConfig, check_data_dir
-from training.data import Dataset, dataset_spec, load_dataset, subsample_indices
-from training.device import resolve_device
-from training.errors import UserError
 from training.loggers import Logger, NullLogger, check_logger
-from training.models import ARGUMENT_ERRORS, build_model, model_factory, model_spec
-from training.models.meta import on_meta
-from training.pruning import kept_per_cycle, prunable_names
-from training.seeds import derive_seed, generator
+from training.resume import load_train_state, save_train_state
 from training.train import Hyper, Schedule, compile_forward, train_particle
 
 
@@ -118,7 +119,7 @@ def build_context(cfg: RunConfig, data: Dataset | None = None, model_fn: ModelFn
     """Device, data and model of the run, each checked before anything of the run is written.
 
     The model and data are those ``cfg`` names (the user named them, so import-path factories are imported),
-    unless the Python API hands over ``data`` (already wrapped, :func:`training.data.from_datasets`) or
+    unless the Python API hands over ``data`` (already wrapped, :func:`core.data.from_datasets`) or
     ``model_fn``, which then stand in for ``cfg.dataset`` / ``cfg.model``.
     """
     device = resolve_device(cfg.device)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from core.errors import RESUME_RUN, UserError, run_cli
 from training import swamp
 from training.config import parse_config
 from training.engines.cluster import exit_now
-from training.errors import RESUME_RUN, UserError, run_cli
 
 IMP_DEFAULTS = {"particles": 1, "swa": False}
 PROG = "python -m training.imp"

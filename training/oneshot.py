@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from core.pruning import next_masks
+from core.seeds import generator
 from training.config import RunConfig
-from training.pruning import next_masks
 from training.run import MaskRule, run_swamp
-from training.seeds import generator
 
 ONESHOT_CONFIG = {"pruning_schedule": "one-shot"}
 

@@ -23,28 +23,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from training import __version__
-from training.artifacts.checkpoint import load_checkpoint
-from training.artifacts.ownership import check_out_text
-from training.artifacts.rundir import (
-    particle_unit,
-    prepared,
-    read_metrics,
-    results_row,
-    write_metrics,
-    write_results,
-)
+from core import __version__
+from core.artifacts.checkpoint import load_checkpoint
+from core.artifacts.ownership import check_out_text
+from core.artifacts.rundir import particle_unit, read_metrics, results_row, write_metrics, write_results
+from core.data import Dataset, subsample_indices
+from core.errors import UserError
+from core.evaluate import ensemble_log_probs, evaluate, predict, score
+from core.models.meta import on_meta
+from core.progress import tqdm
+from core.pruning import coverage, dense_masks, density, next_masks
+from core.seeds import generator
 from training.config import RunConfig
 from training.context import Context, ModelFn, build_context
-from training.data import Dataset, subsample_indices
-from training.engines import run_session, select_engine
-from training.errors import UserError
-from training.evaluate import ensemble_log_probs, evaluate, predict, score
+from training.engines import select_engine
+from training.engines.session import run_session
 from training.loggers import cycle_scalars, open_logger
-from training.models.meta import on_meta
-from training.progress import tqdm
-from training.pruning import coverage, dense_masks, density, next_masks
-from training.seeds import generator
+from training.resume import prepared
 from training.train import Schedule, steps_per_epoch
 
 TRAIN_EVAL_SAMPLES = 10_000  # train loss is measured on at most this many (seeded) training samples
@@ -206,7 +201,7 @@ def run_cycles(ctx: Context, mask_rule: MaskRule | None, extra_config: dict[str,
 def note_coverage(ctx: Context) -> None:
     """Before training, one line on stderr when weight matrices of the model get no mask although no
     ``--prune-exclude`` pattern chose them (embeddings, a model's own ``nn.Parameter`` matrices): which, and
-    what share of all weights the reported sparsity covers (:func:`training.pruning.coverage`)."""
+    what share of all weights the reported sparsity covers (:func:`core.pruning.coverage`)."""
     cov = coverage(on_meta(ctx.builder), ctx.cfg.prune_exclude)
     if cov.dense:
         tqdm.write(f"note: {cov.describe()}", file=sys.stderr)

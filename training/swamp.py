@@ -10,11 +10,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from training.artifacts.rundir import results_row
+from core.artifacts.rundir import results_row
+from core.errors import RESUME_RUN, run_cli
+from core.progress import tqdm
 from training.config import RunConfig, parse_config
 from training.engines.cluster import exit_now
-from training.errors import RESUME_RUN, run_cli
-from training.progress import tqdm
 from training.run import run_swamp
 
 DESCRIPTION = ("Sparse Weight Averaging with Multiple Particles (Choi et al., ICLR 2024): iterative magnitude "

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from training.averaging import RunningAverage, recalibrate_batchnorm
-from training.data import Batch, Dataset
-from training.errors import UserError
+from core.averaging import RunningAverage, recalibrate_batchnorm
+from core.data import Batch, Dataset
+from core.errors import UserError
 
 
 @dataclass(frozen=True)

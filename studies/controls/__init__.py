@@ -2,7 +2,7 @@
 
 The runs are ``python -m training.imp`` (IMP: one particle, no SWA) and ``python -m training.swamp``
 (SWAMP: N > 1 particles with SWA) run directories anywhere under ROOT -- a directory of runs, a study of
-``python -m training.study`` (its ``imp`` and ``swamp`` arms) or a family of studies; model, method, seed and
+``python -m studies.grid`` (its ``imp`` and ``swamp`` arms) or a family of studies; model, method, seed and
 rewind point (``--rewind-epochs``) are read from each ``config.json`` (:mod:`studies.controls.runs`). The
 *grid* is the runs at one rewind point (``--rewind``; default the rewind point every model has,
 :func:`studies.controls.cli.grid_rewind`); every rewind point of a model is used only by the rewind table.
@@ -12,8 +12,8 @@ Per model (:mod:`studies.controls.measurements`):
   recomputed) between the particles of one SWAMP cycle (treatment: one ticket, one mask) beside the
   barrier between the solutions of two different seeds at the same cycle (control: another ticket, mask
   and data order), for IMP and SWAMP, raw and after weight matching (Ainsworth et al. 2023,
-  :mod:`landscape.align`); "n/a" where alignment refuses the model;
-* **hull**: uniform samples of the convex hull (:func:`landscape.subspace.hull_landscape`) of K particles
+  :mod:`landscape.tools.align`); "n/a" where alignment refuses the model;
+* **hull**: uniform samples of the convex hull (:func:`landscape.tools.subspace.hull_landscape`) of K particles
   of one cycle beside that of K solutions of K different seeds at the same cycle (K = ``--hull-vertices``);
   reported: mean hull loss minus the vertices' mean loss, largest hull loss minus the worst vertex's,
   and the fraction of samples at or below the worst vertex;

@@ -2,8 +2,8 @@
 
 import sys
 
+from core.errors import run_cli
 from studies.controls.cli import main
-from training.errors import run_cli
 
 if __name__ == "__main__":
     sys.exit(run_cli(main, rerun="rerun the same command to continue (finished measurements are kept)"))

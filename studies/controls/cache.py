@@ -17,17 +17,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from landscape.cli import write_json
+from core.artifacts.atomic import remove_stale_temporaries
+from core.artifacts.lock import exclusive
+from core.artifacts.outputs import enclosing_run
+from core.artifacts.ownership import check_usable_directory
+from core.errors import UserError
+from core.progress import tqdm
+from landscape.tools.cli import write_json
 from studies.controls.measurements import KINDS, Controls, Measurement, Settings, flag, measure_row, plan_measurements
 from studies.controls.runs import Run, accuracy_rows, find_runs, unalignable_models
+from studies.grid.workers import WorkerPool, check_jobs, set_threads, worker_threads
 from studies.manifest import ANALYSIS, read_json_object
-from training.artifacts.atomic import remove_stale_temporaries
-from training.artifacts.lock import exclusive
-from training.artifacts.outputs import enclosing_run
-from training.artifacts.ownership import check_usable_directory
-from training.errors import UserError
-from training.progress import tqdm
-from training.workers import WorkerPool, check_jobs, set_threads, worker_threads
 
 SETTINGS_FILE = "settings.json"
 _SECONDS = {"particle_hulls": "hulls", "seed_hulls": "hulls"}  # the seconds of both hull kinds are summed

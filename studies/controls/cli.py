@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from landscape.artifacts import EvalOptions
-from landscape.cli import write_json
-from landscape.options import add_dataclass_arguments
+from core.artifacts.outputs import check_outputs
+from core.errors import ArgumentParser, UserError
+from landscape.tools.artifacts import EvalOptions
+from landscape.tools.cli import write_json
+from landscape.tools.options import add_dataclass_arguments
 from studies.controls.cache import measure
 from studies.controls.measurements import Settings
 from studies.controls.runs import Run, find_runs
 from studies.controls.tables import correlation_rows, report
-from training.artifacts.outputs import check_outputs
-from training.errors import ArgumentParser, UserError
 
 JSON_KEYS = {"unalignable", "correlations"}  # what marks an earlier --json of this tool, which a rerun replaces
 _HELP = {"rewind": "--rewind-epochs of the grid's runs", "points": "points on each line",

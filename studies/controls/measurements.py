@@ -13,15 +13,15 @@ from urllib.parse import quote
 import numpy as np
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from landscape.artifacts import EvalOptions, checkpoint_data, run_particles
-from landscape.barrier import checkpoint_barrier
-from landscape.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, check_at_most
+from core.artifacts.checkpoint import build_model, load_checkpoint
 from landscape.flatness import normalized_trace
-from landscape.hessian_report import HessianOptions, training_batches
-from landscape.subspace import hull_landscape
+from landscape.tools.artifacts import EvalOptions, checkpoint_data, run_particles
+from landscape.tools.barrier import checkpoint_barrier
+from landscape.tools.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, check_at_most
+from landscape.tools.hessian_report import HessianOptions, training_batches
+from landscape.tools.subspace import hull_landscape
 from studies.controls.runs import Grid, Run, grid_runs
 from studies.settings import check_counts, count_setting
-from training.artifacts.checkpoint import build_model, load_checkpoint
 
 KINDS = ("particle_pairs", "seed_pairs", "particle_hulls", "seed_hulls", "flatness")
 

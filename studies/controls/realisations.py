@@ -16,11 +16,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.artifacts.jsonfile import BadJSON, read_json
+from core.errors import ArgumentParser, UserError, run_cli
 from studies.controls.measurements import Controls, Settings
 from studies.controls.tables import _paired_rows
 from studies.verdict import verdict
-from training.artifacts.jsonfile import BadJSON, read_json
-from training.errors import ArgumentParser, UserError, run_cli
 
 # (row kind, value key, label, scale to the table's unit)
 QUANTITIES = (("accuracy", "test_acc", "test accuracy (points)", 100.0),

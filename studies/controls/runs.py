@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.artifacts.checkpoint import build_model, load_checkpoint
+from core.artifacts.rundir import RunDir, read_metrics
+from core.errors import UserError
 from landscape.batches import ArgumentError
 from landscape.permutations import permutation_spec
+from studies.grid.manifest import MANIFEST, cycles_done
 from studies.manifest import check_fields, method_roles, read_json_object, read_study
-from training.artifacts.checkpoint import build_model, load_checkpoint
-from training.artifacts.rundir import RunDir, read_metrics
-from training.errors import UserError
-from training.study_manifest import MANIFEST, cycles_done
 
 # What find_runs reads of a run's config.json; a config.json without them is not a run's and is skipped.
 RUN_KEYS = {"model": str, "particles": int, "swa": bool, "seed": int, "rewind_epochs": int}
@@ -35,7 +35,7 @@ class Run:
         return self.path / f"cycle_{cycle:02d}" / "average.safetensors"
 
     def metrics(self, cycle: int) -> dict[str, Any]:
-        """The cycle's ``metrics.json``, checked (:func:`training.artifacts.rundir.read_metrics`)."""
+        """The cycle's ``metrics.json``, checked (:func:`core.artifacts.rundir.read_metrics`)."""
         return read_metrics(RunDir(self.path), cycle)
 
 
@@ -53,7 +53,7 @@ def _config_method(cfg: dict[str, Any]) -> str | None:
 
 
 def _study_methods(study: Path) -> dict[Path, str]:
-    """Sub-run directory -> imp or swamp for the sub-runs of a study (:mod:`training.study`) whose method plays
+    """Sub-run directory -> imp or swamp for the sub-runs of a study (:mod:`studies.grid.cli`) whose method plays
     the role ``imp`` or ``swamp`` (:func:`studies.manifest.method_roles`); the other arms are left out."""
     manifest = read_study(study)
     roles = method_roles(manifest)

@@ -5,7 +5,9 @@ with the cycle's schedule and the particle's own seed) and hands each finished s
 ``done(p, state)``, which writes the particle's checkpoint:
 ``engine(ctx, cycle, start, masks, schedule, todo, done, bar)``. :data:`ENGINES` is the one registry of
 engines: ``--engine`` takes its names, and :func:`select_engine` imports an engine's module only when
-it runs (the distributed engine needs ``torch.distributed``). Results do not depend on the engine
+it runs (the distributed engine needs ``torch.distributed``); a new engine is one module and one entry,
+and the test suite runs every entry against ``sequential``. :func:`~training.engines.session.run_session`
+runs a whole training session in this process or under torchrun. Results do not depend on the engine
 for the same seeds: every engine gives each particle the same initial weights, mask, batches (drawn
 from the particle's own generator), masked SGD with momentum and weight decay, LR schedule, SWA
 average and BN recalibration, and writes the same per-particle resume state, so a run may be resumed
@@ -32,21 +34,18 @@ with another engine.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor
 
 from training.engines.rule import VECTORIZED_FASTER, auto_engine
-from training.errors import UserError
 
 if TYPE_CHECKING:
-    from training.config import RunConfig
     from training.context import Context
     from training.train import Schedule
 
-__all__ = ["ENGINES", "VECTORIZED_FASTER", "Engine", "ParticleDone", "auto_engine", "run_session", "select_engine"]
+__all__ = ["ENGINES", "VECTORIZED_FASTER", "Engine", "ParticleDone", "auto_engine", "select_engine"]
 
 ParticleDone = Callable[[int, dict[str, Tensor]], None]
 """``done(p, state)``: particle ``p`` finished with ``state``; writes its checkpoint."""
@@ -59,17 +58,9 @@ class Engine(Protocol):
                  schedule: Schedule, todo: list[int], done: ParticleDone, bar: Any = None) -> None: ...
 
 
-def _auto(ctx: Context, cycle: int, *args: Any, **kwargs: Any) -> None:
-    from training.engines.distributed import Driver
-
-    name = auto_engine(ctx.model_spec["name"], ctx.device.type, ctx.cfg.particles_in_cycle(cycle),
-                       isinstance(ctx.collective, Driver), ctx.cfg.stackable)
-    select_engine(name)(ctx, cycle, *args, **kwargs)
-
-
 # name -> (module, function); "auto" chooses among the others per cycle.
 ENGINES: dict[str, tuple[str, str]] = {
-    "auto": (__name__, "_auto"),
+    "auto": ("training.engines.auto", "auto"),
     "sequential": ("training.engines.sequential", "sequential"),
     "vectorized": ("training.engines.vectorized", "vectorized"),
     "distributed": ("training.engines.distributed", "distributed"),
@@ -80,21 +71,3 @@ def select_engine(name: str) -> Engine:
     """The engine called ``name`` (a key of :data:`ENGINES`)."""
     module, function = ENGINES[name]
     return getattr(importlib.import_module(module), function)
-
-
-def run_session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Callable[[Context], Any]) -> Any:
-    """``body(build(cfg))`` in this process, or, under torchrun, the distributed session of all ranks."""
-    from training.engines.cluster import world_size
-
-    world = world_size()
-    if world > 1 and cfg.engine not in ("auto", "distributed"):
-        raise UserError(f"--engine {cfg.engine} runs in one process, but torchrun started {world}; "
-                        "use --engine distributed (or auto)")
-    if cfg.engine == "distributed" or world > 1:
-        if "RANK" not in os.environ:
-            raise UserError("--engine distributed needs a torchrun launch: "
-                            "torchrun --nproc-per-node P -m training.swamp ...")
-        from training.engines.distributed import session
-
-        return session(cfg, build, body)
-    return body(build(cfg))

@@ -45,8 +45,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from training.averaging import RunningAverage
-from training.errors import RESUME_RUN, UserError, stopped_line
+from core.averaging import RunningAverage
+from core.errors import RESUME_RUN, UserError, stopped_line
 from training.train import TrainState
 
 if TYPE_CHECKING:

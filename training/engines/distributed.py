@@ -14,7 +14,7 @@ trained them for the collective steps of the cycle:
 * BatchNorm recalibration of the average: the BN batches are dealt round-robin to the ranks; rank r
   computes the cumulative means m_r over its k_r batches, and the all-reduce gives
   (sum_r k_r m_r) / (sum_r k_r), the same cumulative average over all batches (up to rounding) as
-  :func:`training.averaging.recalibrate_batchnorm` computes in one process.
+  :func:`core.averaging.recalibrate_batchnorm` computes in one process.
 
 Trained one at a time, each particle is trained exactly (bitwise) as the sequential engine trains it.
 """
@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from training.artifacts.rundir import load_train_state, particle_unit, save_train_state
-from training.averaging import recalibrate_batchnorm
-from training.data import subsample_indices
+from core.artifacts.rundir import particle_unit
+from core.averaging import recalibrate_batchnorm
+from core.data import subsample_indices
+from core.seeds import generator
 from training.engines.cluster import (
     Cluster,
     PeerFailure,
@@ -42,7 +43,7 @@ from training.engines.cluster import (
 )
 from training.engines.rule import stacks
 from training.engines.vectorized import resume_groups, train_particles
-from training.seeds import generator
+from training.resume import load_train_state, save_train_state
 from training.train import Schedule
 
 if TYPE_CHECKING:

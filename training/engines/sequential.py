@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from training.artifacts.rundir import particle_unit
-from training.pruning import apply_masks
+from core.artifacts.rundir import particle_unit
+from core.pruning import apply_masks
 from training.train import Schedule
 
 if TYPE_CHECKING:

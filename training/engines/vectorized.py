@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from training.artifacts.rundir import load_train_state, particle_unit, save_train_state
-from training.averaging import RunningAverage, recalibrate_batchnorm
-from training.data import Batch, Dataset
+from core.artifacts.rundir import particle_unit
+from core.averaging import RunningAverage, recalibrate_batchnorm
+from core.data import Batch, Dataset
+from core.pruning import apply_masks
+from core.seeds import generator
 from training.engines.stacked import StackedModule, stack_states, unstack_state
-from training.pruning import apply_masks
-from training.seeds import generator
+from training.resume import load_train_state, save_train_state
 from training.train import Schedule, TrainState, compile_forward, train_particle
 
 if TYPE_CHECKING:

@@ -1,0 +1,30 @@
+"""A training session in this process, or, under torchrun, the distributed session of all ranks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from core.errors import UserError
+from training.config import RunConfig
+from training.engines.cluster import world_size
+
+if TYPE_CHECKING:
+    from training.context import Context
+
+
+def run_session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Callable[[Context], Any]) -> Any:
+    """``body(build(cfg))`` in this process, or, under torchrun, the distributed session of all ranks."""
+    world = world_size()
+    if world > 1 and cfg.engine not in ("auto", "distributed"):
+        raise UserError(f"--engine {cfg.engine} runs in one process, but torchrun started {world}; "
+                        "use --engine distributed (or auto)")
+    if cfg.engine == "distributed" or world > 1:
+        if "RANK" not in os.environ:
+            raise UserError("--engine distributed needs a torchrun launch: "
+                            "torchrun --nproc-per-node P -m training.swamp ...")
+        from training.engines.distributed import session  # torch.distributed only when it runs
+
+        return session(cfg, build, body)
+    return body(build(cfg))
