@@ -176,7 +176,7 @@ def test_the_readme_example_runs(capsys):
 
 
 def test_the_checkpoint_cli_equals_the_python_api_on_a_run(tiny_run):
-    """``landscape.tools.barrier A B`` (the checkpoint layer) gives exactly the numbers of ``linear_barrier`` on
+    """``python -m landscape.barrier A B`` (the checkpoint layer) gives exactly the numbers of ``linear_barrier`` on
     the same two models and the same test batches."""
     from core.artifacts.checkpoint import build_model, load_checkpoint
     from landscape.tools.artifacts import EvalOptions, checkpoint_data
