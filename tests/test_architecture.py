@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,3 +198,66 @@ def test_the_command_aliases_import_nothing_and_name_a_command(modules):
             if module in trees:
                 imported = {n for n, _ in imported_names(trees[module], module, modules[module].stem == "__init__")}
                 assert imported <= allowed, f"{module} imports {sorted(imported - allowed)}"
+
+
+def resolves(name: str) -> bool:
+    """Whether the dotted ``name`` is a toolkit module, or a name (a dataclass field too) inside one."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError as err:
+            if err.name is None or not name.startswith(err.name):
+                raise
+            continue
+        for part in parts[cut:]:
+            if part in getattr(found, "__dataclass_fields__", {}):
+                return part == parts[-1]
+            if not hasattr(found, part):
+                return False
+            found = getattr(found, part)
+        return True
+    return False
+
+
+TOOLKIT_NAME = re.compile(r"(?<![\w./:-])((?:core|training|landscape|studies)(?:\.\w+)+)")
+
+
+def backtick_spans(markdown: str) -> list[str]:
+    """The inline code spans of a Markdown text (fenced blocks left out)."""
+    return re.findall(r"`([^`\n]+)`", re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL))
+
+
+def test_architecture_md_names_only_paths_that_exist():
+    """Every repository path in backticks in docs/architecture.md (``core/artifacts/``, ``training/run.py``) exists."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    tops = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    paths = [token for span in backtick_spans(text) for token in re.findall(r"[\w.-]+/[\w./-]*", span)
+             if token.partition("/")[0] in tops]
+    assert len(paths) > 40, "the page names the packages and their modules"
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
+    for package in ("core", "training", "landscape", "landscape/tools", "studies", "studies/grid", "studies/controls"):
+        assert f"`{package}/`" in text, f"docs/architecture.md says what {package}/ is for"
+
+
+def test_the_docs_name_only_modules_and_names_that_exist():
+    """Every toolkit name in backticks in docs/*.md (``core.models.REGISTRY``, ``landscape.tools.align``) is a
+    module or a name in one: a page does not point at what moved or went."""
+    missing = [(page.name, name) for page in sorted((ROOT / "docs").glob("*.md"))
+               for span in backtick_spans(page.read_text()) for name in TOOLKIT_NAME.findall(span)
+               if not resolves(name)]
+    assert not missing, f"names that are no module and no name in one: {missing}"
+
+
+def test_docstring_cross_references_name_what_exists(modules):
+    """Every qualified cross-reference of a docstring (``:func:`training.resume.prepared```, ``:mod:`.cli```) is a
+    module or a name in one."""
+    missing = []
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for name in re.findall(r":(?:mod|func|class|data|meth|attr|exc|obj):`~?([\w.]+)`", path.read_text()):
+            full = package + name if name.startswith(".") else name
+            if TOOLKIT_NAME.fullmatch(full) and not resolves(full):
+                missing.append(f"{module}: {name}")
+    assert not missing, "cross-references to nothing:\n" + "\n".join(missing)
