@@ -1,13 +1,14 @@
 """The floors of the house (docs/architecture.md), read from the code: no import circle, every arrow points down.
 
-The graph is drawn from the source with ``ast``, without importing anything: every ``import`` and
+The graph is drawn from the source with ``ast`` (nothing is imported to draw it): every ``import`` and
 ``from ... import``, at module level and inside functions (an import in a function runs when the function is
 called, and closes a circle as surely as one at the top). Imports under ``if TYPE_CHECKING:`` are left out:
 they never run. A string in a module-level table that names a toolkit module (a registry whose entries are
 imported by name when chosen: ``training.engines.ENGINES``, ``studies.grid.launchers.LAUNCHERS``, the lazy
 names of ``landscape``) is an arrow for the floors too, though not for circles (the named module is imported
 after the table's module has finished loading). The command aliases run their ``TARGET`` with ``runpy``, which
-is no import; their own test is below.
+is no import; their own test is below. The last tests keep docs/architecture.md and the other pages, and the
+docstrings' cross-references, pointing at modules and names that exist.
 """
 
 from __future__ import annotations
