@@ -59,10 +59,11 @@ def make_run(out: Path, *extra: str) -> Path:
 
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+REPOSITORY = DATA_DIR.parent
 SOURCE_PACKAGES = ("core", "training", "landscape", "studies")
 
 
-def source_modules(root: Path = DATA_DIR.parent, packages: tuple[str, ...] = SOURCE_PACKAGES) -> dict[str, Path]:
+def source_modules(root: Path = REPOSITORY, packages: tuple[str, ...] = SOURCE_PACKAGES) -> dict[str, Path]:
     """Every module of ``packages`` under ``root`` by its dotted name (a package by its folder's), found by walking
     the folders: a new module is included without being listed anywhere."""
     found = {}

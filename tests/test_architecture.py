@@ -20,9 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import source_modules
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import REPOSITORY, source_modules
 
 # Floors: core 0; training and the landscape library 1 (siblings: never each other); the landscape tools 2
 # (over the library and core, not training); studies 3. Room -> the rooms it may import, its own included.
@@ -231,12 +229,12 @@ def backtick_spans(markdown: str) -> list[str]:
 
 def test_architecture_md_names_only_paths_that_exist():
     """Every repository path in backticks in docs/architecture.md (``core/artifacts/``, ``training/run.py``) exists."""
-    text = (ROOT / "docs" / "architecture.md").read_text()
-    tops = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    text = (REPOSITORY / "docs" / "architecture.md").read_text()
+    tops = {p.name for p in REPOSITORY.iterdir() if p.is_dir() and not p.name.startswith(".")}
     paths = [token for span in backtick_spans(text) for token in re.findall(r"[\w.-]+/[\w./-]*", span)
              if token.partition("/")[0] in tops]
     assert len(paths) > 40, "the page names the packages and their modules"
-    missing = [p for p in paths if not (ROOT / p).exists()]
+    missing = [p for p in paths if not (REPOSITORY / p).exists()]
     assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
     for package in ("core", "training", "landscape", "landscape/tools", "studies", "studies/grid", "studies/controls"):
         assert f"`{package}/`" in text, f"docs/architecture.md says what {package}/ is for"
@@ -245,7 +243,7 @@ def test_architecture_md_names_only_paths_that_exist():
 def test_the_docs_name_only_modules_and_names_that_exist():
     """Every toolkit name in backticks in docs/*.md (``core.models.REGISTRY``, ``landscape.tools.align``) is a
     module or a name in one: a page does not point at what moved or went."""
-    missing = [(page.name, name) for page in sorted((ROOT / "docs").glob("*.md"))
+    missing = [(page.name, name) for page in sorted((REPOSITORY / "docs").glob("*.md"))
                for span in backtick_spans(page.read_text()) for name in TOOLKIT_NAME.findall(span)
                if not resolves(name)]
     assert not missing, f"names that are no module and no name in one: {missing}"
