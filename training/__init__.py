@@ -1,4 +1,5 @@
-"""SWAMP training core: data, models, pruning, particles, averaging and run orchestration.
+"""SWAMP training: particles, engines, pruning cycles and run orchestration, over :mod:`core` (models, data,
+masks, averaging).
 
 The Python API (imported on first use, so that ``import training.<module>`` stays light):
 :func:`run_swamp` (:mod:`training.api`), its result :class:`SwampResult` and :class:`RunConfig`;

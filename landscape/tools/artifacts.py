@@ -301,7 +301,7 @@ class CombinationEvaluator:
 
 
 def run_particles(run: str | os.PathLike, cycle: int) -> list[Path]:
-    """The particle checkpoints of one cycle of a run directory (CONTRACT.md section 2)."""
+    """The particle checkpoints of one cycle of a run directory (docs/format.md section 2)."""
     folder = RunDir(Path(run)).cycle(cycle)
     paths = sorted(folder.glob("particle_*.safetensors"))
     if not paths:

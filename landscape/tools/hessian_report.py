@@ -183,7 +183,7 @@ class HessianReport:
     result: HessianResult
 
     def to_json(self) -> dict[str, Any]:
-        """The CONTRACT.md section 4 keys, plus everything else that was computed."""
+        """The keys of docs/format.md section 4, plus everything else that was computed."""
         r, t = self.result, self.result.trace
         obj: dict[str, Any] = {
             "checkpoint": self.checkpoint, "method": t.method, "probes": t.matvecs, "samples": r.samples,
