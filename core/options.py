@@ -221,15 +221,16 @@ def from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
     for f in dataclasses.fields(cls):
         value = getattr(args, f.name)
         if value is not None or base is None:
-            values[f.name] = _to_field(f, value, _describe(f, hints[f.name]))
+            values[f.name] = _to_field(f, value, _describe(f, hints[f.name], bounded=False))
     return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
 
-def _describe(f: dataclasses.Field, annotation: Any) -> str:
-    """What a value of the field must be, in words (``an integer >= 2``)."""
+def _describe(f: dataclasses.Field, annotation: Any, bounded: bool = True) -> str:
+    """What a value of the field must be, in words: its type (``an integer``), and with ``bounded`` its least
+    value (``an integer >= 2``)."""
     kind = _KINDS.get(_value_type(annotation)[0], ((object,), "a value"))[1]
     least = f.metadata[_METADATA_KEY].least if _METADATA_KEY in f.metadata else None
-    return kind if least is None else f"{kind} >= {least}"
+    return kind if least is None or not bounded else f"{kind} >= {least}"
 
 
 def field_problem(cls: type, values: Mapping[str, Any]) -> tuple[str, str] | None:
