@@ -183,14 +183,14 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, only:
             raise TypeError(f"option {f.name}: a list flag holds strings")
         kwargs: dict[str, Any] = {"dest": f.name, "default": None if unset else default, "metavar": spec.metavar}
         if spec.repeatable:
-            kwargs.update(action="append", help=spec.help)
+            kwargs.update(action="append", help=spec.help.replace("%", "%%"))
             if not unset:
                 kwargs["default"] = f.default_factory()  # type: ignore[misc]
         elif value_type is bool:
             switch = not unset and default is False
             del kwargs["metavar"]
             kwargs["action"] = "store_true" if switch else argparse.BooleanOptionalAction
-            kwargs["help"] = spec.help if switch else _help(f, spec, default, words.get(f.name))
+            kwargs["help"] = spec.help.replace("%", "%%") if switch else _help(f, spec, default, words.get(f.name))
         else:
             kwargs.update(type=None if spec.to_field else value_type, choices=spec.choices,
                           help=_help(f, spec, default, words.get(f.name)))

@@ -2,9 +2,9 @@
 
 Each hyperparameter is one field of :class:`RunConfig`; the same field produces the command-line
 flag, its help text, preset resolution, validation and the ``config.json`` of a run (the idea of
-open_lth's ``foundations/hparams.py``). Values come, in increasing priority, from the field default,
-the preset (``--preset`` or the dataset's default preset, see :mod:`training.presets`) and the
-command line.
+open_lth's ``foundations/hparams.py``), through the toolkit's one option mechanism,
+:mod:`core.options`. Values come, in increasing priority, from the field default, the preset
+(``--preset`` or the dataset's default preset, see :mod:`training.presets`) and the command line.
 """
 
 from __future__ import annotations
