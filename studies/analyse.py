@@ -28,10 +28,9 @@ and the command waits for them (the same files as in one process).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from core.artifacts.ownership import check_usable_directory
 from core.artifacts.rundir import RunDir
 from core.device import resolve_device
 from core.errors import ArgumentParser, UserError, run_cli
-from core.options import add_dataclass_arguments, check_fields, flag_of, from_args, option
+from core.options import add_dataclass_arguments, check_fields, flag_of, from_args, option, to_json
 from core.progress import tqdm
 from core.seeds import check_seed
 from landscape.tools.artifacts import SPLITS, EvalOptions, run_particles
@@ -182,7 +181,7 @@ def default_settings(manifest: dict[str, Any]) -> AnalysisSettings:
 def check_settings(root: Path, settings: AnalysisSettings) -> None:
     """Measurements of one study must share their settings; the first analysis records them."""
     path = root / ANALYSIS / "settings.json"
-    body = json.loads(json.dumps(asdict(settings)))
+    body = to_json(settings)
     if path.is_file():
         try:
             saved = read_json(path)

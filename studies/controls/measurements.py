@@ -4,7 +4,7 @@ measurement of a directory of runs, and the function computing each kind (:func:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import numpy as np
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from core.artifacts.checkpoint import build_model, load_checkpoint
-from core.options import check_fields, flag_of, option
+from core.options import check_fields, flag_of, option, to_json
 from landscape.flatness import normalized_trace
 from landscape.tools.artifacts import EvalOptions, checkpoint_data, run_particles
 from landscape.tools.barrier import checkpoint_barrier
@@ -50,7 +50,7 @@ class Settings:
     def recorded(self) -> dict[str, int]:
         """The settings the numbers depend on (all but ``data_dir``, which says only where the data are, and
         ``trust_code``, the consent to import a ``PACKAGE.MODULE:CALLABLE`` model or data set the runs name)."""
-        return {k: v for k, v in asdict(self).items() if k not in RUNTIME}
+        return {k: v for k, v in to_json(self).items() if k not in RUNTIME}
 
     def flags(self) -> list[str]:
         """The command-line flags that give these settings (those that differ from the defaults)."""
@@ -73,7 +73,7 @@ class Controls:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        settings = {k: v for k, v in asdict(self.settings).items() if k != "trust_code"}
+        settings = {k: v for k, v in to_json(self.settings).items() if k != "trust_code"}
         return {"settings": settings, "rows": self.rows, "unalignable": self.unalignable,
                 "seconds": self.seconds}
 
