@@ -35,11 +35,11 @@ from core.data import Dataset, load_dataset, subsample_indices
 from core.device import resolve_device
 from core.errors import UserError
 from core.evaluate import Evaluation
+from core.options import option
 from core.pruning import density
 from core.seeds import generator
 from landscape.batches import check_finite
 from landscape.combination import Combination
-from landscape.tools.options import option
 
 SPLITS = ("train", "test")
 DEFAULT_BN_SAMPLES = 2048

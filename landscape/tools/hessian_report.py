@@ -33,13 +33,13 @@ from torch import Tensor, nn
 from core.artifacts.checkpoint import Checkpoint, build_model, load_checkpoint
 from core.data import Dataset, subsample_indices
 from core.errors import UserError
+from core.options import option
 from core.seeds import check_seed, derive_seed
 from landscape.curvature import HessianOperator
 from landscape.hvp import Batch, trainable_parameters
 from landscape.spectrum import Spectrum
 from landscape.tools.artifacts import checkpoint_data, run_checkpoints
 from landscape.tools.cli import MAX_LANCZOS_RUNS, MAX_PROBES
-from landscape.tools.options import option
 from landscape.tools.pyhessian_backend import PyHessianTrace, pyhessian_trace
 from landscape.trace import ESTIMATORS, METHOD_ALIASES, TraceEstimate, estimator_name
 
