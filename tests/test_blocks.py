@@ -4,6 +4,7 @@ BatchNorm recalibration) on plain modules, optimizers and batches."""
 from __future__ import annotations
 
 import copy
+import doctest
 
 import pytest
 import torch
@@ -226,3 +227,22 @@ def test_averaging_identical_particles_returns_them():
     for _ in range(3):
         running.update(state)
     assert all(torch.equal(running.state[k], v) for k, v in state.items())
+
+
+def test_every_block_is_exported_documented_and_its_examples_run():
+    import core.averaging
+    import core.batch
+    import core.pruning.criteria
+    import core.pruning.magnitude
+    import core.pruning.masks
+    import training.masked
+
+    for name in (*training.PRUNING, *training.AVERAGING, *training.MASKED):
+        assert name in training.__all__
+        value = getattr(training, name)
+        if callable(value):
+            assert ">>>" in (value.__doc__ or ""), f"{name} has no example"
+    for module in (core.averaging, core.batch, core.pruning.criteria, core.pruning.magnitude, core.pruning.masks,
+                   training.masked):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

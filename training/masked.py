@@ -29,6 +29,13 @@ class MaskedOptimizer:
     """The hooks :func:`mask_optimizer` registers; :meth:`remove` takes them off again.
 
     ``masks`` may be replaced (``handle.masks = new_masks``) after a pruning step; the next step uses them.
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> opt = torch.optim.Adam(net.parameters())
+        >>> handle = mask_optimizer(opt, net, {"weight": torch.tensor([[1.0, 0.0]])})
+        >>> handle.masks = {"weight": torch.tensor([[0.0, 0.0]])}  # after pruning again
+        >>> handle.remove()
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, masks: Mapping[str, Tensor],

@@ -51,6 +51,20 @@ def snip_scores(model: nn.Module, masks: Mapping[str, Tensor], data: Iterable[An
     L is the mean over the batches of ``data`` of ``loss_fn(model(inputs), targets)`` (default: cross-entropy).
     The model is copied first, so its BatchNorm statistics and gradients stay as they are; it is run in the
     mode it is in (``model.eval()`` for a deterministic score of a model with dropout).
+
+    Args:
+        model, masks, data, loss_fn: as in :func:`snip_mask`.
+
+    Returns:
+        name -> the scores, shaped like the weight (0 where the weight is 0).
+
+    Example:
+        >>> net = nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = net.weight.copy_(torch.tensor([[2.0, -1.0]]))
+        >>> batch = (torch.tensor([[1.0, 3.0]]), torch.zeros(1, 1))  # out = -1, dL/dw = 2 * out * x
+        >>> snip_scores(net, {"weight": torch.ones(1, 2)}, [batch], nn.functional.mse_loss)["weight"].tolist()
+        [[4.0, 6.0]]
     """
     net = copy.deepcopy(model)
     params = dict(net.named_parameters())
@@ -122,7 +136,12 @@ def _random(model: Weights, masks: Mapping[str, Tensor], ratio: float, *,
 class Criterion:
     """One pruning criterion: its function (the module's signature), a line of description, whether it needs
     ``data`` (and then an ``nn.Module``), and whether it prunes each tensor separately (``layerwise``: the
-    runner's schedule check counts per tensor, :func:`core.pruning.kept_per_cycle`)."""
+    runner's schedule check counts per tensor, :func:`core.pruning.kept_per_cycle`).
+
+    Example:
+        >>> [(name, c.needs_data) for name, c in CRITERIA.items()]
+        [('global', False), ('layerwise', False), ('random', False), ('snip', True)]
+    """
 
     fn: Callable[..., Masks]
     description: str
