@@ -179,6 +179,17 @@ def test_batchnorm_recalibration_on_dicts_tuples_and_tensors_agrees():
     torch.testing.assert_close(results[0][0], _bn_net()[0](x).mean(0).detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_recalibration_works_on_torch_averaged_models_as_update_bn_does():
+    from torch.optim.swa_utils import update_bn
+
+    x = torch.randn(64, 4)
+    ours, theirs = AveragedModel(_bn_net()), AveragedModel(_bn_net())
+    training.recalibrate_batchnorm(ours, [(x[:32], None), (x[32:], None)])
+    update_bn([x[:32], x[32:]], theirs)
+    for a, b in zip(ours.module[1].state_dict().values(), theirs.module[1].state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_swa_is_the_mean_of_the_window_and_matches_torch_averaged_model():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
