@@ -4,7 +4,6 @@ BatchNorm recalibration) on plain modules, optimizers and batches."""
 from __future__ import annotations
 
 import copy
-import doctest
 
 import pytest
 import torch
@@ -240,20 +239,10 @@ def test_averaging_identical_particles_returns_them():
     assert all(torch.equal(running.state[k], v) for k, v in state.items())
 
 
-def test_every_block_is_exported_documented_and_its_examples_run():
-    import core.averaging
-    import core.batch
-    import core.pruning.criteria
-    import core.pruning.magnitude
-    import core.pruning.masks
-    import training.masked
-
+def test_every_block_is_exported_with_an_example():
+    """Each public block is in ``training.__all__`` and its docstring shows it in use (test_doctests runs them)."""
     for name in (*training.PRUNING, *training.AVERAGING, *training.MASKED):
         assert name in training.__all__
         value = getattr(training, name)
         if callable(value):
             assert ">>>" in (value.__doc__ or ""), f"{name} has no example"
-    for module in (core.averaging, core.batch, core.pruning.criteria, core.pruning.magnitude, core.pruning.masks,
-                   training.masked):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0, module.__name__
