@@ -25,13 +25,14 @@ from core.data.names import check_dataset_name
 from core.errors import ArgumentParser, UserError
 from core.imports import TRUST_FLAG, is_import_path
 from core.options import add_dataclass_arguments, check_fields, field_problem, flag_of, option, repeated, to_json
+from core.pruning import runner_methods
 from core.seeds import check_seed
 from training.engines import ENGINES
 from training.presets import DEFAULT_PRESET, GENERIC_PRESET, PRESETS
 
 LOGGERS = ("none", "tensorboard", "wandb", "mlflow")
 REWINDS = ("ticket", "lr", "none")
-PRUNE_METHODS = ("global", "layerwise", "random")
+PRUNE_METHODS = runner_methods()  # the criteria of core.pruning.CRITERIA that need no data
 # Where and how a run executes, not what it computes: may change on --resume, and is left out of the
 # config stored in checkpoints (so the same run gives the same files wherever it is written).
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
