@@ -14,6 +14,8 @@ point. The device is the models' (that of the first model's parameters).
 
 * :func:`linear_barrier`: theta(lambda) = (1 - lambda) theta_a + lambda theta_b; the barrier of
   Frankle et al. 2020 (height above the chord) and ``barrier_max`` (above the higher endpoint).
+  :func:`linear_barriers` measures that line on several named data sets (``{"train": ..., "test": ...}``)
+  in one scan.
 * :func:`hull_losses`: uniform Dirichlet(1, ..., 1) samples of the models' convex hull (the claim of
   SWAMP, Choi et al. 2024, that the particles' hull is low-loss).
 * :func:`loss_plane`: the plane through three models (Garipov et al. 2018), Gram-Schmidt coordinates.

@@ -113,8 +113,8 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
         raise UserError(f"--margin must be a finite number >= 0, not {margin}")
     ckpts = load_compatible(checkpoints)
     mask = shared_mask_or_refuse(ckpts, allow_mask_union)
-    evaluator = CheckpointSet(ckpts, options)
-    geometry = plane_geometry(evaluator.combination.displacement_gram())
+    inputs = CheckpointSet(ckpts, options)
+    geometry = plane_geometry(inputs.combination.displacement_gram())
     xs, ys = geometry.grid(resolution, margin)
     rows = [geometry.coefficients(x, y) for y in ys for x in xs]
     identity = _identity(ckpts, resolution, margin, options)
@@ -126,7 +126,7 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
             _save_partial(partial, identity, done)
 
     try:
-        values = evaluator.scan(rows, desc="plane", results=points, on_point=keep)
+        values = inputs.scan(rows, desc="plane", results=points, on_point=keep)
     except BaseException:
         if partial is not None and len(points) > resumed:
             _save_partial(partial, identity, points)
@@ -136,4 +136,4 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
     shape = (resolution, resolution)
     grids = {s: {"loss": np.reshape(v.loss, shape), "acc": np.reshape(v.acc, shape)} for s, v in values.items()}
     return PlaneResult(tuple(c.path for c in ckpts), geometry.vertices, tuple(float(x) for x in xs),
-                       tuple(float(y) for y in ys), margin, grids, evaluator.bn, mask, resumed)
+                       tuple(float(y) for y in ys), margin, grids, inputs.bn, mask, resumed)
