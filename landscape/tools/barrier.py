@@ -7,11 +7,12 @@ Along theta(lambda) = (1 - lambda) theta_A + lambda theta_B at K evenly spaced l
   max_lambda L(lambda) - ((1 - lambda) L(0) + lambda L(1)), the height above the chord;
 * ``barrier_max`` (the seed's definition): max_lambda L(lambda) - max(L(0), L(1)).
 
-Both are >= 0 (lambda = 0 contributes 0) and exactly 0 for identical checkpoints. BatchNorm
+Both are >= 0 (lambda = 0 contributes 0) and exactly 0 for identical checkpoints. The numbers are those of
+:func:`landscape.connectivity.linear_barriers` on the checkpoints' splits: this tool rebuilds the models, the
+splits and the BatchNorm batches from the files (:class:`landscape.tools.artifacts.CheckpointSet`). BatchNorm
 statistics are recomputed at every lambda, the endpoints included, so that all points are treated
-alike (see :mod:`landscape.tools.artifacts`); ``--bn-recal 0`` keeps the endpoints' stored statistics. With a
-shared mask
-theta(lambda) keeps it; different masks are refused unless ``--allow-mask-union`` (implied by
+alike; ``--bn-recal 0`` keeps the endpoints' stored statistics. With a shared mask theta(lambda) keeps it;
+different masks are refused unless ``--allow-mask-union`` (implied by
 ``--consecutive``, whose cycles differ by construction), as in ``landscape.tools.subspace``: the masked weights
 are then interpolated as they are and the union density is reported.
 
@@ -39,7 +40,7 @@ import numpy as np
 from core.artifacts.outputs import check_outputs
 from core.errors import ArgumentParser, UserError, run_cli
 from landscape.connectivity import LinearBarrier, linear_barriers
-from landscape.matching import METHOD_NAMES, METHODS
+from landscape.matching import METHOD_NAMES, METHODS, Alignment
 from landscape.tools.artifacts import (
     SPLITS,
     CheckpointLike,
@@ -76,8 +77,6 @@ from landscape.tools.plots import (
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from landscape.matching import Alignment
 
 BOTH_SPLITS = EvalOptions(SPLITS)
 
