@@ -182,27 +182,6 @@ def test_from_landscape_import_align_is_the_function_and_the_command_still_runs(
     assert command.returncode == 0 and command.stdout.startswith("usage: python -m landscape.align"), command
 
 
-def test_the_library_imports_only_core_and_itself():
-    """A researcher reads ``landscape/`` without meeting run directories, flags or training: every library
-    module (not the command aliases, which only name a tool) imports only ``core`` and other library modules,
-    at the top or inside a function, and what ``landscape`` exports lazily lives there too."""
-    import ast
-
-    toolkit = {"core", "landscape", "training", "studies", "benchmarks"}
-    for path in sorted((ROOT / "landscape").glob("*.py")):
-        source = path.read_text()
-        if "\nTARGET = " in source:  # a command alias (python -m landscape.NAME)
-            continue
-        for node in ast.walk(ast.parse(source)):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            for name in (n for n in names if n.split(".")[0] in toolkit):
-                assert name.split(".")[0] in ("core", "landscape") and not name.startswith("landscape.tools"), \
-                    f"{path.name} imports {name}"
-    assert all(m.split(".")[0] in ("core", "landscape") and not m.startswith("landscape.tools")
-               for m in landscape._EXPORTS)
-
-
 def test_the_readme_example_runs(capsys):
     import re
     from pathlib import Path
