@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ from torchvision.models import resnet18
 import landscape
 from core.averaging import recalibrate_batchnorm
 from landscape import combination, hull_losses, linear_barrier, loss_plane
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
@@ -161,6 +165,21 @@ def test_every_public_name_is_exported():
     """(Every module's examples run in tests/test_doctests.py.)"""
     for name in landscape.__all__:
         assert getattr(landscape, name) is not None
+
+
+def test_from_landscape_import_align_is_the_function_and_the_command_still_runs():
+    """``landscape.align`` is a command name (``python -m landscape.align``) and a library function
+    (``from landscape import align``); the second must not become the command's module."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    check = ("import inspect; from landscape import align; import landscape.matching as m; "
+             "assert inspect.isfunction(align) and align is m.align, align")
+    subprocess.run([sys.executable, "-c", check], env=env, cwd=ROOT, check=True, capture_output=True)
+    command = subprocess.run([sys.executable, "-m", "landscape.align", "--help"], env=env, cwd=ROOT,
+                             capture_output=True, text=True)
+    assert command.returncode == 0 and command.stdout.startswith("usage: python -m landscape.align"), command
 
 
 def test_the_readme_example_runs(capsys):

@@ -33,11 +33,10 @@ from core.device import resolve_device
 from core.errors import ArgumentParser, UserError, run_cli
 from core.options import add_dataclass_arguments
 from core.seeds import check_seed
+from landscape.batches import DEFAULT_BATCH_SIZE, DEFAULT_BN_SAMPLES
 from landscape.matching import METHOD_NAMES, METHODS, Alignment, activation_matching, align, weight_matching
 from landscape.permutations import permute_state
 from landscape.tools.artifacts import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_BN_SAMPLES,
     CheckpointLike,
     EvalOptions,
     bn_subsample,

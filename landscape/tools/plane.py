@@ -8,7 +8,7 @@ Every point is the affine combination sum_i c_i theta_i with barycentric coordin
 
     c_3 = y / P_3y,   c_2 = (x - c_3 P_3x) / P_2x,   c_1 = 1 - c_2 - c_3,
 
-so the plane is evaluated by :class:`landscape.tools.artifacts.CombinationEvaluator` (BatchNorm handled as
+so the plane is evaluated by :class:`landscape.tools.artifacts.CheckpointSet` (BatchNorm handled as
 everywhere else; with ``bn_recal=0`` the stored statistics follow the same coefficients, which may
 extrapolate badly outside the triangle) and each P_i gives back theta_i exactly.
 
@@ -38,7 +38,7 @@ from landscape.connectivity import plane_geometry
 from landscape.tools.artifacts import (
     TEST_SPLIT,
     CheckpointLike,
-    CombinationEvaluator,
+    CheckpointSet,
     EvalOptions,
     MaskInfo,
     load_compatible,
@@ -113,8 +113,8 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
         raise UserError(f"--margin must be a finite number >= 0, not {margin}")
     ckpts = load_compatible(checkpoints)
     mask = shared_mask_or_refuse(ckpts, allow_mask_union)
-    evaluator = CombinationEvaluator(ckpts, options)
-    geometry = plane_geometry(evaluator.displacement_gram())
+    inputs = CheckpointSet(ckpts, options)
+    geometry = plane_geometry(inputs.combination.displacement_gram())
     xs, ys = geometry.grid(resolution, margin)
     rows = [geometry.coefficients(x, y) for y in ys for x in xs]
     identity = _identity(ckpts, resolution, margin, options)
@@ -126,7 +126,7 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
             _save_partial(partial, identity, done)
 
     try:
-        values = evaluator.evaluate_many(rows, desc="plane", results=points, on_point=keep)
+        values = inputs.scan(rows, desc="plane", results=points, on_point=keep)
     except BaseException:
         if partial is not None and len(points) > resumed:
             _save_partial(partial, identity, points)
@@ -136,4 +136,4 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
     shape = (resolution, resolution)
     grids = {s: {"loss": np.reshape(v.loss, shape), "acc": np.reshape(v.acc, shape)} for s, v in values.items()}
     return PlaneResult(tuple(c.path for c in ckpts), geometry.vertices, tuple(float(x) for x in xs),
-                       tuple(float(y) for y in ys), margin, grids, evaluator.bn, mask, resumed)
+                       tuple(float(y) for y in ys), margin, grids, inputs.bn, mask, resumed)
