@@ -1,9 +1,13 @@
-"""A model and a dataset are one registry entry each: a toy model registered in :data:`core.models.REGISTRY` and a
-toy dataset registered in :data:`core.data.names.BUILTIN` are accepted by the command line, trained, written, and
-their checkpoints checked by the schema (the dataset's own field, its bounds and class count) and evaluated by a
-landscape tool, with no other edit."""
+"""A model, a dataset and a study measurement are one registry entry each. A toy model registered in
+:data:`core.models.REGISTRY` and a toy dataset registered in :data:`core.data.names.BUILTIN` are accepted by the
+command line, trained, written, and their checkpoints checked by the schema (the dataset's own field, its bounds
+and class count) and evaluated by a landscape tool; a toy measurement registered in
+:data:`studies.measurements.MEASUREMENTS` is chosen with ``--only``, planned for its role's runs and cached as
+the others are. No other edit. (Engines: tests/test_engines.py runs every registered one.)"""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -15,8 +19,12 @@ from core.artifacts.schema import check_dataset_spec, dataset_classes
 from core.data import TensorDataset, dataset_spec, load_dataset
 from core.data.names import BUILTIN, Bound, BuiltinDataset, check_dataset_name
 from core.models import REGISTRY, build_model, model_spec
-from landscape.tools.artifacts import EvalOptions
+from landscape.tools.artifacts import EvalOptions, run_particles
 from landscape.tools.barrier import checkpoint_barrier
+from studies.analyse import build_parser as analysis_parser
+from studies.analyse import main as analyse_main
+from studies.grid.cli import main as study_main
+from studies.measurements import MEASUREMENTS, Measurement, Where
 from training.config import parse_config
 from training.swamp import main as swamp_main
 
@@ -77,3 +85,23 @@ def test_the_schema_checks_a_registered_datasets_own_fields(registered):
         "f: metadata dataset.size must be an integer from 8 to 1,000, not 7"
     assert one_line(check_dataset_spec, "f", {"name": "toyset"}) == "f: metadata dataset.size is missing"
     assert "unknown field 'workers'" in one_line(check_dataset_spec, "f", {**base, "workers": 2})
+
+
+def count_particles(at: Where) -> dict:
+    """The toy measurement: how many particles the cycle has, and a setting it reads."""
+    return {"particles": len(run_particles(at.run, at.cycle)), "points": at.settings.points}
+
+
+def test_a_registered_measurement_is_chosen_planned_and_cached(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(MEASUREMENTS, "toy", Measurement(("swamp",), lambda done: done[-1:], count_particles,
+                                                         "particles counted"))
+    assert "toy = particles counted" in " ".join(analysis_parser().format_help().split())
+    root = tmp_path / "study"
+    assert study_main(["--quick", "--preset", "mnist1d-mlp", "--methods", "swamp-n3", "--seeds", "0", "--cycles", "2",
+                       "--epochs", "1", "--rewind-epochs", "0", "--data-dir", str(DATA_DIR), "--no-progress",
+                       "--out", str(root)]) == 0
+    assert analyse_main([str(root), "--only", "toy", "--data-dir", str(DATA_DIR), "--no-progress"]) == 0
+    written = sorted(str(p.relative_to(root / "analysis")) for p in (root / "analysis").rglob("cycle_*.json"))
+    assert written == ["toy/swamp-n3-s0/cycle_01.json"], "the swamp role's run, the cycle the entry picks"
+    assert json.loads((root / "analysis" / written[0]).read_text()) == {
+        "particles": 3, "points": 3, "kind": "toy", "run": "swamp-n3-s0", "cycle": 1}

@@ -6,20 +6,19 @@ with the cycle's schedule and the particle's own seed) and hands each finished s
 ``engine(ctx, cycle, start, masks, schedule, todo, done, bar)``. :data:`ENGINES` is the one registry of
 engines: ``--engine`` takes its names, :func:`select_engine` imports an engine's module only when
 it runs (the distributed engine needs ``torch.distributed``), and an entry's ``processes`` says how it is
-launched (:func:`~training.engines.session.run_session` refuses a ``"one"`` engine under torchrun and
-runs a ``"torchrun"`` one as the distributed session of all ranks).
-:func:`~training.engines.session.run_session` runs a whole training session in this process or under
-torchrun.
+launched: :func:`~training.engines.session.run_session`, which runs a whole training session, refuses a
+``"one"`` engine under torchrun and runs a ``"torchrun"`` one as the distributed session of all ranks.
+Results do not depend on the engine for the same seeds: every engine gives each particle the same
+initial weights, mask, batches (drawn from the particle's own generator), masked SGD with momentum and
+weight decay, LR schedule, SWA average and BN recalibration, and writes the same per-particle resume
+state, so a run may be resumed with another engine.
 
 To add an engine: write ``training/engines/NAME.py`` with a function of the :class:`Engine` signature
-and add ``"NAME": EngineEntry("training.engines.NAME", "FUNCTION", "one")`` to :data:`ENGINES`. That is
-all: ``--engine NAME`` accepts it, and tests/test_engines.py trains an 8-particle run with every
-``"one"``-process entry and compares its particles and averages with ``sequential``'s (every
-``"torchrun"`` entry likewise, under two gloo processes). Results do not depend on the engine
-for the same seeds: every engine gives each particle the same initial weights, mask, batches (drawn
-from the particle's own generator), masked SGD with momentum and weight decay, LR schedule, SWA
-average and BN recalibration, and writes the same per-particle resume state, so a run may be resumed
-with another engine.
+and add ``"NAME": EngineEntry("training.engines.NAME", "FUNCTION", "one")`` to :data:`ENGINES` (or
+``"torchrun"`` for one that runs as a rank of a torchrun launch). That is all: ``--engine NAME`` accepts
+it, and tests/test_engines.py trains an 8-particle MLP run with every ``"one"`` entry and compares its
+particles and averages with ``sequential``'s (tests/test_cuda.py does so on a GPU too), and runs every
+``"torchrun"`` entry under two gloo processes against the sequential run.
 
 * ``sequential`` (:mod:`.sequential`): one particle after the other; the reference.
 * ``vectorized`` (:mod:`.vectorized`): all particles as one stacked model in one batched computation
