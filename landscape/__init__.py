@@ -4,8 +4,8 @@ Library (modules + data + loss in, frozen results out; see docs/api.md)::
 
     from landscape import linear_barrier, hull_losses, loss_plane, hessian_trace, HessianOperator
 
-The command-line tools (``python -m landscape.barrier``, ``landscape.tools.subspace``, ``landscape.tools.hessian``)
-are thin layers that rebuild models and data from the toolkit's checkpoint files.
+The command-line tools (``python -m landscape.barrier``, ``landscape.subspace``, ``landscape.hessian``;
+:mod:`landscape.tools`) are thin layers that rebuild models and data from the toolkit's checkpoint files.
 """
 
 from core.errors import quiet_start_up_interrupts

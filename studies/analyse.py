@@ -20,10 +20,9 @@ submitit job, and the command waits for them (the same files as in one process).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,10 @@ from core.artifacts.lock import LOCK_NAME, exclusive
 from core.artifacts.ownership import check_usable_directory
 from core.device import resolve_device
 from core.errors import ArgumentParser, UserError, run_cli
+from core.options import add_dataclass_arguments, from_args, to_json
 from core.progress import tqdm
 from landscape.tools.artifacts import EvalOptions
 from landscape.tools.cli import write_json
-from landscape.tools.options import add_dataclass_arguments
 from studies.grid.launchers import SUBMITIT, LauncherOptions, add_launcher_flags, check_device, launcher_options
 from studies.grid.manifest import cycles_done
 from studies.grid.workers import WorkerPool, check_jobs, set_threads, worker_threads
@@ -44,10 +43,8 @@ from studies.measurements import KINDS as KINDS  # the names, as before the regi
 from studies.measurements import (
     MEASUREMENTS,
     QUICK_SETTINGS,
-    SETTING_HELP,
     AnalysisSettings,
     Where,
-    flag,
     result_path,
 )
 
@@ -96,7 +93,7 @@ def default_settings(manifest: dict[str, Any]) -> AnalysisSettings:
 def check_settings(root: Path, settings: AnalysisSettings) -> None:
     """Measurements of one study must share their settings; the first analysis records them."""
     path = root / ANALYSIS / "settings.json"
-    body = json.loads(json.dumps(asdict(settings)))
+    body = to_json(settings)
     if path.is_file():
         try:
             saved = read_json(path)
@@ -258,11 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     def shown(value: Any) -> str:
         return ",".join(value) if isinstance(value, tuple) else str(value)
 
-    for f in fields(AnalysisSettings):
-        least = f" (at least {f.metadata['least']})" if "least" in f.metadata else ""
-        parser.add_argument(flag(f.name), default=None, metavar="SPLIT,..." if f.name == "splits" else "N",
-                            help=f"{SETTING_HELP[f.name]}{least} (default {shown(f.default)}; "
-                                 f"{shown(getattr(QUICK_SETTINGS, f.name))} for --quick studies)")
+    add_dataclass_arguments(parser, AnalysisSettings, unset=True, default_words={
+        f.name: f"{shown(f.default)}; {shown(getattr(QUICK_SETTINGS, f.name))} for --quick studies"
+        for f in fields(AnalysisSettings)})
     return parser
 
 
@@ -275,8 +270,10 @@ def parse_analysis(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Anal
     kinds = args.only.split(",")
     check_kinds(kinds)
     args.device = check_device(args.device, args.launch.name)
-    given = {f.name: getattr(args, f.name) for f in fields(AnalysisSettings) if getattr(args, f.name) is not None}
-    settings = AnalysisSettings.from_flags(given, default_settings(read_study(args.study))) if given else None
+    settings = None
+    if any(getattr(args, f.name) is not None for f in fields(AnalysisSettings)):
+        settings = from_args(AnalysisSettings, args, base=default_settings(read_study(args.study)))
+        settings.validate()
     return args, settings, kinds
 
 

@@ -23,7 +23,7 @@ result ``.to_json()``) and add ``"KIND": Measurement(roles, cycles, FUNCTION, ab
 every finished cycle that ``cycles`` picks of the runs of those roles, caches it as
 ``DIR/analysis/KIND/RUN/cycle_KK.json`` (with ``kind``, ``run`` and ``cycle`` added), computes it in
 worker processes or submitit jobs like the others, and ``--only`` chooses it. A measurement that needs
-a setting of its own adds a field to :class:`AnalysisSettings` (and its :data:`SETTING_HELP` line);
+a setting of its own adds a field to :class:`AnalysisSettings` (its flag and help come with it);
 ``analysis/settings.json`` then records it, so a study analysed before must be analysed again.
 :mod:`studies.tables` reads the files into the notebooks' tables.
 
@@ -41,6 +41,7 @@ from typing import Any
 
 from core.artifacts.rundir import RunDir
 from core.errors import UserError
+from core.options import check_fields, flag_of, option
 from core.seeds import check_seed
 from landscape.tools.artifacts import SPLITS, EvalOptions, run_particles
 from landscape.tools.barrier import checkpoint_barrier, cycle_barriers
@@ -49,45 +50,40 @@ from landscape.tools.hessian_report import HessianOptions, analyse_checkpoint
 from landscape.tools.plane import checkpoint_plane
 from landscape.tools.subspace import hull_landscape
 from studies.manifest import ANALYSIS
-from studies.settings import check_counts, count_setting
+
+
+def _splits_of_flag(text: str) -> tuple[str, ...]:
+    return tuple(text.split(","))
+
+
+def _count(default: int, help_: str, least: int) -> Any:
+    """An integer setting of at least ``least``; its flag's text is parsed here (one line naming the flag)."""
+    return option(default, help_, least=least, metavar="N", to_field=int)
 
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    """Resolution of every measurement (the same for all runs, so they can be compared)."""
+    """Resolution of every measurement (the same for all runs, so they can be compared); each field is a flag
+    of ``python -m studies.analyse``."""
 
-    points: int = count_setting(11, 2)
-    splits: tuple[str, ...] = ("train", "test")
-    bn_recal: int = count_setting(2048, 0)
-    hull_samples: int = count_setting(32, 1)
-    plane_resolution: int = count_setting(15, 2)
-    hessian_probes: int = count_setting(32, 2)  # one product gives no standard error
-    hessian_samples: int = count_setting(1024, 1)
-    seed: int = count_setting(0, 0)
-
-    @classmethod
-    def from_flags(cls, given: dict[str, str], base: AnalysisSettings) -> AnalysisSettings:
-        """``base`` with the flag values ``given`` (field name -> command-line text), validated."""
-        values: dict[str, Any] = {}
-        for name, text in given.items():
-            if name == "splits":
-                values[name] = tuple(text.split(","))
-                continue
-            try:
-                values[name] = int(text)
-            except ValueError:
-                raise UserError(f"{flag(name)} must be an integer, not {text!r}") from None
-        settings = replace(base, **values)
-        settings.validate()
-        return settings
+    points: int = _count(11, "points on each interpolation line", 2)
+    splits: tuple[str, ...] = option(("train", "test"), "data splits to evaluate: train, test or train,test",
+                                     metavar="SPLIT,...", to_field=_splits_of_flag, to_flag=",".join)
+    bn_recal: int = _count(2048, "train samples for BatchNorm recalibration at every point (0: combine the stored "
+                           "statistics)", 0)
+    hull_samples: int = _count(32, "Dirichlet samples of each convex hull", 1)
+    plane_resolution: int = _count(15, "plane grid N x N", 2)
+    hessian_probes: int = _count(32, "Hutchinson probes per Hessian trace", 2)  # one product gives no standard error
+    hessian_samples: int = _count(1024, "seeded train samples the Hessian is taken over", 1)
+    seed: int = _count(0, "seed of every subsample and random probe", 0)
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the flag of the first impossible setting."""
-        check_counts(self, flag)
+        check_fields(self)
         check_seed(self.seed)
         for name, limit in (("points", MAX_POINTS), ("hull_samples", MAX_HULL_SAMPLES),
                             ("plane_resolution", MAX_RESOLUTION), ("hessian_probes", MAX_PROBES)):
-            check_at_most(getattr(self, name), limit, flag(name))
+            check_at_most(getattr(self, name), limit, flag_of(name))
         splits = self.splits
         if not isinstance(splits, tuple) or not splits or not set(splits) <= set(SPLITS) \
                 or len(set(splits)) != len(splits):
@@ -103,14 +99,6 @@ class AnalysisSettings:
 
 QUICK_SETTINGS = AnalysisSettings(points=3, splits=("test",), bn_recal=256, hull_samples=4, plane_resolution=4,
                                   hessian_probes=4, hessian_samples=128)
-
-
-SETTING_HELP = {"points": "points on each interpolation line", "splits": "data splits to evaluate: train, test "
-                "or train,test", "bn_recal": "train samples for BatchNorm recalibration at every point (0: combine "
-                "the stored statistics)", "hull_samples": "Dirichlet samples of each convex hull",
-                "plane_resolution": "plane grid N x N", "hessian_probes": "Hutchinson probes per Hessian trace",
-                "hessian_samples": "seeded train samples the Hessian is taken over",
-                "seed": "seed of every subsample and random probe"}
 
 
 @dataclass(frozen=True)
@@ -195,7 +183,3 @@ KINDS = tuple(MEASUREMENTS)
 
 def result_path(root: str | Path, kind: str, run: str, cycle: int) -> Path:
     return Path(root) / ANALYSIS / kind / run / f"cycle_{cycle:02d}.json"
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")

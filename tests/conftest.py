@@ -59,6 +59,19 @@ def make_run(out: Path, *extra: str) -> Path:
 
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+REPOSITORY = DATA_DIR.parent
+SOURCE_PACKAGES = ("core", "training", "landscape", "studies")
+
+
+def source_modules(root: Path = REPOSITORY, packages: tuple[str, ...] = SOURCE_PACKAGES) -> dict[str, Path]:
+    """Every module of ``packages`` under ``root`` by its dotted name (a package by its folder's), found by walking
+    the folders: a new module is included without being listed anywhere."""
+    found = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
 
 
 @pytest.fixture(scope="session")

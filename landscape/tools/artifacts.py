@@ -35,11 +35,11 @@ from core.data import Dataset, load_dataset, subsample_indices
 from core.device import resolve_device
 from core.errors import UserError
 from core.evaluate import Evaluation
+from core.options import option
 from core.pruning import density
 from core.seeds import generator
 from landscape.batches import check_finite
 from landscape.combination import Combination
-from landscape.tools.options import option
 
 SPLITS = ("train", "test")
 DEFAULT_BN_SAMPLES = 2048
@@ -301,7 +301,7 @@ class CombinationEvaluator:
 
 
 def run_particles(run: str | os.PathLike, cycle: int) -> list[Path]:
-    """The particle checkpoints of one cycle of a run directory (CONTRACT.md section 2)."""
+    """The particle checkpoints of one cycle of a run directory (docs/format.md section 2)."""
     folder = RunDir(Path(run)).cycle(cycle)
     paths = sorted(folder.glob("particle_*.safetensors"))
     if not paths:

@@ -18,7 +18,7 @@ are then interpolated as they are and the union density is reported.
 Run-level modes: every particle pair of one cycle (``--run DIR --cycle K``, heatmap) and the
 solutions of consecutive cycles (``--run DIR --consecutive``, line plot).
 
-JSON (CONTRACT.md section 4) plus: ``points``, ``mask`` ({shared, density (union), densities, note}),
+JSON (docs/format.md section 4) plus: ``points``, ``mask`` ({shared, density (union), densities, note}),
 ``device``, ``endpoints`` (per split {loss: [A, B], acc: [A, B]}: the checkpoints as stored, with their
 own BatchNorm statistics, which the curve's lambda = 0 and 1 points are not when BatchNorm is recomputed);
 run-level files hold {run, mode, cycle, checkpoints, pairs: [{i, j, <pair JSON>}]}.

@@ -20,7 +20,6 @@ checkpoints and settings continues from them; the file is removed when the scan 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -34,6 +33,7 @@ from core.artifacts.atomic import atomic_write_text
 from core.artifacts.jsonfile import BadJSON, read_json
 from core.errors import UserError
 from core.evaluate import Evaluation
+from core.options import to_json
 from landscape.connectivity import plane_geometry
 from landscape.tools.artifacts import (
     TEST_SPLIT,
@@ -77,7 +77,7 @@ def _identity(ckpts: Sequence, resolution: int, margin: float, options: EvalOpti
     for c in ckpts:
         st = os.stat(c.path) if os.path.exists(c.path) else None
         files.append([os.path.abspath(c.path), st.st_size if st else None, st.st_mtime_ns if st else None])
-    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("progress", "device", "trust_code")}
+    settings = {k: v for k, v in to_json(options).items() if k not in ("progress", "device", "trust_code")}
     return {"checkpoints": files, "resolution": resolution, "margin": margin, "options": settings}
 
 

@@ -11,7 +11,7 @@ Summary per split: ``hull_loss_max`` and ``hull_loss_mean`` over the S samples, 
 or below the worst vertex's. ``--plane`` adds the loss plane through exactly three checkpoints
 (:mod:`landscape.tools.plane`, Garipov et al. 2018).
 
-JSON (CONTRACT.md section 4) plus: ``samples``, ``seed``, ``bn``, ``mask``, ``device`` and, with
+JSON (docs/format.md section 4) plus: ``samples``, ``seed``, ``bn``, ``mask``, ``device`` and, with
 ``--plane``, ``plane`` (see :meth:`landscape.tools.plane.PlaneResult.to_json`).
 """
 
