@@ -117,9 +117,9 @@ class Cycle:
 
 
 def swamp_cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.Module], *, cycles: int = 3,
-                 particles: int = 3, ratio: float = 0.2, method: str = "global", masks: Mapping[str, Tensor] | None = None,
-                 bn_data: Iterable[Any] | None = None, device: torch.device | str | None = None,
-                 seed: int = 0) -> list[Cycle]:
+                 particles: int = 3, ratio: float = 0.2, method: str = "global",
+                 masks: Mapping[str, Tensor] | None = None, bn_data: Iterable[Any] | None = None,
+                 device: torch.device | str | None = None, seed: int = 0) -> list[Cycle]:
     """SWAMP cycles around the caller's ``train(particle, masks, seed) -> trained particle``.
 
     Every cycle trains ``particles`` deep copies of ``model`` rewound to its weights (the ticket) under the
