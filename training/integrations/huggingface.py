@@ -99,6 +99,12 @@ def swamp_huggingface(model: nn.Module, args: Any, train_dataset: Any, *, cycles
 
     Returns:
         One :class:`training.integrations.cycles.Cycle` per cycle.
+
+    Example (needs transformers; examples/huggingface_swamp.py runs it on a tiny config-built BERT):
+        >>> args = TrainingArguments(output_dir="out", num_train_epochs=4, report_to=[])  # doctest: +SKIP
+        >>> cycles = swamp_huggingface(model, args, train_dataset, cycles=3, particles=3)  # doctest: +SKIP
+        >>> [round(c.density, 2) for c in cycles]  # doctest: +SKIP
+        [1.0, 0.8, 0.64]
     """
     transformers = require("transformers", EXTRA)
     callback_class = _callback_class()

@@ -84,6 +84,13 @@ def swamp_lightning(module: nn.Module, train_dataloaders: Any, *, trainer_kwargs
 
     Returns:
         One :class:`training.integrations.cycles.Cycle` per cycle.
+
+    Example (needs Lightning; examples/lightning_swamp.py runs it on MNIST-1D):
+        >>> cycles = swamp_lightning(MyModule(), loader, trainer_kwargs={"max_epochs": 4},  # doctest: +SKIP
+        ...                          cycles=3, particles=3, fraction=0.5)
+        >>> [round(c.density, 2) for c in cycles]  # doctest: +SKIP
+        [1.0, 0.8, 0.64]
+        >>> MyModule().load_state_dict(cycles[-1].state)  # the last cycle's average  # doctest: +SKIP
     """
     pl = require("lightning.pytorch", EXTRA)
     callback_class = _callback_class()
