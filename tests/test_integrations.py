@@ -56,8 +56,9 @@ def test_huggingface_example():
 
 
 def test_lightning_callback_holds_pruned_weights_and_gradients_at_zero_during_fit():
-    """Within a fit with AdamW, weight decay and gradient clipping: at every optimizer step the gradients the
-    optimizer sees are 0 where pruned, and every batch starts with the pruned weights exactly 0."""
+    """Within a fit with AdamW whose moments come from a dense step (they would move pruned weights), weight decay
+    and gradient clipping: at every optimizer step the gradients the optimizer sees are 0 where pruned, and
+    every batch starts with the pruned weights exactly 0."""
     pl = pytest.importorskip("lightning.pytorch")
     from training.integrations.lightning import SWAMPCallback
 
@@ -73,7 +74,11 @@ def test_lightning_callback_holds_pruned_weights_and_gradients_at_zero_during_fi
             return torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
 
         def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=0.05, weight_decay=0.5)
+            optimizer = torch.optim.AdamW(self.parameters(), lr=0.05, weight_decay=0.5)
+            self(torch.randn(8, 6)).pow(2).sum().backward()
+            optimizer.step()  # a dense step: nonzero moments at what the masks prune
+            optimizer.zero_grad()
+            return optimizer
 
     seen = {"grads": [], "weights": []}
 
@@ -114,3 +119,61 @@ def test_a_missing_framework_is_one_line_naming_the_extra(monkeypatch):
     with pytest.raises(ImportError) as error:
         require("lightning.pytorch", "lightning")
     assert "pip install 'swamp-toolkit[lightning]'" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_huggingface_callback_holds_pruned_weights_and_gradients_at_zero_during_training(tmp_path):
+    """Within Trainer.train with AdamW whose moments come from dense training before the mask (they would move
+    pruned weights), decoupled weight decay and gradient clipping: every optimizer step sees gradients that are
+    0 where pruned, every step starts with the pruned weights exactly 0, and the SWA average of the last half
+    of the epochs is what the model holds afterwards."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from training import dense_masks, next_masks
+    from training.integrations.huggingface import SWAMPTrainerCallback
+
+    seen = {"grads": [], "weights": []}
+
+    def pruned_are_zero(model, of):
+        params = dict(model.named_parameters())
+        return all(bool((of(params[n])[m == 0] == 0).all()) for n, m in masks.items())
+
+    class Watch(transformers.TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            seen["weights"].append(pruned_are_zero(model, lambda p: p))
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            seen["grads"].append(pruned_are_zero(model, lambda p: p.grad))
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=8, num_labels=2)
+    model = transformers.BertForSequenceClassification(config)
+    masks = next_masks("random", model, dense_masks(model), 0.5, torch.Generator().manual_seed(0))
+    ids = torch.randint(0, 16, (64, 8), generator=torch.Generator().manual_seed(1))
+    data = [{"input_ids": row, "labels": int(row[0] < 8)} for row in ids]
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), num_train_epochs=4, learning_rate=0.05,
+                                          weight_decay=0.5, max_grad_norm=0.1, per_device_train_batch_size=16,
+                                          use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
+                                          disable_tqdm=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.5)
+    model(input_ids=ids, labels=(ids[:, 0] < 8).long()).loss.backward()
+    optimizer.step()  # a dense step: nonzero moments at what the masks prune
+    optimizer.zero_grad()
+    callback = SWAMPTrainerCallback(masks, fraction=0.5)
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[Watch(), callback],
+                         optimizers=(optimizer, None)).train()
+    assert len(seen["grads"]) == len(seen["weights"]) == 4 * 4 and all(seen["grads"]) and all(seen["weights"])
+    assert callback.duties.swa.count == 2
+    assert torch.equal(model.state_dict()["classifier.weight"], callback.duties.swa.state()["classifier.weight"])
+    assert pruned_are_zero(model, lambda p: p)
+
+
+def test_huggingface_callback_refuses_step_counted_training():
+    pytest.importorskip("transformers")
+    from training.integrations.huggingface import epochs_of
+
+    class Args:
+        max_steps, num_train_epochs = 100, 3.0
+
+    with pytest.raises(ValueError, match="num_train_epochs >= 1 and no max_steps"):
+        epochs_of(Args())
