@@ -177,3 +177,17 @@ def test_huggingface_callback_refuses_step_counted_training():
 
     with pytest.raises(ValueError, match="num_train_epochs >= 1 and no max_steps"):
         epochs_of(Args())
+
+
+@pytest.mark.parametrize(("framework", "module", "name"), [
+    ("lightning", "training.integrations.lightning", "SWAMPCallback"),
+    ("transformers", "training.integrations.huggingface", "SWAMPTrainerCallback")])
+def test_the_callbacks_pickle_by_name(framework, module, name):
+    """Spawned workers (Lightning's ddp_spawn) receive callbacks pickled: the lazily built class is found by name."""
+    pytest.importorskip(framework)
+    import importlib
+    import pickle
+
+    callback_class = getattr(importlib.import_module(module), name)
+    callback = pickle.loads(pickle.dumps(callback_class({"w": torch.tensor([1.0, 0.0])}, fraction=0.5)))
+    assert type(callback) is callback_class and callback.masks["w"].tolist() == [1.0, 0.0]

@@ -69,6 +69,7 @@ def _callback_class() -> type:
             bn_data = self.bn_data if self.bn_data is not None else train_dataloader
             self.duties.finish(model, bn_data, device=next(model.parameters()).device)
 
+    SWAMPTrainerCallback.__qualname__ = "SWAMPTrainerCallback"  # pickled by name, found through __getattr__
     _CLASSES["SWAMPTrainerCallback"] = SWAMPTrainerCallback
     return SWAMPTrainerCallback
 

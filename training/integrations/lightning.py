@@ -55,6 +55,7 @@ def _callback_class() -> type:
             bn_data = self.bn_data if self.bn_data is not None else trainer.train_dataloader
             self.duties.finish(pl_module, bn_data, device=pl_module.device)
 
+    SWAMPCallback.__qualname__ = "SWAMPCallback"  # pickled by name (spawned workers), found through __getattr__
     _CLASSES["SWAMPCallback"] = SWAMPCallback
     return SWAMPCallback
 
