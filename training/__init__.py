@@ -16,7 +16,11 @@ module, optimizer and batch structure:
 * :func:`mask_optimizer` / :class:`MaskedOptimizer` (:mod:`training.masked`): pruned weights stay exactly 0
   under any optimizer;
 * averaging (:mod:`core.averaging`): :class:`SWA`, :class:`RunningAverage`, :func:`average_states`,
-  :func:`recalibrate_batchnorm`.
+  :func:`recalibrate_batchnorm`;
+* orchestration (:mod:`training.integrations.cycles`): :func:`swamp_cycles` runs IMP or SWAMP cycles around
+  one's own ``train(model, masks, seed)`` and returns each :class:`Cycle`; :class:`ParticleDuties` is one
+  particle's masking and SWA inside any trainer (the Lightning and Hugging Face callbacks of
+  :mod:`training.integrations` are built on it).
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ PRUNING = ("CRITERIA", "Criterion", "apply_masks", "dense_masks", "density", "gl
            "layerwise_magnitude_mask", "next_masks", "prunable_names", "random_mask", "snip_mask", "snip_scores")
 AVERAGING = ("SWA", "RunningAverage", "average_states", "recalibrate_batchnorm")
 MASKED = ("MaskedOptimizer", "mask_optimizer")
+CYCLES = ("Cycle", "ParticleDuties", "swamp_cycles")
 
 __all__ = ["__version__", "Checkpoint", "RunConfig", "SwampResult", "build_model", "load_checkpoint", "run_swamp",
-           *PRUNING, *AVERAGING, *MASKED]
+           *PRUNING, *AVERAGING, *MASKED, *CYCLES]
 
 
 def __getattr__(name: str) -> Any:
@@ -58,6 +63,10 @@ def __getattr__(name: str) -> Any:
         from training import masked
 
         return getattr(masked, name)
+    if name in CYCLES:
+        from training.integrations import cycles
+
+        return getattr(cycles, name)
     if name == "RunConfig":
         from training.config import RunConfig
 
