@@ -13,8 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.data import load_mnist1d, mnist1d_spec
-from training import SWA, mask_optimizer
-from training.integrations.cycles import Cycle, swamp_cycles
+from training import SWA, Cycle, mask_optimizer, swamp_cycles
 
 
 def swamp(model: nn.Module, train_set: TensorDataset, *, cycles: int, particles: int, epochs: int) -> list[Cycle]:

@@ -45,3 +45,24 @@ def test_the_documented_swamp_loop_prunes_geometrically_and_holds_pruned_weights
     params = dict(solution.named_parameters())
     assert set(masks) == {"0.weight", "3.weight"}
     assert all(bool((params[n][m == 0] == 0).all()) for n, m in masks.items())
+
+
+def test_the_readme_loop_runs_as_written_on_mnist1d():
+    """README, "SWAMP in your own training loop": the block runs with a data set and a model defined before it;
+    its cycles prune 20% of what remains, and every cycle's solution holds its pruned weights at exactly 0."""
+    import torch
+    from torch import nn
+
+    from core.data import load_mnist1d, mnist1d_spec
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"<!-- own-training-loop -->\n```python\n(.*?)```", readme, re.S).group(1)
+    data = load_mnist1d(mnist1d_spec(str(DATA_DIR)))
+    torch.manual_seed(0)
+    namespace = {"train_set": torch.utils.data.TensorDataset(data.x_train[:1000], data.y_train[:1000]),
+                 "model": nn.Sequential(nn.Linear(40, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))}
+    exec(compile(code.replace("particles=3", "particles=2"), "README.md", "exec"), namespace)
+    cycles = namespace["cycles"]
+    assert [round(c.density, 3) for c in cycles] == [1.0, 0.8, 0.64]
+    for c in cycles:
+        assert all(bool((c.state[name][mask == 0] == 0).all()) for name, mask in c.masks.items())
