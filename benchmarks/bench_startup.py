@@ -23,9 +23,9 @@ from pathlib import Path
 def commands(run: str | None) -> dict[str, list[str]]:
     py = sys.executable
     out = {"import torch": [py, "-c", "import torch"],
-           "landscape.tools.barrier --help": [py, "-m", "landscape.barrier", "--help"],
+           "landscape.barrier --help": [py, "-m", "landscape.barrier", "--help"],
            "training.swamp --help": [py, "-m", "training.swamp", "--help"],
-           "landscape.tools.hessian --help": [py, "-m", "landscape.hessian", "--help"]}
+           "landscape.hessian --help": [py, "-m", "landscape.hessian", "--help"]}
     if run:
         a, b = (str(Path(run) / "cycle_00" / f"particle_0{p}.safetensors") for p in (0, 1))
         out["barrier, 3 points, no plot"] = [py, "-m", "landscape.barrier", a, b, "--points", "3", "--bn-recal", "0",

@@ -11,10 +11,12 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Mean cross-entropy and accuracy (a fraction in [0, 1]) over one split."""
+    """Mean loss and accuracy (a fraction in [0, 1]) over one data set: here the cross-entropy of a split;
+    in :mod:`landscape`, the mean of any ``loss_fn``, with ``acc`` None when the outputs are not class logits
+    (2-D outputs and 1-D integer targets)."""
 
     loss: float
-    acc: float
+    acc: float | None
 
 
 @torch.no_grad()

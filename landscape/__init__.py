@@ -4,8 +4,11 @@ Library (modules + data + loss in, frozen results out; see docs/api.md)::
 
     from landscape import linear_barrier, hull_losses, loss_plane, hessian_trace, HessianOperator
 
-The command-line tools (``python -m landscape.barrier``, ``landscape.tools.subspace``, ``landscape.tools.hessian``)
-are thin layers that rebuild models and data from the toolkit's checkpoint files.
+The command-line tools (``python -m landscape.barrier``, ``landscape.subspace``, ``landscape.hessian``;
+:mod:`landscape.tools`) are thin layers that rebuild models and data from the toolkit's checkpoint files.
+``landscape.align``, ``landscape.barrier``, ``landscape.hessian`` and ``landscape.subspace`` are their command
+names (``python -m``), not modules to import: ``from landscape import align`` is the function
+:func:`landscape.matching.align`.
 """
 
 from core.errors import quiet_start_up_interrupts
@@ -15,13 +18,14 @@ quiet_start_up_interrupts()
 # where each public name lives; imported on first use (PEP 562), so that a command-line tool loads only
 # the modules it runs (docs/performance.md, start-up)
 _EXPORTS = {
+    "core.evaluate": ("Evaluation",),
     "landscape.batches": ("ArgumentError", "as_batches", "cross_entropy"),
-    "landscape.combination": ("Point", "mean_loss"),
+    "landscape.combination": ("mean_loss",),
     "landscape.connectivity": ("HullLosses", "LinearBarrier", "PlaneLosses", "frankle_barrier", "hull_losses",
-                               "linear_barrier", "loss_plane", "max_barrier"),
+                               "linear_barrier", "linear_barriers", "loss_plane", "max_barrier"),
     "landscape.curvature": ("Eigenvalue", "HessianOperator", "hessian_trace", "top_eigenvalue"),
     "landscape.flatness": ("NormalizedTrace", "batchnorm_layers", "normalized_trace"),
-    "landscape.matching": ("Alignment", "activation_matching", "weight_matching"),
+    "landscape.matching": ("Alignment", "activation_matching", "align", "weight_matching"),
     "landscape.permutations": ("PermutationSpec", "permutation_spec"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -45,14 +49,15 @@ __all__ = [
     "Alignment",
     "ArgumentError",
     "Eigenvalue",
+    "Evaluation",
     "HessianOperator",
     "HullLosses",
     "LinearBarrier",
     "NormalizedTrace",
     "PermutationSpec",
     "PlaneLosses",
-    "Point",
     "activation_matching",
+    "align",
     "as_batches",
     "batchnorm_layers",
     "cross_entropy",
@@ -60,6 +65,7 @@ __all__ = [
     "hessian_trace",
     "hull_losses",
     "linear_barrier",
+    "linear_barriers",
     "loss_plane",
     "max_barrier",
     "mean_loss",

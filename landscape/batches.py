@@ -49,8 +49,8 @@ from core.errors import LibraryArgumentError
 
 LossFn = Callable[[Any, Tensor], Tensor]
 Batch = tuple[Any, Tensor]
-DEFAULT_BATCH_SIZE = 1000
-DEFAULT_BN_SAMPLES = 2048
+DEFAULT_BATCH_SIZE = 1000  # an (X, y) pair's batches; the tools' when a run records no eval_batch_size
+DEFAULT_BN_SAMPLES = 2048  # samples that recompute BatchNorm by default (the tools' --bn-recal, --samples)
 # The most a function or command line may ask for: beyond these a scan or estimate would not fit in memory or
 # finish (each grid point is one evaluation of the whole data set; each probe a vector of every weight).
 MAX_POINTS = 10_001

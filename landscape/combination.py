@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,11 +30,13 @@ import torch
 from torch import Tensor, nn
 
 from core.averaging import apply_model, has_batchnorm, recalibrate_batchnorm
+from core.evaluate import Evaluation
 from core.progress import tqdm
 from landscape.batches import (
     ArgumentError,
     Batch,
     LossFn,
+    check_finite,
     check_model,
     cross_entropy_sum,
     logits_of,
@@ -45,23 +46,15 @@ from landscape.batches import (
 from landscape.batches import batches as make_batches
 
 
-@dataclass(frozen=True)
-class Point:
-    """Mean loss over the samples of one data set, and the accuracy (a fraction) when the outputs are
-    class logits (2-D outputs, 1-D integer targets); ``acc`` is None otherwise."""
-
-    loss: float
-    acc: float | None
-
-
 def is_class_logits(outputs: Tensor, targets: Tensor) -> bool:
     return (isinstance(outputs, Tensor) and outputs.dim() == 2 and targets.dim() == 1
             and not targets.is_floating_point() and not targets.is_complex() and len(outputs) == len(targets))
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = None, name: str = "data") -> Point:
-    """Mean of ``loss_fn`` over every sample of ``data`` (each batch weighted by its size), model in eval mode.
+def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = None, name: str = "data") -> Evaluation:
+    """Mean of ``loss_fn`` over every sample of ``data`` (each batch weighted by its size), model in eval mode:
+    an :class:`core.evaluate.Evaluation` (``acc`` None unless the outputs are class logits).
 
     ``data``: batches as :mod:`landscape.batches` describes them (pairs, mappings with ``labels``, an
     ``(X, y)`` pair).
@@ -87,7 +80,7 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
         model.train(was_training)
 
 
-def _mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None, name: str) -> Point:
+def _mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None, name: str) -> Evaluation:
     total, correct, count, classify = 0.0, 0, 0, None
     for x, y in data:
         outputs = apply_model(model, x)
@@ -102,7 +95,7 @@ def _mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None, 
         count += len(y)
     if count == 0:
         raise ArgumentError(f"{name} is empty: it yielded no samples")
-    return Point(total / count, correct / count if classify else None)
+    return Evaluation(total / count, correct / count if classify else None)
 
 
 def _joined(inputs: Sequence[Any]) -> Any:
@@ -276,18 +269,32 @@ class Combination:
             recalibrate_batchnorm(self.model, bn)
         return self.model.eval()
 
-    def evaluate(self, coefficients: Sequence[float], data: Mapping[str, Iterable[Batch]],
-                 loss_fn: LossFn | None = None, bn: Iterable[Batch] | None = None) -> dict[str, Point]:
-        """:func:`mean_loss` of theta(c) on each named data set (each iterated once)."""
-        model = self.load(coefficients, bn)
-        return {name: mean_loss(model, batches, loss_fn, name) for name, batches in data.items()}
+    def evaluate(self, rows: Sequence[Sequence[float]], data: Mapping[str, Iterable[Batch]],
+                 loss_fn: LossFn | None = None, bn: Iterable[Batch] | None = None, *, desc: str = "points",
+                 progress: bool | None = None, results: dict[int, dict[str, Evaluation]] | None = None,
+                 on_point: Callable[[dict[int, dict[str, Evaluation]]], None] | None = None
+                 ) -> list[dict[str, Evaluation]]:
+        """:func:`mean_loss` of theta(c) on each named data set, for every row c of ``rows`` (coefficients
+        summing to 1): the one evaluation of the library's scans.
 
-    def evaluate_many(self, rows: Sequence[Sequence[float]], evaluate: Callable[[Sequence[float]], dict[str, Point]],
-                      desc: str, progress: bool | None = None, results: dict[int, dict[str, Point]] | None = None,
-                      on_point: Callable[[dict[int, dict[str, Point]]], None] | None = None
-                      ) -> dict[int, dict[str, Point]]:
-        """``evaluate(row)`` for every row not in ``results`` yet (filled in place, so a caller can keep and
-        continue a partial scan), with a progress bar (``progress`` None: only on a terminal)."""
+        At each row BatchNorm is recomputed once on ``bn`` (if given, for a model with BatchNorm), then every
+        data set is iterated once; every loss passes :func:`landscape.batches.check_finite`. ``results``
+        (row index -> evaluations) is filled in place and rows already in it are skipped, so that a caller can
+        keep and continue a partial scan; ``on_point(results)`` is called after each new row. A progress bar
+        named ``desc`` shows on a terminal (``progress`` None) or when asked.
+
+        Returns:
+            ``{name: Evaluation}`` of every row, in the order of ``rows``.
+
+        Example:
+            >>> import torch
+            >>> a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+            >>> X, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+            >>> line = Combination(a, [a.state_dict(), b.state_dict()])
+            >>> ends = line.evaluate([(1.0, 0.0), (0.0, 1.0)], {"data": [(X, y)]})
+            >>> ends[0]["data"] == mean_loss(a, [(X, y)]), ends[1]["data"] == mean_loss(b, [(X, y)])
+            (True, True)
+        """
         results = {} if results is None else results
         with tqdm(total=len(rows), desc=desc, unit="point", leave=False,
                   disable=None if progress is None else not progress) as bar:
@@ -295,11 +302,14 @@ class Combination:
             for i, c in enumerate(rows):
                 if i in results:
                     continue
-                results[i] = evaluate(c)
+                model = self.load(c, bn)
+                results[i] = {name: mean_loss(model, batches, loss_fn, name) for name, batches in data.items()}
+                for name, point in results[i].items():
+                    check_finite(point.loss, f"the {name} loss at coefficients {list(c)}")
                 bar.update()
                 if on_point is not None:
                     on_point(results)
-        return results
+        return [results[i] for i in range(len(rows))]
 
     def displacement_gram(self) -> np.ndarray:
         """G[i, j] = <theta_{i+2} - theta_1, theta_{j+2} - theta_1> over the parameters (not buffers)."""

@@ -14,6 +14,8 @@ point. The device is the models' (that of the first model's parameters).
 
 * :func:`linear_barrier`: theta(lambda) = (1 - lambda) theta_a + lambda theta_b; the barrier of
   Frankle et al. 2020 (height above the chord) and ``barrier_max`` (above the higher endpoint).
+  :func:`linear_barriers` measures that line on several named data sets (``{"train": ..., "test": ...}``)
+  in one scan.
 * :func:`hull_losses`: uniform Dirichlet(1, ..., 1) samples of the models' convex hull (the claim of
   SWAMP, Choi et al. 2024, that the particles' hull is low-loss).
 * :func:`loss_plane`: the plane through three models (Garipov et al. 2018), Gram-Schmidt coordinates.
@@ -22,13 +24,14 @@ point. The device is the models' (that of the first model's parameters).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
 
+from core.evaluate import Evaluation
 from landscape.batches import (
     MAX_HULL_SAMPLES,
     MAX_POINTS,
@@ -37,10 +40,9 @@ from landscape.batches import (
     LossFn,
     batches,
     bn_batches,
-    check_finite,
     check_model,
 )
-from landscape.combination import Combination, Point, even_batches, model_device
+from landscape.combination import Combination, even_batches, model_device
 
 if TYPE_CHECKING:
     from landscape.matching import Alignment
@@ -111,9 +113,9 @@ def _count(value: Any, name: str, least: int, most: int | None = None) -> int:
 
 
 class _Scan:
-    """What every function shares: the combination, the data on the models' device and the BN batches."""
+    """What every function shares: the combination, the named data sets on the models' device and the BN batches."""
 
-    def __init__(self, models: Sequence[nn.Module], data: Any, loss_fn: LossFn | None, bn_data: Any,
+    def __init__(self, models: Sequence[nn.Module], data: Mapping[str, Any], loss_fn: LossFn | None, bn_data: Any,
                  masks: Any, batch_size: int | None, least: int, exactly: int | None = None):
         if isinstance(models, nn.Module) or not isinstance(models, Sequence):
             raise ArgumentError(f"models must be a sequence of torch.nn.Module, got {type(models).__name__}")
@@ -129,11 +131,11 @@ class _Scan:
             raise ArgumentError(f"loss_fn must be callable(outputs, targets) -> mean loss, got {loss_fn!r}")
         self.combination = Combination(models[0], [m.state_dict() for m in models], masks)
         self.device = model_device(models[0])
-        self.data = batches(data, batch_size, "data", self.device)
+        self.data = {name: batches(d, batch_size, name, self.device) for name, d in data.items()}
         self.loss_fn = loss_fn
         self.bn = None
         if self.combination.has_batchnorm:
-            chosen = bn_batches(bn_data, self.data, batch_size)
+            chosen = bn_batches(bn_data, next(iter(self.data.values())), batch_size)
             self.bn = None if chosen is None else even_batches(list(chosen))
             if self.bn is not None and not self.bn:
                 raise ArgumentError("bn_data is empty: it yielded no batch")
@@ -141,24 +143,25 @@ class _Scan:
                         "stored BatchNorm statistics combined like the weights" if self.bn is None else
                         f"recalibrated on {sum(len(y) for _, y in self.bn)} samples")
 
-    def own(self, index: int, count: int) -> Point:
-        """Model ``index``'s own loss: its weights and its stored BatchNorm statistics (no recomputation)."""
-        point = self.combination.evaluate(np.eye(count)[index].tolist(), {"data": self.data}, self.loss_fn)["data"]
-        check_finite(point.loss, f"the loss of model {index}")
-        return point
+    def own(self, count: int) -> list[dict[str, Evaluation]]:
+        """Every model's own losses: its weights and its stored BatchNorm statistics (no recomputation)."""
+        return self.combination.evaluate(np.eye(count).tolist(), self.data, self.loss_fn, progress=False)
 
-    def points(self, rows: Sequence[Sequence[float]], desc: str, progress: bool | None) -> list[Point]:
-        def one(c: Sequence[float]) -> dict[str, Point]:
-            point = self.combination.evaluate(c, {"data": self.data}, self.loss_fn, self.bn)["data"]
-            check_finite(point.loss, f"the loss at coefficients {list(c)}")
-            return {"data": point}
-
-        results = self.combination.evaluate_many(rows, one, desc, progress)
-        return [results[i]["data"] for i in range(len(rows))]
+    def points(self, rows: Sequence[Sequence[float]], desc: str, progress: bool | None) -> list[dict[str, Evaluation]]:
+        return self.combination.evaluate(rows, self.data, self.loss_fn, self.bn, desc=desc, progress=progress)
 
 
-def _errors(points: Sequence[Point]) -> tuple[float, ...] | None:
+def _errors(points: Sequence[Evaluation]) -> tuple[float, ...] | None:
     return None if points[0].acc is None else tuple(1.0 - p.acc for p in points)
+
+
+def _accuracies(points: Sequence[Evaluation]) -> tuple[float, ...] | None:
+    return None if points[0].acc is None else tuple(p.acc for p in points)
+
+
+def _one(data: Any) -> dict[str, Any]:
+    """``data`` as the one named data set of a scan: ``data`` is its name in every message."""
+    return {"data": data}
 
 
 @dataclass(frozen=True)
@@ -167,12 +170,13 @@ class LinearBarrier:
 
     ``barrier``: max_lambda L(lambda) - ((1 - lambda) L(0) + lambda L(1)) (Frankle et al. 2020);
     ``barrier_max``: max_lambda L(lambda) - max(L(0), L(1)); both >= 0 and 0 for a = b. ``errors`` and
-    ``error_barrier`` / ``error_barrier_max`` (fractions) are None unless the outputs are class logits.
+    ``error_barrier`` / ``error_barrier_max`` (fractions) are None unless the outputs are class logits;
+    ``accuracies`` are then the accuracies the errors are 1 minus (as measured, not recomputed from them).
 
     The endpoints of the line are a and b with BatchNorm recomputed like every other point, so
     ``losses[0]`` is a's loss after recomputation, which differs from a's own loss when a has BatchNorm.
-    ``endpoint_losses`` (and ``endpoint_errors``) are a's and b's own: their weights with their stored
-    statistics (equal to ``losses[0]`` and ``losses[-1]`` when nothing is recomputed).
+    ``endpoint_losses`` (``endpoint_errors``, ``endpoint_accuracies``) are a's and b's own: their weights with
+    their stored statistics (equal to ``losses[0]`` and ``losses[-1]`` when nothing is recomputed).
     """
 
     lambdas: tuple[float, ...]
@@ -186,14 +190,30 @@ class LinearBarrier:
     alignment: Alignment | None = None
     endpoint_losses: tuple[float, float] | None = None
     endpoint_errors: tuple[float, float] | None = None
+    accuracies: tuple[float, ...] | None = None
+    endpoint_accuracies: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        def listed(values: tuple[float, ...] | None) -> list[float] | None:
+            return None if values is None else list(values)
+
         out = {"lambdas": list(self.lambdas), "losses": list(self.losses), "barrier": self.barrier,
-               "barrier_max": self.barrier_max, "errors": None if self.errors is None else list(self.errors),
+               "barrier_max": self.barrier_max, "errors": listed(self.errors),
                "error_barrier": self.error_barrier, "error_barrier_max": self.error_barrier_max, "bn": self.bn,
-               "endpoint_losses": None if self.endpoint_losses is None else list(self.endpoint_losses),
-               "endpoint_errors": None if self.endpoint_errors is None else list(self.endpoint_errors)}
+               "endpoint_losses": listed(self.endpoint_losses), "endpoint_errors": listed(self.endpoint_errors),
+               "accuracies": listed(self.accuracies), "endpoint_accuracies": listed(self.endpoint_accuracies)}
         return out if self.alignment is None else {**out, "alignment": self.alignment.to_json()}
+
+
+def _line(lambdas: tuple[float, ...], values: Sequence[Evaluation], ends: Sequence[Evaluation], bn: str,
+          alignment: Alignment | None) -> LinearBarrier:
+    """Both barriers of the loss (and error) at ``lambdas``, with a's and b's own ``ends``."""
+    losses, errors = tuple(p.loss for p in values), _errors(values)
+    end_errors, end_accuracies = _errors(ends), _accuracies(ends)
+    return LinearBarrier(lambdas, losses, frankle_barrier(lambdas, losses), max_barrier(losses), errors,
+                         None if errors is None else frankle_barrier(lambdas, errors),
+                         None if errors is None else max_barrier(errors), bn, alignment,
+                         (ends[0].loss, ends[1].loss), end_errors, _accuracies(values), end_accuracies)
 
 
 def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | None = None, points: int = 11,
@@ -206,6 +226,7 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
     ``barrier = max_lambda [L(lambda) - ((1 - lambda) L(0) + lambda L(1))]``. With ``align``, b's hidden
     units are first permuted to match a's (:func:`landscape.matching.align`; Entezari et al. 2022, Ainsworth
     et al. 2023), which leaves b's function unchanged, and the line runs from a to the aligned b.
+    :func:`linear_barriers` measures the same line on several data sets at once.
 
     Args:
         a, b: modules of one architecture (same state_dict names, shapes, dtypes); never modified.
@@ -233,28 +254,55 @@ def linear_barrier(a: nn.Module, b: nn.Module, data: Any, *, loss_fn: LossFn | N
         >>> len(result.losses), result.barrier >= 0, linear_barrier(a, a, (X, y)).barrier
         (5, True, 0.0)
     """
+    return linear_barriers(a, b, _one(data), loss_fn=loss_fn, points=points, bn_data=bn_data, masks=masks,
+                           batch_size=batch_size, progress=progress, align=align)["data"]
+
+
+def linear_barriers(a: nn.Module, b: nn.Module, data: Mapping[str, Any], *, loss_fn: LossFn | None = None,
+                    points: int = 11, bn_data: Any = None, masks: Any = None, batch_size: int | None = None,
+                    progress: bool | None = None, align: bool | str = False) -> dict[str, LinearBarrier]:
+    """:func:`linear_barrier` on several named data sets at once (e.g. ``{"train": ..., "test": ...}``): one
+    :class:`LinearBarrier` per name, from one scan of the line, where each point is loaded and its BatchNorm
+    recomputed once for all data sets.
+
+    Args:
+        data: ``{name: data}``, each as ``data`` of :func:`linear_barrier` (the name stands for it in messages);
+            at least one. ``bn_data`` defaults to the first 2048 samples of the first, and activation
+            matching (``align="activations"``) runs on the first.
+        a, b, loss_fn, points, bn_data, masks, batch_size, progress, align: as in :func:`linear_barrier`.
+
+    Returns:
+        ``{name: LinearBarrier}``, in the order of ``data``.
+
+    Example:
+        >>> import torch
+        >>> torch.manual_seed(0) and None
+        >>> a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> both = linear_barriers(a, b, {"train": (X[:48], y[:48]), "test": (X[48:], y[48:])}, points=3)
+        >>> both["test"] == linear_barrier(a, b, (X[48:], y[48:]), points=3)
+        True
+    """
     points = _count(points, "points", 2, MAX_POINTS)
+    if not isinstance(data, Mapping) or not data:
+        raise ArgumentError(f"data must be a non-empty mapping of names to data sets, got {type(data).__name__}")
     if align not in (False, True, "weights", "activations"):
         raise ArgumentError(f"align must be False, True, 'weights' or 'activations', got {align!r}")
     alignment = None
     if align:
-        from landscape.matching import align as align_models  # torch.fx, only when aligning
+        from landscape.matching import align as align_models  # permutations: loaded only when aligning
 
-        alignment = align_models(a, b, method="weights" if align is True else align, data=data, masks=masks,
-                                 batch_size=batch_size)
+        alignment = align_models(a, b, method="weights" if align is True else align,
+                                 data=next(iter(data.values())), masks=masks, batch_size=batch_size)
         b = alignment.model
         if masks is not None:
             masks = {k: alignment.masks[k].maximum(m.to(alignment.masks[k])) for k, m in masks.items()}
     scan = _Scan([a, b], data, loss_fn, bn_data, masks, batch_size, 2, exactly=2)
     lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
     values = scan.points([(1.0 - lam, lam) for lam in lambdas], "lambda", progress)
-    losses, errors = tuple(p.loss for p in values), _errors(values)
-    ends = [values[0], values[-1]] if scan.bn is None else [scan.own(i, 2) for i in range(2)]
-    end_errors = _errors(ends)
-    return LinearBarrier(lambdas, losses, frankle_barrier(lambdas, losses), max_barrier(losses), errors,
-                         None if errors is None else frankle_barrier(lambdas, errors),
-                         None if errors is None else max_barrier(errors), scan.bn_note, alignment,
-                         (ends[0].loss, ends[1].loss), None if end_errors is None else (end_errors[0], end_errors[1]))
+    ends = [values[0], values[-1]] if scan.bn is None else scan.own(2)
+    return {name: _line(lambdas, [v[name] for v in values], [e[name] for e in ends], scan.bn_note, alignment)
+            for name in scan.data}
 
 
 @dataclass(frozen=True)
@@ -306,10 +354,11 @@ def hull_losses(models: Sequence[nn.Module], data: Any, *, samples: int = 32, se
     """
     samples = _count(samples, "samples", 1, MAX_HULL_SAMPLES)
     seed = _count(seed, "seed", 0)
-    scan = _Scan(models, data, loss_fn, bn_data, masks, batch_size, 2)
+    scan = _Scan(models, _one(data), loss_fn, bn_data, masks, batch_size, 2)
     n = len(models)
     coefficients = tuple(tuple(float(x) for x in row) for row in simplex_samples(n, samples, seed))
-    values = scan.points([tuple(np.eye(n)[i]) for i in range(n)] + list(coefficients), "hull", progress)
+    values = [v["data"] for v in scan.points([tuple(np.eye(n)[i]) for i in range(n)] + list(coefficients), "hull",
+                                             progress)]
     vertices, hull = values[:n], values[n:]
     return HullLosses(coefficients, tuple(p.loss for p in hull), tuple(p.loss for p in vertices), _errors(hull),
                       _errors(vertices), seed, scan.bn_note)
@@ -365,10 +414,11 @@ def loss_plane(models: Sequence[nn.Module], data: Any, *, resolution: int = 21, 
     resolution = _count(resolution, "resolution", 2, MAX_RESOLUTION)
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin) or margin < 0:
         raise ArgumentError(f"margin must be a finite number >= 0, got {margin!r}")
-    scan = _Scan(models, data, loss_fn, bn_data, masks, batch_size, 3, exactly=3)
+    scan = _Scan(models, _one(data), loss_fn, bn_data, masks, batch_size, 3, exactly=3)
     geometry = plane_geometry(scan.combination.displacement_gram())
     xs, ys = geometry.grid(resolution, float(margin))
-    values = scan.points([geometry.coefficients(x, y) for y in ys for x in xs], "plane", progress)
+    values = [v["data"] for v in scan.points([geometry.coefficients(x, y) for y in ys for x in xs], "plane",
+                                             progress)]
     losses = tuple(tuple(values[iy * resolution + ix].loss for ix in range(resolution)) for iy in range(resolution))
     errors = _errors(values)
     grid_errors = None if errors is None else tuple(

@@ -29,10 +29,12 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
-from landscape.align_methods import METHOD_NAMES, METHODS
 from landscape.batches import ArgumentError, batches, check_model, peek
 from landscape.combination import check_masks, model_device
 from landscape.permutations import PermutationSpec, permutation_spec, permute_state
+
+METHODS = ("weights", "activations")  # the ways :func:`align` finds the permutations
+METHOD_NAMES = {"weights": "weight matching", "activations": "activation matching"}
 
 __all__ = ["METHODS", "METHOD_NAMES", "Alignment", "activation_matching", "align", "weight_matching"]
 ALIGN_STREAM = 0x414C  # keeps the order of the groups apart from any other use of the same seed
@@ -277,8 +279,31 @@ def activation_matching(reference: nn.Module, other: nn.Module, data: Any, *, ma
 
 def align(reference: nn.Module, other: nn.Module, *, method: str = "weights", data: Any = None, masks: Any = None,
           max_iter: int = 100, seed: int = 0, batch_size: int | None = None) -> Alignment:
-    """:func:`weight_matching` (``method="weights"``) or :func:`activation_matching` (``"activations"``,
-    on ``data``) of ``other`` to ``reference``."""
+    """Permute ``other``'s hidden units to match ``reference`` (Git Re-Basin, Ainsworth et al. 2023):
+    :func:`weight_matching` (``method="weights"``) or :func:`activation_matching` (``"activations"``, on
+    ``data``). This is ``from landscape import align``; ``python -m landscape.align`` is the command-line tool
+    for checkpoint files (:mod:`landscape.tools.align`).
+
+    Args:
+        reference, other: modules of one architecture; never modified.
+        method: one of :data:`METHODS`.
+        data: batches for activation matching (as in :func:`activation_matching`); unused by weight matching.
+        masks: ``{parameter name: 0/1 tensor}`` of ``other``, permuted with its weights.
+        max_iter, seed: of weight matching; batch_size: of activation matching's ``(X, y)`` pair.
+
+    Returns:
+        :class:`Alignment`: the aligned copy of ``other`` (``model``), its permuted masks and the objective.
+
+    Example:
+        >>> import torch
+        >>> torch.manual_seed(0) and None
+        >>> ref, other = (torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        ...               for _ in range(2))
+        >>> done = align(ref, other)
+        >>> x = torch.randn(5, 4)
+        >>> torch.allclose(done.model(x), other(x), atol=1e-6), done.method
+        (True, 'weights')
+    """
     if method == "weights":
         return weight_matching(reference, other, masks=masks, max_iter=max_iter, seed=seed)
     if method == "activations":

@@ -31,11 +31,11 @@ import torch
 from core.artifacts.outputs import check_outputs
 from core.errors import ArgumentParser, UserError, run_cli
 from core.models import build_model, model_spec
+from core.options import add_dataclass_arguments
 from landscape.tools.align import weight_matching
 from landscape.tools.artifacts import EvalOptions, run_particles
 from landscape.tools.barrier import checkpoint_barrier
 from landscape.tools.cli import cycle_list, write_json
-from landscape.tools.options import add_dataclass_arguments
 
 TEST = EvalOptions(("test",), progress=False)
 COST_MODELS = ("mlp", "cnn1d", "resnet20", "wrn28x2", "vgg19", "resnet18", "resnet50")

@@ -28,10 +28,9 @@ and the command waits for them (the same files as in one process).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,60 +40,55 @@ from core.artifacts.ownership import check_usable_directory
 from core.artifacts.rundir import RunDir
 from core.device import resolve_device
 from core.errors import ArgumentParser, UserError, run_cli
+from core.options import add_dataclass_arguments, check_fields, flag_of, from_args, option, to_json
 from core.progress import tqdm
 from core.seeds import check_seed
 from landscape.tools.artifacts import SPLITS, EvalOptions, run_particles
 from landscape.tools.barrier import checkpoint_barrier, cycle_barriers
 from landscape.tools.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, MAX_RESOLUTION, check_at_most, write_json
 from landscape.tools.hessian_report import HessianOptions, analyse_checkpoint
-from landscape.tools.options import add_dataclass_arguments
 from landscape.tools.plane import checkpoint_plane
 from landscape.tools.subspace import hull_landscape
 from studies.grid.launchers import SUBMITIT, LauncherOptions, add_launcher_flags, check_device, launcher_options
 from studies.grid.manifest import cycles_done
 from studies.grid.workers import WorkerPool, check_jobs, set_threads, worker_threads
 from studies.manifest import ANALYSIS, method_roles, read_study
-from studies.settings import check_counts, count_setting
 
 KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
 
 
+def _splits_of_flag(text: str) -> tuple[str, ...]:
+    return tuple(text.split(","))
+
+
+def _count(default: int, help_: str, least: int) -> Any:
+    """An integer setting of at least ``least``; its flag's text is parsed here (one line naming the flag)."""
+    return option(default, help_, least=least, metavar="N", to_field=int)
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
-    """Resolution of every measurement (the same for all runs, so they can be compared)."""
+    """Resolution of every measurement (the same for all runs, so they can be compared); each field is a flag
+    of ``python -m studies.analyse``."""
 
-    points: int = count_setting(11, 2)
-    splits: tuple[str, ...] = ("train", "test")
-    bn_recal: int = count_setting(2048, 0)
-    hull_samples: int = count_setting(32, 1)
-    plane_resolution: int = count_setting(15, 2)
-    hessian_probes: int = count_setting(32, 2)  # one product gives no standard error
-    hessian_samples: int = count_setting(1024, 1)
-    seed: int = count_setting(0, 0)
-
-    @classmethod
-    def from_flags(cls, given: dict[str, str], base: AnalysisSettings) -> AnalysisSettings:
-        """``base`` with the flag values ``given`` (field name -> command-line text), validated."""
-        values: dict[str, Any] = {}
-        for name, text in given.items():
-            if name == "splits":
-                values[name] = tuple(text.split(","))
-                continue
-            try:
-                values[name] = int(text)
-            except ValueError:
-                raise UserError(f"{_flag(name)} must be an integer, not {text!r}") from None
-        settings = replace(base, **values)
-        settings.validate()
-        return settings
+    points: int = _count(11, "points on each interpolation line", 2)
+    splits: tuple[str, ...] = option(("train", "test"), "data splits to evaluate: train, test or train,test",
+                                     metavar="SPLIT,...", to_field=_splits_of_flag, to_flag=",".join)
+    bn_recal: int = _count(2048, "train samples for BatchNorm recalibration at every point (0: combine the stored "
+                           "statistics)", 0)
+    hull_samples: int = _count(32, "Dirichlet samples of each convex hull", 1)
+    plane_resolution: int = _count(15, "plane grid N x N", 2)
+    hessian_probes: int = _count(32, "Hutchinson probes per Hessian trace", 2)  # one product gives no standard error
+    hessian_samples: int = _count(1024, "seeded train samples the Hessian is taken over", 1)
+    seed: int = _count(0, "seed of every subsample and random probe", 0)
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the flag of the first impossible setting."""
-        check_counts(self, _flag)
+        check_fields(self)
         check_seed(self.seed)
         for name, limit in (("points", MAX_POINTS), ("hull_samples", MAX_HULL_SAMPLES),
                             ("plane_resolution", MAX_RESOLUTION), ("hessian_probes", MAX_PROBES)):
-            check_at_most(getattr(self, name), limit, _flag(name))
+            check_at_most(getattr(self, name), limit, flag_of(name))
         splits = self.splits
         if not isinstance(splits, tuple) or not splits or not set(splits) <= set(SPLITS) \
                 or len(set(splits)) != len(splits):
@@ -187,7 +181,7 @@ def default_settings(manifest: dict[str, Any]) -> AnalysisSettings:
 def check_settings(root: Path, settings: AnalysisSettings) -> None:
     """Measurements of one study must share their settings; the first analysis records them."""
     path = root / ANALYSIS / "settings.json"
-    body = json.loads(json.dumps(asdict(settings)))
+    body = to_json(settings)
     if path.is_file():
         try:
             saved = read_json(path)
@@ -316,21 +310,9 @@ def _analyse_in_jobs(root: Path, todo: Sequence[Job], settings: AnalysisSettings
              [(items, root, settings, options, device) for items in chunks.values()], done)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def check_kinds(kinds: Sequence[str]) -> None:
     if not kinds or not set(kinds) <= set(KINDS) or len(set(kinds)) != len(kinds):
         raise UserError(f"--only takes a comma-separated subset of {', '.join(KINDS)}, not {','.join(kinds)!r}")
-
-
-SETTING_HELP = {"points": "points on each interpolation line", "splits": "data splits to evaluate: train, test "
-                "or train,test", "bn_recal": "train samples for BatchNorm recalibration at every point (0: combine "
-                "the stored statistics)", "hull_samples": "Dirichlet samples of each convex hull",
-                "plane_resolution": "plane grid N x N", "hessian_probes": "Hutchinson probes per Hessian trace",
-                "hessian_samples": "seeded train samples the Hessian is taken over",
-                "seed": "seed of every subsample and random probe"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,11 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     def shown(value: Any) -> str:
         return ",".join(value) if isinstance(value, tuple) else str(value)
 
-    for f in fields(AnalysisSettings):
-        least = f" (at least {f.metadata['least']})" if "least" in f.metadata else ""
-        parser.add_argument(_flag(f.name), default=None, metavar="SPLIT,..." if f.name == "splits" else "N",
-                            help=f"{SETTING_HELP[f.name]}{least} (default {shown(f.default)}; "
-                                 f"{shown(getattr(QUICK_SETTINGS, f.name))} for --quick studies)")
+    add_dataclass_arguments(parser, AnalysisSettings, unset=True, default_words={
+        f.name: f"{shown(f.default)}; {shown(getattr(QUICK_SETTINGS, f.name))} for --quick studies"
+        for f in fields(AnalysisSettings)})
     return parser
 
 
@@ -378,8 +358,10 @@ def parse_analysis(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Anal
     kinds = args.only.split(",")
     check_kinds(kinds)
     args.device = check_device(args.device, args.launch.name)
-    given = {f.name: getattr(args, f.name) for f in fields(AnalysisSettings) if getattr(args, f.name) is not None}
-    settings = AnalysisSettings.from_flags(given, default_settings(read_study(args.study))) if given else None
+    settings = None
+    if any(getattr(args, f.name) is not None for f in fields(AnalysisSettings)):
+        settings = from_args(AnalysisSettings, args, base=default_settings(read_study(args.study)))
+        settings.validate()
     return args, settings, kinds
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import ArgumentParser, UserError, run_cli
+from core.options import add_dataclass_arguments
 from landscape.tools.artifacts import EvalOptions
 from landscape.tools.cli import cycle_list
-from landscape.tools.options import add_dataclass_arguments
 from studies import tables as st
 from studies.claims import claims_report
 from studies.controls import controls_section

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -22,10 +24,14 @@ TINY_ARGS = ["--cycles", "3", "--epochs", "2", "--particles", "3", "--rewind-epo
 
 def command_module(name: str):
     """The module whose ``main()`` ``python -m NAME`` runs: ``NAME`` itself, or the module a command alias
-    (``landscape.barrier``, ``training.study``, ``studies.grid``) names in its ``TARGET``."""
-    module = importlib.import_module(name)
-    target = getattr(module, "TARGET", None)
-    return importlib.import_module(target) if target else module
+    (``landscape.barrier``, ``training.study``, ``studies.grid``) names in its ``TARGET``, read from the alias's
+    source: an alias is never imported as a module (``from landscape import align`` must stay the function)."""
+    spec = importlib.util.find_spec(name)
+    source = spec.loader.get_source(name) if spec is not None and spec.loader is not None else None
+    targets = [node.value.value for node in ast.parse(source or "").body
+               if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+               and any(isinstance(t, ast.Name) and t.id == "TARGET" for t in node.targets)]
+    return importlib.import_module(targets[0] if targets else name)
 
 
 def one_line(call, *args, **kwargs) -> str:
@@ -60,6 +66,19 @@ def make_run(out: Path, *extra: str) -> Path:
 
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+REPOSITORY = DATA_DIR.parent
+SOURCE_PACKAGES = ("core", "training", "landscape", "studies")
+
+
+def source_modules(root: Path = REPOSITORY, packages: tuple[str, ...] = SOURCE_PACKAGES) -> dict[str, Path]:
+    """Every module of ``packages`` under ``root`` by its dotted name (a package by its folder's), found by walking
+    the folders: a new module is included without being listed anywhere."""
+    found = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -385,14 +385,3 @@ def test_controls_refuse_a_bad_json_before_any_compute(study, capsys, monkeypatc
     monkeypatch.setattr("studies.controls.cli.measure", no_compute)
     refused(capsys, controls_main, [str(study), "--json", ""], "--json")
     refused(capsys, controls_main, [str(study), "--json", str(study / "study.json")], "--json")
-
-
-def test_the_examples_of_the_reader_and_the_budget_run():
-    import doctest
-
-    from core.artifacts import jsonfile
-    from core.models import budget
-
-    for module in (jsonfile, budget):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted >= 3

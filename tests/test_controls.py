@@ -33,7 +33,7 @@ PLANNED = 2 * 2 * 2 * 3 + 2 * 2 + 2 * 2 + 2 * 2 + 2 * 2 * 2  # particle pairs, s
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A family of two studies (``studies.grid.cli --models mlp --rewinds 1,0``), cells mlp-r1 (the grid) and
+    """A family of two studies (``studies.grid --models mlp --rewinds 1,0``), cells mlp-r1 (the grid) and
     mlp-r0: IMP and SWAMP (3 particles), seeds 0 and 1, 2 cycles of 1 epoch, at rewind points 1 and 0."""
     root = tmp_path_factory.mktemp("controls") / "family"
     assert study_main([*STUDY, "--models", "mlp", "--rewinds", "1,0", "--out", str(root)]) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 
@@ -14,7 +13,6 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
-import landscape.curvature
 from landscape.batches import ArgumentError
 from landscape.curvature import HessianOperator, hessian_trace, top_eigenvalue
 
@@ -215,11 +213,6 @@ def test_bad_inputs_name_the_argument(call, error, words):
     with pytest.raises(error, match="^" + words.replace("(", r"\(").replace(")", r"\)")) as info:
         call(model, data)
     assert "--" not in str(info.value)  # no CLI flag names
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(landscape.curvature)
-    assert result.failed == 0 and result.attempted > 0
 
 
 @pytest.mark.parametrize("batch", [1, 4])

@@ -6,7 +6,6 @@ Everything runs offline on tiny data: MNIST is a fixture in torchvision's on-dis
 
 from __future__ import annotations
 
-import doctest
 import json
 import struct
 import textwrap
@@ -298,12 +297,3 @@ def test_a_fakedata_checkpoint_is_probed_with_fakedata_inputs(tmp_path):
             assert ckpt.dataset["kwargs"]["image_size"] == image and build_model_of(ckpt).training is False
         else:
             assert "cannot read torchvision:FakeData inputs of shape (1, 32, 32)" in one_line(build_model_of, ckpt)
-
-
-def test_the_data_modules_examples_run():
-    import core.data
-    from core.data import catalog, factory, names, vision
-
-    for module in (core.data, catalog, factory, names, vision):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0, module.__name__

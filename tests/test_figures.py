@@ -14,9 +14,10 @@ from matplotlib.figure import Figure
 from test_control_figures import controls_json
 
 from core.evaluate import Evaluation
+from landscape.connectivity import LinearBarrier
 from landscape.spectrum import Spectrum
 from landscape.tools.artifacts import MaskInfo, Series
-from landscape.tools.barrier import AlignedLine, Barrier, BarrierResult, BarrierSet, plot_barrier, plot_barrier_set
+from landscape.tools.barrier import AlignedLine, BarrierResult, BarrierSet, plot_barrier, plot_barrier_set
 from landscape.tools.hessian_output import report_figure, run_figure
 from landscape.tools.hessian_report import HessianOptions, HessianReport, HessianResult
 from landscape.tools.plane import PlaneResult
@@ -48,12 +49,16 @@ def cycles(case: str) -> int:
 
 def barrier_result(case: str, aligned: bool = False, salt: int = 0) -> BarrierResult:
     lambdas = tuple(np.linspace(0, 1, 5).tolist())
-    curves = {s: Series(tuple(values(case, 5, 0.4, salt + n)), tuple(1 - 0.1 * v for v in values(case, 5, 1, n)))
-              for n, s in enumerate(("train", "test"))}
-    heights = {s: Barrier(*values(case, 2, 3e-4, salt + n)) for n, s in enumerate(curves)}
-    line = AlignedLine(curves, heights, heights, MASK, None) if aligned else None
-    return BarrierResult("run/cycle_01/particle_00.safetensors", "run/cycle_01/particle_01.safetensors", lambdas,
-                         curves, heights, heights, "recalibrated", MASK, "cpu", line)
+    lines = {}
+    for n, s in enumerate(("train", "test")):
+        losses, accuracies = tuple(values(case, 5, 0.4, salt + n)), tuple(1 - 0.1 * v for v in values(case, 5, 1, n))
+        loss, error = values(case, 2, 3e-4, salt + n)
+        lines[s] = LinearBarrier(lambdas, losses, loss, loss, tuple(1 - a for a in accuracies), error, error,
+                                 "recalibrated", None, (losses[0], losses[-1]), None, accuracies,
+                                 (accuracies[0], accuracies[-1]))
+    line = AlignedLine(lines, MASK, None) if aligned else None
+    return BarrierResult("run/cycle_01/particle_00.safetensors", "run/cycle_01/particle_01.safetensors", lines,
+                         "recalibrated", MASK, "cpu", line)
 
 
 def barrier_set(case: str, mode: str) -> BarrierSet:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import doctest
 
 import pytest
 import torch
@@ -160,10 +159,3 @@ def test_bad_arguments_are_named():
         normalized_trace(model, batches, granularity="filter")
     with pytest.raises(ArgumentError, match="probes must be an integer >= 1"):
         normalized_trace(model, batches, probes=0)
-
-
-def test_the_examples_run():
-    from landscape import flatness
-
-    result = doctest.testmod(flatness)
-    assert result.failed == 0 and result.attempted >= 8

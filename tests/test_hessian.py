@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import numpy as np
@@ -11,7 +10,6 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-import landscape.trace
 from landscape.hvp import hessian_matmat, make_subspace, trainable_parameters
 from landscape.spectrum import lanczos_spectrum
 from landscape.tools.hessian import HessianOptions, hessian_analysis
@@ -261,8 +259,3 @@ def test_estimators_reject_bad_budgets():
     plain = hutchinson_trace(lambda v: v @ a, 4, 2, torch.Generator().manual_seed(1), **F64)
     small = hutchpp_trace(lambda v: v @ a, 4, 2, torch.Generator().manual_seed(1), **F64)
     assert small.samples == plain.samples and small.matvecs == 2
-
-
-def test_trace_docstring_examples_run():
-    result = doctest.testmod(landscape.trace)
-    assert result.failed == 0 and result.attempted > 0

@@ -1,4 +1,4 @@
-"""``studies.grid.cli --launcher``: the submitit code path (submitit's LocalExecutor, exactly what Slurm runs)
+"""``studies.grid --launcher``: the submitit code path (submitit's LocalExecutor, exactly what Slurm runs)
 gives the sub-runs of ``--launcher processes`` byte for byte, survives a killed job, never submits a
 sub-run twice, and reports each sub-run's state; its flags are refused in one line when wrong."""
 

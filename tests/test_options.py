@@ -9,13 +9,13 @@ import dataclasses
 import pytest
 
 from core.errors import UserError
+from core.options import add_dataclass_arguments, flag_name, from_args, option
 from landscape.tools import barrier, subspace
 from landscape.tools.artifacts import EvalOptions
 from landscape.tools.cli import eval_options
 from landscape.tools.hessian import options_from_args
 from landscape.tools.hessian_output import build_parser as hessian_parser
 from landscape.tools.hessian_report import HessianOptions
-from landscape.tools.options import add_dataclass_arguments, flag_name, from_args, option
 
 #: tool -> (parser, options dataclass, flags -> options, the tool's defaults where not the dataclass's)
 TOOLS = {

@@ -9,7 +9,6 @@ not finished yet. Expected numbers are computed here from the CSV files themselv
 from __future__ import annotations
 
 import csv
-import doctest
 import json
 import math
 import shutil
@@ -280,11 +279,3 @@ def test_cli_bad_input_is_one_error_line_and_exit_2(realisations, dirs, args, me
     assert run_cli(sr.main, [*map(str, realisations[:dirs]), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
-
-
-def test_docstring_examples_run():
-    import studies.verdict
-
-    assert doctest.testmod(sr).failed == 0
-    result = doctest.testmod(studies.verdict)
-    assert result.failed == 0 and result.attempted >= 1

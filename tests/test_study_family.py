@@ -1,4 +1,4 @@
-"""``studies.grid.cli --models/--rewinds``: a family of ordinary studies, one per (model, rewind point) cell,
+"""``studies.grid --models/--rewinds``: a family of ordinary studies, one per (model, rewind point) cell,
 resumable, with one pool of ``--jobs`` across cells and the submitit launcher, each cell readable as any study;
 without the axes the study is unchanged."""
 

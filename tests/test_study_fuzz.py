@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import PAIR_STUDY_ARGS
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_data_loss import tree_digest
 
@@ -100,6 +100,8 @@ FUZZ = settings(max_examples=20, deadline=None, suppress_health_check=[HealthChe
 
 @FUZZ
 @given(path=st.sampled_from(STUDY_FIELDS), value=VALUES)
+@example(path=("seeds",), value=1)  # once a traceback (len of an int)
+@example(path=("seeds",), value={"\n": None})  # once a two-line message
 def test_any_study_json_gives_a_result_or_one_line(pair_study, scratch, capsys, path, value):
     root = _copy(pair_study, scratch / "study")
     (root / "study.json").write_text(with_value(json.loads((pair_study / "study.json").read_text()), path, value))

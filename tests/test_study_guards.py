@@ -188,7 +188,7 @@ def test_controls_and_alignment_refuse_the_files_issue_24_lost(family, capsys):
 
 
 def test_align_never_writes_into_an_input_run(family, tmp_path, capsys):
-    """Item 10: ``landscape.tools.align --out RUN/cycle_00/aligned.safetensors`` wrote into the run, which then could
+    """Item 10: ``landscape.align --out RUN/cycle_00/aligned.safetensors`` wrote into the run, which then could
     not be --overwritten; any run is off limits, also through a linked folder."""
     cycle = family / "cells" / "mlp-r1" / "runs" / "imp-s0" / "cycle_00"
     solution = str(cycle / "average.safetensors")
@@ -250,7 +250,7 @@ HOSTILE_RUNS = {
                                      "stdout": "jobs/x.out", "stderr": "jobs/../../x.err"}},
 }
 READERS = {"studies.analyse": (analyse.main, ["--only", "hessian"]), "studies.report": (report.main, []),
-           "studies.grid.cli --status": (study.main, ["--status"]), "studies.budget": (budget.main, []),
+           "studies.grid --status": (study.main, ["--status"]), "studies.budget": (budget.main, []),
            "studies.controls": (controls.main, ["--rewind", "1"])}
 
 

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import UserError, run_cli
+from landscape.combination import Combination
 from landscape.connectivity import plane_geometry, simplex_samples
-from landscape.tools.artifacts import CombinationEvaluator, EvalOptions, load_compatible
+from landscape.tools.artifacts import CheckpointSet, EvalOptions, load_compatible
 from landscape.tools.barrier import checkpoint_barrier
 from landscape.tools.plane import checkpoint_plane
 from landscape.tools.subspace import hull_landscape, main, plot_plane
@@ -57,16 +58,16 @@ def test_vertices_equal_barrier_endpoints(tiny_run):
 
 def test_plane_coordinates_map_back_to_the_checkpoints(tiny_run):
     ckpts = load_compatible(particles(tiny_run))
-    evaluator = CombinationEvaluator(ckpts, TEST)
-    geometry = plane_geometry(evaluator.displacement_gram())
+    inputs = CheckpointSet(ckpts, TEST)
+    geometry = plane_geometry(inputs.combination.displacement_gram())
     for i, (x, y) in enumerate(geometry.vertices):
         one_hot = tuple(float(k == i) for k in range(3))
         assert geometry.coefficients(x, y) == one_hot
-        own = CombinationEvaluator([ckpts[i]], TEST).evaluate([1.0])["test"]
-        assert evaluator.evaluate(geometry.coefficients(x, y))["test"] == own
+        own = CheckpointSet([ckpts[i]], TEST).scan([[1.0]], "own")["test"]
+        assert inputs.scan([geometry.coefficients(x, y)], "vertex")["test"] == own
     # distances in the plane are the parameter distances between the checkpoints
     (x2, _), (x3, y3) = geometry.vertices[1], geometry.vertices[2]
-    gram = evaluator.displacement_gram()
+    gram = inputs.combination.displacement_gram()
     assert x2 == pytest.approx(np.sqrt(gram[0, 0])) and x3**2 + y3**2 == pytest.approx(gram[1, 1])
 
 
@@ -75,19 +76,19 @@ def test_plane_scan_resumes_from_its_partial_file(tiny_run, tmp_path, monkeypatc
     full = checkpoint_plane(ckpts, resolution=4, margin=0.1, options=TEST)
     assert full.grids["test"]["loss"].shape == (4, 4) and full.resumed == 0
     partial = tmp_path / "plane.json.partial"
-    real_evaluate, calls = CombinationEvaluator.evaluate, []
+    real_load, calls = Combination.load, []
 
-    def interrupted(self, coefficients):
+    def interrupted(self, coefficients, bn=None):
         if len(calls) == 7:
             raise KeyboardInterrupt
         calls.append(1)
-        return real_evaluate(self, coefficients)
+        return real_load(self, coefficients, bn)
 
-    monkeypatch.setattr(CombinationEvaluator, "evaluate", interrupted)
+    monkeypatch.setattr(Combination, "load", interrupted)
     with pytest.raises(KeyboardInterrupt):
         checkpoint_plane(ckpts, resolution=4, margin=0.1, options=TEST, partial=partial)
     assert len(json.loads(partial.read_text())["points"]) == 7
-    monkeypatch.setattr(CombinationEvaluator, "evaluate", real_evaluate)
+    monkeypatch.setattr(Combination, "load", real_load)
     resumed = checkpoint_plane(ckpts, resolution=4, margin=0.1, options=TEST, partial=partial)
     assert resumed.resumed == 7 and not partial.exists()
     np.testing.assert_array_equal(resumed.grids["test"]["loss"], full.grids["test"]["loss"])

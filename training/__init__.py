@@ -1,10 +1,22 @@
-"""SWAMP training core: data, models, pruning, particles, averaging and run orchestration.
+"""SWAMP training: particles, engines, pruning cycles and run orchestration, over :mod:`core` (models, data,
+masks, averaging).
 
 The Python API (imported on first use, so that ``import training.<module>`` stays light):
 :func:`run_swamp` (:mod:`training.api`), its result :class:`SwampResult` and :class:`RunConfig`;
 :func:`load_checkpoint` (a toolkit checkpoint's weights, masks and metadata, ready for one's own model's
 ``load_state_dict``) and :func:`build_model` (the zoo model a checkpoint names, with its weights), both of
 :mod:`core.artifacts.checkpoint`.
+
+The building blocks of SWAMP for one's own training loop (docs/api.md, "SWAMP in your own loop"), on any
+module, optimizer and batch structure:
+
+* masks (:mod:`core.pruning`): :func:`prunable_names`, :func:`dense_masks`, :func:`density`,
+  :func:`apply_masks`, :func:`global_magnitude_mask`, :func:`layerwise_magnitude_mask`, :func:`random_mask`;
+  the criteria registry :data:`CRITERIA` with :func:`next_masks`, and :func:`snip_mask`/:func:`snip_scores`;
+* :func:`mask_optimizer` / :class:`MaskedOptimizer` (:mod:`training.masked`): pruned weights stay exactly 0
+  under any optimizer;
+* averaging (:mod:`core.averaging`): :class:`SWA`, :class:`RunningAverage`, :func:`average_states`,
+  :func:`recalibrate_batchnorm`.
 """
 
 from __future__ import annotations
@@ -16,7 +28,13 @@ from core.errors import quiet_start_up_interrupts
 
 quiet_start_up_interrupts()
 
-__all__ = ["__version__", "Checkpoint", "RunConfig", "SwampResult", "build_model", "load_checkpoint", "run_swamp"]
+PRUNING = ("CRITERIA", "Criterion", "apply_masks", "dense_masks", "density", "global_magnitude_mask",
+           "layerwise_magnitude_mask", "next_masks", "prunable_names", "random_mask", "snip_mask", "snip_scores")
+AVERAGING = ("SWA", "RunningAverage", "average_states", "recalibrate_batchnorm")
+MASKED = ("MaskedOptimizer", "mask_optimizer")
+
+__all__ = ["__version__", "Checkpoint", "RunConfig", "SwampResult", "build_model", "load_checkpoint", "run_swamp",
+           *PRUNING, *AVERAGING, *MASKED]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +46,18 @@ def __getattr__(name: str) -> Any:
         from core.artifacts import checkpoint
 
         return getattr(checkpoint, name)
+    if name in PRUNING:
+        from core import pruning
+
+        return getattr(pruning, name)
+    if name in AVERAGING:
+        from core import averaging
+
+        return getattr(averaging, name)
+    if name in MASKED:
+        from training import masked
+
+        return getattr(masked, name)
     if name == "RunConfig":
         from training.config import RunConfig
 

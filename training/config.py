@@ -2,21 +2,20 @@
 
 Each hyperparameter is one field of :class:`RunConfig`; the same field produces the command-line
 flag, its help text, preset resolution, validation and the ``config.json`` of a run (the idea of
-open_lth's ``foundations/hparams.py``). Values come, in increasing priority, from the field default,
-the preset (``--preset`` or the dataset's default preset, see :mod:`training.presets`) and the
-command line.
+open_lth's ``foundations/hparams.py``), through the toolkit's one option mechanism,
+:mod:`core.options`. Values come, in increasing priority, from the field default, the preset
+(``--preset`` or the dataset's default preset, see :mod:`training.presets`) and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +24,30 @@ from core.data.names import BUILTIN as DATASETS  # noqa: F401  (the toolkit's ow
 from core.data.names import check_dataset_name
 from core.errors import ArgumentParser, UserError
 from core.imports import TRUST_FLAG, is_import_path
+from core.options import add_dataclass_arguments, check_fields, field_problem, flag_of, option, repeated, to_json
+from core.pruning import runner_methods
 from core.seeds import check_seed
 from training.engines import ENGINES
 from training.presets import DEFAULT_PRESET, GENERIC_PRESET, PRESETS
 
-PRESET_FIELDS = frozenset(k for preset in PRESETS.values() for k in preset)
-
 LOGGERS = ("none", "tensorboard", "wandb", "mlflow")
 REWINDS = ("ticket", "lr", "none")
-PRUNE_METHODS = ("global", "layerwise", "random")
+PRUNE_METHODS = runner_methods()  # the criteria of core.pruning.CRITERIA that need no data
 # Where and how a run executes, not what it computes: may change on --resume, and is left out of the
 # config stored in checkpoints (so the same run gives the same files wherever it is written).
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
                             "data_dir", "channels_last", "compile", "log", "trust_code"})
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # more loader processes than cores only compete for them
 
-# The Python types a field of each annotation accepts, and how a message names them.
-FIELD_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
-               "bool": ((bool,), "true or false"), "list[str]": ((list, tuple), "a list of strings")}
+FROM_PRESET = "from the preset; --show-config prints it"
+PRESET_TEXT = ("the dataset's, " + ", ".join(f"{v} for {k}" for k, v in DEFAULT_PRESET.items())
+               + f", {GENERIC_PRESET} for any other")
+OUT_TEXT = "runs/<preset>-<kind>-n<particles>-s<seed>, <kind> imp for one particle without SWA, else swamp"
 
 
-def _opt(help_: str, default: Any = None, **argparse_kwargs: Any) -> Any:
-    """A config field: ``default`` None means "taken from the preset"."""
-    return field(default=default, metadata={"help": help_, **argparse_kwargs})
-
-
-def _repeated(help_: str) -> Any:
-    """A config field given as a repeatable flag; a list, empty by default."""
-    return field(default_factory=list, metadata={"help": help_})
+def _from_preset(help_: str) -> Any:
+    """A field whose default the preset gives (None until it is resolved)."""
+    return option(None, help_, default_text=FROM_PRESET)
 
 
 @dataclass
@@ -60,66 +55,65 @@ class RunConfig:
     """Every hyperparameter of a SWAMP / IMP run (see docs/hyperparameters.md for their sources)."""
 
     # data
-    dataset: str = _opt("mnist1d, cifar10, cifar100, imagefolder, torchvision:NAME (e.g. torchvision:FakeData, "
-                        "torchvision:MNIST) or PACKAGE.MODULE:CALLABLE returning (train_set, test_set)", "mnist1d")
-    dataset_kwargs: str = _opt("JSON object of keyword arguments for a torchvision: or PACKAGE.MODULE:CALLABLE "
-                               "dataset, e.g. '{\"size\": 256}'", "{}")
-    data_dir: str = _opt("where datasets live / are cached", "data")
-    download: bool = _opt("allow torchvision to download a dataset (needs internet)", False)
-    batch_size: int = _opt("training mini-batch size")
-    eval_batch_size: int = _opt("batch size for evaluation and BN recalibration", 1000)
-    workers: int = _opt("data-loader worker processes for datasets streamed from disk (default min(4, CPU cores): "
-                        f"{DEFAULT_WORKERS} here; with random transforms the worker count is part of what a run "
-                        "computes, and config.json records it)", DEFAULT_WORKERS)
+    dataset: str = option("mnist1d", "mnist1d, cifar10, cifar100, imagefolder, torchvision:NAME (e.g. "
+                          "torchvision:FakeData, torchvision:MNIST) or PACKAGE.MODULE:CALLABLE returning (train_set, "
+                          "test_set)")
+    dataset_kwargs: str = option("{}", "JSON object of keyword arguments for a torchvision: or PACKAGE.MODULE:CALLABLE "
+                                 "dataset, e.g. '{\"size\": 256}'")
+    data_dir: str = option("data", "where datasets live / are cached")
+    download: bool = option(False, "allow torchvision to download a dataset (needs internet)")
+    batch_size: int = _from_preset("training mini-batch size")
+    eval_batch_size: int = option(1000, "batch size for evaluation and BN recalibration")
+    workers: int = option(DEFAULT_WORKERS, "data-loader worker processes for datasets streamed from disk (default "
+                          f"min(4, CPU cores): {DEFAULT_WORKERS} here; with random transforms the worker count is part "
+                          "of what a run computes, and config.json records it)")
     # model
-    model: str = _opt("a zoo model (mlp, cnn1d, transformer1d, wrn28x2, vgg19, resnet20, resnet18, resnet50), "
-                      "torchvision:NAME, "
-                      "timm:NAME or PACKAGE.MODULE:CALLABLE(num_classes=..., **model_kwargs)")
-    model_kwargs: str = _opt("JSON object of extra model arguments, e.g. '{\"width\": 64}'", "{}")
-    trust_code: bool = _opt("with --resume: import the PACKAGE.MODULE:CALLABLE model or dataset the run's "
-                            "config.json names (naming it with --model / --dataset consents as well)", False)
+    model: str = _from_preset("a zoo model (mlp, cnn1d, transformer1d, wrn28x2, vgg19, resnet20, resnet18, resnet50), "
+                              "torchvision:NAME, timm:NAME or PACKAGE.MODULE:CALLABLE(num_classes=..., "
+                              "**model_kwargs)")
+    model_kwargs: str = option("{}", "JSON object of extra model arguments, e.g. '{\"width\": 64}'")
+    trust_code: bool = option(False, "with --resume: import the PACKAGE.MODULE:CALLABLE model or dataset the run's "
+                              "config.json names (naming it with --model / --dataset consents as well)")
     # SWAMP / IMP
-    particles: int = _opt("particles per cycle (1 = IMP)", 4)
-    particles_from_cycle: int = _opt("SWAMP+: one particle before this cycle, --particles from it", 0)
-    cycles: int = _opt("pruning cycles; cycle k trains at density (1-prune_ratio)^k")
-    epochs: int = _opt("training epochs per particle per cycle")
-    rewind_epochs: int = _opt("dense epochs that produce the matching ticket")
-    rewind: str = _opt("what each cycle starts from: ticket, lr (previous solution, LR restarted) "
-                       "or none (previous solution, fine-tuned at --finetune-lr)", "ticket",
-                       choices=REWINDS)
-    prune_ratio: float = _opt("fraction of the remaining prunable weights removed per cycle", 0.2)
-    prune_method: str = _opt("global (magnitude), layerwise (magnitude) or random", "global",
-                             choices=PRUNE_METHODS)
-    prune_exclude: list[str] = _repeated("keep the prunable weights (conv, linear, recurrent, attention) whose "
-                                         "parameter name matches this regular expression (re.search) dense, "
-                                         "e.g. '^conv1\\.' or '^fc\\.'; repeatable")
+    particles: int = option(4, "particles per cycle (1 = IMP)")
+    particles_from_cycle: int = option(0, "SWAMP+: one particle before this cycle, --particles from it")
+    cycles: int = _from_preset("pruning cycles; cycle k trains at density (1-prune_ratio)^k")
+    epochs: int = _from_preset("training epochs per particle per cycle")
+    rewind_epochs: int = _from_preset("dense epochs that produce the matching ticket")
+    rewind: str = option("ticket", "what each cycle starts from: ticket, lr (previous solution, LR restarted) or none "
+                         "(previous solution, fine-tuned at --finetune-lr)", choices=REWINDS)
+    prune_ratio: float = option(0.2, "fraction of the remaining prunable weights removed per cycle")
+    prune_method: str = option("global", "global (magnitude), layerwise (magnitude) or random", choices=PRUNE_METHODS)
+    prune_exclude: list[str] = repeated("keep the prunable weights (conv, linear, recurrent, attention) whose "
+                                        "parameter name matches this regular expression (re.search) dense, "
+                                        "e.g. '^conv1\\.' or '^fc\\.'; repeatable", metavar="EXCLUDE")
     # optimisation
-    lr: float = _opt("peak SGD learning rate")
-    momentum: float = _opt("SGD momentum", 0.9)
-    weight_decay: float = _opt("SGD weight decay")
-    swa: bool = _opt("stochastic weight averaging in every particle", True)
-    swa_start: float = _opt("SWA over the last (1 - swa_start) of each cycle's epochs", 0.75)
-    swa_lr: float = _opt("constant learning rate during SWA")
-    finetune_lr: float = _opt("constant learning rate with --rewind none", 0.01)
-    bn_samples: int = _opt("training samples for BN recalibration (0 = all)", 0)
+    lr: float = _from_preset("peak SGD learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = _from_preset("SGD weight decay")
+    swa: bool = option(True, "stochastic weight averaging in every particle")
+    swa_start: float = option(0.75, "SWA over the last (1 - swa_start) of each cycle's epochs")
+    swa_lr: float = _from_preset("constant learning rate during SWA")
+    finetune_lr: float = option(0.01, "constant learning rate with --rewind none")
+    bn_samples: int = option(0, "training samples for BN recalibration (0 = all)")
     # run
-    seed: int = _opt("master seed; particle p of cycle k derives its data order from (seed, k, p)", 0)
-    out: str = _opt("run directory")
-    resume: bool = _opt("continue the run in --out", False)
-    overwrite: bool = _opt("replace an existing run directory", False)
-    device: str = _opt("auto, cpu, cuda or cuda:N", "auto")
-    engine: str = _opt("how particles run", "auto", choices=tuple(ENGINES))
-    amp: bool = _opt("bf16 autocast of training forward passes (for GPUs; changes the numerics, so a run keeps it)",
-                     False)
-    channels_last: bool = _opt("channels-last memory format for 2-D convolutions (for GPUs)", False)
-    compile: bool = _opt("torch.compile the training model (for GPUs; the first steps are slower)", False)
-    preset: str = _opt("named hyperparameter set: " + ", ".join(PRESETS))
-    progress: bool = _opt("tqdm progress bars (default: only on a terminal)")
-    log: str = _opt("write per-epoch and per-cycle scalars with tensorboard, wandb or mlflow (none: only the run "
-                    "directory's own files)", "none", choices=LOGGERS)
+    seed: int = option(0, "master seed; particle p of cycle k derives its data order from (seed, k, p)")
+    out: str = option(None, "run directory", default_text=OUT_TEXT)
+    resume: bool = option(False, "continue the run in --out")
+    overwrite: bool = option(False, "replace an existing run directory")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    engine: str = option("auto", "how particles run", choices=tuple(ENGINES))
+    amp: bool = option(False, "bf16 autocast of training forward passes (for GPUs; changes the numerics, so a run "
+                       "keeps it)")
+    channels_last: bool = option(False, "channels-last memory format for 2-D convolutions (for GPUs)")
+    compile: bool = option(False, "torch.compile the training model (for GPUs; the first steps are slower)")
+    preset: str = option(None, "named hyperparameter set: " + ", ".join(PRESETS), default_text=PRESET_TEXT)
+    progress: bool = option(None, "tqdm progress bars", default_text="only on a terminal")
+    log: str = option("none", "write per-epoch and per-cycle scalars with tensorboard, wandb or mlflow (none: only the "
+                      "run directory's own files)", choices=LOGGERS)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return to_json(self)
 
     def hyperparameters(self) -> dict[str, Any]:
         """The fields that define the run's results (all but :data:`RUNTIME_FIELDS`)."""
@@ -150,48 +144,15 @@ class RunConfig:
         return max(1, self.epochs - int(round(self.swa_start * self.epochs)))
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _default_text(name: str, value: Any) -> str:
-    """How a flag's help names its default ``value`` (None: the preset's, where the preset sets it)."""
-    if isinstance(value, bool):
-        return f" (default {'on' if value else 'off'})"
-    if value is not None:
-        return f" (default {value})"
-    if name in PRESET_FIELDS:
-        return " (default: from the preset; --show-config prints it)"
-    if name == "preset":
-        return (" (default: the dataset's, " + ", ".join(f"{v} for {k}" for k, v in DEFAULT_PRESET.items())
-                + f", {GENERIC_PRESET} for any other)")
-    return ""
-
-
 def build_parser(prog: str, description: str, defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one flag per :class:`RunConfig` field; every default is None (so that a
     given flag can be told from an absent one), and each help names the default of the program, the
     field's own or ``defaults`` (the ``base`` of :func:`parse_config`)."""
     defaults = defaults or {}
     parser = ArgumentParser(prog=prog, description=description)
-    for f in fields(RunConfig):
-        kwargs: dict[str, Any] = {"default": None, "help": f.metadata["help"]}
-        if f.type == "bool":
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif f.type == "list[str]":
-            kwargs.update(action="append", metavar=f.name.upper().split("_")[-1])
-        elif "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
-        else:
-            kwargs["type"] = {"int": int, "float": float}.get(str(f.type), str)
-            kwargs["metavar"] = f.name.upper()
-        if f.name == "out":
-            kwargs["help"] += (" (default runs/<preset>-<kind>-n<particles>-s<seed>, <kind> imp for one particle "
-                               "without SWA, else swamp; with no flags "
-                               f"{resolve_config(argparse.Namespace(), defaults).out})")
-        elif "default" not in kwargs["help"] and f.type != "list[str]":
-            kwargs["help"] += _default_text(f.name, defaults.get(f.name, f.default))
-        parser.add_argument(_flag(f.name), **kwargs)
+    out = f"{OUT_TEXT}; with no flags {resolve_config(argparse.Namespace(), defaults).out}"
+    add_dataclass_arguments(parser, RunConfig, defaults={k: v for k, v in defaults.items() if k != "out"},
+                            unset=True, default_words={"out": out})
     parser.add_argument("--show-config", action="store_true",
                         help="print the resolved configuration (preset, program defaults and flags applied) as JSON "
                              "and exit; nothing is trained or written")
@@ -218,23 +179,6 @@ def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None)
     return cfg
 
 
-def field_problem(values: dict[str, Any]) -> tuple[str, str] | None:
-    """``(field, what it must be)`` for the first value of a :class:`RunConfig` field in ``values`` of the
-    wrong type or outside its choices; None if all fit. None is a value only where the field's default is."""
-    for f in fields(RunConfig):
-        if f.name not in values or (values[f.name] is None and f.default is None):
-            continue
-        value = values[f.name]
-        types, name = FIELD_TYPES[str(f.type)]
-        if not isinstance(value, types) or (isinstance(value, bool) and f.type != "bool"):
-            return f.name, f"{name}, not {value!r}"
-        if f.type == "list[str]" and not all(isinstance(v, str) for v in value):
-            return f.name, f"{name}, not {value!r}"
-        if "choices" in f.metadata and value not in f.metadata["choices"]:
-            return f.name, f"one of {', '.join(f.metadata['choices'])}, not {value!r}"
-    return None
-
-
 def read_saved(path: Path) -> dict[str, Any]:
     """The JSON object of a run's ``config.json``, its :class:`RunConfig` fields type-checked (one
     :class:`UserError` line naming the file and what is wrong otherwise)."""
@@ -245,8 +189,8 @@ def read_saved(path: Path) -> dict[str, Any]:
                         "with --overwrite") from None
     if not isinstance(saved, dict):
         problem = f"a JSON object is expected, not {type(saved).__name__}"
-    elif field_problem(saved):
-        problem = "`{}` must be {}".format(*field_problem(saved))
+    elif field_problem(RunConfig, saved):
+        problem = "`{}` must be {}".format(*field_problem(RunConfig, saved))
     else:
         return saved
     raise UserError(f"cannot resume: {path} is not a run's config: {problem}; restore it, or start the run again "
@@ -282,14 +226,12 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"--dataset {cfg.dataset} has no default model; give --model (a zoo name, torchvision:NAME, "
                         "timm:NAME or PACKAGE.MODULE:CALLABLE)")
     if missing:
-        raise UserError("no value for " + ", ".join(_flag(m) for m in missing) + "; give it or a --preset")
-    problem = field_problem(cfg.to_json())
-    if problem:
-        raise UserError(f"{_flag(problem[0])} must be {problem[1]}")
+        raise UserError("no value for " + ", ".join(flag_of(m) for m in missing) + "; give it or a --preset")
+    check_fields(cfg)
     floats = [f.name for f in fields(cfg) if f.type == "float"]
     for name in floats:
         if not math.isfinite(getattr(cfg, name)):
-            raise UserError(f"{_flag(name)} must be a finite number")
+            raise UserError(f"{flag_of(name)} must be a finite number")
     checks = [
         (0.0 < cfg.prune_ratio < 1.0, "--prune-ratio must lie in (0, 1)"),
         (cfg.particles >= 1, "--particles must be at least 1"),

@@ -25,7 +25,7 @@ from core.device import resolve_device
 from core.errors import UserError
 from core.models import ARGUMENT_ERRORS, build_model, model_factory, model_spec
 from core.models.meta import on_meta
-from core.pruning import kept_per_cycle, prunable_names
+from core.pruning import CRITERIA, kept_per_cycle, prunable_names
 from core.seeds import derive_seed, generator
 from training.config import RunConfig, check_data_dir
 from training.loggers import Logger, NullLogger, check_logger
@@ -227,7 +227,7 @@ def check_pruning_schedule(cfg: RunConfig, model: nn.Module) -> None:
     params = dict(model.named_parameters())
     names = prunable_names(model, cfg.prune_exclude)
     kept = kept_per_cycle([params[n].numel() for n in names], cfg.prune_ratio, cfg.cycles,
-                          cfg.prune_method == "layerwise")
+                          CRITERIA[cfg.prune_method].layerwise)
     what = f"--cycles {cfg.cycles} --prune-ratio {cfg.prune_ratio}"
     for k in range(1, len(kept)):
         if kept[k] == kept[k - 1]:

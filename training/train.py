@@ -7,8 +7,9 @@ Learning-rate schedule, per step t of T = epochs * steps_per_epoch:
 * SWA off: cosine decay from ``lr`` to 0 over all epochs (the IMP baseline).
 * ``constant``: the same rate throughout (ticket training and fine-tuning).
 
-Pruned weights stay exactly zero: their gradients are zeroed before every step, so SGD's momentum
-buffer and weight-decay term are zero there as well, and no update can revive them.
+Pruned weights stay exactly zero: their gradients are zeroed before every step
+(:func:`training.masked.mask_optimizer` with ``weights=False``), so SGD's momentum buffer and
+weight-decay term are zero there as well, and no update can revive them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from core.averaging import RunningAverage, recalibrate_batchnorm
 from core.data import Batch, Dataset
 from core.errors import UserError
+from training.masked import mask_optimizer
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,7 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
     if resume is not None:
         _restore(model, opt, resume, gen)
         swa, start = resume.swa, resume.epoch
-    params = dict(model.named_parameters())
-    masked = [(params[n], m.to(params[n].device)) for n, m in masks.items()]
+    hooks = mask_optimizer(opt, model, masks, weights=False)
     for epoch in range(start, schedule.epochs):
         model.train()
         loss_sum = torch.zeros((), device=next(model.parameters()).device)
@@ -147,8 +148,6 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
             with torch.autocast(x.device.type, torch.bfloat16, enabled=hyper.amp):
                 loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
-            if masked:
-                torch._foreach_mul_([p.grad for p, _ in masked], [m for _, m in masked])
             opt.step()
             loss_sum += loss.detach()
             steps += 1
@@ -163,6 +162,7 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
             on_epoch(_capture(epoch + 1, model, opt, swa, gen))
         if progress is not None:
             progress(1)
+    hooks.remove()
     if swa.count:
         model.load_state_dict(swa.state)
         batches = bn_batches() if bn_batches is not None else dataset.eval_batches("train", hyper.eval_batch_size)

@@ -1,4 +1,4 @@
-"""Checkpoint files (CONTRACT.md section 3): safetensors, self-describing, never unpickled.
+"""Checkpoint files (docs/format.md section 3): safetensors, self-describing, never unpickled.
 
 A checkpoint holds every ``state_dict`` entry under its own key and, for each prunable weight
 ``NAME``, its 0/1 mask under ``mask.NAME``. The safetensors metadata (all strings) carries

@@ -1,5 +1,5 @@
 """Where a command may write a file: the one guard every output flag of the toolkit passes before anything is
-computed (``--json``, ``--plot``, ``landscape.tools.align --out``, ``studies.controls --json``, ...).
+computed (``--json``, ``--plot``, ``landscape.align --out``, ``studies.controls --json``, ...).
 
 :func:`check_outputs` refuses, with one :class:`UserError` line naming the flag, an output that
 

@@ -3,7 +3,7 @@
 ``--overwrite`` replaces a run directory, and a study or a study's ``analysis/`` is written into an
 existing directory, only when that directory is empty or already one of ours:
 
-* a **run** (:mod:`core.artifacts.rundir`): ``config.json`` written by :func:`core.artifacts.rundir.prepared`
+* a **run** (:mod:`core.artifacts.rundir`): ``config.json`` written by :func:`training.resume.prepared`
   (a JSON object with ``package_version``) and nothing but the names a run writes -- ``ticket.safetensors``,
   ``results.csv``, ``cycle_KK/`` holding ``particle_PP.safetensors``, ``average.safetensors`` and
   ``metrics.json``, ``.resume/*.safetensors``, ``.lock``, temporaries ``.NAME.tmp-PID``, and ``logs/``
@@ -104,7 +104,7 @@ def is_empty(root: Path) -> bool:
 
 def is_run_config(path: Path) -> bool:
     """Whether ``path`` is a run's ``config.json`` (a JSON object with ``package_version``, as
-    :func:`core.artifacts.rundir.prepared` writes it)."""
+    :func:`training.resume.prepared` writes it)."""
     try:
         if not path.is_file() or path.stat().st_size > _MAX_CONFIG_BYTES:
             return False

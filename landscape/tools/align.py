@@ -31,12 +31,12 @@ from core.artifacts.outputs import Replaceable, check_outputs
 from core.artifacts.serialize import dumps
 from core.device import resolve_device
 from core.errors import ArgumentParser, UserError, run_cli
+from core.options import add_dataclass_arguments
 from core.seeds import check_seed
+from landscape.batches import DEFAULT_BATCH_SIZE, DEFAULT_BN_SAMPLES
 from landscape.matching import METHOD_NAMES, METHODS, Alignment, activation_matching, align, weight_matching
 from landscape.permutations import permute_state
 from landscape.tools.artifacts import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_BN_SAMPLES,
     CheckpointLike,
     EvalOptions,
     bn_subsample,
@@ -45,7 +45,6 @@ from landscape.tools.artifacts import (
     load_compatible,
 )
 from landscape.tools.cli import add_file_arguments, check_data_dir, open_checkpoint, write_json
-from landscape.tools.options import add_dataclass_arguments
 
 __all__ = ["Alignment", "CheckpointAlignment", "activation_matching", "align", "align_checkpoints",
            "alignment_json", "format_alignment", "main", "save_aligned", "weight_matching"]

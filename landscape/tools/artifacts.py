@@ -3,10 +3,10 @@
 It turns checkpoints into what the library (:mod:`landscape.combination`, :mod:`landscape.connectivity`,
 :mod:`landscape.curvature`) takes -- a model, its states, masks and data batches -- for the command-line
 tools: compatible checkpoints (:func:`load_compatible`), their mask comparison, their data set
-(:func:`checkpoint_data`), the splits they are evaluated on (:class:`CombinationEvaluator`, a
-:class:`landscape.combination.Combination` with the checkpoint's train/test splits and a seeded BatchNorm
-subsample of training data, the same at every point so that the landscape stays smooth; ``bn_recal=0``
-combines the stored statistics like the weights), and the checkpoints of a run directory
+(:func:`checkpoint_data`), the model, splits and BatchNorm batches the library's scans take
+(:class:`CheckpointSet`: the checkpoint's train/test splits and a seeded BatchNorm subsample of training data,
+the same at every point so that the landscape stays smooth; ``bn_recal=0`` combines the stored statistics like
+the weights), and the checkpoints of a run directory
 (:func:`run_particles`, :func:`run_solutions`, :func:`run_checkpoints`). Nothing else in
 :mod:`landscape` reads run directories.
 
@@ -21,29 +21,27 @@ import functools
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from core.artifacts.checkpoint import Checkpoint, build_model, load_checkpoint
 from core.artifacts.rundir import RunDir
+from core.averaging import has_batchnorm
 from core.data import Dataset, load_dataset, subsample_indices
 from core.device import resolve_device
 from core.errors import UserError
 from core.evaluate import Evaluation
+from core.options import option
 from core.pruning import density
 from core.seeds import generator
-from landscape.batches import check_finite
+from landscape.batches import DEFAULT_BATCH_SIZE, DEFAULT_BN_SAMPLES
 from landscape.combination import Combination
-from landscape.tools.options import option
 
 SPLITS = ("train", "test")
-DEFAULT_BN_SAMPLES = 2048
-DEFAULT_BATCH_SIZE = 1000
 DEFAULT_DATA_DIR = "data"  # relative to the working directory
 _LOCATION_KEYS = ("data_dir", "workers")  # where a data set lives or how it is read, not what it is
 
@@ -227,11 +225,24 @@ def even_batch_size(samples: int, batch_size: int) -> int:
     return math.ceil(samples / math.ceil(samples / batch_size))
 
 
-class CombinationEvaluator:
-    """Loss and accuracy of theta(c) = sum_i c_i theta_i for fixed, compatible checkpoints, on their data set's
-    splits: the checkpoint layer over :class:`landscape.combination.Combination`.
+class SplitBatches:
+    """One split of a data set (or the given sample indices of it) as re-iterable evaluation batches: each
+    iteration streams it again, as the library's scans iterate their data once per point."""
 
-    Holds one model, the stacked checkpoint tensors and the (cached) data on the chosen device.
+    def __init__(self, data: Dataset, split: str, batch_size: int, indices: Tensor | None = None):
+        self.data, self.split, self.batch_size, self.indices = data, split, batch_size, indices
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.data.eval_batches(self.split, self.batch_size, self.indices)
+
+
+class CheckpointSet:
+    """Compatible checkpoints rebuilt as the library's scans take them (:mod:`landscape.connectivity`,
+    :class:`landscape.combination.Combination`), on ``options.device``: the first checkpoint's model, the
+    named splits to evaluate on (``splits``), the batches that recompute BatchNorm at every point
+    (``bn_data``: a seeded subsample of ``options.bn_recal`` training samples in batches of near-equal size,
+    the same at every point; False with ``--bn-recal 0`` or without BatchNorm) and what the tools print about
+    BatchNorm (``bn``).
     """
 
     def __init__(self, checkpoints: Sequence[Checkpoint], options: EvalOptions = TEST_SPLIT):
@@ -243,65 +254,47 @@ class CombinationEvaluator:
         self.options = options
         self.device = resolve_device(options.device)
         first = checkpoints[0]
-        trust = options.trust_code or None  # None: the trust the checkpoint was loaded with
-        model = build_model(first, self.device, trust_code=trust)  # checks the tensors before any data are read
-        self.data = checkpoint_data(first, self.device, options.data_dir, trust_code=trust)
-        self.combination = Combination(model, [c.state for c in checkpoints], name="checkpoints")
+        self._trust = options.trust_code or None  # None: the trust the checkpoint was loaded with
+        self.model = build_model(first, self.device, trust_code=self._trust)  # checks the tensors before any data
+        self.data = checkpoint_data(first, self.device, options.data_dir, trust_code=self._trust)
         self.batch_size = options.batch_size or int(first.config.get("eval_batch_size") or DEFAULT_BATCH_SIZE)
-        self._recalibrate = self.combination.has_batchnorm and options.bn_recal > 0
-        train_size = self.data.size("train")
-        bn_samples = min(options.bn_recal, train_size)
-        self._bn_indices = bn_subsample(train_size, bn_samples, options.seed) if self._recalibrate else None
-        self._bn_batch = even_batch_size(bn_samples, self.batch_size) if self._recalibrate else 0
-        if not self.combination.has_batchnorm:
-            self.bn = "no BatchNorm layers: nothing to recalibrate"
-        elif self._recalibrate:
+        self.splits = {s: SplitBatches(self.data, s, self.batch_size) for s in options.splits}
+        batchnorm = has_batchnorm(self.model)
+        self.recalibrates = batchnorm and options.bn_recal > 0
+        self.bn_data: SplitBatches | bool = False
+        if self.recalibrates:
+            train_size = self.data.size("train")
+            bn_samples = min(options.bn_recal, train_size)
+            self.bn_data = SplitBatches(self.data, "train", even_batch_size(bn_samples, self.batch_size),
+                                        bn_subsample(train_size, bn_samples, options.seed))
             self.bn = f"recalibrated on {bn_samples} train samples"
-        else:
+        elif batchnorm:
             self.bn = "stored BatchNorm statistics combined like the weights (--bn-recal 0)"
+        else:
+            self.bn = "no BatchNorm layers: nothing to recalibrate"
 
-    def state(self, coefficients: Sequence[float]) -> dict[str, Tensor]:
-        """The combined state_dict; ``coefficients`` must sum to 1 (any signs: planes extrapolate)."""
-        return self.combination.state(coefficients)
+    def models(self) -> list[nn.Module]:
+        """One module per checkpoint, each holding its weights (the first is :attr:`model`)."""
+        return [self.model, *(build_model(c, self.device, trust_code=self._trust) for c in self.checkpoints[1:])]
 
-    @property
-    def recalibrates(self) -> bool:
-        """Whether every point's BatchNorm statistics are recomputed (so a one-hot point is not the checkpoint
-        as stored)."""
-        return self._recalibrate
+    @functools.cached_property
+    def combination(self) -> Combination:
+        """The :class:`landscape.combination.Combination` of the checkpoints."""
+        return Combination(self.model, [c.state for c in self.checkpoints], name="checkpoints")
 
-    def evaluate(self, coefficients: Sequence[float], recalibrate: bool = True) -> dict[str, Evaluation]:
-        """Load theta(c), recompute BatchNorm if asked (and ``recalibrate``), evaluate every split."""
-        bn = self.data.eval_batches("train", self._bn_batch, self._bn_indices) \
-            if self._recalibrate and recalibrate else None
-        splits = {s: self.data.eval_batches(s, self.batch_size) for s in self.options.splits}
-        points = self.combination.evaluate(coefficients, splits, None, bn)
-        for s, p in points.items():
-            check_finite(p.loss, f"the {s} loss at coefficients {list(coefficients)}",
-                         "check the checkpoints' weights (a diverged run?)")
-        return {s: Evaluation(p.loss, p.acc) for s, p in points.items()}
-
-    def evaluate_many(self, rows: Sequence[Sequence[float]], desc: str,
-                      results: dict[int, dict[str, Evaluation]] | None = None,
-                      on_point: Callable[[dict[int, dict[str, Evaluation]]], None] | None = None
-                      ) -> dict[str, Series]:
-        """Evaluate every row of coefficients, with a progress bar.
-
-        ``results`` (row index -> evaluations) is filled in place and rows already in it are skipped,
-        so a caller can keep and continue a partial scan; ``on_point`` is called after each new row.
-        """
-        results = self.combination.evaluate_many(rows, self.evaluate, desc, self.options.progress, results,
-                                                 on_point)
-        return {s: Series(tuple(results[i][s].loss for i in range(len(rows))),
-                          tuple(results[i][s].acc for i in range(len(rows)))) for s in self.options.splits}
-
-    def displacement_gram(self) -> np.ndarray:
-        """G[i, j] = <theta_{i+2} - theta_1, theta_{j+2} - theta_1> over the parameters (not buffers)."""
-        return self.combination.displacement_gram()
+    def scan(self, rows: Sequence[Sequence[float]], desc: str,
+             results: dict[int, dict[str, Evaluation]] | None = None,
+             on_point: Callable[[dict[int, dict[str, Evaluation]]], None] | None = None) -> dict[str, Series]:
+        """:meth:`landscape.combination.Combination.evaluate` of every row on the splits, BatchNorm recomputed
+        on :attr:`bn_data`, as one :class:`Series` per split (``results``, ``on_point``: as there)."""
+        values = self.combination.evaluate(rows, self.splits, bn=self.bn_data or None, desc=desc,
+                                      progress=self.options.progress, results=results, on_point=on_point)
+        return {s: Series(tuple(v[s].loss for v in values), tuple(v[s].acc for v in values))
+                for s in self.options.splits}
 
 
 def run_particles(run: str | os.PathLike, cycle: int) -> list[Path]:
-    """The particle checkpoints of one cycle of a run directory (CONTRACT.md section 2)."""
+    """The particle checkpoints of one cycle of a run directory (docs/format.md section 2)."""
     folder = RunDir(Path(run)).cycle(cycle)
     paths = sorted(folder.glob("particle_*.safetensors"))
     if not paths:

@@ -7,18 +7,19 @@ Along theta(lambda) = (1 - lambda) theta_A + lambda theta_B at K evenly spaced l
   max_lambda L(lambda) - ((1 - lambda) L(0) + lambda L(1)), the height above the chord;
 * ``barrier_max`` (the seed's definition): max_lambda L(lambda) - max(L(0), L(1)).
 
-Both are >= 0 (lambda = 0 contributes 0) and exactly 0 for identical checkpoints. BatchNorm
+Both are >= 0 (lambda = 0 contributes 0) and exactly 0 for identical checkpoints. The numbers are those of
+:func:`landscape.connectivity.linear_barriers` on the checkpoints' splits: this tool rebuilds the models, the
+splits and the BatchNorm batches from the files (:class:`landscape.tools.artifacts.CheckpointSet`). BatchNorm
 statistics are recomputed at every lambda, the endpoints included, so that all points are treated
-alike (see :mod:`landscape.tools.artifacts`); ``--bn-recal 0`` keeps the endpoints' stored statistics. With a
-shared mask
-theta(lambda) keeps it; different masks are refused unless ``--allow-mask-union`` (implied by
+alike; ``--bn-recal 0`` keeps the endpoints' stored statistics. With a shared mask theta(lambda) keeps it;
+different masks are refused unless ``--allow-mask-union`` (implied by
 ``--consecutive``, whose cycles differ by construction), as in ``landscape.tools.subspace``: the masked weights
 are then interpolated as they are and the union density is reported.
 
 Run-level modes: every particle pair of one cycle (``--run DIR --cycle K``, heatmap) and the
 solutions of consecutive cycles (``--run DIR --consecutive``, line plot).
 
-JSON (CONTRACT.md section 4) plus: ``points``, ``mask`` ({shared, density (union), densities, note}),
+JSON (docs/format.md section 4) plus: ``points``, ``mask`` ({shared, density (union), densities, note}),
 ``device``, ``endpoints`` (per split {loss: [A, B], acc: [A, B]}: the checkpoints as stored, with their
 own BatchNorm statistics, which the curve's lambda = 0 and 1 points are not when BatchNorm is recomputed);
 run-level files hold {run, mode, cycle, checkpoints, pairs: [{i, j, <pair JSON>}]}.
@@ -38,12 +39,12 @@ import numpy as np
 
 from core.artifacts.outputs import check_outputs
 from core.errors import ArgumentParser, UserError, run_cli
-from landscape.align_methods import METHOD_NAMES, METHODS
-from landscape.connectivity import frankle_barrier, max_barrier
+from landscape.connectivity import LinearBarrier, linear_barriers
+from landscape.matching import METHOD_NAMES, METHODS, Alignment
 from landscape.tools.artifacts import (
     SPLITS,
     CheckpointLike,
-    CombinationEvaluator,
+    CheckpointSet,
     EvalOptions,
     MaskInfo,
     Series,
@@ -77,8 +78,6 @@ from landscape.tools.plots import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from landscape.matching import Alignment
-
 BOTH_SPLITS = EvalOptions(SPLITS)
 
 
@@ -93,64 +92,87 @@ class Barrier:
         return {"loss": self.loss, "error": self.error}
 
 
+class _SplitLines:
+    """A line measured on each split (``lines``: :class:`landscape.connectivity.LinearBarrier` per split), read
+    per split: its curves, both barriers of the loss and the error, and the JSON of those."""
+
+    lines: dict[str, LinearBarrier]
+
+    @property
+    def lambdas(self) -> tuple[float, ...]:
+        return next(iter(self.lines.values())).lambdas
+
+    @property
+    def curves(self) -> dict[str, Series]:
+        return {s: Series(line.losses, line.accuracies) for s, line in self.lines.items()}
+
+    @property
+    def barrier(self) -> dict[str, Barrier]:
+        return {s: Barrier(line.barrier, line.error_barrier) for s, line in self.lines.items()}
+
+    @property
+    def barrier_max(self) -> dict[str, Barrier]:
+        return {s: Barrier(line.barrier_max, line.error_barrier_max) for s, line in self.lines.items()}
+
+    def _curves_json(self) -> dict:
+        return {**{s: c.to_json() for s, c in self.curves.items()},
+                "barrier": {s: b.to_json() for s, b in self.barrier.items()},
+                "barrier_max": {s: b.to_json() for s, b in self.barrier_max.items()}}
+
+
 @dataclass(frozen=True)
-class BarrierResult:
-    """The interpolation curves of each split and both barrier definitions."""
+class BarrierResult(_SplitLines):
+    """:func:`landscape.connectivity.linear_barriers` of two checkpoint files on each split (``lines``), with
+    what is about the files: their paths, their masks, the device and (``aligned``) the line to B aligned to A.
+    ``bn`` says how BatchNorm was treated, in the tool's words (``--bn-recal``).
+
+    ``curves``, ``barrier`` and ``barrier_max`` read ``lines`` per split; ``endpoints`` are A's and B's own
+    losses and accuracies (their stored BatchNorm statistics), which the curve's ends are not when BatchNorm is
+    recomputed at every lambda."""
 
     a: str
     b: str
-    lambdas: tuple[float, ...]
-    curves: dict[str, Series]
-    barrier: dict[str, Barrier]
-    barrier_max: dict[str, Barrier]
+    lines: dict[str, LinearBarrier]
     bn: str
     mask: MaskInfo
     device: str
     aligned: AlignedLine | None = None
-    endpoints: dict[str, Series] | None = None
+
+    @property
+    def endpoints(self) -> dict[str, Series]:
+        return {s: Series(line.endpoint_losses, line.endpoint_accuracies) for s, line in self.lines.items()}
 
     def to_json(self) -> dict:
         out = {"a": self.a, "b": self.b, "points": len(self.lambdas), "lambdas": list(self.lambdas),
-               **{s: c.to_json() for s, c in self.curves.items()},
-               "barrier": {s: b.to_json() for s, b in self.barrier.items()},
-               "barrier_max": {s: b.to_json() for s, b in self.barrier_max.items()},
-               "bn": self.bn, "mask": self.mask.to_json(), "device": self.device,
-               "endpoints": None if self.endpoints is None else {s: c.to_json() for s, c in self.endpoints.items()}}
+               **self._curves_json(), "bn": self.bn, "mask": self.mask.to_json(), "device": self.device,
+               "endpoints": {s: c.to_json() for s, c in self.endpoints.items()}}
         return out if self.aligned is None else {**out, "aligned": self.aligned.to_json()}
 
 
 @dataclass(frozen=True)
-class AlignedLine:
+class AlignedLine(_SplitLines):
     """The same line with B's hidden units first permuted to match A (Git Re-Basin, Ainsworth et al. 2023):
-    its curves, both barriers, the masks (A's and B's permuted one) and the alignment."""
+    its lines per split, the masks (A's and B's permuted one) and the alignment."""
 
-    curves: dict[str, Series]
-    barrier: dict[str, Barrier]
-    barrier_max: dict[str, Barrier]
+    lines: dict[str, LinearBarrier]
     mask: MaskInfo
     alignment: Alignment
 
     def to_json(self) -> dict:
-        return {**{s: c.to_json() for s, c in self.curves.items()},
-                "barrier": {s: b.to_json() for s, b in self.barrier.items()},
-                "barrier_max": {s: b.to_json() for s, b in self.barrier_max.items()},
-                "mask": self.mask.to_json(), "alignment": self.alignment.summary()}
+        return {**self._curves_json(), "mask": self.mask.to_json(), "alignment": self.alignment.summary()}
 
 
-def _line(ckpts: Sequence, lambdas: tuple[float, ...], options: EvalOptions):
-    """Curves on theta(lambda) between two loaded checkpoints, both barriers per split, the evaluator."""
-    evaluator = CombinationEvaluator(ckpts, options)
-    curves = evaluator.evaluate_many([(1.0 - lam, lam) for lam in lambdas], desc="lambda")
-    barrier = {s: Barrier(frankle_barrier(lambdas, c.loss), frankle_barrier(lambdas, c.error))
-               for s, c in curves.items()}
-    highest = {s: Barrier(max_barrier(c.loss), max_barrier(c.error)) for s, c in curves.items()}
-    return curves, barrier, highest, evaluator
+def _lines(inputs: CheckpointSet, points: int) -> dict[str, LinearBarrier]:
+    """:func:`landscape.connectivity.linear_barriers` between the two checkpoints of ``inputs`` on its splits."""
+    a, b = inputs.models()
+    return linear_barriers(a, b, inputs.splits, points=points, bn_data=inputs.bn_data,
+                           progress=inputs.options.progress)
 
 
 def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
-                   options: EvalOptions = BOTH_SPLITS, allow_mask_union: bool = False,
-                   align: str | None = None) -> BarrierResult:
-    """:func:`landscape.connectivity.linear_barrier` for two checkpoint files (model and data rebuilt from
+                       options: EvalOptions = BOTH_SPLITS, allow_mask_union: bool = False,
+                       align: str | None = None) -> BarrierResult:
+    """:func:`landscape.connectivity.linear_barriers` for two checkpoint files (model and data rebuilt from
     them): theta(lambda) at ``points`` lambdas on ``options.splits`` (the CLI's JSON), both barriers.
 
     Checkpoints with different masks are refused unless ``allow_mask_union`` (as in
@@ -166,22 +188,18 @@ def checkpoint_barrier(a: CheckpointLike, b: CheckpointLike, points: int = 11,
         raise UserError(f"--align-method must be one of {', '.join(METHODS)}, not {align!r}")
     ckpts = load_compatible([a, b])
     shared_mask_or_refuse(ckpts, allow_mask_union)
-    lambdas = tuple(round(float(x), 12) for x in np.linspace(0.0, 1.0, points))
-    curves, barrier, highest, evaluator = _line(ckpts, lambdas, options)
-    endpoints = {s: Series((c.loss[0], c.loss[-1]), (c.acc[0], c.acc[-1])) for s, c in curves.items()}
-    if evaluator.recalibrates:  # the curve's ends have recomputed statistics: A and B as stored are other numbers
-        own = [evaluator.evaluate(c, recalibrate=False) for c in ((1.0, 0.0), (0.0, 1.0))]
-        endpoints = {s: Series(tuple(o[s].loss for o in own), tuple(o[s].acc for o in own)) for s in curves}
+    inputs = CheckpointSet(ckpts, options)
+    lines = _lines(inputs, points)
     aligned = None
     if align is not None:
-        from landscape.tools.align import align_checkpoints  # torch.fx, only when aligning
+        from landscape.tools.align import align_checkpoints
 
         result = align_checkpoints(ckpts[0], ckpts[1], method=align, seed=options.seed, device=options.device,
                                    data_dir=options.data_dir)
         pair = (ckpts[0], result.checkpoint)
-        aligned = AlignedLine(*_line(pair, lambdas, options)[:3], mask_info(pair), result.alignment)
-    return BarrierResult(ckpts[0].path, ckpts[1].path, lambdas, curves, barrier, highest, evaluator.bn,
-                         mask_info(ckpts), str(evaluator.device), aligned, endpoints)
+        aligned = AlignedLine(_lines(CheckpointSet(pair, options), points), mask_info(pair), result.alignment)
+    return BarrierResult(ckpts[0].path, ckpts[1].path, lines, inputs.bn, mask_info(ckpts), str(inputs.device),
+                         aligned)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from core.data.names import IN_MEMORY_PREFIX
 from core.errors import UserError
 from core.imports import is_import_path
 from core.models import model_spec
+from core.options import add_dataclass_arguments, from_args
 from core.seeds import check_seed
 from landscape.batches import (  # noqa: F401  the caps of every tool's flags, defined with the library's
     MAX_HULL_SAMPLES,
@@ -24,7 +25,6 @@ from landscape.batches import (  # noqa: F401  the caps of every tool's flags, d
     MAX_RESOLUTION,
 )
 from landscape.tools.artifacts import DEFAULT_DATA_DIR, SPLIT_CHOICES, EvalOptions, cached_dataset
-from landscape.tools.options import add_dataclass_arguments, from_args
 
 
 def cycle_list(text: str) -> list[int]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from core.artifacts.outputs import check_outputs
 from core.device import resolve_device
 from core.errors import UserError, run_cli
+from core.options import from_args
 from landscape.tools.cli import open_checkpoint, refuse_file_flags, write_json
 from landscape.tools.hessian_output import build_parser, format_report, format_run, report_figure, run_figure
 from landscape.tools.hessian_report import (
@@ -27,7 +28,6 @@ from landscape.tools.hessian_report import (
     sample_indices,
     training_batches,
 )
-from landscape.tools.options import from_args
 from landscape.tools.plots import save_figure
 
 __all__ = ["EVAL_MODE", "LOSS", "HessianOptions", "HessianReport", "HessianResult", "analyse_checkpoint",

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.errors import ArgumentParser
+from core.options import add_dataclass_arguments
 from landscape.tools.cli import add_io_arguments
 from landscape.tools.hessian_report import HessianOptions, HessianReport, HessianResult
-from landscape.tools.options import add_dataclass_arguments
 from landscape.tools.plots import checkpoint_label, label_figure, legend_below, panel_grid, readable_axes
 from landscape.trace import TraceEstimate
 

@@ -33,13 +33,13 @@ from torch import Tensor, nn
 from core.artifacts.checkpoint import Checkpoint, build_model, load_checkpoint
 from core.data import Dataset, subsample_indices
 from core.errors import UserError
+from core.options import option
 from core.seeds import check_seed, derive_seed
 from landscape.curvature import HessianOperator
 from landscape.hvp import Batch, trainable_parameters
 from landscape.spectrum import Spectrum
 from landscape.tools.artifacts import checkpoint_data, run_checkpoints
 from landscape.tools.cli import MAX_LANCZOS_RUNS, MAX_PROBES
-from landscape.tools.options import option
 from landscape.tools.pyhessian_backend import PyHessianTrace, pyhessian_trace
 from landscape.trace import ESTIMATORS, METHOD_ALIASES, TraceEstimate, estimator_name
 
@@ -183,7 +183,7 @@ class HessianReport:
     result: HessianResult
 
     def to_json(self) -> dict[str, Any]:
-        """The CONTRACT.md section 4 keys, plus everything else that was computed."""
+        """The keys of docs/format.md section 4, plus everything else that was computed."""
         r, t = self.result, self.result.trace
         obj: dict[str, Any] = {
             "checkpoint": self.checkpoint, "method": t.method, "probes": t.matvecs, "samples": r.samples,

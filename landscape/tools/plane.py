@@ -8,7 +8,7 @@ Every point is the affine combination sum_i c_i theta_i with barycentric coordin
 
     c_3 = y / P_3y,   c_2 = (x - c_3 P_3x) / P_2x,   c_1 = 1 - c_2 - c_3,
 
-so the plane is evaluated by :class:`landscape.tools.artifacts.CombinationEvaluator` (BatchNorm handled as
+so the plane is evaluated by :class:`landscape.tools.artifacts.CheckpointSet` (BatchNorm handled as
 everywhere else; with ``bn_recal=0`` the stored statistics follow the same coefficients, which may
 extrapolate badly outside the triangle) and each P_i gives back theta_i exactly.
 
@@ -20,7 +20,6 @@ checkpoints and settings continues from them; the file is removed when the scan 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -34,11 +33,12 @@ from core.artifacts.atomic import atomic_write_text
 from core.artifacts.jsonfile import BadJSON, read_json
 from core.errors import UserError
 from core.evaluate import Evaluation
+from core.options import to_json
 from landscape.connectivity import plane_geometry
 from landscape.tools.artifacts import (
     TEST_SPLIT,
     CheckpointLike,
-    CombinationEvaluator,
+    CheckpointSet,
     EvalOptions,
     MaskInfo,
     load_compatible,
@@ -77,7 +77,7 @@ def _identity(ckpts: Sequence, resolution: int, margin: float, options: EvalOpti
     for c in ckpts:
         st = os.stat(c.path) if os.path.exists(c.path) else None
         files.append([os.path.abspath(c.path), st.st_size if st else None, st.st_mtime_ns if st else None])
-    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("progress", "device", "trust_code")}
+    settings = {k: v for k, v in to_json(options).items() if k not in ("progress", "device", "trust_code")}
     return {"checkpoints": files, "resolution": resolution, "margin": margin, "options": settings}
 
 
@@ -113,8 +113,8 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
         raise UserError(f"--margin must be a finite number >= 0, not {margin}")
     ckpts = load_compatible(checkpoints)
     mask = shared_mask_or_refuse(ckpts, allow_mask_union)
-    evaluator = CombinationEvaluator(ckpts, options)
-    geometry = plane_geometry(evaluator.displacement_gram())
+    inputs = CheckpointSet(ckpts, options)
+    geometry = plane_geometry(inputs.combination.displacement_gram())
     xs, ys = geometry.grid(resolution, margin)
     rows = [geometry.coefficients(x, y) for y in ys for x in xs]
     identity = _identity(ckpts, resolution, margin, options)
@@ -126,7 +126,7 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
             _save_partial(partial, identity, done)
 
     try:
-        values = evaluator.evaluate_many(rows, desc="plane", results=points, on_point=keep)
+        values = inputs.scan(rows, desc="plane", results=points, on_point=keep)
     except BaseException:
         if partial is not None and len(points) > resumed:
             _save_partial(partial, identity, points)
@@ -136,4 +136,4 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
     shape = (resolution, resolution)
     grids = {s: {"loss": np.reshape(v.loss, shape), "acc": np.reshape(v.acc, shape)} for s, v in values.items()}
     return PlaneResult(tuple(c.path for c in ckpts), geometry.vertices, tuple(float(x) for x in xs),
-                       tuple(float(y) for y in ys), margin, grids, evaluator.bn, mask, resumed)
+                       tuple(float(y) for y in ys), margin, grids, inputs.bn, mask, resumed)

@@ -11,7 +11,7 @@ Summary per split: ``hull_loss_max`` and ``hull_loss_mean`` over the S samples, 
 or below the worst vertex's. ``--plane`` adds the loss plane through exactly three checkpoints
 (:mod:`landscape.tools.plane`, Garipov et al. 2018).
 
-JSON (CONTRACT.md section 4) plus: ``samples``, ``seed``, ``bn``, ``mask``, ``device`` and, with
+JSON (docs/format.md section 4) plus: ``samples``, ``seed``, ``bn``, ``mask``, ``device`` and, with
 ``--plane``, ``plane`` (see :meth:`landscape.tools.plane.PlaneResult.to_json`).
 """
 
@@ -33,7 +33,7 @@ from landscape.connectivity import simplex_samples
 from landscape.tools.artifacts import (
     TEST_SPLIT,
     CheckpointLike,
-    CombinationEvaluator,
+    CheckpointSet,
     EvalOptions,
     MaskInfo,
     Series,
@@ -102,11 +102,11 @@ def hull_landscape(checkpoints: Sequence[CheckpointLike], samples: int = 32, opt
     check_at_most(samples, MAX_HULL_SAMPLES, "--samples")
     ckpts = load_compatible(checkpoints)
     mask = shared_mask_or_refuse(ckpts, allow_mask_union)
-    evaluator = CombinationEvaluator(ckpts, options)
+    inputs = CheckpointSet(ckpts, options)
     n = len(ckpts)
     coefficients = tuple(tuple(float(x) for x in row) for row in simplex_samples(n, samples, options.seed))
     rows = [tuple(np.eye(n)[i]) for i in range(n)] + [(1.0 / n,) * n] + list(coefficients)
-    values = evaluator.evaluate_many(rows, desc="hull")
+    values = inputs.scan(rows, desc="hull")
     vertices = {s: Series(v.loss[:n], v.acc[:n]) for s, v in values.items()}
     centroid = {s: Evaluation(v.loss[n], v.acc[n]) for s, v in values.items()}
     hull = {s: Series(v.loss[n + 1:], v.acc[n + 1:]) for s, v in values.items()}
@@ -116,7 +116,7 @@ def hull_landscape(checkpoints: Sequence[CheckpointLike], samples: int = 32, opt
         summary[s] = HullSummary(max(h.loss), float(np.mean(h.loss)), worst,
                                  float(np.mean([loss <= worst for loss in h.loss])))
     return HullResult(tuple(c.path for c in ckpts), vertices, centroid, coefficients, hull, summary, options.seed,
-                      evaluator.bn, mask, str(evaluator.device))
+                      inputs.bn, mask, str(inputs.device))
 
 
 def _vertex_names(checkpoints: Sequence[str]) -> list[str]:

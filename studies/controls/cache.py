@@ -22,9 +22,10 @@ from core.artifacts.lock import exclusive
 from core.artifacts.outputs import enclosing_run
 from core.artifacts.ownership import check_usable_directory
 from core.errors import UserError
+from core.options import flag_of
 from core.progress import tqdm
 from landscape.tools.cli import write_json
-from studies.controls.measurements import KINDS, Controls, Measurement, Settings, flag, measure_row, plan_measurements
+from studies.controls.measurements import KINDS, Controls, Measurement, Settings, measure_row, plan_measurements
 from studies.controls.runs import Run, accuracy_rows, find_runs, unalignable_models
 from studies.grid.workers import WorkerPool, check_jobs, set_threads, worker_threads
 from studies.manifest import ANALYSIS, read_json_object
@@ -73,7 +74,7 @@ def check_settings(cache: Path, settings: Settings) -> None:
         saved = read_json_object(path, f"delete {cache} to recompute everything")
         if saved != body:
             name = next((k for k in body if saved.get(k) != body[k]), None)
-            what = f" ({flag(name)} {saved.get(name)}, not {body[name]})" if name else ""
+            what = f" ({flag_of(name)} {saved.get(name)}, not {body[name]})" if name else ""
             raise UserError(f"{path} records other controls settings{what}; rerun with the recorded flags, or "
                             f"delete {cache} to recompute everything")
     write_json(path, body)

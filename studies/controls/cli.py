@@ -10,18 +10,16 @@ from pathlib import Path
 
 from core.artifacts.outputs import check_outputs
 from core.errors import ArgumentParser, UserError
+from core.options import add_dataclass_arguments
 from landscape.tools.artifacts import EvalOptions
 from landscape.tools.cli import write_json
-from landscape.tools.options import add_dataclass_arguments
 from studies.controls.cache import measure
 from studies.controls.measurements import Settings
 from studies.controls.runs import Run, find_runs
 from studies.controls.tables import correlation_rows, report
 
 JSON_KEYS = {"unalignable", "correlations"}  # what marks an earlier --json of this tool, which a rerun replaces
-_HELP = {"rewind": "--rewind-epochs of the grid's runs", "points": "points on each line",
-         "hull_samples": "samples per hull", "hull_vertices": "vertices K of every hull",
-         "probes": "Hutchinson probes", "hessian_samples": "training samples of the Hessian"}
+COUNTS = ("rewind", "points", "hull_samples", "hull_vertices", "probes", "hessian_samples")  # the flags of Settings
 
 
 def grid_rewind(runs: Sequence[Run]) -> int:
@@ -46,15 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "print the tables as Markdown.")
     parser.add_argument("root", type=Path, help="directory holding IMP and SWAMP run directories (any depth: a "
                         "directory of runs, a study or a family of studies)")
-    defaults = Settings()
-    parser.add_argument("--rewind", type=int, default=None, metavar="N",
-                        help="--rewind-epochs of the grid's runs (default: the rewind point every model has, when "
-                             "there is one; other rewind points feed only the rewind table)")
-    for name, text in _HELP.items():
-        if name == "rewind":
-            continue
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name), metavar="N",
-                            help=f"{text} (default {getattr(defaults, name)})")
+    add_dataclass_arguments(parser, Settings, only=COUNTS)
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set is read (default data/)")
     parser.add_argument("--jobs", type=int, default=1, metavar="K",
                         help="compute K measurements at once in separate processes, each with 1/K of the torch "
@@ -72,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rewind is None:
         args.rewind = grid_rewind(find_runs(args.root))
     settings = replace(Settings(), data_dir=args.data_dir, trust_code=args.trust_code,
-                       **{name: getattr(args, name) for name in _HELP})
+                       **{name: getattr(args, name) for name in COUNTS})
     controls = measure(args.root, settings, args.jobs, args.progress, log=lambda line: print(line, file=sys.stderr))
     print("\n\n".join(report(controls)))
     if args.json:

@@ -4,7 +4,7 @@ measurement of a directory of runs, and the function computing each kind (:func:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import numpy as np
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from core.artifacts.checkpoint import build_model, load_checkpoint
+from core.options import check_fields, flag_of, option, to_json
 from landscape.flatness import normalized_trace
 from landscape.tools.artifacts import EvalOptions, checkpoint_data, run_particles
 from landscape.tools.barrier import checkpoint_barrier
@@ -21,7 +22,6 @@ from landscape.tools.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, check_
 from landscape.tools.hessian_report import HessianOptions, training_batches
 from landscape.tools.subspace import hull_landscape
 from studies.controls.runs import Grid, Run, grid_runs
-from studies.settings import check_counts, count_setting
 
 KINDS = ("particle_pairs", "seed_pairs", "particle_hulls", "seed_hulls", "flatness")
 
@@ -30,37 +30,35 @@ KINDS = ("particle_pairs", "seed_pairs", "particle_hulls", "seed_hulls", "flatne
 class Settings:
     """What is measured and how; each field is a flag of ``python -m studies.controls``."""
 
-    rewind: int = count_setting(2, 0)
-    points: int = count_setting(11, 2)
-    hull_samples: int = count_setting(32, 1)
-    hull_vertices: int = count_setting(3, 2)
-    probes: int = count_setting(32, 2)
-    hessian_samples: int = count_setting(1024, 1)
+    rewind: int = option(2, "--rewind-epochs of the grid's runs", least=0, metavar="N", flag_default=None,
+                         default_text="the rewind point every model has, when there is one; other rewind points "
+                                      "feed only the rewind table")
+    points: int = option(11, "points on each line", least=2, metavar="N")
+    hull_samples: int = option(32, "samples per hull", least=1, metavar="N")
+    hull_vertices: int = option(3, "vertices K of every hull", least=2, metavar="N")
+    probes: int = option(32, "Hutchinson probes", least=2, metavar="N")
+    hessian_samples: int = option(1024, "training samples of the Hessian", least=1, metavar="N")
     data_dir: str | None = None
     trust_code: bool = False
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the flag of the first impossible setting."""
-        check_counts(self, flag)
+        check_fields(self)
         for name, limit in (("points", MAX_POINTS), ("hull_samples", MAX_HULL_SAMPLES), ("probes", MAX_PROBES)):
-            check_at_most(getattr(self, name), limit, flag(name))
+            check_at_most(getattr(self, name), limit, flag_of(name))
 
     def recorded(self) -> dict[str, int]:
         """The settings the numbers depend on (all but ``data_dir``, which says only where the data are, and
         ``trust_code``, the consent to import a ``PACKAGE.MODULE:CALLABLE`` model or data set the runs name)."""
-        return {k: v for k, v in asdict(self).items() if k not in RUNTIME}
+        return {k: v for k, v in to_json(self).items() if k not in RUNTIME}
 
     def flags(self) -> list[str]:
         """The command-line flags that give these settings (those that differ from the defaults)."""
         default = Settings()
-        return [part for k, v in self.recorded().items() if v != getattr(default, k) for part in (flag(k), str(v))]
+        return [part for k, v in self.recorded().items() if v != getattr(default, k) for part in (flag_of(k), str(v))]
 
 
 RUNTIME = ("data_dir", "trust_code")  # the settings that change where the data are read and what may be imported
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ class Controls:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        settings = {k: v for k, v in asdict(self.settings).items() if k != "trust_code"}
+        settings = {k: v for k, v in to_json(self.settings).items() if k != "trust_code"}
         return {"settings": settings, "rows": self.rows, "unalignable": self.unalignable,
                 "seconds": self.seconds}
 

@@ -176,18 +176,24 @@ def check_same_plan(root: Path, plan: StudyPlan) -> None:
     if isinstance(saved_methods, list) and not any(isinstance(m, dict) and "role" in m for m in saved_methods):
         new["methods"] = [{k: v for k, v in m.items() if k != "role"} for m in new["methods"]]
     if not extends(saved, new):
-        old_seeds = saved.get("seeds") or []
+        old_seeds = _saved_seeds(saved)
+        more = "" if old_seeds is None else f" (more seeds may be added after seeds {','.join(map(str, old_seeds))})"
         raise UserError(f"{root} holds a study with other settings ({MANIFEST}); continue it with the flags it "
-                        f"was started with (more seeds may be added after seeds {','.join(map(str, old_seeds))}), "
-                        "or choose another --out")
+                        f"was started with{more}, or choose another --out")
+
+
+def _saved_seeds(saved: Mapping[str, Any]) -> list[int] | None:
+    """The saved plan's seeds, or None where the file's ``seeds`` is not a list of integers."""
+    seeds = saved.get("seeds") or []
+    return seeds if isinstance(seeds, list) and all(type(s) is int for s in seeds) else None
 
 
 def extends(saved: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether the plan ``new`` (as JSON) continues the saved plan ``saved``: every key but ``seeds`` equal, and
     ``new``'s seeds the saved ones followed by none or more."""
-    old_seeds = saved.get("seeds") or []
+    old_seeds = _saved_seeds(saved)
     same_rest = {k: saved.get(k) for k in new if k != "seeds"} == {k: v for k, v in new.items() if k != "seeds"}
-    return same_rest and new["seeds"][:len(old_seeds)] == old_seeds
+    return same_rest and old_seeds is not None and new["seeds"][:len(old_seeds)] == old_seeds
 
 
 def log_tail(root: Path, log: str, size: int = LOG_TAIL) -> str:

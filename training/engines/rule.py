@@ -13,7 +13,7 @@ def stacks(model: str, device_type: str, particles: int, stackable: bool = True)
     """Whether ``particles`` particles of ``model`` on one ``device_type`` device train faster stacked.
 
     ``stackable`` is False where the run's switches do not combine with stacking (``--amp``,
-    ``--channels-last``: see :func:`training.config.check_config`)."""
+    ``--channels-last``: see :func:`training.config.validate`)."""
     least = VECTORIZED_FASTER.get((device_type, model))
     return stackable and least is not None and particles >= least
 

@@ -1,0 +1,111 @@
+"""Magnitude and random pruning as pure functions ``(weights, masks, ratio) -> new masks``.
+
+Every function removes ``round(ratio * remaining)`` of the weights that the current mask keeps
+(Frankle & Carbin 2019; Frankle et al. 2020), so after k cycles the density is (1 - ratio)^k up to
+rounding. The count follows torch.nn.utils.prune's rounding, and the global variant selects the
+same weights as ``prune.global_unstructured(..., L1Unstructured, amount=ratio)``. Nothing is modified:
+the arguments are read, new masks returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from core.pruning.masks import Masks
+
+
+def prune_smallest(scores: Tensor, mask: Tensor, ratio: float) -> Tensor:
+    """Zero the ``round(ratio * kept)`` kept entries of the flat ``mask`` with the smallest ``scores``."""
+    n_prune = round(ratio * int(mask.sum()))
+    new = mask.clone()
+    if n_prune > 0:
+        masked_scores = torch.where(mask.bool(), scores, torch.full_like(scores, float("inf")))
+        new[torch.topk(masked_scores, n_prune, largest=False).indices] = 0
+    return new
+
+
+def flat(tensors: Mapping[str, Tensor], names: list[str]) -> Tensor:
+    """The tensors ``names`` of ``tensors``, detached, as one flat float32 vector."""
+    return torch.cat([tensors[n].detach().reshape(-1).float() for n in names])
+
+
+def unflatten(vector: Tensor, like: Mapping[str, Tensor], names: list[str]) -> Masks:
+    """The flat ``vector`` cut back into tensors shaped (and typed) like ``like[name]``."""
+    out, start = {}, 0
+    for n in names:
+        size = like[n].numel()
+        out[n] = vector[start:start + size].view_as(like[n]).to(like[n].dtype)
+        start += size
+    return out
+
+
+def prune_by_scores(scores: Mapping[str, Tensor], masks: Mapping[str, Tensor], ratio: float) -> Masks:
+    """Remove the ``round(ratio * kept)`` kept weights of lowest score, ranked across all masked tensors."""
+    names = list(masks)
+    return unflatten(prune_smallest(flat(scores, names), flat(masks, names), ratio), masks, names)
+
+
+def global_magnitude_mask(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], ratio: float) -> Masks:
+    """Prune the ``ratio`` of the remaining weights of smallest magnitude |theta_j|, ranked across all layers
+    (global magnitude pruning; Frankle & Carbin 2019, as SWAMP prunes).
+
+    Args:
+        weights: name -> weight tensor (a state dict or ``dict(model.named_parameters())``).
+        masks: name -> current mask; only these weights are ranked.
+        ratio: the fraction of the kept weights to remove, in [0, 1).
+
+    Returns:
+        The new masks (a pruned weight stays pruned).
+
+    Example:
+        >>> w = {"a": torch.tensor([0.1, -3.0, 0.2]), "b": torch.tensor([2.0, -0.05, 1.0])}
+        >>> m = global_magnitude_mask(w, {k: torch.ones(3) for k in w}, 0.5)
+        >>> m["a"].tolist(), m["b"].tolist()
+        ([0.0, 1.0, 0.0], [1.0, 0.0, 1.0])
+    """
+    return prune_by_scores({n: weights[n].abs() for n in masks}, masks, ratio)
+
+
+def layerwise_magnitude_mask(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], ratio: float) -> Masks:
+    """Prune the ``ratio`` of the remaining weights of smallest magnitude of each masked tensor separately
+    (layer-wise magnitude pruning, as the MNIST-1D paper's lottery tickets; Greydanus 2020).
+
+    Args:
+        weights, masks, ratio: as in :func:`global_magnitude_mask`.
+
+    Returns:
+        The new masks: every tensor keeps ``kept - round(ratio * kept)`` of its weights.
+
+    Example:
+        >>> w = {"a": torch.tensor([0.1, -3.0, 0.2, 4.0]), "b": torch.tensor([2.0, -0.05, 1.0, 3.0])}
+        >>> m = layerwise_magnitude_mask(w, {k: torch.ones(4) for k in w}, 0.5)
+        >>> m["a"].tolist(), m["b"].tolist()
+        ([0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0])
+    """
+    return {n: prune_smallest(weights[n].detach().reshape(-1).abs().float(), m.reshape(-1).float(), ratio)
+            .view_as(m).to(m.dtype) for n, m in masks.items()}
+
+
+def random_mask(masks: Mapping[str, Tensor], ratio: float, generator: torch.Generator | None = None) -> Masks:
+    """Prune the ``ratio`` of the remaining weights uniformly at random across all layers (the random-pruning
+    baseline of Frankle & Carbin 2019).
+
+    Args:
+        masks, ratio: as in :func:`global_magnitude_mask`.
+        generator: a CPU ``torch.Generator`` for repeatable masks (None: torch's global random state).
+
+    Returns:
+        The new masks.
+
+    Example:
+        >>> m = random_mask({"a": torch.ones(10)}, 0.3, torch.Generator().manual_seed(0))
+        >>> int(m["a"].sum())
+        7
+    """
+    names = list(masks)
+    vector = flat(masks, names)
+    scores = torch.rand(vector.shape, generator=generator).to(vector.device)
+    return unflatten(prune_smallest(scores, vector, ratio), masks, names)

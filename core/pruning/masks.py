@@ -1,0 +1,194 @@
+"""Which weights are pruned, their masks, density and :func:`apply_masks`.
+
+Prunable parameters are the weight matrices of convolutional, linear and recurrent layers (RNN, LSTM,
+GRU: every ``weight_ih_l*``, ``weight_hh_l*``) and of ``nn.MultiheadAttention`` (its input
+projections; the output projection is linear), of any model (the toolkit's zoo, torchvision, timm or
+the user's own); embeddings only on request (``embeddings=True``), the biases of those layers only on
+request (``biases=True``, as the MNIST-1D paper's lottery-ticket experiment prunes them; Greydanus 2020),
+normalisation layers never. No such layer is excluded by default (the first convolution and the
+classifier are pruned too, as in SWAMP's and open_lth's global pruning); ``exclude`` patterns
+(``--prune-exclude``) keep the weights whose names they match dense: those weights get no mask, and
+densities count only the masked weights (:func:`coverage` says what share of all weights that is). A
+tensor shared by several layers (tied weights) is one weight with one mask.
+
+A mask is a float tensor of 0s and 1s shaped like its weight; ``Masks`` maps parameter names (as
+``named_parameters`` gives them) to masks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+Masks = dict[str, Tensor]
+PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
+
+
+def _weights_of(module: nn.Module, embeddings: bool, biases: bool) -> list[nn.Parameter]:
+    """The weights among ``module``'s own parameters that are pruned:
+    ``weight`` of conv and linear layers (and of embeddings when ``embeddings``), every ``weight_*`` of a
+    recurrent layer (RNN/LSTM/GRU ``weight_ih_l*``, ``weight_hh_l*``, ``weight_hr_l*``) and the input
+    projections of ``nn.MultiheadAttention`` (its output projection is an ``nn.Linear``); with ``biases``
+    the biases of those layers too (``bias``, ``bias_*``, ``in_proj_bias``)."""
+    own = dict(module.named_parameters(recurse=False))
+    if isinstance(module, PRUNABLE_TYPES) or (embeddings and isinstance(module, EMBEDDING_TYPES)):
+        keep = ("weight", "bias") if biases else ("weight",)
+        return [own[n] for n in keep if n in own]
+    if isinstance(module, nn.RNNBase):
+        return [p for n, p in own.items() if n.startswith("weight_") or (biases and n.startswith("bias_"))]
+    if isinstance(module, nn.MultiheadAttention):
+        return [p for n, p in own.items() if n.endswith("proj_weight") or (biases and n == "in_proj_bias")]
+    return []
+
+
+def prunable_names(model: nn.Module, exclude: Sequence[str] = (), *, embeddings: bool = False,
+                   biases: bool = False) -> list[str]:
+    """Names (as in ``named_parameters``) of the weights of ``model`` that pruning masks.
+
+    Args:
+        model: any module.
+        exclude: regular expressions (``re.search``); a weight whose name one matches stays dense.
+        embeddings: also the weights of ``nn.Embedding``/``nn.EmbeddingBag``.
+        biases: also the biases of the pruned layers (the MNIST-1D paper's lottery tickets prune them).
+
+    Returns:
+        The weights of conv and linear layers, recurrent layers (RNN/LSTM/GRU) and
+        ``nn.MultiheadAttention`` (and what ``embeddings``/``biases`` add), in module order. A tensor
+        shared by several layers (tied weights) is one weight with one mask, under the name
+        ``named_parameters`` gives it (its first).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(8, 2))
+        >>> prunable_names(net), prunable_names(net, exclude=[r"^2\\."])
+        (['0.weight', '2.weight'], ['0.weight'])
+        >>> prunable_names(net, biases=True)
+        ['0.weight', '0.bias', '2.weight', '2.bias']
+        >>> prunable_names(nn.GRU(4, 8))
+        ['weight_ih_l0', 'weight_hh_l0']
+    """
+    patterns = [re.compile(p) for p in exclude]
+    canonical = {id(p): n for n, p in model.named_parameters()}
+    names: list[str] = []
+    for module in model.modules():
+        for weight in _weights_of(module, embeddings, biases):
+            name = canonical[id(weight)]
+            if name not in names:
+                names.append(name)
+    return [n for n in names if not any(p.search(n) for p in patterns)]
+
+
+def dense_masks(model: nn.Module, exclude: Sequence[str] = (), *, embeddings: bool = False,
+                biases: bool = False) -> Masks:
+    """All-ones masks for every prunable weight of ``model``: the masks of the dense network.
+
+    Args:
+        model, exclude, embeddings, biases: which weights, as :func:`prunable_names` chooses them.
+
+    Returns:
+        name -> float tensor of ones, shaped like the weight and on its device.
+
+    Example:
+        >>> masks = dense_masks(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))
+        >>> {name: tuple(m.shape) for name, m in masks.items()}, density(masks)
+        ({'0.weight': (4, 3), '2.weight': (2, 4)}, 1.0)
+    """
+    params = dict(model.named_parameters())
+    names = prunable_names(model, exclude, embeddings=embeddings, biases=biases)
+    return {name: torch.ones_like(params[name]) for name in names}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What the masks of a model cover: ``pruned`` of its ``total`` weights (every parameter entry, each shared
+    tensor once); ``dense`` the weight matrices (2 or more dimensions) left without a mask that no
+    ``--prune-exclude`` pattern chose (embeddings, a model's own ``nn.Parameter`` matrices), name -> size."""
+
+    pruned: int
+    total: int
+    dense: dict[str, int]
+
+    def describe(self) -> str:
+        """One line: the dense matrices and the share of all weights that the reported sparsity counts."""
+        names = list(self.dense)
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        return (f"not pruned: {shown} ({sum(self.dense.values()):,} weights in matrices without a mask); the "
+                f"reported sparsity covers {self.pruned:,} of the model's {self.total:,} weights "
+                f"({100 * self.pruned / max(self.total, 1):.1f}%)")
+
+
+def coverage(model: nn.Module, exclude: Sequence[str] = (), *, embeddings: bool = False,
+             biases: bool = False) -> Coverage:
+    """:class:`Coverage` of the masks :func:`dense_masks` gives ``model``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+        >>> cov = coverage(net)
+        >>> cov.pruned, cov.total, cov.dense
+        (8, 50, {'0.weight': 40})
+    """
+    params = dict(model.named_parameters())
+    masked = prunable_names(model, exclude, embeddings=embeddings, biases=biases)
+    dense = {n: p.numel() for n, p in params.items()
+             if p.dim() >= 2 and n not in masked and not any(re.search(x, n) for x in exclude)}
+    return Coverage(sum(params[n].numel() for n in masked), sum(p.numel() for p in params.values()), dense)
+
+
+def density(masks: Mapping[str, Tensor]) -> float:
+    """The fraction of masked weights kept, d = sum_l |m_l|_1 / sum_l numel(m_l).
+
+    Args:
+        masks: name -> mask of 0s and 1s.
+
+    Returns:
+        The density in [0, 1] (1 - sparsity); after k cycles of pruning a fraction P it is (1 - P)^k up
+        to rounding (:func:`kept_per_cycle`).
+
+    Example:
+        >>> density({"a": torch.tensor([1.0, 0.0, 1.0, 1.0]), "b": torch.zeros(4)})
+        0.375
+    """
+    kept = sum(float(m.sum()) for m in masks.values())
+    return kept / sum(m.numel() for m in masks.values())
+
+
+def kept_per_cycle(sizes: Sequence[int], ratio: float, cycles: int, layerwise: bool = False) -> list[int]:
+    """Prunable weights that cycles 0 .. ``cycles`` - 1 keep, for tensors of ``sizes`` weights: each cycle
+    removes ``round(ratio * kept)`` of them (of each tensor's with ``layerwise``), as the masks do.
+
+    Example:
+        >>> kept_per_cycle([1000], 0.5, 4), kept_per_cycle([3, 3], 0.5, 3, layerwise=True)
+        ([1000, 500, 250, 125], [6, 2, 2])
+    """
+    kept, counts = [list(sizes)], list(sizes)
+    for _ in range(cycles - 1):
+        if layerwise:
+            counts = [n - round(ratio * n) for n in counts]
+        else:
+            total = sum(counts)
+            counts = [total - round(ratio * total)]
+        kept.append(counts)
+    return [sum(k) for k in kept]
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
+    """Set the pruned weights of ``model`` to 0, in place: theta_l <- m_l * theta_l for every masked l.
+
+    Args:
+        model: the module to prune (modified in place; the one function here that modifies its argument).
+        masks: name -> mask (on the weight's device); names as ``model.named_parameters()`` gives them.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> apply_masks(net, {"weight": torch.tensor([[1.0, 0.0], [0.0, 1.0]])})
+        >>> int((net.weight == 0).sum())
+        2
+    """
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask)
