@@ -2,27 +2,19 @@
 
 Reads a study directory of :mod:`studies.grid.cli` and writes, atomically, one file per measurement
 ``DIR/analysis/KIND/RUN/cycle_KK.json``; a rerun computes only the missing ones, so it can be
-interrupted and continued, and the notebooks only read files. For every finished cycle k:
-
-============  ===================  =========================================================
-KIND          runs                 what (tool)
-============  ===================  =========================================================
-pairs         SWAMP, particles     barriers between every particle pair of cycle k
-                                   (:func:`landscape.tools.barrier.cycle_barriers`, Frankle et al. 2020)
-consecutive   IMP, SWA, SWAMP      barrier between the solutions of cycles k - 1 and k
-hull          SWAMP, particles     loss over the particles' convex hull (:mod:`landscape.tools.subspace`)
-plane         SWAMP, first seed    loss plane through three particles at the first, middle and last
-                                   cycle (Garipov et al. 2018)
-hessian       IMP, SWA, SWAMP      Hutchinson trace of the solution's Hessian with its standard error
-                                   (:mod:`landscape.tools.hessian`, Hutchinson 1989)
-============  ===================  =========================================================
+interrupted and continued, and the notebooks only read files. For every finished cycle k it measures
+barriers between the particles (``pairs``) and between consecutive cycles' solutions (``consecutive``),
+the particles' convex hull (``hull``), loss planes (``plane``) and Hessian traces (``hessian``): the
+table of :mod:`studies.measurements`.
 
 Runs are chosen by their method's role (:func:`studies.manifest.method_roles`): "SWAMP" is the
 method of role ``swamp`` (N = 4 in the full grid), IMP, SWA and particles those of roles ``imp``,
-``swa`` and ``particles``. ``analysis/settings.json`` records the :class:`AnalysisSettings`; a study
-made with ``--quick`` gets :data:`QUICK_SETTINGS`. With ``--launcher submitit-local`` or ``slurm``
-(:mod:`studies.grid.launchers`, docs/cluster.md) each sub-run's missing measurements are one submitit job,
-and the command waits for them (the same files as in one process).
+``swa`` and ``particles``. The measurements and their settings are one registry,
+:data:`studies.measurements.MEASUREMENTS` (``--only`` takes its names), where a new one is added.
+``analysis/settings.json`` records the :class:`~studies.measurements.AnalysisSettings`; a study made
+with ``--quick`` gets :data:`~studies.measurements.QUICK_SETTINGS`. With ``--launcher submitit-local`` or
+``slurm`` (:mod:`studies.grid.launchers`, docs/cluster.md) each sub-run's missing measurements are one
+submitit job, and the command waits for them (the same files as in one process).
 """
 
 from __future__ import annotations
@@ -37,73 +29,24 @@ from typing import Any
 from core.artifacts.jsonfile import BadJSON, read_json
 from core.artifacts.lock import LOCK_NAME, exclusive
 from core.artifacts.ownership import check_usable_directory
-from core.artifacts.rundir import RunDir
 from core.device import resolve_device
 from core.errors import ArgumentParser, UserError, run_cli
-from core.options import add_dataclass_arguments, check_fields, flag_of, from_args, option, to_json
+from core.options import add_dataclass_arguments, from_args, to_json
 from core.progress import tqdm
-from core.seeds import check_seed
-from landscape.tools.artifacts import SPLITS, EvalOptions, run_particles
-from landscape.tools.barrier import checkpoint_barrier, cycle_barriers
-from landscape.tools.cli import MAX_HULL_SAMPLES, MAX_POINTS, MAX_PROBES, MAX_RESOLUTION, check_at_most, write_json
-from landscape.tools.hessian_report import HessianOptions, analyse_checkpoint
-from landscape.tools.plane import checkpoint_plane
-from landscape.tools.subspace import hull_landscape
+from landscape.tools.artifacts import EvalOptions
+from landscape.tools.cli import write_json
 from studies.grid.launchers import SUBMITIT, LauncherOptions, add_launcher_flags, check_device, launcher_options
 from studies.grid.manifest import cycles_done
 from studies.grid.workers import WorkerPool, check_jobs, set_threads, worker_threads
 from studies.manifest import ANALYSIS, method_roles, read_study
-
-KINDS = ("pairs", "consecutive", "hull", "plane", "hessian")
-
-
-def _splits_of_flag(text: str) -> tuple[str, ...]:
-    return tuple(text.split(","))
-
-
-def _count(default: int, help_: str, least: int) -> Any:
-    """An integer setting of at least ``least``; its flag's text is parsed here (one line naming the flag)."""
-    return option(default, help_, least=least, metavar="N", to_field=int)
-
-
-@dataclass(frozen=True)
-class AnalysisSettings:
-    """Resolution of every measurement (the same for all runs, so they can be compared); each field is a flag
-    of ``python -m studies.analyse``."""
-
-    points: int = _count(11, "points on each interpolation line", 2)
-    splits: tuple[str, ...] = option(("train", "test"), "data splits to evaluate: train, test or train,test",
-                                     metavar="SPLIT,...", to_field=_splits_of_flag, to_flag=",".join)
-    bn_recal: int = _count(2048, "train samples for BatchNorm recalibration at every point (0: combine the stored "
-                           "statistics)", 0)
-    hull_samples: int = _count(32, "Dirichlet samples of each convex hull", 1)
-    plane_resolution: int = _count(15, "plane grid N x N", 2)
-    hessian_probes: int = _count(32, "Hutchinson probes per Hessian trace", 2)  # one product gives no standard error
-    hessian_samples: int = _count(1024, "seeded train samples the Hessian is taken over", 1)
-    seed: int = _count(0, "seed of every subsample and random probe", 0)
-
-    def validate(self) -> None:
-        """Raise :class:`UserError` naming the flag of the first impossible setting."""
-        check_fields(self)
-        check_seed(self.seed)
-        for name, limit in (("points", MAX_POINTS), ("hull_samples", MAX_HULL_SAMPLES),
-                            ("plane_resolution", MAX_RESOLUTION), ("hessian_probes", MAX_PROBES)):
-            check_at_most(getattr(self, name), limit, flag_of(name))
-        splits = self.splits
-        if not isinstance(splits, tuple) or not splits or not set(splits) <= set(SPLITS) \
-                or len(set(splits)) != len(splits):
-            raise UserError(f"--splits takes train, test or train,test, not {','.join(map(str, splits))!r}")
-
-    def eval_options(self, device: str, data_dir: str | None, progress: bool | None,
-                     trust_code: bool = False) -> EvalOptions:
-        return EvalOptions(self.splits, self.bn_recal, self.seed, None, device, data_dir, progress, trust_code)
-
-    def hessian_options(self) -> HessianOptions:
-        return HessianOptions(probes=self.hessian_probes, samples=self.hessian_samples, seed=self.seed)
-
-
-QUICK_SETTINGS = AnalysisSettings(points=3, splits=("test",), bn_recal=256, hull_samples=4, plane_resolution=4,
-                                  hessian_probes=4, hessian_samples=128)
+from studies.measurements import KINDS as KINDS  # the names, as before the registry had a module of its own
+from studies.measurements import (
+    MEASUREMENTS,
+    QUICK_SETTINGS,
+    AnalysisSettings,
+    Where,
+    result_path,
+)
 
 
 @dataclass(frozen=True)
@@ -119,59 +62,28 @@ class Job:
         return result_path(root, self.kind, self.run, self.cycle)
 
 
-def result_path(root: str | Path, kind: str, run: str, cycle: int) -> Path:
-    return Path(root) / ANALYSIS / kind / run / f"cycle_{cycle:02d}.json"
-
-
 def plan_jobs(root: Path, manifest: dict[str, Any], settings: AnalysisSettings, options: EvalOptions,
               device: str) -> list[Job]:
     """Every measurement the notebooks read, for the cycles that exist now."""
     roles = method_roles(manifest)
-    wanted = {"pairs": ("swamp", "particles"), "consecutive": ("imp", "swa", "swamp"), "hull": ("swamp", "particles"),
-              "hessian": ("imp", "swa", "swamp"), "plane": ("swamp",)}
     first_seed = manifest["seeds"][0]
-    hessian = settings.hessian_options()
     jobs = []
     for entry in manifest["runs"]:
         run = root / entry["path"]
-        cycles = list(range(cycles_done(run)))
-        for kind, role_names in wanted.items():
-            if entry["method"] not in roles.methods(*role_names):
+        done = list(range(cycles_done(run)))
+        for kind, measurement in MEASUREMENTS.items():
+            if entry["method"] not in roles.methods(*measurement.roles) or (
+                    measurement.first_seed and entry["seed"] != first_seed):
                 continue
-            if kind == "plane":
-                if entry["seed"] != first_seed or not cycles:
-                    continue
-                chosen = sorted({cycles[0], cycles[len(cycles) // 2], cycles[-1]})
-            else:
-                chosen = cycles[1:] if kind == "consecutive" else cycles
-            for k in chosen:
-                jobs.append(Job(kind, entry["name"], k, _measure(kind, run, k, settings, options, hessian, device)))
+            for k in measurement.cycles(done):
+                jobs.append(Job(kind, entry["name"], k, _measure(kind, run, k, settings, options, device)))
     return jobs
 
 
 def _measure(kind: str, run: Path, k: int, settings: AnalysisSettings, options: EvalOptions,
-             hessian: HessianOptions, device: str) -> Callable[[], dict[str, Any]]:
-    rundir = RunDir(run)
-    if kind == "pairs":
-        return lambda: cycle_barriers(str(run), k, settings.points, options).to_json()
-    if kind == "consecutive":
-        return lambda: checkpoint_barrier(rundir.average(k - 1), rundir.average(k), settings.points, options,
-                                      allow_mask_union=True).to_json()
-    if kind == "hull":
-        return lambda: hull_landscape(run_particles(run, k), settings.hull_samples, options).to_json()
-    if kind == "plane":
-        return lambda: _plane(run, k, settings, options)
-    return lambda: analyse_checkpoint(rundir.average(k), hessian, device, options.data_dir,
-                                      trust_code=options.trust_code).to_json()
-
-
-def _plane(run: Path, k: int, settings: AnalysisSettings, options: EvalOptions) -> dict[str, Any]:
-    particles = run_particles(run, k)[:3]
-    if len(particles) < 3:
-        return {"skipped": f"cycle {k} has {len(particles)} particles; a plane needs three"}
-    partial = result_path(run.parent.parent, "plane", run.name, k).with_suffix(".partial")
-    return checkpoint_plane(particles, settings.plane_resolution, options=replace(options, splits=("test",)),
-                      partial=partial).to_json()
+             device: str) -> Callable[[], dict[str, Any]]:
+    at = Where(run, k, settings, options, device)
+    return lambda: MEASUREMENTS[kind].measure(at)
 
 
 def default_settings(manifest: dict[str, Any]) -> AnalysisSettings:
@@ -204,7 +116,7 @@ def _compute_in_worker(kind: str, run: str, cycle: int, root: Path, settings: An
                        options: EvalOptions, device: str, threads: int) -> Path:
     """One measurement in a worker process (``jobs`` > 1), rebuilt from picklable arguments."""
     set_threads(threads)
-    measure = _measure(kind, root / "runs" / run, cycle, settings, options, settings.hessian_options(), device)
+    measure = _measure(kind, root / "runs" / run, cycle, settings, options, device)
     return _compute(Job(kind, run, cycle, measure), root)
 
 
@@ -214,7 +126,7 @@ def _controls_only(analysis: Path) -> bool:
         {p.name for p in analysis.iterdir()} - {LOCK_NAME} == {"controls"} and (analysis / "controls").is_dir()
 
 
-def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, kinds: Sequence[str] = KINDS,
+def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, kinds: Sequence[str] | None = None,
                   device: str = "cpu", data_dir: str | None = None, progress: bool | None = None,
                   jobs: int = 1, launch: LauncherOptions | None = None, *, trust_code: bool = False) -> list[Path]:
     """Compute every missing measurement of the study; returns the files written now.
@@ -226,9 +138,11 @@ def analyse_study(root: str | Path, settings: AnalysisSettings | None = None, ki
     missing measurements are one job (:func:`_compute_chunk`, on the device ``device`` names on the
     job's node), and the call waits for them all. ``trust_code`` (``--trust-code``) allows the
     ``PACKAGE.MODULE:CALLABLE`` model or data set the study's checkpoints name (user code, imported only then).
+    ``kinds``: the names of :data:`~studies.measurements.MEASUREMENTS` to compute (None: all).
     """
     launch = launch or LauncherOptions(jobs=jobs)
     check_jobs(launch.jobs)
+    kinds = tuple(MEASUREMENTS) if kinds is None else kinds
     check_kinds(kinds)
     root = Path(root)
     manifest = read_study(root)
@@ -311,8 +225,8 @@ def _analyse_in_jobs(root: Path, todo: Sequence[Job], settings: AnalysisSettings
 
 
 def check_kinds(kinds: Sequence[str]) -> None:
-    if not kinds or not set(kinds) <= set(KINDS) or len(set(kinds)) != len(kinds):
-        raise UserError(f"--only takes a comma-separated subset of {', '.join(KINDS)}, not {','.join(kinds)!r}")
+    if not kinds or not set(kinds) <= set(MEASUREMENTS) or len(set(kinds)) != len(kinds):
+        raise UserError(f"--only takes a comma-separated subset of {', '.join(MEASUREMENTS)}, not {','.join(kinds)!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,11 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compute the landscape measurements of a study directory (barriers, hulls, planes, Hessian "
                     "traces) into DIR/analysis/; rerun to continue. The JSON it writes: docs/format.md.")
     parser.add_argument("study", metavar="DIR", help="a study directory of python -m studies.grid")
-    parser.add_argument("--only", default=",".join(KINDS), metavar="KIND,...",
-                        help="measurements to compute, a comma-separated subset of " + ", ".join(KINDS) +
-                             " (default all): pairs = barriers between the particles of a cycle, consecutive = "
-                             "barriers between consecutive cycles' solutions, hull = convex hull of the particles, "
-                             "plane = loss plane through three particles, hessian = Hessian trace of the solution")
+    parser.add_argument("--only", default=",".join(MEASUREMENTS), metavar="KIND,...",
+                        help="measurements to compute, a comma-separated subset of " + ", ".join(MEASUREMENTS) +
+                             " (default all): " + ", ".join(f"{kind} = {m.about}" for kind, m in MEASUREMENTS.items()))
     parser.add_argument("--device", default="auto",
                         help="auto, cpu, cuda or cuda:N (default auto: the first GPU if there is one; with "
                              "--launcher slurm, of each job's node)")

@@ -23,6 +23,7 @@ import torch
 from conftest import DATA_DIR, make_run
 from test_data_sources import batches, fakedata, same
 from test_engines import (
+    ONE_PROCESS,
     ROUNDING,
     _assert_runs_match,
     _assert_same_files,
@@ -136,15 +137,17 @@ def conv2d_runs(tmp_path_factory: pytest.TempPathFactory):
     sys.modules.pop(CONV2D, None)
 
 
+@pytest.mark.parametrize("engine", ONE_PROCESS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_vectorized_engine_equals_sequential(tmp_path, device):
-    """Four MLP particles stacked into one model train as the sequential engine trains them one by one, up
-    to the rounding of batched kernels (test_engines' ROUNDING; float32 matrix products on CUDA too)."""
+def test_one_process_engine_equals_sequential(tmp_path, device, engine):
+    """Four MLP particles trained by every registered one-process engine (vectorized: stacked into one model)
+    equal the sequential engine's, trained one by one, up to the rounding of batched kernels (test_engines'
+    ROUNDING; float32 matrix products on CUDA too)."""
     args = [*ONE_EPOCH, "--model", "mlp", "--particles", "4", "--device", device]
     sequential = make_run(tmp_path / "seq", *args, "--engine", "sequential")
-    vectorized = make_run(tmp_path / "vec", *args, "--engine", "vectorized")
-    assert _config(vectorized)["device"] == device
-    _assert_runs_match(sequential, vectorized, **ROUNDING)
+    run = make_run(tmp_path / engine, *args, "--engine", engine)
+    assert _config(run)["device"] == device
+    _assert_runs_match(sequential, run, **ROUNDING)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,5 +1,7 @@
-"""Particle engines agree: sequential (reference), vectorized (one stacked model) and distributed
-(two gloo processes, as torchrun would start them)."""
+"""Particle engines agree: every engine of the registry (:data:`training.engines.ENGINES`) against the
+sequential reference: the one-process ones (vectorized: one stacked model) in this process, the torchrun
+ones (distributed) under two gloo processes, as torchrun would start them. A new engine is tested by
+being registered."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from torch import nn
 from core.errors import run_cli
 from core.models import build_model, model_spec
 from training import context as context_module
-from training.engines import VECTORIZED_FASTER, auto_engine, cluster
+from training.engines import ENGINES, VECTORIZED_FASTER, auto_engine, cluster, engine_names, select_engine
 from training.engines.stacked import StackedModule
 from training.swamp import main as swamp_main
 from training.train import Divergence
@@ -37,6 +39,10 @@ MLP_ARGS = [*RUN_ARGS, "--model", "mlp", "--particles", "8"]  # enough for auto 
 # Stacked (vectorized) MLP particles against ones trained one at a time: batched kernels sum in another
 # order, so they differ by rounding; over these runs the largest difference measured is 2.4e-7.
 ROUNDING = {"rtol": 1e-4, "atol": 1e-5}
+# The registered engines compared with the sequential reference, derived from the registry: "auto" only
+# chooses among them (its rule: test_auto_rule_follows_the_measured_table).
+ONE_PROCESS = [name for name in engine_names("one") if name != "sequential"]
+TORCHRUN = engine_names("torchrun")
 
 
 def _resume(out: Path) -> list[str]:
@@ -100,9 +106,18 @@ def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_run(tmp_path_factory.mktemp("mlp") / "seq", *MLP_ARGS, "--engine", "sequential")
 
 
-def test_vectorized_run_equals_sequential(mlp_run, tmp_path):
-    vec = make_run(tmp_path / "vec", *MLP_ARGS, "--engine", "vectorized")
-    _assert_runs_match(mlp_run, vec, **ROUNDING)
+def test_every_registered_engine_is_importable_and_launchable():
+    assert ENGINES["sequential"].processes == "one", "the reference runs in this process"
+    assert set(engine_names("one") + TORCHRUN + engine_names("any")) == set(ENGINES), "each entry says its launch"
+    assert all(callable(select_engine(name)) for name in ENGINES)
+
+
+@pytest.mark.parametrize("engine", ONE_PROCESS)
+def test_one_process_engine_run_equals_sequential(mlp_run, tmp_path, engine):
+    """8 MLP particles over 2 cycles: every particle and average equals the sequential run's up to the
+    rounding of batched kernels (:data:`ROUNDING`)."""
+    run = make_run(tmp_path / engine, *MLP_ARGS, "--engine", engine)
+    _assert_runs_match(mlp_run, run, **ROUNDING)
 
 
 def test_vectorized_single_particle_is_bitwise_sequential(tmp_path):
@@ -205,7 +220,7 @@ def test_distributed_engine_outside_torchrun_is_a_clear_error(tmp_path, capsys):
     assert "torchrun --nproc-per-node" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+@pytest.mark.parametrize("engine", engine_names("one"))
 def test_one_process_engines_are_refused_under_torchrun(tmp_path, engine):
     """Under a real 2-process torchrun, a one-process engine would have every rank write the same run:
     rank 0 exits 2 with one line naming --engine, before touching the run directory, and nothing hangs."""
@@ -290,11 +305,12 @@ def _torchrun(tmp_path: Path, argv: list[str], fail_rank: int = -1, world: int =
     return results
 
 
-def test_two_gloo_processes_equal_the_sequential_run(tiny_run, tmp_path):
+@pytest.mark.parametrize("engine", TORCHRUN)
+def test_two_gloo_processes_equal_the_sequential_run(tiny_run, tmp_path, engine):
     """cnn1d (BatchNorm), 3 particles over 2 ranks, one at a time: particles bitwise equal to the
     sequential run's; the average's BN statistics, all-reduced from both ranks' batches, to rounding."""
     out = tmp_path / "dist"
-    argv = [*TINY_ARGS, "--out", str(out), "--data-dir", str(DATA_DIR), "--engine", "distributed"]
+    argv = [*TINY_ARGS, "--out", str(out), "--data-dir", str(DATA_DIR), "--engine", engine]
     assert [code for code, _ in _torchrun(tmp_path, argv)] == [0, 0]
     assert (out / "cycle_02" / "average.safetensors").is_file()
     particles = sorted(p.relative_to(out) for p in out.glob("cycle_*/particle_*.safetensors"))

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from core.artifacts.jsonfile import BadJSON, json_object_flag, parse_json, read_json
-from core.data.names import BUILTIN as DATASETS  # noqa: F401  (the toolkit's own loaders)
-from core.data.names import check_dataset_name
+from core.data.names import check_dataset_name, dataset_help
 from core.errors import ArgumentParser, UserError
 from core.imports import TRUST_FLAG, is_import_path
+from core.models import zoo_names
 from core.options import add_dataclass_arguments, check_fields, field_problem, flag_of, option, repeated, to_json
 from core.pruning import runner_methods
 from core.seeds import check_seed
@@ -55,9 +55,7 @@ class RunConfig:
     """Every hyperparameter of a SWAMP / IMP run (see docs/hyperparameters.md for their sources)."""
 
     # data
-    dataset: str = option("mnist1d", "mnist1d, cifar10, cifar100, imagefolder, torchvision:NAME (e.g. "
-                          "torchvision:FakeData, torchvision:MNIST) or PACKAGE.MODULE:CALLABLE returning (train_set, "
-                          "test_set)")
+    dataset: str = option("mnist1d", dataset_help())
     dataset_kwargs: str = option("{}", "JSON object of keyword arguments for a torchvision: or PACKAGE.MODULE:CALLABLE "
                                  "dataset, e.g. '{\"size\": 256}'")
     data_dir: str = option("data", "where datasets live / are cached")
@@ -68,9 +66,8 @@ class RunConfig:
                           f"min(4, CPU cores): {DEFAULT_WORKERS} here; with random transforms the worker count is part "
                           "of what a run computes, and config.json records it)")
     # model
-    model: str = _from_preset("a zoo model (mlp, cnn1d, transformer1d, wrn28x2, vgg19, resnet20, resnet18, resnet50), "
-                              "torchvision:NAME, timm:NAME or PACKAGE.MODULE:CALLABLE(num_classes=..., "
-                              "**model_kwargs)")
+    model: str = _from_preset(f"a zoo model ({zoo_names()}), torchvision:NAME, timm:NAME or "
+                              "PACKAGE.MODULE:CALLABLE(num_classes=..., **model_kwargs)")
     model_kwargs: str = option("{}", "JSON object of extra model arguments, e.g. '{\"width\": 64}'")
     trust_code: bool = option(False, "with --resume: import the PACKAGE.MODULE:CALLABLE model or dataset the run's "
                               "config.json names (naming it with --model / --dataset consents as well)")

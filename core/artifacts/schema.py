@@ -14,17 +14,16 @@ it, and every refusal is one :class:`UserError` line naming the field or tensor:
   (a torchvision classification model), ``timm:NAME`` or ``PACKAGE.MODULE:CALLABLE`` (user code, never
   imported here); their arguments follow :func:`model_kwargs_problem`, and those that would load
   pretrained weights or read a file are refused.
-- ``dataset``: a name of :data:`core.data.names.BUILTIN` and only the fields that data set has;
-  MNIST-1D ``num_samples`` from :data:`MNIST1D_MIN_SAMPLES` (one sample per class) to
-  :data:`MNIST1D_MAX_SAMPLES` (training writes 5000, :func:`core.data.mnist1d_spec`), ``seed``
-  a NumPy seed; imagefolder ``workers`` at most :data:`MAX_WORKERS`, ``image_size`` at most
-  :data:`MAX_IMAGE_SIZE`. ``torchvision:NAME`` for a NAME of :data:`core.data.catalog.TORCHVISION`,
-  with ``kwargs`` as :func:`core.data.catalog.kwargs_problem` allows (FakeData's sizes capped so that
-  no file makes a tool generate more than :data:`core.data.catalog.FAKEDATA_MAX_ELEMENTS` numbers)
-  and ``workers``; ``PACKAGE.MODULE:CALLABLE`` (user code, never imported here) with ``kwargs`` of JSON
-  scalars or lists of at most :data:`MAX_LIST_LENGTH` scalars and ``workers``; ``python:NAME``, data
-  handed over in Python, which nothing can load again. ``data_dir`` is kept only as a record: the
-  tools read data where the user says.
+- ``dataset``: a name of the registry :data:`core.data.names.BUILTIN` and only the fields its entry
+  has, each an integer within the entry's bounds (MNIST-1D ``num_samples`` from 10, one sample per
+  class, to 100,000, ``seed`` a NumPy seed; imagefolder ``image_size`` at most 1024), and ``workers``
+  at most :data:`MAX_WORKERS` for a streamed one. ``torchvision:NAME`` for a NAME of
+  :data:`core.data.catalog.TORCHVISION`, with ``kwargs`` as :func:`core.data.catalog.kwargs_problem`
+  allows (FakeData's sizes capped so that no file makes a tool generate more than
+  :data:`core.data.catalog.FAKEDATA_MAX_ELEMENTS` numbers) and ``workers``; ``PACKAGE.MODULE:CALLABLE``
+  (user code, never imported here) with ``kwargs`` of JSON scalars or lists of at most
+  :data:`MAX_LIST_LENGTH` scalars and ``workers``; ``python:NAME``, data handed over in Python, which
+  nothing can load again. ``data_dir`` is kept only as a record: the tools read data where the user says.
 - ``config``: a JSON object; of the fields the tools read, ``eval_batch_size`` is a positive integer
   at most :data:`MAX_EVAL_BATCH_SIZE`.
 
@@ -40,14 +39,12 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from core.artifacts.jsonfile import BadJSON, brief_repr, parse_json
-from core.data import MNIST1D_CLASSES
 from core.data.catalog import PREFIX as TORCHVISION_PREFIX
 from core.data.catalog import TORCHVISION
 from core.data.catalog import dataset_classes as vision_classes
 from core.data.catalog import kwargs_problem as vision_kwargs_problem
-from core.data.cifar import LAYOUT
 from core.data.names import BUILTIN as DATASETS
-from core.data.names import IN_MEMORY_PREFIX
+from core.data.names import IN_MEMORY_PREFIX, MAX_WORKERS, is_builtin
 from core.errors import UserError
 from core.imports import is_import_path
 from core.models.kwargs import (
@@ -60,14 +57,8 @@ from core.models.kwargs import (
     model_kwargs_problem,
 )
 
-MNIST1D_MIN_SAMPLES, MNIST1D_MAX_SAMPLES = 10, 100_000
-MAX_SEED = 2**32 - 1
-MAX_WORKERS = 64
-MAX_IMAGE_SIZE = 1024
-DEFAULT_IMAGE_SIZE = 224  # core.data.imagefolder's default
 MAX_EVAL_BATCH_SIZE = 2**16
 MAX_INDEX = 10**6
-CIFAR_CLASSES = {name: layout[4] for name, layout in LAYOUT.items()}
 _INT_TEXT = re.compile(r"[0-9]{1,7}")
 # What a model's constructor or forward pass raises for arguments or inputs it cannot take (torchvision and
 # timm check theirs with assertions); NotImplementedError is a RuntimeError.
@@ -200,10 +191,10 @@ def _dataset_fields(where: str, name: Any) -> set[str]:
             return {"workers"}
         if is_import_path(name):
             return {"kwargs", "workers"}
-    if not isinstance(name, str) or name not in DATASETS:
+    if not is_builtin(name):
         _refuse(where, "dataset.name", f"one of {', '.join(DATASETS)}, torchvision:NAME, PACKAGE.MODULE:CALLABLE "
                 f"or python:NAME (at most {MAX_NAME_LENGTH} printable characters)", name)
-    return {"mnist1d": {"num_samples", "seed"}, "imagefolder": {"workers", "image_size"}}.get(name, set())
+    return DATASETS[name].allowed()
 
 
 def check_dataset_spec(where: str, spec: Any) -> dict[str, Any]:
@@ -212,16 +203,15 @@ def check_dataset_spec(where: str, spec: Any) -> dict[str, Any]:
         _refuse(where, "dataset", 'a JSON object {"name": ..., ...}', spec)
     name = spec.get("name")
     fields = _dataset_fields(where, name)
-    _only(where, "dataset", spec, {"name", "data_dir"} | fields, {"num_samples", "seed"} & fields)
+    bounds = DATASETS[name].fields if is_builtin(name) else {}
+    _only(where, "dataset", spec, {"name", "data_dir"} | fields, {k for k, bound in bounds.items() if bound.written})
     if "data_dir" in spec and not isinstance(spec["data_dir"], str):
         _refuse(where, "dataset.data_dir", "a string", spec["data_dir"])
-    if name == "mnist1d":
-        _integer(where, "dataset.num_samples", spec["num_samples"], MNIST1D_MIN_SAMPLES, MNIST1D_MAX_SAMPLES)
-        _integer(where, "dataset.seed", spec["seed"], 0, MAX_SEED)
     if "workers" in spec:
         _integer(where, "dataset.workers", spec["workers"], 0, MAX_WORKERS)
-    if "image_size" in spec:
-        _integer(where, "dataset.image_size", spec["image_size"], 1, MAX_IMAGE_SIZE)
+    for key, bound in bounds.items():
+        if key in spec:
+            _integer(where, f"dataset.{key}", spec[key], bound.low, bound.high)
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, dict):
         _refuse(where, "dataset.kwargs", "a JSON object", kwargs)
@@ -237,13 +227,12 @@ def check_dataset_spec(where: str, spec: Any) -> dict[str, Any]:
 
 
 def dataset_classes(dataset: Mapping[str, Any]) -> int | None:
-    """The class count of a (checked) data set description where the data set fixes it: MNIST-1D, CIFAR and
-    ``torchvision:`` datasets; None for imagefolder and the user's datasets (known only once read)."""
+    """The class count of a (checked) data set description where the data set fixes it: the registry's
+    (:data:`core.data.names.BUILTIN`: MNIST-1D, CIFAR) and ``torchvision:`` datasets; None for imagefolder and
+    the user's datasets (known only once read)."""
     name = dataset.get("name")
-    if name == "mnist1d":
-        return MNIST1D_CLASSES
-    if name in CIFAR_CLASSES:
-        return CIFAR_CLASSES[name]
+    if is_builtin(name):
+        return DATASETS[name].classes
     if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
         return vision_classes(name.removeprefix(TORCHVISION_PREFIX), dataset.get("kwargs", {}))
     return None

@@ -21,19 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.artifacts.schema import (
-    CIFAR_CLASSES,
-    DEFAULT_IMAGE_SIZE,
-    MAX_IMAGE_SIZE,
-    MODEL_ERRORS,
-    first_line,
-    printable,
-)
-from core.data import MNIST1D_LENGTH
+from core.artifacts.schema import MODEL_ERRORS, first_line, printable
 from core.data.catalog import PREFIX as TORCHVISION_PREFIX
 from core.data.catalog import TORCHVISION
 from core.data.catalog import input_shape as vision_shape
 from core.data.catalog import kwargs_problem as vision_kwargs_problem
+from core.data.names import BUILTIN, is_builtin
 from core.errors import UserError
 from core.imports import is_import_path
 
@@ -45,13 +38,8 @@ _PROBE_BATCH = 2
 def input_shape(dataset: Mapping[str, Any]) -> tuple[int, ...] | None:
     """Shape of one input of the data set ``dataset`` describes; None if unknown."""
     name = dataset.get("name")
-    if name == "mnist1d":
-        return (MNIST1D_LENGTH,)
-    if name in CIFAR_CLASSES:
-        return (3, 32, 32)
-    if name == "imagefolder":
-        size = dataset.get("image_size", DEFAULT_IMAGE_SIZE)
-        return (3, size, size) if type(size) is int and 1 <= size <= MAX_IMAGE_SIZE else None
+    if is_builtin(name):
+        return BUILTIN[name].input_shape(dataset)
     if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
         short, kwargs = name.removeprefix(TORCHVISION_PREFIX), dataset.get("kwargs", {})
         if short in TORCHVISION and isinstance(kwargs, dict) and not vision_kwargs_problem(short, kwargs):

@@ -3,8 +3,9 @@
 Every dataset follows one protocol, :class:`Dataset` (:mod:`core.data.tensors`), and is rebuilt from
 a JSON description (its *spec*, stored in every checkpoint) by :func:`load_dataset`:
 
-- the toolkit's own: MNIST-1D (generated offline), CIFAR-10/100 (the official files, read without
-  unpickling code), ImageFolder trees (Tiny-ImageNet, ImageNet; streamed, :mod:`core.data.imagefolder`);
+- the toolkit's own (the registry :data:`core.data.names.BUILTIN`, where a new one is added): MNIST-1D
+  (generated offline), CIFAR-10/100 (the official files, read without unpickling code), ImageFolder trees
+  (Tiny-ImageNet, ImageNet; streamed, :mod:`core.data.imagefolder`);
 - ``torchvision:NAME``: torchvision's image-classification datasets (:mod:`core.data.vision`, the
   supported ones in :data:`core.data.catalog.TORCHVISION`);
 - ``PACKAGE.MODULE:CALLABLE``: a user factory returning (train, test) map-style datasets
@@ -26,7 +27,7 @@ import torch
 from core.data.catalog import PREFIX as TORCHVISION_PREFIX
 from core.data.factory import from_datasets, load_factory
 from core.data.mnist1d import MNIST1D_CLASSES, MNIST1D_LENGTH, load_mnist1d, mnist1d_spec
-from core.data.names import BUILTIN, IN_MEMORY_PREFIX, check_dataset_name
+from core.data.names import BUILTIN, IN_MEMORY_PREFIX, builtin_spec, check_dataset_name, is_builtin
 from core.data.tensors import Batch, Dataset, TensorDataset, random_crop_flip, subsample_indices
 from core.errors import UserError
 
@@ -48,17 +49,12 @@ def dataset_spec(cfg: Any) -> dict[str, Any]:
         ...                              dataset_kwargs_dict={"size": 64}))
         {'name': 'torchvision:FakeData', 'data_dir': 'data', 'kwargs': {'size': 64}, 'workers': 2}
     """
-    if cfg.dataset in BUILTIN and cfg.dataset_kwargs_dict:
-        raise UserError(f"--dataset-kwargs is for torchvision:NAME and PACKAGE.MODULE:CALLABLE datasets; "
-                        f"--dataset {cfg.dataset} takes none")
-    if cfg.dataset == "mnist1d":
-        return mnist1d_spec(cfg.data_dir)
-    spec: dict[str, Any] = {"name": cfg.dataset, "data_dir": cfg.data_dir}
-    if cfg.dataset == "imagefolder":
-        spec["workers"] = cfg.workers
-    elif cfg.dataset not in BUILTIN:
-        spec.update(kwargs=cfg.dataset_kwargs_dict, workers=cfg.workers)
-    return spec
+    if is_builtin(cfg.dataset):
+        if cfg.dataset_kwargs_dict:
+            raise UserError(f"--dataset-kwargs is for torchvision:NAME and PACKAGE.MODULE:CALLABLE datasets; "
+                            f"--dataset {cfg.dataset} takes none")
+        return builtin_spec(cfg.dataset, cfg.data_dir, cfg.workers)
+    return {"name": cfg.dataset, "data_dir": cfg.data_dir, "kwargs": cfg.dataset_kwargs_dict, "workers": cfg.workers}
 
 
 def load_dataset(spec: dict[str, Any], device: torch.device | str = "cpu", download: bool = False, *,
@@ -78,16 +74,8 @@ def load_dataset(spec: dict[str, Any], device: torch.device | str = "cpu", downl
     """
     name = spec.get("name")
     device = torch.device(device)
-    if name == "mnist1d":
-        return load_mnist1d(spec).to(device)
-    if name in ("cifar10", "cifar100"):
-        from core.data.cifar import load_cifar
-
-        return load_cifar(spec, download).to(device)
-    if name == "imagefolder":
-        from core.data.imagefolder import load_imagefolder
-
-        return load_imagefolder(spec, device)
+    if is_builtin(name):
+        return BUILTIN[name].load()(spec, device, download)
     if not isinstance(name, str):
         raise UserError(f"a dataset spec needs a name, not {name!r}")
     check_dataset_name(name)  # refuses unknown names, with the close matches

@@ -15,16 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.data.names import BUILTIN
 from core.data.tensors import TensorDataset
 from core.errors import UserError
 
 CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
 
+# name -> (directory, training files, test files, label key); the class counts are the registry's
 LAYOUT = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                b"labels", 10),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100),
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
 }
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -78,10 +79,11 @@ def _read_split(folder: Path, files: list[str], label_key: bytes) -> tuple[np.nd
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def load_cifar(spec: dict[str, Any], download: bool = False) -> TensorDataset:
-    """CIFAR-10/100 as normalised float tensors with crop-and-flip training augmentation."""
+def load_cifar(spec: dict[str, Any], device: torch.device | str = "cpu", download: bool = False) -> TensorDataset:
+    """CIFAR-10/100 as normalised float tensors with crop-and-flip training augmentation, on ``device``."""
     name = spec["name"]
-    subdir, train_files, test_files, label_key, num_classes = LAYOUT[name]
+    subdir, train_files, test_files, label_key = LAYOUT[name]
+    num_classes = BUILTIN[name].classes
     root = Path(spec["data_dir"])
     folder = root / subdir
     missing = [f for f in train_files + test_files if not (folder / f).is_file()]
@@ -100,4 +102,5 @@ def load_cifar(spec: dict[str, Any], download: bool = False) -> TensorDataset:
 
     x_train, y_train = tensors(train_files)
     x_test, y_test = tensors(test_files)
-    return TensorDataset(spec, num_classes, x_train, y_train, x_test, y_test, augment="crop_flip")
+    return TensorDataset(spec, num_classes, x_train, y_train, x_test, y_test, augment="crop_flip").to(
+        torch.device(device))

@@ -15,22 +15,24 @@ from typing import Any
 import torch
 
 from core.data.loader import SampleCollator, StreamingDataset
+from core.data.names import BUILTIN
 from core.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_imagefolder(spec: dict[str, Any], device: torch.device) -> StreamingDataset:
+def load_imagefolder(spec: dict[str, Any], device: torch.device, download: bool = False) -> StreamingDataset:
     """Train/val ImageFolders under ``spec["data_dir"]`` (val may be called ``val`` or ``test``), streamed with
-    ``spec["workers"]`` (default 4) worker processes at ``spec["image_size"]`` (default 224) pixels."""
+    ``spec["workers"]`` (default 4) worker processes at ``spec["image_size"]`` (default 224) pixels. Nothing is
+    downloaded (``download`` is the registry's signature)."""
     from torchvision import datasets, transforms
 
     root = Path(spec["data_dir"])
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
         raise UserError(f"imagefolder needs {root}/train/CLASS/* and {root}/val/CLASS/* image folders")
-    size = int(spec.get("image_size", 224))
+    size = int(spec.get("image_size", BUILTIN["imagefolder"].fields["image_size"].default))
     norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train_tf = transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
                                    transforms.ToTensor(), norm])

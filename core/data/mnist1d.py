@@ -11,19 +11,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.data.names import BUILTIN, builtin_spec
 from core.data.tensors import TensorDataset
 
-MNIST1D_CLASSES = 10
-MNIST1D_LENGTH = 40  # the mnist1d package's default final_seq_length
+_ENTRY = BUILTIN["mnist1d"]
+MNIST1D_CLASSES = _ENTRY.classes
+MNIST1D_LENGTH = _ENTRY.shape[0]  # the mnist1d package's default final_seq_length
 
 
-def mnist1d_spec(data_dir: str, num_samples: int = 5000, seed: int = 42) -> dict[str, Any]:
+def mnist1d_spec(data_dir: str, num_samples: int = _ENTRY.fields["num_samples"].default,
+                 seed: int = _ENTRY.fields["seed"].default) -> dict[str, Any]:
     """MNIST-1D (Greydanus 2020) with the package's default generator arguments.
 
     Training always writes these defaults; a checkpoint may ask for 10 to 100,000 samples
-    (:mod:`core.artifacts.schema`), which bounds the time a generation takes (about 20 s at the cap).
+    (:data:`core.data.names.BUILTIN`), which bounds the time a generation takes (about 20 s at the cap).
     """
-    return {"name": "mnist1d", "data_dir": data_dir, "num_samples": num_samples, "seed": seed}
+    return builtin_spec("mnist1d", data_dir, num_samples=num_samples, seed=seed)
 
 
 def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
@@ -40,8 +43,9 @@ def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
 
 
-def load_mnist1d(spec: dict[str, Any]) -> TensorDataset:
-    """Generate MNIST-1D offline (cached as safetensors under ``data_dir/mnist1d``)."""
+def load_mnist1d(spec: dict[str, Any], device: torch.device | str = "cpu", download: bool = False) -> TensorDataset:
+    """Generate MNIST-1D offline (cached as safetensors under ``data_dir/mnist1d``), on ``device``; nothing is
+    downloaded (``download`` is the registry's signature)."""
     from safetensors.numpy import load_file, save
 
     from core.artifacts.atomic import atomic_write_bytes
@@ -59,4 +63,4 @@ def load_mnist1d(spec: dict[str, Any]) -> TensorDataset:
     f32 = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
     i64 = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
     return TensorDataset(spec, MNIST1D_CLASSES, f32(arrays["x"]), i64(arrays["y"]), f32(arrays["x_test"]),
-                         i64(arrays["y_test"]))
+                         i64(arrays["y_test"])).to(torch.device(device))

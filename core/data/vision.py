@@ -94,7 +94,7 @@ def load_torchvision(spec: dict[str, Any], device: torch.device | str = "cpu",
     if entry.toolkit:
         from core.data.cifar import load_cifar
 
-        data = load_cifar({"name": entry.toolkit, "data_dir": spec["data_dir"]}, download)
+        data = load_cifar({"name": entry.toolkit, "data_dir": spec["data_dir"]}, download=download)
         held = {k: v for k, v in spec.items() if k != "workers"}
         return dataclasses.replace(data, spec=held).to(torch.device(device))
     root = Path(spec["data_dir"])

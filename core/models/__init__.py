@@ -10,6 +10,14 @@
 - ``PACKAGE.MODULE:CALLABLE``: the user's factory ``CALLABLE(**kwargs)``, imported only with
   ``trust_code`` (:mod:`core.imports`).
 
+To add a zoo model: write its factory ``NAME(num_classes=..., **arguments) -> nn.Module`` (in
+``core/models/``; every argument with a default of a JSON type, which is what a checkpoint may
+record) and add ``"NAME": factory`` to :data:`REGISTRY`. That is the one entry: ``--model NAME`` (and
+its ``--help`` text, :func:`zoo_names`), the "choose ..." messages (:func:`model_kinds`) and the
+checkpoint schema's check of the model's arguments (:func:`core.artifacts.schema.zoo_kwargs_problem`,
+read from the factory's signature) all derive from it. A family with names that carry arguments
+(``wrn28x2``) adds an :data:`ALIASES` entry too.
+
 Example:
     >>> spec = model_spec("wrn16x2", 10)
     >>> spec
@@ -23,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -56,15 +64,43 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "resnet50": _resnet50,
 }
-_ALIASES = [
-    (re.compile(r"wrn(\d+)x(\d+)"), lambda m: ("wrn", {"depth": int(m[1]), "width": int(m[2])})),
-    (re.compile(r"vgg(\d+)"), lambda m: ("vgg", {"depth": int(m[1])})),
-]
-MODEL_KINDS = (f"a zoo model ({', '.join(REGISTRY)}, wrnDxW, vggD), torchvision:NAME, timm:NAME or "
-         "PACKAGE.MODULE:CALLABLE")
+
+
+class Alias(NamedTuple):
+    """Names of a :data:`REGISTRY` family that carry arguments: ``pattern`` (a full match) gives ``arguments(match)``;
+    ``form`` is how messages name the pattern, ``example`` how ``--help`` shows the family."""
+
+    pattern: re.Pattern[str]
+    arguments: Callable[[re.Match[str]], dict[str, Any]]
+    form: str
+    example: str
+
+
+# registry name -> its alias
+ALIASES: dict[str, Alias] = {
+    "wrn": Alias(re.compile(r"wrn(\d+)x(\d+)"), lambda m: {"depth": int(m[1]), "width": int(m[2])}, "wrnDxW",
+                 "wrn28x2"),
+    "vgg": Alias(re.compile(r"vgg(\d+)"), lambda m: {"depth": int(m[1])}, "vggD", "vgg19"),
+}
 DEFAULT_SOURCE = "the model description"
 # What constructors raise for arguments they cannot take (torchvision and timm check theirs with assertions).
 ARGUMENT_ERRORS = (TypeError, ValueError, KeyError, AssertionError)
+
+
+def zoo_names() -> str:
+    """The zoo models as ``--model``'s help lists them (a family by its alias's example).
+
+    Example:
+        >>> zoo_names()
+        'mlp, cnn1d, transformer1d, wrn28x2, vgg19, resnet20, resnet18, resnet50'
+    """
+    return ", ".join(ALIASES[name].example if name in ALIASES else name for name in REGISTRY)
+
+
+def model_kinds() -> str:
+    """Every kind of model name, as a refusal lists them ("choose ...")."""
+    return (f"a zoo model ({', '.join([*REGISTRY, *(a.form for a in ALIASES.values())])}), torchvision:NAME, "
+            "timm:NAME or PACKAGE.MODULE:CALLABLE")
 
 
 def model_spec(name: str, num_classes: int, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -91,11 +127,10 @@ def model_spec(name: str, num_classes: int, kwargs: dict[str, Any] | None = None
         {'zero_init_residual': True, 'num_classes': 10}
     """
     kwargs = dict(kwargs or {})
-    for pattern, expand in _ALIASES:
-        match = pattern.fullmatch(name)
+    for family, alias in ALIASES.items():
+        match = alias.pattern.fullmatch(name)
         if match:
-            name, implied = expand(match)
-            kwargs = {**implied, **kwargs}
+            name, kwargs = family, {**alias.arguments(match), **kwargs}
     kwargs = {**kwargs, "num_classes": num_classes}
     if name in REGISTRY:
         return {"name": name, "kwargs": kwargs}
@@ -103,7 +138,7 @@ def model_spec(name: str, num_classes: int, kwargs: dict[str, Any] | None = None
         check_library_name(name)
         check_library_kwargs(name, kwargs)
     elif not is_import_path(name):
-        raise UserError(f"unknown model {name!r}; choose {MODEL_KINDS}")
+        raise UserError(f"unknown model {name!r}; choose {model_kinds()}")
     problem = model_kwargs_problem(kwargs)
     if problem is not None:
         key, rule, value = problem
@@ -120,7 +155,7 @@ def model_factory(name: str, *, trust_code: bool = False, source: str = DEFAULT_
         return library_factory(name)
     if is_import_path(name):
         return import_callable(name, "model", trust_code=trust_code, source=source)
-    raise UserError(f"unknown model {name!r}; choose {MODEL_KINDS}")
+    raise UserError(f"unknown model {name!r}; choose {model_kinds()}")
 
 
 def _instantiate(name: str, factory: Callable[..., nn.Module], kwargs: dict[str, Any]) -> nn.Module:

@@ -10,8 +10,7 @@ from typing import Any
 
 from core.artifacts.atomic import atomic_write_text
 from core.artifacts.checkpoint import Checkpoint, load_checkpoint, load_plain_state_dict
-from core.data import mnist1d_spec
-from core.data.names import IN_MEMORY_PREFIX
+from core.data.names import IN_MEMORY_PREFIX, builtin_spec, is_builtin
 from core.errors import UserError
 from core.imports import is_import_path
 from core.models import model_spec
@@ -105,7 +104,8 @@ def open_checkpoint(path: str | Path, args: argparse.Namespace) -> Checkpoint:
 def _named_dataset(args: argparse.Namespace) -> dict[str, Any]:
     """The data set spec of ``--dataset`` under ``--data-dir``."""
     data_dir = args.data_dir or DEFAULT_DATA_DIR
-    return mnist1d_spec(data_dir) if args.dataset == "mnist1d" else {"name": args.dataset, "data_dir": data_dir}
+    return builtin_spec(args.dataset, data_dir) if is_builtin(args.dataset) else {"name": args.dataset,
+                                                                                   "data_dir": data_dir}
 
 
 def checkpoint_with_flags(ckpt: Checkpoint, args: argparse.Namespace) -> Checkpoint:

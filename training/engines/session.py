@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
 from training.config import RunConfig
+from training.engines import ENGINES
 from training.engines.cluster import world_size
 
 if TYPE_CHECKING:
@@ -17,10 +18,11 @@ if TYPE_CHECKING:
 def run_session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Callable[[Context], Any]) -> Any:
     """``body(build(cfg))`` in this process, or, under torchrun, the distributed session of all ranks."""
     world = world_size()
-    if world > 1 and cfg.engine not in ("auto", "distributed"):
+    processes = ENGINES[cfg.engine].processes
+    if world > 1 and processes == "one":
         raise UserError(f"--engine {cfg.engine} runs in one process, but torchrun started {world}; "
                         "use --engine distributed (or auto)")
-    if cfg.engine == "distributed" or world > 1:
+    if processes == "torchrun" or world > 1:
         if "RANK" not in os.environ:
             raise UserError("--engine distributed needs a torchrun launch: "
                             "torchrun --nproc-per-node P -m training.swamp ...")
