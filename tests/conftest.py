@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -192,12 +193,25 @@ PAIR_STUDY_ARGS = ["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--da
 
 
 @pytest.fixture(scope="session")
-def pair_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A quick study of IMP and SWAMP (N = 3), one seed, with analysis settings recorded (tests copy it)."""
+def pair_study_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick study of IMP and SWAMP (N = 3), one seed, two cycles, as the study command leaves it; trained once
+    for the session, so tests copy it (:func:`copy_study`) and never change it."""
     from studies.grid.cli import main as study_main
 
     root = tmp_path_factory.mktemp("pair") / "study"
     assert study_main([*PAIR_STUDY_ARGS, "--out", str(root)]) == 0
+    return root
+
+
+def copy_study(study: Path, parent: Path) -> Path:
+    """A copy of ``study`` at ``parent/study``."""
+    return Path(shutil.copytree(study, parent / "study"))
+
+
+@pytest.fixture(scope="session")
+def pair_study(pair_study_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`pair_study_runs` with analysis settings recorded (tests copy it)."""
+    root = copy_study(pair_study_runs, tmp_path_factory.mktemp("pair-analysed"))
     (root / "analysis").mkdir()
     (root / "analysis" / "settings.json").write_text("{}")
     return root

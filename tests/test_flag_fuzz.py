@@ -29,7 +29,11 @@ TOOLS = {
                                   "--subspace": st.sampled_from(["mask", "full", "both"])}),
 }
 MODES = {"subspace": ["--plane"], "hessian": ["--top-eigen"]}
-CHEAP = {"hessian": ["--probes", "2", "--samples", "32"]}  # defaults a generated flag may override
+# Small defaults a generated flag may override (argparse: the last value wins): with the tools' own (a 21 x 21
+# plane, 32 hull samples, 11 points, each BN-recalibrated on 2048 samples) one example can take a minute.
+CHEAP = {"hessian": ["--probes", "2", "--samples", "32"],
+         "subspace": ["--samples", "4", "--resolution", "3", "--bn-recal", "256"],
+         "barrier": ["--points", "3", "--bn-recal", "256"]}
 
 
 def _flags(tool: str) -> st.SearchStrategy[list[str]]:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, study_files
+from conftest import DATA_DIR, PAIR_STUDY_ARGS, copy_study, study_files
 
 from core.errors import run_cli
 from studies.analyse import main as analysis_main
@@ -24,7 +24,7 @@ from studies.grid.plan import quick_plan
 from studies.grid.submitit_launcher import SubRunJob, job_states, rendezvous
 
 REPO = Path(__file__).resolve().parent.parent
-STUDY = ["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--data-dir", str(DATA_DIR), "--no-progress"]
+STUDY = PAIR_STUDY_ARGS
 LOCAL = [*STUDY, "--launcher", "submitit-local"]
 DEADLINE_S = 120
 INSTALL = 'pip install -e ".[cluster]"'
@@ -38,11 +38,9 @@ def job_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The two sub-runs trained by the default launcher, in this process."""
-    root = tmp_path_factory.mktemp("processes") / "study"
-    assert study_main([*STUDY, "--out", str(root)]) == 0
-    return root
+def reference(pair_study_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The two sub-runs of ``STUDY`` trained by the default launcher, in this process (a copy of the session's)."""
+    return copy_study(pair_study_runs, tmp_path_factory.mktemp("processes"))
 
 
 def manifest_runs(root: Path) -> dict[str, dict]:

@@ -103,21 +103,26 @@ def test_killed_runs_resume_to_byte_identical_files(tmp_path):
     is ever written twice (each resume continued from what was saved, not from the start)."""
     (tmp_path / "reference").mkdir()
     (tmp_path / "killed").mkdir()
+    # the uninterrupted run trains alongside the killed ones (the second core), not before them
     reference = _start(tmp_path / "reference" / "run")
-    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
-    out = tmp_path / "killed" / "run"
-    kept: dict[str, tuple[int, int]] = {}
-    for number, (marker, stage_end) in enumerate(KILL_POINTS):
-        assert not (out / marker).exists(), f"kill point {number} would be hit before its process starts"
-        proc = _start(out, "--resume") if number else _start(out)
-        _kill_when(proc, out / marker)
-        assert (out / marker).is_file() and not (out / stage_end).exists(), f"killed after {stage_end} was written"
-        if marker.startswith(".resume/"):
-            assert load_train_state(out / marker, "cpu").epoch >= 1, "a resume state is saved after an epoch"
-        assert not _rewritten(out, kept), "a resume rewrote finished files"
-        kept = _finished(out)
-    final = _start(out, "--resume")
-    assert final.wait(timeout=300) == 0, final.stderr.read().decode()
+    try:
+        out = tmp_path / "killed" / "run"
+        kept: dict[str, tuple[int, int]] = {}
+        for number, (marker, stage_end) in enumerate(KILL_POINTS):
+            assert not (out / marker).exists(), f"kill point {number} would be hit before its process starts"
+            proc = _start(out, "--resume") if number else _start(out)
+            _kill_when(proc, out / marker)
+            assert (out / marker).is_file() and not (out / stage_end).exists(), \
+                f"killed after {stage_end} was written"
+            if marker.startswith(".resume/"):
+                assert load_train_state(out / marker, "cpu").epoch >= 1, "a resume state is saved after an epoch"
+            assert not _rewritten(out, kept), "a resume rewrote finished files"
+            kept = _finished(out)
+        final = _start(out, "--resume")
+        assert final.wait(timeout=300) == 0, final.stderr.read().decode()
+        assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
+    finally:
+        reference.kill()
     assert not _rewritten(out, kept), "a resume rewrote finished files"
     assert {"config.json", "ticket.safetensors", "cycle_00/particle_00.safetensors",
             "cycle_00/average.safetensors"} <= kept.keys()

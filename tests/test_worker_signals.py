@@ -17,7 +17,7 @@ from multiprocessing.connection import wait as ready
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR
+from conftest import DATA_DIR, copy_study
 from worker_tasks import hold_a_semaphore
 
 from core.errors import Terminated
@@ -125,20 +125,9 @@ def test_a_signal_while_workers_start_or_work_is_one_line_without_leaked_semapho
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished quick study of IMP and SWAMP N = 3 (one seed, two cycles) to analyse."""
-    from studies.grid.cli import main as study_main
-
-    root = tmp_path_factory.mktemp("signals") / "study"
-    assert study_main(["--quick", "--methods", "imp,swamp-n3", "--seeds", "0", "--cycles", "2", "--out", str(root),
-                       "--data-dir", str(DATA_DIR), "--no-progress"]) == 0
-    return root
-
-
-def copy_of(study: Path, tmp_path: Path) -> Path:
-    import shutil
-
-    return Path(shutil.copytree(study, tmp_path / "study"))
+def study(pair_study_runs: Path) -> Path:
+    """A finished quick study of IMP and SWAMP N = 3 (one seed, two cycles) to analyse (tests copy it)."""
+    return pair_study_runs
 
 
 INTERRUPTED = "interrupted; rerun the same command to continue (finished measurements are kept)"
@@ -159,7 +148,7 @@ def test_ctrl_c_of_a_study_while_its_workers_train_is_one_line(tmp_path):
     ("studies.controls", "analysis/controls/*/*.json"),
 ])
 def test_ctrl_c_of_an_analysis_while_its_workers_measure_is_one_line(study, tmp_path, module, marker):
-    root = copy_of(study, tmp_path)
+    root = copy_study(study, tmp_path)
     flags = {"studies.analyse": ["--only", "hessian,pairs", "--hessian-samples", "1024", "--hessian-probes", "16"],
              "studies.controls": ["--rewind", "1", "--points", "5", "--hull-samples", "8", "--probes", "8"]}[module]
     argv = [sys.executable, "-m", module, str(root), "--jobs", "2", "--no-progress", "--data-dir", str(DATA_DIR),
@@ -172,7 +161,7 @@ def test_ctrl_c_as_an_analysis_with_workers_reports_and_exits_is_one_line_or_not
     """The measurements are written and the command prints its summary, stops its pool and exits: a Ctrl-C then
     either still interrupts it (one line, 130) or is ignored while the interpreter exits (status 0, nothing on
     stderr); never a traceback of an exit handler or a death by the signal (-2) without a line."""
-    root, out = copy_of(study, tmp_path), tmp_path / "stdout"
+    root, out = copy_study(study, tmp_path), tmp_path / "stdout"
     argv = [sys.executable, "-m", "studies.analyse", str(root), "--only", "consecutive", "--jobs", "2",
             "--no-progress", "--data-dir", str(DATA_DIR)]
     code, err = signalled(argv, lambda: out.is_file() and "measurements written" in out.read_text(), stdout=out)
