@@ -271,7 +271,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be positive"),
         (cfg.bn_samples >= 0, "--bn-samples must be >= 0 (0 = all)"),
         (cfg.workers >= 0, "--workers must be >= 0"),
-        (cfg.engine != "vectorized" or cfg.stackable,
+        (cfg.engine != "vectorized" or not (cfg.amp or cfg.channels_last),
          "--engine vectorized does not combine with --amp or --channels-last (they fail inside torch.func.vmap); "
          "use --engine sequential or auto"),
         (cfg.engine not in ("vectorized", "distributed") or not cfg.own_training(),
