@@ -59,7 +59,7 @@ def _settings(config: RunConfig | Mapping[str, Any] | None, overrides: Mapping[s
     unknown = sorted(set(values) - FIELDS)
     if unknown:
         raise TypeError(f"run_swamp() got an unknown setting {unknown[0]!r}; the settings are RunConfig's fields")
-    for key in ("model_kwargs", "dataset_kwargs"):
+    for key in ("model_kwargs", "dataset_kwargs", "optimizer_kwargs"):
         if isinstance(values.get(key), Mapping):
             values[key] = json.dumps(dict(values[key]))
     return values
