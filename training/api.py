@@ -101,7 +101,7 @@ def resolve_run_config(config: RunConfig | Mapping[str, Any] | None = None, *, m
         if fn is not None:
             setting, what = CALLABLES[argument]
             if values.get(setting) == RunConfig.__dataclass_fields__[setting].default:  # e.g. a RunConfig's "sgd"
-                values.pop(setting)
+                values.pop(setting, None)
             _refuse_second(fn, values.get(setting), setting, what)
             values.setdefault(setting, _callable_name(fn, argument, setting))
     if train_set is not None and values.get("dataset") is not None \
