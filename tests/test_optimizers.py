@@ -14,10 +14,10 @@ from safetensors import safe_open
 from test_engines import RUN_ARGS, _assert_same_files, _interrupted, _resume
 
 from core.artifacts.checkpoint import load_checkpoint
-from core.errors import run_cli
+from core.errors import UserError, run_cli
 from training import run_swamp
 from training.config import resolve_config
-from training.engines import auto_engine
+from training.engines import auto_engine, session
 from training.resume import load_train_state
 from training.swamp import main as swamp_main
 
@@ -107,3 +107,22 @@ def test_label_smoothing_changes_training_and_is_recorded(tmp_path):
     a, b = (load_checkpoint(r.run_dir / "cycle_00" / "particle_00.safetensors") for r in (plain, smooth))
     assert any(not torch.equal(a.state[k], b.state[k]) for k in a.state)
     assert "label_smoothing" not in a.config and b.config["label_smoothing"] == 0.1
+
+
+def per_sample_loss(outputs, targets):
+    """A user's loss_fn that forgets the mean: a vector, not the scalar the runner needs."""
+    return torch.nn.functional.cross_entropy(outputs, targets, reduction="none")
+
+
+def test_a_loss_fn_that_gives_no_scalar_is_refused_before_the_run_is_written(tmp_path):
+    with pytest.raises(UserError, match=f"--loss {__name__}:per_sample_loss must give a floating-point scalar"):
+        run_swamp(loss_fn=per_sample_loss, out=str(tmp_path / "run"), **SMALL)
+    assert not (tmp_path / "run").exists()
+
+
+def test_torchrun_with_another_optimizer_is_refused_in_one_line(monkeypatch):
+    """Under torchrun ``auto`` means the distributed engine, which trains with SGD and cross-entropy only."""
+    monkeypatch.setattr(session, "world_size", lambda: 2)
+    cfg = resolve_config(argparse.Namespace(optimizer="adam"))
+    with pytest.raises(UserError, match="torchrun runs --engine distributed, .* not --optimizer adam"):
+        session.run_session(cfg, lambda c: pytest.fail("nothing is built"), lambda ctx: None)
