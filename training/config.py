@@ -95,7 +95,7 @@ class RunConfig:
                                         "parameter name matches this regular expression (re.search) dense, "
                                         "e.g. '^conv1\\.' or '^fc\\.'; repeatable", metavar="EXCLUDE")
     # optimisation
-    lr: float = _from_preset("peak SGD learning rate")
+    lr: float = _from_preset("peak learning rate")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = _from_preset("weight decay (SGD and Adam: L2 in the gradient; AdamW: decoupled)")
     optimizer: str = option(DEFAULT_OPTIMIZER, "sgd, adam, adamw or PACKAGE.MODULE:CALLABLE(params, lr) returning a "
