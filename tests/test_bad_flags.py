@@ -241,6 +241,7 @@ def test_bad_study_flags_are_one_upfront_error(tmp_path, args, message, capsys):
     (["--optimizer", "adamw", "--optimizer-kwargs", '{"weight_decay": 0.1}'], "give weight_decay with --weight-decay"),
     (["--optimizer", "sgd", "--optimizer-kwargs", '{"betas": [0.9, 0.99]}'], "--optimizer sgd takes dampening"),
     (["--optimizer", "tests.nowhere:make"], "optimizer tests.nowhere:make: cannot import"),
+    (["--momentum", "0", "--optimizer-kwargs", '{"nesterov": true}'], "Nesterov momentum requires a momentum"),
 ])
 def test_bad_run_is_refused_before_its_directory_is_written(tmp_path, args, message, capsys):
     extra = [] if "--data-dir" in args else ["--data-dir", str(DATA_DIR)]

@@ -28,7 +28,7 @@ from core.options import add_dataclass_arguments, check_fields, field_problem, f
 from core.pruning import runner_methods
 from core.seeds import check_seed
 from training.engines import ENGINES
-from training.optim import DEFAULT_LOSS, DEFAULT_OPTIMIZER, check_loss, check_optimizer
+from training.optim import DEFAULT_LOSS, DEFAULT_OPTIMIZER, check_loss, check_optimizer, optimizer_fn
 from training.presets import DEFAULT_PRESET, GENERIC_PRESET, PRESETS
 
 LOGGERS = ("none", "tensorboard", "wandb", "mlflow")
@@ -286,7 +286,10 @@ def validate(cfg: RunConfig) -> None:
     if "num_classes" in kwargs:  # the model's output must match the labels, so the data set decides it
         raise UserError("--model-kwargs: num_classes comes from the data set; leave it out of --model-kwargs")
     _json_object(cfg.dataset_kwargs, "--dataset-kwargs", '{"size": 256}')
-    check_optimizer(cfg.optimizer, cfg.optimizer_kwargs)
+    if is_import_path(cfg.optimizer):  # imported when the run starts, with the user's consent
+        check_optimizer(cfg.optimizer, cfg.optimizer_kwargs)
+    else:
+        optimizer_fn(cfg.optimizer, cfg.optimizer_kwargs, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     check_loss(cfg.loss, cfg.label_smoothing)
     for pattern in cfg.prune_exclude:
         try:

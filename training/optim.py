@@ -116,7 +116,12 @@ def optimizer_fn(name: str, kwargs_text: str, *, momentum: float, weight_decay: 
         kwargs = {"momentum": momentum, **kwargs}
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
-    return functools.partial(_build, OPTIMIZERS[name], {"weight_decay": weight_decay, **kwargs})
+    make = functools.partial(_build, OPTIMIZERS[name], {"weight_decay": weight_decay, **kwargs})
+    try:  # torch's own checks of the combination (nesterov needs momentum and no dampening)
+        make([torch.zeros(1, requires_grad=True)], 0.0)
+    except ValueError as err:
+        raise UserError(f"--optimizer-kwargs: --optimizer {name} refuses these settings ({err})") from None
+    return make
 
 
 def _build(cls: type[torch.optim.Optimizer], kwargs: dict[str, Any], params: Iterable[nn.Parameter],
