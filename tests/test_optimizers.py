@@ -21,7 +21,7 @@ from training.engines import auto_engine, session
 from training.resume import load_train_state
 from training.swamp import main as swamp_main
 
-ADAM_ARGS = [*RUN_ARGS, "--particles", "2", "--epochs", "3", "--optimizer", "adam", "--lr", "0.003",
+ADAM_ARGS = [*RUN_ARGS, "--particles", "1", "--optimizer", "adam", "--lr", "0.003",
              "--swa-lr", "0.001", "--optimizer-kwargs", '{"betas": [0.8, 0.99]}']
 SMALL = {"particles": 1, "cycles": 2, "epochs": 1, "rewind_epochs": 1, "data_dir": str(DATA_DIR), "progress": False}
 
@@ -32,11 +32,11 @@ def nesterov_sgd(params, lr):
 
 
 def test_interrupted_adam_run_resumes_byte_identically(tmp_path, monkeypatch):
-    """Stopped after the first epoch of a particle of the pruned cycle 1 (saves: ticket, 2 particles x 3
-    epochs, then that one), the run resumes Adam's moments and step count: its files are the bytes of an
+    """Stopped after the first epoch of the particle of the pruned cycle 1 (saves: ticket, 2 epochs of
+    cycle 0, then that one), the run resumes Adam's moments and step count: its files are the bytes of an
     uninterrupted run's."""
     whole = make_run(tmp_path / "whole", *ADAM_ARGS)
-    cut = _interrupted(monkeypatch, tmp_path / "cut", ADAM_ARGS, 1 + 2 * 3 + 1)
+    cut = _interrupted(monkeypatch, tmp_path / "cut", ADAM_ARGS, 1 + 2 + 1)
     state = load_train_state(cut / ".resume" / "cycle_01_particle_00.safetensors", "cpu")
     assert set(state.optimizer_state) == {"exp_avg", "exp_avg_sq", "step"} and not state.momentum
     assert float(next(iter(state.optimizer_state["step"].values()))) > 0
