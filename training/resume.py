@@ -46,7 +46,8 @@ def check_resumable(run: RunDir, config: dict[str, Any]) -> None:
     if changed:
         k = changed[0]
         name = f"--{k.replace('_', '-')}" if k in RunConfig.__dataclass_fields__ else k
-        raise UserError(f"cannot resume {run.root}: {name} was {saved.get(k)!r}, now {config.get(k)!r}; "
+        was = saved.get(k, defaults.get(k))
+        raise UserError(f"cannot resume {run.root}: {name} was {was!r}, now {config.get(k)!r}; "
                         "resume with the original settings (and the program that started the run)")
 
 
