@@ -234,6 +234,14 @@ def test_bad_study_flags_are_one_upfront_error(tmp_path, args, message, capsys):
     (["--data-dir", __file__], "is a file, not a directory"),
     (["--data-dir", f"{__file__}/data"], "cannot be created or written"),
     (["--seed", "-1"], "--seed must lie in [0,"),
+    (["--loss", "mse"], "--loss mse needs real-valued targets"),
+    (["--optimizer", "adam", "--engine", "vectorized"], "--engine vectorized trains with SGD and cross-entropy only, "
+                                                        "not --optimizer adam"),
+    (["--label-smoothing", "0.1", "--engine", "distributed"], "--engine distributed trains with SGD"),
+    (["--optimizer", "adamw", "--optimizer-kwargs", '{"weight_decay": 0.1}'], "give weight_decay with --weight-decay"),
+    (["--optimizer", "sgd", "--optimizer-kwargs", '{"betas": [0.9, 0.99]}'], "--optimizer sgd takes dampening"),
+    (["--optimizer", "tests.nowhere:make"], "optimizer tests.nowhere:make: cannot import"),
+    (["--momentum", "0", "--optimizer-kwargs", '{"nesterov": true}'], "Nesterov momentum requires a momentum"),
 ])
 def test_bad_run_is_refused_before_its_directory_is_written(tmp_path, args, message, capsys):
     extra = [] if "--data-dir" in args else ["--data-dir", str(DATA_DIR)]

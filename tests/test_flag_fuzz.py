@@ -1,7 +1,12 @@
 """Generated flag values for the landscape CLIs: a result, or one ``error:`` line and exit 2 -- and the
-inputs untouched, nothing written but the outputs asked for."""
+inputs untouched, nothing written but the outputs asked for. The same for the optimizer and loss flags of
+``training.swamp``: a configuration, or one ``error:`` line."""
 
 from __future__ import annotations
+
+import contextlib
+import io
+import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +15,7 @@ from test_data_loss import tree_digest
 
 from core.errors import run_cli
 from landscape.tools import barrier, hessian, subspace
+from training import swamp
 
 JUNK = st.sampled_from(["", " ", "abc", "1e400", "nan", "-inf", "0x10", "1,2", "--", "١"])
 COUNT = st.one_of(st.integers(-3, 4).map(str), st.sampled_from(["2**70", str(2**70), str(-2**63)]), JUNK)
@@ -80,3 +86,40 @@ def test_generated_flags_give_a_result_or_one_error_line(tool, tiny_run, tmp_pat
         assert tree_digest(tiny_run) == before, "the inputs are never changed"
 
     check()
+
+
+KWARG_VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.integers(-2, 2), st.none(),
+                         st.lists(st.floats(-1, 2), max_size=3), st.text(max_size=3))
+OPTIMIZER_KWARGS = st.one_of(
+    st.dictionaries(st.sampled_from(["betas", "eps", "amsgrad", "nesterov", "dampening", "maximize", "lr",
+                                     "momentum", "weight_decay", "foreach", "bogus"]), KWARG_VALUES, max_size=2)
+    .map(lambda d: json.dumps(d)),  # json.dumps writes NaN and Infinity, which the parser must refuse or read
+    JUNK, st.just("[1, 2]"))
+TRAINING_FLAGS = {"--optimizer": st.sampled_from(["sgd", "adam", "adamw", "rmsprop", "ADAM", "", "a.b:c", "x:"]),
+                  "--optimizer-kwargs": OPTIMIZER_KWARGS,
+                  "--loss": st.sampled_from(["cross-entropy", "mse", "nll", "", "pkg.mod:fn"]),
+                  "--label-smoothing": REAL,
+                  "--engine": st.sampled_from(["auto", "sequential", "vectorized", "distributed"])}
+
+
+@settings(max_examples=60, deadline=None)
+@given(flags=st.lists(st.sampled_from(sorted(TRAINING_FLAGS)), unique=True, min_size=1, max_size=4).flatmap(
+    lambda chosen: st.tuples(*(TRAINING_FLAGS[n].map(lambda v, n=n: [n, v]) for n in chosen))))
+def test_generated_optimizer_and_loss_flags_give_a_configuration_or_one_error_line(flags):
+    """The optimizer and loss flags of ``training.swamp``: a resolved configuration (``--show-config``) that
+    records them, or one ``error:`` line and exit 2; never a traceback."""
+    argv = [token for pair in flags for token in pair]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run_cli(swamp.main, [*argv, "--show-config"])
+        except SystemExit as shown:  # --show-config prints the configuration and exits
+            code = shown.code
+    assert code in (0, 2), (argv, err.getvalue())
+    if code == 2:
+        assert err.getvalue().startswith("error: ") and err.getvalue().count("\n") == 1, (argv, err.getvalue())
+    else:
+        shown = json.loads(out.getvalue())
+        for flag, value in flags:
+            if flag in ("--optimizer", "--loss", "--engine", "--optimizer-kwargs"):
+                assert shown[flag[2:].replace("-", "_")] == value, (argv, shown)

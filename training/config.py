@@ -28,6 +28,7 @@ from core.options import add_dataclass_arguments, check_fields, field_problem, f
 from core.pruning import runner_methods
 from core.seeds import check_seed
 from training.engines import ENGINES
+from training.optim import DEFAULT_LOSS, DEFAULT_OPTIMIZER, check_loss, check_optimizer, optimizer_fn
 from training.presets import DEFAULT_PRESET, GENERIC_PRESET, PRESETS
 
 LOGGERS = ("none", "tensorboard", "wandb", "mlflow")
@@ -37,6 +38,12 @@ PRUNE_METHODS = runner_methods()  # the criteria of core.pruning.CRITERIA that n
 # config stored in checkpoints (so the same run gives the same files wherever it is written).
 RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", "workers", "engine", "download",
                             "data_dir", "channels_last", "compile", "log", "trust_code"})
+# Settings added after checkpoints existed: their stored config leaves them out at these defaults, so a run
+# with the defaults writes the same bytes as before they existed (readers take a missing one as its default).
+RECORDED_WHEN_SET = {"optimizer": DEFAULT_OPTIMIZER, "optimizer_kwargs": "{}", "loss": DEFAULT_LOSS,
+                     "label_smoothing": 0.0}
+# Fields naming user code (PACKAGE.MODULE:CALLABLE) that --resume imports only with consent.
+CODE_FIELDS = ("model", "dataset", "optimizer", "loss")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # more loader processes than cores only compete for them
 
 FROM_PRESET = "from the preset; --show-config prints it"
@@ -69,8 +76,8 @@ class RunConfig:
     model: str = _from_preset(f"a zoo model ({zoo_names()}), torchvision:NAME, timm:NAME or "
                               "PACKAGE.MODULE:CALLABLE(num_classes=..., **model_kwargs)")
     model_kwargs: str = option("{}", "JSON object of extra model arguments, e.g. '{\"width\": 64}'")
-    trust_code: bool = option(False, "with --resume: import the PACKAGE.MODULE:CALLABLE model or dataset the run's "
-                              "config.json names (naming it with --model / --dataset consents as well)")
+    trust_code: bool = option(False, "with --resume: import the PACKAGE.MODULE:CALLABLE model, dataset, optimizer or "
+                              "loss the run's config.json names (naming it with its flag consents as well)")
     # SWAMP / IMP
     particles: int = option(4, "particles per cycle (1 = IMP)")
     particles_from_cycle: int = option(0, "SWAMP+: one particle before this cycle, --particles from it")
@@ -85,9 +92,17 @@ class RunConfig:
                                         "parameter name matches this regular expression (re.search) dense, "
                                         "e.g. '^conv1\\.' or '^fc\\.'; repeatable", metavar="EXCLUDE")
     # optimisation
-    lr: float = _from_preset("peak SGD learning rate")
+    lr: float = _from_preset("peak learning rate")
     momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = _from_preset("SGD weight decay")
+    weight_decay: float = _from_preset("weight decay (SGD and Adam: L2 in the gradient; AdamW: decoupled)")
+    optimizer: str = option(DEFAULT_OPTIMIZER, "sgd, adam, adamw or PACKAGE.MODULE:CALLABLE(params, lr) returning a "
+                            "torch.optim.Optimizer (--momentum applies to sgd only)")
+    optimizer_kwargs: str = option("{}", "JSON object of the optimizer's other settings: sgd dampening, nesterov, "
+                                   "maximize; adam and adamw betas, eps, amsgrad, maximize; e.g. "
+                                   "'{\"betas\": [0.9, 0.95]}'")
+    loss: str = option(DEFAULT_LOSS, "cross-entropy (class labels), mse (real-valued targets of the output's shape) "
+                       "or PACKAGE.MODULE:CALLABLE(outputs, targets) returning the batch's mean loss")
+    label_smoothing: float = option(0.0, "label smoothing of --loss cross-entropy, in [0, 1)")
     swa: bool = option(True, "stochastic weight averaging in every particle")
     swa_start: float = option(0.75, "SWA over the last (1 - swa_start) of each cycle's epochs")
     swa_lr: float = _from_preset("constant learning rate during SWA")
@@ -113,8 +128,15 @@ class RunConfig:
         return to_json(self)
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The fields that define the run's results (all but :data:`RUNTIME_FIELDS`)."""
-        return {k: v for k, v in self.to_json().items() if k not in RUNTIME_FIELDS}
+        """The fields that define the run's results (all but :data:`RUNTIME_FIELDS`; those of
+        :data:`RECORDED_WHEN_SET` only when they differ from their defaults)."""
+        return {k: v for k, v in self.to_json().items()
+                if k not in RUNTIME_FIELDS and not (k in RECORDED_WHEN_SET and RECORDED_WHEN_SET[k] == v)}
+
+    def own_training(self) -> list[str]:
+        """The flags that set another optimizer or loss than the stacked engines' SGD and cross-entropy
+        (``vectorized``, ``distributed``), e.g. ``['--optimizer adam']``; empty for the defaults."""
+        return [f"{flag_of(k)} {getattr(self, k)}" for k, v in RECORDED_WHEN_SET.items() if getattr(self, k) != v]
 
     @property
     def model_kwargs_dict(self) -> dict[str, Any]:
@@ -127,8 +149,9 @@ class RunConfig:
     @property
     def stackable(self) -> bool:
         """Whether particles may be stacked (``vectorized``): bf16 autocast and the channels-last layout
-        fail inside ``torch.func.vmap`` (BatchNorm's running statistics, layout queries; seen on CUDA)."""
-        return not (self.amp or self.channels_last)
+        fail inside ``torch.func.vmap`` (BatchNorm's running statistics, layout queries; seen on CUDA), and
+        the stacked engine trains with SGD and cross-entropy only (:meth:`own_training`)."""
+        return not (self.amp or self.channels_last or self.own_training())
 
     def particles_in_cycle(self, cycle: int) -> int:
         """N particles, or one before ``particles_from_cycle`` (SWAMP+)."""
@@ -245,9 +268,12 @@ def validate(cfg: RunConfig) -> None:
         (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be positive"),
         (cfg.bn_samples >= 0, "--bn-samples must be >= 0 (0 = all)"),
         (cfg.workers >= 0, "--workers must be >= 0"),
-        (cfg.engine != "vectorized" or cfg.stackable,
+        (cfg.engine != "vectorized" or not (cfg.amp or cfg.channels_last),
          "--engine vectorized does not combine with --amp or --channels-last (they fail inside torch.func.vmap); "
          "use --engine sequential or auto"),
+        (cfg.engine not in ("vectorized", "distributed") or not cfg.own_training(),
+         f"--engine {cfg.engine} trains with SGD and cross-entropy only, not {', '.join(cfg.own_training())}; use "
+         "--engine sequential or auto"),
     ]
     for ok, message in checks:
         if not ok:
@@ -257,6 +283,11 @@ def validate(cfg: RunConfig) -> None:
     if "num_classes" in kwargs:  # the model's output must match the labels, so the data set decides it
         raise UserError("--model-kwargs: num_classes comes from the data set; leave it out of --model-kwargs")
     _json_object(cfg.dataset_kwargs, "--dataset-kwargs", '{"size": 256}')
+    if is_import_path(cfg.optimizer):  # imported when the run starts, with the user's consent
+        check_optimizer(cfg.optimizer, cfg.optimizer_kwargs)
+    else:
+        optimizer_fn(cfg.optimizer, cfg.optimizer_kwargs, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    check_loss(cfg.loss, cfg.label_smoothing)
     for pattern in cfg.prune_exclude:
         try:
             re.compile(pattern)
@@ -302,10 +333,10 @@ def parse_config(argv: Sequence[str] | None, prog: str, description: str,
 
 
 def check_saved_code(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
-    """Refuse to resume a run whose ``config.json`` names user code (``PACKAGE.MODULE:CALLABLE`` model or
-    dataset) that this command line neither names itself nor trusts (``--trust-code``): a file must not
-    make the tool import code (:mod:`core.imports`)."""
-    for field_name in ("model", "dataset"):
+    """Refuse to resume a run whose ``config.json`` names user code (``PACKAGE.MODULE:CALLABLE`` model,
+    dataset, optimizer or loss) that this command line neither names itself nor trusts (``--trust-code``):
+    a file must not make the tool import code (:mod:`core.imports`)."""
+    for field_name in CODE_FIELDS:
         name = saved.get(field_name)
         if isinstance(name, str) and is_import_path(name) and getattr(args, field_name) is None \
                 and not args.trust_code:

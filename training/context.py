@@ -29,8 +29,9 @@ from core.pruning import CRITERIA, kept_per_cycle, prunable_names
 from core.seeds import derive_seed, generator
 from training.config import RunConfig, check_data_dir
 from training.loggers import Logger, NullLogger, check_logger
+from training.optim import LossFn, OptimizerFn, loss_fn, optimizer_fn
 from training.resume import load_train_state, save_train_state
-from training.train import Hyper, Schedule, compile_forward, train_particle
+from training.train import Hyper, Schedule, StepInfo, compile_forward, train_particle
 
 
 class Collective(Protocol):
@@ -69,6 +70,8 @@ class Context:
     # averaging and BN recalibration (across ranks under torchrun)
     collective: Collective = field(default_factory=lambda: LocalCollective())
     logger: Logger = field(default_factory=NullLogger)
+    # the Python API's on_step(StepInfo), called after every optimizer step of the sequential engine
+    on_step: Callable[[StepInfo], None] | None = None
 
     def fresh_model(self, state: dict[str, Tensor] | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -94,8 +97,18 @@ class Context:
             resume=load_train_state(resume_path, self.device, model.state_dict(), epochs=schedule.epochs),
             on_epoch=lambda s: save_train_state(resume_path, s),
             bn_batches=lambda: self.bn_batches(generator(self.cfg.seed, "bn", *indices)),
-            label=unit.replace("_", " "), progress=bar.update if bar is not None else None, log=self.epoch_log(unit))
+            label=unit.replace("_", " "), progress=bar.update if bar is not None else None, log=self.epoch_log(unit),
+            on_step=self.step_hook(unit, *indices))
         return state
+
+    def step_hook(self, unit: str, *indices: int) -> Any:
+        """:func:`train_particle`'s ``on_step`` for ``unit`` (indices: cycle, particle), or None without one."""
+        if self.on_step is None:
+            return None
+        hook = self.on_step
+        cycle, particle = (indices + (None, None))[:2]
+        return lambda epoch, step, loss, model, opt: hook(StepInfo(unit, cycle, particle, epoch, step, float(loss),
+                                                                    model, opt))
 
     def epoch_log(self, unit: str) -> Callable[[int, dict[str, float]], None]:
         """``log(epoch, scalars)`` for :func:`training.train.train_particle`: to the run's logger, as
@@ -115,12 +128,15 @@ ModelFn = Callable[..., nn.Module]
 """``model_fn(num_classes=..., **model_kwargs)``: a fresh model, as a ``PACKAGE.MODULE:CALLABLE`` factory is called."""
 
 
-def build_context(cfg: RunConfig, data: Dataset | None = None, model_fn: ModelFn | None = None) -> Context:
+def build_context(cfg: RunConfig, data: Dataset | None = None, model_fn: ModelFn | None = None, *,
+                  optimizer: OptimizerFn | None = None, loss: LossFn | None = None,
+                  on_step: Callable[[StepInfo], None] | None = None) -> Context:
     """Device, data and model of the run, each checked before anything of the run is written.
 
-    The model and data are those ``cfg`` names (the user named them, so import-path factories are imported),
-    unless the Python API hands over ``data`` (already wrapped, :func:`core.data.from_datasets`) or
-    ``model_fn``, which then stand in for ``cfg.dataset`` / ``cfg.model``.
+    The model, data, optimizer and loss are those ``cfg`` names (the user named them, so import-path factories
+    are imported), unless the Python API hands over ``data`` (already wrapped, :func:`core.data.from_datasets`),
+    ``model_fn``, ``optimizer`` or ``loss``, which then stand in for ``cfg.dataset`` / ``cfg.model`` /
+    ``cfg.optimizer`` / ``cfg.loss``. ``on_step`` sees every optimizer step.
     """
     device = resolve_device(cfg.device)
     check_logger(cfg.log)
@@ -134,8 +150,12 @@ def build_context(cfg: RunConfig, data: Dataset | None = None, model_fn: ModelFn
         builder = functools.partial(build_model, mspec, trust_code=True)
     else:
         builder = functools.partial(built_module, model_fn, mspec)
-    hyper = Hyper(cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.eval_batch_size, cfg.amp)
-    ctx = Context(cfg, RunDir(Path(cfg.out)), device, data, mspec, data.spec, hyper, cfg.progress, builder)
+    optimizer = optimizer or optimizer_fn(cfg.optimizer, cfg.optimizer_kwargs, momentum=cfg.momentum,
+                                          weight_decay=cfg.weight_decay)
+    hyper = Hyper(cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.eval_batch_size, cfg.amp, optimizer,
+                  loss or loss_fn(cfg.loss, cfg.label_smoothing))
+    ctx = Context(cfg, RunDir(Path(cfg.out)), device, data, mspec, data.spec, hyper, cfg.progress, builder,
+                  on_step=on_step)
     check_model(ctx)
     return ctx
 
@@ -185,7 +205,7 @@ def check_model(ctx: Context) -> None:
     if need > memory:
         raise UserError(f"{what}: {numel:,} weights need at least {need / 2**30:,.1f} GiB to train, more than the "
                         f"{memory / 2**30:,.1f} GiB of {ctx.device}; choose a smaller model")
-    x, _ = next(iter(ctx.data.eval_batches("train", 2, torch.arange(2))))
+    x, y = next(iter(ctx.data.eval_batches("train", 2, torch.arange(2))))
     model = ctx.fresh_model()
     rng_devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
     for mode in ("eval", "train"):  # some models (e.g. torchvision's Inception) give other outputs in training
@@ -199,12 +219,30 @@ def check_model(ctx: Context) -> None:
         if not isinstance(out, Tensor) or tuple(out.shape) != (2, ctx.data.num_classes):
             raise UserError(f"{what} does not fit {cfg.dataset}: 2 samples gave {gave} in {mode} mode, not "
                             f"(2, {ctx.data.num_classes}); choose a model for {cfg.dataset}")
+    check_loss_fits(ctx, out, y)
     check_prune_exclude(cfg.prune_exclude, model)
     check_pruning_schedule(cfg, model)
     recurrent = next((type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)), None)
     if cfg.engine == "vectorized" and recurrent is not None:  # torch.func.vmap has no batching rule for them
         raise UserError(f"--engine vectorized cannot stack the particles of {what}: torch.func.vmap does not batch "
                         f"its {recurrent} layers; use --engine sequential")
+
+
+def check_loss_fits(ctx: Context, outputs: Tensor, targets: Tensor) -> None:
+    """Refuse, in one line naming ``--loss``, a loss that gives no scalar on two training samples' ``outputs``
+    (``--loss mse`` on class labels among them: :func:`training.optim.mse_loss`)."""
+    if ctx.hyper.loss is None:
+        return
+    try:
+        value = ctx.hyper.loss(outputs, targets)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(f"--loss {ctx.cfg.loss} fails on 2 samples of {ctx.cfg.dataset} ({type(err).__name__}: "
+                        f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
+    if not isinstance(value, Tensor) or value.dim() != 0 or not value.is_floating_point():
+        raise UserError(f"--loss {ctx.cfg.loss} must give a floating-point scalar tensor, not "
+                        f"{getattr(value, 'shape', type(value).__name__)}")
 
 
 def check_prune_exclude(patterns: Sequence[str], model: nn.Module) -> None:

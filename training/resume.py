@@ -46,7 +46,8 @@ def check_resumable(run: RunDir, config: dict[str, Any]) -> None:
     if changed:
         k = changed[0]
         name = f"--{k.replace('_', '-')}" if k in RunConfig.__dataclass_fields__ else k
-        raise UserError(f"cannot resume {run.root}: {name} was {saved.get(k)!r}, now {config.get(k)!r}; "
+        was = saved.get(k, defaults.get(k))
+        raise UserError(f"cannot resume {run.root}: {name} was {was!r}, now {config.get(k)!r}; "
                         "resume with the original settings (and the program that started the run)")
 
 
@@ -77,6 +78,8 @@ def prepared(run: RunDir, config: dict[str, Any], resume: bool, overwrite: bool)
 def save_train_state(path: Path, state: TrainState) -> None:
     tensors = {f"model.{k}": v for k, v in state.model.items()}
     tensors.update({f"momentum.{k}": v for k, v in state.momentum.items()})
+    tensors.update({f"optimizer.{key}.{k}": v for key, entries in state.optimizer_state.items()
+                    for k, v in entries.items()})
     tensors.update({f"swa.{k}": v for k, v in state.swa.state.items()})
     tensors["rng"] = state.rng
     meta = {"epoch": str(state.epoch), "swa_count": str(state.swa.count)}
@@ -94,9 +97,10 @@ def load_train_state(path: Path, device: Any, template: Mapping[str, Tensor] | N
     """The saved state, or None if there is none (a corrupt or incomplete one is an error, never ignored).
 
     ``template`` (the model's ``state_dict``): the saved weights must have exactly its names, shapes and
-    dtypes, and the momentum and SWA entries those of its tensors, or the state is refused. ``epochs`` (the
-    unit's :attr:`Schedule.epochs`): a state past the end of the schedule is refused, since resuming it
-    would count the unit as trained without training it.
+    dtypes, the momentum and SWA entries those of its tensors, and the other optimizer entries
+    (``optimizer.KEY.NAME``, kept on the CPU: the optimizer puts them where it keeps them) its shapes or
+    scalars, or the state is refused. ``epochs`` (the unit's :attr:`Schedule.epochs`): a state past the end
+    of the schedule is refused, since resuming it would count the unit as trained without training it.
     """
     if not path.is_file():
         return None
@@ -112,6 +116,11 @@ def load_train_state(path: Path, device: Any, template: Mapping[str, Tensor] | N
 
     epoch, swa_count = _count(meta, "epoch"), _count(meta, "swa_count")
     model, momentum, swa = group("model."), group("momentum."), group("swa.")
+    optimizer_state: dict[str, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            entry, _, name = key[len("optimizer."):].partition(".")
+            optimizer_state.setdefault(entry, {})[name] = value
     problems = [f"no integer {key!r} in its metadata" for key, v in (("epoch", epoch), ("swa_count", swa_count))
                 if v is None]
     if epochs is not None and epoch is not None and epoch > epochs:
@@ -122,13 +131,16 @@ def load_train_state(path: Path, device: Any, template: Mapping[str, Tensor] | N
         problems.append("no random-generator state")
     if swa_count and not swa:
         problems.append(f"no SWA average for its {swa_count} snapshots")
-    if not (set(momentum) | set(swa)) <= set(model):
-        problems.append("momentum or SWA entries for weights the model does not have")
+    if not set().union(momentum, swa, *optimizer_state.values()) <= set(model):
+        problems.append("momentum, optimizer or SWA entries for weights the model does not have")
     if template is not None and not problems:
         problems += _template_problems(template, model, momentum, swa)
+        problems += [f"optimizer {key} {name} is {tuple(v.shape)}, the model's is {tuple(template[name].shape)}"
+                     for key, entries in optimizer_state.items() for name, v in entries.items()
+                     if v.dim() and v.shape != template[name].shape][:1]
     if problems:
         raise UserError(f"resume state {path} is incomplete ({'; '.join(problems)}); delete it to restart that unit")
-    return TrainState(epoch, model, momentum, RunningAverage(swa, swa_count), tensors["rng"])
+    return TrainState(epoch, model, momentum, RunningAverage(swa, swa_count), tensors["rng"], optimizer_state)
 
 
 def _template_problems(template: Mapping[str, Tensor], model: dict, momentum: dict, swa: dict) -> list[str]:

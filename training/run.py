@@ -39,8 +39,9 @@ from training.context import Context, ModelFn, build_context
 from training.engines import select_engine
 from training.engines.session import run_session
 from training.loggers import cycle_scalars, open_logger
+from training.optim import LossFn, OptimizerFn
 from training.resume import prepared
-from training.train import Schedule, steps_per_epoch
+from training.train import Schedule, StepInfo, steps_per_epoch
 
 TRAIN_EVAL_SAMPLES = 10_000  # train loss is measured on at most this many (seeded) training samples
 
@@ -170,7 +171,8 @@ CycleDone = Callable[[dict[str, Any]], None]
 
 def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None, extra_config: dict[str, Any] | None = None,
               on_cycle: CycleDone | None = None, *, data: Dataset | None = None,
-              model_fn: ModelFn | None = None) -> list[dict[str, Any]]:
+              model_fn: ModelFn | None = None, optimizer_fn: OptimizerFn | None = None,
+              loss_fn: LossFn | None = None, on_step: Callable[[StepInfo], None] | None = None) -> list[dict[str, Any]]:
     """Execute (or resume) the run ``cfg`` describes; returns every cycle's metrics.
 
     ``mask_rule`` (default :func:`iterative_rule`) lets other pruning schedules (one-shot,
@@ -179,9 +181,11 @@ def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None, extra_config: d
     cycles found finished on ``--resume`` included, so a caller can report progress that survives an
     interrupt. Under torchrun only rank 0 calls ``on_cycle`` and returns the metrics (see
     :mod:`training.engines.cluster`). ``data`` and ``model_fn`` (the Python API, :func:`training.run_swamp`)
-    stand in for the dataset and model ``cfg`` names (:func:`training.context.build_context`).
+    stand in for the dataset and model ``cfg`` names, ``optimizer_fn`` and ``loss_fn`` for its optimizer and
+    loss (:func:`training.context.build_context`); ``on_step`` sees every optimizer step.
     """
-    return run_session(cfg, lambda c: build_context(c, data, model_fn),
+    return run_session(cfg, lambda c: build_context(c, data, model_fn, optimizer=optimizer_fn, loss=loss_fn,
+                                                    on_step=on_step),
                        lambda ctx: run_cycles(ctx, mask_rule, extra_config, on_cycle))
 
 

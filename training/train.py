@@ -1,4 +1,5 @@
-"""Masked SGD training of one particle, with optional SWA and epoch-boundary resume state.
+"""Masked training of one particle (SGD by default, any optimizer and loss on request), with optional SWA and
+epoch-boundary resume state.
 
 Learning-rate schedule, per step t of T = epochs * steps_per_epoch:
 * SWA on (Izmailov et al. 2018, as used by SWAMP): cosine decay from ``lr`` to ``swa_lr`` over the
@@ -9,14 +10,15 @@ Learning-rate schedule, per step t of T = epochs * steps_per_epoch:
 
 Pruned weights stay exactly zero: their gradients are zeroed before every step
 (:func:`training.masked.mask_optimizer` with ``weights=False``), so SGD's momentum buffer and
-weight-decay term are zero there as well, and no update can revive them.
+weight-decay term are zero there as well, and no update can revive them. Under any other optimizer
+(:attr:`Hyper.optimizer`: Adam, AdamW, a user's) the pruned weights are also zeroed after every step.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +27,7 @@ from core.averaging import RunningAverage, recalibrate_batchnorm
 from core.data import Batch, Dataset
 from core.errors import UserError
 from training.masked import mask_optimizer
+from training.optim import LossFn, OptimizerFn
 
 
 @dataclass(frozen=True)
@@ -53,24 +56,59 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Hyper:
-    """Optimiser settings shared by all particles (``amp``: bf16 autocast of the forward pass)."""
+    """Optimiser settings shared by all particles (``amp``: bf16 autocast of the forward pass).
+
+    ``optimizer``: ``optimizer(params, lr)`` (:data:`training.optim.OptimizerFn`); None for SGD with
+    ``momentum`` and ``weight_decay``. ``loss``: ``loss(outputs, targets)``; None for cross-entropy.
+    """
 
     batch_size: int
     momentum: float
     weight_decay: float
     eval_batch_size: int = 1000
     amp: bool = False
+    optimizer: OptimizerFn | None = None
+    loss: LossFn | None = None
 
 
 @dataclass
 class TrainState:
-    """Everything needed to continue a particle bit-identically from an epoch boundary."""
+    """Everything needed to continue a particle bit-identically from an epoch boundary.
+
+    ``momentum``: SGD's momentum buffers (parameter name -> tensor); ``optimizer_state``: every other tensor
+    the optimizer keeps per parameter (state key -> parameter name -> tensor, e.g. Adam's ``exp_avg``,
+    ``exp_avg_sq`` and ``step``).
+    """
 
     epoch: int
     model: dict[str, Tensor]
     momentum: dict[str, Tensor]
     swa: RunningAverage
     rng: Tensor
+    optimizer_state: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What ``on_step`` receives after every optimizer step of a unit (the ticket or a particle).
+
+    ``cycle`` and ``particle`` are None for the ticket; ``epoch`` and ``step`` count from 0 within the unit;
+    ``loss`` is the step's training loss. ``model`` and ``optimizer`` are the live objects: a hook may read
+    or change them (at its own risk: a resumed run does not replay a hook's changes).
+    """
+
+    unit: str
+    cycle: int | None
+    particle: int | None
+    epoch: int
+    step: int
+    loss: float
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+StepHook = Callable[[int, int, Tensor, nn.Module, torch.optim.Optimizer], None]
+"""``hook(epoch, step, loss, model, optimizer)``: what :func:`train_particle` calls after each step."""
 
 
 class Divergence(UserError):
@@ -98,23 +136,42 @@ def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
     return max(dataset.size("train") // batch_size, 1)
 
 
-def _optimizer(model: nn.Module, hyper: Hyper) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=0.0, momentum=hyper.momentum, weight_decay=hyper.weight_decay)
+def _optimizer(model: nn.Module, hyper: Hyper, lr: float) -> torch.optim.Optimizer:
+    if hyper.optimizer is None:
+        return torch.optim.SGD(model.parameters(), lr=0.0, momentum=hyper.momentum, weight_decay=hyper.weight_decay)
+    opt = hyper.optimizer(model.parameters(), lr)
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise UserError(f"the optimizer function returned {type(opt).__name__}, not a torch.optim.Optimizer")
+    return opt
 
 
-def _restore(model: nn.Module, opt: torch.optim.SGD, state: TrainState, gen: torch.Generator) -> None:
+def _restore(model: nn.Module, opt: torch.optim.Optimizer, state: TrainState, gen: torch.Generator) -> None:
     model.load_state_dict(state.model)
     params = dict(model.named_parameters())
     for name, buf in state.momentum.items():
         opt.state[params[name]]["momentum_buffer"] = buf.to(params[name].device).clone()
+    if state.optimizer_state:
+        # through load_state_dict, which puts each tensor where the optimizer keeps it (Adam's step on the CPU)
+        order = {id(p): i for i, p in enumerate(p for group in opt.param_groups for p in group["params"])}
+        saved = opt.state_dict()
+        for key, entries in state.optimizer_state.items():
+            for name, value in entries.items():
+                saved["state"].setdefault(order[id(params[name])], {})[key] = value.clone()
+        opt.load_state_dict(saved)
     gen.set_state(state.rng)
 
 
-def _capture(epoch: int, model: nn.Module, opt: torch.optim.SGD, swa: RunningAverage,
+def _capture(epoch: int, model: nn.Module, opt: torch.optim.Optimizer, swa: RunningAverage,
              gen: torch.Generator) -> TrainState:
-    momentum = {name: opt.state[p]["momentum_buffer"] for name, p in model.named_parameters()
-                if "momentum_buffer" in opt.state.get(p, {})}
-    return TrainState(epoch, model.state_dict(), momentum, swa, gen.get_state())
+    momentum: dict[str, Tensor] = {}
+    others: dict[str, dict[str, Tensor]] = {}
+    for name, p in model.named_parameters():
+        for key, value in opt.state.get(p, {}).items():
+            if not isinstance(value, Tensor):
+                raise UserError(f"the optimizer keeps {key!r} of {name} as {type(value).__name__}; the resume state "
+                                "holds tensors only, so this optimizer cannot be resumed bit-identically")
+            (momentum if key == "momentum_buffer" else others.setdefault(key, {}))[name] = value
+    return TrainState(epoch, model.state_dict(), momentum, swa, gen.get_state(), others)
 
 
 def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset, schedule: Schedule, hyper: Hyper,
@@ -122,20 +179,23 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
                    on_epoch: Callable[[TrainState], None] | None = None,
                    bn_batches: Callable[[], Iterable[Batch]] | None = None, label: str = "",
                    progress: Callable[[int], None] | None = None,
-                   log: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Tensor]:
+                   log: Callable[[int, dict[str, float]], None] | None = None,
+                   on_step: StepHook | None = None) -> dict[str, Tensor]:
     """Train ``model`` in place from its current weights; returns its final state.
 
     With SWA the returned state is the snapshot average with BatchNorm recomputed on ``bn_batches()``
     (default: all training data, un-augmented). ``on_epoch`` receives the resume state after each epoch,
-    ``log(epoch, {"train_loss": mean loss of its batches, "lr": its last step's rate})`` its scalars.
+    ``log(epoch, {"train_loss": mean loss of its batches, "lr": its last step's rate})`` its scalars,
+    ``on_step(epoch, step, loss, model, optimizer)`` every step after the optimizer's.
     """
-    opt = _optimizer(model, hyper)
+    opt = _optimizer(model, hyper, schedule.lr)
     swa = RunningAverage()
     start = 0
     if resume is not None:
         _restore(model, opt, resume, gen)
         swa, start = resume.swa, resume.epoch
-    hooks = mask_optimizer(opt, model, masks, weights=False)
+    hooks = mask_optimizer(opt, model, masks, weights=hyper.optimizer is not None)
+    loss_of = hyper.loss or nn.functional.cross_entropy
     for epoch in range(start, schedule.epochs):
         model.train()
         loss_sum = torch.zeros((), device=next(model.parameters()).device)
@@ -146,9 +206,11 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
             with torch.autocast(x.device.type, torch.bfloat16, enabled=hyper.amp):
-                loss = nn.functional.cross_entropy(model(x), y)
+                loss = loss_of(model(x), y)
             loss.backward()
             opt.step()
+            if on_step is not None:
+                on_step(epoch, step, loss.detach(), model, opt)
             loss_sum += loss.detach()
             steps += 1
         if not bool(torch.isfinite(loss_sum)):
