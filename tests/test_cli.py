@@ -15,6 +15,9 @@ from training.config import parse_config
 @pytest.mark.parametrize("args, message", [
     (["--prune-ratio", "1.5"], "--prune-ratio must lie in (0, 1)"),
     (["--prune-ratio", "0"], "--prune-ratio must lie in (0, 1)"),
+    (["--prune-schedule", "linear", "--prune-ratio", "0.25", "--cycles", "5"],
+     "--prune-schedule linear with --prune-ratio 0.25 reaches density 0 at cycle 4; use at most --cycles 4"),
+    (["--prune-schedule", "cubic"], "--prune-schedule"),
     (["--particles", "0"], "--particles must be at least 1"),
     (["--swa-start", "1.0"], "--swa-start must lie in [0, 1)"),
     (["--epochs", "0"], "--epochs must be positive"),

@@ -25,7 +25,7 @@ from core.errors import ArgumentParser, UserError
 from core.imports import TRUST_FLAG, is_import_path
 from core.models import zoo_names
 from core.options import add_dataclass_arguments, check_fields, field_problem, flag_of, option, repeated, to_json
-from core.pruning import runner_methods
+from core.pruning import PRUNE_SCHEDULES, max_linear_cycles, runner_methods
 from core.seeds import check_seed
 from training.engines import ENGINES
 from training.optim import DEFAULT_LOSS, DEFAULT_OPTIMIZER, check_loss, check_optimizer, optimizer_fn
@@ -41,7 +41,9 @@ RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", 
 # Settings added after checkpoints existed: their stored config leaves them out at these defaults, so a run
 # with the defaults writes the same bytes as before they existed (readers take a missing one as its default).
 RECORDED_WHEN_SET = {"optimizer": DEFAULT_OPTIMIZER, "optimizer_kwargs": "{}", "loss": DEFAULT_LOSS,
-                     "label_smoothing": 0.0}
+                     "label_smoothing": 0.0, "prune_schedule": "geometric", "prune_biases": False}
+# The settings of the optimisation that only the sequential engine follows (RunConfig.own_training).
+OWN_TRAINING = ("optimizer", "optimizer_kwargs", "loss", "label_smoothing")
 # Fields naming user code (PACKAGE.MODULE:CALLABLE) that --resume imports only with consent.
 CODE_FIELDS = ("model", "dataset", "optimizer", "loss")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # more loader processes than cores only compete for them
@@ -81,13 +83,17 @@ class RunConfig:
     # SWAMP / IMP
     particles: int = option(4, "particles per cycle (1 = IMP)")
     particles_from_cycle: int = option(0, "SWAMP+: one particle before this cycle, --particles from it")
-    cycles: int = _from_preset("pruning cycles; cycle k trains at density (1-prune_ratio)^k")
+    cycles: int = _from_preset("pruning cycles; cycle k trains at density (1-prune_ratio)^k (--prune-schedule)")
     epochs: int = _from_preset("training epochs per particle per cycle")
     rewind_epochs: int = _from_preset("dense epochs that produce the matching ticket")
     rewind: str = option("ticket", "what each cycle starts from: ticket, lr (previous solution, LR restarted) or none "
                          "(previous solution, fine-tuned at --finetune-lr)", choices=REWINDS)
     prune_ratio: float = option(0.2, "fraction of the remaining prunable weights removed per cycle")
     prune_method: str = option("global", "global (magnitude), layerwise (magnitude) or random", choices=PRUNE_METHODS)
+    prune_schedule: str = option("geometric", "geometric: cycle k at density (1-prune_ratio)^k; linear: at "
+                                 "1 - k*prune_ratio (the MNIST-1D paper's lottery tickets)", choices=PRUNE_SCHEDULES)
+    prune_biases: bool = option(False, "prune the biases of the pruned layers too (the MNIST-1D paper's lottery "
+                                "tickets)")
     prune_exclude: list[str] = repeated("keep the prunable weights (conv, linear, recurrent, attention) whose "
                                         "parameter name matches this regular expression (re.search) dense, "
                                         "e.g. '^conv1\\.' or '^fc\\.'; repeatable", metavar="EXCLUDE")
@@ -136,7 +142,7 @@ class RunConfig:
     def own_training(self) -> list[str]:
         """The flags that set another optimizer or loss than the stacked engines' SGD and cross-entropy
         (``vectorized``, ``distributed``), e.g. ``['--optimizer adam']``; empty for the defaults."""
-        return [f"{flag_of(k)} {getattr(self, k)}" for k, v in RECORDED_WHEN_SET.items() if getattr(self, k) != v]
+        return [f"{flag_of(k)} {getattr(self, k)}" for k in OWN_TRAINING if getattr(self, k) != RECORDED_WHEN_SET[k]]
 
     @property
     def model_kwargs_dict(self) -> dict[str, Any]:
@@ -254,6 +260,11 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"{flag_of(name)} must be a finite number")
     checks = [
         (0.0 < cfg.prune_ratio < 1.0, "--prune-ratio must lie in (0, 1)"),
+        (cfg.prune_schedule != "linear" or not 0.0 < cfg.prune_ratio < 1.0
+         or cfg.cycles <= max_linear_cycles(cfg.prune_ratio),
+         f"--prune-schedule linear with --prune-ratio {cfg.prune_ratio} reaches density 0 at cycle "
+         f"{max_linear_cycles(cfg.prune_ratio) if 0.0 < cfg.prune_ratio < 1.0 else 0}; use at most --cycles "
+         f"{max_linear_cycles(cfg.prune_ratio) if 0.0 < cfg.prune_ratio < 1.0 else 0}"),
         (cfg.particles >= 1, "--particles must be at least 1"),
         (cfg.particles_from_cycle >= 0, "--particles-from-cycle must be >= 0"),
         (cfg.cycles >= 1, "--cycles must be at least 1"),

@@ -25,7 +25,7 @@ from core.device import resolve_device
 from core.errors import UserError
 from core.models import ARGUMENT_ERRORS, build_model, model_factory, model_spec
 from core.models.meta import on_meta
-from core.pruning import CRITERIA, kept_per_cycle, prunable_names
+from core.pruning import CRITERIA, cycle_ratios, kept_per_cycle, prunable_names
 from core.seeds import derive_seed, generator
 from training.config import RunConfig, check_data_dir
 from training.loggers import Logger, NullLogger, check_logger
@@ -220,7 +220,7 @@ def check_model(ctx: Context) -> None:
             raise UserError(f"{what} does not fit {cfg.dataset}: 2 samples gave {gave} in {mode} mode, not "
                             f"(2, {ctx.data.num_classes}); choose a model for {cfg.dataset}")
     check_loss_fits(ctx, out, y)
-    check_prune_exclude(cfg.prune_exclude, model)
+    check_prune_exclude(cfg.prune_exclude, model, cfg.prune_biases)
     check_pruning_schedule(cfg, model)
     recurrent = next((type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)), None)
     if cfg.engine == "vectorized" and recurrent is not None:  # torch.func.vmap has no batching rule for them
@@ -245,14 +245,14 @@ def check_loss_fits(ctx: Context, outputs: Tensor, targets: Tensor) -> None:
                         f"{getattr(value, 'shape', type(value).__name__)}")
 
 
-def check_prune_exclude(patterns: Sequence[str], model: nn.Module) -> None:
+def check_prune_exclude(patterns: Sequence[str], model: nn.Module, biases: bool = False) -> None:
     """Refuse ``--prune-exclude`` patterns that match no prunable weight of ``model``, or that leave none."""
-    names = prunable_names(model)
+    names = prunable_names(model, biases=biases)
     for pattern in patterns:
         if not any(re.search(pattern, n) for n in names):
             raise UserError(f"--prune-exclude {pattern!r} matches none of the model's prunable weights "
                             f"({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})")
-    if names and not prunable_names(model, patterns):
+    if names and not prunable_names(model, patterns, biases=biases):
         raise UserError("--prune-exclude leaves no prunable weight; exclude fewer")
     if not names:
         raise UserError(f"--model {type(model).__name__} has no prunable weight (conv, linear, recurrent or attention)")
@@ -263,8 +263,9 @@ def check_pruning_schedule(cfg: RunConfig, model: nn.Module) -> None:
     the density stops following (1 - P)^k) or keep fewer weights than there are pruned tensors (then at
     least one layer has none left and the network's output no longer depends on its input)."""
     params = dict(model.named_parameters())
-    names = prunable_names(model, cfg.prune_exclude)
-    kept = kept_per_cycle([params[n].numel() for n in names], cfg.prune_ratio, cfg.cycles,
+    names = prunable_names(model, cfg.prune_exclude, biases=cfg.prune_biases)
+    kept = kept_per_cycle([params[n].numel() for n in names],
+                          cycle_ratios(cfg.prune_schedule, cfg.prune_ratio, cfg.cycles), cfg.cycles,
                           CRITERIA[cfg.prune_method].layerwise)
     what = f"--cycles {cfg.cycles} --prune-ratio {cfg.prune_ratio}"
     for k in range(1, len(kept)):

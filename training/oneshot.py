@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.pruning import next_masks
+from core.pruning import next_masks, target_densities
 from core.seeds import generator
 from training.config import RunConfig
 from training.run import MaskRule, run_swamp
@@ -28,13 +28,16 @@ ONESHOT_CONFIG = {"pruning_schedule": "one-shot"}
 
 
 def oneshot_rule(cfg: RunConfig) -> MaskRule:
-    """Masks for cycle k + 1 pruned from cycle 0's (dense) solution straight to (1 - P)^(k+1)."""
+    """Masks for cycle k + 1 pruned from cycle 0's (dense) solution straight to its density d_{k+1}
+    (``--prune-schedule``: (1 - P)^(k+1) by default)."""
     dense: dict[str, dict[str, Tensor]] = {}
 
     def rule(cycle: int, solution: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
         if cycle == 0:  # the cycle loop visits cycle 0 first, also on resume
             dense["solution"], dense["masks"] = solution, {k: torch.ones_like(m) for k, m in masks.items()}
-        ratio = 1.0 - (1.0 - cfg.prune_ratio) ** (cycle + 1)
+        if cycle + 1 >= cfg.cycles:  # after the last cycle: no cycle trains at the next density
+            return masks
+        ratio = 1.0 - target_densities(cfg.prune_schedule, cfg.prune_ratio, cfg.cycles)[cycle + 1]
         return next_masks(cfg.prune_method, dense["solution"], dense["masks"], ratio,
                           generator(cfg.seed, "prune", cycle))
 

@@ -32,7 +32,7 @@ from core.errors import UserError
 from core.evaluate import ensemble_log_probs, evaluate, predict, score
 from core.models.meta import on_meta
 from core.progress import tqdm
-from core.pruning import coverage, dense_masks, density, next_masks
+from core.pruning import coverage, cycle_ratios, dense_masks, density, next_masks
 from core.seeds import generator
 from training.config import RunConfig
 from training.context import Context, ModelFn, build_context
@@ -91,7 +91,7 @@ def make_ticket(ctx: Context) -> dict[str, Tensor]:
     schedule = Schedule(ctx.cfg.rewind_epochs, steps_per_epoch(ctx.data, ctx.cfg.batch_size), ctx.cfg.lr,
                         constant=True)
     state = ctx.train_unit("ticket", model, {}, schedule, "ticket") if ctx.cfg.rewind_epochs else model.state_dict()
-    ctx.save(ctx.run.ticket, state, dense_masks(model, ctx.cfg.prune_exclude), "ticket")
+    ctx.save(ctx.run.ticket, state, dense_masks(model, ctx.cfg.prune_exclude, biases=ctx.cfg.prune_biases), "ticket")
     ctx.finish_unit("ticket")
     return state
 
@@ -160,9 +160,16 @@ MaskRule = Callable[[int, dict[str, Tensor], dict[str, Tensor]], dict[str, Tenso
 
 
 def iterative_rule(cfg: RunConfig) -> MaskRule:
-    """IMP's rule: prune ``prune_ratio`` of the weights that survive in cycle k's solution."""
-    return lambda cycle, solution, masks: next_masks(cfg.prune_method, solution, masks, cfg.prune_ratio,
-                                                     generator(cfg.seed, "prune", cycle))
+    """IMP's rule: prune the weights that survive in cycle k's solution to the next density of
+    ``--prune-schedule`` (the fraction ``prune_ratio`` of them with the default geometric schedule)."""
+    ratios = cycle_ratios(cfg.prune_schedule, cfg.prune_ratio, cfg.cycles)
+
+    def rule(cycle: int, solution: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        if cycle >= len(ratios):  # after the last cycle: no cycle trains at the next density
+            return masks
+        return next_masks(cfg.prune_method, solution, masks, ratios[cycle], generator(cfg.seed, "prune", cycle))
+
+    return rule
 
 
 CycleDone = Callable[[dict[str, Any]], None]
@@ -215,7 +222,8 @@ def _cycles(ctx: Context, mask_rule: MaskRule | None, on_cycle: CycleDone | None
     cfg = ctx.cfg
     rule = mask_rule or iterative_rule(cfg)
     ticket = make_ticket(ctx)
-    masks = {k: v.to(ctx.device) for k, v in dense_masks(ctx.fresh_model(), ctx.cfg.prune_exclude).items()}
+    first = dense_masks(ctx.fresh_model(), ctx.cfg.prune_exclude, biases=ctx.cfg.prune_biases)
+    masks = {k: v.to(ctx.device) for k, v in first.items()}
     start = ticket
     all_metrics: list[dict[str, Any]] = []
     for cycle in tqdm(range(cfg.cycles), desc="cycles", disable=_disabled(ctx), unit="cycle"):

@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
-def mlp(num_classes: int = 10, length: int = 40, hidden: int = 100) -> nn.Module:
-    """Two hidden ReLU layers; the MNIST-1D baseline MLP (about 64% test accuracy here)."""
+class ResidualMLP(nn.Module):
+    """The MLP of the MNIST-1D paper's lottery-ticket experiment (Greydanus & Kobak 2024, notebook
+    ``lottery-tickets.ipynb``): h_1 = relu(W_1 x + b_1), h_2 = h_1 + relu(W_2 h_1 + b_2), y = W_3 h_2 + b_3."""
+
+    def __init__(self, num_classes: int = 10, length: int = 40, hidden: int = 100):
+        super().__init__()
+        self.linear1 = nn.Linear(length, hidden)
+        self.linear2 = nn.Linear(hidden, hidden)
+        self.linear3 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.linear1(x.flatten(1)))
+        h = h + torch.relu(self.linear2(h))
+        return self.linear3(h)
+
+
+def mlp(num_classes: int = 10, length: int = 40, hidden: int = 100, residual: bool = False) -> nn.Module:
+    """Two hidden ReLU layers; the MNIST-1D baseline MLP (about 64% test accuracy here).
+
+    Args:
+        num_classes: outputs.
+        length: inputs (MNIST-1D: 40).
+        hidden: width of both hidden layers.
+        residual: the second hidden layer adds its input (:class:`ResidualMLP`, the lottery-ticket MLP of the
+            MNIST-1D paper; with ``hidden=500``).
+
+    Returns:
+        An ``nn.Sequential`` (Flatten, Linear, ReLU, Linear, ReLU, Linear), or a :class:`ResidualMLP`.
+
+    Example:
+        >>> [n for n, _ in mlp(hidden=8).named_parameters()][:2], mlp(hidden=8, residual=True)(torch.ones(2, 40)).shape
+        (['1.weight', '1.bias'], torch.Size([2, 10]))
+    """
+    if residual:
+        return ResidualMLP(num_classes, length, hidden)
     return nn.Sequential(nn.Flatten(), nn.Linear(length, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
                          nn.ReLU(), nn.Linear(hidden, num_classes))
 

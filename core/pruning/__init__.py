@@ -2,7 +2,8 @@
 registry of pruning criteria.
 
 * :mod:`core.pruning.masks`: :func:`prunable_names`, :func:`dense_masks`, :func:`density`,
-  :func:`apply_masks`, :func:`coverage`, :func:`kept_per_cycle`;
+  :func:`apply_masks`, :func:`coverage`, :func:`kept_per_cycle`, the schedules :func:`target_densities`,
+  :func:`cycle_ratios`;
 * :mod:`core.pruning.magnitude`: :func:`global_magnitude_mask`, :func:`layerwise_magnitude_mask`,
   :func:`random_mask` (Frankle & Carbin 2019);
 * :mod:`core.pruning.criteria`: :data:`CRITERIA` (``global``, ``layerwise``, ``random``, ``snip``),
@@ -14,16 +15,21 @@ from core.pruning.magnitude import global_magnitude_mask, layerwise_magnitude_ma
 from core.pruning.masks import (
     EMBEDDING_TYPES,
     PRUNABLE_TYPES,
+    PRUNE_SCHEDULES,
     Coverage,
     Masks,
     apply_masks,
     coverage,
+    cycle_ratios,
     dense_masks,
     density,
     kept_per_cycle,
+    max_linear_cycles,
     prunable_names,
+    target_densities,
 )
 
-__all__ = ["CRITERIA", "EMBEDDING_TYPES", "PRUNABLE_TYPES", "Coverage", "Criterion", "Masks", "apply_masks",
-           "coverage", "dense_masks", "density", "global_magnitude_mask", "kept_per_cycle", "layerwise_magnitude_mask",
-           "next_masks", "prunable_names", "random_mask", "runner_methods", "snip_mask", "snip_scores"]
+__all__ = ["CRITERIA", "EMBEDDING_TYPES", "PRUNABLE_TYPES", "PRUNE_SCHEDULES", "Coverage", "Criterion", "Masks",
+           "apply_masks", "coverage", "cycle_ratios", "dense_masks", "density", "global_magnitude_mask",
+           "kept_per_cycle", "layerwise_magnitude_mask", "max_linear_cycles", "next_masks", "prunable_names",
+           "random_mask", "runner_methods", "snip_mask", "snip_scores", "target_densities"]

@@ -17,6 +17,7 @@ A mask is a float tensor of 0s and 1s shaped like its weight; ``Masks`` maps par
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -156,21 +157,87 @@ def density(masks: Mapping[str, Tensor]) -> float:
     return kept / sum(m.numel() for m in masks.values())
 
 
-def kept_per_cycle(sizes: Sequence[int], ratio: float, cycles: int, layerwise: bool = False) -> list[int]:
-    """Prunable weights that cycles 0 .. ``cycles`` - 1 keep, for tensors of ``sizes`` weights: each cycle
-    removes ``round(ratio * kept)`` of them (of each tensor's with ``layerwise``), as the masks do.
+PRUNE_SCHEDULES = ("geometric", "linear")
+
+
+def target_densities(schedule: str, ratio: float, cycles: int) -> list[float]:
+    """The density each cycle k = 0 .. ``cycles`` - 1 trains at.
+
+    * ``geometric`` (IMP, SWAMP): d_k = (1 - P)^k, removing the fraction P of the remaining weights per cycle;
+    * ``linear``: d_k = 1 - k P, removing the fraction P of all prunable weights per cycle (the MNIST-1D paper's
+      lottery tickets: ``np.linspace(0, 1, 100)``, P = 1/99; Greydanus & Kobak 2024).
+
+    Args:
+        schedule: one of :data:`PRUNE_SCHEDULES`.
+        ratio: P, in (0, 1).
+        cycles: how many densities (cycle 0 is dense).
+
+    Returns:
+        ``[d_0, ..., d_{cycles-1}]``, with d_0 = 1.
+
+    Raises:
+        ValueError: an unknown schedule, a ratio outside (0, 1), or a linear schedule that reaches density 0.
+
+    Example:
+        >>> target_densities("geometric", 0.5, 3), target_densities("linear", 0.25, 4)
+        ([1.0, 0.5, 0.25], [1.0, 0.75, 0.5, 0.25])
+    """
+    if schedule not in PRUNE_SCHEDULES:
+        raise ValueError(f"unknown pruning schedule {schedule!r}; choose one of {', '.join(PRUNE_SCHEDULES)}")
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"the pruning ratio must lie in (0, 1), got {ratio!r}")
+    if schedule == "geometric":
+        return [(1.0 - ratio) ** k for k in range(cycles)]
+    if cycles > 1 and 1.0 - (cycles - 1) * ratio <= 1e-12:
+        raise ValueError(f"a linear schedule of ratio {ratio} reaches density 0 at cycle "
+                         f"{max_linear_cycles(ratio)}; at most {max_linear_cycles(ratio)} cycles")
+    return [1.0 - k * ratio for k in range(cycles)]
+
+
+def max_linear_cycles(ratio: float) -> int:
+    """The most cycles a linear schedule of ``ratio`` allows (the last one at a density above 0).
+
+    Example:
+        >>> max_linear_cycles(0.25), max_linear_cycles(1 / 99)
+        (4, 99)
+    """
+    return max(1, math.ceil(1.0 / ratio - 1e-9))
+
+
+def cycle_ratios(schedule: str, ratio: float, cycles: int) -> list[float]:
+    """The fraction of the remaining weights each pruning step removes: after cycle k, 1 - d_{k+1} / d_k of
+    :func:`target_densities` (``cycles`` - 1 steps, one between consecutive cycles); P itself for ``geometric``.
+
+    Example:
+        >>> cycle_ratios("geometric", 0.2, 3), cycle_ratios("linear", 0.25, 4)
+        ([0.2, 0.2], [0.25, 0.33333333333333337, 0.5])
+    """
+    d = target_densities(schedule, ratio, cycles)
+    if schedule == "geometric":
+        return [ratio] * (cycles - 1)
+    return [1.0 - d[k + 1] / d[k] for k in range(cycles - 1)]
+
+
+def kept_per_cycle(sizes: Sequence[int], ratio: float | Sequence[float], cycles: int,
+                   layerwise: bool = False) -> list[int]:
+    """Prunable weights that cycles 0 .. ``cycles`` - 1 keep, for tensors of ``sizes`` weights: each cycle k
+    removes ``round(r_k * kept)`` of them (of each tensor's with ``layerwise``), as the masks do; ``ratio`` is
+    one r for every cycle or the sequence r_0, r_1, ... (:func:`cycle_ratios`).
 
     Example:
         >>> kept_per_cycle([1000], 0.5, 4), kept_per_cycle([3, 3], 0.5, 3, layerwise=True)
         ([1000, 500, 250, 125], [6, 2, 2])
+        >>> kept_per_cycle([1000], cycle_ratios("linear", 0.25, 4), 4)
+        [1000, 750, 500, 250]
     """
+    ratios = [ratio] * max(0, cycles - 1) if isinstance(ratio, (int, float)) else list(ratio)
     kept, counts = [list(sizes)], list(sizes)
-    for _ in range(cycles - 1):
+    for k in range(cycles - 1):
         if layerwise:
-            counts = [n - round(ratio * n) for n in counts]
+            counts = [n - round(ratios[k] * n) for n in counts]
         else:
             total = sum(counts)
-            counts = [total - round(ratio * total)]
+            counts = [total - round(ratios[k] * total)]
         kept.append(counts)
     return [sum(k) for k in kept]
 

@@ -1,0 +1,1 @@
+"""Published experiments reproduced with the toolkit (docs/reproductions.md)."""
