@@ -99,7 +99,10 @@ TRAINING_FLAGS = {"--optimizer": st.sampled_from(["sgd", "adam", "adamw", "rmspr
                   "--optimizer-kwargs": OPTIMIZER_KWARGS,
                   "--loss": st.sampled_from(["cross-entropy", "mse", "nll", "", "pkg.mod:fn"]),
                   "--label-smoothing": REAL,
-                  "--engine": st.sampled_from(["auto", "sequential", "vectorized", "distributed"])}
+                  "--engine": st.sampled_from(["auto", "sequential", "vectorized", "distributed"]),
+                  "--prune-schedule": st.sampled_from(["geometric", "linear", "Linear", ""]),
+                  "--prune-ratio": REAL,
+                  "--cycles": st.sampled_from(["1", "4", "30", "0", "-2", "x"])}
 
 
 @settings(max_examples=60, deadline=None)
@@ -121,5 +124,5 @@ def test_generated_optimizer_and_loss_flags_give_a_configuration_or_one_error_li
     else:
         shown = json.loads(out.getvalue())
         for flag, value in flags:
-            if flag in ("--optimizer", "--loss", "--engine", "--optimizer-kwargs"):
+            if flag in ("--optimizer", "--loss", "--engine", "--optimizer-kwargs", "--prune-schedule"):
                 assert shown[flag[2:].replace("-", "_")] == value, (argv, shown)
