@@ -87,6 +87,27 @@ def random_command(seed: int, cycle: int, out: Path, quick: bool = False) -> lis
             "--prune-method", "random", "--prune-ratio", repr(cycle * RATIO), "--cycles", "2"]
 
 
+BASELINES = {"MLP": ("mlp", {"residual": True}), "CNN": ("cnn1d", {})}  # the README's row: our residual MLP and cnn1d
+
+
+def baseline_command(name: str, seed: int, out: Path, quick: bool = False) -> list[str]:
+    """The command line of one dense baseline of the MNIST-1D README's table in the paper's training setup
+    (``notebooks/train.py``: Adam at a constant 0.01, no weight decay, batches of 100, 8000 steps = 200 epochs).
+    ``MLP`` is the paper's own (residual, hidden 100); ``CNN`` is the toolkit's ``cnn1d`` (four convolutions with
+    BatchNorm), not the paper's three-convolution ``ConvBase``.
+
+    Example:
+        >>> " ".join(baseline_command("MLP", 0, Path("b"))[3:7])
+        '--model mlp --model-kwargs {"residual": true}'
+    """
+    model, kwargs = BASELINES[name]
+    return [sys.executable, "-m", "training.swamp", "--model", model, "--model-kwargs", json.dumps(kwargs),
+            "--optimizer", "adam", "--lr", "0.01", "--weight-decay", "0", "--schedule", "constant",
+            "--batch-size", "100", "--epochs", "2" if quick else "200", "--particles", "1", "--no-swa",
+            "--rewind-epochs", "0", "--cycles", "1", "--seed", str(seed), "--no-progress", "--device", "cpu",
+            "--out", str(out)]
+
+
 def _run(command: list[str], out: Path) -> None:
     if (out / "config.json").is_file():
         command = [*command, "--resume"]
@@ -113,6 +134,8 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False)
         tasks.append((lottery_command(seed, out / f"lottery-s{seed}", cycles, quick), out / f"lottery-s{seed}"))
         tasks += [(random_command(seed, c, out / f"random-c{c}-s{seed}", quick), out / f"random-c{c}-s{seed}")
                   for c in wanted if c > 0]
+        tasks += [(baseline_command(name, seed, out / f"baseline-{name.lower()}-s{seed}", quick),
+                   out / f"baseline-{name.lower()}-s{seed}") for name in BASELINES]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(lambda task: _run(*task), tasks))
     rows: list[dict[str, object]] = []
@@ -123,6 +146,9 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False)
                          "test_acc": lottery[c][1]})
             random = lottery[0] if c == 0 else _accuracies(out / f"random-c{c}-s{seed}")[1]
             rows.append({"method": "random", "seed": seed, "cycle": c, "sparsity": random[0], "test_acc": random[1]})
+        for name in BASELINES:
+            dense = _accuracies(out / f"baseline-{name.lower()}-s{seed}")[0]
+            rows.append({"method": f"baseline {name}", "seed": seed, "cycle": 0, "sparsity": 0.0, "test_acc": dense[1]})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["method", "seed", "cycle", "sparsity", "test_acc"], lineterminator="\n")
     writer.writeheader()
@@ -149,13 +175,19 @@ def table(rows: Sequence[dict[str, object]]) -> str:
     """
     lines = ["| sparsity | magnitude, published: last (max) | magnitude, toolkit | random, published: last (max) "
              "| random, toolkit |", "| --- | --- | --- | --- | --- |"]
-    for c in sorted({int(r["cycle"]) for r in rows}):  # type: ignore[call-overload]
+    for c in sorted({int(r["cycle"]) for r in rows if r["method"] in PUBLISHED}):  # type: ignore[call-overload]
         cells = [f"{100 * c / (ROUNDS - 1):.1f}%"]
         for method in ("magnitude", "random"):
             (l0, m0), (l1, m1) = PUBLISHED[method][c]
             ours = [float(r["test_acc"]) for r in rows if r["method"] == method and r["cycle"] == c]  # type: ignore[arg-type]
             cells += [f"{l0}, {l1} ({m0}, {m1})", _mean_se(ours)]
         lines.append("| " + " | ".join(cells) + " |")
+    baselines = [name for name in PUBLISHED_BASELINES if any(r["method"] == f"baseline {name}" for r in rows)]
+    if baselines:
+        lines += ["", "| dense baseline | published | toolkit |", "| --- | --- | --- |"]
+        for name in baselines:
+            ours = [float(r["test_acc"]) for r in rows if r["method"] == f"baseline {name}"]  # type: ignore[arg-type]
+            lines.append(f"| {name} | {PUBLISHED_BASELINES[name]:.0f} | {_mean_se(ours)} |")
     return "\n".join(lines)
 
 
