@@ -32,7 +32,7 @@ from core.artifacts.outputs import check_outputs
 from core.errors import ArgumentParser, UserError, run_cli
 from core.models import build_model, model_spec
 from core.options import add_dataclass_arguments
-from landscape.tools.align import weight_matching
+from landscape.matching import weight_matching
 from landscape.tools.artifacts import EvalOptions, run_particles
 from landscape.tools.barrier import checkpoint_barrier
 from landscape.tools.cli import cycle_list, write_json
@@ -104,7 +104,7 @@ def barrier_table(rows: Sequence[dict]) -> str:
 
 
 def alignment_costs(models: Sequence[str]) -> list[dict]:
-    """Seconds and iterations of :func:`landscape.tools.align.weight_matching` between two random initialisations."""
+    """Seconds and iterations of :func:`landscape.matching.weight_matching` between two random initialisations."""
     from scipy.optimize import linear_sum_assignment  # noqa: F401  imported before the clock starts
 
     rows = []

@@ -18,8 +18,9 @@ from core.data import load_mnist1d, mnist1d_spec
 from core.errors import run_cli
 from core.models import REGISTRY, build_model, model_spec
 from landscape import linear_barrier
+from landscape.matching import activation_matching, weight_matching
 from landscape.permutations import permutation_spec, permute_state
-from landscape.tools.align import activation_matching, align_checkpoints, format_alignment, main, weight_matching
+from landscape.tools.align import align_checkpoints, format_alignment, main
 from landscape.tools.barrier import main as barrier_main
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"

@@ -1,8 +1,8 @@
 """Permutation alignment of two checkpoints: ``python -m landscape.align REF OTHER --out ALIGNED.safetensors``.
 
 The checkpoint layer and command-line tool over :mod:`landscape.matching` (Git Re-Basin weight or
-activation matching, Ainsworth et al. 2023; Entezari et al. 2022), whose functions it re-exports
-(``landscape.tools.align.weight_matching``). The tool aligns OTHER to REF -- permutes OTHER's hidden units to
+activation matching, Ainsworth et al. 2023; Entezari et al. 2022: ``landscape.weight_matching``,
+``landscape.align``). The tool aligns OTHER to REF -- permutes OTHER's hidden units to
 match REF's, which leaves its function unchanged -- prints the objective sum <theta_ref, P theta_other>
 before and after, the iterations and seconds, and writes OTHER's checkpoint with its units permuted
 atomically: every tensor, its masks permuted with its weights, its metadata kept (``kind`` included) plus
@@ -34,7 +34,7 @@ from core.errors import ArgumentParser, UserError, run_cli
 from core.options import add_dataclass_arguments
 from core.seeds import check_seed
 from landscape.batches import DEFAULT_BATCH_SIZE, DEFAULT_BN_SAMPLES
-from landscape.matching import METHOD_NAMES, METHODS, Alignment, activation_matching, align, weight_matching
+from landscape.matching import METHOD_NAMES, METHODS, Alignment, align
 from landscape.permutations import permute_state
 from landscape.tools.artifacts import (
     CheckpointLike,
@@ -46,8 +46,7 @@ from landscape.tools.artifacts import (
 )
 from landscape.tools.cli import add_file_arguments, check_data_dir, open_checkpoint, write_json
 
-__all__ = ["Alignment", "CheckpointAlignment", "activation_matching", "align", "align_checkpoints",
-           "alignment_json", "format_alignment", "main", "save_aligned", "weight_matching"]
+__all__ = ["CheckpointAlignment", "align_checkpoints", "alignment_json", "format_alignment", "main", "save_aligned"]
 
 
 @dataclass(frozen=True)
