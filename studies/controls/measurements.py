@@ -23,8 +23,6 @@ from landscape.tools.hessian_report import HessianOptions, training_batches
 from landscape.tools.subspace import hull_landscape
 from studies.controls.runs import Grid, Run, grid_runs
 
-KINDS = ("particle_pairs", "seed_pairs", "particle_hulls", "seed_hulls", "flatness")
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -216,11 +214,14 @@ def _flatness_of(m: Measurement, settings: Settings) -> dict[str, Any]:
             "other": layer.other, "layers": list(layer.layers)}
 
 
-_MEASURE: dict[str, Callable[[Measurement, Settings], dict[str, Any]]] = {
+# The registry of the controls' measurements: kind -> the function that measures one row of it. A new kind is
+# one entry here and a planner in plan_measurements.
+MEASURE: dict[str, Callable[[Measurement, Settings], dict[str, Any]]] = {
     "particle_pairs": _barrier, "seed_pairs": _barrier, "particle_hulls": _hull, "seed_hulls": _hull,
     "flatness": _flatness_of}
+KINDS = tuple(MEASURE)
 
 
 def measure_row(m: Measurement, settings: Settings) -> dict[str, Any]:
     """The row of one measurement: its labels followed by what was measured (every measurement is seeded)."""
-    return {**m.labels, **_MEASURE[m.kind](m, settings)}
+    return {**m.labels, **MEASURE[m.kind](m, settings)}
