@@ -235,8 +235,8 @@ def test_bad_study_flags_are_one_upfront_error(tmp_path, args, message, capsys):
     (["--data-dir", f"{__file__}/data"], "cannot be created or written"),
     (["--seed", "-1"], "--seed must lie in [0,"),
     (["--loss", "mse"], "--loss mse needs real-valued targets"),
-    (["--optimizer", "adam", "--engine", "vectorized"], "--engine vectorized trains with SGD and cross-entropy only, "
-                                                        "not --optimizer adam"),
+    (["--optimizer", "adam", "--engine", "vectorized"], "--engine vectorized trains with SGD, cross-entropy and a "
+                                                        "built-in schedule only, not --optimizer adam"),
     (["--label-smoothing", "0.1", "--engine", "distributed"], "--engine distributed trains with SGD"),
     (["--optimizer", "adamw", "--optimizer-kwargs", '{"weight_decay": 0.1}'], "give weight_decay with --weight-decay"),
     (["--optimizer", "sgd", "--optimizer-kwargs", '{"betas": [0.9, 0.99]}'], "--optimizer sgd takes dampening"),
