@@ -121,9 +121,11 @@ def check_schedule(name: str, kwargs_text: str, warmup_epochs: int, scheduled_ep
         if unknown:
             raise UserError(f"--schedule-kwargs: --schedule step takes every and factor, not {unknown[0]!r}")
         every, factor = kwargs.get("every"), kwargs.setdefault("factor", STEP_FACTOR)
+        if every is None:
+            raise UserError("--schedule-kwargs: --schedule step needs every, the epochs between two steps, e.g. "
+                            "'{\"every\": 30, \"factor\": 0.1}'")
         if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
-            raise UserError(f"--schedule-kwargs: --schedule step needs every, the epochs between two steps, an "
-                            f"integer >= 1 (e.g. '{{\"every\": 30}}'), not {every!r}")
+            raise UserError(f"--schedule-kwargs: every must be an integer >= 1, not {every!r}")
         if not (isinstance(factor, int | float) and not isinstance(factor, bool) and math.isfinite(factor)
                 and factor > 0):
             raise UserError(f"--schedule-kwargs: factor must be a positive number, not {factor!r}")
@@ -131,8 +133,8 @@ def check_schedule(name: str, kwargs_text: str, warmup_epochs: int, scheduled_ep
         raise UserError(f"--warmup-epochs applies to {', '.join(SCHEDULES)}; --schedule {name} warms up in its own "
                         "code")
     if warmup_epochs > scheduled_epochs:
-        raise UserError(f"--warmup-epochs {warmup_epochs} exceeds the {scheduled_epochs} epochs the schedule shapes "
-                        f"(--epochs less SWA's window); give at most {scheduled_epochs}")
+        raise UserError(f"--warmup-epochs {warmup_epochs} exceeds the epochs the schedule shapes ({scheduled_epochs}: "
+                        f"--epochs less SWA's window); give at most {scheduled_epochs}")
     return kwargs
 
 
