@@ -235,13 +235,25 @@ def test_bad_study_flags_are_one_upfront_error(tmp_path, args, message, capsys):
     (["--data-dir", f"{__file__}/data"], "cannot be created or written"),
     (["--seed", "-1"], "--seed must lie in [0,"),
     (["--loss", "mse"], "--loss mse needs real-valued targets"),
-    (["--optimizer", "adam", "--engine", "vectorized"], "--engine vectorized trains with SGD and cross-entropy only, "
-                                                        "not --optimizer adam"),
+    (["--optimizer", "adam", "--engine", "vectorized"], "--engine vectorized trains with SGD, cross-entropy and a "
+                                                        "built-in schedule only, not --optimizer adam"),
     (["--label-smoothing", "0.1", "--engine", "distributed"], "--engine distributed trains with SGD"),
     (["--optimizer", "adamw", "--optimizer-kwargs", '{"weight_decay": 0.1}'], "give weight_decay with --weight-decay"),
     (["--optimizer", "sgd", "--optimizer-kwargs", '{"betas": [0.9, 0.99]}'], "--optimizer sgd takes dampening"),
     (["--optimizer", "tests.nowhere:make"], "optimizer tests.nowhere:make: cannot import"),
     (["--momentum", "0", "--optimizer-kwargs", '{"nesterov": true}'], "Nesterov momentum requires a momentum"),
+    (["--schedule", "linear"], "--schedule must be one of cosine, constant, step or PACKAGE.MODULE:CALLABLE"),
+    (["--schedule", "step"], "--schedule step needs every, the epochs between two steps"),
+    (["--schedule", "step", "--schedule-kwargs", '{"every": 1.5}'], "every must be an integer >= 1, not 1.5"),
+    (["--schedule", "step", "--schedule-kwargs", '{"every": 2, "factor": 0}'], "factor must be a positive number"),
+    (["--schedule", "step", "--schedule-kwargs", '{"every": 2, "gamma": 0.1}'], "takes every and factor, not 'gamma'"),
+    (["--schedule-kwargs", '{"every": 2}'], "--schedule cosine takes none"),
+    (["--schedule", "step", "--schedule-kwargs", "[2]"], "--schedule-kwargs must be a JSON object"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs"),
+    (["--warmup-epochs", "13"], "--warmup-epochs 13 exceeds the epochs the schedule shapes (12:"),
+    (["--schedule", "tests.nowhere:fn"], "schedule tests.nowhere:fn: cannot import"),
+    (["--schedule", "tests.nowhere:fn", "--warmup-epochs", "1"], "warms up in its own code"),
+    (["--schedule", "tests.nowhere:fn", "--engine", "vectorized"], "not --schedule tests.nowhere:fn"),
 ])
 def test_bad_run_is_refused_before_its_directory_is_written(tmp_path, args, message, capsys):
     extra = [] if "--data-dir" in args else ["--data-dir", str(DATA_DIR)]

@@ -1,6 +1,6 @@
 """Generated flag values for the landscape CLIs: a result, or one ``error:`` line and exit 2 -- and the
-inputs untouched, nothing written but the outputs asked for. The same for the optimizer and loss flags of
-``training.swamp``: a configuration, or one ``error:`` line."""
+inputs untouched, nothing written but the outputs asked for. The same for the optimizer, loss and schedule flags
+of ``training.swamp``: a configuration, or one ``error:`` line."""
 
 from __future__ import annotations
 
@@ -105,13 +105,13 @@ TRAINING_FLAGS = {"--optimizer": st.sampled_from(["sgd", "adam", "adamw", "rmspr
                   "--cycles": st.sampled_from(["1", "4", "30", "0", "-2", "x"])}
 
 
-@settings(max_examples=60, deadline=None)
-@given(flags=st.lists(st.sampled_from(sorted(TRAINING_FLAGS)), unique=True, min_size=1, max_size=4).flatmap(
-    lambda chosen: st.tuples(*(TRAINING_FLAGS[n].map(lambda v, n=n: [n, v]) for n in chosen))))
-def test_generated_optimizer_and_loss_flags_give_a_configuration_or_one_error_line(flags):
-    """The optimizer and loss flags of ``training.swamp``: a resolved configuration (``--show-config``) that
-    records them, or one ``error:`` line and exit 2; never a traceback."""
-    argv = [token for pair in flags for token in pair]
+def _training_flags(names: dict[str, st.SearchStrategy[str]]) -> st.SearchStrategy[list[list[str]]]:
+    return st.lists(st.sampled_from(sorted(names)), unique=True, min_size=1, max_size=4).flatmap(
+        lambda chosen: st.tuples(*(names[n].map(lambda v, n=n: [n, v]) for n in chosen)))
+
+
+def _shown_or_one_error_line(argv: list[str]) -> dict | None:
+    """The configuration ``training.swamp ARGV --show-config`` prints, or None after one ``error:`` line, exit 2."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -121,8 +121,39 @@ def test_generated_optimizer_and_loss_flags_give_a_configuration_or_one_error_li
     assert code in (0, 2), (argv, err.getvalue())
     if code == 2:
         assert err.getvalue().startswith("error: ") and err.getvalue().count("\n") == 1, (argv, err.getvalue())
-    else:
-        shown = json.loads(out.getvalue())
-        for flag, value in flags:
-            if flag in ("--optimizer", "--loss", "--engine", "--optimizer-kwargs", "--prune-schedule"):
-                assert shown[flag[2:].replace("-", "_")] == value, (argv, shown)
+        return None
+    return json.loads(out.getvalue())
+
+
+@settings(max_examples=60, deadline=None)
+@given(flags=_training_flags(TRAINING_FLAGS))
+def test_generated_optimizer_and_loss_flags_give_a_configuration_or_one_error_line(flags):
+    """The optimizer and loss flags of ``training.swamp``: a resolved configuration (``--show-config``) that
+    records them, or one ``error:`` line and exit 2; never a traceback."""
+    argv = [token for pair in flags for token in pair]
+    shown = _shown_or_one_error_line(argv)
+    for flag, value in flags:
+        if shown is not None and flag in ("--optimizer", "--loss", "--engine", "--optimizer-kwargs",
+                                                     "--prune-schedule"):
+            assert shown[flag[2:].replace("-", "_")] == value, (argv, shown)
+
+
+SCHEDULE_KWARGS = st.one_of(
+    st.dictionaries(st.sampled_from(["every", "factor", "gamma", "warmup"]), KWARG_VALUES, max_size=2)
+    .map(lambda d: json.dumps(d)), JUNK, st.just("[1, 2]"), st.just('{"every": 3}'))
+SCHEDULE_FLAGS = {"--schedule": st.sampled_from(["cosine", "constant", "step", "linear", "STEP", "", "a.b:c", "x:"]),
+                  "--schedule-kwargs": SCHEDULE_KWARGS,
+                  "--warmup-epochs": st.one_of(st.integers(-2, 14).map(str), COUNT),
+                  "--epochs": st.one_of(st.integers(0, 4).map(str), JUNK),
+                  "--swa-start": REAL,
+                  "--engine": st.sampled_from(["auto", "sequential", "vectorized", "distributed"])}
+
+
+@settings(max_examples=60, deadline=None)
+@given(flags=_training_flags(SCHEDULE_FLAGS))
+def test_generated_schedule_flags_give_a_configuration_or_one_error_line(flags):
+    """The schedule flags of ``training.swamp``: a configuration that records them, or one ``error:`` line."""
+    shown = _shown_or_one_error_line([token for pair in flags for token in pair])
+    for flag, value in flags:
+        if shown is not None and flag in ("--schedule", "--schedule-kwargs"):
+            assert shown[flag[2:].replace("-", "_")] == value, (flags, shown)

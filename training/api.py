@@ -30,6 +30,7 @@ from core.imports import is_import_path
 from training.config import RunConfig, check_saved_code, resolve_config, saved_config
 from training.context import ModelFn
 from training.optim import LossFn, OptimizerFn
+from training.schedules import SchedulerFn
 from training.train import StepInfo
 
 FIELDS = frozenset(f.name for f in fields(RunConfig))
@@ -59,7 +60,7 @@ def _settings(config: RunConfig | Mapping[str, Any] | None, overrides: Mapping[s
     unknown = sorted(set(values) - FIELDS)
     if unknown:
         raise TypeError(f"run_swamp() got an unknown setting {unknown[0]!r}; the settings are RunConfig's fields")
-    for key in ("model_kwargs", "dataset_kwargs", "optimizer_kwargs"):
+    for key in ("model_kwargs", "dataset_kwargs", "optimizer_kwargs", "schedule_kwargs"):
         if isinstance(values.get(key), Mapping):
             values[key] = json.dumps(dict(values[key]))
     return values
@@ -73,36 +74,37 @@ def _callable_name(fn: Callable[..., Any], what: str, setting: str) -> str:
     return name
 
 
-def _refuse_second(fn: Callable[..., Any], given: Any, setting: str, what: str) -> None:
-    """Refuse the setting ``given`` naming another ``what`` than ``fn`` (``model_fn``, ``optimizer_fn``,
-    ``loss_fn``): the run would use ``fn`` but record ``given`` (which the landscape tools or a resume would
-    then rebuild). ``given`` may name where ``fn`` lives (``PACKAGE.MODULE:CALLABLE``), which only a function
-    of a script (module ``__main__``) needs."""
+def _refuse_second(fn: Callable[..., Any], given: Any, argument: str, setting: str, what: str) -> None:
+    """Refuse the setting ``given`` naming another ``what`` than ``fn``, the ``argument`` (``model_fn``,
+    ``optimizer_fn``, ``loss_fn``, ``scheduler_fn``): the run would use ``fn`` but record ``given`` (which the
+    landscape tools or a resume would then rebuild). ``given`` may name where ``fn`` lives
+    (``PACKAGE.MODULE:CALLABLE``), which only a function of a script (module ``__main__``) needs."""
     if given is None:
         return
     own = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
     if not is_import_path(str(given)) or (getattr(fn, "__module__", "__main__") != "__main__" and given != own):
-        raise ValueError(f"{setting}_fn and {setting}={given!r} name two {what}; the run would use {setting}_fn but "
-                         f"record {given!r}: pass {setting}_fn alone (it is recorded as {own!r}), or {setting} alone")
+        raise ValueError(f"{argument} and {setting}={given!r} name two {what}; the run would use {argument} but "
+                         f"record {given!r}: pass {argument} alone (it is recorded as {own!r}), or {setting} alone")
 
 
 # The Python objects that stand in for a setting: argument -> (setting, what it is, in the plural).
 CALLABLES = {"model_fn": ("model", "models"), "optimizer_fn": ("optimizer", "optimizers"),
-             "loss_fn": ("loss", "losses")}
+             "loss_fn": ("loss", "losses"), "scheduler_fn": ("schedule", "schedules")}
 
 
 def resolve_run_config(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: ModelFn | None = None,
                        train_set: Any = None, optimizer_fn: OptimizerFn | None = None, loss_fn: LossFn | None = None,
-                       **overrides: Any) -> RunConfig:
+                       scheduler_fn: SchedulerFn | None = None, **overrides: Any) -> RunConfig:
     """The validated :class:`RunConfig` of :func:`run_swamp`'s arguments (presets resolved as on the command
     line; with ``resume=True`` the run's saved settings are the base)."""
     values = _settings(config, overrides)
-    for argument, fn in (("model_fn", model_fn), ("optimizer_fn", optimizer_fn), ("loss_fn", loss_fn)):
+    given = {"model_fn": model_fn, "optimizer_fn": optimizer_fn, "loss_fn": loss_fn, "scheduler_fn": scheduler_fn}
+    for argument, fn in given.items():
         if fn is not None:
             setting, what = CALLABLES[argument]
             if values.get(setting) == RunConfig.__dataclass_fields__[setting].default:  # e.g. a RunConfig's "sgd"
                 values.pop(setting, None)
-            _refuse_second(fn, values.get(setting), setting, what)
+            _refuse_second(fn, values.get(setting), argument, setting, what)
             values.setdefault(setting, _callable_name(fn, argument, setting))
     if train_set is not None and values.get("dataset") is not None \
             and not str(values["dataset"]).startswith(IN_MEMORY_PREFIX):
@@ -120,7 +122,8 @@ def resolve_run_config(config: RunConfig | Mapping[str, Any] | None = None, *, m
 
 def run_swamp(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: ModelFn | None = None,
               train_set: Any = None, test_set: Any = None, optimizer_fn: OptimizerFn | None = None,
-              loss_fn: LossFn | None = None, on_cycle: Callable[[dict[str, Any]], None] | None = None,
+              loss_fn: LossFn | None = None, scheduler_fn: SchedulerFn | None = None,
+              on_cycle: Callable[[dict[str, Any]], None] | None = None,
               on_step: Callable[[StepInfo], None] | None = None, **overrides: Any) -> SwampResult:
     """Run (or, with ``resume=True``, continue) SWAMP or IMP exactly as ``python -m training.swamp`` does.
 
@@ -132,6 +135,9 @@ def run_swamp(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: 
         optimizer_fn: optional ``optimizer_fn(params, lr) -> torch.optim.Optimizer`` instead of ``optimizer``
             (recorded by its import name, as ``model_fn``); the schedule sets every group's ``lr`` each step.
         loss_fn: optional ``loss_fn(outputs, targets) -> scalar tensor`` instead of ``loss`` (recorded likewise).
+        scheduler_fn: optional ``scheduler_fn(epoch, step, steps_per_epoch, epochs) -> lr`` instead of
+            ``schedule`` (recorded likewise): the rate of every step of a particle's ``epochs`` before SWA's
+            window (:data:`training.schedules.SchedulerFn`); runs the particles on the sequential engine.
         on_cycle: called with each cycle's metrics as soon as the cycle's files are written.
         on_step: called with a :class:`training.train.StepInfo` (unit, cycle, particle, epoch, step, loss,
             model, optimizer) after every optimizer step; runs the particles on the sequential engine.
@@ -160,7 +166,7 @@ def run_swamp(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: 
     if (train_set is None) != (test_set is None):
         raise ValueError("pass both train_set and test_set, or neither")
     cfg = resolve_run_config(config, model_fn=model_fn, train_set=train_set, optimizer_fn=optimizer_fn,
-                             loss_fn=loss_fn, **overrides)
+                             loss_fn=loss_fn, scheduler_fn=scheduler_fn, **overrides)
     if on_step is not None:  # the stacked engines have no per-particle step
         if cfg.engine in ("vectorized", "distributed"):
             raise ValueError(f"on_step sees the steps of the sequential engine; engine={cfg.engine!r} has none per "
@@ -173,5 +179,5 @@ def run_swamp(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: 
         data = from_datasets(train_set, test_set, name=cfg.dataset, device=resolve_device(cfg.device),
                              workers=cfg.workers)
     metrics = run(cfg, on_cycle=on_cycle, data=data, model_fn=model_fn, optimizer_fn=optimizer_fn, loss_fn=loss_fn,
-                  on_step=on_step)
+                  scheduler_fn=scheduler_fn, on_step=on_step)
     return SwampResult(Path(cfg.out), cfg, tuple(metrics))

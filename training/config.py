@@ -30,6 +30,7 @@ from core.seeds import check_seed
 from training.engines import ENGINES
 from training.optim import DEFAULT_LOSS, DEFAULT_OPTIMIZER, check_loss, check_optimizer, optimizer_fn
 from training.presets import DEFAULT_PRESET, GENERIC_PRESET, PRESETS
+from training.schedules import DEFAULT_SCHEDULE, SCHEDULES, check_schedule
 
 LOGGERS = ("none", "tensorboard", "wandb", "mlflow")
 REWINDS = ("ticket", "lr", "none")
@@ -41,11 +42,12 @@ RUNTIME_FIELDS = frozenset({"resume", "overwrite", "device", "progress", "out", 
 # Settings added after checkpoints existed: their stored config leaves them out at these defaults, so a run
 # with the defaults writes the same bytes as before they existed (readers take a missing one as its default).
 RECORDED_WHEN_SET = {"optimizer": DEFAULT_OPTIMIZER, "optimizer_kwargs": "{}", "loss": DEFAULT_LOSS,
-                     "label_smoothing": 0.0, "prune_schedule": "geometric", "prune_biases": False}
-# The settings of the optimisation that only the sequential engine follows (RunConfig.own_training).
-OWN_TRAINING = ("optimizer", "optimizer_kwargs", "loss", "label_smoothing")
+                     "label_smoothing": 0.0, "schedule": DEFAULT_SCHEDULE, "schedule_kwargs": "{}", "warmup_epochs": 0,
+                     "prune_schedule": "geometric", "prune_biases": False}
+# The settings the stacked engines (vectorized, distributed) train with at their defaults only: SGD, cross-entropy.
+STACKED_DEFAULTS = ("optimizer", "optimizer_kwargs", "loss", "label_smoothing")
 # Fields naming user code (PACKAGE.MODULE:CALLABLE) that --resume imports only with consent.
-CODE_FIELDS = ("model", "dataset", "optimizer", "loss")
+CODE_FIELDS = ("model", "dataset", "optimizer", "loss", "schedule")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # more loader processes than cores only compete for them
 
 FROM_PRESET = "from the preset; --show-config prints it"
@@ -78,8 +80,9 @@ class RunConfig:
     model: str = _from_preset(f"a zoo model ({zoo_names()}), torchvision:NAME, timm:NAME or "
                               "PACKAGE.MODULE:CALLABLE(num_classes=..., **model_kwargs)")
     model_kwargs: str = option("{}", "JSON object of extra model arguments, e.g. '{\"width\": 64}'")
-    trust_code: bool = option(False, "with --resume: import the PACKAGE.MODULE:CALLABLE model, dataset, optimizer or "
-                              "loss the run's config.json names (naming it with its flag consents as well)")
+    trust_code: bool = option(False, "with --resume: import the PACKAGE.MODULE:CALLABLE model, dataset, optimizer, "
+                              "loss or schedule the run's config.json names (naming it with its flag consents as "
+                              "well)")
     # SWAMP / IMP
     particles: int = option(4, "particles per cycle (1 = IMP)")
     particles_from_cycle: int = option(0, "SWAMP+: one particle before this cycle, --particles from it")
@@ -109,6 +112,12 @@ class RunConfig:
     loss: str = option(DEFAULT_LOSS, "cross-entropy (class labels), mse (real-valued targets of the output's shape) "
                        "or PACKAGE.MODULE:CALLABLE(outputs, targets) returning the batch's mean loss")
     label_smoothing: float = option(0.0, "label smoothing of --loss cross-entropy, in [0, 1)")
+    schedule: str = option(DEFAULT_SCHEDULE, f"learning rate of a particle's epochs before SWA: {', '.join(SCHEDULES)} "
+                           "or PACKAGE.MODULE:CALLABLE(epoch, step, steps_per_epoch, epochs) returning the rate")
+    schedule_kwargs: str = option("{}", "JSON object of --schedule step's settings: every (epochs between two steps, "
+                                  "required) and factor (0.1 unless given), e.g. '{\"every\": 30, \"factor\": 0.1}'")
+    warmup_epochs: int = option(0, "epochs of linear warm-up to --lr before --schedule cosine, constant or step",
+                                least=0)
     swa: bool = option(True, "stochastic weight averaging in every particle")
     swa_start: float = option(0.75, "SWA over the last (1 - swa_start) of each cycle's epochs")
     swa_lr: float = _from_preset("constant learning rate during SWA")
@@ -141,8 +150,11 @@ class RunConfig:
 
     def own_training(self) -> list[str]:
         """The flags that set another optimizer or loss than the stacked engines' SGD and cross-entropy
-        (``vectorized``, ``distributed``), e.g. ``['--optimizer adam']``; empty for the defaults."""
-        return [f"{flag_of(k)} {getattr(self, k)}" for k in OWN_TRAINING if getattr(self, k) != RECORDED_WHEN_SET[k]]
+        (``vectorized``, ``distributed``), or a user's schedule, e.g. ``['--optimizer adam']``; empty for the
+        defaults. The built-in schedules are theirs as well: every engine trains with the one
+        :class:`training.schedules.Schedule` the run gives."""
+        own = [f"{flag_of(k)} {getattr(self, k)}" for k in STACKED_DEFAULTS if getattr(self, k) != RECORDED_WHEN_SET[k]]
+        return own + ([f"--schedule {self.schedule}"] if self.schedule not in SCHEDULES else [])
 
     @property
     def model_kwargs_dict(self) -> dict[str, Any]:
@@ -156,7 +168,7 @@ class RunConfig:
     def stackable(self) -> bool:
         """Whether particles may be stacked (``vectorized``): bf16 autocast and the channels-last layout
         fail inside ``torch.func.vmap`` (BatchNorm's running statistics, layout queries; seen on CUDA), and
-        the stacked engine trains with SGD and cross-entropy only (:meth:`own_training`)."""
+        the stacked engine trains with SGD, cross-entropy and a built-in schedule only (:meth:`own_training`)."""
         return not (self.amp or self.channels_last or self.own_training())
 
     def particles_in_cycle(self, cycle: int) -> int:
@@ -283,8 +295,8 @@ def validate(cfg: RunConfig) -> None:
          "--engine vectorized does not combine with --amp or --channels-last (they fail inside torch.func.vmap); "
          "use --engine sequential or auto"),
         (cfg.engine not in ("vectorized", "distributed") or not cfg.own_training(),
-         f"--engine {cfg.engine} trains with SGD and cross-entropy only, not {', '.join(cfg.own_training())}; use "
-         "--engine sequential or auto"),
+         f"--engine {cfg.engine} trains with SGD, cross-entropy and a built-in schedule only, not "
+         f"{', '.join(cfg.own_training())}; use --engine sequential or auto"),
     ]
     for ok, message in checks:
         if not ok:
@@ -299,6 +311,7 @@ def validate(cfg: RunConfig) -> None:
     else:
         optimizer_fn(cfg.optimizer, cfg.optimizer_kwargs, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     check_loss(cfg.loss, cfg.label_smoothing)
+    check_schedule(cfg.schedule, cfg.schedule_kwargs, cfg.warmup_epochs, cfg.epochs - cfg.swa_epochs())
     for pattern in cfg.prune_exclude:
         try:
             re.compile(pattern)
@@ -345,7 +358,7 @@ def parse_config(argv: Sequence[str] | None, prog: str, description: str,
 
 def check_saved_code(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
     """Refuse to resume a run whose ``config.json`` names user code (``PACKAGE.MODULE:CALLABLE`` model,
-    dataset, optimizer or loss) that this command line neither names itself nor trusts (``--trust-code``):
+    dataset, optimizer, loss or schedule) that this command line neither names itself nor trusts (``--trust-code``):
     a file must not make the tool import code (:mod:`core.imports`)."""
     for field_name in CODE_FIELDS:
         name = saved.get(field_name)

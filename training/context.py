@@ -31,7 +31,8 @@ from training.config import RunConfig, check_data_dir
 from training.loggers import Logger, NullLogger, check_logger
 from training.optim import LossFn, OptimizerFn, loss_fn, optimizer_fn
 from training.resume import load_train_state, save_train_state
-from training.train import Hyper, Schedule, StepInfo, compile_forward, train_particle
+from training.schedules import SchedulerFn, checked_rate, fn_name, scheduler_fn
+from training.train import Hyper, Schedule, StepInfo, compile_forward, steps_per_epoch, train_particle
 
 
 class Collective(Protocol):
@@ -72,6 +73,8 @@ class Context:
     logger: Logger = field(default_factory=NullLogger)
     # the Python API's on_step(StepInfo), called after every optimizer step of the sequential engine
     on_step: Callable[[StepInfo], None] | None = None
+    # a user's schedule (--schedule PACKAGE.MODULE:CALLABLE or the Python API's scheduler_fn); None: cfg.schedule
+    scheduler: SchedulerFn | None = None
 
     def fresh_model(self, state: dict[str, Tensor] | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -130,13 +133,13 @@ ModelFn = Callable[..., nn.Module]
 
 def build_context(cfg: RunConfig, data: Dataset | None = None, model_fn: ModelFn | None = None, *,
                   optimizer: OptimizerFn | None = None, loss: LossFn | None = None,
-                  on_step: Callable[[StepInfo], None] | None = None) -> Context:
+                  scheduler: SchedulerFn | None = None, on_step: Callable[[StepInfo], None] | None = None) -> Context:
     """Device, data and model of the run, each checked before anything of the run is written.
 
     The model, data, optimizer and loss are those ``cfg`` names (the user named them, so import-path factories
     are imported), unless the Python API hands over ``data`` (already wrapped, :func:`core.data.from_datasets`),
-    ``model_fn``, ``optimizer`` or ``loss``, which then stand in for ``cfg.dataset`` / ``cfg.model`` /
-    ``cfg.optimizer`` / ``cfg.loss``. ``on_step`` sees every optimizer step.
+    ``model_fn``, ``optimizer``, ``loss`` or ``scheduler``, which then stand in for ``cfg.dataset`` / ``cfg.model`` /
+    ``cfg.optimizer`` / ``cfg.loss`` / ``cfg.schedule``. ``on_step`` sees every optimizer step.
     """
     device = resolve_device(cfg.device)
     check_logger(cfg.log)
@@ -155,8 +158,9 @@ def build_context(cfg: RunConfig, data: Dataset | None = None, model_fn: ModelFn
     hyper = Hyper(cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.eval_batch_size, cfg.amp, optimizer,
                   loss or loss_fn(cfg.loss, cfg.label_smoothing))
     ctx = Context(cfg, RunDir(Path(cfg.out)), device, data, mspec, data.spec, hyper, cfg.progress, builder,
-                  on_step=on_step)
+                  on_step=on_step, scheduler=scheduler or scheduler_fn(cfg.schedule))
     check_model(ctx)
+    check_scheduler(ctx)
     return ctx
 
 
@@ -243,6 +247,20 @@ def check_loss_fits(ctx: Context, outputs: Tensor, targets: Tensor) -> None:
     if not isinstance(value, Tensor) or value.dim() != 0 or not value.is_floating_point():
         raise UserError(f"--loss {ctx.cfg.loss} must give a floating-point scalar tensor, not "
                         f"{getattr(value, 'shape', type(value).__name__)}")
+
+
+def check_scheduler(ctx: Context) -> None:
+    """Refuse, in one line naming the schedule, a user's schedule that fails or gives no learning rate at the
+    first step of a particle (:data:`training.schedules.SchedulerFn`)."""
+    epochs = ctx.cfg.epochs - ctx.cfg.swa_epochs()
+    if ctx.scheduler is None or not epochs:
+        return
+    try:
+        value = ctx.scheduler(0, 0, steps_per_epoch(ctx.data, ctx.cfg.batch_size), epochs)
+    except Exception as err:
+        raise UserError(f"the schedule {fn_name(ctx.scheduler)} fails at epoch 0 step 0 ({type(err).__name__}: "
+                        f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
+    checked_rate(ctx.scheduler, value, 0, 0)
 
 
 def check_prune_exclude(patterns: Sequence[str], model: nn.Module, biases: bool = False) -> None:

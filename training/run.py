@@ -41,7 +41,8 @@ from training.engines.session import run_session
 from training.loggers import cycle_scalars, open_logger
 from training.optim import LossFn, OptimizerFn
 from training.resume import prepared
-from training.train import Schedule, StepInfo, steps_per_epoch
+from training.schedules import Schedule, SchedulerFn, check_schedule
+from training.train import StepInfo, steps_per_epoch
 
 TRAIN_EVAL_SAMPLES = 10_000  # train loss is measured on at most this many (seeded) training samples
 
@@ -52,13 +53,17 @@ def run_config_json(ctx: Context) -> dict[str, Any]:
 
 
 def cycle_schedule(ctx: Context, cycle: int) -> Schedule:
+    """The particles' schedule of ``cycle``: ``--schedule`` (:mod:`training.schedules`), or the constant
+    ``--finetune-lr`` of the cycles after the first with ``--rewind none``."""
     cfg = ctx.cfg
     spe = steps_per_epoch(ctx.data, cfg.batch_size)
     swa_epochs = cfg.swa_epochs()
     if cfg.rewind == "none" and cycle > 0:
         return Schedule(cfg.epochs, spe, cfg.finetune_lr, cfg.swa_lr if swa_epochs else cfg.finetune_lr,
-                        swa_epochs, constant=True)
-    return Schedule(cfg.epochs, spe, cfg.lr, cfg.swa_lr if swa_epochs else 0.0, swa_epochs)
+                        swa_epochs, shape="constant")
+    step = check_schedule(cfg.schedule, cfg.schedule_kwargs, cfg.warmup_epochs, cfg.epochs - swa_epochs)
+    return Schedule(cfg.epochs, spe, cfg.lr, cfg.swa_lr if swa_epochs else 0.0, swa_epochs, cfg.schedule,
+                    cfg.warmup_epochs, **step, lr_fn=ctx.scheduler)
 
 
 def saved_state(ctx: Context, path: Path, remedy: str) -> dict[str, Tensor]:
@@ -89,7 +94,7 @@ def make_ticket(ctx: Context) -> dict[str, Tensor]:
                                            "--resume")
     model = ctx.fresh_model()
     schedule = Schedule(ctx.cfg.rewind_epochs, steps_per_epoch(ctx.data, ctx.cfg.batch_size), ctx.cfg.lr,
-                        constant=True)
+                        shape="constant")
     state = ctx.train_unit("ticket", model, {}, schedule, "ticket") if ctx.cfg.rewind_epochs else model.state_dict()
     ctx.save(ctx.run.ticket, state, dense_masks(model, ctx.cfg.prune_exclude, biases=ctx.cfg.prune_biases), "ticket")
     ctx.finish_unit("ticket")
@@ -179,7 +184,8 @@ CycleDone = Callable[[dict[str, Any]], None]
 def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None, extra_config: dict[str, Any] | None = None,
               on_cycle: CycleDone | None = None, *, data: Dataset | None = None,
               model_fn: ModelFn | None = None, optimizer_fn: OptimizerFn | None = None,
-              loss_fn: LossFn | None = None, on_step: Callable[[StepInfo], None] | None = None) -> list[dict[str, Any]]:
+              loss_fn: LossFn | None = None, scheduler_fn: SchedulerFn | None = None,
+              on_step: Callable[[StepInfo], None] | None = None) -> list[dict[str, Any]]:
     """Execute (or resume) the run ``cfg`` describes; returns every cycle's metrics.
 
     ``mask_rule`` (default :func:`iterative_rule`) lets other pruning schedules (one-shot,
@@ -188,11 +194,11 @@ def run_swamp(cfg: RunConfig, mask_rule: MaskRule | None = None, extra_config: d
     cycles found finished on ``--resume`` included, so a caller can report progress that survives an
     interrupt. Under torchrun only rank 0 calls ``on_cycle`` and returns the metrics (see
     :mod:`training.engines.cluster`). ``data`` and ``model_fn`` (the Python API, :func:`training.run_swamp`)
-    stand in for the dataset and model ``cfg`` names, ``optimizer_fn`` and ``loss_fn`` for its optimizer and
-    loss (:func:`training.context.build_context`); ``on_step`` sees every optimizer step.
+    stand in for the dataset and model ``cfg`` names, ``optimizer_fn``, ``loss_fn`` and ``scheduler_fn`` for its
+    optimizer, loss and schedule (:func:`training.context.build_context`); ``on_step`` sees every optimizer step.
     """
     return run_session(cfg, lambda c: build_context(c, data, model_fn, optimizer=optimizer_fn, loss=loss_fn,
-                                                    on_step=on_step),
+                                                    scheduler=scheduler_fn, on_step=on_step),
                        lambda ctx: run_cycles(ctx, mask_rule, extra_config, on_cycle))
 
 

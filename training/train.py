@@ -1,12 +1,9 @@
 """Masked training of one particle (SGD by default, any optimizer and loss on request), with optional SWA and
 epoch-boundary resume state.
 
-Learning-rate schedule, per step t of T = epochs * steps_per_epoch:
-* SWA on (Izmailov et al. 2018, as used by SWAMP): cosine decay from ``lr`` to ``swa_lr`` over the
-  first ``epochs - swa_epochs`` epochs, then constant ``swa_lr``; the particle's result is the mean of
-  its end-of-epoch weights over the last ``swa_epochs`` epochs, BatchNorm statistics recomputed.
-* SWA off: cosine decay from ``lr`` to 0 over all epochs (the IMP baseline).
-* ``constant``: the same rate throughout (ticket training and fine-tuning).
+The learning rate of every step is the unit's :class:`training.schedules.Schedule` (cosine decay to ``--swa-lr``
+by default, then that constant rate over the SWA window); with SWA the particle's result is the mean of its
+end-of-epoch weights over the window's epochs, BatchNorm statistics recomputed (Izmailov et al. 2018).
 
 Pruned weights stay exactly zero: their gradients are zeroed before every step
 (:func:`training.masked.mask_optimizer` with ``weights=False``), so SGD's momentum buffer and
@@ -16,7 +13,6 @@ weight-decay term are zero there as well, and no update can revive them. Under a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -28,30 +24,7 @@ from core.data import Batch, Dataset
 from core.errors import UserError
 from training.masked import mask_optimizer
 from training.optim import LossFn, OptimizerFn
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Per-step learning rate and the SWA window (see the module docstring)."""
-
-    epochs: int
-    steps_per_epoch: int
-    lr: float
-    end_lr: float = 0.0
-    swa_epochs: int = 0
-    constant: bool = False
-
-    def lr_at(self, epoch: int, step: int) -> float:
-        if self.constant:
-            return self.lr if epoch < self.epochs - self.swa_epochs else self.end_lr
-        decay_steps = (self.epochs - self.swa_epochs) * self.steps_per_epoch
-        t = epoch * self.steps_per_epoch + step
-        if t >= decay_steps:
-            return self.end_lr
-        return self.end_lr + (self.lr - self.end_lr) * 0.5 * (1.0 + math.cos(math.pi * t / decay_steps))
-
-    def in_swa(self, epoch: int) -> bool:
-        return epoch >= self.epochs - self.swa_epochs
+from training.schedules import Schedule
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ def run_session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Cal
         raise UserError(f"--engine {cfg.engine} runs in one process, but torchrun started {world}; "
                         "use --engine distributed (or auto)")
     if world > 1 and cfg.own_training():
-        raise UserError(f"torchrun runs --engine distributed, which trains with SGD and cross-entropy only, not "
-                        f"{', '.join(cfg.own_training())}; run in one process (--engine sequential)")
+        raise UserError(f"torchrun runs --engine distributed, which trains with SGD, cross-entropy and a built-in "
+                        f"schedule only, not {', '.join(cfg.own_training())}; run in one process (--engine sequential)")
     if processes == "torchrun" or world > 1:
         if "RANK" not in os.environ:
             raise UserError("--engine distributed needs a torchrun launch: "
