@@ -83,3 +83,24 @@ def test_lottery_reproduction_commands_follow_the_notebooks_schedule():
     assert "--prune-biases" in command and settings["--optimizer"] == "adam" and settings["--lr"] == "0.02"
     r = random_command(1, 49, Path("r"))
     assert float(r[r.index("--prune-ratio") + 1]) == pytest.approx(49 / 99) and r[r.index("--cycles") + 1] == "2"
+
+
+def test_lottery_driver_reads_each_runs_results_into_one_table(tmp_path, monkeypatch):
+    """run_all gathers each run's results.csv (sparsity, final test accuracy) into lottery.csv and the table,
+    beside the published numbers (the runs are replaced by files of known accuracies)."""
+    from studies.reproductions import lottery
+
+    def fake_run(command: list[str], out) -> None:
+        cycles = int(command[command.index("--cycles") + 1])
+        out.mkdir(parents=True)
+        rows = ["cycle,density,sparsity,average_test_acc"]
+        rows += [f"{c},{1 - c / 99},{c / 99},{0.5 + c / 1000 + 0.1 * ('random' in out.name)}" for c in range(cycles)]
+        (out / "results.csv").write_text("\n".join(rows) + "\n")
+
+    monkeypatch.setattr(lottery, "_run", fake_run)
+    rows = lottery.run_all(tmp_path, [0, 1], quick=True)
+    with open(tmp_path / "lottery.csv", newline="") as f:
+        assert [dict(r) for r in csv.DictReader(f)] == [{k: str(v) for k, v in r.items()} for r in rows]
+    table = lottery.table(rows)
+    assert "| 0.0% | 66.4, 64.8 (66.4, 65.4) | 50.0 ± 0.0 | 60.6, 61.4 (63.8, 65.2) | 50.0 ± 0.0 |" in table
+    assert "| MLP | 68 | 50.0 ± 0.0 |" in table and "| CNN | 94 | 50.0 ± 0.0 |" in table
