@@ -104,3 +104,6 @@ def test_lottery_driver_reads_each_runs_results_into_one_table(tmp_path, monkeyp
     table = lottery.table(rows)
     assert "| 0.0% | 66.4, 64.8 (66.4, 65.4) | 50.0 ± 0.0 | 60.6, 61.4 (63.8, 65.2) | 50.0 ± 0.0 |" in table
     assert "| MLP | 68 | 50.0 ± 0.0 |" in table and "| CNN | 94 | 50.0 ± 0.0 |" in table
+    assert [r["cycle"] for r in rows if r["method"] == "magnitude" and r["seed"] == 0] == [0, 1, 2, 3]
+    lottery.figure(rows, tmp_path / "lottery.png")
+    assert (tmp_path / "lottery.png").read_bytes().startswith(b"\x89PNG")

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.artifacts.atomic import atomic_write_text
+from core.artifacts.atomic import atomic_write_bytes, atomic_write_text
 
 ROUNDS = 100  # the notebook's sparsity_schedule = np.linspace(0, 1, 100)
 RATIO = 1.0 / (ROUNDS - 1)
@@ -141,9 +141,9 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False)
     rows: list[dict[str, object]] = []
     for seed in seeds:
         lottery = _accuracies(out / f"lottery-s{seed}")
+        rows += [{"method": "magnitude", "seed": seed, "cycle": c, "sparsity": s, "test_acc": acc}
+                 for c, (s, acc) in sorted(lottery.items())]  # every cycle: the whole curve
         for c in wanted:
-            rows.append({"method": "magnitude", "seed": seed, "cycle": c, "sparsity": lottery[c][0],
-                         "test_acc": lottery[c][1]})
             random = lottery[0] if c == 0 else _accuracies(out / f"random-c{c}-s{seed}")[1]
             rows.append({"method": "random", "seed": seed, "cycle": c, "sparsity": random[0], "test_acc": random[1]})
         for name in BASELINES:
@@ -175,7 +175,7 @@ def table(rows: Sequence[dict[str, object]]) -> str:
     """
     lines = ["| sparsity | magnitude, published: last (max) | magnitude, toolkit | random, published: last (max) "
              "| random, toolkit |", "| --- | --- | --- | --- | --- |"]
-    for c in sorted({int(r["cycle"]) for r in rows if r["method"] in PUBLISHED}):  # type: ignore[call-overload]
+    for c in [c for c in TABLE_CYCLES if any(r["cycle"] == c for r in rows)]:
         cells = [f"{100 * c / (ROUNDS - 1):.1f}%"]
         for method in ("magnitude", "random"):
             (l0, m0), (l1, m1) = PUBLISHED[method][c]
@@ -189,6 +189,45 @@ def table(rows: Sequence[dict[str, object]]) -> str:
             ours = [float(r["test_acc"]) for r in rows if r["method"] == f"baseline {name}"]  # type: ignore[arg-type]
             lines.append(f"| {name} | {PUBLISHED_BASELINES[name]:.0f} | {_mean_se(ours)} |")
     return "\n".join(lines)
+
+
+def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
+    """Test accuracy against sparsity: the toolkit's lottery tickets (mean over seeds, every cycle, with the
+    seeds' range) and random masks (mean and range at the table's sparsities) beside the notebook's two trials
+    (final accuracies, open markers); written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=150)
+    for method, color, label in (("magnitude", "tab:blue", "lottery ticket (layer-wise magnitude)"),
+                                 ("random", "tab:red", "random mask")):
+        cycles = sorted({int(r["cycle"]) for r in rows if r["method"] == method})  # type: ignore[call-overload]
+        accs = [[float(r["test_acc"]) for r in rows if r["method"] == method and r["cycle"] == c]  # type: ignore[arg-type]
+                for c in cycles]
+        x = 100 * np.array(cycles) / (ROUNDS - 1)
+        seeds = len(accs[0]) if accs else 0
+        ax.plot(x, [np.mean(a) for a in accs], "-" if method == "magnitude" else "o-", color=color, ms=4,
+                label=f"{label}: toolkit, mean of {seeds} seeds")
+        ax.fill_between(x, [min(a) for a in accs], [max(a) for a in accs], color=color, alpha=0.2, lw=0)
+        published = PUBLISHED[method]
+        px = [100 * c / (ROUNDS - 1) for c in published for _ in range(2)]
+        py = [trial[0] for c in published for trial in published[c]]
+        ax.plot(px, py, "s" if method == "magnitude" else "^", mfc="none", color=color, ms=6,
+                label=f"{label}: published notebook, 2 trials (final accuracy)")
+    ax.set_xlabel("sparsity (% of weights and biases pruned)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("MNIST-1D lottery tickets: residual MLP 40-500-500-10, Adam, rewind to initialisation")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(table(rows))
+    figure(rows, args.out / "lottery.png")
+    print(f"figure: {args.out / 'lottery.png'}")
     return 0
 
 
