@@ -95,6 +95,8 @@ def test_the_written_run_holds_valid_checkpoints_that_the_landscape_tools_read(d
     assert barrier([str(run / "cycle_01/particle_00.safetensors"), str(run / "cycle_01/particle_01.safetensors"),
                     "--points", "3", "--data-dir", str(DATA_DIR), "--json", str(out), "--no-progress"]) == 0
     assert len(json.loads(out.read_text())["lambdas"]) == 3
+    assert barrier(["--run", str(run), "--cycle", "1", "--points", "2", "--data-dir", str(DATA_DIR),
+                    "--no-progress"]) == 0
     capsys.readouterr()
 
 
