@@ -18,7 +18,8 @@ module, optimizer and batch structure:
 * averaging (:mod:`core.averaging`): :class:`SWA`, :class:`RunningAverage`, :func:`average_states`,
   :func:`recalibrate_batchnorm`;
 * orchestration (:mod:`training.integrations.cycles`): :func:`swamp_cycles` runs IMP or SWAMP cycles around
-  one's own ``train(model, masks, seed)`` and returns each :class:`Cycle`; :class:`ParticleDuties` is one
+  one's own ``train(model, masks, seed)`` and returns each :class:`Cycle` (with ``out=``, written as a run
+  directory the landscape tools read: :mod:`training.integrations.record`); :class:`ParticleDuties` is one
   particle's masking and SWA inside any trainer (the Lightning and Hugging Face callbacks of
   :mod:`training.integrations` are built on it).
 """

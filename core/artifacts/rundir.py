@@ -113,15 +113,31 @@ def read_metrics(run: RunDir, k: int) -> dict[str, Any] | None:
 
 
 def results_row(m: dict[str, Any]) -> dict[str, Any]:
-    """One ``results.csv`` row from a cycle's ``metrics.json``."""
-    accs = [p["test_acc"] for p in m["particles"]]
-    mean = sum(accs) / len(accs)
-    std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
-    return {"cycle": m["cycle"], "density": m["density"], "sparsity": m["sparsity"],
-            "average_test_acc": m["average"]["test_acc"], "average_test_loss": m["average"]["test_loss"],
-            "particle_test_acc_mean": mean, "particle_test_acc_std": std,
-            "ensemble_test_acc": m["ensemble"]["test_acc"], "ensemble_test_loss": m["ensemble"]["test_loss"],
-            "average_train_loss": m["average"]["train_loss"], "particles": len(accs), "seconds": m["seconds"]}
+    """One ``results.csv`` row from a cycle's ``metrics.json``; a value it does not hold is left out (an empty
+    cell): a run of :func:`training.integrations.cycles.swamp_cycles` knows accuracies and losses only from the
+    caller's ``evaluate``, and no ensemble.
+
+    Example:
+        >>> row = results_row({"cycle": 1, "density": 0.8, "sparsity": 0.2, "seconds": 3.0,
+        ...                    "particles": [{"particle": 0, "test_acc": 0.5}, {"particle": 1, "test_acc": 0.7}]})
+        >>> round(row["particle_test_acc_mean"], 6), row["particles"], "average_test_acc" in row
+        (0.6, 2, False)
+    """
+    particles = m.get("particles", [])
+    row = {key: m[key] for key in ("cycle", "density", "sparsity") if key in m}
+    for group in ("average", "ensemble"):
+        row.update({f"{group}_{key}": value for key, value in m.get(group, {}).items()
+                    if f"{group}_{key}" in RESULTS_COLUMNS})
+    accs = [p["test_acc"] for p in particles if "test_acc" in p]
+    if accs and len(accs) == len(particles):
+        mean = sum(accs) / len(accs)
+        row["particle_test_acc_mean"] = mean
+        row["particle_test_acc_std"] = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 \
+            if len(accs) > 1 else 0.0
+    row["particles"] = len(particles)
+    if "seconds" in m:
+        row["seconds"] = m["seconds"]
+    return {key: row[key] for key in RESULTS_COLUMNS if key in row}
 
 
 def write_results(run: RunDir, metrics: list[dict[str, Any]]) -> None:

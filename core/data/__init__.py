@@ -80,8 +80,9 @@ def load_dataset(spec: dict[str, Any], device: torch.device | str = "cpu", downl
         raise UserError(f"a dataset spec needs a name, not {name!r}")
     check_dataset_name(name)  # refuses unknown names, with the close matches
     if name.startswith(IN_MEMORY_PREFIX):
-        raise UserError(f"dataset {name} was handed to training.run_swamp as Python objects, so nothing can load it "
-                        "from its name; pass the data to the landscape library functions yourself (docs/api.md)")
+        raise UserError(f"dataset {name} was handed to training.run_swamp as Python objects (or not named to "
+                        "swamp_cycles), so nothing can load it from its name; name it to the landscape tools with "
+                        "--dataset NAME, or pass the data to the landscape library functions yourself (docs/api.md)")
     if name.startswith(TORCHVISION_PREFIX):
         from core.data.vision import load_torchvision
 

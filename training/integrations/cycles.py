@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
+import os
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -21,8 +24,10 @@ from torch import Tensor, nn
 
 from core.averaging import SWA, average_states, recalibrate_batchnorm
 from core.pruning import apply_masks, dense_masks, density, next_masks
+from training.integrations.record import NullRecord, RunRecord, run_record
 
 Masks = dict[str, Tensor]
+Evaluate = Callable[[nn.Module], Mapping[str, float]]
 
 
 def require(module: str, extra: str) -> ModuleType:
@@ -107,25 +112,33 @@ class ParticleDuties:
 
 @dataclass(frozen=True)
 class Cycle:
-    """One SWAMP cycle's outcome: the masks it trained under, their density, and the solution (the particles'
-    average, BatchNorm recomputed) as a state dict on the model's device."""
+    """One SWAMP cycle's outcome: the masks it trained under, their density, the solution (the particles'
+    average, BatchNorm recomputed) as a state dict on the model's device, and ``metrics``: what its
+    ``metrics.json`` holds (``cycle``, ``density``, ``sparsity``, ``seconds``, ``particles``: one object per
+    particle, and, with an ``evaluate``, its numbers for each particle and for the ``average``)."""
 
     cycle: int
     masks: Masks
     density: float
     state: dict[str, Tensor]
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def swamp_cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.Module], *, cycles: int = 3,
                  particles: int = 3, ratio: float = 0.2, method: str = "global",
                  masks: Mapping[str, Tensor] | None = None, bn_data: Iterable[Any] | None = None,
-                 device: torch.device | str | None = None, seed: int = 0) -> list[Cycle]:
+                 device: torch.device | str | None = None, seed: int = 0, evaluate: Evaluate | None = None,
+                 out: str | os.PathLike | None = None, model_spec: Mapping[str, Any] | None = None,
+                 dataset_spec: Mapping[str, Any] | None = None, overwrite: bool = False) -> list[Cycle]:
     """SWAMP cycles around the caller's ``train(particle, masks, seed) -> trained particle``.
 
     Every cycle trains ``particles`` deep copies of ``model`` rewound to its weights (the ticket) under the
     cycle's masks with seeds ``seed + 1000 * cycle + n``, averages them (:func:`core.averaging.average_states`),
     recomputes BatchNorm on ``bn_data`` and prunes ``ratio`` of the kept weights (:func:`core.pruning.next_masks`
     with ``method``) for the next cycle, so cycle k trains at density about (1 - ratio)^k.
+
+    With ``out``, the cycles are written as they finish into a run directory of the runner's format
+    (:mod:`training.integrations.record`, docs/format.md), which the landscape tools read.
 
     Args:
         model: the network at its ticket (not modified).
@@ -138,9 +151,22 @@ def swamp_cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.M
         bn_data: batches for BatchNorm recomputation of the average (any structure of :mod:`core.batch`).
         device: where ``bn_data``'s inputs are moved.
         seed: the first particle's seed.
+        evaluate: ``evaluate(module) -> {name: number}``, called in eval mode on every trained particle and on
+            each cycle's average; its numbers go into :attr:`Cycle.metrics` (and ``metrics.json``; ``test_acc``,
+            ``test_loss`` and ``train_loss`` fill the columns of ``results.csv``). Non-finite numbers become None.
+        out: a run directory to write (new, empty, or a run of the toolkit with ``overwrite``); None writes nothing.
+        model_spec: with ``out``, the ``{"name", "kwargs"}`` that rebuilds ``model`` (:func:`core.models.model_spec`;
+            ``PACKAGE.MODULE:CALLABLE`` for your own factory), checked against its tensors.
+        dataset_spec: with ``out``, the data set the checkpoints record (docs/datasets.md; default
+            :data:`training.integrations.record.IN_MEMORY_DATA`, which the tools need ``--dataset`` to replace).
+        overwrite: replace the run directory ``out`` if it exists (never a directory the toolkit did not write).
 
     Returns:
         One :class:`Cycle` per cycle.
+
+    Raises:
+        ValueError: bad counts, ``out`` without ``model_spec``, or a particle with non-zero pruned weights.
+        core.errors.UserError: an ``out`` that may not be written, or a spec the checkpoint format refuses.
 
     Example:
         >>> torch.manual_seed(0) and None
@@ -158,20 +184,52 @@ def swamp_cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.M
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     ticket = copy.deepcopy(model.state_dict())
     current = dict(masks) if masks is not None else dense_masks(model)
+    settings = {"cycles": cycles, "particles": particles, "prune_ratio": ratio, "prune_method": method, "seed": seed}
+    with run_record(out, ticket, current, model_spec=model_spec, dataset_spec=dataset_spec, settings=settings,
+                    overwrite=overwrite) as record:
+        return _cycles(model, train, ticket, current, cycles=cycles, particles=particles, ratio=ratio, method=method,
+                       bn_data=bn_data, device=device, seed=seed, evaluate=evaluate, record=record)
+
+
+def _numbers(evaluate: Evaluate | None, model: nn.Module) -> dict[str, float | None]:
+    """``evaluate(model)`` in eval mode, as JSON numbers (non-finite ones None); empty without ``evaluate``."""
+    if evaluate is None:
+        return {}
+    found = evaluate(model.eval())
+    if not isinstance(found, Mapping) or not all(isinstance(k, str) and isinstance(v, int | float | Tensor)
+                                                 and not isinstance(v, bool) for k, v in found.items()):
+        raise TypeError(f"evaluate must return a mapping of names to numbers, not {found!r}")
+    return {k: float(v) if math.isfinite(float(v)) else None for k, v in found.items()}
+
+
+def _cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.Module], ticket: dict[str, Tensor],
+            current: Masks, *, cycles: int, particles: int, ratio: float, method: str, bn_data: Iterable[Any] | None,
+            device: torch.device | str | None, seed: int, evaluate: Evaluate | None,
+            record: RunRecord | NullRecord) -> list[Cycle]:
     out = []
     for cycle in range(cycles):
-        states = []
+        began = time.perf_counter()
+        states, reports = [], []
         for n in range(particles):
             particle = copy.deepcopy(model)
             particle.load_state_dict(ticket)
             apply_masks(particle, current)
             trained = train(particle, current, seed + 1000 * cycle + n)
             states.append({k: v.detach().to(ticket[k].device) for k, v in trained.state_dict().items()})
+            record.particle(cycle, n, states[-1], current)
+            reports.append({"particle": n, **_numbers(evaluate, trained)})
         solution = copy.deepcopy(model)
         solution.load_state_dict(average_states(states, current))
         if bn_data is not None:
             recalibrate_batchnorm(solution, bn_data, device=device)
-        out.append(Cycle(cycle, current, density(current), solution.state_dict()))
+        d = density(current)
+        metrics = {"cycle": cycle, "density": d, "sparsity": 1.0 - d, "particles": reports}
+        if evaluate is not None:
+            metrics["average"] = _numbers(evaluate, solution)
+        metrics["seconds"] = time.perf_counter() - began
+        state = solution.state_dict()
+        record.cycle(metrics, state, current)
+        out.append(Cycle(cycle, current, d, state, metrics))
         if cycle + 1 < cycles:
             current = next_masks(method, solution, current, ratio)
     return out
