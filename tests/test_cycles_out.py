@@ -164,7 +164,7 @@ def test_a_loop_that_does_what_the_runner_does_gives_the_runners_cycles(data, tm
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         model = build_model(SPEC)
-    ticket = Schedule(cfg.rewind_epochs, spe, cfg.lr, constant=True)
+    ticket = Schedule(cfg.rewind_epochs, spe, cfg.lr, shape="constant")
     model.load_state_dict(train_particle(model, {}, data, ticket, hyper, generator(seed, "ticket")))
 
     def train(particle, masks, particle_seed):
