@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from core.averaging import SWA, average_states, recalibrate_batchnorm
 from core.pruning import apply_masks, dense_masks, density, next_masks
+from core.tickets import rewind, take_ticket
 
 Masks = dict[str, Tensor]
 
@@ -122,10 +123,11 @@ def swamp_cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.M
                  device: torch.device | str | None = None, seed: int = 0) -> list[Cycle]:
     """SWAMP cycles around the caller's ``train(particle, masks, seed) -> trained particle``.
 
-    Every cycle trains ``particles`` deep copies of ``model`` rewound to its weights (the ticket) under the
-    cycle's masks with seeds ``seed + 1000 * cycle + n``, averages them (:func:`core.averaging.average_states`),
-    recomputes BatchNorm on ``bn_data`` and prunes ``ratio`` of the kept weights (:func:`core.pruning.next_masks`
-    with ``method``) for the next cycle, so cycle k trains at density about (1 - ratio)^k.
+    Every cycle trains ``particles`` deep copies of ``model`` rewound (:func:`core.tickets.rewind`) to its
+    weights (the ticket, :func:`core.tickets.take_ticket`) under the cycle's masks with seeds
+    ``seed + 1000 * cycle + n``, averages them (:func:`core.averaging.average_states`), recomputes BatchNorm on
+    ``bn_data`` and prunes ``ratio`` of the kept weights (:func:`core.pruning.next_masks` with ``method``) for
+    the next cycle, so cycle k trains at density about (1 - ratio)^k.
 
     Args:
         model: the network at its ticket (not modified).
@@ -156,17 +158,15 @@ def swamp_cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.M
     for name, value in (("cycles", cycles), ("particles", particles)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    ticket = copy.deepcopy(model.state_dict())
+    ticket = take_ticket(model)
     current = dict(masks) if masks is not None else dense_masks(model)
     out = []
     for cycle in range(cycles):
         states = []
         for n in range(particles):
-            particle = copy.deepcopy(model)
-            particle.load_state_dict(ticket)
-            apply_masks(particle, current)
+            particle = rewind(copy.deepcopy(model), ticket, current)
             trained = train(particle, current, seed + 1000 * cycle + n)
-            states.append({k: v.detach().to(ticket[k].device) for k, v in trained.state_dict().items()})
+            states.append({k: v.detach().to(ticket.state[k].device) for k, v in trained.state_dict().items()})
         solution = copy.deepcopy(model)
         solution.load_state_dict(average_states(states, current))
         if bn_data is not None:
