@@ -112,7 +112,7 @@ def rewind(model: nn.Module, ticket: Ticket, masks: Mapping[str, Tensor] | None 
     Args:
         model: the network the ticket was taken of (or one of the same architecture), modified in place.
         ticket: from :func:`take_ticket`; not modified, so it can rewind any number of particles.
-        masks: name -> 0/1 mask of ``model``'s parameters (:mod:`core.pruning`), on the weights' devices.
+        masks: name -> 0/1 mask of ``model``'s parameters (:mod:`core.pruning`), moved to the weights' devices.
         optimizer: an optimizer over ``model``'s parameters to load the ticket's optimizer state into (the
             ticket must hold one: ``take_ticket(model, optimizer)``).
         rng: also restore the global random generators (the ticket must hold them: ``take_ticket(..., rng=True)``).
@@ -142,7 +142,7 @@ def rewind(model: nn.Module, ticket: Ticket, masks: Mapping[str, Tensor] | None 
         raise ValueError("the ticket holds no random states: take it with take_ticket(model, rng=True)")
     model.load_state_dict(ticket.state)
     if masks is not None:
-        apply_masks(model, masks)
+        apply_masks(model, {name: mask.to(params[name].device) for name, mask in masks.items()})
     if optimizer is not None:
         # Optimizer.load_state_dict keeps tensors that already have the parameter's dtype and device: a copy, so
         # that the optimizer's in-place updates never reach the ticket.
