@@ -37,21 +37,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall-clock seconds of ``fn()``, GPU work included."""
+def timed(fn: Callable[[], object], device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of ``fn()`` on ``clock``: wall-clock by default, GPU work included; ``time.process_time`` counts
+    only this process's CPU time, which other jobs on a busy machine do not inflate (CPU work only)."""
     sync(device)
-    began = time.perf_counter()
+    began = clock()
     fn()
     sync(device)
-    return time.perf_counter() - began
+    return clock() - began
 
 
 def paired_rounds(fns: Sequence[Callable[[], object]], rounds: int, device: torch.device,
-                  until: float = math.inf) -> list[list[float]]:
-    """Seconds of every one of ``fns`` in each of ``rounds`` rounds (``result[round][i]``), the order reversed
-    in every other round (A B C, C B A, ...), so that load from other jobs on a shared machine and any
-    drift (clocks, caches) hit all of them alike; ratios are then taken within a round. A round that the
-    previous one's duration says would end after ``until`` (a ``time.perf_counter()`` value) is not started."""
+                  until: float = math.inf, clock: Callable[[], float] = time.perf_counter) -> list[list[float]]:
+    """Seconds of every one of ``fns`` in each of ``rounds`` rounds (``result[round][i]``, on ``clock``, see
+    :func:`timed`), the order reversed in every other round (A B C, C B A, ...), so that load from other jobs on
+    a shared machine and any drift (clocks, caches) hit all of them alike; ratios are then taken within a round.
+    A round that the previous one's duration says would end after ``until`` (a ``time.perf_counter()`` value)
+    is not started."""
     times: list[list[float]] = []
     for r in range(rounds):
         if times and time.perf_counter() + sum(times[-1]) > until:
@@ -59,7 +61,7 @@ def paired_rounds(fns: Sequence[Callable[[], object]], rounds: int, device: torc
         order = list(range(len(fns)))[:: -1 if r % 2 else 1]
         row = [0.0] * len(fns)
         for i in order:
-            row[i] = timed(fns[i], device)
+            row[i] = timed(fns[i], device, clock)
         times.append(row)
     return times
 

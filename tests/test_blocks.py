@@ -241,7 +241,7 @@ def test_averaging_identical_particles_returns_them():
 
 def test_every_block_is_exported_with_an_example():
     """Each public block is in ``training.__all__`` and its docstring shows it in use (test_doctests runs them)."""
-    for name in (*training.PRUNING, *training.AVERAGING, *training.MASKED):
+    for name in (*training.PRUNING, *training.AVERAGING, *training.MASKED, *training.TICKETS):
         assert name in training.__all__
         value = getattr(training, name)
         if callable(value):

@@ -15,6 +15,8 @@ module, optimizer and batch structure:
   the criteria registry :data:`CRITERIA` with :func:`next_masks`, and :func:`snip_mask`/:func:`snip_scores`;
 * :func:`mask_optimizer` / :class:`MaskedOptimizer` (:mod:`training.masked`): pruned weights stay exactly 0
   under any optimizer;
+* tickets (:mod:`core.tickets`): :func:`take_ticket` copies the weights (and, if asked, the optimizer's and
+  the random generators' states) into a :class:`Ticket`; :func:`rewind` loads it back under a mask;
 * averaging (:mod:`core.averaging`): :class:`SWA`, :class:`RunningAverage`, :func:`average_states`,
   :func:`recalibrate_batchnorm`;
 * orchestration (:mod:`training.integrations.cycles`): :func:`swamp_cycles` runs IMP or SWAMP cycles around
@@ -37,10 +39,11 @@ PRUNING = ("CRITERIA", "Criterion", "apply_masks", "dense_masks", "density", "gl
            "layerwise_magnitude_mask", "next_masks", "prunable_names", "random_mask", "snip_mask", "snip_scores")
 AVERAGING = ("SWA", "RunningAverage", "average_states", "recalibrate_batchnorm")
 MASKED = ("MaskedOptimizer", "mask_optimizer")
+TICKETS = ("RandomStates", "Ticket", "rewind", "take_ticket")
 CYCLES = ("Cycle", "ParticleDuties", "swamp_cycles")
 
 __all__ = ["__version__", "Checkpoint", "RunConfig", "SwampResult", "build_model", "load_checkpoint", "run_swamp",
-           *PRUNING, *AVERAGING, *MASKED, *CYCLES]
+           *PRUNING, *AVERAGING, *MASKED, *TICKETS, *CYCLES]
 
 
 def __getattr__(name: str) -> Any:
@@ -60,6 +63,10 @@ def __getattr__(name: str) -> Any:
         from core import averaging
 
         return getattr(averaging, name)
+    if name in TICKETS:
+        from core import tickets
+
+        return getattr(tickets, name)
     if name in MASKED:
         from training import masked
 

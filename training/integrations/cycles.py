@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from core.averaging import SWA, average_states, recalibrate_batchnorm
 from core.pruning import apply_masks, dense_masks, density, next_masks
+from core.tickets import Ticket, rewind, take_ticket
 from training.integrations.record import NullRecord, RunRecord, run_record
 
 Masks = dict[str, Tensor]
@@ -132,10 +133,11 @@ def swamp_cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.M
                  dataset_spec: Mapping[str, Any] | None = None, overwrite: bool = False) -> list[Cycle]:
     """SWAMP cycles around the caller's ``train(particle, masks, seed) -> trained particle``.
 
-    Every cycle trains ``particles`` deep copies of ``model`` rewound to its weights (the ticket) under the
-    cycle's masks with seeds ``seed + 1000 * cycle + n``, averages them (:func:`core.averaging.average_states`),
-    recomputes BatchNorm on ``bn_data`` and prunes ``ratio`` of the kept weights (:func:`core.pruning.next_masks`
-    with ``method``) for the next cycle, so cycle k trains at density about (1 - ratio)^k.
+    Every cycle trains ``particles`` deep copies of ``model`` rewound (:func:`core.tickets.rewind`) to its
+    weights (the ticket, :func:`core.tickets.take_ticket`) under the cycle's masks with seeds
+    ``seed + 1000 * cycle + n``, averages them (:func:`core.averaging.average_states`), recomputes BatchNorm on
+    ``bn_data`` and prunes ``ratio`` of the kept weights (:func:`core.pruning.next_masks` with ``method``) for
+    the next cycle, so cycle k trains at density about (1 - ratio)^k.
 
     With ``out``, the cycles are written as they finish into a run directory of the runner's format
     (:mod:`training.integrations.record`, docs/format.md), which the landscape tools read.
@@ -182,10 +184,10 @@ def swamp_cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.M
     for name, value in (("cycles", cycles), ("particles", particles)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    ticket = copy.deepcopy(model.state_dict())
+    ticket = take_ticket(model)
     current = dict(masks) if masks is not None else dense_masks(model)
     settings = {"cycles": cycles, "particles": particles, "prune_ratio": ratio, "prune_method": method, "seed": seed}
-    with run_record(out, ticket, current, model_spec=model_spec, dataset_spec=dataset_spec, settings=settings,
+    with run_record(out, ticket.state, current, model_spec=model_spec, dataset_spec=dataset_spec, settings=settings,
                     overwrite=overwrite) as record:
         return _cycles(model, train, ticket, current, cycles=cycles, particles=particles, ratio=ratio, method=method,
                        bn_data=bn_data, device=device, seed=seed, evaluate=evaluate, record=record)
@@ -202,7 +204,7 @@ def _numbers(evaluate: Evaluate | None, model: nn.Module) -> dict[str, float | N
     return {k: float(v) if math.isfinite(float(v)) else None for k, v in found.items()}
 
 
-def _cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.Module], ticket: dict[str, Tensor],
+def _cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.Module], ticket: Ticket,
             current: Masks, *, cycles: int, particles: int, ratio: float, method: str, bn_data: Iterable[Any] | None,
             device: torch.device | str | None, seed: int, evaluate: Evaluate | None,
             record: RunRecord | NullRecord) -> list[Cycle]:
@@ -211,11 +213,9 @@ def _cycles(model: nn.Module, train: Callable[[nn.Module, Masks, int], nn.Module
         began = time.perf_counter()
         states, reports = [], []
         for n in range(particles):
-            particle = copy.deepcopy(model)
-            particle.load_state_dict(ticket)
-            apply_masks(particle, current)
+            particle = rewind(copy.deepcopy(model), ticket, current)
             trained = train(particle, current, seed + 1000 * cycle + n)
-            states.append({k: v.detach().to(ticket[k].device) for k, v in trained.state_dict().items()})
+            states.append({k: v.detach().to(ticket.state[k].device) for k, v in trained.state_dict().items()})
             record.particle(cycle, n, states[-1], current)
             reports.append({"particle": n, **_numbers(evaluate, trained)})
         solution = copy.deepcopy(model)
