@@ -76,6 +76,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_metric(value: Any, key: str, name: str) -> bool:
+    """A number, or null where a run whose targets are not class labels has none: every ``test_acc`` and the
+    ensemble's loss."""
+    return _is_number(value) or (value is None and (name == "test_acc" or key == "ensemble"))
+
+
 def _metrics_problem(m: Any, k: int) -> str | None:
     """Why ``m`` is not cycle ``k``'s metrics as :func:`write_metrics` writes them, or None."""
     if not isinstance(m, dict):
@@ -86,12 +92,14 @@ def _metrics_problem(m: Any, k: int) -> str | None:
         value = m.get(key)
         if inner is None and not _is_number(value):
             return f"its {key!r} is {value!r}, not a number"
-        if inner is not None and not (isinstance(value, dict) and all(_is_number(value.get(i)) for i in inner)):
+        if inner is not None and not (isinstance(value, dict) and all(i in value and _is_metric(value[i], key, i)
+                                                                      for i in inner)):
             return f"its {key!r} is not an object with the numbers {', '.join(inner)}"
     particles = m.get("particles")
     if not (isinstance(particles, list) and particles
-            and all(isinstance(q, dict) and _is_number(q.get("test_acc")) for q in particles)):
-        return "its 'particles' is not a non-empty list of objects with a number 'test_acc'"
+            and all(isinstance(q, dict) and "test_acc" in q and _is_metric(q["test_acc"], "particles", "test_acc")
+                    for q in particles)):
+        return "its 'particles' is not a non-empty list of objects with a number (or null) 'test_acc'"
     return None
 
 
@@ -113,10 +121,13 @@ def read_metrics(run: RunDir, k: int) -> dict[str, Any] | None:
 
 
 def results_row(m: dict[str, Any]) -> dict[str, Any]:
-    """One ``results.csv`` row from a cycle's ``metrics.json``."""
+    """One ``results.csv`` row from a cycle's ``metrics.json``; accuracies None (an empty cell) where the run's
+    targets are not class labels (its ``test_acc`` values are null)."""
     accs = [p["test_acc"] for p in m["particles"]]
-    mean = sum(accs) / len(accs)
-    std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
+    mean = std = None
+    if None not in accs:
+        mean = sum(accs) / len(accs)
+        std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
     return {"cycle": m["cycle"], "density": m["density"], "sparsity": m["sparsity"],
             "average_test_acc": m["average"]["test_acc"], "average_test_loss": m["average"]["test_loss"],
             "particle_test_acc_mean": mean, "particle_test_acc_std": std,
