@@ -152,8 +152,10 @@ def test_mapping_batches_of_class_labels_give_accuracy_and_recalibrated_batchnor
 
 
 def test_regression_reports_the_mean_squared_error_and_no_accuracy(tmp_path):
-    result = run_swamp(model_fn=regressor, train_set=Regression(64), test_set=Regression(16, seed=1), loss="mse",
-                       particles=2, batch_size=16, lr=0.01, swa_lr=0.005, out=str(tmp_path / "reg"), **SMALL)
+    settings = {"model_fn": regressor, "train_set": Regression(64), "test_set": Regression(16, seed=1), "loss": "mse",
+                "particles": 2, "batch_size": 16, "lr": 0.01, "swa_lr": 0.005, "out": str(tmp_path / "reg"), **SMALL}
+    result = run_swamp(**settings)
+    assert run_swamp(**settings, resume=True).cycles == result.cycles  # null accuracies read back as written
     assert result.run_dir.joinpath("config.json").is_file()
     average = load_checkpoint(result.run_dir / "cycle_01" / "average.safetensors")
     assert average.model["kwargs"]["num_classes"] == 3  # the targets' width

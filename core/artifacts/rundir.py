@@ -78,7 +78,7 @@ def _is_number(value: Any) -> bool:
 
 def _is_metric(value: Any, key: str, name: str) -> bool:
     """A number, or null where a run whose targets are not class labels has none: every ``test_acc`` and the
-    ensemble's loss."""
+    ensemble's loss (all of them null together, :func:`_metrics_problem`)."""
     return _is_number(value) or (value is None and (name == "test_acc" or key == "ensemble"))
 
 
@@ -100,6 +100,10 @@ def _metrics_problem(m: Any, k: int) -> str | None:
             and all(isinstance(q, dict) and "test_acc" in q and _is_metric(q["test_acc"], "particles", "test_acc")
                     for q in particles)):
         return "its 'particles' is not a non-empty list of objects with a number (or null) 'test_acc'"
+    nulls = {m["average"]["test_acc"] is None, *(v is None for v in m["ensemble"].values()),
+             *(q["test_acc"] is None for q in particles)}
+    if len(nulls) > 1:
+        return "some of its accuracies are null and others not (null everywhere only without class labels)"
     return None
 
 

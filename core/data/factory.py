@@ -13,7 +13,7 @@ callable has a parameter of that name) returns ``(train_dataset, test_dataset)``
 
 For class labels the number of classes is the training dataset's ``num_classes`` attribute, else
 ``len(train_dataset.classes)`` (as torchvision datasets have); a dataset with neither is refused. For other
-targets (:attr:`core.data.Dataset.class_labels` False) :func:`output_count` stands in: the same attributes
+targets (``class_labels`` False, :class:`core.data.Dataset`) :func:`output_count` stands in: the same attributes
 if set (e.g. a language model's vocabulary), else the number of elements of one sample's target (a
 regression's output width). Inputs are used as they are: the factory normalises, the toolkit does not augment.
 
