@@ -216,3 +216,15 @@ def test_bad_task_combinations_are_one_error_line(tmp_path, capsys, args, says):
                                 *args]) == 2
     one_error_line(capsys, says)
     assert not out.exists()
+
+
+def test_regression_targets_stream_as_they_are_held(monkeypatch):
+    from core.data import loader
+
+    held = from_datasets(Regression(20), Regression(8, seed=1), name="reg", device="cpu")
+    monkeypatch.setattr(loader, "MATERIALISE_LIMIT", 0)
+    streamed = from_datasets(Regression(20), Regression(8, seed=1), name="reg", device="cpu")
+    assert type(streamed).__name__ == "StreamingDataset" and not streamed.class_labels
+    for a, b in zip(held.train_batches(8, torch.Generator().manual_seed(3)),
+                    streamed.train_batches(8, torch.Generator().manual_seed(3)), strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[1].shape == (8, 3)
