@@ -16,6 +16,8 @@ Example:
     ['Tensor', 'Tensor', 'dict']
     >>> batch_parts({"input_ids": x, "labels": y})[1] is y
     True
+    >>> batch_length({"input_ids": x, "labels": y}), batch_length(x[:2])
+    (4, 2)
 """
 
 from __future__ import annotations
@@ -54,3 +56,21 @@ def to_device(value: Any, device: torch.device | str | None) -> Any:
 def apply_model(model: nn.Module, inputs: Any) -> Any:
     """``model(**inputs)`` for a mapping of named inputs (a Hugging Face batch), ``model(inputs)`` otherwise."""
     return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+def batch_length(batch: Any) -> int:
+    """How many samples ``batch`` holds: the first dimension of its targets, else of its first input tensor
+    (the weight of the batch in a mean over samples)."""
+    inputs, targets = batch_parts(batch)
+    if isinstance(targets, Tensor):
+        return len(targets)
+    tensors = [v for v in inputs.values() if isinstance(v, Tensor)] if isinstance(inputs, Mapping) else [inputs]
+    if not tensors or not isinstance(tensors[0], Tensor):
+        raise TypeError("a batch without targets needs a tensor input to count its samples")
+    return len(tensors[0])
+
+
+def logits_of(outputs: Any) -> Any:
+    """The class logits among a model's outputs: their ``logits`` entry when they are a mapping (a Hugging
+    Face ``ModelOutput``) that has one, else the outputs themselves."""
+    return outputs["logits"] if isinstance(outputs, Mapping) and "logits" in outputs else outputs

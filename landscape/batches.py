@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from core.batch import logits_of
 from core.errors import LibraryArgumentError
 
 LossFn = Callable[[Any, Tensor], Tensor]
@@ -93,12 +94,6 @@ def check_model(model: nn.Module, name: str = "model") -> None:
         if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
             raise ArgumentError(f"{name} holds {tensor.dtype} weights ('{key}'); landscape measurements need float32 "
                                 f"or float64 weights: pass {name}.float()")
-
-
-def logits_of(outputs: Any) -> Any:
-    """The class logits among a model's outputs: their ``logits`` entry when they are a mapping (a Hugging
-    Face ``ModelOutput``) that has one, else the outputs themselves."""
-    return outputs["logits"] if isinstance(outputs, Mapping) and "logits" in outputs else outputs
 
 
 def class_logits(outputs: Any, targets: Tensor) -> Tensor:

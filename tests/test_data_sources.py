@@ -181,7 +181,7 @@ FACTORIES = """
     def not_pairs():
         class Bad(Digits):
             def __getitem__(self, i):
-                return {"x": i}
+                return f"sample {i}"  # neither a pair nor a mapping of tensors
         return Bad(5), Bad(5)
 
     def out_of_range():

@@ -97,7 +97,7 @@ OPTIMIZER_KWARGS = st.one_of(
     JUNK, st.just("[1, 2]"))
 TRAINING_FLAGS = {"--optimizer": st.sampled_from(["sgd", "adam", "adamw", "rmsprop", "ADAM", "", "a.b:c", "x:"]),
                   "--optimizer-kwargs": OPTIMIZER_KWARGS,
-                  "--loss": st.sampled_from(["cross-entropy", "mse", "nll", "", "pkg.mod:fn"]),
+                  "--loss": st.sampled_from(["cross-entropy", "mse", "model", "nll", "", "pkg.mod:fn"]),
                   "--label-smoothing": REAL,
                   "--engine": st.sampled_from(["auto", "sequential", "vectorized", "distributed"]),
                   "--prune-schedule": st.sampled_from(["geometric", "linear", "Linear", ""]),

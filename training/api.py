@@ -9,8 +9,11 @@ line can name, it accepts the user's own model and data as Python objects:
   (its random initialisation is seeded by the run). The run records it by its import name
   (``MODULE:QUALNAME``), so the landscape tools can rebuild it with ``--trust-code`` when that module is
   importable (for a script's own class: pass ``model="PACKAGE.MODULE:CALLABLE"`` naming where it lives).
-* ``train_set`` / ``test_set``: map-style datasets of ``(input, label)`` (e.g. torchvision datasets),
-  held on the device or streamed as the command line's datasets are (:func:`core.data.from_datasets`).
+* ``train_set`` / ``test_set``: map-style datasets of ``(input, label)`` (e.g. torchvision datasets), of
+  ``(input, target)`` with tensor targets, or of mappings of named tensors (the Hugging Face convention,
+  batched as mappings: :mod:`core.data.records`, :mod:`core.batch`), held on the device or streamed as the
+  command line's datasets are (:func:`core.data.from_datasets`). Without class labels the metrics hold the
+  run's loss and no accuracy (docs/format.md).
   Such data cannot be rebuilt from a file: analyse the run's checkpoints with the landscape library on
   batches you pass (docs/api.md).
 """
@@ -130,8 +133,8 @@ def run_swamp(config: RunConfig | Mapping[str, Any] | None = None, *, model_fn: 
     Args:
         config: a :class:`RunConfig`, or a dict of its fields; None for the defaults (the MNIST-1D preset).
         model_fn: optional ``model_fn(num_classes=..., **model_kwargs) -> nn.Module`` instead of ``model``.
-        train_set, test_set: optional map-style datasets of ``(input, label)`` instead of ``dataset``
-            (both or neither).
+        train_set, test_set: optional map-style datasets of ``(input, label)``, ``(input, target)`` or mappings
+            of named tensors instead of ``dataset`` (both or neither).
         optimizer_fn: optional ``optimizer_fn(params, lr) -> torch.optim.Optimizer`` instead of ``optimizer``
             (recorded by its import name, as ``model_fn``); the schedule sets every group's ``lr`` each step.
         loss_fn: optional ``loss_fn(outputs, targets) -> scalar tensor`` instead of ``loss`` (recorded likewise).

@@ -109,8 +109,9 @@ class RunConfig:
     optimizer_kwargs: str = option("{}", "JSON object of the optimizer's other settings: sgd dampening, nesterov, "
                                    "maximize; adam and adamw betas, eps, amsgrad, maximize; e.g. "
                                    "'{\"betas\": [0.9, 0.95]}'")
-    loss: str = option(DEFAULT_LOSS, "cross-entropy (class labels), mse (real-valued targets of the output's shape) "
-                       "or PACKAGE.MODULE:CALLABLE(outputs, targets) returning the batch's mean loss")
+    loss: str = option(DEFAULT_LOSS, "cross-entropy (class labels), mse (real-valued targets of the output's shape), "
+                       "model (the model's own outputs.loss, labels passed in: Hugging Face models) or "
+                       "PACKAGE.MODULE:CALLABLE(outputs, targets) returning the batch's mean loss")
     label_smoothing: float = option(0.0, "label smoothing of --loss cross-entropy, in [0, 1)")
     schedule: str = option(DEFAULT_SCHEDULE, f"learning rate of a particle's epochs before SWA: {', '.join(SCHEDULES)} "
                            "or PACKAGE.MODULE:CALLABLE(epoch, step, steps_per_epoch, epochs) returning the rate")

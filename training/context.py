@@ -20,7 +20,9 @@ from torch import Tensor, nn
 from core.artifacts.checkpoint import save_checkpoint
 from core.artifacts.rundir import RunDir
 from core.averaging import average_states, recalibrate_batchnorm
+from core.batch import apply_model, batch_parts, logits_of
 from core.data import Dataset, dataset_spec, load_dataset, subsample_indices
+from core.data.records import RecordDataset
 from core.device import resolve_device
 from core.errors import UserError
 from core.models import ARGUMENT_ERRORS, build_model, model_factory, model_spec
@@ -29,7 +31,7 @@ from core.pruning import CRITERIA, cycle_ratios, kept_per_cycle, prunable_names
 from core.seeds import derive_seed, generator
 from training.config import RunConfig, check_data_dir
 from training.loggers import Logger, NullLogger, check_logger
-from training.optim import LossFn, OptimizerFn, loss_fn, optimizer_fn
+from training.optim import LossFn, OptimizerFn, batch_loss, loss_fn, optimizer_fn
 from training.resume import load_train_state, save_train_state
 from training.schedules import SchedulerFn, checked_rate, fn_name, scheduler_fn
 from training.train import Hyper, Schedule, StepInfo, compile_forward, steps_per_epoch, train_particle
@@ -76,6 +78,12 @@ class Context:
     # a user's schedule (--schedule PACKAGE.MODULE:CALLABLE or the Python API's scheduler_fn); None: cfg.schedule
     scheduler: SchedulerFn | None = None
 
+    @property
+    def plain_batches(self) -> bool:
+        """Whether the data gives ``(inputs, class labels)`` tuples, the only batches the stacked engines
+        (``vectorized``, ``distributed``) train on; ``auto`` runs other data on the sequential engine."""
+        return self.data.class_labels and not isinstance(self.data, RecordDataset)
+
     def fresh_model(self, state: dict[str, Tensor] | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.cfg.seed, "init"))
@@ -118,7 +126,7 @@ class Context:
         ``epoch/<unit>/<name>`` (see :mod:`training.loggers`)."""
         return lambda epoch, scalars: self.logger.log({f"epoch/{unit}/{k}": v for k, v in scalars.items()}, epoch)
 
-    def bn_batches(self, gen: torch.Generator) -> Iterable[tuple[Tensor, Tensor]]:
+    def bn_batches(self, gen: torch.Generator) -> Iterable[Any]:
         """Un-augmented training batches for BN recalibration (``--bn-samples`` of them, 0 = all)."""
         indices = subsample_indices(self.data.size("train"), self.cfg.bn_samples, gen)
         return self.data.eval_batches("train", self.cfg.eval_batch_size, indices)
@@ -209,21 +217,25 @@ def check_model(ctx: Context) -> None:
     if need > memory:
         raise UserError(f"{what}: {numel:,} weights need at least {need / 2**30:,.1f} GiB to train, more than the "
                         f"{memory / 2**30:,.1f} GiB of {ctx.device}; choose a smaller model")
-    x, y = next(iter(ctx.data.eval_batches("train", 2, torch.arange(2))))
+    batch = next(iter(ctx.data.eval_batches("train", 2, torch.arange(2))))
     model = ctx.fresh_model()
     rng_devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
     for mode in ("eval", "train"):  # some models (e.g. torchvision's Inception) give other outputs in training
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=rng_devices):  # dropout must not shift the RNG
-                out = model.train(mode == "train")(x)
+                out = apply_model(model.train(mode == "train"), batch_parts(batch)[0])
         except MODEL_ERRORS as err:
             raise UserError(f"{what} does not fit {cfg.dataset}: a forward pass of 2 samples failed "
                             f"({first_line(err)}); choose a model for {cfg.dataset}") from None
+        if not ctx.data.class_labels:  # no class scores to check: the loss below must apply
+            continue
+        out = logits_of(out)
         gave = f"outputs of shape {tuple(out.shape)}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
         if not isinstance(out, Tensor) or tuple(out.shape) != (2, ctx.data.num_classes):
             raise UserError(f"{what} does not fit {cfg.dataset}: 2 samples gave {gave} in {mode} mode, not "
                             f"(2, {ctx.data.num_classes}); choose a model for {cfg.dataset}")
-    check_loss_fits(ctx, out, y)
+    with torch.no_grad(), torch.random.fork_rng(devices=rng_devices):
+        check_loss_fits(ctx, model, batch)
     check_prune_exclude(cfg.prune_exclude, model, cfg.prune_biases)
     check_pruning_schedule(cfg, model)
     recurrent = next((type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)), None)
@@ -232,13 +244,14 @@ def check_model(ctx: Context) -> None:
                         f"its {recurrent} layers; use --engine sequential")
 
 
-def check_loss_fits(ctx: Context, outputs: Tensor, targets: Tensor) -> None:
-    """Refuse, in one line naming ``--loss``, a loss that gives no scalar on two training samples' ``outputs``
-    (``--loss mse`` on class labels among them: :func:`training.optim.mse_loss`)."""
-    if ctx.hyper.loss is None:
+def check_loss_fits(ctx: Context, model: nn.Module, batch: Any) -> None:
+    """Refuse, in one line naming ``--loss``, a loss that gives no scalar on a ``batch`` of two training samples
+    (``--loss mse`` on class labels among them: :func:`training.optim.mse_loss`; ``--loss model`` on a model
+    that computes no loss: :func:`training.optim.model_loss`)."""
+    if ctx.hyper.loss is None and ctx.data.class_labels:
         return
     try:
-        value = ctx.hyper.loss(outputs, targets)
+        value = batch_loss(model, batch, ctx.hyper.loss)
     except UserError:
         raise
     except Exception as err:

@@ -10,7 +10,12 @@
 * Losses: ``cross-entropy`` on class labels (``--label-smoothing`` eps: the target is (1 - eps) on the label
   plus eps / C on every class, Szegedy et al. 2016), and ``mse``, the mean squared error between the outputs
   and real-valued targets of their shape; it is refused on class labels (a number there would measure
-  nothing the run reports). ``PACKAGE.MODULE:CALLABLE`` names a user's ``loss_fn(outputs, targets) -> scalar``.
+  nothing the run reports). ``model``: the model's own loss (the Hugging Face convention,
+  :func:`model_loss`): the batch's ``"labels"`` go into the model with its other inputs and the loss is the
+  outputs' ``loss``. ``PACKAGE.MODULE:CALLABLE`` names a user's ``loss_fn(outputs, targets) -> scalar``.
+
+Every loss sees batches of any structure of :mod:`core.batch` (:func:`batch_loss`): ``loss(model(inputs),
+targets)``, inputs that are a mapping as keyword arguments.
 
 Under every optimizer pruned weights stay exactly 0 (:func:`training.masked.mask_optimizer`).
 
@@ -32,13 +37,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from core.artifacts.jsonfile import json_object_flag
+from core.batch import apply_model, batch_parts, logits_of
 from core.errors import UserError
 from core.imports import import_callable, is_import_path
 
@@ -49,7 +55,7 @@ LossFn = Callable[[Any, Tensor], Tensor]
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-LOSSES = ("cross-entropy", "mse")
+LOSSES = ("cross-entropy", "mse", "model")
 DEFAULT_OPTIMIZER, DEFAULT_LOSS = "sgd", "cross-entropy"
 
 _FRACTION = "a number in [0, 1)"
@@ -148,6 +154,8 @@ def loss_fn(name: str, label_smoothing: float, *, trust_code: bool = True) -> Lo
             if label_smoothing else None
     if name == "mse":
         return mse_loss
+    if name == "model":
+        return model_loss
     return import_callable(name, "loss", trust_code=trust_code, source=f"--loss {name}")
 
 
@@ -158,3 +166,39 @@ def mse_loss(outputs: Tensor, targets: Tensor) -> Tensor:
                         f"the data set's are {targets.dtype} {tuple(targets.shape)} (class labels: use --loss "
                         "cross-entropy)")
     return nn.functional.mse_loss(outputs, targets)
+
+
+def model_loss(outputs: Any, targets: Any = None) -> Tensor:
+    """The loss a model computed itself: ``outputs.loss`` (or ``outputs["loss"]``), the Hugging Face convention.
+
+    :func:`batch_loss` passes a mapping batch whole, ``"labels"`` included, to the model under this loss, so
+    that a ``transformers`` model computes its own loss (a causal language model: the mean cross-entropy of
+    each next token, shifting the labels itself). ``targets`` is not used.
+
+    Example:
+        >>> model_loss({"loss": torch.tensor(0.5), "logits": torch.zeros(2, 3)})
+        tensor(0.5000)
+    """
+    value = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)
+    if not isinstance(value, Tensor):
+        raise UserError(f"--loss model needs a model that returns its own loss (outputs.loss, as Hugging Face models "
+                        f"do given labels), but it returned {type(outputs).__name__} without one; use another --loss")
+    return value
+
+
+def batch_loss(model: nn.Module, batch: Any, loss: LossFn | None) -> Tensor:
+    """``loss(model(inputs), targets)`` of one batch of any structure of :mod:`core.batch` (None: the runner's
+    cross-entropy of the outputs' class logits, :func:`core.batch.logits_of`). Under :func:`model_loss` a
+    mapping batch goes to the model whole, labels included.
+
+    Example:
+        >>> net = nn.Linear(2, 3)
+        >>> x, y = torch.randn(4, 2), torch.tensor([0, 1, 2, 0])
+        >>> bool(batch_loss(net, (x, y), None) == nn.functional.cross_entropy(net(x), y))
+        True
+    """
+    inputs, targets = batch_parts(batch)
+    if loss is model_loss:
+        return model_loss(apply_model(model, batch if isinstance(batch, Mapping) else inputs))
+    outputs = apply_model(model, inputs)
+    return nn.functional.cross_entropy(logits_of(outputs), targets) if loss is None else loss(outputs, targets)

@@ -29,7 +29,7 @@ from core.artifacts.ownership import check_out_text
 from core.artifacts.rundir import particle_unit, read_metrics, results_row, write_metrics, write_results
 from core.data import Dataset, subsample_indices
 from core.errors import UserError
-from core.evaluate import ensemble_log_probs, evaluate, predict, score
+from core.evaluate import ensemble_log_probs, evaluate, mean_loss, predict, score
 from core.models.meta import on_meta
 from core.progress import tqdm
 from core.pruning import coverage, cycle_ratios, dense_masks, density, next_masks
@@ -39,7 +39,7 @@ from training.context import Context, ModelFn, build_context
 from training.engines import select_engine
 from training.engines.session import run_session
 from training.loggers import cycle_scalars, open_logger
-from training.optim import LossFn, OptimizerFn
+from training.optim import LossFn, OptimizerFn, batch_loss
 from training.resume import prepared
 from training.schedules import Schedule, SchedulerFn, check_schedule
 from training.train import StepInfo, steps_per_epoch
@@ -105,11 +105,23 @@ def train_eval_indices(ctx: Context) -> Tensor | None:
     return subsample_indices(ctx.data.size("train"), TRAIN_EVAL_SAMPLES, generator(ctx.cfg.seed, "train_eval"))
 
 
-def assess(ctx: Context, model: nn.Module) -> tuple[dict[str, float], Tensor, Tensor]:
-    """Test loss/acc and train loss of ``model``, plus its test log-probabilities for the ensemble."""
-    log_probs, labels = predict(model, ctx.data.eval_batches("test", ctx.hyper.eval_batch_size))
+def assess(ctx: Context, model: nn.Module) -> tuple[dict[str, float | None], Tensor | None, Tensor | None]:
+    """Test loss/acc and train loss of ``model``, plus its test log-probabilities for the ensemble.
+
+    Class labels: the cross-entropy and accuracy of the outputs' class logits. Other targets: the mean of the
+    run's loss (:func:`core.evaluate.mean_loss`), ``test_acc`` None and no log-probabilities (no ensemble).
+    """
+    test_batches = ctx.data.eval_batches("test", ctx.hyper.eval_batch_size)
+    train_batches = ctx.data.eval_batches("train", ctx.hyper.eval_batch_size, train_eval_indices(ctx))
+    if not ctx.data.class_labels:
+        def loss_of(m: nn.Module, batch: Any) -> Tensor:
+            return batch_loss(m, batch, ctx.hyper.loss)
+
+        test, train = mean_loss(model, test_batches, loss_of), mean_loss(model, train_batches, loss_of)
+        return {"test_loss": test.loss, "test_acc": None, "train_loss": train.loss}, None, None
+    log_probs, labels = predict(model, test_batches)
     test = score(log_probs, labels)
-    train = evaluate(model, ctx.data.eval_batches("train", ctx.hyper.eval_batch_size, train_eval_indices(ctx)))
+    train = evaluate(model, train_batches)
     return {"test_loss": test.loss, "test_acc": test.acc, "train_loss": train.loss}, log_probs, labels
 
 
@@ -147,10 +159,14 @@ def run_cycle(ctx: Context, cycle: int, start: dict[str, Tensor], masks: dict[st
     avg_state = {k: v.detach().clone() for k, v in avg_model.state_dict().items()}
     ctx.save(run.average(cycle), avg_state, masks, "average", cycle)
     average, _, _ = assess(ctx, avg_model)
-    ens = score(ensemble_log_probs(member_log_probs), labels)
+    # the ensemble averages the members' class probabilities: for other targets it has no value (null)
+    ensemble: dict[str, float | None] = {"test_loss": None, "test_acc": None}
+    if labels is not None:
+        ens = score(ensemble_log_probs(member_log_probs), labels)
+        ensemble = {"test_loss": ens.loss, "test_acc": ens.acc}
     d = density(masks)
     metrics = {"cycle": cycle, "density": d, "sparsity": 1.0 - d, "particles": reports, "average": average,
-               "ensemble": {"test_loss": ens.loss, "test_acc": ens.acc}, "seconds": time.perf_counter() - began}
+               "ensemble": ensemble, "seconds": time.perf_counter() - began}
     write_metrics(run, cycle, metrics)
     return metrics
 

@@ -27,8 +27,12 @@ TABLE_HEADER = f"{'cycle':>5} {'sparsity':>9} {'average':>8} {'particles':>15} {
 
 def format_row(metrics: dict[str, Any]) -> str:
     """One cycle's row under :data:`TABLE_HEADER`: cycle, sparsity, SWAMP average, mean +- std particle and
-    ensemble test accuracy (percent)."""
+    ensemble test accuracy (percent); without accuracies (targets that are not class labels) the average's
+    test loss, and ``-`` for the particles and the ensemble."""
     r = results_row(metrics)
+    if r["average_test_acc"] is None:
+        return (f"{r['cycle']:>5d} {100 * r['sparsity']:>8.2f}% {r['average_test_loss']:>8.4g} {'-':>15} "
+                f"{'-':>9}")
     return (f"{r['cycle']:>5d} {100 * r['sparsity']:>8.2f}% {100 * r['average_test_acc']:>7.2f}% "
             f"{100 * r['particle_test_acc_mean']:>8.2f}±{100 * r['particle_test_acc_std']:<5.2f}% "
             f"{100 * r['ensemble_test_acc']:>8.2f}%")

@@ -23,7 +23,7 @@ from core.averaging import RunningAverage, recalibrate_batchnorm
 from core.data import Batch, Dataset
 from core.errors import UserError
 from training.masked import mask_optimizer
-from training.optim import LossFn, OptimizerFn
+from training.optim import LossFn, OptimizerFn, batch_loss
 from training.schedules import Schedule
 
 
@@ -32,7 +32,8 @@ class Hyper:
     """Optimiser settings shared by all particles (``amp``: bf16 autocast of the forward pass).
 
     ``optimizer``: ``optimizer(params, lr)`` (:data:`training.optim.OptimizerFn`); None for SGD with
-    ``momentum`` and ``weight_decay``. ``loss``: ``loss(outputs, targets)``; None for cross-entropy.
+    ``momentum`` and ``weight_decay``. ``loss``: ``loss(outputs, targets)``; None for cross-entropy. Batches
+    may have any structure of :mod:`core.batch` (:func:`training.optim.batch_loss`).
     """
 
     batch_size: int
@@ -168,18 +169,18 @@ def train_particle(model: nn.Module, masks: dict[str, Tensor], dataset: Dataset,
         _restore(model, opt, resume, gen)
         swa, start = resume.swa, resume.epoch
     hooks = mask_optimizer(opt, model, masks, weights=hyper.optimizer is not None)
-    loss_of = hyper.loss or nn.functional.cross_entropy
+    device = next(model.parameters()).device
     for epoch in range(start, schedule.epochs):
         model.train()
-        loss_sum = torch.zeros((), device=next(model.parameters()).device)
+        loss_sum = torch.zeros((), device=device)
         lr, steps = 0.0, 0
-        for step, (x, y) in enumerate(dataset.train_batches(hyper.batch_size, gen)):
+        for step, batch in enumerate(dataset.train_batches(hyper.batch_size, gen)):
             lr = schedule.lr_at(epoch, step)
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(x.device.type, torch.bfloat16, enabled=hyper.amp):
-                loss = loss_of(model(x), y)
+            with torch.autocast(device.type, torch.bfloat16, enabled=hyper.amp):
+                loss = batch_loss(model, batch, hyper.loss)
             loss.backward()
             opt.step()
             if on_step is not None:

@@ -76,6 +76,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_metric(value: Any, key: str, name: str) -> bool:
+    """A number, or null where a run whose targets are not class labels has none: every ``test_acc`` and the
+    ensemble's loss (all of them null together, :func:`_metrics_problem`)."""
+    return _is_number(value) or (value is None and (name == "test_acc" or key == "ensemble"))
+
+
 def _metrics_problem(m: Any, k: int) -> str | None:
     """Why ``m`` is not cycle ``k``'s metrics as :func:`write_metrics` writes them, or None."""
     if not isinstance(m, dict):
@@ -86,12 +92,18 @@ def _metrics_problem(m: Any, k: int) -> str | None:
         value = m.get(key)
         if inner is None and not _is_number(value):
             return f"its {key!r} is {value!r}, not a number"
-        if inner is not None and not (isinstance(value, dict) and all(_is_number(value.get(i)) for i in inner)):
+        if inner is not None and not (isinstance(value, dict) and all(i in value and _is_metric(value[i], key, i)
+                                                                      for i in inner)):
             return f"its {key!r} is not an object with the numbers {', '.join(inner)}"
     particles = m.get("particles")
     if not (isinstance(particles, list) and particles
-            and all(isinstance(q, dict) and _is_number(q.get("test_acc")) for q in particles)):
-        return "its 'particles' is not a non-empty list of objects with a number 'test_acc'"
+            and all(isinstance(q, dict) and "test_acc" in q and _is_metric(q["test_acc"], "particles", "test_acc")
+                    for q in particles)):
+        return "its 'particles' is not a non-empty list of objects with a number (or null) 'test_acc'"
+    nulls = {m["average"]["test_acc"] is None, *(v is None for v in m["ensemble"].values()),
+             *(q["test_acc"] is None for q in particles)}
+    if len(nulls) > 1:
+        return "some of its accuracies are null and others not (null everywhere only without class labels)"
     return None
 
 
@@ -115,7 +127,8 @@ def read_metrics(run: RunDir, k: int) -> dict[str, Any] | None:
 def results_row(m: dict[str, Any]) -> dict[str, Any]:
     """One ``results.csv`` row from a cycle's ``metrics.json``; a value it does not hold is left out (an empty
     cell): a run of :func:`training.integrations.cycles.swamp_cycles` knows accuracies and losses only from the
-    caller's ``evaluate``, and no ensemble.
+    caller's ``evaluate``, and no ensemble. Accuracies are None (an empty cell) where the run's targets are not
+    class labels (its ``test_acc`` values are null).
 
     Example:
         >>> row = results_row({"cycle": 1, "density": 0.8, "sparsity": 0.2, "seconds": 3.0,
@@ -129,7 +142,9 @@ def results_row(m: dict[str, Any]) -> dict[str, Any]:
         row.update({f"{group}_{key}": value for key, value in m.get(group, {}).items()
                     if f"{group}_{key}" in RESULTS_COLUMNS})
     accs = [p["test_acc"] for p in particles if "test_acc" in p]
-    if accs and len(accs) == len(particles):
+    if accs and len(accs) == len(particles) and None in accs:
+        row["particle_test_acc_mean"] = row["particle_test_acc_std"] = None
+    elif accs and len(accs) == len(particles):
         mean = sum(accs) / len(accs)
         row["particle_test_acc_mean"] = mean
         row["particle_test_acc_std"] = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 \

@@ -17,7 +17,9 @@ Samples: the input is a tensor or NumPy array or a PIL image (a ``(C, H, W)`` fl
 torchvision's ``ToTensor``). Arrays and tensors are used as they are: floating-point ones and ``uint8`` ones
 (pixels) as float32, other integer ones (token ids, indices: what ``nn.Embedding`` takes) as int64, so the
 model sees integers as integers. The label is an integer (a Python or NumPy integer or
-a 0-d integer tensor) in ``[0, num_classes)``. A dataset's own random transforms run once per sample
+a 0-d integer tensor) in ``[0, num_classes)``; a collator built with ``class_labels=False`` takes instead
+a target that is a tensor or NumPy array (converted as inputs are, all of one shape: regression targets,
+token sequences), batched into a tensor of targets. A dataset's own random transforms run once per sample
 when it is held on the device, but anew in every epoch when it streams.
 """
 
@@ -97,19 +99,25 @@ class SampleCollator:
     """Turns a list of ``(input, label)`` samples into a normalised batch ``(x, y)``; a ``collate_fn``.
 
     ``mean`` and ``std`` (per channel, or one for all) normalise as ``(x - mean) / std``; empty: as is.
-    ``name`` names the dataset in errors.
+    ``name`` names the dataset in errors. ``class_labels`` False: the samples are ``(input, target)`` with
+    tensor or array targets (see the module docstring).
     """
 
     name: str
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    class_labels: bool = True
 
-    def sample(self, sample: Any, split: str) -> tuple[Tensor, int]:
+    def sample(self, sample: Any, split: str) -> tuple[Tensor, int | Tensor]:
         """One sample converted, or a :class:`UserError` saying what it should be."""
         pair = isinstance(sample, (tuple, list)) and len(sample) == 2
-        x, y = (as_input(sample[0]), as_label(sample[1])) if pair else (None, None)
+        target = as_label if self.class_labels else as_input
+        x, y = (as_input(sample[0]), target(sample[1])) if pair else (None, None)
         if x is None or y is None:
             got = f"a pair ({_kind(sample[0])}, {_kind(sample[1])})" if pair else _kind(sample)
+            if not self.class_labels:
+                raise UserError(f"dataset {self.name}: a {split} sample must be (input, target) with tensor or NumPy "
+                                f"array input and target (as its first sample is), not {got}")
             raise UserError(f"dataset {self.name}: a {split} sample must be (input, label) with a tensor, NumPy array "
                             f"or PIL image input and an integer label, not {got}")
         return x, y
@@ -130,11 +138,21 @@ class SampleCollator:
         kinds = {x.dtype for x, _ in pairs}
         if len(kinds) > 1:
             raise _mixed_kinds(self.name, split, sorted(kinds, key=str))
-        return self.normalise_(torch.stack([x for x, _ in pairs])), torch.tensor([y for _, y in pairs])
+        x = self.normalise_(torch.stack([x for x, _ in pairs]))
+        if self.class_labels:
+            return x, torch.tensor([y for _, y in pairs])
+        targets = {(tuple(y.shape), y.dtype) for _, y in pairs}
+        if len(targets) > 1:
+            raise UserError(f"dataset {self.name}: {split} targets differ in shape or dtype "
+                            f"{sorted(targets, key=str)[:2]}; every target needs one shape and kind of numbers")
+        return x, torch.stack([y for _, y in pairs])
 
 
-def check_labels(name: str, split: str, y: Tensor, num_classes: int) -> None:
-    """Refuse labels outside ``[0, num_classes)``, naming the first one."""
+def check_labels(name: str, split: str, y: Tensor, num_classes: int, class_labels: bool = True) -> None:
+    """Refuse labels outside ``[0, num_classes)``, naming the first one (targets that are not class labels:
+    nothing to check)."""
+    if not class_labels:
+        return
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):
         raise UserError(f"dataset {name}: {split} label {int(y[bad][0])} is outside [0, {num_classes}); labels must "
@@ -187,6 +205,7 @@ class StreamingDataset:
         self.spec, self.num_classes, self.device, self.workers = spec, num_classes, device, workers
         self._train, self._test, self._train_eval = train, test, train if train_eval is None else train_eval
         self.collator, self.augment, self.pad, self.sample_random = collator, augment, pad, sample_random
+        self.class_labels = collator.class_labels
 
     def size(self, split: str) -> int:
         return len(self._train if split == "train" else self._test)
@@ -197,7 +216,7 @@ class StreamingDataset:
                                              pin_memory=self.device.type == "cuda",
                                              generator=torch.Generator().manual_seed(worker_seed))
         for x, y in _unwrapped(loader, self.collator.name, split):
-            check_labels(self.collator.name, split, y, self.num_classes)
+            check_labels(self.collator.name, split, y, self.num_classes, self.class_labels)
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
@@ -221,30 +240,38 @@ class StreamingDataset:
                                 0)
 
 
-def _first_input(dataset: Any, split: str, collator: SampleCollator, num_classes: int) -> Tensor:
-    """The first input of a split, after checking that the split is map-style and its first sample a valid one."""
+def first_sample(dataset: Any, split: str, name: str) -> Any:
+    """Sample 0 of a split, after checking that the split is map-style and not empty (one :class:`UserError`
+    line naming the dataset ``name`` otherwise)."""
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        raise UserError(f"dataset {collator.name}: the {split} dataset is a {type(dataset).__name__}, not a map-style "
+        raise UserError(f"dataset {name}: the {split} dataset is a {type(dataset).__name__}, not a map-style "
                         "dataset (one with len() and [index], e.g. a torch.utils.data.Dataset)")
-    if split_length(dataset, split, collator.name) == 0:
-        raise UserError(f"dataset {collator.name}: the {split} dataset is empty")
+    if split_length(dataset, split, name) == 0:
+        raise UserError(f"dataset {name}: the {split} dataset is empty")
     try:
-        first = dataset[0]
+        return dataset[0]
     except Exception as err:  # the user's dataset failed
-        raise UserError(f"dataset {collator.name}: reading {split} sample 0 failed ({type(err).__name__}: "
+        raise UserError(f"dataset {name}: reading {split} sample 0 failed ({type(err).__name__}: "
                         f"{_last_line(err)})") from None
-    x, y = collator.sample(first, split)
-    check_labels(collator.name, split, torch.tensor([y]), num_classes)
-    return x
 
 
-def _read_all(dataset: Any, split: str, first: Tensor, collator: SampleCollator, workers: int) -> Batch:
-    """Every sample of ``dataset`` as one (x, y) pair of CPU tensors of the shape and dtype of the ``first``
-    input, filled batch by batch, with at most as many worker processes as there are full batches (a small
-    dataset is read faster without starting any)."""
+def _first_input(dataset: Any, split: str, collator: SampleCollator, num_classes: int) -> tuple[Tensor, Tensor]:
+    """The first input and target of a split, after checking that its first sample is a valid one."""
+    x, y = collator.sample(first_sample(dataset, split, collator.name), split)
+    target = torch.as_tensor(y)
+    check_labels(collator.name, split, target[None], num_classes, collator.class_labels)
+    return x, target
+
+
+def _read_all(dataset: Any, split: str, first: tuple[Tensor, Tensor], collator: SampleCollator,
+              workers: int) -> Batch:
+    """Every sample of ``dataset`` as one (x, y) pair of CPU tensors of the shapes and dtypes of the ``first``
+    input and target, filled batch by batch, with at most as many worker processes as there are full batches
+    (a small dataset is read faster without starting any)."""
+    first, target = first
     shape = tuple(first.shape)
     x = torch.empty((len(dataset), *shape), dtype=first.dtype)
-    y = torch.empty(len(dataset), dtype=torch.int64)
+    y = torch.empty((len(dataset), *target.shape), dtype=torch.int64 if collator.class_labels else target.dtype)
     loader = torch.utils.data.DataLoader(dataset, batch_size=LOAD_BATCH, num_workers=min(workers, len(y) // LOAD_BATCH),
                                          collate_fn=functools.partial(collator, split=split),
                                          generator=torch.Generator().manual_seed(0))
@@ -255,6 +282,9 @@ def _read_all(dataset: Any, split: str, first: Tensor, collator: SampleCollator,
                             "every input must have the same shape")
         if xb.dtype != first.dtype:
             raise _mixed_kinds(collator.name, split, [xb.dtype, first.dtype])
+        if yb.shape[1:] != y.shape[1:] or yb.dtype != y.dtype:
+            raise UserError(f"dataset {collator.name}: {split} targets are {yb.dtype} {tuple(yb.shape[1:])} and "
+                            f"{y.dtype} {tuple(y.shape[1:])}; every target needs one shape and kind of numbers")
         x[start:start + len(yb)], y[start:start + len(yb)] = xb, yb
         start += len(yb)
     return x, y
@@ -275,7 +305,7 @@ def map_style_dataset(spec: dict[str, Any], train: Any, test: Any, *, num_classe
     """
     first = _first_input(train, "train", collator, num_classes)
     _first_input(test, "test", collator, num_classes)
-    if (len(train) + len(test)) * first.numel() * first.element_size() > MATERIALISE_LIMIT:
+    if (len(train) + len(test)) * first[0].numel() * first[0].element_size() > MATERIALISE_LIMIT:
         return StreamingDataset({**spec, "workers": workers}, num_classes, train, test, device=device, workers=workers,
                                 collator=collator, augment=augment, pad=pad)
     splits = []
@@ -285,7 +315,8 @@ def map_style_dataset(spec: dict[str, Any], train: Any, test: Any, *, num_classe
             x = collator.normalise_(x)
         else:
             x, y = _read_all(dataset, split, first, collator, workers)
-        check_labels(collator.name, split, y, num_classes)
+        check_labels(collator.name, split, y, num_classes, collator.class_labels)
         splits += [x, y]
     held = {k: v for k, v in spec.items() if k != "workers"}
-    return TensorDataset(held, num_classes, *splits, augment=augment, pad=pad).to(device)
+    return TensorDataset(held, num_classes, *splits, augment=augment, pad=pad,
+                         class_labels=collator.class_labels).to(device)

@@ -22,10 +22,18 @@ AUGMENTATIONS = ("none", "crop", "crop_flip")
 
 
 class Dataset(Protocol):
-    """What training and the landscape tools need from a dataset."""
+    """What training and the landscape tools need from a dataset.
+
+    ``class_labels``: whether every target is one class index in ``[0, num_classes)`` (then accuracy is
+    defined); False for other targets (regression values, token sequences), whose ``num_classes`` is only
+    the output count handed to the model (:func:`core.data.factory.output_count`). Batches follow
+    :mod:`core.batch`: ``(inputs, targets)`` tuples, or mappings with ``"labels"``
+    (:class:`core.data.records.RecordDataset`).
+    """
 
     spec: dict[str, Any]
     num_classes: int
+    class_labels: bool
 
     def size(self, split: str) -> int: ...
 
@@ -69,7 +77,7 @@ def batch_starts(n: int, batch_size: int) -> range:
 @dataclass
 class TensorDataset:
     """A dataset held as tensors on one device; ``augment`` is one of :data:`AUGMENTATIONS`, cropping with
-    ``pad`` pixels of zero padding."""
+    ``pad`` pixels of zero padding. ``y_*`` are class labels, or with ``class_labels`` False targets of any shape."""
 
     spec: dict[str, Any]
     num_classes: int
@@ -79,6 +87,7 @@ class TensorDataset:
     y_test: Tensor
     augment: str = "none"
     pad: int = 4
+    class_labels: bool = True
 
     def _split(self, split: str) -> Batch:
         if split == "train":
@@ -109,7 +118,7 @@ class TensorDataset:
 
     def to(self, device: torch.device) -> TensorDataset:
         return TensorDataset(self.spec, self.num_classes, self.x_train.to(device), self.y_train.to(device),
-                             self.x_test.to(device), self.y_test.to(device), self.augment, self.pad)
+                             self.x_test.to(device), self.y_test.to(device), self.augment, self.pad, self.class_labels)
 
 
 def subsample_indices(size: int, n: int, generator: torch.Generator) -> Tensor | None:

@@ -14,5 +14,5 @@ if TYPE_CHECKING:
 
 def auto(ctx: Context, cycle: int, *args: Any, **kwargs: Any) -> None:
     name = auto_engine(ctx.model_spec["name"], ctx.device.type, ctx.cfg.particles_in_cycle(cycle),
-                       isinstance(ctx.collective, Driver), ctx.cfg.stackable)
+                       isinstance(ctx.collective, Driver), ctx.cfg.stackable and ctx.plain_batches)
     select_engine(name)(ctx, cycle, *args, **kwargs)

@@ -25,11 +25,22 @@ def run_session(cfg: RunConfig, build: Callable[[RunConfig], Context], body: Cal
     if world > 1 and cfg.own_training():
         raise UserError(f"torchrun runs --engine distributed, which trains with SGD, cross-entropy and a built-in "
                         f"schedule only, not {', '.join(cfg.own_training())}; run in one process (--engine sequential)")
+    stacked = world > 1 or cfg.engine in ("vectorized", "distributed")
+
+    def checked(c: RunConfig) -> Context:
+        ctx = build(c)
+        if stacked and not ctx.plain_batches:
+            engine = "distributed" if world > 1 else cfg.engine
+            raise UserError(f"--engine {engine} stacks (input, class label) batches only, and {cfg.dataset} has "
+                            "other batches (mappings, or targets that are not class labels); run in one process "
+                            "with --engine sequential or auto")
+        return ctx
+
     if processes == "torchrun" or world > 1:
         if "RANK" not in os.environ:
             raise UserError("--engine distributed needs a torchrun launch: "
                             "torchrun --nproc-per-node P -m training.swamp ...")
         from training.engines.distributed import session  # torch.distributed only when it runs
 
-        return session(cfg, build, body)
-    return body(build(cfg))
+        return session(cfg, checked, body)
+    return body(checked(cfg))
