@@ -177,6 +177,24 @@ def test_barrier_reports_the_endpoints_own_losses_beside_the_recomputed_ones():
     assert result.to_json()["endpoint_losses"] == list(result.endpoint_losses)
 
 
+def test_hull_vertices_are_evaluated_as_the_samples_are():
+    """The hull's docstring called vertex_losses the models' own: with BatchNorm recomputed they are the vertices
+    recomputed like every sample (what the hull's losses compare with), the models' own only when nothing is."""
+    from landscape.combination import mean_loss
+    from landscape.connectivity import hull_losses, linear_barrier
+
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)) for _ in range(2)]
+    X, y = torch.randn(256, 6), torch.randint(0, 3, (256,))
+    for net in nets:
+        net.train()
+        net(X[:32] * 3 + 1)
+    own = tuple(mean_loss(net, [(X, y)]).loss for net in nets)
+    line = linear_barrier(*nets, (X, y), points=2)
+    assert hull_losses(nets, (X, y), samples=2).vertex_losses == (line.losses[0], line.losses[-1]) != own
+    assert hull_losses(nets, (X, y), samples=2, bn_data=()).vertex_losses == own
+
+
 def test_barrier_tool_writes_the_checkpoints_own_losses(tiny_run, tmp_path, capsys):
     from landscape.tools.barrier import main as barrier_main
 
