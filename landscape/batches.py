@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -94,6 +95,47 @@ def check_model(model: nn.Module, name: str = "model") -> None:
         if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
             raise ArgumentError(f"{name} holds {tensor.dtype} weights ('{key}'); landscape measurements need float32 "
                                 f"or float64 weights: pass {name}.float()")
+
+
+def describe_inputs(inputs: Any) -> str:
+    """A model's inputs in a message: a tensor's dtype and shape, or those of each entry of a mapping.
+
+    >>> import torch
+    >>> describe_inputs({"input_ids": torch.zeros(2, 5, dtype=torch.long)})
+    'input_ids: torch.int64 of shape (2, 5)'
+    """
+    def one(x: Any) -> str:
+        return f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+    if isinstance(inputs, Mapping):
+        return ", ".join(f"{k}: {one(v)}" for k, v in inputs.items())
+    return one(inputs)
+
+
+@contextlib.contextmanager
+def model_applied_to(inputs: Any, name: str = "data") -> Iterator[None]:
+    """Turn the error torch raises when the model cannot take ``inputs`` (a ``RuntimeError``: integer inputs to
+    a float layer, features of the wrong size) into an :class:`ArgumentError` naming ``name`` and the inputs'
+    dtypes and shapes (``inputs`` may be a function that returns them, called only then). Running out of memory
+    stays what it is.
+
+    >>> import torch
+    >>> with model_applied_to(torch.zeros(2, 3, dtype=torch.long)):  # doctest: +ELLIPSIS
+    ...     torch.nn.Linear(3, 1)(torch.zeros(2, 3, dtype=torch.long))
+    Traceback (most recent call last):
+    ...
+    landscape.batches.ArgumentError: data: the model cannot take these inputs (torch.int64 of shape (2, 3)): ...
+    """
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        shown = describe_inputs(inputs() if callable(inputs) else inputs)
+        raise ArgumentError(f"{name}: the model cannot take these inputs ({shown}): {first}; "
+                            "give the inputs its forward takes (e.g. float features, or integer token ids for an "
+                            "embedding)") from err
 
 
 def class_logits(outputs: Any, targets: Tensor) -> Tensor:

@@ -41,6 +41,7 @@ from landscape.batches import (
     cross_entropy_sum,
     logits_of,
     mean_loss_terms,
+    model_applied_to,
     slice_samples,
 )
 from landscape.batches import batches as make_batches
@@ -61,7 +62,8 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
 
     ``loss_fn`` None is the cross-entropy of class logits, summed in float32 as
     :func:`core.evaluate.evaluate` does (the same numbers to the bit). The model's train/eval mode
-    is restored afterwards.
+    is restored afterwards. A loss that is not finite (NaN, infinity) is refused
+    (:func:`landscape.batches.check_finite`), as every landscape result is.
 
     Example:
         >>> import torch
@@ -71,6 +73,18 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
         >>> 0 <= point.acc <= 1, net.training
         (True, True)
     """
+    return check_finite_loss(_eval_mode_loss(model, data, loss_fn, name), f"the {name} loss of model")
+
+
+def check_finite_loss(point: Evaluation, what: str) -> Evaluation:
+    """``point`` if its loss is a finite number, else :class:`ArgumentError` (``what`` names it)."""
+    check_finite(point.loss, what)
+    return point
+
+
+@torch.no_grad()
+def _eval_mode_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None, name: str) -> Evaluation:
+    """:func:`mean_loss` before its loss is checked: the model in eval mode, its mode restored afterwards."""
     check_model(model)
     was_training = model.training
     model.eval()
@@ -83,7 +97,8 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
 def _mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None, name: str) -> Evaluation:
     total, correct, count, classify = 0.0, 0, 0, None
     for x, y in data:
-        outputs = apply_model(model, x)
+        with model_applied_to(x, name):
+            outputs = apply_model(model, x)
         if loss_fn is None:
             total += float(cross_entropy_sum(outputs, y))
         else:
@@ -266,7 +281,8 @@ class Combination:
                 for key, target in self._targets.items():
                     target.copy_(state[key])
         if bn is not None and self.has_batchnorm:
-            recalibrate_batchnorm(self.model, bn)
+            with model_applied_to(lambda: next(iter(bn))[0], "bn_data"):
+                recalibrate_batchnorm(self.model, bn)
         return self.model.eval()
 
     def evaluate(self, rows: Sequence[Sequence[float]], data: Mapping[str, Iterable[Batch]],
@@ -303,9 +319,9 @@ class Combination:
                 if i in results:
                     continue
                 model = self.load(c, bn)
-                results[i] = {name: mean_loss(model, batches, loss_fn, name) for name, batches in data.items()}
-                for name, point in results[i].items():
-                    check_finite(point.loss, f"the {name} loss at coefficients {list(c)}")
+                results[i] = {name: check_finite_loss(_eval_mode_loss(model, batches, loss_fn, name),
+                                                      f"the {name} loss at coefficients {[float(x) for x in c]}")
+                              for name, batches in data.items()}
                 bar.update()
                 if on_point is not None:
                     on_point(results)

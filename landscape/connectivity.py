@@ -308,8 +308,10 @@ def linear_barriers(a: nn.Module, b: nn.Module, data: Mapping[str, Any], *, loss
 @dataclass(frozen=True)
 class HullLosses:
     """Losses at uniform samples of the convex hull of N models: ``coefficients[s]`` (summing to 1) gives
-    sample s, whose mean loss is ``losses[s]``; ``vertex_losses[i]`` is model i's own. Errors (fractions)
-    as well when the outputs are class logits, else None."""
+    sample s, whose mean loss is ``losses[s]``; ``vertex_losses[i]`` is model i evaluated as every sample is,
+    with BatchNorm recomputed (so it differs from model i's own loss, ``mean_loss(models[i], data)``, when the
+    models have BatchNorm; equal to it when nothing is recomputed). Errors (fractions) as well when the
+    outputs are class logits, else None."""
 
     coefficients: tuple[tuple[float, ...], ...]
     losses: tuple[float, ...]

@@ -67,7 +67,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from core.averaging import has_batchnorm
-from landscape.batches import ArgumentError, LossFn
+from landscape.batches import ArgumentError, LossFn, check_finite
 from landscape.curvature import HessianOperator
 from landscape.trace import rademacher
 
@@ -262,8 +262,11 @@ def normalized_trace(model: nn.Module, data: Any, *, loss_fn: LossFn | None = No
     def means(parts: Mapping[str, np.ndarray], names: list[str] | tuple[str, ...]) -> dict[str, float]:
         return {n: float(parts[n].mean()) for n in names}
 
+    sums = (*total(scaled_terms, normalised), *total(scaled_terms, other_names), *total(raw_terms, list(op.layers)))
+    for value, what in zip(sums[::2], ("normalized", "other", "raw"), strict=True):
+        check_finite(value, f"the {what} trace estimate")
     return NormalizedTrace(
-        *total(scaled_terms, normalised), *total(scaled_terms, other_names), *total(raw_terms, list(op.layers)),
+        *sums,
         tuple(squared_norms), granularity, squared_norms, means(scaled_terms, normalised),
         means(scaled_terms, other_names), means(raw_terms, list(op.layers)), int(probes), int(seed),
         int(probes) * (2 if normalised else 1), op.samples)

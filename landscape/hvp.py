@@ -46,7 +46,14 @@ from torch.utils._pytree import tree_flatten
 
 from core.averaging import apply_model
 from core.progress import tqdm
-from landscape.batches import ArgumentError, LossFn, cross_entropy_sum, mean_loss_terms
+from landscape.batches import (
+    ArgumentError,
+    LossFn,
+    check_finite,
+    cross_entropy_sum,
+    mean_loss_terms,
+    model_applied_to,
+)
 
 Matmat = Callable[[Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]
@@ -338,13 +345,15 @@ def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspac
     def _matmat(vectors: Tensor) -> Tensor:
         probes = space.scatter(vectors)
         out = [torch.zeros_like(p) for p in probes]
+        losses = []  # checked once per product: the curvature at a point of infinite loss is no number
         for x, y in tqdm(batches, desc="Hessian products", leave=False, disable=not progress):
-            with twice_differentiable():  # the forward pass only: it chooses what the derivatives are
+            with twice_differentiable(), model_applied_to(x):  # the forward only: it chooses the derivatives
                 outputs = apply_model(net, x)
                 if loss_fn is None:
                     loss = cross_entropy_sum(outputs, y, float32=False) / total
                 else:
                     loss = mean_loss_terms(outputs, y, loss_fn) / total
+            losses.append(loss.detach())
             grads = torch.autograd.grad(loss, plist, create_graph=True, allow_unused=True)
             # gradients that are constant in theta (or absent) contribute zero rows of H
             live = [j for j, g in enumerate(grads) if g is not None and g.requires_grad]
@@ -355,6 +364,8 @@ def hessian_matmat(model: nn.Module, batches: Sequence[Batch], subspace: Subspac
                     if h is not None:
                         acc[i] += h
             del grads
+        if losses:
+            check_finite(float(torch.stack(losses).sum()), "the loss the Hessian is taken of")
         return space.gather(out)
 
     return matmat

@@ -74,6 +74,10 @@ def _check_pair(reference: nn.Module, other: nn.Module, masks: Any) -> tuple[Per
         if not isinstance(model, nn.Module):
             raise ArgumentError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
         check_model(model, name)
+        for key, tensor in model.state_dict().items():  # no loss is computed that would show a NaN
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ArgumentError(f"{name}'s '{key}' is not finite (it holds NaN or infinity); alignment compares "
+                                    "weights, which must be finite numbers")
     ref, oth = reference.state_dict(), other.state_dict()
     odd = sorted(set(ref) ^ set(oth)) or [k for k, v in ref.items() if v.shape != oth[k].shape]
     if odd:

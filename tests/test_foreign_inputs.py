@@ -262,3 +262,29 @@ def test_activation_matching_reads_dict_batches_as_tuples():
     with pytest.raises(ArgumentError, match="^data: the inputs x do not fit the arguments features of the model's "
                                             "forward"):
         activation_matching(a, b, [{"x": X, "labels": y}])
+
+
+# --- inputs a model cannot take are an ArgumentError, not a raw torch error (issue 27 item 15) ----------------
+
+@pytest.mark.parametrize("analysis", ["mean_loss", "linear_barrier", "linear_barrier with BatchNorm",
+                                      "hessian_trace"])
+def test_inputs_the_model_cannot_take_are_refused_naming_them(analysis):
+    """Integer features for a float layer raised torch's ``RuntimeError: mat1 and mat2 must have the same dtype``
+    from inside the model; the inputs' dtype and shape now name the problem (the model's message follows)."""
+    x, y = torch.randint(0, 5, (16, 4)), torch.randint(0, 3, (16,))
+
+    def net():
+        layers = [nn.Linear(4, 8), nn.BatchNorm1d(8)] if "BatchNorm" in analysis else [nn.Linear(4, 8)]
+        return nn.Sequential(*layers, nn.ReLU(), nn.Linear(8, 3))
+
+    run = {"mean_loss": lambda: mean_loss(net(), [(x, y)]),
+           "linear_barrier": lambda: linear_barrier(net(), net(), (x, y), points=2),
+           "linear_barrier with BatchNorm": lambda: linear_barrier(net(), net(), (x, y), points=2),
+           "hessian_trace": lambda: hessian_trace(net(), ({"input": x}, y), probes=2)}[analysis]
+    name = "bn_data" if "BatchNorm" in analysis else "data"
+    shown = "input: torch.int64" if analysis == "hessian_trace" else "torch.int64"
+    with pytest.raises(ArgumentError, match=rf"^{name}: the model cannot take these inputs \({shown} of shape "
+                                            r"\(16, 4\)\): mat1 and mat2 must have the same dtype"):
+        run()
+    with pytest.raises(ArgumentError, match=r"\(torch.float32 of shape \(16, 5\)\): mat1 and mat2 shapes cannot"):
+        mean_loss(net(), [(torch.randn(16, 5), y)])

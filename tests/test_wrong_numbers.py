@@ -5,6 +5,8 @@ and library arguments that gave raw torch errors."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import DATA_DIR
@@ -175,6 +177,24 @@ def test_barrier_reports_the_endpoints_own_losses_beside_the_recomputed_ones():
     assert result.to_json()["endpoint_losses"] == list(result.endpoint_losses)
 
 
+def test_hull_vertices_are_evaluated_as_the_samples_are():
+    """The hull's docstring called vertex_losses the models' own: with BatchNorm recomputed they are the vertices
+    recomputed like every sample (what the hull's losses compare with), the models' own only when nothing is."""
+    from landscape.combination import mean_loss
+    from landscape.connectivity import hull_losses, linear_barrier
+
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)) for _ in range(2)]
+    X, y = torch.randn(256, 6), torch.randint(0, 3, (256,))
+    for net in nets:
+        net.train()
+        net(X[:32] * 3 + 1)
+    own = tuple(mean_loss(net, [(X, y)]).loss for net in nets)
+    line = linear_barrier(*nets, (X, y), points=2)
+    assert hull_losses(nets, (X, y), samples=2).vertex_losses == (line.losses[0], line.losses[-1]) != own
+    assert hull_losses(nets, (X, y), samples=2, bn_data=()).vertex_losses == own
+
+
 def test_barrier_tool_writes_the_checkpoints_own_losses(tiny_run, tmp_path, capsys):
     from landscape.tools.barrier import main as barrier_main
 
@@ -215,7 +235,7 @@ def test_non_finite_results_are_one_line_and_exit_2(tmp_path, capsys):
     assert "\n" not in err and not out.exists()
     assert run_cli(hessian_main, [pt, "--probes", "2", "--samples", "8", *common]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("error: the Hessian trace estimate is not finite (nan); check the models' weights, the data "
+    assert err == ("error: the loss the Hessian is taken of is not finite (nan); check the models' weights, the data "
                    "and loss_fn")
 
 
@@ -234,6 +254,36 @@ def test_non_finite_library_results_raise_argument_error_alike():
             call()
     with pytest.raises(ArgumentError, match=r"probes must be >= 2 \(one product gives no standard error\)"):
         hessian_trace(nn.Linear(4, 3), data, probes=1)
+
+
+def test_every_library_result_at_an_infinite_loss_is_refused():
+    """Finite weights whose logits overflow: the loss is infinite, the Hessian's products underflow to 0. The
+    trace, eigenvalue and normalised trace were 0.0, mean_loss returned inf and the normalised trace of NaN
+    weights NaN; alignment of NaN weights returned a permutation. Each is now an ArgumentError."""
+    from landscape import HessianOperator, mean_loss, normalized_trace, weight_matching
+    from landscape.batches import ArgumentError
+    from landscape.curvature import hessian_trace, top_eigenvalue
+
+    huge, nan = nn.Linear(4, 3), nn.Linear(4, 3)
+    with torch.no_grad():
+        huge.weight.mul_(1e38)
+        nan.weight[0, 0] = float("nan")
+    data = (torch.randn(16, 4), torch.randint(0, 3, (16,)))
+    for model, value in ((huge, "inf"), (nan, "nan")):
+        calls = (lambda m: hessian_trace(m, data, probes=2), lambda m: top_eigenvalue(m, data, steps=2),
+                 lambda m: normalized_trace(m, data, probes=2), lambda m: HessianOperator(m, data) @ torch.ones(15))
+        for call in calls:
+            with pytest.raises(ArgumentError, match=rf"^the loss the Hessian is taken of is not finite \({value}\)"):
+                call(model)
+        with pytest.raises(ArgumentError, match=rf"^the data loss of model is not finite \({value}\)"):
+            mean_loss(model, [data])
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    bad = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        bad[2].weight[0, 0] = float("inf")
+    with pytest.raises(ArgumentError, match="^other's '2.weight' is not finite"):
+        weight_matching(mlp, bad)
+    assert math.isfinite(hessian_trace(mlp, data, probes=2).estimate)  # a finite loss still gives its number
 
 
 def test_cycles_past_the_floor_are_refused_before_anything_is_written(tmp_path, capsys):
