@@ -52,8 +52,11 @@ def test_linear_schedule_with_biases_prunes_weights_and_biases_to_each_density(t
     masks = {k[len("mask."):]: v for k, v in state.items() if k.startswith("mask.")}
     assert set(masks) == {f"linear{i}.{kind}" for i in (1, 2, 3) for kind in ("weight", "bias")}
     for name, mask in masks.items():
-        assert 0 < int(mask.sum()) < mask.numel(), name
         assert bool((state[name][mask == 0] == 0).all()), f"pruned entries of {name} are not 0"
+    for i in (1, 2, 3):  # each layer, its weight and bias ranked together, at the schedule's density
+        layer = torch.cat([masks[f"linear{i}.weight"].flatten(), masks[f"linear{i}.bias"].flatten()])
+        assert float(layer.mean()) == pytest.approx(0.25, abs=2 / layer.numel()), i
+        assert 0 < int(masks[f"linear{i}.weight"].sum()) < masks[f"linear{i}.weight"].numel()
     config = json.loads((out / "config.json").read_text())
     assert config["prune_schedule"] == "linear" and config["prune_biases"] is True
 

@@ -27,7 +27,7 @@ from core.device import resolve_device
 from core.errors import UserError
 from core.models import ARGUMENT_ERRORS, build_model, model_factory, model_spec
 from core.models.meta import on_meta
-from core.pruning import CRITERIA, cycle_ratios, kept_per_cycle, prunable_names
+from core.pruning import CRITERIA, cycle_ratios, kept_per_cycle, layer_groups, prunable_names
 from core.seeds import derive_seed, generator
 from training.config import RunConfig, check_data_dir
 from training.loggers import Logger, NullLogger, check_logger
@@ -295,9 +295,9 @@ def check_pruning_schedule(cfg: RunConfig, model: nn.Module) -> None:
     least one layer has none left and the network's output no longer depends on its input)."""
     params = dict(model.named_parameters())
     names = prunable_names(model, cfg.prune_exclude, biases=cfg.prune_biases)
-    kept = kept_per_cycle([params[n].numel() for n in names],
-                          cycle_ratios(cfg.prune_schedule, cfg.prune_ratio, cfg.cycles), cfg.cycles,
-                          CRITERIA[cfg.prune_method].layerwise)
+    layerwise = CRITERIA[cfg.prune_method].layerwise  # each layer (a weight with its bias) pruned on its own
+    kept = kept_per_cycle([sum(params[n].numel() for n in group) for group in layer_groups(names)],
+                          cycle_ratios(cfg.prune_schedule, cfg.prune_ratio, cfg.cycles), cfg.cycles, layerwise)
     what = f"--cycles {cfg.cycles} --prune-ratio {cfg.prune_ratio}"
     for k in range(1, len(kept)):
         if kept[k] == kept[k - 1]:

@@ -11,7 +11,7 @@ registry of pruning criteria.
 """
 
 from core.pruning.criteria import CRITERIA, Criterion, next_masks, runner_methods, snip_mask, snip_scores
-from core.pruning.magnitude import global_magnitude_mask, layerwise_magnitude_mask, random_mask
+from core.pruning.magnitude import global_magnitude_mask, layer_groups, layerwise_magnitude_mask, random_mask
 from core.pruning.masks import (
     EMBEDDING_TYPES,
     PRUNABLE_TYPES,
@@ -31,5 +31,5 @@ from core.pruning.masks import (
 
 __all__ = ["CRITERIA", "EMBEDDING_TYPES", "PRUNABLE_TYPES", "PRUNE_SCHEDULES", "Coverage", "Criterion", "Masks",
            "apply_masks", "coverage", "cycle_ratios", "dense_masks", "density", "global_magnitude_mask",
-           "kept_per_cycle", "layerwise_magnitude_mask", "max_linear_cycles", "next_masks", "prunable_names",
-           "random_mask", "runner_methods", "snip_mask", "snip_scores", "target_densities"]
+           "kept_per_cycle", "layer_groups", "layerwise_magnitude_mask", "max_linear_cycles", "next_masks",
+           "prunable_names", "random_mask", "runner_methods", "snip_mask", "snip_scores", "target_densities"]

@@ -135,8 +135,8 @@ def _random(model: Weights, masks: Mapping[str, Tensor], ratio: float, *,
 @dataclass(frozen=True)
 class Criterion:
     """One pruning criterion: its function (the module's signature), a line of description, whether it needs
-    ``data`` (and then an ``nn.Module``), and whether it prunes each tensor separately (``layerwise``: the
-    runner's schedule check counts per tensor, :func:`core.pruning.kept_per_cycle`).
+    ``data`` (and then an ``nn.Module``), and whether it prunes each layer separately (``layerwise``: the
+    runner's schedule check counts per layer, :func:`core.pruning.kept_per_cycle`).
 
     Example:
         >>> [(name, c.needs_data) for name, c in CRITERIA.items()]
@@ -151,7 +151,8 @@ class Criterion:
 
 CRITERIA: dict[str, Criterion] = {
     "global": Criterion(_global, "global magnitude: smallest |w| across all layers (Frankle & Carbin 2019)"),
-    "layerwise": Criterion(_layerwise, "layer-wise magnitude: smallest |w| of each tensor", layerwise=True),
+    "layerwise": Criterion(_layerwise, "layer-wise magnitude: smallest |w| of each layer (a weight with its masked "
+                           "bias)", layerwise=True),
     "random": Criterion(_random, "uniformly random across all layers (a baseline)"),
     "snip": Criterion(snip_mask, "SNIP: smallest |g * w| on data (Lee et al. 2019)", needs_data=True),
 }

@@ -69,24 +69,55 @@ def global_magnitude_mask(weights: Mapping[str, Tensor], masks: Mapping[str, Ten
     return prune_by_scores({n: weights[n].abs() for n in masks}, masks, ratio)
 
 
+def layer_groups(names: list[str] | tuple[str, ...] | Mapping[str, Tensor]) -> list[list[str]]:
+    """The masked tensors grouped by layer: a bias with its layer's weight (``P.bias`` with ``P.weight``, a
+    recurrent layer's ``P.bias_ih_l0`` with ``P.weight_ih_l0``, ``in_proj_bias`` with ``in_proj_weight``), every
+    other tensor alone; in the order of ``names``.
+
+    Example:
+        >>> layer_groups(["0.weight", "0.bias", "2.weight", "gru.weight_ih_l0", "gru.bias_ih_l0", "3.bias"])
+        [['0.weight', '0.bias'], ['2.weight'], ['gru.weight_ih_l0', 'gru.bias_ih_l0'], ['3.bias']]
+    """
+    names = list(names)
+    present = set(names)
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        prefix, _, last = name.rpartition(".")
+        lead = f"{prefix}." if prefix else ""
+        partner = {"bias": "weight", "in_proj_bias": "in_proj_weight"}.get(last)
+        if partner is None and last.startswith("bias_"):
+            partner = "weight_" + last[len("bias_"):]
+        key = lead + partner if partner is not None and lead + partner in present else name
+        groups.setdefault(key, []).append(name)
+    return list(groups.values())
+
+
 def layerwise_magnitude_mask(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], ratio: float) -> Masks:
-    """Prune the ``ratio`` of the remaining weights of smallest magnitude of each masked tensor separately
-    (layer-wise magnitude pruning, as the MNIST-1D paper's lottery tickets; Greydanus 2020).
+    """Prune the ``ratio`` of the remaining weights of smallest magnitude of each layer separately (layer-wise
+    magnitude pruning, as the MNIST-1D paper's lottery tickets; Greydanus & Kobak 2024): a layer is each masked
+    tensor, together with its bias where the bias is masked too (:func:`layer_groups`), ranked jointly as the
+    paper ranks a layer's weights and biases.
 
     Args:
         weights, masks, ratio: as in :func:`global_magnitude_mask`.
 
     Returns:
-        The new masks: every tensor keeps ``kept - round(ratio * kept)`` of its weights.
+        The new masks: every layer keeps ``kept - round(ratio * kept)`` of its weights.
 
     Example:
         >>> w = {"a": torch.tensor([0.1, -3.0, 0.2, 4.0]), "b": torch.tensor([2.0, -0.05, 1.0, 3.0])}
         >>> m = layerwise_magnitude_mask(w, {k: torch.ones(4) for k in w}, 0.5)
         >>> m["a"].tolist(), m["b"].tolist()
         ([0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0])
+        >>> w = {"l.weight": torch.tensor([0.1, -0.3, 0.2, 0.4]), "l.bias": torch.tensor([2.0, 0.05])}
+        >>> m = layerwise_magnitude_mask(w, {k: torch.ones_like(v) for k, v in w.items()}, 0.5)
+        >>> m["l.weight"].tolist(), m["l.bias"].tolist()  # the large bias survives the layer's ranking
+        ([0.0, 1.0, 0.0, 1.0], [1.0, 0.0])
     """
-    return {n: prune_smallest(weights[n].detach().reshape(-1).abs().float(), m.reshape(-1).float(), ratio)
-            .view_as(m).to(m.dtype) for n, m in masks.items()}
+    out: Masks = {}
+    for group in layer_groups(masks):
+        out.update(prune_by_scores({n: weights[n].abs() for n in group}, {n: masks[n] for n in group}, ratio))
+    return out
 
 
 def random_mask(masks: Mapping[str, Tensor], ratio: float, generator: torch.Generator | None = None) -> Masks:

@@ -221,7 +221,8 @@ def cycle_ratios(schedule: str, ratio: float, cycles: int) -> list[float]:
 def kept_per_cycle(sizes: Sequence[int], ratio: float | Sequence[float], cycles: int,
                    layerwise: bool = False) -> list[int]:
     """Prunable weights that cycles 0 .. ``cycles`` - 1 keep, for tensors of ``sizes`` weights: each cycle k
-    removes ``round(r_k * kept)`` of them (of each tensor's with ``layerwise``), as the masks do; ``ratio`` is
+    removes ``round(r_k * kept)`` of them (of each
+    layer's with ``layerwise``, ``sizes`` then per layer), as the masks do; ``ratio`` is
     one r for every cycle or the sequence r_0, r_1, ... (:func:`cycle_ratios`).
 
     Example:

@@ -14,9 +14,8 @@ sparsity 1, chance accuracy, is left out), ``--prune-biases --prune-method layer
 (:func:`random_command`) trains one dense cycle and one cycle at the table's sparsity with a random mask: a
 fresh random mask per sparsity, as the notebook draws one, at the cost of 2 cycles instead of all of them.
 Differences that remain, documented in docs/reproductions.md: batches drawn in a shuffled order per epoch (the
-notebook walks the training set in order), layer-wise ranking per tensor (the notebook ranks a layer's weights
-and biases together), random pruning across all layers at once (the notebook: per layer), 1520 steps instead
-of 1502, and only the final accuracy (the notebook's "max" is selected on the test set).
+notebook walks the training set in order), random pruning across all layers at once (the notebook: per
+layer), 1520 steps instead of 1502, and only the final accuracy (the notebook's "max" is selected on the test set).
 
 ``python -m studies.reproductions.lottery --out runs/lottery --seeds 0 1 2 --jobs 2`` runs (or resumes) every
 run and writes ``OUT/lottery.csv`` (method, seed, sparsity, test accuracy), then prints the table of
