@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -61,7 +61,6 @@ from landscape.tools.cli import (
     check_at_most,
     eval_options,
     open_checkpoint,
-    refuse_file_flags,
     split_cells,
     split_header,
     write_json,
@@ -235,24 +234,27 @@ def _barrier_set(run: str, mode: str, cycle: int | None, items: Sequence[Checkpo
     return BarrierSet(str(run), mode, cycle, tuple(c.path for c in ckpts), results)
 
 
-def cycle_barriers(run: str, cycle: int, points: int = 11,
-                   options: EvalOptions = BOTH_SPLITS) -> BarrierSet:
-    """Barriers between every pair of particles of one cycle (they share the cycle's mask)."""
+def cycle_barriers(run: str, cycle: int, points: int = 11, options: EvalOptions = BOTH_SPLITS,
+                   load: Callable[[Path], CheckpointLike] | None = None) -> BarrierSet:
+    """Barriers between every pair of particles of one cycle (they share the cycle's mask); ``load`` opens each
+    checkpoint file (default: as it is, e.g. the command line's ``open_checkpoint`` applies its flags)."""
     paths = run_particles(run, cycle)
     if len(paths) < 2:
         raise UserError(f"cycle {cycle} of {run} has one particle; pairs need at least two")
-    return _barrier_set(run, "pairs", cycle, paths, list(combinations(range(len(paths)), 2)), points, options)
+    return _barrier_set(run, "pairs", cycle, [load(p) for p in paths] if load else paths,
+                        list(combinations(range(len(paths)), 2)), points, options)
 
 
-def consecutive_barriers(run: str, points: int = 11,
-                         options: EvalOptions = BOTH_SPLITS) -> BarrierSet:
+def consecutive_barriers(run: str, points: int = 11, options: EvalOptions = BOTH_SPLITS,
+                         load: Callable[[Path], CheckpointLike] | None = None) -> BarrierSet:
     """Barriers between the solutions (``average.safetensors``) of cycles k and k + 1; their masks differ
-    by construction (cycle k + 1 prunes cycle k's), so the masked weights are interpolated as they are."""
+    by construction (cycle k + 1 prunes cycle k's), so the masked weights are interpolated as they are.
+    ``load`` as in :func:`cycle_barriers`."""
     paths = run_solutions(run)
     if len(paths) < 2:
         raise UserError(f"{run} has one finished cycle; consecutive barriers need at least two")
-    return _barrier_set(run, "consecutive", None, paths, [(k, k + 1) for k in range(len(paths) - 1)], points,
-                        options, allow_mask_union=True)
+    return _barrier_set(run, "consecutive", None, [load(p) for p in paths] if load else paths,
+                        [(k, k + 1) for k in range(len(paths) - 1)], points, options, allow_mask_union=True)
 
 
 BARRIER_DEFINITIONS = (
@@ -409,13 +411,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if args.align:
             raise UserError("--align compares two checkpoints A B; it does not work with --run")
-        refuse_file_flags(args, f"--run {args.run}")
         if args.checkpoints or (args.cycle is None) == (not args.consecutive):
             raise UserError("with --run give exactly one of --cycle K or --consecutive, and no checkpoint files")
+        load = lambda path: open_checkpoint(path, args)  # noqa: E731  (--model/--dataset as for files)
         if args.consecutive:
-            bset = consecutive_barriers(args.run, args.points, options)
+            bset = consecutive_barriers(args.run, args.points, options, load)
         else:
-            bset = cycle_barriers(args.run, args.cycle, args.points, options)
+            bset = cycle_barriers(args.run, args.cycle, args.points, options, load)
         first = bset.pairs[0][2]
         print(f"{bset.mode} barriers (Frankle et al. 2020) in {bset.run}; BatchNorm: {first.bn}")
         print("\n".join(f"{n:>3d}: {p}" for n, p in enumerate(bset.checkpoints)))

@@ -128,15 +128,6 @@ def checkpoint_with_flags(ckpt: Checkpoint, args: argparse.Namespace) -> Checkpo
     return replace(ckpt, dataset=_named_dataset(args), trust_code=args.trust_code or not model_is_code)
 
 
-def refuse_file_flags(args: argparse.Namespace, source: str) -> None:
-    """Refuse ``--model`` / ``--dataset`` where the checkpoints come from ``source`` (``--run DIR``): their
-    checkpoints record both, and the tools use those."""
-    given = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset)) if value is not None]
-    if given:
-        raise UserError(f"{given[0]} describes a plain .pt state_dict; the checkpoints of {source} record their model "
-                        f"and data set, which the tools use: leave {given[0]} out")
-
-
 def split_header(splits: list[str]) -> str:
     """Column titles of a printed table with a loss and an error column per split."""
     return "".join(f" {s + ' loss':>11} {s + ' err':>9}" for s in splits)

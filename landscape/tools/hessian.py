@@ -13,7 +13,7 @@ from core.artifacts.outputs import check_outputs
 from core.device import resolve_device
 from core.errors import UserError, run_cli
 from core.options import from_args
-from landscape.tools.cli import open_checkpoint, refuse_file_flags, write_json
+from landscape.tools.cli import open_checkpoint, write_json
 from landscape.tools.hessian_output import build_parser, format_report, format_run, report_figure, run_figure
 from landscape.tools.hessian_report import (
     EVAL_MODE,
@@ -52,14 +52,13 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError("give one checkpoint CKPT or --run DIR (not both)")
     if args.particles and args.run is None:
         raise UserError("--particles needs --run DIR")
-    if args.run is not None:
-        refuse_file_flags(args, f"--run {args.run}")
     if args.run is None:
         report = analyse_checkpoint(open_checkpoint(args.checkpoint, args), options, device, args.data_dir)
         print(format_report(report))
         obj, make_figure = report.to_json(), lambda: report_figure(report)
     else:
-        reports = analyse_run(args.run, options, device, args.particles, args.data_dir, trust_code=args.trust_code)
+        reports = analyse_run(args.run, options, device, args.particles, args.data_dir, trust_code=args.trust_code,
+                              load=lambda path: open_checkpoint(path, args))  # --model/--dataset as for files
         print(format_run(reports))
         obj = {"run": str(args.run), "mode": EVAL_MODE, "rows": [r.to_json() for r in reports]}
         make_figure = lambda: run_figure(reports)  # noqa: E731

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -244,8 +244,9 @@ def analyse_checkpoint(ckpt: Checkpoint | str | Path, options: HessianOptions = 
 
 
 def analyse_run(run: str | Path, options: HessianOptions = HessianOptions(), device: torch.device | str = "cpu",
-                particles: bool = False, data_dir: str | None = None, *, trust_code: bool = False
-                ) -> list[HessianReport]:
-    """:func:`analyse_checkpoint` for every cycle's average (and particles) of a run."""
-    return [analyse_checkpoint(path, options, device, data_dir, trust_code=trust_code)
+                particles: bool = False, data_dir: str | None = None, *, trust_code: bool = False,
+                load: Callable[[Path], Checkpoint] | None = None) -> list[HessianReport]:
+    """:func:`analyse_checkpoint` for every cycle's average (and particles) of a run; ``load`` opens each
+    checkpoint file (default: :func:`analyse_checkpoint` loads it, with ``trust_code``)."""
+    return [analyse_checkpoint(load(path) if load else path, options, device, data_dir, trust_code=trust_code)
             for path in run_checkpoints(run, particles)]
