@@ -26,9 +26,13 @@ from torch import nn
 
 from core.errors import run_cli
 from core.models import build_model, model_spec
+from core.pruning import dense_masks
 from training import context as context_module
+from training.config import parse_config
+from training.context import build_context
 from training.engines import ENGINES, VECTORIZED_FASTER, auto_engine, cluster, engine_names, select_engine
 from training.engines.stacked import StackedModule
+from training.run import cycle_schedule
 from training.swamp import main as swamp_main
 from training.train import Divergence
 
@@ -193,6 +197,43 @@ def test_a_run_resumes_with_the_other_engine(mlp_run, tmp_path, monkeypatch, fir
     assert _resume_states(cut) == _particles(0, left)
     assert swamp_main([*_resume(cut), "--engine", then]) == 0
     _assert_runs_match(mlp_run, cut, **ROUNDING)
+
+
+def _tiny_engine_context(out: Path, *extra: str):
+    """A context of a 2-particle, 1-epoch MLP (hidden 16) on MNIST-1D in ``out``, as the benchmarks build one."""
+    cfg = parse_config(["--model", "mlp", "--model-kwargs", '{"hidden": 16}', "--particles", "2", "--epochs", "1",
+                        "--cycles", "1", "--out", str(out), "--no-progress", "--data-dir", str(DATA_DIR), *extra],
+                       "test", "")
+    return build_context(cfg)
+
+
+def _engine_cycle(ctx, engine: str, start: dict[str, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
+    """Cycle 0 of ``ctx`` from ``start`` through ``engine``, called directly (as benchmarks/bench_engines.py
+    does, with a ``done`` that keeps the states and leaves the resume files)."""
+    states: dict[int, dict[str, torch.Tensor]] = {}
+    select_engine(engine)(ctx, 0, start, dense_masks(ctx.fresh_model()), cycle_schedule(ctx, 0), [0, 1],
+                          lambda p, state: states.__setitem__(p, state))
+    return states
+
+
+@pytest.mark.parametrize("engine", engine_names("one"))
+def test_an_engine_called_again_trains_from_the_given_start(tmp_path, engine):
+    """An engine called a second time in one process for the same cycle, from another start, trains from that
+    start: the first call's final resume states (left where a ``done`` does not finish its units) are used only
+    by a run resumed with --resume, never by a run started fresh."""
+    ctx = _tiny_engine_context(tmp_path / "twice")
+    first = ctx.fresh_model().state_dict()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        other = ctx.builder().state_dict()
+    once = _engine_cycle(ctx, engine, first)
+    assert sorted(p.name for p in (tmp_path / "twice" / ".resume").iterdir()) == _particles(0, range(2))
+    again = _engine_cycle(ctx, engine, other)
+    reference = _engine_cycle(_tiny_engine_context(tmp_path / "fresh"), engine, other)
+    for p in range(2):
+        assert any(not torch.equal(again[p][k], v) for k, v in once[p].items()), "the first call's result again"
+        for key, value in reference[p].items():
+            assert torch.equal(again[p][key], value), f"particle {p} {key}: not trained from the given start"
 
 
 def test_auto_rule_follows_the_measured_table():

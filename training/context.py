@@ -34,7 +34,7 @@ from training.loggers import Logger, NullLogger, check_logger
 from training.optim import LossFn, OptimizerFn, batch_loss, loss_fn, optimizer_fn
 from training.resume import load_train_state, save_train_state
 from training.schedules import SchedulerFn, checked_rate, fn_name, scheduler_fn
-from training.train import Hyper, Schedule, StepInfo, compile_forward, steps_per_epoch, train_particle
+from training.train import Hyper, Schedule, StepInfo, TrainState, compile_forward, steps_per_epoch, train_particle
 
 
 class Collective(Protocol):
@@ -105,12 +105,28 @@ class Context:
             compile_forward(model)
         state = train_particle(
             model, masks, self.data, schedule, self.hyper, generator(self.cfg.seed, seed_stream, *indices),
-            resume=load_train_state(resume_path, self.device, model.state_dict(), epochs=schedule.epochs),
+            resume=self.resume_from(unit, model.state_dict(), schedule.epochs),
             on_epoch=lambda s: save_train_state(resume_path, s),
             bn_batches=lambda: self.bn_batches(generator(self.cfg.seed, "bn", *indices)),
             label=unit.replace("_", " "), progress=bar.update if bar is not None else None, log=self.epoch_log(unit),
             on_step=self.step_hook(unit, *indices))
         return state
+
+    def resume_from(self, unit: str, template: dict[str, Tensor], epochs: int,
+                    device: Any = None) -> TrainState | None:
+        """The state ``unit`` continues from: with ``--resume``, its saved epoch-boundary state (None if it has
+        none), loaded on ``device`` (default: the run's) and checked against ``template`` and ``epochs``
+        (:func:`~training.resume.load_train_state`); otherwise None, and a state left by earlier training of
+        the unit is deleted. A run started afresh begins with an empty ``.resume/``, so only a caller that
+        trains the same unit twice in one directory (an engine called again for a cycle, as the benchmarks
+        call them) finds one: that training starts from the weights it is given, never from what the earlier
+        one finished with, and a ``--resume`` after it is stopped cannot continue the earlier one.
+        """
+        path = self.run.resume_state(unit)
+        if not self.cfg.resume:
+            path.unlink(missing_ok=True)
+            return None
+        return load_train_state(path, self.device if device is None else device, template, epochs=epochs)
 
     def step_hook(self, unit: str, *indices: int) -> Any:
         """:func:`train_particle`'s ``on_step`` for ``unit`` (indices: cycle, particle), or None without one."""

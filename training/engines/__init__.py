@@ -11,7 +11,9 @@ launched: :func:`~training.engines.session.run_session`, which runs a whole trai
 Results do not depend on the engine for the same seeds: every engine gives each particle the same
 initial weights, mask, batches (drawn from the particle's own generator), masked SGD with momentum and
 weight decay, LR schedule, SWA average and BN recalibration, and writes the same per-particle resume
-state, so a run may be resumed with another engine.
+state, so a run may be resumed with another engine. An engine continues a particle from its resume state
+only when the run is resumed (``--resume``, :meth:`~training.context.Context.resume_from`); called again for
+a cycle in one process (the benchmarks), it trains from the ``start`` it is given.
 
 To add an engine: write ``training/engines/NAME.py`` with a function of the :class:`Engine` signature
 and add ``"NAME": EngineEntry("training.engines.NAME", "FUNCTION", "one")`` to :data:`ENGINES` (or

@@ -43,7 +43,7 @@ from training.engines.cluster import (
 )
 from training.engines.rule import stacks
 from training.engines.vectorized import resume_groups, train_particles
-from training.resume import load_train_state, save_train_state
+from training.resume import save_train_state
 from training.train import Schedule
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def distributed(ctx: Context, cycle: int, start: State, masks: State, schedule: 
         raise RuntimeError("internal error: the distributed engine runs only inside a torchrun session")
     cluster = driver.cluster
     paths = {p: ctx.run.resume_state(particle_unit(cycle, p)) for p in todo}
-    resumes = {p: load_train_state(paths[p], "cpu", start, epochs=schedule.epochs) for p in todo}
+    resumes = {p: ctx.resume_from(particle_unit(cycle, p), start, schedule.epochs, device="cpu") for p in todo}
     groups = resume_groups(resumes)
     driver.trained_on = {p: i % cluster.world for group in groups for i, p in enumerate(group)}
     job = {"cycle": cycle, "start": to_device(start, "cpu"), "masks": to_device(masks, "cpu"),

@@ -27,7 +27,7 @@ from core.data import Batch, Dataset
 from core.pruning import apply_masks
 from core.seeds import generator
 from training.engines.stacked import StackedModule, stack_states, unstack_state
-from training.resume import load_train_state, save_train_state
+from training.resume import save_train_state
 from training.train import Schedule, TrainState, compile_forward, train_particle
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def vectorized(ctx: Context, cycle: int, start: State, masks: State, schedule: S
                done: ParticleDone, bar: Any = None) -> None:
     """Train the particles in ``todo`` together on ``ctx.device``; resume state saved per particle."""
     paths = {p: ctx.run.resume_state(particle_unit(cycle, p)) for p in todo}
-    resumes = {p: load_train_state(paths[p], ctx.device, start, epochs=schedule.epochs) for p in todo}
+    resumes = {p: ctx.resume_from(particle_unit(cycle, p), start, schedule.epochs) for p in todo}
     for group in resume_groups(resumes):
         def save(states: list[TrainState], group: list[int] = group) -> None:
             for p, state in zip(group, states, strict=True):
