@@ -9,6 +9,7 @@ signal to the process group, as a terminal's Ctrl-C does, once a progress marker
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,6 +112,23 @@ def signalled(argv: list[str], ready, sig: int = signal.SIGINT, cwd: Path | None
     return proc.returncode, err
 
 
+# Two rare races at interpreter exit after a stopped pool, each seen once in about 30 full-suite runs and never in 40
+# runs of these tests alone: CPython 3.11's concurrent.futures exit hook writing to the pool's wake-up pipe while the
+# pool's thread closes it ("Exception ignored in: <module 'threading'" ... "Bad file descriptor"; 3.12 locks it),
+# and the resource tracker reporting a semaphore of the stopped pool. A run showing one is run once more; a second
+# such run fails the test, so a regular leak or traceback still does.
+EXIT_RACES = ("Exception ignored in: <module 'threading'", "resource_tracker: There appear to be")
+
+
+def signalled_once_more_after_an_exit_race(run, expected: tuple[int, str]) -> tuple[int, str]:
+    """``run()`` (a :func:`signalled` call), repeated once if its result is not ``expected`` because of one of
+    :data:`EXIT_RACES`."""
+    result = run()
+    if result != expected and any(race in result[1] for race in EXIT_RACES):
+        result = run()
+    return result
+
+
 @pytest.mark.parametrize("when", ["starting", "running"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_a_signal_while_workers_start_or_work_is_one_line_without_leaked_semaphores(tmp_path, when, sig):
@@ -119,9 +137,15 @@ def test_a_signal_while_workers_start_or_work_is_one_line_without_leaked_semapho
     out = tmp_path / "stdout"
     ready = {"starting": lambda: out.is_file() and "submitted" in out.read_text(),
              "running": lambda: len(list(tmp_path.glob("*.started"))) == 2}[when]
-    code, err = signalled([sys.executable, "-c", DRIVER, str(tmp_path)], ready, sig, stdout=out)
     word = "interrupted" if sig == signal.SIGINT else "terminated"
-    assert (code, err) == (128 + sig, f"-c: {word}; rerun the command\n")
+    expected = (128 + sig, f"-c: {word}; rerun the command\n")
+
+    def run() -> tuple[int, str]:
+        for leftover in [out, *tmp_path.glob("*.started")]:
+            leftover.unlink(missing_ok=True)
+        return signalled([sys.executable, "-c", DRIVER, str(tmp_path)], ready, sig, stdout=out)
+
+    assert signalled_once_more_after_an_exit_race(run, expected) == expected
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +177,13 @@ def test_ctrl_c_of_an_analysis_while_its_workers_measure_is_one_line(study, tmp_
              "studies.controls": ["--rewind", "1", "--points", "5", "--hull-samples", "8", "--probes", "8"]}[module]
     argv = [sys.executable, "-m", module, str(root), "--jobs", "2", "--no-progress", "--data-dir", str(DATA_DIR),
             *flags]
-    code, err = signalled(argv, lambda: any(root.glob(marker)))
-    assert (code, err) == (130, f"python -m {module}: {INTERRUPTED}\n")
+    expected = (130, f"python -m {module}: {INTERRUPTED}\n")
+
+    def run() -> tuple[int, str]:
+        shutil.rmtree(root / "analysis", ignore_errors=True)
+        return signalled(argv, lambda: any(root.glob(marker)))
+
+    assert signalled_once_more_after_an_exit_race(run, expected) == expected
 
 
 def test_ctrl_c_as_an_analysis_with_workers_reports_and_exits_is_one_line_or_nothing(study, tmp_path):
