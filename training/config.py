@@ -271,13 +271,12 @@ def validate(cfg: RunConfig) -> None:
     for name in floats:
         if not math.isfinite(getattr(cfg, name)):
             raise UserError(f"{flag_of(name)} must be a finite number")
+    linear_cycles = max_linear_cycles(cfg.prune_ratio) if 0.0 < cfg.prune_ratio < 1.0 else None
     checks = [
         (0.0 < cfg.prune_ratio < 1.0, "--prune-ratio must lie in (0, 1)"),
-        (cfg.prune_schedule != "linear" or not 0.0 < cfg.prune_ratio < 1.0
-         or cfg.cycles <= max_linear_cycles(cfg.prune_ratio),
+        (cfg.prune_schedule != "linear" or linear_cycles is None or cfg.cycles <= linear_cycles,
          f"--prune-schedule linear with --prune-ratio {cfg.prune_ratio} reaches density 0 at cycle "
-         f"{max_linear_cycles(cfg.prune_ratio) if 0.0 < cfg.prune_ratio < 1.0 else 0}; use at most --cycles "
-         f"{max_linear_cycles(cfg.prune_ratio) if 0.0 < cfg.prune_ratio < 1.0 else 0}"),
+         f"{linear_cycles}; use at most --cycles {linear_cycles}"),
         (cfg.particles >= 1, "--particles must be at least 1"),
         (cfg.particles_from_cycle >= 0, "--particles-from-cycle must be >= 0"),
         (cfg.cycles >= 1, "--cycles must be at least 1"),

@@ -142,13 +142,12 @@ def results_row(m: dict[str, Any]) -> dict[str, Any]:
         row.update({f"{group}_{key}": value for key, value in m.get(group, {}).items()
                     if f"{group}_{key}" in RESULTS_COLUMNS})
     accs = [p["test_acc"] for p in particles if "test_acc" in p]
-    if accs and len(accs) == len(particles) and None in accs:
-        row["particle_test_acc_mean"] = row["particle_test_acc_std"] = None
-    elif accs and len(accs) == len(particles):
-        mean = sum(accs) / len(accs)
-        row["particle_test_acc_mean"] = mean
-        row["particle_test_acc_std"] = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 \
-            if len(accs) > 1 else 0.0
+    if accs and len(accs) == len(particles):  # None throughout where the targets are not class labels
+        mean = std = None
+        if None not in accs:
+            mean = sum(accs) / len(accs)
+            std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
+        row["particle_test_acc_mean"], row["particle_test_acc_std"] = mean, std
     row["particles"] = len(particles)
     if "seconds" in m:
         row["seconds"] = m["seconds"]

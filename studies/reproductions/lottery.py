@@ -56,12 +56,21 @@ PUBLISHED: dict[str, dict[int, tuple[tuple[float, float], tuple[float, float]]]]
 PUBLISHED_BASELINES = {"logistic regression": 32.0, "MLP": 68.0, "CNN": 94.0, "GRU": 91.0}
 
 
-def _common(seed: int, quick: bool) -> list[str]:
-    hidden, epochs = (32, 2) if quick else (500, 38)
-    return ["--model", "mlp", "--model-kwargs", json.dumps({"hidden": hidden, "residual": True}),
-            "--optimizer", "adam", "--lr", "0.02", "--weight-decay", "0", "--schedule", "constant",
+def _imp_command(model: str, kwargs: dict[str, object], lr: str, epochs: int, seed: int, out: Path,
+                 *extra: str) -> list[str]:
+    """``python -m training.swamp`` in the paper's training setup: Adam at a constant ``lr``, no weight decay,
+    batches of 100, one particle without SWA, every cycle rewound to the initialisation; then ``extra``."""
+    return [sys.executable, "-m", "training.swamp", "--model", model, "--model-kwargs", json.dumps(kwargs),
+            "--optimizer", "adam", "--lr", lr, "--weight-decay", "0", "--schedule", "constant",
             "--batch-size", "100", "--epochs", str(epochs), "--particles", "1", "--no-swa", "--rewind-epochs", "0",
-            "--prune-biases", "--prune-schedule", "linear", "--seed", str(seed), "--no-progress", "--device", "cpu"]
+            "--seed", str(seed), "--no-progress", "--device", "cpu", "--out", str(out), *extra]
+
+
+def _lottery_mlp(seed: int, out: Path, quick: bool, *extra: str) -> list[str]:
+    """The notebook's residual MLP (hidden 500; ``quick``: 32, 2 epochs), its weights and biases pruned on the
+    linear schedule."""
+    return _imp_command("mlp", {"hidden": 32 if quick else 500, "residual": True}, "0.02", 2 if quick else 38, seed,
+                        out, "--prune-biases", "--prune-schedule", "linear", *extra)
 
 
 def lottery_command(seed: int, out: Path, cycles: int = max(TABLE_CYCLES) + 1, quick: bool = False) -> list[str]:
@@ -71,8 +80,8 @@ def lottery_command(seed: int, out: Path, cycles: int = max(TABLE_CYCLES) + 1, q
         >>> " ".join(lottery_command(0, Path("runs/l"))[-6:])
         '--prune-method layerwise --prune-ratio 0.010101010101010102 --cycles 99'
     """
-    return [sys.executable, "-m", "training.swamp", *_common(seed, quick), "--out", str(out),
-            "--prune-method", "layerwise", "--prune-ratio", repr(RATIO), "--cycles", str(cycles)]
+    return _lottery_mlp(seed, out, quick, "--prune-method", "layerwise", "--prune-ratio", repr(RATIO),
+                        "--cycles", str(cycles))
 
 
 def random_command(seed: int, cycle: int, out: Path, quick: bool = False) -> list[str]:
@@ -82,8 +91,8 @@ def random_command(seed: int, cycle: int, out: Path, quick: bool = False) -> lis
         >>> " ".join(random_command(0, 49, Path("runs/r"))[-6:])
         '--prune-method random --prune-ratio 0.494949494949495 --cycles 2'
     """
-    return [sys.executable, "-m", "training.swamp", *_common(seed, quick), "--out", str(out),
-            "--prune-method", "random", "--prune-ratio", repr(cycle * RATIO), "--cycles", "2"]
+    return _lottery_mlp(seed, out, quick, "--prune-method", "random", "--prune-ratio", repr(cycle * RATIO),
+                        "--cycles", "2")
 
 
 BASELINES = {"MLP": ("mlp", {"residual": True}), "CNN": ("cnn1d", {})}  # the README's row: our residual MLP and cnn1d
@@ -100,11 +109,7 @@ def baseline_command(name: str, seed: int, out: Path, quick: bool = False) -> li
         '--model mlp --model-kwargs {"residual": true}'
     """
     model, kwargs = BASELINES[name]
-    return [sys.executable, "-m", "training.swamp", "--model", model, "--model-kwargs", json.dumps(kwargs),
-            "--optimizer", "adam", "--lr", "0.01", "--weight-decay", "0", "--schedule", "constant",
-            "--batch-size", "100", "--epochs", "2" if quick else "200", "--particles", "1", "--no-swa",
-            "--rewind-epochs", "0", "--cycles", "1", "--seed", str(seed), "--no-progress", "--device", "cpu",
-            "--out", str(out)]
+    return _imp_command(model, kwargs, "0.01", 2 if quick else 200, seed, out, "--cycles", "1")
 
 
 def _run(command: list[str], out: Path) -> None:
