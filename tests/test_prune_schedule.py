@@ -100,7 +100,7 @@ def test_lottery_driver_reads_each_runs_results_into_one_table(tmp_path, monkeyp
         rows += [f"{c},{1 - c / 99},{c / 99},{0.5 + c / 1000 + 0.1 * ('random' in out.name)}" for c in range(cycles)]
         (out / "results.csv").write_text("\n".join(rows) + "\n")
 
-    monkeypatch.setattr(lottery, "_run", fake_run)
+    monkeypatch.setattr(lottery, "run_resuming", fake_run)
     rows = lottery.run_all(tmp_path, [0, 1], quick=True)
     with open(tmp_path / "lottery.csv", newline="") as f:
         assert [dict(r) for r in csv.DictReader(f)] == [{k: str(v) for k, v in r.items()} for r in rows]

@@ -112,7 +112,9 @@ def baseline_command(name: str, seed: int, out: Path, quick: bool = False) -> li
     return _imp_command(model, kwargs, "0.01", 2 if quick else 200, seed, out, "--cycles", "1")
 
 
-def _run(command: list[str], out: Path) -> None:
+def run_resuming(command: list[str], out: Path) -> None:
+    """Run ``command`` (with ``--resume`` where ``out`` already holds a run), one torch thread unless
+    ``OMP_NUM_THREADS`` says otherwise; a failure raises RuntimeError with the command's last error line."""
     if (out / "config.json").is_file():
         command = [*command, "--resume"]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -122,11 +124,11 @@ def _run(command: list[str], out: Path) -> None:
         raise RuntimeError(f"{' '.join(command[2:4])} --out {out} failed (exit {done.returncode}): {tail}")
 
 
-def _accuracies(out: Path) -> dict[int, tuple[float, float]]:
-    """cycle -> (sparsity, test accuracy in %) of a finished run's results.csv."""
+def accuracies(out: Path, column: str = "average_test_acc") -> dict[int, tuple[float, float]]:
+    """cycle -> (sparsity, test accuracy in %) of a finished run's results.csv (``column``: which accuracy)."""
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return {int(r["cycle"]): (float(r["sparsity"]), 100.0 * float(r["average_test_acc"])) for r in rows}
+    return {int(r["cycle"]): (float(r["sparsity"]), 100.0 * float(r[column])) for r in rows}
 
 
 def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False) -> list[dict[str, object]]:
@@ -141,17 +143,17 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False)
         tasks += [(baseline_command(name, seed, out / f"baseline-{name.lower()}-s{seed}", quick),
                    out / f"baseline-{name.lower()}-s{seed}") for name in BASELINES]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(lambda task: _run(*task), tasks))
+        list(pool.map(lambda task: run_resuming(*task), tasks))
     rows: list[dict[str, object]] = []
     for seed in seeds:
-        lottery = _accuracies(out / f"lottery-s{seed}")
+        lottery = accuracies(out / f"lottery-s{seed}")
         rows += [{"method": "magnitude", "seed": seed, "cycle": c, "sparsity": s, "test_acc": acc}
                  for c, (s, acc) in sorted(lottery.items())]  # every cycle: the whole curve
         for c in wanted:
-            random = lottery[0] if c == 0 else _accuracies(out / f"random-c{c}-s{seed}")[1]
+            random = lottery[0] if c == 0 else accuracies(out / f"random-c{c}-s{seed}")[1]
             rows.append({"method": "random", "seed": seed, "cycle": c, "sparsity": random[0], "test_acc": random[1]})
         for name in BASELINES:
-            dense = _accuracies(out / f"baseline-{name.lower()}-s{seed}")[0]
+            dense = accuracies(out / f"baseline-{name.lower()}-s{seed}")[0]
             rows.append({"method": f"baseline {name}", "seed": seed, "cycle": 0, "sparsity": 0.0, "test_acc": dense[1]})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["method", "seed", "cycle", "sparsity", "test_acc"], lineterminator="\n")

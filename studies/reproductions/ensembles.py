@@ -1,0 +1,299 @@
+"""The paper's headline claim against its real baselines: SWAMP beside ensembles of independent IMP solutions.
+
+Choi et al. (2024), abstract: SWAMP's single sparse network performs comparably to an ensemble of two IMP
+solutions. This study puts that sentence, and SWAMP's gain over IMP, beside every baseline of equal inference or
+equal training cost, on MNIST-1D with two architectures trained to their capacity (cnn1d with BatchNorm, 16
+epochs per cycle, 96-97% dense; the MLP, 32 epochs per cycle, 62-64% dense):
+
+=================================  ==========================  =========================  ================
+arm                                what it is                  training cost (IMP = 1)     inference cost
+=================================  ==========================  =========================  ================
+``IMP``                            IMP, seed s                 1                          1
+``IMP x4 epochs``                  IMP with 4 times the         4 (equal to SWAMP)         1
+                                   epochs per cycle
+``IMP ensemble of 2``              IMP of seeds s, s + 1000    2                          2
+``IMP ensemble of 4``              IMP of seeds s + 1000 j,     4 (equal to SWAMP)         4
+                                   j = 0..3
+``SWAMP (N=4)``                    SWAMP, seed s               4                          1
+``SWAMP particles' ensemble``      SWAMP's 4 particles,         4                          4
+                                   probabilities averaged
+=================================  ==========================  =========================  ================
+
+Every run: ``python -m training.imp`` / ``training.swamp`` with the model's preset (SGD, LR 0.1 cosine, momentum
+0.9, weight decay 5e-4, batches of 128, ticket after 8 dense epochs, SWA over the last 25% at LR 0.05 for SWAMP),
+half of the remaining weights pruned per cycle by global magnitude, 6 cycles (sparsity 0, 50, 75, 87.5, 93.75,
+96.9%). IMP of seed s and SWAMP of seed s share the dense ticket, so their differences are paired; the other
+ensemble members are independent IMP runs (their own ticket, mask and data order), as ensembles of IMP solutions
+are. An ensemble averages its members' class probabilities (:func:`core.evaluate.ensemble_log_probs`) on the
+1,000 test sequences.
+
+Verdicts (:func:`studies.verdict.paired_verdicts`, the project's one rule: paired t interval per comparison,
+Holm over each family of 2 architectures x 6 sparsities, delta = 0.5 points of accuracy, fixed before the runs):
+SWAMP - IMP ``greater``; SWAMP - IMP x4 epochs ``greater``; SWAMP - IMP ensemble of 2 ``equivalent`` (the
+abstract's "comparably"); SWAMP - IMP ensemble of 4 ``equivalent``.
+
+``python -m studies.reproductions.ensembles --out runs/ensembles --seeds 0-11 --jobs 2`` runs (or resumes) every
+run and writes ``OUT/ensembles.csv`` (model, method, seed, cycle, sparsity, test accuracy), prints the tables of
+docs/reproductions.md and draws ``OUT/ensembles.png``; ``--quick`` runs a tiny version (2 cycles of 1 epoch) that
+checks the plumbing. :func:`tables` turns the committed CSV (docs/data/ensembles-mnist1d.csv) into the docs'
+tables without running anything (``--from-csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from core.artifacts.atomic import atomic_write_bytes, atomic_write_text
+from core.artifacts.checkpoint import build_model, load_checkpoint
+from core.evaluate import ensemble_log_probs, predict, score
+from landscape.tools.artifacts import checkpoint_data
+from studies.reproductions.lottery import accuracies, run_resuming
+from studies.verdict import Claim, paired_verdicts
+
+MODELS = {"cnn1d": 16, "mlp": 32}  # model -> epochs per cycle (trained to capacity)
+PARTICLES = 4
+MEMBER_OFFSET = 1000  # seed of ensemble member j: seed + 1000 j
+CYCLES, RATIO = 6, 0.5
+EFFECT = 0.5  # points of accuracy: the smallest effect the claims are taken to mean
+METHODS = ("IMP", "IMP x4 epochs", "IMP ensemble of 2", "IMP ensemble of 4", "SWAMP (N=4)",
+           "SWAMP particles' ensemble")
+COSTS = {"IMP": (1, 1), "IMP x4 epochs": (4, 1), "IMP ensemble of 2": (2, 2), "IMP ensemble of 4": (4, 4),
+         "SWAMP (N=4)": (4, 1), "SWAMP particles' ensemble": (4, 4)}  # (training, inference) cost, IMP = 1
+FAMILIES = (("IMP", "greater", "SWAMP is more accurate than IMP"),
+            ("IMP x4 epochs", "greater", "SWAMP is more accurate than IMP at equal training compute"),
+            ("IMP ensemble of 2", "equivalent", "SWAMP performs comparably to an ensemble of two IMP solutions"),
+            ("IMP ensemble of 4", "equivalent", "SWAMP performs comparably to the IMP ensemble of equal training "
+                                                "cost"))
+FIELDS = ["model", "method", "seed", "cycle", "sparsity", "test_acc"]
+
+
+def run_command(module: str, model: str, seed: int, epochs: int, out: Path, quick: bool, data_dir: Path,
+                *extra: str) -> list[str]:
+    """``python -m training.MODULE`` with the study's settings.
+
+    Example:
+        >>> " ".join(run_command("imp", "mlp", 3, 32, Path("r"), False, Path("data"))[3:9])
+        '--model mlp --seed 3 --epochs 32'
+    """
+    cycles = 2 if quick else CYCLES
+    return [sys.executable, "-m", f"training.{module}", "--model", model, "--seed", str(seed), "--epochs",
+            str(1 if quick else epochs), "--cycles", str(cycles), "--prune-ratio", str(RATIO),
+            *(["--rewind-epochs", "1"] if quick else []), "--no-progress", "--device", "cpu",
+            "--data-dir", str(data_dir), "--out", str(out), *extra]
+
+
+def _runs(model: str, seed: int, out: Path, quick: bool, data_dir: Path) -> dict[str, tuple[list[str], Path]]:
+    epochs = MODELS[model]
+    runs = {f"imp-j{j}": ("imp", seed + MEMBER_OFFSET * j, epochs) for j in range(PARTICLES)}
+    runs["imp4x"] = ("imp", seed, PARTICLES * epochs)
+    runs["swamp"] = ("swamp", seed, epochs)
+    return {name: (run_command(module, model, s, e, out / f"{model}-{name}-s{seed}", quick, data_dir,
+                               *(["--particles", str(PARTICLES)] if module == "swamp" else [])),
+                   out / f"{model}-{name}-s{seed}") for name, (module, s, e) in runs.items()}
+
+
+@torch.no_grad()
+def _ensemble_accuracy(members: Sequence[Path], cycle: int, data_dir: Path) -> float:
+    """Test accuracy (%) of the mean of the class probabilities of ``members``' cycle solutions."""
+    log_probs, labels = [], None
+    for run in members:
+        ckpt = load_checkpoint(run / f"cycle_{cycle:02d}" / "average.safetensors")
+        data = checkpoint_data(ckpt, "cpu", data_dir)
+        lp, labels = predict(build_model(ckpt), data.eval_batches("test", 1000))
+        log_probs.append(lp)
+    return 100.0 * score(ensemble_log_probs(log_probs), labels).acc
+
+
+def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
+            data_dir: Path = Path("data")) -> list[dict[str, object]]:
+    """Run (or resume) every run of ``seeds`` under ``out``; returns the rows of ``ensembles.csv`` (also written)."""
+    plan = {(model, seed): _runs(model, seed, out, quick, data_dir) for model in MODELS for seed in seeds}
+    tasks = [task for runs in plan.values() for task in runs.values()]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(lambda task: run_resuming(*task), tasks))
+    rows: list[dict[str, object]] = []
+    for (model, seed), runs in plan.items():
+        imp = accuracies(runs["imp-j0"][1])
+        swamp = accuracies(runs["swamp"][1], "ensemble_test_acc")
+        members = [runs[f"imp-j{j}"][1] for j in range(PARTICLES)]
+        for cycle, (sparsity, _) in sorted(imp.items()):
+            values = {"IMP": imp[cycle][1], "IMP x4 epochs": accuracies(runs["imp4x"][1])[cycle][1],
+                      "IMP ensemble of 2": _ensemble_accuracy(members[:2], cycle, data_dir),
+                      "IMP ensemble of 4": _ensemble_accuracy(members, cycle, data_dir),
+                      "SWAMP (N=4)": accuracies(runs["swamp"][1])[cycle][1],
+                      "SWAMP particles' ensemble": swamp[cycle][1]}
+            rows += [{"model": model, "method": method, "seed": seed, "cycle": cycle, "sparsity": sparsity,
+                      "test_acc": round(values[method], 4)} for method in METHODS]
+    write_csv(rows, out / "ensembles.csv")
+    return rows
+
+
+def write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
+    """``rows`` as CSV with :data:`FIELDS`, written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, object]]:
+    """The rows of an ``ensembles.csv`` (numbers parsed)."""
+    with open(path, newline="") as f:
+        return [{"model": r["model"], "method": r["method"], "seed": int(r["seed"]), "cycle": int(r["cycle"]),
+                 "sparsity": float(r["sparsity"]), "test_acc": float(r["test_acc"])} for r in csv.DictReader(f)]
+
+
+def _cell(values: Sequence[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.2f}" if values else "-"
+    mean = sum(values) / len(values)
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+    return f"{mean:.2f} ± {se:.2f}"
+
+
+def _values(rows: Sequence[dict[str, object]], model: str, method: str, cycle: int) -> dict[int, float]:
+    return {int(r["seed"]): float(r["test_acc"]) for r in rows  # type: ignore[call-overload,arg-type]
+            if r["model"] == model and r["method"] == method and r["cycle"] == cycle}
+
+
+def _grid(rows: Sequence[dict[str, object]]) -> list[tuple[str, int, float]]:
+    """(model, cycle, sparsity) of the rows, in the study's order."""
+    seen = {(str(r["model"]), int(r["cycle"])): float(r["sparsity"]) for r in rows}  # type: ignore[call-overload]
+    return [(m, c, seen[m, c]) for m in MODELS for c in sorted(c for mm, c in seen if mm == m)]
+
+
+def tables(rows: Sequence[dict[str, object]]) -> str:
+    """The Markdown tables of docs/reproductions.md: accuracy per arm (mean ± standard error over seeds), then one
+    verdict table per claim (:data:`FAMILIES`, rule :func:`studies.verdict.paired_verdicts`, delta =
+    :data:`EFFECT` points).
+
+    Example:
+        >>> rows = [{"model": "mlp", "method": m, "seed": s, "cycle": 0, "sparsity": 0.0, "test_acc": 60.0 + s}
+        ...         for m in METHODS for s in range(2)]
+        >>> print(tables(rows).splitlines()[2])
+        | mlp | 0.0% | 60.50 ± 0.50 | 60.50 ± 0.50 | 60.50 ± 0.50 | 60.50 ± 0.50 | 60.50 ± 0.50 | 60.50 ± 0.50 |
+    """
+    grid = _grid(rows)
+    lines = ["| model | sparsity | " + " | ".join(f"{m} ({COSTS[m][0]}x train, {COSTS[m][1]}x infer)"
+                                                 for m in METHODS) + " |",
+             "|---|---|" + "---|" * len(METHODS)]
+    for model, cycle, sparsity in grid:
+        cells = [_cell(list(_values(rows, model, m, cycle).values())) for m in METHODS]
+        lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(cells) + " |")
+    for baseline, direction, sentence in FAMILIES:
+        family, labels = {}, {}
+        for model, cycle, sparsity in grid:
+            a, b = _values(rows, model, "SWAMP (N=4)", cycle), _values(rows, model, baseline, cycle)
+            label = f"{model} {100 * sparsity:.1f}%"
+            family[label] = [a[s] - b[s] for s in sorted(a) if s in b]
+            labels[label] = (model, sparsity)
+        verdicts = paired_verdicts(family, Claim(direction, EFFECT))
+        lines += ["", f"**\"{sentence}\"** (SWAMP (N=4) − {baseline}, points; claim: {direction}, δ = {EFFECT}; "
+                      f"Holm over {sum(v.p_holm == v.p_holm for v in verdicts)} comparisons)", "",
+                  "| model | sparsity | mean | simultaneous interval | wins/ties/losses | Holm p | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for v in verdicts:
+            model, sparsity = labels[v.label]
+            interval = "n/a" if math.isnan(v.low) else f"[{v.low:+.2f}, {v.high:+.2f}] ({100 * v.level:.1f}%)"
+            holm_p = "n/a" if math.isnan(v.p_holm) else f"{v.p_holm:.2g}"
+            lines.append(f"| {model} | {100 * sparsity:.1f}% | {v.mean:+.2f} | {interval} | {v.record()} | {holm_p} "
+                         f"| **{v.outcome}** |")
+    return "\n".join(lines)
+
+
+def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
+    """Each arm's accuracy minus IMP's (same seed), mean and 95% t interval over seeds, against sparsity, one panel
+    per architecture; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    grid = _grid(rows)
+    models = [m for m in MODELS if any(g[0] == m for g in grid)]
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), dpi=150, squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        cells = [(c, s) for m, c, s in grid if m == model]
+        for n, method in enumerate(METHODS[1:]):
+            means, halves = [], []
+            for cycle, _ in cells:
+                a, b = _values(rows, model, method, cycle), _values(rows, model, "IMP", cycle)
+                d = [a[s] - b[s] for s in sorted(a) if s in b]
+                mean = sum(d) / len(d)
+                sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1)) if len(d) > 1 else 0.0
+                means.append(mean)
+                halves.append(float(stats.t.ppf(0.975, len(d) - 1)) * sd / math.sqrt(len(d)) if len(d) > 1 else 0)
+            x = [100 * s + (n - 2) * 0.35 for _, s in cells]
+            ax.errorbar(x, means, yerr=halves, marker="os^vD"[n], ms=4, capsize=2, lw=1, color=f"C{n}",
+                        label=f"{method} ({COSTS[method][0]}x train, {COSTS[method][1]}x inference)")
+        ax.axhline(0, color="black", lw=0.8, label="IMP (1x train, 1x inference)")
+        ax.set_xlabel("sparsity (% of weights pruned)")
+        ax.set_ylabel("test accuracy minus IMP's, same seed (points)")
+        seeds = len(_values(rows, model, "IMP", cells[0][0]))
+        ax.set_title(f"{model}: gain over IMP, mean and 95% interval of {seeds} seeds", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, loc="best")
+    fig.suptitle("SWAMP against ensembles of IMP solutions and IMP with 4x the epochs (MNIST-1D)", fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _seeds(text: str) -> list[int]:
+    """``0-11`` or ``0,1,2`` (or one seed) as a list of seeds."""
+    try:
+        if "-" in text:
+            low, high = (int(x) for x in text.split("-"))
+            seeds = list(range(low, high + 1))
+        else:
+            seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must look like 0-11 or 0,1,2, not {text!r}") from None
+    if not seeds or min(seeds) < 0 or max(seeds) >= MEMBER_OFFSET:
+        raise argparse.ArgumentTypeError(f"seeds must be in 0..{MEMBER_OFFSET - 1} (members use seed + "
+                                         f"{MEMBER_OFFSET} j), not {text!r}")
+    return seeds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studies.reproductions.ensembles",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/ensembles"),
+                        help="folder of the runs (default %(default)s)")
+    parser.add_argument("--seeds", type=_seeds, default=list(range(12)), help="seeds, e.g. 0-11 (default 0-11)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (default %(default)s)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST-1D cache (default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="a tiny version that checks the plumbing")
+    parser.add_argument("--from-csv", type=Path, metavar="CSV",
+                        help="print the tables of an ensembles.csv (e.g. docs/data/ensembles-mnist1d.csv); run nothing")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    try:
+        rows = read_csv(args.from_csv) if args.from_csv else run_all(args.out, args.seeds, args.jobs, args.quick,
+                                                                     args.data_dir)
+    except (RuntimeError, OSError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(tables(rows))
+    if not args.from_csv:
+        figure(rows, args.out / "ensembles.png")
+        print(f"figure: {args.out / 'ensembles.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
