@@ -13,9 +13,17 @@ taken from the first model.
 BatchNorm: combined weights match no model's running statistics, so they are recomputed at every point
 (:func:`core.averaging.recalibrate_batchnorm`) on the same batches for every point, which keeps
 the landscape smooth; without those batches the stored statistics are combined like the weights.
+A scan (:meth:`Combination.evaluate`) reads those batches once and keeps them for all its points, so a
+data set that is streamed, collated or indexed per iteration is read once, and a one-shot iterable
+(a generator) recomputes every point, not the first only.
 
-The models given are never modified: their states are copied once, and the one module that is
-evaluated is a deep copy of the first model (its train/eval mode and buffers untouched).
+What recomputation costs, and how close its statistics are: it is one training-mode forward pass over the
+BatchNorm samples per point, on top of the evaluation of every data set. The tools' default, 2,048 training
+samples (:data:`landscape.batches.DEFAULT_BN_SAMPLES`), measured against all 4,000 training samples on the
+BatchNorm cnn1d of MNIST-1D (two particles of a 2-epoch SWAMP cycle, 41 points of their line, four seeded
+subsamples; the largest deviation over points, layers and channels): running means within 0.01 standard
+deviations, running variances within 4.2 % and test losses within 1.4 % (relative). With 1,024 samples:
+0.03 standard deviations, 8 % and 3.7 %; with 512: 0.04, 16 % and 10 %.
 """
 
 from __future__ import annotations
@@ -293,8 +301,9 @@ class Combination:
         """:func:`mean_loss` of theta(c) on each named data set, for every row c of ``rows`` (coefficients
         summing to 1): the one evaluation of the library's scans.
 
-        At each row BatchNorm is recomputed once on ``bn`` (if given, for a model with BatchNorm), then every
-        data set is iterated once; every loss passes :func:`landscape.batches.check_finite`. ``results``
+        At each row BatchNorm is recomputed once on ``bn`` (if given, for a model with BatchNorm; its batches are
+        read once, before the first row, and the same batches serve every row), then every data set is iterated
+        once; every loss passes :func:`landscape.batches.check_finite`. ``results``
         (row index -> evaluations) is filled in place and rows already in it are skipped, so that a caller can
         keep and continue a partial scan; ``on_point(results)`` is called after each new row. A progress bar
         named ``desc`` shows on a terminal (``progress`` None) or when asked.
@@ -312,6 +321,7 @@ class Combination:
             (True, True)
         """
         results = {} if results is None else results
+        bn = self._staged(bn)
         with tqdm(total=len(rows), desc=desc, unit="point", leave=False,
                   disable=None if progress is None else not progress) as bar:
             bar.update(len(results))
@@ -326,6 +336,12 @@ class Combination:
                 if on_point is not None:
                     on_point(results)
         return [results[i] for i in range(len(rows))]
+
+    def _staged(self, bn: Iterable[Batch] | None) -> list[Batch] | None:
+        """``bn``'s batches read once (a list) for every point of a scan; None where nothing is recomputed."""
+        if bn is None or not self.has_batchnorm:
+            return None
+        return bn if isinstance(bn, list) else list(bn)
 
     def displacement_gram(self) -> np.ndarray:
         """G[i, j] = <theta_{i+2} - theta_1, theta_{j+2} - theta_1> over the parameters (not buffers)."""

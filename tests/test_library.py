@@ -100,6 +100,25 @@ def test_resnet_endpoints_with_stored_and_recomputed_batchnorm(resnets):
     assert _unchanged(a, before[0]) and _unchanged(b, before[1])
 
 
+def test_a_scan_recomputes_batchnorm_at_every_point_as_one_point_at_a_time_does():
+    torch.manual_seed(4)
+    nets = [nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)) for _ in range(3)]
+    x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    bn = [(x[:15], y[:15]), (x[15:30], y[15:30])]
+    data = {"data": [(x[:25], y[:25]), (x[25:], y[25:])]}
+    rows = [(1.0, 0.0, 0.0), (0.2, 0.5, 0.3), (0.0, 0.0, 1.0), (-0.5, 1.0, 0.5)]
+    scan = combination.Combination(nets[0], [n.state_dict() for n in nets])
+    reference = copy.deepcopy(nets[0])
+    simple = []
+    for c in rows:  # the simple path: load the point, recompute its statistics, evaluate
+        reference.load_state_dict(scan.state(c))
+        recalibrate_batchnorm(reference, bn)
+        simple.append(combination.mean_loss(reference, data["data"]))
+    listed = [p["data"] for p in scan.evaluate(rows, data, bn=bn, progress=False)]
+    once = [p["data"] for p in scan.evaluate(rows, data, bn=(b for b in bn), progress=False)]  # a generator
+    assert listed == simple and once == simple
+
+
 def test_hull_of_identical_models_is_constant_and_vertices_are_the_models(resnets, regression):
     a, _, data = resnets
     before = _snapshot(a)
