@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from benchmarks.bench_common import dataset_for, machine, paired_rounds, ratio_summary, table
+from benchmarks.harness import dataset_for, machine, paired_rounds, ratio_summary, table
 from core.models import build_model, model_spec
 from training import SWA, apply_masks, dense_masks, mask_optimizer, random_mask
 

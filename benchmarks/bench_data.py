@@ -23,7 +23,7 @@ import os
 import numpy as np
 import torch
 
-from benchmarks.bench_common import alternating, cifar_like, cifar_like_uint8, machine, table
+from benchmarks.harness import alternating, cifar_like, cifar_like_uint8, machine, table
 from core.data.cifar import CIFAR_MEAN, CIFAR_STD
 
 

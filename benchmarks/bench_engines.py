@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from benchmarks.bench_common import dataset_for, machine, peak_rss_mib, reset_peak_rss, rss_mib, sync, table
+from benchmarks.harness import dataset_for, machine, peak_rss_mib, reset_peak_rss, rss_mib, sync, table
 
 ENGINE_NAMES = ("sequential", "vectorized", "distributed")
 

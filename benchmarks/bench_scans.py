@@ -160,7 +160,7 @@ def scan_functions(a: str, b: str, points: int, data_dir: str, device: str) -> d
 def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, device: str) -> None:
     import torch
 
-    from benchmarks.bench_common import alternating, machine
+    from benchmarks.harness import alternating, machine
 
     print(f"\nin process on {device}: {machine()}")
     print("| K | ours: loop of K evaluations | ours on loaded modules | loss-landscapes | K stacked (vmap) | "

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from benchmarks.bench_common import alternating, dataset_for, machine, table
+from benchmarks.harness import alternating, dataset_for, machine, table
 from core.models import build_model, model_spec
 from core.pruning import apply_masks, dense_masks, random_mask
 from training.train import Hyper, Schedule, steps_per_epoch, train_particle

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_common import machine
+from benchmarks.harness import machine
 from benchmarks.gpu_report import markdown, section_markdown, targets
 from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup, describe
 from core.artifacts.atomic import atomic_write_text

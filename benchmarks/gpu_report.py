@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.bench_common import table
+from benchmarks.harness import table
 
 
 def _s(x: float | None, digits: int = 3) -> str:

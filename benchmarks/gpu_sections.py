@@ -1,7 +1,7 @@
 """The sections of :mod:`benchmarks.gpu_check`, each a function ``(setup, budget) -> dict`` of plain JSON values.
 
 Every timing is paired: the compared calls run in the same rounds, in an order reversed every other round,
-each after one warm-up call that is not timed (:func:`benchmarks.bench_common.paired_rounds`), and a ratio is
+each after one warm-up call that is not timed (:func:`benchmarks.harness.paired_rounds`), and a ratio is
 taken within a round; the sections report the median of the per-round ratios and their min and max.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_common import cifar_like, paired_rounds, ratio_summary, timed
+from benchmarks.harness import cifar_like, paired_rounds, ratio_summary, timed
 
 CIFAR_SAMPLES = 50_000
 
@@ -92,7 +92,7 @@ def _samples(setup: Setup, budget: Budget, seconds_per_sample: float, rounds: in
 
 def cifar_data(setup: Setup, samples: int):
     """``samples`` CIFAR-shaped random images on the device, as torchvision's FakeData (3x32x32, 10 classes):
-    made by :func:`benchmarks.bench_common.cifar_like`, since FakeData draws its images one PIL image at a
+    made by :func:`benchmarks.harness.cifar_like`, since FakeData draws its images one PIL image at a
     time (about 1 ms each on a CPU core, most of the budget for 50,000)."""
     return cifar_like(samples, setup.device)
 
@@ -320,7 +320,7 @@ def hessian(setup: Setup, budget: Budget) -> dict:
     """Seconds to 5% and 2% relative standard error of the Hessian trace of a SWAMP-trained cnn1d particle
     (:func:`swamp_particles`) on MNIST-1D training samples: :func:`landscape.curvature.hessian_trace`
     (Hutch++) against PyHessian's Hutchinson, same device, batches and eval mode."""
-    from benchmarks.bench_common import sync
+    from benchmarks.harness import sync
     from benchmarks.hessian_time_to_accuracy import MIN_TERMS, ours_until, pyhessian_until
     from core.artifacts.checkpoint import build_model, load_checkpoint
     from core.data import load_mnist1d, mnist1d_spec

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.bench_common import machine
+from benchmarks.harness import machine
 from benchmarks.hessian_vs_pyhessian import trained_cnn
 from core.data import load_mnist1d, mnist1d_spec
 from core.models import build_model, model_spec

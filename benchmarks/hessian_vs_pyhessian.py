@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 import torchvision
 
-from benchmarks.bench_common import machine
+from benchmarks.harness import machine
 from core.averaging import recalibrate_batchnorm
 from core.data import load_mnist1d, mnist1d_spec
 from core.models import build_model, model_spec

@@ -175,7 +175,7 @@ def test_warm_up_records_errors_and_skips_what_the_budget_cannot_hold() -> None:
 
 
 def test_paired_rounds_alternate_the_order_and_stop_at_the_deadline() -> None:
-    from benchmarks.bench_common import paired_rounds
+    from benchmarks.harness import paired_rounds
 
     order: list[str] = []
     fns = [lambda: order.append("a"), lambda: order.append("b")]
