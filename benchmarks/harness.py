@@ -214,6 +214,16 @@ def swamp_checkpoint(model: str = "cnn1d", cycles: int = 2, epochs: int = 2, par
     return out
 
 
+def swamp_average(model: str = "cnn1d", data_dir: str = DATA_DIR) -> tuple[torch.nn.Module, Path]:
+    """The last cycle's SWAMP average of :func:`swamp_checkpoint` (its masks applied, BatchNorm recomputed by
+    the run) as an eval-mode module on the CPU, and the checkpoint's path."""
+    from core.artifacts.checkpoint import build_model, load_checkpoint
+
+    run = swamp_checkpoint(model, data_dir=data_dir)
+    path = sorted(run.glob("cycle_*/average.safetensors"))[-1]
+    return build_model(load_checkpoint(path), "cpu").eval(), path
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
