@@ -44,12 +44,14 @@ from landscape.tools.hessian_report import HessianOptions, hessian_analysis
 from landscape.tools.pyhessian_backend import pyhessian_trace
 from landscape.trace import TraceEstimate
 
+WARMUP_SEED = 999  # the warm-up round's seed; round r of the measured rounds uses seed r
+
 
 def compare(label: str, model: torch.nn.Module, batches: list, probes: int, rounds: int,
             ours: Callable[[int], TraceEstimate]) -> float:
     """Time PyHessian and ``ours(seed)`` on the same model, batches, number of probes and seed (round r: seed r)
     with :func:`benchmarks.harness.paired`; print and return the median paired wall ratio."""
-    seeds = {"PyHessian": itertools.count(-1), "ours": itertools.count(-1)}  # -1: the warm-up round
+    seeds = {name: itertools.chain([WARMUP_SEED], itertools.count()) for name in ("PyHessian", "ours")}
     first: dict[str, object] = {}
 
     def side(name: str, fn: Callable[[int], object]) -> Callable[[], None]:
