@@ -304,15 +304,32 @@ def cifar_like_uint8(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.int64)
 
 
-def cifar_like(n: int, device: torch.device, seed: int = 0) -> TensorDataset:
-    """:func:`cifar_like_uint8` as the toolkit holds CIFAR-10: normalised floats on ``device``, crop + flip."""
-    images, labels = cifar_like_uint8(n, seed)
+def cifar_dataset(images: np.ndarray, labels: np.ndarray, device: torch.device, spec: dict) -> TensorDataset:
+    """uint8 (N, 32, 32, 3) images and labels as the toolkit holds CIFAR-10: normalised floats on ``device``,
+    crop + flip augmentation."""
     mean = torch.tensor(CIFAR_MEAN["cifar10"]).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR_STD["cifar10"]).view(1, 3, 1, 1)
     x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
     y = torch.from_numpy(labels)
-    spec = {"name": "cifar-like", "samples": n, "seed": seed}
     return TensorDataset(spec, 10, x, y, x[:1000], y[:1000], augment="crop_flip").to(device)
+
+
+def cifar_like(n: int, device: torch.device, seed: int = 0) -> TensorDataset:
+    """:func:`cifar_like_uint8` as the toolkit holds CIFAR-10 (:func:`cifar_dataset`)."""
+    images, labels = cifar_like_uint8(n, seed)
+    return cifar_dataset(images, labels, device, {"name": "cifar-like", "samples": n, "seed": seed})
+
+
+def fakedata_cifar(n: int, device: torch.device, seed: int = 0) -> TensorDataset:
+    """``n`` images of torchvision's ``FakeData`` (3 x 32 x 32, 10 classes) as the toolkit holds CIFAR-10
+    (:func:`cifar_dataset`)."""
+    from torchvision.datasets import FakeData
+
+    fake = FakeData(size=n, image_size=(3, 32, 32), num_classes=10, random_offset=seed)
+    pairs = [fake[i] for i in range(n)]
+    images = np.stack([np.asarray(img, dtype=np.uint8) for img, _ in pairs])
+    labels = np.array([int(label) for _, label in pairs], dtype=np.int64)
+    return cifar_dataset(images, labels, device, {"name": "torchvision-fakedata", "samples": n, "seed": seed})
 
 
 def dataset_for(model: str, device: torch.device, samples: int) -> TensorDataset:

@@ -90,3 +90,20 @@ def test_reference_side_and_measured_results():
 def test_bad_arguments_are_errors(kwargs):
     with pytest.raises(ValueError):
         paired({"a": lambda: None}, **kwargs)
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_bench_step_plain_loop_trains_exactly_what_swamp_trains(epochs):
+    """The like-for-like plain PyTorch loop (masks, cosine schedule, SWA, BN recomputation) and SWAMP's
+    train_particle end on the same weights, so bench_step times the same work on both sides."""
+    import torch
+
+    from benchmarks.bench_step import step_loops
+    from benchmarks.harness import dataset_for
+
+    data = dataset_for("mlp", torch.device("cpu"), 0)
+    loops = step_loops("mlp", data, torch.device("cpu"), epochs, 128)
+    plain, ours = loops["plain"]().module.state_dict(), loops["masked SWA"]()
+    assert set(ours) <= set(plain)
+    for name, value in ours.items():
+        assert torch.equal(plain[name], value), name
