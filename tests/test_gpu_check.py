@@ -81,7 +81,7 @@ def test_reduced_check_writes_every_section(reduced: Path) -> None:
     md = (reduced / "gpu_check.md").read_text()
     assert md.startswith(gpu_check.MD_TITLE) and "**error**" not in md and "skipped" not in md
     for header in ("| target | at most | measured | met |", "| model | variant | N | engine |",
-                   "| model | samples | epochs | plain s/epoch |", "| target RSE | PyHessian s |",
+                   "| model | samples | epochs | plain masked SWA s/epoch |", "| target RSE | PyHessian s |",
                    "| K | ours s | ours on modules s | loss-landscapes s |"):
         assert header in md
 
