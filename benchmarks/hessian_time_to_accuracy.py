@@ -176,7 +176,9 @@ PROBLEMS = {"cnn1d": cnn1d_problem, "resnet20": resnet20_problem, "resnet20-init
 
 def curvlinops_hutchpp(model: nn.Module, batches: list, products: int, seed: int) -> float:
     """curvlinops' Hutch++ with ``products`` Hessian-vector products (a multiple of 3), seeded."""
-    from curvlinops import HessianLinearOperator, hutchpp_trace
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # a dependency's torch.jit.script at import
+        from curvlinops import HessianLinearOperator, hutchpp_trace
 
     net = copy.deepcopy(model).eval()
     params = [p for p in net.parameters() if p.requires_grad]
