@@ -258,12 +258,6 @@ def paired_rounds(fns: Sequence[Callable[[], object]], rounds: int, device: torc
     return times
 
 
-def alternating(fns: Sequence[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
-    """Median seconds of each of ``fns`` over ``repeats`` :func:`paired_rounds`."""
-    rounds = paired_rounds(fns, repeats, device)
-    return [statistics.median(r[i] for r in rounds) for i in range(len(fns))]
-
-
 def ratio_summary(ratios: Sequence[float]) -> dict[str, float]:
     """Median, min and max of per-round ratios (each a time over its own round's baseline)."""
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
