@@ -12,22 +12,23 @@ that masked gradients leave in the second moment, where the default implementati
 
 Each timed call trains a fresh copy of the masked initialisation for ``--steps`` steps over the same
 pre-drawn batches (setting up the optimizer, hooks and SWA included), for SGD (momentum, weight decay) and
-AdamW. Rounds alternate the order of the three loops; the ratios are medians of per-round ratios. Prints the
-machine and a table of milliseconds per step; the target is blocks / plain <= 1.05. From the repository root:
-``OMP_NUM_THREADS=1 python -m benchmarks.bench_blocks [--models mlp cnn1d] [--optimizers sgd adamw] [--clock cpu]``.
+AdamW, with :func:`benchmarks.harness.paired` (the order of the three loops rotated every round, a warm-up
+round discarded); the ratios are medians (min-max) of per-round ratios, wall-clock and this process's CPU time
+(steadier on a busy machine). Prints the machine and a table of milliseconds per step; the target is blocks /
+plain <= 1.05. From the repository root:
+``OMP_NUM_THREADS=1 python -m benchmarks.bench_blocks [--models mlp cnn1d] [--optimizers sgd adamw] [--rounds 11]
+[--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from benchmarks.bench_common import dataset_for, machine, paired_rounds, ratio_summary, table
+from benchmarks.harness import dataset_for, machine, paired, table
 from core.models import build_model, model_spec
 from training import SWA, apply_masks, dense_masks, mask_optimizer, random_mask
 
@@ -80,16 +81,12 @@ def loops(name: str, optimizer: str, device: torch.device, steps: int,
     return {"plain": plain, "SWA every step": lambda: blocks(1), "SWA every epoch": lambda: blocks(len(epoch))}
 
 
-def measure(name: str, optimizer: str, device: torch.device, steps: int, batch_size: int, repeats: int,
-            clock: Callable[[], float] = time.perf_counter) -> list[object]:
-    fns = list(loops(name, optimizer, device, steps, batch_size).values())
-    for fn in fns:  # warm-up: first-call allocations and lazy initialisation are no step's cost
-        fn()
-    rounds = paired_rounds(fns, repeats, device, clock=clock)
-    per_step = [statistics.median(r[i] for r in rounds) / steps for i in range(len(fns))]
-    ratios = [ratio_summary([r[i] / r[0] for r in rounds]) for i in (1, 2)]
-    return [name, optimizer, *(f"{1e3 * t:.3f}" for t in per_step),
-            *(f"{q['median']:.3f} ({q['min']:.2f}-{q['max']:.2f})" for q in ratios)]
+def measure(name: str, optimizer: str, device: torch.device, steps: int, batch_size: int, rounds: int
+            ) -> tuple[list[object], str]:
+    result = paired(loops(name, optimizer, device, steps, batch_size), rounds=rounds, warmup=1, device=device)
+    blocks = result.sides[1:]
+    return [name, optimizer, *(f"{1e3 * side.wall_median / steps:.3f}" for side in result.sides),
+            *(str(side.wall_ratio) for side in blocks), *(str(side.cpu_ratio) for side in blocks)], result.line()
 
 
 def main() -> None:
@@ -99,19 +96,22 @@ def main() -> None:
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
     parser.add_argument("--steps", type=int, default=256, help="steps per timed call (8 epochs of MNIST-1D)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="cpu: this process's CPU time (time.process_time), for a busy machine; CPU only")
+    parser.add_argument("--rounds", type=int, default=11, help="paired rounds (after one warm-up round)")
+    parser.add_argument("--quick", action="store_true", help="mlp, SGD, 32 steps, 1 round: proves it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.models, args.optimizers, args.steps, args.rounds = ["mlp"], ["sgd"], 32, 1
     device = torch.device(args.device)
-    if args.clock == "cpu" and device.type != "cpu":
-        parser.error("--clock cpu measures CPU work only: use it with --device cpu")
-    print(machine(), f"{args.clock} clock", sep=", ")
-    rows = [measure(m, o, device, args.steps, args.batch_size, args.repeats,
-                    time.process_time if args.clock == "cpu" else time.perf_counter)
-            for m in args.models for o in args.optimizers]
+    print(machine())
+    rows, how = [], ""
+    for m in args.models:
+        for o in args.optimizers:
+            row, how = measure(m, o, device, args.steps, args.batch_size, args.rounds)
+            rows.append(row)
+    print(how)
     print(table(["model", "optimizer", "plain ms/step", "SWA every step ms/step", "SWA every epoch ms/step",
-                 "every step / plain (min-max)", "every epoch / plain (min-max)"], rows))
+                 "every step / plain, wall", "every epoch / plain, wall", "every step / plain, CPU",
+                 "every epoch / plain, CPU"], rows))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,23 @@
-"""The on-device tensor pipeline against a torchvision DataLoader pipeline, on the same CIFAR-sized data.
+"""The on-device tensor pipeline against torchvision DataLoader pipelines, on the same CIFAR-sized data.
 
-Both produce one shuffled epoch of normalised, augmented (4-pixel pad + random 32x32 crop, random
+All produce one shuffled epoch of normalised, augmented (4-pixel pad + random 32x32 crop, random
 horizontal flip) batches of CIFAR-10-shaped images on the training device:
 
-* tensors: :class:`core.data.TensorDataset` -- the images held normalised on the device, shuffling
-  and augmentation as batched tensor operations (what the toolkit uses for CIFAR);
-* DataLoader: the standard torchvision recipe -- uint8 HWC images, per-image PIL ``RandomCrop(32, 4)``,
-  ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` (as ``torchvision.datasets.CIFAR10`` applies
-  them), ``DataLoader(shuffle, drop_last, num_workers=W, pin_memory on GPUs)``, batches moved to the
-  device.
+* tensors: :class:`core.data.TensorDataset` -- the images held normalised on the device (normalised once),
+  shuffling and augmentation as batched tensor operations (what the toolkit uses for CIFAR);
+* DataLoader, same tensors: the same normalised float images (normalised once, as on the tensors' side),
+  per-image ``transforms.RandomCrop(32, 4)`` and ``RandomHorizontalFlip`` on tensors,
+  ``DataLoader(shuffle, drop_last, num_workers=W, pin_memory on GPUs)``, batches moved to the device: the
+  like-for-like comparison;
+* DataLoader, torchvision recipe (``--recipe``): uint8 HWC images, per-image PIL ``RandomCrop(32, 4)``,
+  ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` every epoch, as ``torchvision.datasets.CIFAR10``
+  applies them: more work per epoch (decoding and normalising every image every epoch), what users run.
 
 The images are random bytes (no CIFAR download here): the pipelines' cost does not depend on the
-pixel values. Prints samples per second (median of ``--repeats``) and the speed-up. From the
-repository root: ``python -m benchmarks.bench_data [--device cuda] [--workers 0 2]``.
+pixel values. Timed with :func:`benchmarks.harness.paired` (order rotated every round, a warm-up epoch
+discarded); prints samples per second (median) and the median (min-max) of the per-round ratios
+DataLoader / tensors (the tensors' speed-up), wall-clock (workers' CPU time is not this process's). From
+the repository root: ``python -m benchmarks.bench_data [--device cuda] [--workers 0 2] [--recipe] [--quick]``.
 """
 
 from __future__ import annotations
@@ -23,8 +28,21 @@ import os
 import numpy as np
 import torch
 
-from benchmarks.bench_common import alternating, cifar_like, cifar_like_uint8, machine, table
+from benchmarks.harness import cifar_like, cifar_like_uint8, machine, paired, table
 from core.data.cifar import CIFAR_MEAN, CIFAR_STD
+
+
+class TensorImages(torch.utils.data.Dataset):
+    """Normalised float (N, 3, 32, 32) images and labels, each image transformed on its own."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
 
 
 class PilImages(torch.utils.data.Dataset):
@@ -60,30 +78,42 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", nargs="+", type=int, default=[0, os.cpu_count() or 1])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--recipe", action="store_true", help="also the torchvision CIFAR10 recipe (PIL, per epoch)")
+    parser.add_argument("--rounds", type=int, default=7, help="paired rounds (after one warm-up round)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="1,024 images, 0 workers, 1 round: proves it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.samples, args.workers, args.rounds, args.recipe = 1024, [0], 1, True
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(machine())
     images, labels = cifar_like_uint8(args.samples)
     tensors = cifar_like(args.samples, device)
-    transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                                    transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN["cifar10"],
-                                                                                CIFAR_STD["cifar10"])])
-    loaders = [torch.utils.data.DataLoader(PilImages(images, labels, transform), batch_size=args.batch_size,
-                                           shuffle=True, drop_last=True, num_workers=w,
-                                           pin_memory=device.type == "cuda", persistent_workers=w > 0)
-               for w in args.workers]
-    epochs = [lambda: tensor_epoch(tensors, args.batch_size, 0)]
-    epochs += [lambda loader=loader: dataloader_epoch(loader, device) for loader in loaders]
-    seconds = alternating(epochs, args.repeats, device)
+    on_cpu = tensors.to(torch.device("cpu"))
+
+    def loader(dataset: torch.utils.data.Dataset, workers: int) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                           num_workers=workers, pin_memory=device.type == "cuda",
+                                           persistent_workers=workers > 0)
+
+    augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()])
+    recipe = transforms.Compose([augment, transforms.ToTensor(),
+                                 transforms.Normalize(CIFAR_MEAN["cifar10"], CIFAR_STD["cifar10"])])
+    epochs = {"tensors (batched crop + flip on the device)": lambda: tensor_epoch(tensors, args.batch_size, 0)}
+    for w in args.workers:
+        same = loader(TensorImages(on_cpu.x_train, on_cpu.y_train, augment), w)
+        epochs[f"DataLoader, same normalised tensors, {w} workers"] = lambda ld=same: dataloader_epoch(ld, device)
+        if args.recipe:
+            pil = loader(PilImages(images, labels, recipe), w)
+            epochs[f"DataLoader, torchvision recipe (PIL, normalised per epoch), {w} workers"] = \
+                lambda ld=pil: dataloader_epoch(ld, device)
+    result = paired(epochs, rounds=args.rounds, warmup=1, device=device)
     n = (args.samples // args.batch_size) * args.batch_size
-    rows = [["tensors (batched crop + flip on the device)", f"{n / seconds[0]:,.0f}", "1.0"]]
-    rows += [[f"torchvision DataLoader, {w} workers", f"{n / s:,.0f}", f"{s / seconds[0]:.1f}"]
-             for w, s in zip(args.workers, seconds[1:], strict=True)]
-    print(table(["pipeline", "samples/s", "tensors' speed-up"], rows))
+    print(result.line())
+    print(table(["pipeline", "samples/s", "seconds / tensors' seconds (min-max)"],
+                [[side.name, f"{n / side.wall_median:,.0f}", str(side.wall_ratio)] for side in result.sides]))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ thread each (``OMP_NUM_THREADS=1``):
   x, y), steps=K, deepcopy_model=True)`` under ``torch.no_grad()`` (its best case). It computes less:
   K losses at lambda = 1/K, ..., 1 (not lambda = 0), BatchNorm buffers left at A's, no accuracy.
 
-The configurations run in alternating rounds; the table gives min / median / max wall-clock seconds, the
-ratio of medians to the peer with the same K (goal: at most 1.0 without recalibration), and the same for
-the child process's CPU seconds (user + system), which waiting for a busy core does not inflate.
+The commands of one K are timed by :func:`benchmarks.harness.paired` (order rotated every round, so the
+peer does not always run first; a warm-up round discarded); the table gives min / median / max wall-clock
+seconds, the median (min-max) of the per-round ratios to the peer with the same K (goal: at most 1.0
+without recalibration), and the same for the child process's CPU seconds (user + system), which waiting
+for a busy core does not inflate.
 
 ``--in-process`` adds, in this process on ``--device``, the scan alone (checkpoints already loaded): our
 loop of K evaluations (:func:`landscape.tools.barrier.checkpoint_barrier`), loss-landscapes' loop, and the K
@@ -22,23 +24,23 @@ points stacked into one batched forward (``torch.func.functional_call`` + ``vmap
 interpolated states, as ``training.engines.stacked`` stacks particles), which is the data for a measured
 loop-or-stack rule.
 
-    python -m benchmarks.bench_scans --run RUN [--points 11 41] [--rounds 5] [--in-process] [--device cpu]
+    python -m benchmarks.bench_scans [--run RUN] [--points 11 41] [--rounds 7] [--in-process] [--device cpu] [--quick]
 
 ``RUN`` is a run directory whose ``cycle_00`` has ``particle_00`` and ``particle_01`` (or pass ``--a``
-and ``--b``). Needs ``pip install loss-landscapes``.
+and ``--b``); by default the SWAMP run of :func:`benchmarks.harness.swamp_checkpoint` (cnn1d, MNIST-1D),
+made once and cached. Needs ``pip install loss-landscapes``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from benchmarks.harness import machine, paired, swamp_checkpoint
 
 
 def peer(a: str, b: str, points: int, data_dir: str) -> None:
@@ -79,34 +81,23 @@ def commands(a: str, b: str, points: int, data_dir: str) -> dict[str, list[str]]
             f"ours, BN recalibrated, K={points}": [py, "-m", "landscape.barrier", *flags]}
 
 
-def _child_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def whole_processes(a: str, b: str, points: list[int], rounds: int, data_dir: str) -> None:
-    """Wall-clock and CPU seconds (user + system, of the child process) of every command, in alternating
-    rounds; CPU time is the steadier figure on a shared machine (waiting for a core is not counted)."""
+def whole_processes(a: str, b: str, points: list[int], rounds: int, warmup: int, data_dir: str) -> None:
+    """Wall-clock and CPU seconds (user + system, of the child process) of every command, with
+    :func:`benchmarks.harness.paired` per K (order rotated every round, warm-up discarded); CPU time is the
+    steadier figure on a shared machine (waiting for a core is not counted)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmds = {name: cmd for k in points for name, cmd in commands(a, b, k, data_dir).items()}
-    wall: dict[str, list[float]] = {name: [] for name in cmds}
-    cpu: dict[str, list[float]] = {name: [] for name in cmds}
-    for _ in range(rounds):
-        for name, cmd in cmds.items():
-            start, used = time.perf_counter(), _child_cpu()
-            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(_child_cpu() - used)
-    print(f"\nwhole processes, {rounds} alternating rounds, OMP_NUM_THREADS=1")
+    print("\nwhole processes, OMP_NUM_THREADS=1")
     print("| command | wall min | median | max (s) | wall ratio | CPU median (s) | CPU ratio |\n"
           "|---|---|---|---|---|---|---|")
     for k in points:
-        base = f"loss-landscapes, K={k}"
-        for name in commands(a, b, k, data_dir):
-            med, cpu_med = statistics.median(wall[name]), statistics.median(cpu[name])
-            print(f"| {name} | {min(wall[name]):.2f} | {med:.2f} | {max(wall[name]):.2f} | "
-                  f"**{med / statistics.median(wall[base]):.2f}x** | {cpu_med:.2f} | "
-                  f"**{cpu_med / statistics.median(cpu[base]):.2f}x** |")
+        cmds = commands(a, b, k, data_dir)
+        result = paired({name: lambda cmd=cmd: subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL,
+                                                              stderr=subprocess.DEVNULL)
+                         for name, cmd in cmds.items()}, rounds=rounds, warmup=warmup)
+        for side in result.sides:
+            print(f"| {side.name} | {min(side.wall):.2f} | {side.wall_median:.2f} | {max(side.wall):.2f} | "
+                  f"**{side.wall_ratio}** | {side.cpu_median:.2f} | **{side.cpu_ratio}** |")
+    print(result.line())
 
 
 def scan_functions(a: str, b: str, points: int, data_dir: str, device: str) -> dict[str, Callable[[], object]]:
@@ -157,22 +148,19 @@ def scan_functions(a: str, b: str, points: int, data_dir: str, device: str) -> d
             "loss-landscapes": ll, "stacked": stacked}
 
 
-def in_process(a: str, b: str, points: list[int], rounds: int, data_dir: str, device: str) -> None:
+def in_process(a: str, b: str, points: list[int], rounds: int, warmup: int, data_dir: str, device: str) -> None:
     import torch
 
-    from benchmarks.bench_common import alternating, machine
-
-    print(f"\nin process on {device}: {machine()}")
+    print(f"\nin process on {device}: seconds (median); ratios to loss-landscapes, paired per round (min-max)")
     print("| K | ours: loop of K evaluations | ours on loaded modules | loss-landscapes | K stacked (vmap) | "
-          "stacked / loop |")
-    print("|---|---|---|---|---|---|")
+          "ours / loss-landscapes | stacked / loss-landscapes |")
+    print("|---|---|---|---|---|---|---|")
     for k in points:
         fns = scan_functions(a, b, k, data_dir, device)
-        for fn in fns.values():  # warm-up
-            fn()
-        t = dict(zip(fns, alternating(list(fns.values()), rounds, torch.device(device)), strict=True))
-        print(f"| {k} | {t['ours']:.3f} | {t['ours, modules']:.3f} | {t['loss-landscapes']:.3f} | {t['stacked']:.3f} "
-              f"| {t['stacked'] / t['ours']:.2f}x |")
+        r = paired(fns, rounds=rounds, warmup=warmup, reference="loss-landscapes", device=torch.device(device))
+        print(f"| {k} | {r['ours'].wall_median:.3f} | {r['ours, modules'].wall_median:.3f} | "
+              f"{r['loss-landscapes'].wall_median:.3f} | {r['stacked'].wall_median:.3f} | {r['ours'].wall_ratio} | "
+              f"{r['stacked'].wall_ratio} |")
 
 
 def main() -> None:
@@ -182,7 +170,9 @@ def main() -> None:
     parser.add_argument("--a", default=None)
     parser.add_argument("--b", default=None)
     parser.add_argument("--points", nargs="+", type=int, default=[11, 41])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="K = 5, 1 round: proves it runs, no figures")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--in-process", action="store_true", help="also time the scans alone, in this process")
     parser.add_argument("--device", default="cpu", help="device of --in-process")
@@ -190,17 +180,22 @@ def main() -> None:
     if args.peer:
         peer(*args.peer, args.points[0], args.data_dir)
         return
+    if args.quick:
+        args.points, args.rounds = [5], 1
+    if not (args.run or args.a or args.b):
+        args.run = str(swamp_checkpoint(data_dir=args.data_dir))
     if args.run:
         args.a, args.b = (str(Path(args.run) / "cycle_00" / f"particle_0{p}.safetensors") for p in (0, 1))
     if not (args.a and args.b):
         parser.error("give --run RUN or --a A --b B")
-    print(f"A = {args.a}\nB = {args.b}\nload average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    whole_processes(args.a, args.b, args.points, args.rounds, args.data_dir)
+    print(machine())
+    print(f"A = {args.a}\nB = {args.b}")
+    whole_processes(args.a, args.b, args.points, args.rounds, args.warmup, args.data_dir)
     if args.in_process:
         import torch
 
         torch.set_num_threads(1)
-        in_process(args.a, args.b, args.points, args.rounds, args.data_dir, args.device)
+        in_process(args.a, args.b, args.points, args.rounds, args.warmup, args.data_dir, args.device)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -1,23 +1,24 @@
 """Start-up cost of the command-line tools against ``python -c "import torch"``, measured side by side.
 
-Each command is a whole process; the configurations are run in alternating rounds (every round runs
-each command once, in the same order), and the table gives min / median / max seconds over the rounds
-and the ratio of medians to ``import torch`` of the same rounds. A barrier without ``--plot`` needs a
+Each command is a whole process, timed with :func:`benchmarks.harness.paired`: every round runs each
+command once, the order rotated every round, after a warm-up round (page cache, ``.pyc`` files) that
+is discarded; the table gives min / median / max wall seconds and the median (min-max) of the per-round
+ratios to ``import torch``, wall and CPU (the child's user + system seconds). A barrier without ``--plot`` needs a
 run directory: pass ``--run DIR`` (e.g. one made by ``python -m training.swamp --cycles 2 --epochs 1``);
 without it that row is skipped.
 
-    python -m benchmarks.bench_startup --rounds 7 [--run RUN]
+    python -m benchmarks.bench_startup --rounds 7 [--run RUN] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchmarks.harness import machine, paired
 
 
 def commands(run: str | None) -> dict[str, list[str]]:
@@ -36,21 +37,23 @@ def commands(run: str | None) -> dict[str, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--run", default=None, help="a run directory for the barrier row")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 commands: proves it runs, no figures")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmds = commands(args.run)
-    times: dict[str, list[float]] = {name: [] for name in cmds}
-    for _ in range(args.rounds):
-        for name, cmd in cmds.items():
-            start = time.perf_counter()
-            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["import torch"])
-    print(f"{'command':<30} {'min':>6} {'median':>7} {'max':>6}  ratio to import torch (medians)")
-    for name, values in times.items():
-        med = statistics.median(values)
-        print(f"{name:<30} {min(values):>6.2f} {med:>7.2f} {max(values):>6.2f}  {med / base:.2f}x")
+    if args.quick:
+        args.rounds, cmds = 2, dict(list(cmds.items())[:2])
+    print(machine())
+    result = paired({name: lambda cmd=cmd: subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL,
+                                                          stderr=subprocess.DEVNULL) for name, cmd in cmds.items()},
+                    rounds=args.rounds, warmup=args.warmup)
+    print(result.line())
+    print(f"{'command':<30} {'min':>6} {'median':>7} {'max':>6}  {'wall ratio':>17}  {'CPU ratio':>17}")
+    for side in result.sides:
+        print(f"{side.name:<30} {min(side.wall):>6.2f} {side.wall_median:>7.2f} {max(side.wall):>6.2f}  "
+              f"{side.wall_ratio!s:>17}  {side.cpu_ratio!s:>17}")
 
 
 if __name__ == "__main__":

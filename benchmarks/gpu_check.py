@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_common import machine
 from benchmarks.gpu_report import markdown, section_markdown, targets
 from benchmarks.gpu_sections import SECTIONS, Budget, OutOfBudget, Setup, describe
+from benchmarks.harness import machine
 from core.artifacts.atomic import atomic_write_text
 from core.errors import ArgumentParser, UserError, run_cli
 from landscape.tools.hessian_report import _finite  # NaN and infinities (a ratio of a zero time) become null

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.bench_common import table
+from benchmarks.harness import table
 
 
 def _s(x: float | None, digits: int = 3) -> str:
@@ -31,10 +31,10 @@ def _engines(s: dict) -> str:
 
 def _swa(s: dict) -> str:
     t = s["seconds_per_epoch"]
-    rows = [[s["model"], s["samples"], s["epochs"], _s(t["plain"]), _s(t["masked"]), _s(t["masked SWA"]),
-             _ratio(s["masked_vs_plain"]), _ratio(s["masked_swa_vs_plain"]), f"<= {s['target']:.2f}x"]]
-    return table(["model", "samples", "epochs", "plain s/epoch", "masked s/epoch", "masked SWA s/epoch",
-                  "masked / plain", "masked SWA / plain", "target"], rows) + f"\n\n{s['rounds']} paired rounds."
+    rows = [[s["model"], s["samples"], s["epochs"], _s(t["plain"]), _s(t["masked SWA"]),
+             _ratio(s["masked_swa_vs_plain"]), f"<= {s['target']:.2f}x"]]
+    return table(["model", "samples", "epochs", "plain masked SWA s/epoch", "SWAMP masked SWA s/epoch",
+                  "SWAMP / plain", "target"], rows) + f"\n\n{s['rounds']} paired rounds."
 
 
 def _hessian(s: dict) -> str:
