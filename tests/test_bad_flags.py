@@ -277,6 +277,9 @@ def test_lanczos_steps_are_capped_at_the_dimension_and_absurd_ones_refused(tiny_
     ckpt = tiny_run / "cycle_00" / "average.safetensors"
     assert hessian.main([str(ckpt), "--top-eigen", "--lanczos-steps", "100000"]) == 2
     one_error_line(capsys, "--lanczos-steps")
+    for tol in ("-0.1", "nan", "inf", "1e400", "abc"):
+        assert hessian.main([str(ckpt), "--top-eigen", "--eigen-tol", tol]) == 2
+        one_error_line(capsys, "--eigen-tol")
 
 
 # --- 15: reports of a study without a finished cycle; argparse errors of every CLI -----------------------

@@ -79,8 +79,45 @@ def test_eigsh_and_lanczos_find_the_top_eigenvalue(problem):
     assert eigsh(op.to_scipy(), k=1, return_eigenvectors=False)[0] == pytest.approx(largest_magnitude, rel=1e-8)
     assert eigsh(op.to_scipy(), k=1, which="LA", return_eigenvectors=False)[0] == pytest.approx(float(eig[-1]),
                                                                                                  rel=1e-8)
-    top = top_eigenvalue(problem["model"], problem["data"], loss_fn=problem["loss_fn"], steps=op.dim)
-    assert top.value == pytest.approx(float(eig[-1]), rel=1e-8) and top.matvecs == op.dim
+    top = top_eigenvalue(problem["model"], problem["data"], loss_fn=problem["loss_fn"], steps=op.dim, tol=0)
+    assert top.value == pytest.approx(float(eig[-1]), rel=1e-8) and top.steps == op.dim
+    assert top.matvecs == op.dim + 1  # and one product for the true residual
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-4, 1e-6])
+def test_top_eigenvalue_stops_at_tol_within_its_reported_bound(problem, tol):
+    op, eig = operator(problem), torch.linalg.eigvalsh(problem["hess"])
+    top = op.top_eigenvalue(tol=tol)
+    assert top.converged and top.steps < op.dim and top.matvecs >= top.steps + 1
+    assert top.residual <= tol * abs(top.value)
+    assert float((eig - top.value).abs().min()) <= top.residual  # Weyl: some eigenvalue lies within r
+    assert top.value <= float(eig[-1]) + 1e-12  # a Ritz value never exceeds the top eigenvalue
+    if tol <= 1e-4:
+        assert abs(top.value - float(eig[-1])) <= top.residual  # here the top one
+    # the reported residual is the true one, of the returned unit vector
+    y = top.vector
+    assert float(y.norm()) == pytest.approx(1.0, rel=1e-12)
+    assert float((problem["hess"] @ y - top.value * y).norm()) == pytest.approx(top.residual, rel=1e-6, abs=1e-14)
+    assert top.value == pytest.approx(float(y @ problem["hess"] @ y), rel=1e-12)
+
+
+def test_top_eigenvalue_stops_early_when_easy_and_says_so_when_it_cannot():
+    from landscape.spectrum import lanczos_top_eigenpair
+
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    easy = torch.diag(torch.cat([torch.tensor([10.0], **F64), torch.linspace(0, 1, 499, **F64)]))
+    top = lanczos_top_eigenpair(lambda v: v @ easy, 500, g(), tol=1e-6, max_steps=400, dtype=torch.float64)
+    assert top.converged and top.steps < 20 and top.matvecs == top.steps + 1
+    assert abs(top.value - 10.0) <= top.residual <= 1e-5
+    # a clustered top (1 and 1 - 1e-4, ...) cannot reach 1e-10 in 5 steps: the cap, and converged False
+    hard = torch.diag(torch.linspace(0, 1, 500, **F64))
+    capped = lanczos_top_eigenpair(lambda v: v @ hard, 500, g(), tol=1e-10, max_steps=5, dtype=torch.float64)
+    assert not capped.converged and capped.steps == 5 and capped.matvecs == 6
+    assert capped.residual > 1e-10 and abs(capped.value - 1.0) <= capped.residual
+    # float32 rounding: a tolerance below it is never met, whatever the Ritz estimate says
+    small = torch.diag(torch.linspace(1, 2, 40))
+    floor = lanczos_top_eigenpair(lambda v: v @ small, 40, g(), tol=1e-12, max_steps=40)
+    assert not floor.converged and floor.steps == 40 and floor.residual > 1e-12 * 2
 
 
 def test_masks_give_the_principal_submatrix(problem):
@@ -203,6 +240,9 @@ def _per_sample(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     (lambda m, d: hessian_trace(m, d, loss_fn=3), TypeError, "loss_fn must be callable"),
     (lambda m, d: hessian_trace(m, d, loss_fn=_per_sample), ValueError, "loss_fn must return the mean loss"),
     (lambda m, d: top_eigenvalue(m, d, steps=0), ValueError, "steps must be >= 1"),
+    (lambda m, d: top_eigenvalue(m, d, tol=-1e-3), ValueError, "tol must be a finite number >= 0"),
+    (lambda m, d: top_eigenvalue(m, d, tol=math.nan), ValueError, "tol must be a finite number >= 0"),
+    (lambda m, d: top_eigenvalue(m, d, tol="1e-3"), ValueError, "tol must be a finite number >= 0"),
     (lambda m, d: HessianOperator(m, d).matvec(torch.ones(3)), ValueError, "v must have shape (67,)"),
     (lambda m, d: HessianOperator(m, d).matvec([1.0]), TypeError, "v must be a torch tensor"),
     (lambda m, d: HessianOperator(m, d).matmat(torch.ones(67)), ValueError, "rows must have shape (k, 67)"),

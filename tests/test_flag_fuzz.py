@@ -31,6 +31,7 @@ TOOLS = {
                                   "--samples": st.one_of(st.integers(-2, 96).map(str), JUNK),
                                   "--batch-size": st.one_of(st.integers(-2, 700).map(str), JUNK),
                                   "--lanczos-steps": st.one_of(COUNT, st.just("100000")),
+                                  "--eigen-tol": REAL,
                                   "--method": st.sampled_from(["hutchinson", "hutchpp", "hutch++", "exact?", ""]),
                                   "--subspace": st.sampled_from(["mask", "full", "both"])}),
 }

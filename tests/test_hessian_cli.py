@@ -32,6 +32,20 @@ def test_checkpoint_json_has_contract_keys(tiny_run: Path, tmp_path: Path, capsy
     assert "model in eval mode" in capsys.readouterr().out
 
 
+def test_top_eigen_stops_at_eigen_tol_and_reports_its_true_residual(tiny_run: Path, tmp_path: Path, capsys):
+    ckpt, out = tiny_run / "cycle_01" / "average.safetensors", tmp_path / "e.json"
+    assert main([str(ckpt), "--probes", "2", "--top-eigen", "--eigen-tol", "0.01", "--json", str(out), *FAST]) == 0
+    top = json.loads(out.read_text())["top_eigenvalue"]
+    assert top["converged"] and top["tol"] == 0.01 and top["steps"] < 64 and top["matvecs"] >= top["steps"] + 1
+    assert 0 < top["residual"] <= 0.01 * top["value"]
+    assert "converged): " in capsys.readouterr().out
+    assert main([str(ckpt), "--probes", "2", "--top-eigen", "--eigen-tol", "0", "--lanczos-steps", "3",
+                 "--json", str(out), *FAST]) == 0
+    top = json.loads(out.read_text())["top_eigenvalue"]
+    assert not top["converged"] and top["steps"] == 3 and top["matvecs"] == 4
+    assert "not converged to 0" in capsys.readouterr().out
+
+
 def test_target_rse_stops_the_default_method_early(tiny_run: Path, tmp_path: Path):
     ckpt, out = tiny_run / "cycle_01" / "average.safetensors", tmp_path / "t.json"
     assert main([str(ckpt), "--probes", "2000", "--target-rse", "0.05", "--json", str(out), *FAST]) == 0

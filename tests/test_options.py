@@ -32,9 +32,9 @@ NON_DEFAULT = {
     HessianOptions: (["--method", "hutchinson", "--probes", "9", "--samples", "all", "--batch-size", "5",
                       "--subspace", "full", "--per-layer", "--top-eigen", "--density", "--lanczos-steps", "4",
                       "--lanczos-runs", "2", "--target-rse", "0.5", "--backend", "pyhessian", "--seed", "11",
-                      "--progress"],
+                      "--progress", "--eigen-tol", "0.01"],
                      HessianOptions("hutchinson", 9, None, 5, "full", True, True, True, 4, 2, 0.5, "pyhessian", 11,
-                                    True)),
+                                    True, 0.01)),
 }
 
 

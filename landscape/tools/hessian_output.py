@@ -47,10 +47,15 @@ def format_report(report: HessianReport) -> str:
     if t.per_layer:
         width = max(len(n) for n in t.per_layer)
         lines += [f"  {name:<{width}}  {_pm(v, t.per_layer_stderr[name])}" for name, v in t.per_layer.items()]
-    if r.spectrum is not None:
+    if r.top is not None:
+        e = r.top
+        state = "converged" if e.converged else f"not converged to {r.options.eigen_tol:g}"
+        lines.append(f"top eigenvalue (Lanczos, {e.steps} steps, {e.matvecs} products, {state}): {e.value:.6g} "
+                     f"(true residual {e.residual:.2g}, which bounds its error; {r.seconds['top_eigenvalue']:.2f} s)")
+    elif r.spectrum is not None:
         s = r.spectrum
         lines.append(f"top eigenvalue (Lanczos, {s.steps} steps): {s.top_eigenvalue:.6g} "
-                     f"(residual {s.top_residual:.2g})")
+                     f"(residual estimate {s.top_residual:.2g})")
     if r.pyhessian is not None:
         p = r.pyhessian
         gap = abs(t.estimate - p.estimate) / np.hypot(t.stderr, p.stderr)
@@ -64,14 +69,14 @@ def format_report(report: HessianReport) -> str:
 def format_run(reports: Sequence[HessianReport]) -> str:
     """One row per checkpoint: cycle, kind, sparsity, trace, standard error."""
     rows = [f"{'cycle':>5} {'kind':<8} {'particle':>8} {'sparsity':>8} {'trace':>12} {'stderr':>10}"
-            + (f" {'top eig':>10}" if reports and reports[0].result.spectrum else "")]
+            + (f" {'top eig':>10}" if reports and reports[0].result.top_eigenvalue else "")]
     for rep in reports:
         t = rep.result.trace
         part = "-" if rep.particle is None else str(rep.particle)
         row = (f"{rep.cycle if rep.cycle is not None else '-':>5} {rep.kind:<8} {part:>8} "
                f"{1 - rep.density:>8.4f} {t.estimate:>12.5g} {t.stderr:>10.3g}")
-        if rep.result.spectrum is not None:
-            row += f" {rep.result.spectrum.top_eigenvalue:>10.5g}"
+        if rep.result.top_eigenvalue is not None:
+            row += f" {rep.result.top_eigenvalue.value:>10.5g}"
         rows.append(row)
     return "\n".join(rows)
 

@@ -8,7 +8,8 @@ curvature the sparse network can feel; ``full`` takes all coordinates, as PyHess
 
 - trace: Hutch++ (Meyer et al. 2021; the default) or Hutchinson (1989), :mod:`landscape.trace`, with a
   standard error and optional early stop at a target relative standard error;
-- top eigenvalue and density: Lanczos / stochastic Lanczos quadrature, :mod:`landscape.spectrum`;
+- top eigenvalue: Lanczos stopped at a relative residual (``eigen_tol``), reporting the true residual;
+  density: stochastic Lanczos quadrature; :mod:`landscape.spectrum`;
 - products: :mod:`landscape.hvp` (one gradient graph per batch shared by all probes);
 - ``backend="pyhessian"`` also runs the ``pyhessian`` package as a cross-check,
   :mod:`landscape.tools.pyhessian_backend`.
@@ -37,7 +38,7 @@ from core.options import option
 from core.seeds import check_seed, derive_seed
 from landscape.curvature import HessianOperator
 from landscape.hvp import Batch, trainable_parameters
-from landscape.spectrum import Spectrum
+from landscape.spectrum import Eigenvalue, Spectrum
 from landscape.tools.artifacts import checkpoint_data, run_checkpoints
 from landscape.tools.cli import MAX_LANCZOS_RUNS, MAX_PROBES
 from landscape.tools.pyhessian_backend import PyHessianTrace, pyhessian_trace
@@ -83,9 +84,9 @@ class HessianOptions:
                                   choices=("mask", "full"),
                                   default_text="mask when the checkpoint has masks, else full")
     per_layer: bool = option(False, "split the trace into per-parameter parts")
-    top_eigen: bool = option(False, "top eigenvalue (Lanczos)")
+    top_eigen: bool = option(False, "top eigenvalue (Lanczos, stopped at --eigen-tol)")
     density: bool = option(False, "eigenvalue density (stochastic Lanczos quadrature)")
-    lanczos_steps: int = option(64, "Lanczos steps", metavar="M")
+    lanczos_steps: int = option(64, "Lanczos steps (of --density; the most for --top-eigen)", metavar="M")
     lanczos_runs: int = option(1, "independent Lanczos runs averaged in the density", metavar="R")
     target_rse: float | None = option(None, "stop once the relative standard error is at most R, e.g. 0.02",
                                       metavar="R", default_text="none, all --probes")
@@ -94,6 +95,8 @@ class HessianOptions:
     seed: int = option(0, "seed of the sample subset, probes and Lanczos")
     progress: bool = option(False, "progress bars", flag_default=None, default_text="only on a terminal",
                             to_field=_progress_of_flag)
+    eigen_tol: float = option(1e-3, "with --top-eigen: stop once the residual ||H y - theta y|| is at most R times "
+                              "the eigenvalue theta; 0: all --lanczos-steps", metavar="R")
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the first bad option."""
@@ -111,6 +114,7 @@ class HessianOptions:
              "weight, all held at once)"),
             (self.lanczos_runs <= MAX_LANCZOS_RUNS, f"--lanczos-runs must be at most {MAX_LANCZOS_RUNS:,}"),
             (self.target_rse is None or self.target_rse > 0, "--target-rse must be positive"),
+            (0 <= self.eigen_tol < math.inf, "--eigen-tol must be a finite number >= 0"),
             (self.backend in ("native", "pyhessian"), "--backend must be native or pyhessian"),
         ]
         for ok, message in checks:
@@ -121,7 +125,8 @@ class HessianOptions:
 
 @dataclass(frozen=True)
 class HessianResult:
-    """Estimates for one model; ``dim`` is the number of coordinates of the (sub)space."""
+    """Estimates for one model; ``dim`` is the number of coordinates of the (sub)space. ``top_eigenvalue``: the
+    converging Lanczos run of ``top_eigen``, else the top Ritz value of the density's runs (or None)."""
 
     options: HessianOptions
     samples: int
@@ -131,6 +136,14 @@ class HessianResult:
     spectrum: Spectrum | None = None
     pyhessian: PyHessianTrace | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    top: Eigenvalue | None = None
+
+    @property
+    def top_eigenvalue(self) -> Eigenvalue | None:
+        if self.top is not None or self.spectrum is None:
+            return self.top
+        s = self.spectrum
+        return Eigenvalue(s.top_eigenvalue, s.top_residual, s.matvecs, steps=s.steps)
 
 
 def sample_indices(available: int, samples: int | None, seed: int) -> Tensor | None:
@@ -156,8 +169,13 @@ def hessian_analysis(model: nn.Module, batches: Sequence[Batch], masks: Mapping[
     trace = op.trace(options.method, options.probes, per_layer=options.per_layer, target_rse=options.target_rse,
                      seed=torch.Generator().manual_seed(derive_seed(options.seed, "hessian_probes")))
     seconds["trace"] = time.perf_counter() - start
-    spectrum = None
-    if options.top_eigen or options.density:
+    spectrum = top = None
+    if options.top_eigen:
+        start = time.perf_counter()
+        top = op.top_eigenvalue(options.lanczos_steps, tol=options.eigen_tol,
+                                seed=torch.Generator().manual_seed(derive_seed(options.seed, "hessian_lanczos")))
+        seconds["top_eigenvalue"] = time.perf_counter() - start
+    if options.density:
         start = time.perf_counter()
         spectrum = op.spectrum(options.lanczos_steps, options.lanczos_runs,
                                seed=torch.Generator().manual_seed(derive_seed(options.seed, "hessian_lanczos")))
@@ -168,7 +186,7 @@ def hessian_analysis(model: nn.Module, batches: Sequence[Batch], masks: Mapping[
         reference = pyhessian_trace(model, batches, trace.matvecs, options.seed,
                                     masks if subspace == "mask" else None, options.top_eigen)
         seconds["pyhessian"] = time.perf_counter() - start
-    return HessianResult(options, op.samples, subspace, op.dim, trace, spectrum, reference, seconds)
+    return HessianResult(options, op.samples, subspace, op.dim, trace, spectrum, reference, seconds, top)
 
 
 @dataclass(frozen=True)
@@ -194,9 +212,14 @@ class HessianReport:
             "sparsity": 1.0 - self.density, "mode": EVAL_MODE, "loss": LOSS, "batch_size": r.options.batch_size,
             "seed": r.options.seed, "backend": r.options.backend, "terms": list(t.samples), "seconds": r.seconds,
         }
+        top = r.top_eigenvalue
+        if top is not None:
+            obj["top_eigenvalue"] = {"value": top.value, "residual": top.residual, "matvecs": top.matvecs,
+                                     "steps": top.steps}
+            if r.top is not None:
+                obj["top_eigenvalue"] |= {"converged": top.converged, "tol": r.options.eigen_tol}
         if r.spectrum is not None:
             s = r.spectrum
-            obj["top_eigenvalue"] = {"value": s.top_eigenvalue, "residual": s.top_residual, "matvecs": s.matvecs}
             if r.options.density:
                 grid, phi = s.density()
                 obj["density_estimate"] = {"steps": s.steps, "runs": r.options.lanczos_runs,
