@@ -283,8 +283,8 @@ class _Deflation:
 
 
 def _probes_needed(sigma: float, scale: float, least: int) -> int:
-    """Probes k with sigma / sqrt(k) <= scale (at least ``least``)."""
-    return max(least, math.ceil((sigma / scale) ** 2)) if scale > 0 else least
+    """Probes k with sigma / sqrt(k) <= scale (at least ``least``; at most 10^30, for a tiny scale)."""
+    return max(least, math.ceil(min(sigma / scale, 1e15) ** 2)) if scale > 0 else least
 
 
 def _worth_growing(sigma: float, smallest: float, scale: float, step: int, least: int) -> bool:
@@ -538,6 +538,8 @@ def auto_trace(matmat: Matmat, dim: int, probes: int, generator: torch.Generator
         stop = _stop_at(target_rse)
 
         def plan(terms: np.ndarray) -> int:
+            if len(terms) < 2:  # a budget of one probe: nothing to plan from
+                return size
             return 0 if stop(terms) else min(AUTO_MAX_BLOCK, max(size, needed(terms) - len(terms)))
 
         terms = _probe_terms(matmat, dim, probes, generator, groups, plan(pilot), plan, dtype, device, pilot)
