@@ -194,7 +194,7 @@ def test_adaptive_hutchpp_on_the_exact_hessian(problem):
 
 
 def test_auto_takes_hutchinson_for_a_loose_target_and_hutchpp_for_a_tight_one():
-    """Each choice costs no more than the estimator it picks run alone, and far less than the other one."""
+    """A loose target costs no more than Hutchinson alone; a tight one is Hutch++ itself, far cheaper."""
     a = _spiked()
 
     def run(estimator, target):
@@ -204,7 +204,7 @@ def test_auto_takes_hutchinson_for_a_loose_target_and_hutchpp_for_a_tight_one():
     assert loose.method == "hutchinson" and loose.relative_stderr <= 0.2
     assert loose.matvecs <= run(hutchinson_trace, 0.2).matvecs < run(hutchpp_trace, 0.2).matvecs
     assert tight.method == "hutchpp" and tight.relative_stderr <= 0.01
-    assert tight.matvecs <= run(hutchpp_trace, 0.01).matvecs
+    assert tight == run(hutchpp_trace, 0.01)  # the pilot is Hutch++'s first sketch block: the same estimate
     assert tight.matvecs * 20 < run(hutchinson_trace, 0.01).matvecs
     with pytest.raises(ValueError, match="target_rse"):
         auto_trace(lambda v: v @ a, 200, 100, torch.Generator(), **F64)
