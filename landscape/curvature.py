@@ -11,7 +11,8 @@ its batch (default: cross-entropy), so H is that of the mean over all samples wh
 (:func:`landscape.hvp.hessian_matmat`). With ``masks`` it is the principal submatrix of H on the
 unpruned coordinates, P^T H P.
 
-- :func:`hessian_trace`: tr H by Hutchinson (1989) or Hutch++ (Meyer et al. 2021), with a standard error;
+- :func:`hessian_trace`: tr H by Hutchinson (1989) or Hutch++ (Meyer et al. 2021), or whichever of them
+  reaches a target relative standard error with fewer products (``auto``), with a standard error;
 - :func:`top_eigenvalue`: the largest eigenvalue by Lanczos (1950), stopped at a relative residual, with
   the true residual as its error bound;
 - :meth:`HessianOperator.to_scipy`: a SciPy ``LinearOperator`` for ``scipy.sparse.linalg.eigsh`` and friends.
@@ -85,6 +86,9 @@ def _check_trace_options(method: Any, probes: Any, target_rse: Any) -> str:
     if target_rse is not None and (isinstance(target_rse, bool) or not isinstance(target_rse, numbers.Real)
                                    or not target_rse > 0):
         raise ArgumentError(f"target_rse must be a positive number or None, got {target_rse!r}")
+    if name == "auto" and target_rse is None:
+        raise ArgumentError("method 'auto' chooses the estimator for a target_rse: give target_rse "
+                            "(e.g. 0.02), or choose hutchinson or hutchpp")
     return name
 
 
@@ -340,25 +344,32 @@ def hessian_trace(model: nn.Module, data: Any, *, loss_fn: LossFn | None = None,
       whose few outlier eigenvalues carry most of the Hutchinson variance, it reached a relative standard
       error of 2% with 6x (MNIST-1D cnn1d) to 20x (resnet20) fewer products than Hutchinson
       (docs/performance.md): the command line's default.
+    - ``auto`` (needs ``target_rse``): a pilot block of 8 Hutchinson probes estimates how many probes
+      Hutchinson needs, n_H = s^2 / (target_rse * |estimate|)^2 (s^2 the terms' sample variance); it goes
+      on with Hutchinson (at least 16 probes) when n_H is at most what Hutch++ spends at the least (32
+      products, the pilot reused as its first sketch block), else it is adaptive ``hutchpp`` to the bit
+      (:func:`landscape.trace.auto_trace`). The result's ``method`` names the one chosen.
 
-    Both spend exactly ``probes`` Hessian-vector products (at most, with ``target_rse``), drawn from
+    All spend exactly ``probes`` Hessian-vector products (at most, with ``target_rse``), drawn from
     ``torch.Generator().manual_seed(seed)`` on the CPU, so a seed gives the same probes on every device.
     All probes of a block share one pass over the data (one forward and gradient graph per batch).
 
     Args:
         model, data, loss_fn, masks, batch_size, progress: as for :class:`HessianOperator`.
-        method: ``hutchinson`` or ``hutchpp`` (also spelt ``hutch++``, as the paper does).
+        method: ``hutchinson``, ``hutchpp`` (also spelt ``hutch++``, as the paper does) or ``auto``.
         probes: the budget of Hessian-vector products (>= 1; ``hutchpp`` sketches probes // 3 of them, none
             below 3).
         seed: seed of the random probes.
         per_layer: also estimate each parameter's diagonal block trace tr(P_l H); the parts sum to the total.
         target_rse: stop early once stderr / |estimate| <= target_rse (checked every 16 probes for
-            ``hutchinson``, every 8 for ``hutchpp``).
+            ``hutchinson``, every 8 for ``hutchpp``; ``auto`` plans its blocks from the spread so far).
 
     Returns:
         A frozen :class:`landscape.trace.TraceEstimate`: ``estimate``, ``stderr`` (NaN when it cannot be
         estimated), ``matvecs``, ``method``, ``per_layer`` and ``per_layer_stderr`` (empty unless
-        ``per_layer``), the Hutchinson terms ``samples``, and ``to_json()``.
+        ``per_layer``), the Hutchinson terms ``samples``, ``interval()`` (a Student-t confidence interval,
+        which keeps its coverage at a few dozen probes where estimate -+ 1.96 stderr does not) and
+        ``to_json()``.
 
     Example:
         >>> import torch
@@ -371,6 +382,12 @@ def hessian_trace(model: nn.Module, data: Any, *, loss_fn: LossFn | None = None,
         True
         >>> sorted(hessian_trace(model, (X, y), loss_fn=nn.MSELoss(), probes=8, per_layer=True).per_layer)
         ['bias', 'weight']
+        >>> loose, tight = (hessian_trace(model, (X, y), loss_fn=nn.MSELoss(), method="auto", target_rse=r,
+        ...                               probes=1000) for r in (0.1, 0.01))
+        >>> loose.method, loose.matvecs, loose.interval()[0] < exact < loose.interval()[1]
+        ('hutchinson', 16, True)
+        >>> tight.method, abs(tight.estimate - exact) < 1e-4  # a 4-dimensional Hessian: the sketch covers it
+        ('hutchpp', True)
     """
     _check_trace_options(method, probes, target_rse)  # before the data are read
     op = HessianOperator(model, data, loss_fn=loss_fn, masks=masks, batch_size=batch_size, progress=progress)

@@ -282,6 +282,15 @@ def test_lanczos_steps_are_capped_at_the_dimension_and_absurd_ones_refused(tiny_
         one_error_line(capsys, "--eigen-tol")
 
 
+def test_method_auto_without_a_target_is_one_line(tiny_run, capsys):
+    with pytest.raises(UserError, match="--method auto chooses the estimator for a target: give --target-rse"):
+        HessianOptions(method="auto").validate()
+    HessianOptions(method="auto", target_rse=0.02).validate()
+    ckpt = tiny_run / "cycle_00" / "average.safetensors"
+    assert hessian.main([str(ckpt), "--method", "auto", "--probes", "4"]) == 2
+    one_error_line(capsys, "--method auto chooses the estimator for a target: give --target-rse R")
+
+
 # --- 15: reports of a study without a finished cycle; argparse errors of every CLI -----------------------
 
 

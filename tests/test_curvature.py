@@ -224,6 +224,7 @@ def _per_sample(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     (lambda m, d: hessian_trace(m, d, method="hutchpp", probes=0), ValueError, "probes must be >= 2"),
     (lambda m, d: hessian_trace(m, d, method="exact"), ValueError, "method must be one of hutchinson, hutchpp"),
     (lambda m, d: hessian_trace(m, d, target_rse=0), ValueError, "target_rse must be a positive"),
+    (lambda m, d: hessian_trace(m, d, method="auto"), ValueError, "method 'auto' chooses the estimator for a"),
     (lambda m, d: hessian_trace(m, d, seed="a"), TypeError, "seed must be an integer"),
     (lambda m, d: hessian_trace(m, d, masks={"x": torch.ones(2)}), ValueError, "masks has no parameter 'x'"),
     (lambda m, d: hessian_trace(m, d, masks={"0.weight": torch.full((8, 4), 0.5)}), ValueError,

@@ -32,7 +32,8 @@ TOOLS = {
                                   "--batch-size": st.one_of(st.integers(-2, 700).map(str), JUNK),
                                   "--lanczos-steps": st.one_of(COUNT, st.just("100000")),
                                   "--eigen-tol": REAL,
-                                  "--method": st.sampled_from(["hutchinson", "hutchpp", "hutch++", "exact?", ""]),
+                                  "--method": st.sampled_from(["hutchinson", "hutchpp", "hutch++", "auto", "exact?",
+                                                               ""]),
                                   "--subspace": st.sampled_from(["mask", "full", "both"])}),
 }
 MODES = {"subspace": ["--plane"], "hessian": ["--top-eigen"]}

@@ -55,6 +55,19 @@ def test_target_rse_stops_the_default_method_early(tiny_run: Path, tmp_path: Pat
     assert len(obj["terms"]) < obj["probes"]  # sketch and pilot products are not residual terms
 
 
+@pytest.mark.parametrize(("target", "chosen"), [("0.5", "hutchinson"), ("0.01", "hutchpp")])
+def test_method_auto_picks_the_estimator_for_the_target(tiny_run: Path, tmp_path: Path, target, chosen, capsys):
+    ckpt, out = tiny_run / "cycle_01" / "average.safetensors", tmp_path / "a.json"
+    assert main([str(ckpt), "--method", "auto", "--probes", "500", "--target-rse", target, "--per-layer",
+                 "--json", str(out), *FAST]) == 0
+    assert f"trace ({chosen}, chosen by --method auto, " in capsys.readouterr().out
+    obj = json.loads(out.read_text())
+    assert obj["method_requested"] == "auto" and obj["method"] == chosen
+    assert obj["relative_stderr"] <= float(target) and obj["probes"] < 500
+    low, high = obj["interval"]
+    assert low < obj["trace"] < high and set(obj["per_layer_interval"]) == set(obj["per_layer"])
+
+
 def test_full_subspace_covers_pruned_coordinates(tiny_run: Path, tmp_path: Path):
     ckpt = tiny_run / "cycle_02" / "average.safetensors"
     dims = {}

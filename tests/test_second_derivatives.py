@@ -155,7 +155,8 @@ def test_the_papers_spelling_of_hutchpp_is_the_same_estimator(spelling):
 
 
 def test_an_unknown_method_still_names_the_choices():
-    with pytest.raises(ArgumentError, match=r"method must be one of hutchinson, hutchpp \(or hutch\+\+\), got 'hutch'"):
+    with pytest.raises(ArgumentError,
+                       match=r"method must be one of hutchinson, hutchpp, auto \(or hutch\+\+\), got 'hutch'"):
         hessian_trace(nn.Linear(3, 2), (torch.randn(4, 3), torch.zeros(4, dtype=torch.long)), method="hutch")
 
 

@@ -13,7 +13,7 @@ from core.options import add_dataclass_arguments
 from landscape.tools.cli import add_io_arguments
 from landscape.tools.hessian_report import HessianOptions, HessianReport, HessianResult
 from landscape.tools.plots import checkpoint_label, label_figure, legend_below, panel_grid, readable_axes
-from landscape.trace import TraceEstimate
+from landscape.trace import TraceEstimate, estimator_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,13 +36,17 @@ def _pm(value: float, err: float) -> str:
     return f"{value:.6g} +- {err:.3g}" if np.isfinite(err) else f"{value:.6g}"
 
 
+def _chosen(result: HessianResult) -> str:
+    return ", chosen by --method auto" if estimator_name(result.options.method) == "auto" else ""
+
+
 def format_report(report: HessianReport) -> str:
     """A few lines: what was measured, the trace, the optional parts, spectrum and cross-check."""
     r, t = report.result, report.result.trace
     lines = [f"checkpoint: {report.checkpoint} ({report.kind}, density {report.density:.4f})",
              f"Hessian of the mean cross-entropy over {r.samples} train samples, model in eval mode; "
              f"subspace {r.subspace} ({r.dim} coordinates)",
-             f"trace ({t.method}, {t.matvecs} products): {_pm(t.estimate, t.stderr)}"
+             f"trace ({t.method}{_chosen(r)}, {t.matvecs} products): {_pm(t.estimate, t.stderr)}"
              f" (relative stderr {t.relative_stderr:.3g}; {r.seconds['trace']:.2f} s)"]
     if t.per_layer:
         width = max(len(n) for n in t.per_layer)

@@ -74,7 +74,8 @@ class HessianOptions:
     MAX_LANCZOS_STEPS: ClassVar[int] = 10_000
 
     method: str = option("hutchpp", "trace estimator: hutchpp reaches a given standard error with several times "
-                         "fewer products on trained networks", choices=(*ESTIMATORS, *METHOD_ALIASES),
+                         "fewer products on trained networks; auto (with --target-rse) picks hutchinson or "
+                         "hutchpp for the target from a first block of probes", choices=(*ESTIMATORS, *METHOD_ALIASES),
                          to_field=estimator_name)
     probes: int = option(64, "Hessian-vector products for the trace; the maximum with --target-rse", metavar="K")
     samples: int | None = option(2048, "seeded subset of N training samples, or 'all'", metavar="N",
@@ -115,6 +116,8 @@ class HessianOptions:
             (self.lanczos_runs <= MAX_LANCZOS_RUNS, f"--lanczos-runs must be at most {MAX_LANCZOS_RUNS:,}"),
             (self.target_rse is None or self.target_rse > 0, "--target-rse must be positive"),
             (0 <= self.eigen_tol < math.inf, "--eigen-tol must be a finite number >= 0"),
+            (estimator_name(self.method) != "auto" or self.target_rse is not None,
+             "--method auto chooses the estimator for a target: give --target-rse R (e.g. 0.02)"),
             (self.backend in ("native", "pyhessian"), "--backend must be native or pyhessian"),
         ]
         for ok, message in checks:
@@ -207,7 +210,9 @@ class HessianReport:
             "checkpoint": self.checkpoint, "method": t.method, "probes": t.matvecs, "samples": r.samples,
             "subspace": r.subspace, "trace": t.estimate, "stderr": t.stderr, "per_layer": t.per_layer,
             "per_layer_stderr": t.per_layer_stderr, "relative_stderr": t.relative_stderr,
-            "probes_requested": r.options.probes, "target_rse": r.options.target_rse, "dim": r.dim,
+            "interval": list(t.interval()), "per_layer_interval": {k: list(t.interval(layer=k)) for k in t.per_layer},
+            "method_requested": estimator_name(r.options.method), "probes_requested": r.options.probes,
+            "target_rse": r.options.target_rse, "dim": r.dim,
             "kind": self.kind, "cycle": self.cycle, "particle": self.particle, "density": self.density,
             "sparsity": 1.0 - self.density, "mode": EVAL_MODE, "loss": LOSS, "batch_size": r.options.batch_size,
             "seed": r.options.seed, "backend": r.options.backend, "terms": list(t.samples), "seconds": r.seconds,
