@@ -185,6 +185,13 @@ def test_equivalence_p_is_tost_and_holds_uses_the_1_minus_2alpha_over_m_interval
     assert fam[0].outcome == HOLDS
     assert fam[0].reason == (f"|A - B| < 0.4: interval [{d.mean() - half:.4g}, {d.mean() + half:.4g}] "
                              "inside the margin")
+    # TOST's p is the larger one-sided p: the one against +delta near +delta, against -delta near -delta
+    for near in (d + 0.3, d - 0.3):
+        p = _one(near, "equivalent", 0.4).p
+        assert p == pytest.approx(max(stats.ttest_1samp(near, -0.4, alternative="greater").pvalue,
+                                      stats.ttest_1samp(near, 0.4, alternative="less").pvalue), rel=1e-9)
+    assert _one(d - 0.3, "equivalent", 0.4).p == pytest.approx(
+        stats.ttest_1samp(d - 0.3, -0.4, alternative="greater").pvalue, rel=1e-9)
     # constant differences: TOST p is 0 strictly inside the margin, 1 on or outside it
     assert [_one([c] * 6, "equivalent", 0.5).p for c in (0.25, -0.25, 0.5, -0.5, 0.75, -0.75)] == [0, 0, 1, 1, 1, 1]
 
@@ -230,7 +237,7 @@ def test_bad_arguments_are_named():
         with pytest.raises(LibraryArgumentError, match="min_seeds must be an integer >= 2"):
             paired_verdicts({"a": [1.0] * 6}, Claim("greater", 1.0), min_seeds=bad)
     assert _one([1.0, 1.0], "greater", 0.5, min_seeds=2).outcome == HOLDS
-    with pytest.raises(LibraryArgumentError, match="a family needs at least one comparison"):
+    with pytest.raises(LibraryArgumentError, match="^a family needs at least one comparison$"):
         paired_verdicts({}, Claim("greater", 1.0))
     with pytest.raises(LibraryArgumentError, match="comparison 'k' needs a flat sequence"):
         paired_verdicts({"k": []}, Claim("greater", 1.0))
@@ -238,7 +245,7 @@ def test_bad_arguments_are_named():
         paired_verdicts({7: [1.0, float("nan")]}, Claim("greater", 1.0))
     with pytest.raises(LibraryArgumentError, match="p-values must be numbers in"):
         holm([0.5, 1.5])
-    with pytest.raises(LibraryArgumentError, match=r"paths must be a \(paths, seeds\) table"):
+    with pytest.raises(LibraryArgumentError, match=r"^paths must be a \(paths, seeds\) table of differences$"):
         seed_means([1.0, 2.0])
     with pytest.raises(LibraryArgumentError, match="direction must be one of greater, less, equivalent, not 'more'"):
         Claim("more", 1.0)
@@ -267,9 +274,17 @@ def test_earlier_floating_point_path_rule_outcomes_and_reasons():
     assert both([1.0, 2.5], [0.5, 0.5])[0] == HOLDS
     assert both([-1.0, 0.5], [0.5, 0.75]) == (
         UNRESOLVED, "the sign differs between realisations; within the seed std in 1 of 2 realisations")
+    assert both([0.5, 0.625], [0.125, 0.125]) == (
+        HOLDS, "A > B in every realisation, beyond the seed std and the realisation spread")
+    # a zero mean has neither sign
+    assert both([0.0, 1.0], [0.5, 0.5]) == (
+        UNRESOLVED, "the sign differs between realisations; within the seed std in 1 of 2 realisations")
+    assert both([0.0, -1.0], [0.5, 0.5]) == (
+        UNRESOLVED, "the sign differs between realisations; within the seed std in 1 of 2 realisations")
     assert both([1.0, 1.0], [0.5, float("nan")]) == (UNRESOLVED, "a realisation has one seed, so no seed spread")
     for means, stds in (([1.0], [0.5]), ([1.0, 2.0], [0.5]), ([[1.0, 2.0]], [[0.5, 0.5]])):
-        with pytest.raises(LibraryArgumentError, match="one mean and one std per realisation"):
+        with pytest.raises(LibraryArgumentError, match=r"one mean and one std per realisation, for at least two "
+                                                       r"realisations; got \d means and \d stds$"):
             verdict(means, stds)
     for means, stds in (([1.0, float("nan")], [0.5, 0.5]), ([1.0, 2.0], [-0.5, 0.5]), ([1.0, 2.0], [np.inf, 0.5]),
                         ([1.0, np.inf], [0.5, 0.5])):
