@@ -49,6 +49,9 @@ def test_dense_masks_are_ones_like_each_weight():
     for name, p in net.named_parameters():
         assert masks[name].dtype == p.dtype and masks[name].shape == p.shape and bool((masks[name] == 1).all())
     assert list(dense_masks(net, [r"^2\."])) == ["0.weight"]
+    embedded = nn.Sequential(nn.Embedding(3, 2), nn.Linear(2, 1))
+    assert list(dense_masks(embedded)) == ["1.weight"]
+    assert list(dense_masks(embedded, embeddings=True)) == ["0.weight", "1.weight"]
 
 
 def test_coverage_counts_every_parameter_and_lists_the_unmasked_matrices():
@@ -60,6 +63,10 @@ def test_coverage_counts_every_parameter_and_lists_the_unmasked_matrices():
                               "matrices without a mask); the reported sparsity covers 3 of the model's 40 weights "
                               "(7.5%)")
     assert coverage(net, biases=True).pruned == 4
+    for n, more in ((4, ""), (5, " and 1 more")):
+        four = coverage(nn.Sequential(*[nn.Embedding(1, 1) for _ in range(n)])).describe()
+        assert four.startswith(f"not pruned: 0.weight, 1.weight, 2.weight, 3.weight{more} ({n} weights")
+    assert coverage(nn.Linear(1, 1, bias=False)).describe().endswith("covers 1 of the model's 1 weights (100.0%)")
     assert coverage(net, embeddings=True).dense == {}
     assert coverage(nn.Linear(3, 1), [r"weight"]).pruned == 0
     bare = nn.Module()
@@ -82,7 +89,7 @@ def test_schedules_exact_densities_and_ratios():
     assert cycle_ratios("geometric", 0.2, 4) == [0.2, 0.2, 0.2]
     assert cycle_ratios("linear", 0.25, 4) == [0.25, 1 - 0.5 / 0.75, 0.5]
     assert cycle_ratios("linear", 0.25, 1) == []
-    assert [max_linear_cycles(r) for r in (0.25, 1 / 99, 0.3, 0.6, 0.99)] == [4, 99, 4, 2, 2]
+    assert [max_linear_cycles(r) for r in (0.25, 1 / 99, 0.3, 0.6, 0.99, 1 - 1e-10)] == [4, 99, 4, 2, 2, 1]
 
 
 def test_schedules_refuse_what_they_cannot_give():
@@ -97,6 +104,8 @@ def test_schedules_refuse_what_they_cannot_give():
     with pytest.raises(ValueError, match="reaches density 0"):
         target_densities("linear", 0.5, 3)  # 1 - 2 x 0.5 = 0 exactly
     assert target_densities("linear", 0.5, 2) == [1.0, 0.5]
+    with pytest.raises(ValueError, match="reaches density 0 at cycle 1"):
+        target_densities("linear", 1 - 1e-13, 2)  # the second cycle's density, 1e-13, is 0 to the schedule
 
 
 def test_kept_per_cycle_rounds_as_the_masks_do():
