@@ -16,6 +16,7 @@ from studies.verdict import (
     holm,
     paired_verdicts,
     seed_means,
+    verdict,
 )
 
 
@@ -123,3 +124,169 @@ def test_seed_means_average_paths_per_seed():
 def test_bad_input_is_a_library_error(call):
     with pytest.raises(LibraryArgumentError):
         call()
+
+
+# Exact values and boundaries of the rule (what docs/results.md prints): the reasons, the TOST p-values, the
+# strictness of every inequality at its edge. A constant difference has a zero-width interval at its mean, so it
+# puts an interval limit exactly on the effect size.
+
+def _one(d, direction, effect, **kwargs):
+    return paired_verdicts({"c": d}, Claim(direction, effect), **kwargs)[0]
+
+
+def test_directional_reasons_name_the_direction_and_the_effect():
+    assert _one([1.0] * 6, "greater", 0.5).reason == "A > B (Holm p 0)"
+    assert _one([-1.0] * 6, "less", 0.5).reason == "A < B (Holm p 0)"
+    assert _one([0.25] * 6, "greater", 0.5).reason == "A > B (Holm p 0), smaller than 0.5: interval [0.25, 0.25]"
+    assert _one([-0.25] * 6, "less", 0.5).reason == "A < B (Holm p 0), smaller than 0.5: interval [-0.25, -0.25]"
+    assert _one([-0.375] * 6, "greater", 0.5).reason == "interval [-0.375, -0.375] excludes +0.5"
+    assert _one([0.375] * 6, "less", 0.5).reason == "interval [0.375, 0.375] excludes -0.5"
+    noisy = [1.0, -0.4, 0.9, -0.2, 0.6, -0.1]
+    v = _one(noisy, "greater", 0.5)
+    assert v.outcome == UNRESOLVED
+    assert v.reason == f"Holm p {v.p_holm:.2g}; interval [{v.low:.4g}, {v.high:.4g}] includes +0.5"
+    w = _one([-x for x in noisy], "less", 0.5)
+    assert w.outcome == UNRESOLVED
+    assert w.reason == f"Holm p {w.p_holm:.2g}; interval [{w.low:.4g}, {w.high:.4g}] includes -0.5"
+
+
+def test_an_interval_limit_on_the_effect_does_not_exclude_it():
+    # holds exactly at the effect: not "smaller than" it
+    assert _one([0.5] * 6, "greater", 0.5).reason == "A > B (Holm p 0)"
+    assert _one([-0.5] * 6, "less", 0.5).reason == "A < B (Holm p 0)"
+    # not significant, upper (lower) limit exactly +delta (-delta): unresolved, not "does not hold"
+    noisy = [0.3, -0.4, 0.5, -0.2, 0.6, -0.3]
+    high = _one(noisy, "greater", 1.0).high
+    assert _one(noisy, "greater", high).outcome == UNRESOLVED
+    assert _one(noisy, "greater", high * 1.001).outcome == DOES_NOT_HOLD
+    low = _one(noisy, "less", 1.0).low
+    assert _one(noisy, "less", -low).outcome == UNRESOLVED
+    assert _one(noisy, "less", -low * 1.001).outcome == DOES_NOT_HOLD
+
+
+def test_equivalence_at_the_margin_is_unresolved():
+    for c in (0.5, -0.5):
+        v = _one([c] * 6, "equivalent", 0.5)
+        assert (v.outcome, v.reason) == (UNRESOLVED, f"interval [{c:g}, {c:g}] overlaps the margin +-0.5")
+    assert _one([0.49] * 6, "equivalent", 0.5).outcome == HOLDS
+    assert _one([0.51] * 6, "equivalent", 0.5).reason == "interval [0.51, 0.51] wholly outside +-0.5"
+    assert _one([-0.51] * 6, "equivalent", 0.5).outcome == DOES_NOT_HOLD
+    assert _one([-0.49] * 6, "equivalent", 0.5).outcome == HOLDS
+
+
+def test_equivalence_p_is_tost_and_holds_uses_the_1_minus_2alpha_over_m_interval():
+    d = np.array([0.12, -0.05, 0.2, 0.01, 0.08, -0.1, 0.15])
+    other = [0.3, 0.1, 0.2, 0.25, 0.05, 0.15, 0.2]
+    fam = paired_verdicts({"a": d, "b": other}, Claim("equivalent", 0.4))
+    above = stats.ttest_1samp(d, -0.4, alternative="greater").pvalue
+    below = stats.ttest_1samp(d, 0.4, alternative="less").pvalue
+    assert fam[0].p == pytest.approx(max(above, below), rel=1e-9)
+    half = stats.t.ppf(1 - 0.05 / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    assert fam[0].outcome == HOLDS
+    assert fam[0].reason == (f"|A - B| < 0.4: interval [{d.mean() - half:.4g}, {d.mean() + half:.4g}] "
+                             "inside the margin")
+    # TOST's p is the larger one-sided p: the one against +delta near +delta, against -delta near -delta
+    for near in (d + 0.3, d - 0.3):
+        p = _one(near, "equivalent", 0.4).p
+        assert p == pytest.approx(max(stats.ttest_1samp(near, -0.4, alternative="greater").pvalue,
+                                      stats.ttest_1samp(near, 0.4, alternative="less").pvalue), rel=1e-9)
+    assert _one(d - 0.3, "equivalent", 0.4).p == pytest.approx(
+        stats.ttest_1samp(d - 0.3, -0.4, alternative="greater").pvalue, rel=1e-9)
+    # constant differences: TOST p is 0 strictly inside the margin, 1 on or outside it
+    assert [_one([c] * 6, "equivalent", 0.5).p for c in (0.25, -0.25, 0.5, -0.5, 0.75, -0.75)] == [0, 0, 1, 1, 1, 1]
+
+
+def test_interval_of_unit_std_is_the_t_interval():
+    v = _one([-1.0, 1.0, -1.0, 1.0, 0.0], "greater", 0.5, min_seeds=5)
+    assert v.std == 1.0
+    half = stats.t.ppf(1 - 0.05 / 2, 4) / np.sqrt(5)
+    assert (v.low, v.high) == pytest.approx((-half, half), rel=1e-12)
+
+
+def test_holm_caps_at_one():
+    assert holm([0.6, 0.7]).tolist() == [1.0, 1.0]
+    assert holm([1, 0]).tolist() == [1.0, 0.0]
+
+
+def test_every_field_of_a_comparison():
+    d = [0.5, 0.7, 0.6, 0.9, 0.4, 0.8]
+    v = _one(d, "greater", 0.5)
+    assert (v.label, v.n, v.level) == ("c", 6, 0.95)
+    assert v.mean == pytest.approx(np.mean(d)) and v.std == pytest.approx(np.std(d, ddof=1))
+    assert v.p == pytest.approx(stats.ttest_1samp(d, 0).pvalue, rel=1e-9) and v.p_holm == v.p
+    few = paired_verdicts({"two": [1.0, 2.0], "six": d}, Claim("greater", 0.5))
+    assert [f.label for f in few] == ["two", "six"]
+    t = few[0]
+    assert (t.label, t.n, t.mean, t.std, t.outcome, t.reason) == ("two", 2, 1.5, np.std([1, 2], ddof=1), TOO_FEW,
+                                                                  "2 seeds, fewer than 6")
+    assert all(np.isnan(x) for x in (t.low, t.high, t.level, t.p, t.p_holm))
+    assert few[1].p_holm == few[1].p  # the too-few comparison leaves the family: m = 1
+
+
+def test_ties_are_within_the_tie_tolerance_inclusive():
+    v = _one([0.1, -0.1, 0.2, -0.2, 0.0, 0.05], "greater", 0.5, tie=0.1)
+    assert v.record() == "1/4/1"
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(LibraryArgumentError, match="alpha must be a float in"):
+        paired_verdicts({"a": [1.0] * 6}, Claim("greater", 1.0), alpha=0.0)
+    with pytest.raises(LibraryArgumentError, match="alpha"):
+        paired_verdicts({"a": [1.0] * 6}, Claim("greater", 1.0), alpha=1.0)
+    for bad in (1, 6.0, True):
+        with pytest.raises(LibraryArgumentError, match="min_seeds must be an integer >= 2"):
+            paired_verdicts({"a": [1.0] * 6}, Claim("greater", 1.0), min_seeds=bad)
+    assert _one([1.0, 1.0], "greater", 0.5, min_seeds=2).outcome == HOLDS
+    with pytest.raises(LibraryArgumentError, match="^a family needs at least one comparison$"):
+        paired_verdicts({}, Claim("greater", 1.0))
+    with pytest.raises(LibraryArgumentError, match="comparison 'k' needs a flat sequence"):
+        paired_verdicts({"k": []}, Claim("greater", 1.0))
+    with pytest.raises(LibraryArgumentError, match="comparison '7' has a non-finite difference"):
+        paired_verdicts({7: [1.0, float("nan")]}, Claim("greater", 1.0))
+    with pytest.raises(LibraryArgumentError, match=r"p-values must be numbers in \[0, 1\], got .*1\.5"):
+        holm([0.5, 1.5])
+    with pytest.raises(LibraryArgumentError, match=r"^paths must be a \(paths, seeds\) table of differences$"):
+        seed_means([1.0, 2.0])
+    with pytest.raises(LibraryArgumentError, match="direction must be one of greater, less, equivalent, not 'more'"):
+        Claim("more", 1.0)
+    with pytest.raises(LibraryArgumentError, match="effect must be a finite number > 0"):
+        Claim("greater", 0.0)
+
+
+def test_earlier_floating_point_path_rule_outcomes_and_reasons():
+    """studies.verdict.verdict, the rule of the earlier tables of docs/results.md."""
+    def both(means, stds):
+        v = verdict(means, stds)
+        return v.outcome, v.reason
+
+    assert both([1.0, 1.2, 1.1], [0.5, 0.5, 0.5]) == (
+        HOLDS, "A > B in every realisation, beyond the seed std and the realisation spread")
+    assert both([-1.0, -1.2], [0.5, 0.5])[1].startswith("A < B in every realisation")
+    assert both([0.1, -0.1], [0.2, 0.2]) == (DOES_NOT_HOLD, "within the seed std in every realisation")
+    assert both([0.5, -0.5], [0.5, 0.5])[0] == DOES_NOT_HOLD  # |m| = s counts as within
+    assert both([0.0, 0.0], [0.0, 0.0])[0] == DOES_NOT_HOLD
+    assert both([-0.35, 0.62, 0.68], [0.16, 0.29, 0.36]) == (UNRESOLVED, "the sign differs between realisations")
+    assert both([1.0, 1.0, 0.25], [0.5, 0.5, 0.5]) == (
+        UNRESOLVED, "within the seed std in 1 of 3 realisations; the realisation spread is at least the pooled mean")
+    assert both([1.0, 1.25, 0.75], [0.5, 0.5, 0.8]) == (UNRESOLVED, "within the seed std in 1 of 3 realisations")
+    assert both([0.1, 2.0], [0.05, 0.05]) == (UNRESOLVED, "the realisation spread is at least the pooled mean")
+    assert both([1.0, 3.0], [0.5, 0.5])[0] == UNRESOLVED  # pooled mean 2 = spread 2: not beyond it
+    assert both([1.0, 2.5], [0.5, 0.5])[0] == HOLDS
+    assert both([-1.0, 0.5], [0.5, 0.75]) == (
+        UNRESOLVED, "the sign differs between realisations; within the seed std in 1 of 2 realisations")
+    assert both([0.5, 0.625], [0.125, 0.125]) == (
+        HOLDS, "A > B in every realisation, beyond the seed std and the realisation spread")
+    # a zero mean has neither sign
+    assert both([0.0, 1.0], [0.5, 0.5]) == (
+        UNRESOLVED, "the sign differs between realisations; within the seed std in 1 of 2 realisations")
+    assert both([0.0, -1.0], [0.5, 0.5]) == (
+        UNRESOLVED, "the sign differs between realisations; within the seed std in 1 of 2 realisations")
+    assert both([1.0, 1.0], [0.5, float("nan")]) == (UNRESOLVED, "a realisation has one seed, so no seed spread")
+    for means, stds in (([1.0], [0.5]), ([1.0, 2.0], [0.5]), ([[1.0, 2.0]], [[0.5, 0.5]])):
+        with pytest.raises(LibraryArgumentError, match=r"one mean and one std per realisation, for at least two "
+                                                       r"realisations; got \d means and \d stds$"):
+            verdict(means, stds)
+    for means, stds in (([1.0, float("nan")], [0.5, 0.5]), ([1.0, 2.0], [-0.5, 0.5]), ([1.0, 2.0], [np.inf, 0.5]),
+                        ([1.0, np.inf], [0.5, 0.5])):
+        with pytest.raises(LibraryArgumentError, match="finite means and stds >= 0"):
+            verdict(means, stds)
