@@ -32,7 +32,7 @@ ratios to PyHessian. Rows:
 
 From the repository root (one torch thread by default: the machine may be shared):
 ``python -m benchmarks.hessian_time_to_accuracy [--models cnn1d resnet20 resnet20-init] [--targets 0.05 0.02]
-[--methods hutchpp hutchinson] [--rounds 7] [--max-seconds 120] [--quick]``.
+[--methods hutchpp auto hutchinson] [--rounds 7] [--max-seconds 120] [--quick]``.
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(PROBLEMS), default=["cnn1d", "resnet20"])
     parser.add_argument("--targets", nargs="+", type=float, default=[0.05, 0.02])
-    parser.add_argument("--methods", nargs="+", choices=["hutchpp", "hutchinson"], default=["hutchpp"])
+    parser.add_argument("--methods", nargs="+", choices=["hutchpp", "auto", "hutchinson"], default=["hutchpp", "auto"])
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--resnet-samples", type=int, default=128)

@@ -116,7 +116,7 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     """
     p = np.asarray(p_values, dtype=float)
     if p.ndim != 1 or ((p < 0) | (p > 1) | np.isnan(p)).any():
-        raise LibraryArgumentError(f"p-values must be numbers in [0, 1], got {list(np.atleast_1d(p))}")
+        raise LibraryArgumentError(f"p-values must be numbers in [0, 1], got {np.atleast_1d(p).tolist()}")
     m = len(p)
     order = np.argsort(p, kind="stable")
     stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
