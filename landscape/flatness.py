@@ -206,7 +206,8 @@ def normalized_trace(model: nn.Module, data: Any, *, loss_fn: LossFn | None = No
 
     Args:
         model, data, loss_fn, masks, batch_size, progress: as for :func:`landscape.curvature.hessian_trace`.
-        probes: Rademacher probes K (>= 1); 2K Hessian-vector products when some layer is normalised.
+        probes: Rademacher probes K (>= 2: one probe gives no standard error); 2K Hessian-vector products when
+            some layer is normalised.
         seed: seed of the probes (``torch.Generator().manual_seed(seed)``, as :func:`hessian_trace`).
         granularity: ``layer`` (||theta_l||^2 per layer, invariant to a layer's common scale) or ``channel``
             (each output channel by its own squared norm, invariant to per-channel scales).
@@ -234,8 +235,8 @@ def normalized_trace(model: nn.Module, data: Any, *, loss_fn: LossFn | None = No
         >>> abs(after.normalized - before.normalized) < 1e-4 * abs(before.normalized)
         True
     """
-    if isinstance(probes, bool) or not isinstance(probes, numbers.Integral) or probes < 1:
-        raise ArgumentError(f"probes must be an integer >= 1, got {probes!r}")
+    if isinstance(probes, bool) or not isinstance(probes, numbers.Integral) or probes < 2:
+        raise ArgumentError(f"probes must be an integer >= 2 (one probe gives no standard error), got {probes!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
     if granularity not in GRANULARITIES:

@@ -157,5 +157,6 @@ def test_bad_arguments_are_named():
     model, batches = conv_bn_model(), data()
     with pytest.raises(ArgumentError, match="granularity must be one of layer, channel"):
         normalized_trace(model, batches, granularity="filter")
-    with pytest.raises(ArgumentError, match="probes must be an integer >= 1"):
-        normalized_trace(model, batches, probes=0)
+    for probes in (0, 1):  # one probe gives no standard error (issue 27: it returned NaN errors)
+        with pytest.raises(ArgumentError, match=r"probes must be an integer >= 2 \(one probe gives no standard error"):
+            normalized_trace(model, batches, probes=probes)
