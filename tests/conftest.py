@@ -8,6 +8,8 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -99,7 +101,16 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 _TALLY = {"user_errors": 0}
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"pytest received signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM interrupts the suite as Ctrl-C does (issue 27, case 12): the running test's `finally` blocks and
+    # fixtures' teardowns stop what it started (distributed ranks, workers), so no process outlives the suite
+    # and pytest never waits on one at exit. Python's default for SIGTERM ends the process on the spot instead.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     if os.environ.get("SWAMP_TEST_TALLY"):
         from core.errors import UserError
 

@@ -196,3 +196,54 @@ def test_ctrl_c_as_an_analysis_with_workers_reports_and_exits_is_one_line_or_not
     code, err = signalled(argv, lambda: out.is_file() and "measurements written" in out.read_text(), stdout=out)
     assert (code, err) in ((0, ""), (130, f"python -m studies.analyse: {INTERRUPTED}\n"))
     assert len(list(root.glob("analysis/consecutive/*/cycle_01.json"))) == 2
+
+
+SPAWNING_TEST = '''
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+
+def _child(path):
+    Path(path).write_text("started")
+    time.sleep(120)
+
+
+def test_spawns_and_waits(tmp_path_factory):
+    marker = Path(__import__("os").environ["MARKER"])
+    proc = mp.get_context("spawn").Process(target=_child, args=(str(marker),))
+    proc.start()
+    (marker.parent / "child.pid").write_text(str(proc.pid))
+    try:
+        time.sleep(120)
+    finally:
+        proc.kill()
+        proc.join()
+'''
+
+
+def test_sigterm_to_pytest_runs_the_tests_cleanup_so_no_child_outlives_it(tmp_path):
+    """Issue 27, case 12: SIGTERM to the test runner interrupts it as Ctrl-C does (tests/conftest.py), so a test's
+    `finally` stops the processes it started (as `_torchrun` of test_engines.py stops its ranks), and pytest exits
+    at once instead of waiting on them."""
+    (tmp_path / "test_spawner.py").write_text(SPAWNING_TEST)
+    marker = tmp_path / "started"
+    env = {**ENV, "MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
+                             str(tmp_path / "test_spawner.py")], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the spawned child never started"
+            time.sleep(0.1)
+        child = int((tmp_path / "child.pid").read_text())
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out  # pytest's "interrupted"
+    assert "KeyboardInterrupt" in out
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
