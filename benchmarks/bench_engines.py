@@ -90,7 +90,8 @@ def one(spec: dict) -> None:
         sync(ctx.device)
         return time.perf_counter() - began, time.process_time() - cpu
 
-    seconds, cpu = run_session(cfg, build, body)
+    measured = run_session(cfg, build, body)  # ranks > 0 serve rank 0 and measure nothing ([])
+    seconds, cpu = measured if measured else (None, None)
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     rank = int(os.environ.get("RANK", "0"))
     with open(f"{spec['out']}.rank{rank}.json", "w") as fh:
