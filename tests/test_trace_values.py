@@ -541,3 +541,85 @@ def test_estimator_names():
     assert estimator_name("lanczos") is None and estimator_name(3) is None and estimator_name(None) is None
     assert tr.ESTIMATORS == {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace, "auto": auto_trace}
     assert tr.AUTO_BLOCK == 8 and tr.AUTO_FLOOR == 16 and tr.AUTO_MAX_BLOCK == 64
+
+
+# --- corner cases that decide a number ----------------------------------------------------------------------
+
+def test_corner_cases_of_the_helpers():
+    assert tr._worth_growing(1.0, 1.0, 0.5, 1, 1) is True  # after = 0 (not 1): 2 + 1 < 4
+    zero = new_directions(torch.zeros(5, 4, dtype=F64), torch.zeros(0, 4, dtype=F64))
+    assert zero.shape == (0, 4)  # zero rows give no direction, even dim of them
+    near = torch.tensor([[1.0, 0, 0, 0], [1.0, 1.8e-8, 0, 0]], dtype=F64)  # tolerance from the largest row norm
+    assert new_directions(near, torch.zeros(0, 4, dtype=F64)).shape == (2, 4)
+    far = torch.tensor([[100.0, 0, 0, 0], [100.0, 1e-6, 0, 0]], dtype=F64)  # relative, not absolute
+    assert new_directions(far, torch.zeros(0, 4, dtype=F64)).shape == (1, 4)
+    a = spectrum([9.0, 5.0, 3.0, 1.0, 0.5, 0.2])
+    s = rademacher(3, 6, gen(17), dtype=F64)
+    y = s @ a
+    q = new_directions(y, torch.zeros(0, 6, dtype=F64))
+    assert leave_one_out_terms(s[:2], y[:2], q, q @ a @ q.T) is None  # fewer products than directions
+    q2 = new_directions(y[:2], torch.zeros(0, 6, dtype=F64))
+    got = leave_one_out_terms(s[:2], y[:2], q2, q2 @ a @ q2.T)
+    want = []
+    for i in range(2):
+        qi = y[1 - i:2 - i] / y[1 - i].norm()
+        pi = torch.eye(6, dtype=F64) - qi.T @ qi
+        want.append(float(torch.trace(qi @ a @ qi.T) + s[i] @ pi @ a @ pi @ s[i]))
+    assert got is not None and np.allclose(got, want, atol=1e-9)
+
+
+def test_hutchpp_small_budgets_and_float32():
+    a = sym(10)
+    calls = []
+    hutchpp_trace(lambda x: calls.append(len(x)) or x @ a, 10, 3, gen(), dtype=F64)
+    assert calls == [3]  # no sketch, not even an empty one
+    calls.clear()
+    est = hutchpp_trace(lambda x: calls.append(len(x)) or x @ a, 10, 4, gen(), dtype=F64)
+    assert calls == [1, 3] and len(est.samples) == 2  # 4 probes: a sketch of one
+    plain = hutchpp_trace(mm(a), 10, 13, gen(12), dtype=F64)
+    assert plain.per_layer_stderr == {} and hutchinson_trace(mm(a), 10, 13, gen(12), dtype=F64).per_layer_stderr == {}
+    single = hutchpp_trace(mm(a.float()), 10, 13, gen(12), layers={"x": slice(0, 3), "y": slice(3, 10)})
+    double = hutchpp_trace(mm(a), 10, 13, gen(12), layers={"x": slice(0, 3), "y": slice(3, 10)}, dtype=F64)
+    assert single.estimate == pytest.approx(double.estimate, rel=1e-4)
+    assert single.per_layer["x"] == pytest.approx(double.per_layer["x"], rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize(("seed", "block", "target"), [(35, None, 0.03), (34, None, 0.03), (24, None, 0.03),
+                                                      (35, 2, 0.08)])
+def test_auto_hutchinson_passes_follow_the_plan(seed, block, target):
+    a = sym(6)
+    v = rademacher(2000, 6, gen(seed), dtype=F64)
+    terms = ((v @ a) * v).sum(1).numpy()
+    size = block or 8
+    calls = []
+    est = auto_trace(lambda x: calls.append(len(x)) or x @ a, 6, 2000, gen(seed), target_rse=target, block=block,
+                     dtype=F64)
+    assert est.method == "hutchinson" and calls[0] == size
+    done = size
+    for step in calls[1:]:
+        t = terms[:done]
+        need = max(done, math.ceil((t.std(ddof=1) / (target * abs(t.mean()))) ** 2))
+        assert step == min(64, max(size, 16 - done, need - done), 2000 - done)
+        done += step
+    assert done == est.matvecs and np.allclose(est.samples, terms[:done])
+
+
+def test_auto_with_a_pilot_of_two_can_switch():
+    a = spectrum([100.0, 30.0, 10.0] + [0.1] * 37)
+    est = auto_trace(mm(a), 40, 1000, gen(24), target_rse=0.01, block=2, dtype=F64)
+    assert est.method == "hutchpp"
+    assert est == hutchpp_trace(mm(a), 40, 1000, gen(24), target_rse=0.01, block=2, dtype=F64)
+
+
+def test_hutchpp_two_stage_on_a_flat_spectrum_draws_its_planned_probes_in_passes_of_64():
+    a = spectrum(list(np.linspace(1.0, 2.0, 40)))
+    calls = []
+    torch.manual_seed(1)
+    est = hutchpp_trace(lambda x: calls.append(len(x)) or x @ a, 40, 3000, gen(27), target_rse=0.004, dtype=F64)
+    torch.manual_seed(2)
+    again = hutchpp_trace(mm(a), 40, 3000, gen(27), target_rse=0.004, dtype=F64)
+    assert est == again  # every probe from the generator
+    assert est.matvecs == sum(calls) and max(calls) == 64 and est.relative_stderr <= 0.004
+    assert est.estimate == pytest.approx(60.0, rel=0.02)
+    terms = np.array(est.samples)
+    assert est.stderr == pytest.approx(terms.std(ddof=1) / math.sqrt(len(terms)))
