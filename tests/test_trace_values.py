@@ -623,3 +623,22 @@ def test_hutchpp_two_stage_on_a_flat_spectrum_draws_its_planned_probes_in_passes
     assert est.estimate == pytest.approx(60.0, rel=0.02)
     terms = np.array(est.samples)
     assert est.stderr == pytest.approx(terms.std(ddof=1) / math.sqrt(len(terms)))
+
+
+@pytest.mark.parametrize(("values", "probes", "target", "block", "seed", "calls", "estimate"), [
+    ([50.0] * 20 + [0.01] * 20, 2000, 0.001, None, 20, [8, 24, 8, 8, 8, 8], 1000.1898357847926),
+    ([30.0, 20, 10] + list(np.linspace(1.0, 0.5, 77)), 1000, 0.01, None, 30, [8, 24, 16, 10], 118.12326133566896),
+    (list(1.0 / np.arange(1, 81)), 1000, 0.01, None, 31, [8, 24, 8, 8, 21], 5.003403783932014),
+    (list(1.0 / np.arange(1, 81)), 150, 0.002, None, 31, [8, 24] + [8] * 14 + [6], 4.980002137501431),
+    ([100.0, 30.0, 10.0] + list(np.linspace(2.0, 0.5, 57)), 2000, 0.002, 4, 21, [4, 12] + [4] * 28 + [1], 211.25),
+])
+def test_hutchpp_two_stage_plan_is_pinned(values, probes, target, block, seed, calls, estimate):
+    """The products of each pass of the two-stage rule (sketch blocks, directions with the first residual probes,
+    growth, planned and continued residual probes) on spectra where each branch matters: regression values."""
+    a = spectrum(values)
+    seen = []
+    est = hutchpp_trace(lambda x: seen.append(len(x)) or x @ a, len(values), probes, gen(seed), target_rse=target,
+                        block=block, dtype=F64)
+    assert seen == calls and est.matvecs == sum(calls)
+    assert est.estimate == pytest.approx(estimate, rel=1e-9)
+    assert est.relative_stderr <= target or est.matvecs == probes
