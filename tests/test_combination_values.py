@@ -424,3 +424,51 @@ def test_model_device_and_the_gram_of_the_displacements():
     g = Combination(BN_A, states(BN_A, BN_B)).displacement_gram()
     BN_B[1].running_mean.fill_(0.0)
     assert g.shape == (1, 1) and g[0, 0] == 4 + 1 + 1 + 1 + 1 + 1 + 0.25 + 1 + 1 + 0.25
+
+
+# --- inputs the model cannot take, float64 models, state hooks -------------------------------------------------
+
+def test_inputs_the_model_cannot_take_are_named_with_their_shapes():
+    with pytest.raises(ArgumentError, match=r"^val: the model cannot take these inputs \(.*\(3, 3\).*\): "):
+        mean_loss(A, [(torch.zeros(3, 3), Y[:3])], name="val")
+    line = Combination(BN_A, states(BN_A, BN_B))
+    with pytest.raises(ArgumentError, match=r"^bn_data: the model cannot take these inputs \(.*\(4, 3\).*\): "):
+        line.load((0.5, 0.5), [(torch.zeros(4, 3), torch.zeros(4, 7))])
+    with pytest.raises(ArgumentError, match=r"^val is empty: it yielded no samples$"):
+        line.evaluate([(0.5, 0.5)], {"val": [(X[:0], Y[:0])]})
+
+
+def test_the_accuracy_adds_up_over_batches():
+    net = linear([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
+    x = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 4.0]])
+    assert mean_loss(net, [(x[:1], torch.tensor([0])), (x[1:], torch.tensor([0, 0]))]).acc == pytest.approx(2 / 3)
+
+
+def test_float64_models_are_combined_in_float64():
+    a, b, c = (net.double() for net in (linear([[0.1, 0.2]], [0.3]), linear([[0.7, -0.2]], [0.9]),
+                                         linear([[0.4, 0.4]], [-0.1])))
+    line = Combination(a, states(a, b))
+    point = line.state((0.7, 0.3))
+    with torch.no_grad():
+        assert point["weight"].dtype == torch.float64
+        assert torch.equal(point["weight"], a.weight + (b.weight - a.weight) * 0.3)
+        hull = Combination(a, states(a, b, c)).state((0.4, 0.3, 0.3))
+        want = a.bias + torch.tensordot(torch.tensor([0.3, 0.3], dtype=torch.float64),
+                                        torch.stack([b.bias - a.bias, c.bias - a.bias]), dims=1)
+        assert torch.equal(hull["bias"], want)
+
+
+def test_tensors_of_different_dtypes_keep_their_dtypes_on_a_line():
+    nets = [linear([[1.0, 2.0]], [0.5]), linear([[3.0, 0.0]], [0.1])]
+    for n, net in enumerate(nets):
+        net.register_buffer("scale", torch.tensor([0.1 * (n + 1)], dtype=torch.float64))
+    point = Combination(nets[0], states(*nets)).state((0.5, 0.5))
+    assert point["weight"].dtype == F32 and point["scale"].dtype == torch.float64
+    assert torch.equal(point["scale"], torch.tensor([0.1], dtype=torch.float64) + torch.tensor(
+        [0.2 - 0.1], dtype=torch.float64) * 0.5)
+
+
+def test_a_state_dict_pre_hook_also_gets_load_state_dict():
+    hooked = nn.Linear(2, 2)
+    hooked.register_state_dict_pre_hook(lambda *args: None)
+    assert Combination(hooked, states(A, B))._targets is None
