@@ -472,3 +472,36 @@ def test_a_state_dict_pre_hook_also_gets_load_state_dict():
     hooked = nn.Linear(2, 2)
     hooked.register_state_dict_pre_hook(lambda *args: None)
     assert Combination(hooked, states(A, B))._targets is None
+
+
+def test_the_progress_bar_counts_the_points_and_follows_progress(monkeypatch):
+    import landscape.combination as combination
+
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.updates = kwargs, []
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            return False
+
+        def update(self, n=1):
+            self.updates.append(n)
+
+    monkeypatch.setattr(combination, "tqdm", Bar)
+    line = Combination(A, states(A, B))
+    rows = [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
+    line.evaluate(rows, {"d": [(X, Y)]}, results={1: {"d": Evaluation(1.0, None)}})
+    line.evaluate(rows[:1], {"d": [(X, Y)]}, desc="barrier", progress=False)
+    line.evaluate(rows[:1], {"d": [(X, Y)]}, progress=True)
+    assert [b.kwargs for b in bars] == [
+        {"total": 3, "desc": "points", "unit": "point", "leave": False, "disable": None},
+        {"total": 1, "desc": "barrier", "unit": "point", "leave": False, "disable": True},
+        {"total": 1, "desc": "points", "unit": "point", "leave": False, "disable": False},
+    ]
+    assert [b.updates for b in bars] == [[1, 1, 1], [0, 1], [0, 1]]
