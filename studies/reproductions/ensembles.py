@@ -102,15 +102,21 @@ def _runs(model: str, seed: int, out: Path, quick: bool, data_dir: Path) -> dict
 
 
 @torch.no_grad()
+def _test_log_probs(run: Path, cycle: int, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities and labels of a run's cycle solution on the test split."""
+    ckpt = load_checkpoint(run / f"cycle_{cycle:02d}" / "average.safetensors")
+    data = checkpoint_data(ckpt, "cpu", data_dir)
+    return predict(build_model(ckpt), data.eval_batches("test", 1000))
+
+
 def _ensemble_accuracy(members: Sequence[Path], cycle: int, data_dir: Path) -> float:
     """Test accuracy (%) of the mean of the class probabilities of ``members``' cycle solutions."""
-    log_probs, labels = [], None
-    for run in members:
-        ckpt = load_checkpoint(run / f"cycle_{cycle:02d}" / "average.safetensors")
-        data = checkpoint_data(ckpt, "cpu", data_dir)
-        lp, labels = predict(build_model(ckpt), data.eval_batches("test", 1000))
-        log_probs.append(lp)
-    return 100.0 * score(ensemble_log_probs(log_probs), labels).acc
+    outputs = [_test_log_probs(run, cycle, data_dir) for run in members]
+    return _accuracy([lp for lp, _ in outputs], outputs[0][1])
+
+
+def _accuracy(log_probs: Sequence[torch.Tensor], labels: torch.Tensor) -> float:
+    return 100.0 * score(ensemble_log_probs(list(log_probs)), labels).acc
 
 
 def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
@@ -122,15 +128,16 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
         list(pool.map(lambda task: run_resuming(*task), tasks))
     rows: list[dict[str, object]] = []
     for (model, seed), runs in plan.items():
-        imp = accuracies(runs["imp-j0"][1])
-        swamp = accuracies(runs["swamp"][1], "ensemble_test_acc")
+        imp, imp4x, swamp = (accuracies(runs[name][1]) for name in ("imp-j0", "imp4x", "swamp"))
+        particles = accuracies(runs["swamp"][1], "ensemble_test_acc")
         members = [runs[f"imp-j{j}"][1] for j in range(PARTICLES)]
         for cycle, (sparsity, _) in sorted(imp.items()):
-            values = {"IMP": imp[cycle][1], "IMP x4 epochs": accuracies(runs["imp4x"][1])[cycle][1],
-                      "IMP ensemble of 2": _ensemble_accuracy(members[:2], cycle, data_dir),
-                      "IMP ensemble of 4": _ensemble_accuracy(members, cycle, data_dir),
-                      "SWAMP (N=4)": accuracies(runs["swamp"][1])[cycle][1],
-                      "SWAMP particles' ensemble": swamp[cycle][1]}
+            outputs = [_test_log_probs(run, cycle, data_dir) for run in members]  # each member predicted once
+            log_probs, labels = [lp for lp, _ in outputs], outputs[0][1]
+            values = {"IMP": imp[cycle][1], "IMP x4 epochs": imp4x[cycle][1],
+                      "IMP ensemble of 2": _accuracy(log_probs[:2], labels),
+                      "IMP ensemble of 4": _accuracy(log_probs, labels),
+                      "SWAMP (N=4)": swamp[cycle][1], "SWAMP particles' ensemble": particles[cycle][1]}
             rows += [{"model": model, "method": method, "seed": seed, "cycle": cycle, "sparsity": sparsity,
                       "test_acc": round(values[method], 4)} for method in METHODS]
     write_csv(rows, out / "ensembles.csv")
