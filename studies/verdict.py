@@ -73,7 +73,8 @@ class Claim:
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise LibraryArgumentError(f"direction must be one of {', '.join(DIRECTIONS)}, not {self.direction!r}")
-        if not (isinstance(self.effect, int | float) and math.isfinite(self.effect) and self.effect > 0):
+        number = isinstance(self.effect, int | float) and not isinstance(self.effect, bool)
+        if not (number and math.isfinite(self.effect) and self.effect > 0):
             raise LibraryArgumentError(f"effect must be a finite number > 0, not {self.effect!r}")
 
 

@@ -113,6 +113,7 @@ def test_seed_means_average_paths_per_seed():
     lambda: Claim("bigger", 0.5),
     lambda: Claim("greater", 0),
     lambda: Claim("greater", float("nan")),
+    lambda: Claim("greater", True),  # a bool is not an effect size
     lambda: paired_verdicts({}, Claim("greater", 1.0)),
     lambda: paired_verdicts({"x": [1.0, float("nan")] * 3}, Claim("greater", 1.0)),
     lambda: paired_verdicts({"x": [[1.0, 2.0]]}, Claim("greater", 1.0)),
