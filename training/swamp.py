@@ -15,7 +15,7 @@ from core.errors import RESUME_RUN, run_cli
 from core.progress import tqdm
 from training.config import RunConfig, parse_config
 from training.engines.cluster import exit_now
-from training.run import run_swamp
+from training.run import MaskRule, run_swamp
 
 DESCRIPTION = ("Sparse Weight Averaging with Multiple Particles (Choi et al., ICLR 2024): iterative magnitude "
                "pruning where every cycle trains N SWA particles from the same ticket and mask and keeps their "
@@ -50,9 +50,11 @@ def print_line(line: str) -> None:
     sys.stdout.flush()
 
 
-def run_and_report(cfg: RunConfig) -> int:
+def run_and_report(cfg: RunConfig, mask_rule: MaskRule | None = None,
+                   extra_config: dict[str, Any] | None = None) -> int:
     """Run ``cfg``, naming its directory first, then printing the table of cycles row by row as each cycle
-    finishes (:data:`TABLE_HEADER` with the first row, then :func:`format_row`).
+    finishes (:data:`TABLE_HEADER` with the first row, then :func:`format_row`); ``mask_rule`` and
+    ``extra_config`` as for :func:`training.run.run_swamp` (another pruning rule, e.g. :mod:`training.transplant`).
 
     Every line is flushed as it is printed, so output redirected to a file keeps the run directory and
     the finished cycles even when the run is interrupted. Under torchrun only rank 0 prints.
@@ -68,7 +70,7 @@ def run_and_report(cfg: RunConfig) -> int:
         print_line(format_row(metrics))
         rows += 1
 
-    run_swamp(cfg, on_cycle=report)
+    run_swamp(cfg, mask_rule, extra_config, on_cycle=report)
     return 0
 
 

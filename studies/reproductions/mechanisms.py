@@ -1,0 +1,170 @@
+"""The paper's open questions, each beside its control: mask or weights, flatness or averaging, SWAMP in some cycles.
+
+Choi et al. (2024) leave three questions about *why* SWAMP's solutions are better that an ablation can answer.
+This study runs them on MNIST-1D with the two architectures and schedules of
+:mod:`studies.reproductions.ensembles` (cnn1d with BatchNorm at 16 epochs per cycle, the MLP at 32; 6 cycles
+pruning half of the remaining weights, to 96.9% sparsity; 12 seeds), whose IMP (``imp-j0``) and SWAMP runs it
+shares when given the same ``--out``:
+
+====================================  =============================================  ===================
+arm                                   what it is                                     particle-cycles
+====================================  =============================================  ===================
+``IMP``                               one particle, no SWA                           6
+``SWA only (N=1)``                    one particle with SWA (SWAMP+ from cycle 6)    6
+``particles only (N=4, no SWA)``      four particles averaged, no SWA                24
+``SWAMP (N=4)``                       four SWA particles averaged                    24
+``IMP on SWAMP's masks``              IMP, cycle k under SWAMP's cycle-k mask         6
+``SWAMP on IMP's masks``              SWAMP, cycle k under IMP's cycle-k mask         24
+``SWAMP from cycle 2`` / ``4``        one SWA particle before cycle K, four from it  18 / 12
+====================================  =============================================  ===================
+
+Every run of seed s starts from the same dense ticket (8 epochs, seed s), so every difference is paired.
+The questions, as families of paired comparisons (:func:`studies.verdict.paired_verdicts`, Holm over the 2
+architectures x 5 pruned sparsities of each family; delta = 0.5 points of accuracy):
+
+* **mask or weights** (:mod:`training.transplant`): SWAMP's masks carry its gain if IMP on SWAMP's masks beats IMP
+  (``greater``); SWAMP's training carries it if SWAMP on IMP's masks beats IMP (``greater``).
+* **flatness or averaging**: SWA alone and averaging particles alone, each against IMP (``greater``) and SWAMP
+  against each of them (``greater``); the Hessian traces of the four (:mod:`studies.reproductions.flatness`).
+* **SWAMP only in some cycles**: SWAMP from cycle K against SWAMP (``equivalent``: the cheaper schedule is as
+  accurate), with accuracy per particle-epoch of training.
+
+``python -m studies.reproductions.mechanisms --out runs/ensembles --seeds 0-11 --jobs 2`` runs (or resumes) every
+run and writes ``OUT/mechanisms.csv`` (model, method, seed, cycle, sparsity, test accuracy, particle-epochs);
+``--from-csv`` prints the tables of docs/reproductions.md from a committed CSV; ``--quick`` checks the plumbing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from core.artifacts.atomic import atomic_write_text
+from studies.reproductions.ensembles import MODELS, PARTICLES, _seeds, run_command
+from studies.reproductions.lottery import accuracies, run_resuming
+
+EFFECT = 0.5  # points of accuracy
+RUN_NAMES = {"IMP": "imp-j0", "SWA only (N=1)": "swa", "particles only (N=4, no SWA)": "particles",
+             "SWAMP (N=4)": "swamp", "IMP on SWAMP's masks": "imp-on-swamp-masks",
+             "SWAMP on IMP's masks": "swamp-on-imp-masks", "SWAMP from cycle 2": "swamp-from-c2",
+             "SWAMP from cycle 4": "swamp-from-c4"}
+METHODS = tuple(RUN_NAMES)
+FAMILIES = (
+    ("mask or weights", "IMP on SWAMP's masks", "IMP", "greater", "SWAMP's masks alone make IMP more accurate"),
+    ("mask or weights", "SWAMP on IMP's masks", "IMP", "greater", "SWAMP's training alone (on IMP's masks) is more "
+                                                                  "accurate than IMP"),
+    ("flatness or averaging", "SWA only (N=1)", "IMP", "greater", "SWA alone is more accurate than IMP"),
+    ("flatness or averaging", "particles only (N=4, no SWA)", "IMP", "greater", "averaging particles alone is "
+                                                                                "more accurate than IMP"),
+    ("flatness or averaging", "SWAMP (N=4)", "SWA only (N=1)", "greater", "SWAMP is more accurate than SWA alone"),
+    ("flatness or averaging", "SWAMP (N=4)", "particles only (N=4, no SWA)", "greater", "SWAMP is more accurate "
+                                                                                        "than particles without SWA"),
+    ("SWAMP in some cycles", "SWAMP from cycle 2", "SWAMP (N=4)", "equivalent", "SWAMP from cycle 2 is as accurate "
+                                                                                "as SWAMP"),
+    ("SWAMP in some cycles", "SWAMP from cycle 4", "SWAMP (N=4)", "equivalent", "SWAMP from cycle 4 is as accurate "
+                                                                                "as SWAMP"),
+)
+FIELDS = ["model", "method", "seed", "cycle", "sparsity", "test_acc", "particle_epochs"]
+
+
+def _plan(model: str, seed: int, out: Path, quick: bool, data_dir: Path) -> dict[str, tuple[list[str], Path]]:
+    """method -> (command, run directory) of one model and seed."""
+    epochs = MODELS[model]
+    run = {m: out / f"{model}-{name}-s{seed}" for m, name in RUN_NAMES.items()}
+    n = ["--particles", str(PARTICLES)]
+    args = {"IMP": ("imp", []), "SWA only (N=1)": ("swamp", ["--particles", "1"]),
+            "particles only (N=4, no SWA)": ("swamp", [*n, "--no-swa"]), "SWAMP (N=4)": ("swamp", n),
+            "IMP on SWAMP's masks": ("transplant", ["--particles", "1", "--no-swa", "--masks-from",
+                                                    str(run["SWAMP (N=4)"])]),
+            "SWAMP on IMP's masks": ("transplant", [*n, "--masks-from", str(run["IMP"])]),
+            "SWAMP from cycle 2": ("swamp", [*n, "--particles-from-cycle", "1" if quick else "2"]),
+            "SWAMP from cycle 4": ("swamp", [*n, "--particles-from-cycle", "1" if quick else "4"])}
+    return {m: (run_command(module, model, seed, epochs, run[m], quick, data_dir, *extra), run[m])
+            for m, (module, extra) in args.items()}
+
+
+def particle_epochs(method: str, cycle: int, epochs: int) -> int:
+    """Particle-epochs of training up to and including ``cycle`` (the dense ticket's epochs not counted).
+
+    Example:
+        >>> particle_epochs("SWAMP from cycle 2", 3, 16)  # 2 cycles of one particle, 2 of four
+        160
+    """
+    if method.startswith("SWAMP from cycle"):
+        k = int(method.rsplit(" ", 1)[1])
+        return epochs * sum(1 if c < k else PARTICLES for c in range(cycle + 1))
+    n = PARTICLES if method in ("particles only (N=4, no SWA)", "SWAMP (N=4)", "SWAMP on IMP's masks") else 1
+    return epochs * n * (cycle + 1)
+
+
+def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
+            data_dir: Path = Path("data")) -> list[dict[str, object]]:
+    """Run (or resume) every run of ``seeds`` under ``out``; returns the rows of ``mechanisms.csv`` (also
+    written). The runs whose masks others take are trained first."""
+    plan = {(model, seed): _plan(model, seed, out, quick, data_dir) for model in MODELS for seed in seeds}
+    transplants = ("IMP on SWAMP's masks", "SWAMP on IMP's masks")
+    first = [runs[m] for m in METHODS if m not in transplants for runs in plan.values()]
+    then = [runs[m] for m in transplants for runs in plan.values()]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for tasks in (first, then):
+            list(pool.map(lambda task: run_resuming(*task), tasks))
+    rows: list[dict[str, object]] = []
+    for (model, seed), runs in plan.items():
+        for method in METHODS:
+            for cycle, (sparsity, acc) in sorted(accuracies(runs[method][1]).items()):
+                rows.append({"model": model, "method": method, "seed": seed, "cycle": cycle, "sparsity": sparsity,
+                             "test_acc": round(acc, 4),
+                             "particle_epochs": particle_epochs(method, cycle, 1 if quick else MODELS[model])})
+    write_csv(rows, out / "mechanisms.csv")
+    return rows
+
+
+def write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
+    """``rows`` as CSV with :data:`FIELDS`, written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, object]]:
+    """The rows of a ``mechanisms.csv`` (numbers parsed)."""
+    with open(path, newline="") as f:
+        return [{"model": r["model"], "method": r["method"], "seed": int(r["seed"]), "cycle": int(r["cycle"]),
+                 "sparsity": float(r["sparsity"]), "test_acc": float(r["test_acc"]),
+                 "particle_epochs": int(r["particle_epochs"])} for r in csv.DictReader(f)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studies.reproductions.mechanisms",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/ensembles"),
+                        help="folder of the runs, shared with studies.reproductions.ensembles (default %(default)s)")
+    parser.add_argument("--seeds", type=_seeds, default=list(range(12)), help="seeds, e.g. 0-11 (default 0-11)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (default %(default)s)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST-1D cache (default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="a tiny version that checks the plumbing")
+    parser.add_argument("--from-csv", type=Path, metavar="CSV",
+                        help="print the tables of a mechanisms.csv (e.g. docs/data/mechanisms-mnist1d.csv); run "
+                             "nothing")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    try:
+        rows = read_csv(args.from_csv) if args.from_csv else run_all(args.out, args.seeds, args.jobs, args.quick,
+                                                                     args.data_dir)
+    except (RuntimeError, OSError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(rows)} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
