@@ -39,14 +39,16 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.artifacts.atomic import atomic_write_text
-from studies.reproductions.ensembles import MODELS, PARTICLES, _seeds, run_command
+from core.artifacts.atomic import atomic_write_bytes, atomic_write_text
+from studies.reproductions.ensembles import MODELS, PARTICLES, _cell, _seeds, run_command
 from studies.reproductions.lottery import accuracies, run_resuming
+from studies.verdict import Claim, paired_verdicts
 
 EFFECT = 0.5  # points of accuracy
 RUN_NAMES = {"IMP": "imp-j0", "SWA only (N=1)": "swa", "particles only (N=4, no SWA)": "particles",
@@ -141,6 +143,136 @@ def read_csv(path: Path) -> list[dict[str, object]]:
                  "particle_epochs": int(r["particle_epochs"])} for r in csv.DictReader(f)]
 
 
+def _values(rows: Sequence[dict[str, object]], model: str, method: str, cycle: int, key: str = "test_acc"
+            ) -> dict[int, float]:
+    return {int(r["seed"]): float(r[key]) for r in rows  # type: ignore[call-overload,arg-type]
+            if r["model"] == model and r["method"] == method and r["cycle"] == cycle}
+
+
+def _grid(rows: Sequence[dict[str, object]]) -> list[tuple[str, int, float]]:
+    """(model, cycle, sparsity) of the rows, in the study's order."""
+    seen = {(str(r["model"]), int(r["cycle"])): float(r["sparsity"]) for r in rows}  # type: ignore[call-overload]
+    return [(m, c, seen[m, c]) for m in MODELS for c in sorted(c for mm, c in seen if mm == m)]
+
+
+def tables(rows: Sequence[dict[str, object]]) -> str:
+    """The Markdown tables of docs/reproductions.md: accuracy per arm (mean +- standard error over seeds, with the
+    particle-epochs each arm has trained by the last cycle), then one verdict table per comparison of
+    :data:`FAMILIES` (Holm over the architectures x pruned sparsities of each; delta = :data:`EFFECT` points).
+
+    Example:
+        >>> rows = [{"model": "mlp", "method": m, "seed": s, "cycle": c, "sparsity": c / 2, "test_acc": 60.0 + s,
+        ...          "particle_epochs": particle_epochs(m, c, 32)} for m in METHODS for s in range(2) for c in (0, 1)]
+        >>> print(tables(rows).splitlines()[3][:60])
+        | mlp | 50.0% | 60.50 ± 0.50 | 60.50 ± 0.50 | 60.50 ± 0.50 |
+    """
+    grid = _grid(rows)
+    last = {m: max(c for mm, c, _ in grid if mm == m) for m in {g[0] for g in grid}}
+    head = []
+    for method in METHODS:
+        costs = sorted({int(r["particle_epochs"]) for r in rows  # type: ignore[call-overload]
+                        if r["method"] == method and r["cycle"] == last[str(r["model"])]})
+        head.append(f"{method} ({' / '.join(str(c) for c in costs)} particle-epochs)")
+    lines = ["| model | sparsity | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(METHODS)]
+    for model, cycle, sparsity in grid:
+        cells = [_cell(list(_values(rows, model, m, cycle).values())) for m in METHODS]
+        lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(cells) + " |")
+    for question, a, b, direction, sentence in FAMILIES:
+        family = {}
+        for model, cycle, sparsity in grid:
+            if cycle == 0:
+                continue  # the dense cycle: no mask to transplant, and SWAMP from cycle K is SWA alone there
+            va, vb = _values(rows, model, a, cycle), _values(rows, model, b, cycle)
+            family[f"{model} | {100 * sparsity:.1f}%"] = [va[s] - vb[s] for s in sorted(va) if s in vb]
+        if not family:
+            continue
+        lines += ["", f"**{question}: {sentence}** (A = {a}, B = {b}; claim: {direction}, delta = {EFFECT:g} points, "
+                      f"Holm over {len(family)})", "",
+                  "| model | sparsity | mean A - B | simultaneous interval | wins/ties/losses | Holm p | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for v in paired_verdicts(family, Claim(direction, EFFECT)):
+            lines.append(f"| {v.label} | {v.mean:+.2f} | [{v.low:+.2f}, {v.high:+.2f}] ({100 * v.level:.1f}%) | "
+                         f"{v.record()} | {v.p_holm:.2g} | **{v.outcome}** |")
+    return "\n".join(lines)
+
+
+SWEEP = (("IMP", "IMP"), ("SWA only (N=1)", "K = 6 (SWA only)"), ("SWAMP from cycle 4", "K = 4"),
+         ("SWAMP from cycle 2", "K = 2"), ("SWAMP (N=4)", "K = 0 (SWAMP)"))
+
+
+def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
+    """Per architecture: each arm's accuracy gain over IMP against sparsity (mean and 95% interval over seeds),
+    and the SWAMP-from-cycle-K sweep's accuracy at the last two sparsities against its particle-epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from scipy import stats
+
+    grid = _grid(rows)
+    models = [m for m in MODELS if any(g[0] == m for g in grid)]
+    fig, axes = plt.subplots(2, len(models), figsize=(5.6 * len(models), 8.4), dpi=150, squeeze=False)
+    arms = [m for m in METHODS if m != "IMP" and not m.startswith("SWAMP from")]
+    for col, model in enumerate(models):
+        cells = [(c, s) for m, c, s in grid if m == model]
+        ax = axes[0][col]
+        for n, method in enumerate(arms):
+            means, halves = [], []
+            for cycle, _ in cells:
+                a, b = _values(rows, model, method, cycle), _values(rows, model, "IMP", cycle)
+                d = [a[s] - b[s] for s in sorted(a) if s in b]
+                mean, half = _mean_half(d, stats)
+                means.append(mean)
+                halves.append(half)
+            x = [100 * s + (n - 2) * 0.35 for _, s in cells]
+            ax.errorbar(x, means, yerr=halves, marker="os^vD"[n], ms=4, capsize=2, lw=1, color=f"C{n}", label=method)
+        ax.axhline(0, color="black", lw=0.8, label="IMP")
+        ax.set_xlabel("sparsity (% of weights pruned)")
+        ax.set_ylabel("test accuracy minus IMP's, same seed (points)")
+        seeds = len(_values(rows, model, "IMP", cells[0][0]))
+        ax.set_title(f"{model}: each ingredient's gain over IMP (mean, 95% interval, {seeds} seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, loc="best")
+        ax = axes[1][col]
+        for n, (cycle, sparsity) in enumerate(cells[-2:]):
+            xs, ys, hs = [], [], []
+            for method, _ in SWEEP:
+                v = list(_values(rows, model, method, cycle).values())
+                cost = _values(rows, model, method, cycle, "particle_epochs")
+                if not v:
+                    continue
+                mean, half = _mean_half(v, stats)
+                xs.append(next(iter(cost.values())))
+                ys.append(mean)
+                hs.append(half)
+            ax.errorbar(xs, ys, yerr=hs, marker="os"[n], ms=4, capsize=2, lw=1, color=f"C{n + 5}",
+                        label=f"{100 * sparsity:.1f}% sparsity")
+            for x, y, (_, name) in zip(xs, ys, SWEEP, strict=False):
+                ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("particle-epochs of training up to that sparsity (dense ticket not counted)")
+        ax.set_ylabel("test accuracy (%), mean and 95% interval")
+        ax.set_title(f"{model}: SWAMP from cycle K (one SWA particle before K, four from K)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Why SWAMP works: mask or weights, SWA or particles, particles in some cycles (MNIST-1D)",
+                 fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _mean_half(values: Sequence[float], stats: object) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t interval (0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)  # type: ignore[attr-defined]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studies.reproductions.mechanisms",
                                      description=__doc__.split("\n")[0])
@@ -162,7 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{len(rows)} rows")
+    print(tables(rows))
+    if not args.from_csv:
+        figure(rows, args.out / "mechanisms.png")
+        print(f"figure: {args.out / 'mechanisms.png'}")
     return 0
 
 
