@@ -149,6 +149,9 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
             a = _by_seed(rows, model, pair, cycle, "error_barrier")
             b = _by_seed(rows, model, "batch order only", cycle, "error_barrier")
             family[f"{model} | {100 * sparsity:.1f}%"] = [a[s] - b[s] for s in sorted(a) if s in b]
+        family = {label: d for label, d in family.items() if d}  # cells the arms share no seed of
+        if not family:
+            continue
         lines += ["", f"**Solutions that differ in {'their mask only' if pair == 'mask only' else 'all four factors'} "
                       f"are less connected than particles** (A = {pair}, B = batch order only; error barrier; claim: "
                       f"greater by {EFFECT:g} point, Holm over {len(family)})", "",

@@ -52,8 +52,8 @@ from studies.verdict import Claim, paired_verdicts
 
 SIZES = (2, 3, 4)
 SAMPLES = 16  # Dirichlet points per hull
-TRAIN_SAMPLES = 1024
-CYCLES = (0, 1, 2, 3, 4, 5)
+TRAIN_SAMPLES = 512
+CYCLES = (0, 1, 3, 5)
 EFFECT = 10.0  # percent of the hull points' loss variation left unexplained
 FIELDS = ["model", "seed", "cycle", "sparsity", "n", "spread", "hull_excess", "hull_predicted", "particle_excess",
           "particle_predicted", "unexplained"]

@@ -184,6 +184,7 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
                 continue  # the dense cycle: no mask to transplant, and SWAMP from cycle K is SWA alone there
             va, vb = _values(rows, model, a, cycle), _values(rows, model, b, cycle)
             family[f"{model} | {100 * sparsity:.1f}%"] = [va[s] - vb[s] for s in sorted(va) if s in vb]
+        family = {label: d for label, d in family.items() if d}  # cells the arms share no seed of
         if not family:
             continue
         lines += ["", f"**{question}: {sentence}** (A = {a}, B = {b}; claim: {direction}, delta = {EFFECT:g} points, "
