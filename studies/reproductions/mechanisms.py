@@ -42,7 +42,7 @@ import io
 import math
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from core.artifacts.atomic import atomic_write_bytes, atomic_write_text
@@ -72,6 +72,8 @@ FAMILIES = (
                                                                                 "as SWAMP"),
 )
 FIELDS = ["model", "method", "seed", "cycle", "sparsity", "test_acc", "particle_epochs"]
+PRIORITY = ("IMP", "SWAMP (N=4)", "SWA only (N=1)", "particles only (N=4, no SWA)", "IMP on SWAMP's masks",
+            "SWAMP from cycle 4", "SWAMP on IMP's masks", "SWAMP from cycle 2")  # the order the runs are trained in
 
 
 def _plan(model: str, seed: int, out: Path, quick: bool, data_dir: Path) -> dict[str, tuple[list[str], Path]]:
@@ -106,15 +108,24 @@ def particle_epochs(method: str, cycle: int, epochs: int) -> int:
 
 def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
             data_dir: Path = Path("data")) -> list[dict[str, object]]:
-    """Run (or resume) every run of ``seeds`` under ``out``; returns the rows of ``mechanisms.csv`` (also
-    written). The runs whose masks others take are trained first."""
+    """Run (or resume) every run of ``seeds`` under ``out`` in the order of :data:`PRIORITY` (each transplant
+    after the run it takes its masks from); returns the rows of ``mechanisms.csv`` (also written)."""
     plan = {(model, seed): _plan(model, seed, out, quick, data_dir) for model in MODELS for seed in seeds}
-    transplants = ("IMP on SWAMP's masks", "SWAMP on IMP's masks")
-    first = [runs[m] for m in METHODS if m not in transplants for runs in plan.values()]
-    then = [runs[m] for m in transplants for runs in plan.values()]
+    donors = {"IMP on SWAMP's masks": "SWAMP (N=4)", "SWAMP on IMP's masks": "IMP"}
+    futures: dict[tuple[str, int, str], Future[None]] = {}
+
+    def run(key: tuple[str, int, str]) -> None:
+        model, seed, method = key
+        if method in donors:  # queued before it, so finished or running in another worker: no deadlock
+            futures[model, seed, donors[method]].result()
+        run_resuming(*plan[model, seed][method])
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for tasks in (first, then):
-            list(pool.map(lambda task: run_resuming(*task), tasks))
+        for method in PRIORITY:
+            for model, seed in plan:
+                futures[model, seed, method] = pool.submit(run, (model, seed, method))
+        for future in futures.values():
+            future.result()
     rows: list[dict[str, object]] = []
     for (model, seed), runs in plan.items():
         for method in METHODS:
