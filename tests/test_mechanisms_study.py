@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from studies.reproductions import hull, mechanisms
+from studies.reproductions import connectivity, flatness, hull, mechanisms
+from tests.conftest import REPOSITORY
 
 
 def _net() -> nn.Module:
@@ -98,3 +99,45 @@ def test_the_arms_commands_name_the_donors_of_the_transplants(tmp_path):
 
     shared = _runs("cnn1d", 3, tmp_path, False, tmp_path / "data")
     assert plan["IMP"] == shared["imp-j0"] and plan["SWAMP (N=4)"] == shared["swamp"]
+
+
+STUDIES = {"mechanisms": mechanisms, "flatness": flatness, "hull": hull, "connectivity": connectivity}
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_the_docs_print_exactly_the_tables_of_the_committed_data(name):
+    """docs/reproductions.md prints what the committed per-seed CSV gives under the one verdict rule."""
+    module = STUDIES[name]
+    rows = module.read_csv(REPOSITORY / "docs" / "data" / f"{name}-mnist1d.csv")
+    seeds = {int(r["seed"]) for r in rows}
+    assert len(seeds) >= 6, "every verdict of the docs rests on at least 6 seeds"
+    docs = (REPOSITORY / "docs" / "reproductions.md").read_text()
+    for table in module.tables(rows).split("\n\n"):
+        assert table in docs
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_from_csv_refuses_a_missing_file_in_one_line(name, tmp_path, capsys):
+    assert STUDIES[name].main(["--from-csv", str(tmp_path / "missing.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_flatness_verdicts_are_on_the_relative_paired_difference():
+    # SWAMP's trace 20% below IMP's on every seed (whatever the scale): "flatter" holds; 2% above: does not hold
+    def rows(ratio: float) -> list[dict[str, object]]:
+        return [{"model": "cnn1d", "method": m, "seed": s, "cycle": 1, "sparsity": 0.5, "stderr": 0.0,
+                 "trace": (10.0 + 5 * s) * (ratio + 0.001 * s if m == "SWAMP (N=4)" else 1.0)}
+                for m in flatness.METHODS for s in range(8)]
+    section = [part for part in flatness.tables(rows(0.8)).split("\n\n**") if part.startswith("SWAMP finds")][0]
+    assert "| cnn1d | 50.0% | -19.6% |" in section and "**holds**" in section
+    section = [part for part in flatness.tables(rows(1.02)).split("\n\n**") if part.startswith("SWAMP finds")][0]
+    assert "**does not hold**" in section
+
+
+def test_connectivity_pairs_differ_in_the_factor_they_name(tmp_path):
+    a, b = connectivity.endpoints(tmp_path, "cnn1d", "batch order only", 2, 3)
+    assert a.parent == b.parent and a.parent.parent.name == "cnn1d-particles-s2"  # one cycle, two particles
+    a, b = connectivity.endpoints(tmp_path, "cnn1d", "mask only", 2, 3)
+    assert (a.parent.parent.name, b.parent.parent.name) == ("cnn1d-imp-j0-s2", "cnn1d-imp-on-swamp-masks-s2")
+    assert a.name == b.name == "average.safetensors" and a.parent.name == b.parent.name == "cycle_03"
