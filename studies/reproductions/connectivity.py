@@ -28,23 +28,22 @@ delta = :data:`EFFECT` points (``greater``).
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import json
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.artifacts.atomic import atomic_write_text
-from studies.reproductions.ensembles import MODELS, _cell, _seeds
-from studies.verdict import Claim, paired_verdicts
+from studies.reproductions.common import csv_pair, mean_se, study_main, verdict_lines
+from studies.reproductions.ensembles import MODELS
+from studies.verdict import Claim
 
 PAIRS = ("batch order only", "mask only", "all four")
 CYCLES = (1, 3, 5)
 EFFECT = 1.0  # points of test error
 FIELDS = ["model", "pair", "seed", "cycle", "sparsity", "error_barrier", "loss_barrier"]
+TYPES = {k: str if k in ("model", "pair") else int if k in ("seed", "cycle") else float for k in FIELDS}
+write_csv, read_csv = csv_pair(FIELDS, TYPES, "connectivity")
 
 
 def endpoints(out: Path, model: str, pair: str, seed: int, cycle: int) -> tuple[Path, Path]:
@@ -103,22 +102,6 @@ def measure_all(out: Path, seeds: Sequence[int], jobs: int = 1, data_dir: Path =
     return rows
 
 
-def write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
-    """``rows`` as CSV with :data:`FIELDS`, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def read_csv(path: Path) -> list[dict[str, object]]:
-    """The rows of a ``connectivity.csv`` (numbers parsed)."""
-    with open(path, newline="") as f:
-        return [{k: (r[k] if k in ("model", "pair") else int(r[k]) if k in ("seed", "cycle") else float(r[k]))
-                 for k in FIELDS} for r in csv.DictReader(f)]
-
-
 def _by_seed(rows: Sequence[dict[str, object]], model: str, pair: str, cycle: int, key: str) -> dict[int, float]:
     return {int(r["seed"]): float(r[key]) for r in rows  # type: ignore[call-overload,arg-type]
             if r["model"] == model and r["pair"] == pair and r["cycle"] == cycle}
@@ -140,8 +123,8 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
     lines = ["| model | sparsity | " + " | ".join(f"{p}: error barrier (points)" for p in PAIRS) + " | "
              + " | ".join(f"{p}: loss barrier" for p in PAIRS) + " |", "|---|---|" + "---|" * 2 * len(PAIRS)]
     for model, cycle, sparsity in cells:
-        errors = [_cell(list(_by_seed(rows, model, p, cycle, "error_barrier").values())) for p in PAIRS]
-        losses = [_loss_cell(list(_by_seed(rows, model, p, cycle, "loss_barrier").values())) for p in PAIRS]
+        errors = [mean_se(list(_by_seed(rows, model, p, cycle, "error_barrier").values())) for p in PAIRS]
+        losses = [mean_se(list(_by_seed(rows, model, p, cycle, "loss_barrier").values()), 3) for p in PAIRS]
         lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(errors + losses) + " |")
     for pair in PAIRS[1:]:
         family = {}
@@ -149,50 +132,16 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
             a = _by_seed(rows, model, pair, cycle, "error_barrier")
             b = _by_seed(rows, model, "batch order only", cycle, "error_barrier")
             family[f"{model} | {100 * sparsity:.1f}%"] = [a[s] - b[s] for s in sorted(a) if s in b]
-        family = {label: d for label, d in family.items() if d}  # cells the arms share no seed of
-        if not family:
-            continue
-        lines += ["", f"**Solutions that differ in {'their mask only' if pair == 'mask only' else 'all four factors'} "
-                      f"are less connected than particles** (A = {pair}, B = batch order only; error barrier; claim: "
-                      f"greater by {EFFECT:g} point, Holm over {len(family)})", "",
-                  "| model | sparsity | mean A - B (points) | simultaneous interval | wins/ties/losses | Holm p | "
-                  "verdict |", "|---|---|---|---|---|---|---|"]
-        for v in paired_verdicts(family, Claim("greater", EFFECT)):
-            lines.append(f"| {v.label} | {v.mean:+.2f} | [{v.low:+.2f}, {v.high:+.2f}] ({100 * v.level:.1f}%) | "
-                         f"{v.record()} | {v.p_holm:.2g} | **{v.outcome}** |")
+        what = "their mask only" if pair == "mask only" else "all four factors"
+        lines += verdict_lines(f"**Solutions that differ in {what} are less connected than particles** (A = {pair}, "
+                               f"B = batch order only; test-error barrier in points; claim: greater by {EFFECT:g} "
+                               "point", family, Claim("greater", EFFECT))
     return "\n".join(lines)
 
 
-def _loss_cell(values: Sequence[float]) -> str:
-    if not values:
-        return "-"
-    mean = sum(values) / len(values)
-    se = (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5 if len(values) > 1 else 0
-    return f"{mean:.3f} ± {se:.3f}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studies.reproductions.connectivity",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ensembles"),
-                        help="folder of the runs of studies.reproductions.mechanisms (default %(default)s)")
-    parser.add_argument("--seeds", type=_seeds, default=list(range(12)), help="seeds, e.g. 0-11 (default 0-11)")
-    parser.add_argument("--jobs", type=int, default=1, help="barriers at once, one thread each (default %(default)s)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST-1D cache (default %(default)s)")
-    parser.add_argument("--from-csv", type=Path, metavar="CSV",
-                        help="print the tables of a connectivity.csv (e.g. docs/data/connectivity-mnist1d.csv); "
-                             "measure nothing")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be >= 1")
-    try:
-        rows = read_csv(args.from_csv) if args.from_csv else measure_all(args.out, args.seeds, args.jobs,
-                                                                         args.data_dir)
-    except (RuntimeError, OSError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(tables(rows))
-    return 0
+    return study_main(argv, "connectivity", __doc__, lambda a: measure_all(a.out, a.seeds, a.jobs, a.data_dir),
+                      read_csv, tables, runs_help="folder of the runs of studies.reproductions.mechanisms")
 
 
 if __name__ == "__main__":

@@ -41,27 +41,25 @@ tables without running anything (``--from-csv``).
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from core.artifacts.atomic import atomic_write_bytes, atomic_write_text
 from core.artifacts.checkpoint import build_model, load_checkpoint
 from core.evaluate import ensemble_log_probs, predict, score
 from landscape.tools.artifacts import checkpoint_data
+from studies.reproductions.common import SEED_LIMIT, csv_pair, mean_half, mean_se, save_png, study_main
 from studies.reproductions.lottery import accuracies, run_resuming
 from studies.verdict import Claim, paired_verdicts
 
 MODELS = {"cnn1d": 16, "mlp": 32}  # model -> epochs per cycle (trained to capacity)
 PARTICLES = 4
-MEMBER_OFFSET = 1000  # seed of ensemble member j: seed + 1000 j
+MEMBER_OFFSET = SEED_LIMIT  # seed of ensemble member j: seed + 1000 j
 CYCLES, RATIO = 6, 0.5
 EFFECT = 0.5  # points of accuracy: the smallest effect the claims are taken to mean
 METHODS = ("IMP", "IMP x4 epochs", "IMP ensemble of 2", "IMP ensemble of 4", "SWAMP (N=4)",
@@ -74,6 +72,8 @@ FAMILIES = (("IMP", "greater", "SWAMP is more accurate than IMP"),
             ("IMP ensemble of 4", "equivalent", "SWAMP performs comparably to the IMP ensemble of equal training "
                                                 "cost"))
 FIELDS = ["model", "method", "seed", "cycle", "sparsity", "test_acc"]
+TYPES = {"model": str, "method": str, "seed": int, "cycle": int, "sparsity": float, "test_acc": float}
+write_csv, read_csv = csv_pair(FIELDS, TYPES, "ensembles")
 
 
 def run_command(module: str, model: str, seed: int, epochs: int, out: Path, quick: bool, data_dir: Path,
@@ -144,32 +144,10 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
     return rows
 
 
-def write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
-    """``rows`` as CSV with :data:`FIELDS`, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def read_csv(path: Path) -> list[dict[str, object]]:
-    """The rows of an ``ensembles.csv`` (numbers parsed)."""
-    with open(path, newline="") as f:
-        return [{"model": r["model"], "method": r["method"], "seed": int(r["seed"]), "cycle": int(r["cycle"]),
-                 "sparsity": float(r["sparsity"]), "test_acc": float(r["test_acc"])} for r in csv.DictReader(f)]
-
-
-def _cell(values: Sequence[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.2f}" if values else "-"
-    mean = sum(values) / len(values)
-    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
-    return f"{mean:.2f} ± {se:.2f}"
-
-
-def _values(rows: Sequence[dict[str, object]], model: str, method: str, cycle: int) -> dict[int, float]:
-    return {int(r["seed"]): float(r["test_acc"]) for r in rows  # type: ignore[call-overload,arg-type]
+def _values(rows: Sequence[dict[str, object]], model: str, method: str, cycle: int, key: str = "test_acc"
+            ) -> dict[int, float]:
+    """seed -> the ``key`` column of the rows of ``model``, ``method`` and ``cycle``."""
+    return {int(r["seed"]): float(r[key]) for r in rows  # type: ignore[call-overload,arg-type]
             if r["model"] == model and r["method"] == method and r["cycle"] == cycle}
 
 
@@ -177,6 +155,26 @@ def _grid(rows: Sequence[dict[str, object]]) -> list[tuple[str, int, float]]:
     """(model, cycle, sparsity) of the rows, in the study's order."""
     seen = {(str(r["model"]), int(r["cycle"])): float(r["sparsity"]) for r in rows}  # type: ignore[call-overload]
     return [(m, c, seen[m, c]) for m in MODELS for c in sorted(c for mm, c in seen if mm == m)]
+
+
+def gain_panel(ax: Any, rows: Sequence[dict[str, object]], model: str, methods: Sequence[str],
+               labels: Mapping[str, str], imp_label: str, title: str) -> None:
+    """Draw on ``ax`` each of ``methods``' test-accuracy gain over IMP (same seed) against sparsity: the mean and
+    its 95% interval over the seeds, one marker per method, IMP as the zero line."""
+    cells = [(c, s) for m, c, s in _grid(rows) if m == model]
+    for n, method in enumerate(methods):
+        points = [mean_half([a[s] - b[s] for s in sorted(a) if s in b])
+                  for a, b in ((_values(rows, model, method, c), _values(rows, model, "IMP", c)) for c, _ in cells)]
+        x = [100 * s + (n - 2) * 0.35 for _, s in cells]
+        ax.errorbar(x, [p[0] for p in points], yerr=[p[1] for p in points], marker="os^vDP"[n % 6], ms=4, capsize=2,
+                    lw=1, color=f"C{n}", label=labels[method])
+    ax.axhline(0, color="black", lw=0.8, label=imp_label)
+    ax.set_xlabel("sparsity (% of weights pruned)")
+    ax.set_ylabel("test accuracy minus IMP's, same seed (points)")
+    seeds = len(_values(rows, model, "IMP", cells[0][0]))
+    ax.set_title(f"{title}, mean and 95% interval of {seeds} seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5, loc="best")
 
 
 def tables(rows: Sequence[dict[str, object]]) -> str:
@@ -195,7 +193,7 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
                                                  for m in METHODS) + " |",
              "|---|---|" + "---|" * len(METHODS)]
     for model, cycle, sparsity in grid:
-        cells = [_cell(list(_values(rows, model, m, cycle).values())) for m in METHODS]
+        cells = [mean_se(list(_values(rows, model, m, cycle).values())) for m in METHODS]
         lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(cells) + " |")
     for baseline, direction, sentence in FAMILIES:
         family, labels = {}, {}
@@ -225,81 +223,21 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
 
     grid = _grid(rows)
     models = [m for m in MODELS if any(g[0] == m for g in grid)]
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), dpi=150, squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        cells = [(c, s) for m, c, s in grid if m == model]
-        for n, method in enumerate(METHODS[1:]):
-            means, halves = [], []
-            for cycle, _ in cells:
-                a, b = _values(rows, model, method, cycle), _values(rows, model, "IMP", cycle)
-                d = [a[s] - b[s] for s in sorted(a) if s in b]
-                mean = sum(d) / len(d)
-                sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1)) if len(d) > 1 else 0.0
-                means.append(mean)
-                halves.append(float(stats.t.ppf(0.975, len(d) - 1)) * sd / math.sqrt(len(d)) if len(d) > 1 else 0)
-            x = [100 * s + (n - 2) * 0.35 for _, s in cells]
-            ax.errorbar(x, means, yerr=halves, marker="os^vD"[n], ms=4, capsize=2, lw=1, color=f"C{n}",
-                        label=f"{method} ({COSTS[method][0]}x train, {COSTS[method][1]}x inference)")
-        ax.axhline(0, color="black", lw=0.8, label="IMP (1x train, 1x inference)")
-        ax.set_xlabel("sparsity (% of weights pruned)")
-        ax.set_ylabel("test accuracy minus IMP's, same seed (points)")
-        seeds = len(_values(rows, model, "IMP", cells[0][0]))
-        ax.set_title(f"{model}: gain over IMP, mean and 95% interval of {seeds} seeds", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="best")
+        gain_panel(ax, rows, model, METHODS[1:], {m: f"{m} ({COSTS[m][0]}x train, {COSTS[m][1]}x inference)"
+                                                  for m in METHODS}, "IMP (1x train, 1x inference)",
+                   f"{model}: gain over IMP")
     fig.suptitle("SWAMP against ensembles of IMP solutions and IMP with 4x the epochs (MNIST-1D)", fontsize=10)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _seeds(text: str) -> list[int]:
-    """``0-11`` or ``0,1,2`` (or one seed) as a list of seeds."""
-    try:
-        if "-" in text:
-            low, high = (int(x) for x in text.split("-"))
-            seeds = list(range(low, high + 1))
-        else:
-            seeds = [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must look like 0-11 or 0,1,2, not {text!r}") from None
-    if not seeds or min(seeds) < 0 or max(seeds) >= MEMBER_OFFSET:
-        raise argparse.ArgumentTypeError(f"seeds must be in 0..{MEMBER_OFFSET - 1} (members use seed + "
-                                         f"{MEMBER_OFFSET} j), not {text!r}")
-    return seeds
+    save_png(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studies.reproductions.ensembles",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ensembles"),
-                        help="folder of the runs (default %(default)s)")
-    parser.add_argument("--seeds", type=_seeds, default=list(range(12)), help="seeds, e.g. 0-11 (default 0-11)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (default %(default)s)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST-1D cache (default %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="a tiny version that checks the plumbing")
-    parser.add_argument("--from-csv", type=Path, metavar="CSV",
-                        help="print the tables of an ensembles.csv (e.g. docs/data/ensembles-mnist1d.csv); run nothing")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be >= 1")
-    try:
-        rows = read_csv(args.from_csv) if args.from_csv else run_all(args.out, args.seeds, args.jobs, args.quick,
-                                                                     args.data_dir)
-    except (RuntimeError, OSError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(tables(rows))
-    if not args.from_csv:
-        figure(rows, args.out / "ensembles.png")
-        print(f"figure: {args.out / 'ensembles.png'}")
-    return 0
+    return study_main(argv, "ensembles", __doc__, lambda a: run_all(a.out, a.seeds, a.jobs, a.quick, a.data_dir),
+                      read_csv, tables, quick=True, figure=figure)
 
 
 if __name__ == "__main__":

@@ -19,19 +19,16 @@ trace and writes ``OUT/flatness.csv``; ``--from-csv`` prints the tables of docs/
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import json
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.artifacts.atomic import atomic_write_text
-from studies.reproductions.ensembles import MODELS, _seeds
+from studies.reproductions.common import csv_pair, median, study_main, verdict_lines
+from studies.reproductions.ensembles import MODELS
 from studies.reproductions.mechanisms import RUN_NAMES
-from studies.verdict import Claim, paired_verdicts
+from studies.verdict import Claim
 
 METHODS = ("IMP", "SWA only (N=1)", "particles only (N=4, no SWA)", "SWAMP (N=4)")
 COMPARISONS = (("SWA only (N=1)", "IMP", "SWA alone gives flatter solutions than IMP"),
@@ -43,6 +40,9 @@ CYCLES = (1, 3, 5)  # pruned cycles: 50%, 87.5% and 96.9% sparsity
 PROBES, SAMPLES = 16, 256
 EFFECT = 10.0  # percent of the control's trace
 FIELDS = ["model", "method", "seed", "cycle", "sparsity", "trace", "stderr"]
+TYPES = {"model": str, "method": str, "seed": int, "cycle": int, "sparsity": float, "trace": float,
+         "stderr": float}
+write_csv, read_csv = csv_pair(FIELDS, TYPES, "flatness")
 
 
 def measure(run: Path, cycle: int, cache: Path, data_dir: Path) -> dict[str, float]:
@@ -82,23 +82,6 @@ def measure_all(out: Path, seeds: Sequence[int], jobs: int = 1, data_dir: Path =
     return rows
 
 
-def write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
-    """``rows`` as CSV with :data:`FIELDS`, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def read_csv(path: Path) -> list[dict[str, object]]:
-    """The rows of a ``flatness.csv`` (numbers parsed)."""
-    with open(path, newline="") as f:
-        return [{"model": r["model"], "method": r["method"], "seed": int(r["seed"]), "cycle": int(r["cycle"]),
-                 "sparsity": float(r["sparsity"]), "trace": float(r["trace"]), "stderr": float(r["stderr"])}
-                for r in csv.DictReader(f)]
-
-
 def _traces(rows: Sequence[dict[str, object]], model: str, method: str, cycle: int) -> dict[int, float]:
     return {int(r["seed"]): float(r["trace"]) for r in rows  # type: ignore[call-overload,arg-type]
             if r["model"] == model and r["method"] == method and r["cycle"] == cycle}
@@ -123,7 +106,7 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
         parts = []
         for m in METHODS:
             values = sorted(_traces(rows, model, m, cycle).values())
-            parts.append(f"{_median(values):.4g} ({len(values)})" if values else "-")
+            parts.append(f"{median(values):.4g} ({len(values)})" if values else "-")
         lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(parts) + " |")
     for a, b, sentence in COMPARISONS:
         family = {}
@@ -131,46 +114,15 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
             ta, tb = _traces(rows, model, a, cycle), _traces(rows, model, b, cycle)
             seeds = sorted(set(ta) & set(tb))
             family[f"{model} | {100 * sparsity:.1f}%"] = [100 * (ta[s] - tb[s]) / tb[s] for s in seeds]
-        family = {label: d for label, d in family.items() if d}  # cells the arms share no seed of
-        if not family:
-            continue
-        lines += ["", f"**{sentence}** (A = {a}, B = {b}; d = 100 (tr A - tr B) / tr B, claim: less by "
-                      f"{EFFECT:g}%, Holm over {len(family)})", "",
-                  "| model | sparsity | mean d | simultaneous interval | wins/ties/losses | Holm p | verdict |",
-                  "|---|---|---|---|---|---|---|"]
-        for v in paired_verdicts(family, Claim("less", EFFECT)):
-            lines.append(f"| {v.label} | {v.mean:+.1f}% | [{v.low:+.1f}, {v.high:+.1f}] ({100 * v.level:.1f}%) | "
-                         f"{v.record()} | {v.p_holm:.2g} | **{v.outcome}** |")
+        lines += verdict_lines(f"**{sentence}** (A = {a}, B = {b}; d = 100 (tr A - tr B) / tr B in %, claim: less by "
+                               f"{EFFECT:g}%", family, Claim("less", EFFECT), digits=1, unit="%")
     return "\n".join(lines)
 
 
-def _median(values: Sequence[float]) -> float:
-    n = len(values)
-    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studies.reproductions.flatness",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ensembles"),
-                        help="folder of the runs of studies.reproductions.mechanisms (default %(default)s)")
-    parser.add_argument("--seeds", type=_seeds, default=list(range(12)), help="seeds, e.g. 0-11 (default 0-11)")
-    parser.add_argument("--jobs", type=int, default=1, help="traces at once, one thread each (default %(default)s)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST-1D cache (default %(default)s)")
-    parser.add_argument("--from-csv", type=Path, metavar="CSV",
-                        help="print the tables of a flatness.csv (e.g. docs/data/flatness-mnist1d.csv); measure "
-                             "nothing")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be >= 1")
-    try:
-        rows = read_csv(args.from_csv) if args.from_csv else measure_all(args.out, args.seeds, args.jobs,
-                                                                         args.data_dir)
-    except (RuntimeError, OSError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(tables(rows))
-    return 0
+    return study_main(argv, "flatness", __doc__, lambda a: measure_all(a.out, a.seeds, a.jobs, a.data_dir), read_csv,
+                      tables, runs_help="folder of the runs of studies.reproductions.mechanisms")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,8 @@ delta (the one rule's equivalence test against 0).
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import json
 import math
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,8 +43,9 @@ from torch.nn import functional as F
 from core.artifacts.atomic import atomic_write_text
 from core.artifacts.checkpoint import build_model, load_checkpoint
 from landscape.tools.artifacts import checkpoint_data
-from studies.reproductions.ensembles import MODELS, PARTICLES, _seeds
-from studies.verdict import Claim, paired_verdicts
+from studies.reproductions.common import csv_pair, median, study_main, verdict_lines
+from studies.reproductions.ensembles import MODELS, PARTICLES
+from studies.verdict import Claim
 
 SIZES = (2, 3, 4)
 SAMPLES = 16  # Dirichlet points per hull
@@ -57,6 +54,8 @@ CYCLES = (0, 1, 3, 5)
 EFFECT = 10.0  # percent of the hull points' loss variation left unexplained
 FIELDS = ["model", "seed", "cycle", "sparsity", "n", "spread", "hull_excess", "hull_predicted", "particle_excess",
           "particle_predicted", "unexplained"]
+TYPES = {k: str if k == "model" else int if k in ("seed", "cycle", "n") else float for k in FIELDS}
+write_csv, read_csv = csv_pair(FIELDS, TYPES, "hull")
 
 
 def quadratic_check(model: torch.nn.Module, particles: Sequence[dict[str, Tensor]], x: Tensor, y: Tensor,
@@ -174,22 +173,6 @@ def measure_all(out: Path, seeds: Sequence[int], jobs: int = 1, data_dir: Path =
     return rows
 
 
-def write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
-    """``rows`` as CSV with :data:`FIELDS`, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def read_csv(path: Path) -> list[dict[str, object]]:
-    """The rows of a ``hull.csv`` (numbers parsed)."""
-    with open(path, newline="") as f:
-        return [{k: (r[k] if k == "model" else int(r[k]) if k in ("seed", "cycle", "n") else float(r[k]))
-                 for k in FIELDS} for r in csv.DictReader(f)]
-
-
 def tables(rows: Sequence[dict[str, object]]) -> str:
     """The Markdown tables: per architecture, n and sparsity the median spread, hull excess, prediction and
     particle excess over seeds, then the verdict table (measured against predicted hull excess).
@@ -209,47 +192,22 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
     for model, n, cycle, sparsity in cells:
         sel = sorted((r for r in rows if r["model"] == model and r["n"] == n and r["cycle"] == cycle),
                      key=lambda r: int(r["seed"]))  # type: ignore[call-overload]
-        med = {k: _median(sorted(float(r[k]) for r in sel)) for k in FIELDS[5:]}  # type: ignore[arg-type]
+        med = {k: median(sorted(float(r[k]) for r in sel)) for k in FIELDS[5:]}  # type: ignore[arg-type]
         lines.append(f"| {model} | {n} | {100 * sparsity:.1f}% | {med['spread']:.3g} | {med['hull_excess']:.3g} | "
                      f"{med['hull_predicted']:.3g} | {med['particle_excess']:.3g} | {med['particle_predicted']:.3g} "
                      f"| {len(sel)} |")
         family[f"{model} | {n} | {100 * sparsity:.1f}%"] = [100 * float(r["unexplained"]) for r in sel]  # type: ignore
-    lines += ["", f"**The quadratic model at the centre explains the loss over the hull** (d = 100 (1 - R^2), the "
-                  f"share of the hull points' loss variation left unexplained; claim: within {EFFECT:g}% of 0, Holm "
-                  f"over {len(family)})", "",
-              "| model | n | sparsity | mean d | simultaneous interval | seeds | verdict |",
-              "|---|---|---|---|---|---|---|"]
-    for v in paired_verdicts(family, Claim("equivalent", EFFECT)):
-        lines.append(f"| {v.label} | {v.mean:.1f}% | [{v.low:+.1f}, {v.high:+.1f}] ({100 * v.level:.1f}%) | {v.n} | "
-                     f"**{v.outcome}** |")
+    lines += verdict_lines("**The quadratic model at the centre explains the loss over the hull** (d = 100 (1 - R^2) "
+                           f"in %, the share of the hull points' loss variation left unexplained; claim: within "
+                           f"{EFFECT:g}% of 0", family, Claim("equivalent", EFFECT), columns="model | n | sparsity",
+                           digits=1, unit="%")
     return "\n".join(lines)
 
 
-def _median(values: Sequence[float]) -> float:
-    n = len(values)
-    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studies.reproductions.hull", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ensembles"),
-                        help="folder of the SWAMP runs of studies.reproductions.ensembles (default %(default)s)")
-    parser.add_argument("--seeds", type=_seeds, default=list(range(12)), help="seeds, e.g. 0-11 (default 0-11)")
-    parser.add_argument("--jobs", type=int, default=1, help="hulls at once, one thread each (default %(default)s)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST-1D cache (default %(default)s)")
-    parser.add_argument("--from-csv", type=Path, metavar="CSV",
-                        help="print the tables of a hull.csv (e.g. docs/data/hull-mnist1d.csv); measure nothing")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be >= 1")
-    try:
-        rows = read_csv(args.from_csv) if args.from_csv else measure_all(args.out, args.seeds, args.jobs,
-                                                                         args.data_dir)
-    except (RuntimeError, OSError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(tables(rows))
-    return 0
+    return study_main(argv, "hull", __doc__, lambda a: measure_all(a.out, a.seeds, a.jobs, a.data_dir), read_csv,
+                      tables, runs_help="folder of the SWAMP runs of studies.reproductions.ensembles")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.artifacts.atomic import atomic_write_bytes, atomic_write_text
+from core.artifacts.atomic import atomic_write_text
+from studies.reproductions.common import save_png
 
 ROUNDS = 100  # the notebook's sparsity_schedule = np.linspace(0, 1, 100)
 RATIO = 1.0 / (ROUNDS - 1)
@@ -229,11 +230,7 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,19 +36,14 @@ run and writes ``OUT/mechanisms.csv`` (model, method, seed, cycle, sparsity, tes
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import math
-import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from core.artifacts.atomic import atomic_write_bytes, atomic_write_text
-from studies.reproductions.ensembles import MODELS, PARTICLES, _cell, _seeds, run_command
+from studies.reproductions.common import csv_pair, mean_half, mean_se, save_png, study_main, verdict_lines
+from studies.reproductions.ensembles import MODELS, PARTICLES, _grid, _values, gain_panel, run_command
 from studies.reproductions.lottery import accuracies, run_resuming
-from studies.verdict import Claim, paired_verdicts
+from studies.verdict import Claim
 
 EFFECT = 0.5  # points of accuracy
 RUN_NAMES = {"IMP": "imp-j0", "SWA only (N=1)": "swa", "particles only (N=4, no SWA)": "particles",
@@ -72,6 +67,9 @@ FAMILIES = (
                                                                                 "as SWAMP"),
 )
 FIELDS = ["model", "method", "seed", "cycle", "sparsity", "test_acc", "particle_epochs"]
+TYPES = {"model": str, "method": str, "seed": int, "cycle": int, "sparsity": float, "test_acc": float,
+         "particle_epochs": int}
+write_csv, read_csv = csv_pair(FIELDS, TYPES, "mechanisms")
 PRIORITY = ("IMP", "SWAMP (N=4)", "SWA only (N=1)", "particles only (N=4, no SWA)", "IMP on SWAMP's masks",
             "SWAMP from cycle 4", "SWAMP on IMP's masks", "SWAMP from cycle 2")  # the order the runs are trained in
 
@@ -137,35 +135,6 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
     return rows
 
 
-def write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
-    """``rows`` as CSV with :data:`FIELDS`, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def read_csv(path: Path) -> list[dict[str, object]]:
-    """The rows of a ``mechanisms.csv`` (numbers parsed)."""
-    with open(path, newline="") as f:
-        return [{"model": r["model"], "method": r["method"], "seed": int(r["seed"]), "cycle": int(r["cycle"]),
-                 "sparsity": float(r["sparsity"]), "test_acc": float(r["test_acc"]),
-                 "particle_epochs": int(r["particle_epochs"])} for r in csv.DictReader(f)]
-
-
-def _values(rows: Sequence[dict[str, object]], model: str, method: str, cycle: int, key: str = "test_acc"
-            ) -> dict[int, float]:
-    return {int(r["seed"]): float(r[key]) for r in rows  # type: ignore[call-overload,arg-type]
-            if r["model"] == model and r["method"] == method and r["cycle"] == cycle}
-
-
-def _grid(rows: Sequence[dict[str, object]]) -> list[tuple[str, int, float]]:
-    """(model, cycle, sparsity) of the rows, in the study's order."""
-    seen = {(str(r["model"]), int(r["cycle"])): float(r["sparsity"]) for r in rows}  # type: ignore[call-overload]
-    return [(m, c, seen[m, c]) for m in MODELS for c in sorted(c for mm, c in seen if mm == m)]
-
-
 def tables(rows: Sequence[dict[str, object]]) -> str:
     """The Markdown tables of docs/reproductions.md: accuracy per arm (mean +- standard error over seeds, with the
     particle-epochs each arm has trained by the last cycle), then one verdict table per comparison of
@@ -186,7 +155,7 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
         head.append(f"{method} ({' / '.join(str(c) for c in costs)} particle-epochs)")
     lines = ["| model | sparsity | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(METHODS)]
     for model, cycle, sparsity in grid:
-        cells = [_cell(list(_values(rows, model, m, cycle).values())) for m in METHODS]
+        cells = [mean_se(list(_values(rows, model, m, cycle).values())) for m in METHODS]
         lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(cells) + " |")
     for question, a, b, direction, sentence in FAMILIES:
         family = {}
@@ -195,16 +164,8 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
                 continue  # the dense cycle: no mask to transplant, and SWAMP from cycle K is SWA alone there
             va, vb = _values(rows, model, a, cycle), _values(rows, model, b, cycle)
             family[f"{model} | {100 * sparsity:.1f}%"] = [va[s] - vb[s] for s in sorted(va) if s in vb]
-        family = {label: d for label, d in family.items() if d}  # cells the arms share no seed of
-        if not family:
-            continue
-        lines += ["", f"**{question}: {sentence}** (A = {a}, B = {b}; claim: {direction}, delta = {EFFECT:g} points, "
-                      f"Holm over {len(family)})", "",
-                  "| model | sparsity | mean A - B | simultaneous interval | wins/ties/losses | Holm p | verdict |",
-                  "|---|---|---|---|---|---|---|"]
-        for v in paired_verdicts(family, Claim(direction, EFFECT)):
-            lines.append(f"| {v.label} | {v.mean:+.2f} | [{v.low:+.2f}, {v.high:+.2f}] ({100 * v.level:.1f}%) | "
-                         f"{v.record()} | {v.p_holm:.2g} | **{v.outcome}** |")
+        lines += verdict_lines(f"**{question}: {sentence}** (A = {a}, B = {b}; claim: {direction}, delta = "
+                               f"{EFFECT:g} points", family, Claim(direction, EFFECT))
     return "\n".join(lines)
 
 
@@ -219,7 +180,6 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from scipy import stats
 
     grid = _grid(rows)
     models = [m for m in MODELS if any(g[0] == m for g in grid)]
@@ -227,39 +187,15 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
     arms = [m for m in METHODS if m != "IMP" and not m.startswith("SWAMP from")]
     for col, model in enumerate(models):
         cells = [(c, s) for m, c, s in grid if m == model]
-        ax = axes[0][col]
-        for n, method in enumerate(arms):
-            means, halves = [], []
-            for cycle, _ in cells:
-                a, b = _values(rows, model, method, cycle), _values(rows, model, "IMP", cycle)
-                d = [a[s] - b[s] for s in sorted(a) if s in b]
-                mean, half = _mean_half(d, stats)
-                means.append(mean)
-                halves.append(half)
-            x = [100 * s + (n - 2) * 0.35 for _, s in cells]
-            ax.errorbar(x, means, yerr=halves, marker="os^vD"[n], ms=4, capsize=2, lw=1, color=f"C{n}", label=method)
-        ax.axhline(0, color="black", lw=0.8, label="IMP")
-        ax.set_xlabel("sparsity (% of weights pruned)")
-        ax.set_ylabel("test accuracy minus IMP's, same seed (points)")
-        seeds = len(_values(rows, model, "IMP", cells[0][0]))
-        ax.set_title(f"{model}: each ingredient's gain over IMP (mean, 95% interval, {seeds} seeds)", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="best")
+        gain_panel(axes[0][col], rows, model, arms, {m: m for m in arms}, "IMP", f"{model}: each arm's gain over IMP")
         ax = axes[1][col]
         for n, (cycle, sparsity) in enumerate(cells[-2:]):
-            xs, ys, hs = [], [], []
-            for method, _ in SWEEP:
-                v = list(_values(rows, model, method, cycle).values())
-                cost = _values(rows, model, method, cycle, "particle_epochs")
-                if not v:
-                    continue
-                mean, half = _mean_half(v, stats)
-                xs.append(next(iter(cost.values())))
-                ys.append(mean)
-                hs.append(half)
-            ax.errorbar(xs, ys, yerr=hs, marker="os"[n], ms=4, capsize=2, lw=1, color=f"C{n + 5}",
-                        label=f"{100 * sparsity:.1f}% sparsity")
-            for x, y, (_, name) in zip(xs, ys, SWEEP, strict=False):
+            done = [(method, name) for method, name in SWEEP if _values(rows, model, method, cycle)]
+            xs = [next(iter(_values(rows, model, m, cycle, "particle_epochs").values())) for m, _ in done]
+            points = [mean_half(list(_values(rows, model, m, cycle).values())) for m, _ in done]
+            ax.errorbar(xs, [p[0] for p in points], yerr=[p[1] for p in points], marker="os"[n], ms=4, capsize=2,
+                        lw=1, color=f"C{n + 5}", label=f"{100 * sparsity:.1f}% sparsity")
+            for x, (y, _), (_, name) in zip(xs, points, done, strict=True):
                 ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("particle-epochs of training up to that sparsity (dense ticket not counted)")
         ax.set_ylabel("test accuracy (%), mean and 95% interval")
@@ -268,49 +204,13 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("Why SWAMP works: mask or weights, SWA or particles, particles in some cycles (MNIST-1D)",
                  fontsize=10)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _mean_half(values: Sequence[float], stats: object) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t interval (0 for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)  # type: ignore[attr-defined]
+    save_png(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studies.reproductions.mechanisms",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ensembles"),
-                        help="folder of the runs, shared with studies.reproductions.ensembles (default %(default)s)")
-    parser.add_argument("--seeds", type=_seeds, default=list(range(12)), help="seeds, e.g. 0-11 (default 0-11)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (default %(default)s)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST-1D cache (default %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="a tiny version that checks the plumbing")
-    parser.add_argument("--from-csv", type=Path, metavar="CSV",
-                        help="print the tables of a mechanisms.csv (e.g. docs/data/mechanisms-mnist1d.csv); run "
-                             "nothing")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be >= 1")
-    try:
-        rows = read_csv(args.from_csv) if args.from_csv else run_all(args.out, args.seeds, args.jobs, args.quick,
-                                                                     args.data_dir)
-    except (RuntimeError, OSError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(tables(rows))
-    if not args.from_csv:
-        figure(rows, args.out / "mechanisms.png")
-        print(f"figure: {args.out / 'mechanisms.png'}")
-    return 0
+    return study_main(argv, "mechanisms", __doc__, lambda a: run_all(a.out, a.seeds, a.jobs, a.quick, a.data_dir),
+                      read_csv, tables, quick=True, figure=figure,
+                      runs_help="folder of the runs, shared with studies.reproductions.ensembles")
 
 
 if __name__ == "__main__":
