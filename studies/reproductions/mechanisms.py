@@ -152,7 +152,7 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
     for method in METHODS:
         costs = sorted({int(r["particle_epochs"]) for r in rows  # type: ignore[call-overload]
                         if r["method"] == method and r["cycle"] == last[str(r["model"])]})
-        head.append(f"{method} ({' / '.join(str(c) for c in costs)} particle-epochs)")
+        head.append(f"{method} ({' / '.join(str(c) for c in costs)} particle-epochs)" if costs else method)
     lines = ["| model | sparsity | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(METHODS)]
     for model, cycle, sparsity in grid:
         cells = [mean_se(list(_values(rows, model, m, cycle).values())) for m in METHODS]
