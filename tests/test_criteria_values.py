@@ -168,3 +168,15 @@ def test_the_registry_flags_and_the_runner_methods():
     assert list(params) == ["weight"] and params["weight"] is net.weight
     state = {"w": torch.ones(2)}
     assert weights_of(state) is state
+
+
+def test_snip_scores_a_copy_and_leaves_the_model_s_batchnorm_statistics_alone():
+    """The model in train mode: the scoring pass updates BatchNorm's running statistics of a copy only."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    masks = {"0.weight": torch.ones(4, 3), "2.weight": torch.ones(2, 4)}
+    scores = snip_scores(net, masks, [(torch.randn(8, 3) + 5.0, torch.randint(0, 2, (8,)))])
+    assert set(scores) == set(masks) and net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
