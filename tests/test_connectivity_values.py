@@ -5,6 +5,7 @@ under a second."""
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from core.averaging import recalibrate_batchnorm
 from core.evaluate import Evaluation
 from landscape.batches import ArgumentError
 from landscape.connectivity import (
@@ -170,10 +172,12 @@ def test_an_aligned_line_runs_to_the_permuted_model():
 
 
 def test_simplex_samples_are_the_seeded_dirichlet_rows_normalised():
-    rows = np.random.default_rng([5, HULL_STREAM]).dirichlet(np.ones(3), size=3)
-    got = simplex_samples(3, 3, 5)
-    assert np.array_equal(got, rows / rows.sum(axis=1, keepdims=True)) and got.shape == (3, 3)
-    assert np.allclose(got.sum(axis=1), 1.0) and not np.array_equal(got, simplex_samples(3, 3, 6))
+    rows = np.random.default_rng([2, HULL_STREAM]).dirichlet(np.ones(3), size=4)
+    assert not np.all(rows.sum(axis=1) == 1.0)  # seed 2: numpy's rows miss 1 in the last bit
+    got = simplex_samples(3, 4, 2)
+    assert np.array_equal(got, rows / rows.sum(axis=1, keepdims=True)) and got.shape == (4, 3)
+    square = simplex_samples(3, 3, 5)
+    assert np.allclose(square.sum(axis=1), 1.0) and not np.array_equal(square, simplex_samples(3, 3, 6))
     assert simplex_samples(4, 2, 0).shape == (2, 4)
 
 
@@ -208,6 +212,8 @@ def test_plane_geometry_from_the_gram_matrix():
     assert xs.tolist() == [-1.0, 1.0, 3.0] and ys.tolist() == [-1.5, 1.5, 4.5]
     xs, ys = PlaneGeometry(((0.0, 0.0), (4.0, 0.0), (-2.0, 1.0))).grid(2, 0.0)
     assert xs.tolist() == [-2.0, 4.0] and ys.tolist() == [0.0, 1.0]
+    xs, ys = PlaneGeometry(((0.0, 0.0), (4.0, 0.0), (-2.0, 1.0))).grid(2, 0.5)  # extent (6, 1)
+    assert xs.tolist() == [-5.0, 7.0] and ys.tolist() == [-0.5, 1.5]
     assert plane_geometry(np.array([[1e6, 0.0], [0.0, 0.01]])).vertices[2] == (0.0, 0.1)
 
 
@@ -217,6 +223,7 @@ def test_plane_geometry_from_the_gram_matrix():
     [[-1e-30, 0.0], [0.0, 1.0]],  # u = 0 up to rounding
     [[1e6, 0.0], [0.0, 1e-8]],  # w's height 1e-4 is below 1e-6 x |u| = 1e-3
     [[1.0, 1.0], [1.0, 1.0 + 1e-13]],  # height ~3e-7 is below 1e-6 x |w| ~ 1e-6
+    [[1e12, 0.0], [0.0, 1.0]],  # height 1 is exactly 1e-6 x |u|
 ])
 def test_plane_geometry_refuses_collinear_models(gram):
     with pytest.raises(ArgumentError, match="^the three models are \\(nearly\\) collinear or equal, so no plane passes "
@@ -260,11 +267,12 @@ def test_counts_are_whole_numbers_in_their_range():
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda a, b, d: linear_barrier(a, b, d, points=10_002), "^points must be at most 10,001 "),
-    (lambda a, b, d: hull_losses([a, b], d, samples=100_001), "^samples must be at most 100,000 "),
+    # the counts are checked first, before the models and the data (and before any evaluation)
+    (lambda a, b, d: linear_barriers(a, b, {}, points=10_002), "^points must be at most 10,001 "),
+    (lambda a, b, d: hull_losses([a], d, samples=100_001), "^samples must be at most 100,000 "),
     (lambda a, b, d: hull_losses([a, b], d, seed=-1), "^seed must be an integer >= 0, got -1$"),
     (lambda a, b, d: loss_plane([a, b, a], d, resolution=1), "^resolution must be an integer >= 2, got 1$"),
-    (lambda a, b, d: loss_plane([a, b, a], d, resolution=1002), "^resolution must be at most 1,001 "),
+    (lambda a, b, d: loss_plane([a, b], d, resolution=1002), "^resolution must be at most 1,001 "),
     (lambda a, b, d: loss_plane([a, b, a], d, margin=-0.5), "^margin must be a finite number >= 0, got -0.5$"),
     (lambda a, b, d: loss_plane([a, b, a], d, margin=True), "^margin must be a finite number >= 0, got True$"),
     (lambda a, b, d: loss_plane([a, b, a], d, margin="1"), "^margin must be a finite number >= 0, got '1'$"),
@@ -291,3 +299,155 @@ def test_the_largest_counts_are_accepted():
     a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
     assert len(hull_losses([a, b], (X1, Y0), samples=1).losses) == 1
     assert len(loss_plane([a, b, _linear([[0.0, 1.0], [0.0, 0.0]])], (X1, Y0), resolution=2).xs) == 2
+
+
+
+def _bn_pair() -> tuple[nn.Sequential, nn.Sequential]:
+    torch.manual_seed(1)
+    a, b = (nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)) for _ in range(2))
+    b[1].running_mean.fill_(2.0)
+    return a, b
+
+
+def _recalibrated_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, size: int) -> float:
+    """net's loss on (x, y) after recalibrate_batchnorm on batches of ``size``."""
+    net = copy.deepcopy(net)
+    recalibrate_batchnorm(net, [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)])
+    net.eval()
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(net(x), y))
+
+
+def test_hull_and_plane_recompute_batchnorm_on_batches_of_batch_size_or_keep_the_stored_statistics():
+    """BatchNorm recomputed on batches of 2 (not one batch of 6) at every vertex, as recalibrate_batchnorm does; the
+    stored statistics with bn_data=()."""
+    a, b = _bn_pair()
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
+    want = (_recalibrated_loss(a, x, y, 2), _recalibrated_loss(b, x, y, 2))
+    assert want != pytest.approx((_recalibrated_loss(a, x, y, 6), _recalibrated_loss(b, x, y, 6)), rel=1e-4)
+    hull = hull_losses([a, b], (x, y), samples=1, batch_size=2)
+    assert hull.vertex_losses == pytest.approx(want, rel=1e-5) and hull.bn == "recalibrated on 6 samples"
+    stored = "stored BatchNorm statistics combined like the weights"
+    assert hull_losses([a, b], (x, y), samples=1, bn_data=()).bn == stored
+    c = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    assert loss_plane([a, b, c], (x, y), resolution=2, bn_data=()).bn == stored
+    plane = loss_plane([a, b, c], (x, y), resolution=2, margin=0, batch_size=2)
+    whole = loss_plane([a, b, c], (x, y), resolution=2, margin=0)
+    assert plane.bn == "recalibrated on 6 samples" and plane.losses != whole.losses
+
+
+def test_hull_and_plane_keep_the_masks():
+    """The closed-form models with a second input column of weight 5 that the masks remove: masked, x = (1, 1)
+    gives the logits of the closed-form tests again."""
+    keep = {"weight": torch.tensor([[1.0, 0.0], [1.0, 0.0]])}
+    x = torch.ones(1, 2)
+    a, b = _linear([[1.0, 5.0], [0.0, 0.0]]), _linear([[0.0, 5.0], [2.0, 0.0]])
+    hull = hull_losses([a, b], (x, Y0), samples=3, loss_fn=_bent, masks=keep)
+    assert hull.losses == pytest.approx(tuple(8 * t * (1 - t) + t for _, t in hull.coefficients), abs=1e-5)
+    models = [_linear([[0.0, 5.0], [0.0, 0.0]]), a, b]
+    plane = loss_plane(models, (x, Y0), resolution=3, margin=0, masks=keep)
+    assert plane.xs == (0.0, 0.5, 1.0) and plane.ys == (0.0, 1.0, 2.0)
+    for iy, y in enumerate(plane.ys):
+        assert plane.losses[iy] == pytest.approx(tuple(math.log1p(math.exp(y - x)) for x in plane.xs), rel=1e-6)
+
+
+def test_the_defaults_of_the_hull_and_the_plane():
+    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    hull = hull_losses([a, b], (X1, Y0))
+    assert len(hull.coefficients) == 32 and hull.seed == 0
+    assert hull.coefficients == tuple(tuple(float(c) for c in row) for row in simplex_samples(2, 32, 0))
+    plane = loss_plane([_linear([[0.0, 0.0], [0.0, 0.0]]), a, b], (X1, Y0))
+    assert len(plane.xs) == len(plane.ys) == 21 and plane.margin == 0.2
+    assert (plane.xs[0], plane.xs[-1], plane.ys[0], plane.ys[-1]) == pytest.approx((-0.2, 1.2, -0.4, 2.4))
+    assert len(linear_barrier(a, b, (X1, Y0)).lambdas) == 11
+
+
+def test_each_scan_shows_its_progress_bar(monkeypatch):
+    import landscape.combination as combination
+
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            bars.append(kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            return False
+
+        def update(self, n=1):
+            pass
+
+    monkeypatch.setattr(combination, "tqdm", Bar)
+    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    linear_barrier(a, b, (X1, Y0), points=3, progress=True)
+    hull_losses([a, b], (X1, Y0), samples=2, progress=True)
+    loss_plane([_linear([[0.0, 0.0], [0.0, 0.0]]), a, b], (X1, Y0), resolution=2, progress=False)
+    hull_losses([a, b], (X1, Y0), samples=1)
+    assert [(k["desc"], k["total"], k["disable"]) for k in bars] == [
+        ("lambda", 3, False), ("hull", 4, False), ("plane", 4, True), ("hull", 3, None)]
+    bars.clear()
+    bn_a, bn_b = _bn_pair()
+    linear_barrier(bn_a, bn_b, (torch.randn(4, 2), torch.tensor([0, 1, 0, 1])), points=2, progress=True)
+    # the line, then the models' own losses (no bar)
+    assert [(k["desc"], k["total"], k["disable"]) for k in bars] == [("lambda", 2, False), ("points", 2, True)]
+
+
+def test_a_batchnorm_line_on_batches_of_batch_size_with_its_own_loss():
+    """BatchNorm recomputed on batches of 2 at lambda = 0 and 1 (as recalibrate_batchnorm does on a and b), and the
+    models' own losses under the given loss function."""
+    a, b = _bn_pair()
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
+    line = linear_barrier(a, b, (x, y), points=2, batch_size=2)
+    assert line.losses == pytest.approx((_recalibrated_loss(a, x, y, 2), _recalibrated_loss(b, x, y, 2)), rel=1e-5)
+    assert line.losses != pytest.approx((_recalibrated_loss(a, x, y, 6), _recalibrated_loss(b, x, y, 6)), rel=1e-4)
+    bent = linear_barrier(a, b, (x, y), points=2, loss_fn=_bent)
+    with torch.no_grad():
+        own = tuple(float(_bent(net.eval()(x), y)) for net in (a, b))
+    assert bent.endpoint_losses == pytest.approx(own, rel=1e-6)
+
+
+def test_a_masked_line_in_closed_form():
+    """The closed-form line with a second input column of weight 5 that the masks remove."""
+    keep = {"weight": torch.tensor([[1.0, 0.0], [1.0, 0.0]])}
+    a, b = _linear([[1.0, 5.0], [0.0, 0.0]]), _linear([[0.0, 5.0], [2.0, 0.0]])
+    line = linear_barrier(a, b, (torch.ones(1, 2), Y0), loss_fn=_bent, points=5, masks=keep)
+    assert line.losses == pytest.approx((0.0, 1.75, 2.5, 2.25, 1.0), abs=1e-6) and line.barrier == pytest.approx(2.0)
+
+
+def test_the_first_model_s_module_computes_every_point():
+    """b only gives its weights: with a ReLU after a's layer and none after b's, every point has a's ReLU."""
+    a = nn.Sequential(_linear([[1.0]]), nn.ReLU())
+    b = nn.Sequential(_linear([[-1.0]]), nn.Identity())
+    line = linear_barrier(a, b, (torch.ones(1, 1), torch.zeros(1, 1)), loss_fn=nn.functional.mse_loss, points=3)
+    assert line.losses == (1.0, 0.0, 0.0)  # relu(1 - 2 lambda)^2
+
+
+def test_linear_barriers_defaults_and_the_shortest_line():
+    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    assert len(linear_barriers(a, b, {"d": (X1, Y0)})["d"].lambdas) == 11
+    two = linear_barrier(a, b, (X1, Y0), loss_fn=_bent, points=2)
+    assert two.lambdas == (0.0, 1.0) and two.losses == pytest.approx((0.0, 1.0)) and two.barrier == 0.0
+    with pytest.raises(ArgumentError, match="^points must be an integer >= 2, got 1$"):
+        linear_barrier(a, b, (X1, Y0), points=1)
+
+
+def test_messages_name_the_model_and_the_data_set():
+    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    with pytest.raises(ArgumentError, match="^models\\[1\\] holds torch.float16 weights \\('weight'\\)"):
+        hull_losses([a, copy.deepcopy(b).half()], (X1, Y0))
+    with pytest.raises(ArgumentError, match="^val is empty: it yielded no samples$"):
+        linear_barriers(a, b, {"train": (X1, Y0), "val": []})
+
+
+def test_an_aligned_line_keeps_the_union_of_the_masks():
+    """The masks remove the second input column of both hidden units (a permutation of the units keeps that), so the
+    aligned line is a's masked function throughout: a(1, 1) = 3 relu(1) + 0.5 relu(-2) = 3, a(-1, 1) = 1."""
+    a = nn.Sequential(_linear([[1.0, 5.0], [-2.0, 5.0]]), nn.ReLU(), _linear([[3.0, 0.5]]))
+    b = nn.Sequential(_linear([[-2.0, 5.0], [1.0, 5.0]]), nn.ReLU(), _linear([[0.5, 3.0]]))
+    masks = {"0.weight": torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "2.weight": torch.ones(1, 2)}
+    data = (torch.tensor([[1.0, 1.0], [-1.0, 1.0]]), torch.tensor([[3.0], [1.0]]))
+    line = linear_barrier(a, b, data, loss_fn=nn.functional.mse_loss, points=3, align=True, masks=masks)
+    assert line.losses == (0.0, 0.0, 0.0)
