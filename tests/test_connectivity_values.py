@@ -403,6 +403,8 @@ def test_a_batchnorm_line_on_batches_of_batch_size_with_its_own_loss():
     line = linear_barrier(a, b, (x, y), points=2, batch_size=2)
     assert line.losses == pytest.approx((_recalibrated_loss(a, x, y, 2), _recalibrated_loss(b, x, y, 2)), rel=1e-5)
     assert line.losses != pytest.approx((_recalibrated_loss(a, x, y, 6), _recalibrated_loss(b, x, y, 6)), rel=1e-4)
+    given = linear_barrier(a, b, (x, y), points=2, bn_data=(x, y), batch_size=2)  # an (X, y) pair cut alike
+    assert given.losses == pytest.approx(line.losses, rel=1e-6)
     bent = linear_barrier(a, b, (x, y), points=2, loss_fn=_bent)
     with torch.no_grad():
         own = tuple(float(_bent(net.eval()(x), y)) for net in (a, b))
@@ -440,6 +442,9 @@ def test_messages_name_the_model_and_the_data_set():
         hull_losses([a, copy.deepcopy(b).half()], (X1, Y0))
     with pytest.raises(ArgumentError, match="^val is empty: it yielded no samples$"):
         linear_barriers(a, b, {"train": (X1, Y0), "val": []})
+    with pytest.raises(ArgumentError, match="^val must be an iterable of \\(inputs, targets\\) batches or an "
+                                            "\\(X, y\\) pair of tensors, got Tensor$"):
+        linear_barriers(a, b, {"train": (X1, Y0), "val": torch.zeros(3)})
 
 
 def test_an_aligned_line_keeps_the_union_of_the_masks():
