@@ -295,11 +295,10 @@ def test_bad_arguments_are_refused_with_their_message(call, message):
         call(a, b, (X1, Y0))
 
 
-def test_the_largest_counts_are_accepted():
+def test_the_smallest_counts_are_accepted():
     a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
     assert len(hull_losses([a, b], (X1, Y0), samples=1).losses) == 1
     assert len(loss_plane([a, b, _linear([[0.0, 1.0], [0.0, 0.0]])], (X1, Y0), resolution=2).xs) == 2
-
 
 
 def _bn_pair() -> tuple[nn.Sequential, nn.Sequential]:
