@@ -505,3 +505,12 @@ def test_the_progress_bar_counts_the_points_and_follows_progress(monkeypatch):
         {"total": 1, "desc": "points", "unit": "point", "leave": False, "disable": False},
     ]
     assert [b.updates for b in bars] == [[1, 1, 1], [0, 1], [0, 1]]
+
+
+def test_the_first_batch_decides_whether_a_data_set_is_classified():
+    """Class logits or not is decided once per data set, by its first batch: accuracy over every sample when it
+    holds class labels (A predicts (1, 0, 0, 0), so one of the four is right), None when it does not."""
+    loss = lambda out, y: ((out[:, 0] - y.float()) ** 2).mean()  # noqa: E731
+    labels_first = mean_loss(A, [(X[:2], Y[:2]), (X[2:], Y[2:].float())], loss_fn=loss)
+    assert labels_first.acc == 0.25
+    assert mean_loss(A, [(X[:2], Y[:2].float()), (X[2:], Y[2:])], loss_fn=loss).acc is None

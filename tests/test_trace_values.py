@@ -642,3 +642,27 @@ def test_hutchpp_two_stage_plan_is_pinned(values, probes, target, block, seed, c
     assert seen == calls and est.matvecs == sum(calls)
     assert est.estimate == pytest.approx(estimate, rel=1e-9)
     assert est.relative_stderr <= target or est.matvecs == probes
+
+
+def test_hutchpp_two_stage_at_the_edges_of_its_budget_and_of_the_dimension():
+    """The products the two-stage plan draws where its budget or the dimension ends: a budget that ends exactly
+    at a further sketch block still grows the sketch; a sketch that would grow past the dimension does not; a
+    growth block that finds no new direction ends the growth and the estimate goes on; one product left after a
+    pass that misses the target is still drawn."""
+
+    def calls_of(a, dim, probes, seed, target, block=None):
+        calls = []
+        est = hutchpp_trace(lambda x: calls.append(len(x)) or x @ a, dim, probes, gen(seed), target_rse=target,
+                            block=block, dtype=F64)
+        assert est.matvecs == sum(calls)
+        return calls, est
+
+    outliers = spectrum([50.0] * 20 + [0.01] * 20)  # sketch 8, directions 8 + 16 probes: 32, then a block of 8
+    assert calls_of(outliers, 40, 48, 20, 0.001)[0] == [8, 24, 8, 8]
+    flat = calls_of(spectrum([50.0] * 12), 12, 400, 20, 0.001)[0]  # 8 directions + 8 more would pass 12
+    assert flat[:2] == [8, 24] and sum(flat) == 400 and 4 not in flat
+    calls, est = calls_of(spectrum([50.0] * 8 + [0.0] * 32), 40, 400, 20, 0.001)  # the sketch spans the range
+    assert calls[:3] == [8, 24, 8] and est.estimate == pytest.approx(400.0, rel=1e-12)
+    a = spectrum([100.0, 30.0, 10.0] + list(np.linspace(2.0, 0.5, 57)))
+    assert calls_of(a, 60, 3000, 5, 0.01, block=4)[0] == [4, 12, 13, 29]  # a pass of 13 misses the target
+    assert calls_of(a, 60, 30, 5, 0.01, block=4)[0] == [4, 12, 13, 1]
