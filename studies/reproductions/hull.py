@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from core.artifacts.atomic import atomic_write_text
 from core.artifacts.checkpoint import build_model, load_checkpoint
 from landscape.tools.artifacts import checkpoint_data
-from studies.reproductions.common import csv_pair, median, study_main, verdict_lines
+from studies.reproductions.common import csv_pair, median, save_png, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS, PARTICLES
 from studies.verdict import Claim
 
@@ -205,9 +205,56 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
 
 
 
+def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
+    """Per architecture: the hull's measured excess loss against its quadratic prediction (one point per seed,
+    cycle and n; the identity line is a perfect prediction), and the unexplained share against the spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    models = [m for m in MODELS if any(r["model"] == m for r in rows)]
+    fig, axes = plt.subplots(2, len(models), figsize=(5.4 * len(models), 8.6), dpi=150, squeeze=False)
+    for col, model in enumerate(models):
+        sel = [r for r in rows if r["model"] == model]
+        sparsities = sorted({float(r["sparsity"]) for r in sel})  # type: ignore[arg-type]
+        for i, sp in enumerate(sparsities):
+            for n in SIZES:
+                pts = [r for r in sel if float(r["sparsity"]) == sp and r["n"] == n]  # type: ignore[arg-type]
+                label = f"{100 * sp:.1f}% sparsity" if n == SIZES[-1] else None
+                kw = {"marker": "^so"[SIZES.index(n)], "s": 12, "color": f"C{i}", "alpha": 0.7, "label": label}
+                axes[0][col].scatter([float(r["hull_predicted"]) for r in pts],  # type: ignore[arg-type]
+                                     [float(r["hull_excess"]) for r in pts], **kw)  # type: ignore[arg-type]
+                axes[1][col].scatter([float(r["spread"]) for r in pts],  # type: ignore[arg-type]
+                                     [100 * float(r["unexplained"]) for r in pts], **kw)  # type: ignore[arg-type]
+        values = [float(r[k]) for r in sel for k in ("hull_predicted", "hull_excess")]  # type: ignore[arg-type]
+        low, high = min(values), max(values)
+        ax = axes[0][col]
+        ax.plot([low, high], [low, high], color="black", lw=0.8, label="measured = predicted")
+        ax.set_xscale("symlog", linthresh=1e-4)
+        ax.set_yscale("symlog", linthresh=1e-4)
+        ax.set_xlabel("predicted mean excess loss over the centre (nats)")
+        ax.set_ylabel("measured mean excess loss over the centre (nats)")
+        ax.set_title(f"{model}: hull of n = 2 (^), 3 (s), 4 (o) SWAMP particles, 12 seeds", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, loc="best")
+        ax = axes[1][col]
+        ax.axhline(EFFECT, color="black", lw=0.8, ls="--", label=f"{EFFECT:g}% (the claim's margin)")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("particle spread s (root mean squared distance to the centre)")
+        ax.set_ylabel("unexplained share, 100 (1 - R^2) (%)")
+        ax.set_title(f"{model}: how well the quadratic model fits, against the spread", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, loc="best")
+    fig.suptitle("Is the particles' hull low-loss because the loss is quadratic there? (MNIST-1D, SWAMP N = 4)",
+                 fontsize=10)
+    save_png(fig, path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return study_main(argv, "hull", __doc__, lambda a: measure_all(a.out, a.seeds, a.jobs, a.data_dir), read_csv,
-                      tables, runs_help="folder of the SWAMP runs of studies.reproductions.ensembles")
+                      tables, figure=figure, runs_help="folder of the SWAMP runs of studies.reproductions.ensembles")
 
 
 if __name__ == "__main__":
