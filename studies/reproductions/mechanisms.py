@@ -169,7 +169,7 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-SWEEP = (("IMP", "IMP"), ("SWA only (N=1)", "K = 6 (SWA only)"), ("SWAMP from cycle 4", "K = 4"),
+SWEEP = (("SWA only (N=1)", "K = 6 (SWA only)"), ("SWAMP from cycle 4", "K = 4"),
          ("SWAMP from cycle 2", "K = 2"), ("SWAMP (N=4)", "K = 0 (SWAMP)"))
 
 
@@ -197,9 +197,15 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
                         lw=1, color=f"C{n + 5}", label=f"{100 * sparsity:.1f}% sparsity")
             for x, (y, _), (_, name) in zip(xs, points, done, strict=True):
                 ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            imp = list(_values(rows, model, "IMP", cycle).values())
+            if imp:
+                y, half = mean_half(imp)
+                ax.errorbar([next(iter(_values(rows, model, "IMP", cycle, "particle_epochs").values()))], [y],
+                            yerr=[half], marker="x", ms=6, capsize=2, color="black", ls="none",
+                            label="IMP (at each sparsity)" if n == 0 else None)
         ax.set_xlabel("particle-epochs of training up to that sparsity (dense ticket not counted)")
         ax.set_ylabel("test accuracy (%), mean and 95% interval")
-        ax.set_title(f"{model}: SWAMP from cycle K (one SWA particle before K, four from K)", fontsize=9)
+        ax.set_title(f"{model}: SWAMP from cycle K (one SWA particle before K, four from K); x = IMP", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("Why SWAMP works: mask or weights, SWA or particles, particles in some cycles (MNIST-1D)",
