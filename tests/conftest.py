@@ -61,6 +61,15 @@ def study_files(root: Path, runs: str = "runs") -> dict[str, object]:
     return found
 
 
+def linear_net(weight: list[list[float]]) -> torch.nn.Linear:
+    """A bias-free ``nn.Linear`` holding exactly ``weight`` (rows: outputs)."""
+    w = torch.tensor(weight)
+    net = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+    with torch.no_grad():
+        net.weight.copy_(w)
+    return net
+
+
 def make_run(out: Path, *extra: str) -> Path:
     """Run ``python -m training.swamp`` in-process with tiny settings into ``out``."""
     assert swamp_main([*TINY_ARGS, "--out", str(out), "--data-dir", str(DATA_DIR), *extra]) == 0

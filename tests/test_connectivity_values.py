@@ -31,16 +31,11 @@ from landscape.connectivity import (
     plane_geometry,
     simplex_samples,
 )
+from tests.conftest import linear_net
 
 X1, Y0 = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
 
 
-def _linear(weight: list[list[float]]) -> nn.Linear:
-    w = torch.tensor(weight)
-    net = nn.Linear(w.shape[1], w.shape[0], bias=False)
-    with torch.no_grad():
-        net.weight.copy_(w)
-    return net
 
 
 def _bent(outputs, targets):
@@ -62,7 +57,7 @@ def test_the_loss_and_error_along_a_line_known_in_closed_form():
     so the loss 4 o_0 o_1 + o_1 / 2 = 8 lambda (1 - lambda) + lambda is (0, 1.75, 2.5, 2.25, 1) at lambda = 0,
     1/4, ..., 1: 2.0 above the chord (at 1/2) and 1.5 above b. Class 0 wins while 1 - lambda > 2 lambda:
     errors (0, 0, 1, 1, 1), 0.5 above their chord, 0 above the higher end."""
-    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 0.0], [0.0, 0.0]]), linear_net([[0.0, 0.0], [2.0, 0.0]])
     line = linear_barrier(a, b, (X1, Y0), loss_fn=_bent, points=5)
     assert line.lambdas == (0.0, 0.25, 0.5, 0.75, 1.0)
     assert line.losses == pytest.approx((0.0, 1.75, 2.5, 2.25, 1.0), abs=1e-6)
@@ -79,7 +74,7 @@ def test_the_loss_and_error_along_a_line_known_in_closed_form():
 
 def test_a_regression_line_has_no_errors():
     """w(lambda) = 1 - 2 lambda on x = 1, y = 0 under MSE: the loss (1 - 2 lambda)^2 = (1, 0, 1), a convex curve."""
-    a, b = _linear([[1.0]]), _linear([[-1.0]])
+    a, b = linear_net([[1.0]]), linear_net([[-1.0]])
     line = linear_barrier(a, b, (torch.ones(1, 1), torch.zeros(1, 1)), loss_fn=nn.functional.mse_loss, points=3)
     assert line.losses == (1.0, 0.0, 1.0) and line.barrier == 0.0 and line.barrier_max == 0.0
     assert (line.errors, line.error_barrier, line.error_barrier_max, line.accuracies) == (None, None, None, None)
@@ -87,7 +82,7 @@ def test_a_regression_line_has_no_errors():
 
 
 def test_the_lambdas_are_evenly_spaced_and_rounded():
-    a = _linear([[1.0, 0.0], [0.0, 0.0]])
+    a = linear_net([[1.0, 0.0], [0.0, 0.0]])
     line = linear_barrier(a, a, (X1, Y0), loss_fn=_bent, points=4)
     assert line.lambdas == (0.0, 0.333333333333, 0.666666666667, 1.0)
     assert line.barrier == 0.0 and line.losses == (0.0, 0.0, 0.0, 0.0)
@@ -123,7 +118,7 @@ def test_endpoints_are_the_models_own_when_batchnorm_is_recomputed():
 
 
 def test_linear_barriers_measure_each_data_set_on_one_line():
-    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 0.0], [0.0, 0.0]]), linear_net([[0.0, 0.0], [2.0, 0.0]])
     x = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
     both = linear_barriers(a, b, {"first": (x[:1], Y0), "second": (x[1:], Y0)}, loss_fn=_bent, points=5)
     assert list(both) == ["first", "second"]
@@ -154,8 +149,8 @@ def test_the_line_result_and_its_json():
 def test_an_aligned_line_runs_to_the_permuted_model():
     """b is a with its two hidden units swapped: aligned, the line runs from a to a copy of a (a flat line);
     unaligned, its midpoint averages the swapped units."""
-    a = nn.Sequential(_linear([[1.0], [-2.0]]), nn.ReLU(), _linear([[3.0, 0.5]]))
-    b = nn.Sequential(_linear([[-2.0], [1.0]]), nn.ReLU(), _linear([[0.5, 3.0]]))
+    a = nn.Sequential(linear_net([[1.0], [-2.0]]), nn.ReLU(), linear_net([[3.0, 0.5]]))
+    b = nn.Sequential(linear_net([[-2.0], [1.0]]), nn.ReLU(), linear_net([[0.5, 3.0]]))
     data = (torch.tensor([[1.0], [-1.0]]), torch.tensor([[3.0], [1.0]]))  # a(1) = 3, a(-1) = 0.5 * 2 = 1
     for align, method in ((True, "weights"), ("weights", "weights"), ("activations", "activations")):
         line = linear_barrier(a, b, data, loss_fn=nn.functional.mse_loss, points=3, align=align)
@@ -184,7 +179,7 @@ def test_simplex_samples_are_the_seeded_dirichlet_rows_normalised():
 def test_hull_losses_on_a_line_of_two_models():
     """Two models span the line of the closed-form test: a sample with coefficients (1 - t, t) has the loss
     8 t (1 - t) + t; the vertices are a and b evaluated like the samples."""
-    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 0.0], [0.0, 0.0]]), linear_net([[0.0, 0.0], [2.0, 0.0]])
     hull = hull_losses([a, b], (X1, Y0), samples=4, seed=3, loss_fn=_bent)
     assert hull.coefficients == tuple(tuple(float(c) for c in row) for row in simplex_samples(2, 4, 3))
     assert hull.losses == pytest.approx(tuple(8 * t * (1 - t) + t for _, t in hull.coefficients), abs=1e-5)
@@ -194,7 +189,7 @@ def test_hull_losses_on_a_line_of_two_models():
     assert hull.to_json() == {"coefficients": [list(c) for c in hull.coefficients], "losses": list(hull.losses),
                               "vertex_losses": list(hull.vertex_losses), "errors": list(hull.errors),
                               "vertex_errors": [0.0, 1.0], "seed": 3, "bn": hull.bn}
-    regression = hull_losses([_linear([[1.0]]), _linear([[-1.0]])], (torch.ones(1, 1), torch.zeros(1, 1)),
+    regression = hull_losses([linear_net([[1.0]]), linear_net([[-1.0]])], (torch.ones(1, 1), torch.zeros(1, 1)),
                              samples=2, loss_fn=nn.functional.mse_loss)
     assert regression.errors is None and regression.vertex_errors is None and regression.seed == 0
     assert regression.to_json()["errors"] is None and regression.to_json()["vertex_errors"] is None
@@ -234,7 +229,8 @@ def test_plane_geometry_refuses_collinear_models(gram):
 def test_the_loss_plane_grid_known_in_closed_form():
     """theta_1 = 0, theta_2 = E_00, theta_3 = 2 E_10: the point (x, y) of the plane has the logits (x, y) on
     x = (1, 0), so with class 0 its loss is log(1 + e^(y - x)) and it is an error where y > x."""
-    models = [_linear([[0.0, 0.0], [0.0, 0.0]]), _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])]
+    models = [linear_net([[0.0, 0.0], [0.0, 0.0]]), linear_net([[1.0, 0.0], [0.0, 0.0]]),
+              linear_net([[0.0, 0.0], [2.0, 0.0]])]
     plane = loss_plane(models, (X1, Y0), resolution=3, margin=0)
     assert plane.vertices == ((0.0, 0.0), (1.0, 0.0), (0.0, 2.0)) and plane.margin == 0.0
     assert plane.xs == (0.0, 0.5, 1.0) and plane.ys == (0.0, 1.0, 2.0)
@@ -248,7 +244,7 @@ def test_the_loss_plane_grid_known_in_closed_form():
     wide = loss_plane(models, (X1, Y0), resolution=2, margin=0.5, loss_fn=lambda o, t: o[:, 1].mean())
     assert wide.xs == (-0.5, 1.5) and wide.ys == (-1.0, 3.0) and wide.margin == 0.5
     assert wide.losses == ((-1.0, -1.0), (3.0, 3.0))  # the loss is the second logit, y
-    regression = loss_plane([_linear([[0.0, 0.0]]), _linear([[1.0, 0.0]]), _linear([[0.0, 1.0]])],
+    regression = loss_plane([linear_net([[0.0, 0.0]]), linear_net([[1.0, 0.0]]), linear_net([[0.0, 1.0]])],
                             (torch.tensor([[1.0, 2.0]]), torch.zeros(1, 1)), resolution=2, margin=0,
                             loss_fn=nn.functional.mse_loss)
     assert regression.errors is None and regression.to_json()["errors"] is None
@@ -290,15 +286,15 @@ def test_counts_are_whole_numbers_in_their_range():
      "^align must be False, True, 'weights' or 'activations', got 'both'$"),
 ])
 def test_bad_arguments_are_refused_with_their_message(call, message):
-    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 0.0], [0.0, 0.0]]), linear_net([[0.0, 0.0], [2.0, 0.0]])
     with pytest.raises(ArgumentError, match=message):
         call(a, b, (X1, Y0))
 
 
 def test_the_smallest_counts_are_accepted():
-    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 0.0], [0.0, 0.0]]), linear_net([[0.0, 0.0], [2.0, 0.0]])
     assert len(hull_losses([a, b], (X1, Y0), samples=1).losses) == 1
-    assert len(loss_plane([a, b, _linear([[0.0, 1.0], [0.0, 0.0]])], (X1, Y0), resolution=2).xs) == 2
+    assert len(loss_plane([a, b, linear_net([[0.0, 1.0], [0.0, 0.0]])], (X1, Y0), resolution=2).xs) == 2
 
 
 def _bn_pair() -> tuple[nn.Sequential, nn.Sequential]:
@@ -340,10 +336,10 @@ def test_hull_and_plane_keep_the_masks():
     gives the logits of the closed-form tests again."""
     keep = {"weight": torch.tensor([[1.0, 0.0], [1.0, 0.0]])}
     x = torch.ones(1, 2)
-    a, b = _linear([[1.0, 5.0], [0.0, 0.0]]), _linear([[0.0, 5.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 5.0], [0.0, 0.0]]), linear_net([[0.0, 5.0], [2.0, 0.0]])
     hull = hull_losses([a, b], (x, Y0), samples=3, loss_fn=_bent, masks=keep)
     assert hull.losses == pytest.approx(tuple(8 * t * (1 - t) + t for _, t in hull.coefficients), abs=1e-5)
-    models = [_linear([[0.0, 5.0], [0.0, 0.0]]), a, b]
+    models = [linear_net([[0.0, 5.0], [0.0, 0.0]]), a, b]
     plane = loss_plane(models, (x, Y0), resolution=3, margin=0, masks=keep)
     assert plane.xs == (0.0, 0.5, 1.0) and plane.ys == (0.0, 1.0, 2.0)
     for iy, y in enumerate(plane.ys):
@@ -351,11 +347,11 @@ def test_hull_and_plane_keep_the_masks():
 
 
 def test_the_defaults_of_the_hull_and_the_plane():
-    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 0.0], [0.0, 0.0]]), linear_net([[0.0, 0.0], [2.0, 0.0]])
     hull = hull_losses([a, b], (X1, Y0))
     assert len(hull.coefficients) == 32 and hull.seed == 0
     assert hull.coefficients == tuple(tuple(float(c) for c in row) for row in simplex_samples(2, 32, 0))
-    plane = loss_plane([_linear([[0.0, 0.0], [0.0, 0.0]]), a, b], (X1, Y0))
+    plane = loss_plane([linear_net([[0.0, 0.0], [0.0, 0.0]]), a, b], (X1, Y0))
     assert len(plane.xs) == len(plane.ys) == 21 and plane.margin == 0.2
     assert (plane.xs[0], plane.xs[-1], plane.ys[0], plane.ys[-1]) == pytest.approx((-0.2, 1.2, -0.4, 2.4))
     assert len(linear_barrier(a, b, (X1, Y0)).lambdas) == 11
@@ -380,10 +376,10 @@ def test_each_scan_shows_its_progress_bar(monkeypatch):
             pass
 
     monkeypatch.setattr(combination, "tqdm", Bar)
-    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 0.0], [0.0, 0.0]]), linear_net([[0.0, 0.0], [2.0, 0.0]])
     linear_barrier(a, b, (X1, Y0), points=3, progress=True)
     hull_losses([a, b], (X1, Y0), samples=2, progress=True)
-    loss_plane([_linear([[0.0, 0.0], [0.0, 0.0]]), a, b], (X1, Y0), resolution=2, progress=False)
+    loss_plane([linear_net([[0.0, 0.0], [0.0, 0.0]]), a, b], (X1, Y0), resolution=2, progress=False)
     hull_losses([a, b], (X1, Y0), samples=1)
     assert [(k["desc"], k["total"], k["disable"]) for k in bars] == [
         ("lambda", 3, False), ("hull", 4, False), ("plane", 4, True), ("hull", 3, None)]
@@ -413,21 +409,21 @@ def test_a_batchnorm_line_on_batches_of_batch_size_with_its_own_loss():
 def test_a_masked_line_in_closed_form():
     """The closed-form line with a second input column of weight 5 that the masks remove."""
     keep = {"weight": torch.tensor([[1.0, 0.0], [1.0, 0.0]])}
-    a, b = _linear([[1.0, 5.0], [0.0, 0.0]]), _linear([[0.0, 5.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 5.0], [0.0, 0.0]]), linear_net([[0.0, 5.0], [2.0, 0.0]])
     line = linear_barrier(a, b, (torch.ones(1, 2), Y0), loss_fn=_bent, points=5, masks=keep)
     assert line.losses == pytest.approx((0.0, 1.75, 2.5, 2.25, 1.0), abs=1e-6) and line.barrier == pytest.approx(2.0)
 
 
 def test_the_first_model_s_module_computes_every_point():
     """b only gives its weights: with a ReLU after a's layer and none after b's, every point has a's ReLU."""
-    a = nn.Sequential(_linear([[1.0]]), nn.ReLU())
-    b = nn.Sequential(_linear([[-1.0]]), nn.Identity())
+    a = nn.Sequential(linear_net([[1.0]]), nn.ReLU())
+    b = nn.Sequential(linear_net([[-1.0]]), nn.Identity())
     line = linear_barrier(a, b, (torch.ones(1, 1), torch.zeros(1, 1)), loss_fn=nn.functional.mse_loss, points=3)
     assert line.losses == (1.0, 0.0, 0.0)  # relu(1 - 2 lambda)^2
 
 
 def test_linear_barriers_defaults_and_the_shortest_line():
-    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 0.0], [0.0, 0.0]]), linear_net([[0.0, 0.0], [2.0, 0.0]])
     assert len(linear_barriers(a, b, {"d": (X1, Y0)})["d"].lambdas) == 11
     two = linear_barrier(a, b, (X1, Y0), loss_fn=_bent, points=2)
     assert two.lambdas == (0.0, 1.0) and two.losses == pytest.approx((0.0, 1.0)) and two.barrier == 0.0
@@ -436,7 +432,7 @@ def test_linear_barriers_defaults_and_the_shortest_line():
 
 
 def test_messages_name_the_model_and_the_data_set():
-    a, b = _linear([[1.0, 0.0], [0.0, 0.0]]), _linear([[0.0, 0.0], [2.0, 0.0]])
+    a, b = linear_net([[1.0, 0.0], [0.0, 0.0]]), linear_net([[0.0, 0.0], [2.0, 0.0]])
     with pytest.raises(ArgumentError, match="^models\\[1\\] holds torch.float16 weights \\('weight'\\)"):
         hull_losses([a, copy.deepcopy(b).half()], (X1, Y0))
     with pytest.raises(ArgumentError, match="^val is empty: it yielded no samples$"):
@@ -449,8 +445,8 @@ def test_messages_name_the_model_and_the_data_set():
 def test_an_aligned_line_keeps_the_union_of_the_masks():
     """The masks remove the second input column of both hidden units (a permutation of the units keeps that), so the
     aligned line is a's masked function throughout: a(1, 1) = 3 relu(1) + 0.5 relu(-2) = 3, a(-1, 1) = 1."""
-    a = nn.Sequential(_linear([[1.0, 5.0], [-2.0, 5.0]]), nn.ReLU(), _linear([[3.0, 0.5]]))
-    b = nn.Sequential(_linear([[-2.0, 5.0], [1.0, 5.0]]), nn.ReLU(), _linear([[0.5, 3.0]]))
+    a = nn.Sequential(linear_net([[1.0, 5.0], [-2.0, 5.0]]), nn.ReLU(), linear_net([[3.0, 0.5]]))
+    b = nn.Sequential(linear_net([[-2.0, 5.0], [1.0, 5.0]]), nn.ReLU(), linear_net([[0.5, 3.0]]))
     masks = {"0.weight": torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "2.weight": torch.ones(1, 2)}
     data = (torch.tensor([[1.0, 1.0], [-1.0, 1.0]]), torch.tensor([[3.0], [1.0]]))
     line = linear_barrier(a, b, data, loss_fn=nn.functional.mse_loss, points=3, align=True, masks=masks)

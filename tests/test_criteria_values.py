@@ -14,21 +14,14 @@ from torch import nn
 
 from core.pruning import CRITERIA, density, next_masks, random_mask, runner_methods, snip_mask, snip_scores
 from core.pruning.criteria import default_loss, weights_of
-
-
-def _linear(weight: list[list[float]]) -> nn.Linear:
-    w = torch.tensor(weight)
-    net = nn.Linear(w.shape[1], w.shape[0], bias=False)
-    with torch.no_grad():
-        net.weight.copy_(w)
-    return net
+from tests.conftest import linear_net
 
 
 def test_snip_scores_are_the_mean_gradient_over_the_batches_times_the_weight():
     """L = (w . x - y)^2, dL/dw = 2 (w . x - y) x. w = (2, -1): batch 1, x = (1, 3), y = 0: w . x = -1, g = (-2, -6);
     batch 2, x = (2, 1), y = 1: w . x - y = 2, g = (8, 4). Mean g = (3, -1), scores |g w| = (6, 1) (a sum would
     give (12, 2), the last batch alone (16, 4))."""
-    net = _linear([[2.0, -1.0]])
+    net = linear_net([[2.0, -1.0]])
     data = [(torch.tensor([[1.0, 3.0]]), torch.zeros(1, 1)), (torch.tensor([[2.0, 1.0]]), torch.ones(1, 1))]
     scores = snip_scores(net, {"weight": torch.ones(1, 2)}, data, nn.functional.mse_loss)
     assert list(scores) == ["weight"] and scores["weight"].tolist() == [[6.0, 1.0]]
@@ -44,7 +37,7 @@ def test_snip_scores_are_the_mean_gradient_over_the_batches_times_the_weight():
 def test_snip_scores_with_the_default_cross_entropy():
     """Logits z = W x = (8, 8) for W = [[1, 2], [4, 0]], x = (2, 3): softmax (1/2, 1/2); with class 1,
     dL/dz = (1/2, -1/2) and dL/dW = dL/dz x^T = [[1, 1.5], [-1, -1.5]], so |g W| = [[1, 3], [4, 0]]."""
-    net = _linear([[1.0, 2.0], [4.0, 0.0]])
+    net = linear_net([[1.0, 2.0], [4.0, 0.0]])
     scores = snip_scores(net, {"weight": torch.ones(2, 2)}, [(torch.tensor([[2.0, 3.0]]), torch.tensor([1]))])
     assert scores["weight"].tolist() == [[1.0, 3.0], [4.0, 0.0]]
 
@@ -62,7 +55,7 @@ def test_a_weight_the_loss_does_not_reach_scores_zero():
     class TwoHeads(nn.Module):
         def __init__(self):
             super().__init__()
-            self.used, self.spare = _linear([[2.0, -1.0]]), _linear([[5.0, 7.0]])
+            self.used, self.spare = linear_net([[2.0, -1.0]]), linear_net([[5.0, 7.0]])
 
         def forward(self, x):
             return self.used(x)
@@ -74,7 +67,7 @@ def test_a_weight_the_loss_does_not_reach_scores_zero():
 
 
 def test_snip_refuses_batches_without_targets_and_empty_data():
-    net, masks = _linear([[2.0, -1.0]]), {"weight": torch.ones(1, 2)}
+    net, masks = linear_net([[2.0, -1.0]]), {"weight": torch.ones(1, 2)}
     message = "SNIP needs batches with targets: (inputs, targets) tuples or mappings with 'labels'"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         snip_scores(net, masks, [torch.ones(1, 2)])
@@ -85,7 +78,7 @@ def test_snip_refuses_batches_without_targets_and_empty_data():
 def test_snip_mask_removes_the_smallest_scores_across_layers():
     """out = v (w . x) with v = 1: w scores (6, 1) as in the mean-gradient test; dL/dv = 2 (out - y) (w . x) is
     2 and 12 on the two batches, so v scores 7. Removing 1/3 of the 3 kept weights drops the score 1."""
-    net = nn.Sequential(_linear([[2.0, -1.0]]), _linear([[1.0]]))
+    net = nn.Sequential(linear_net([[2.0, -1.0]]), linear_net([[1.0]]))
     masks = {"0.weight": torch.ones(1, 2), "1.weight": torch.ones(1, 1)}
     data = [(torch.tensor([[1.0, 3.0]]), torch.zeros(1, 1)), (torch.tensor([[2.0, 1.0]]), torch.ones(1, 1))]
     scores = snip_scores(net, masks, data, nn.functional.mse_loss)
@@ -100,7 +93,7 @@ def test_next_masks_snip_uses_the_given_data_and_loss():
     """The hand example of the mean-gradient test through the registry: scores (6, 1) keep the first weight, one
     batch's scores (4, 6) the second. (The default cross-entropy over one logit has gradient 0, so it would keep
     the same weight on both data sets.)"""
-    net = _linear([[2.0, -1.0]])
+    net = linear_net([[2.0, -1.0]])
     masks = {"weight": torch.ones(1, 2)}
     data = [(torch.tensor([[1.0, 3.0]]), torch.zeros(1, 1)), (torch.tensor([[2.0, 1.0]]), torch.ones(1, 1))]
     by_mse = next_masks("snip", net, masks, 0.5, data=data, loss_fn=nn.functional.mse_loss)
@@ -148,7 +141,7 @@ def test_next_masks_accepts_ratios_in_zero_one_and_refuses_the_rest():
 
 
 def test_next_masks_snip_refuses_a_state_dict_or_no_data():
-    net = _linear([[2.0, -1.0]])
+    net = linear_net([[2.0, -1.0]])
     masks = {"weight": torch.ones(1, 2)}
     data = [(torch.tensor([[1.0, 3.0]]), torch.zeros(1, 1))]
     message = "^pruning method 'snip' needs data= \\(batches\\) and the model as an nn.Module$"
@@ -163,7 +156,7 @@ def test_the_registry_flags_and_the_runner_methods():
     assert [(n, c.needs_data, c.layerwise) for n, c in CRITERIA.items()] == [
         ("global", False, False), ("layerwise", False, True), ("random", False, False), ("snip", True, False)]
     assert runner_methods() == ("global", "layerwise", "random")
-    net = _linear([[2.0, -1.0]])
+    net = linear_net([[2.0, -1.0]])
     params = weights_of(net)
     assert list(params) == ["weight"] and params["weight"] is net.weight
     state = {"w": torch.ones(2)}

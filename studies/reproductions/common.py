@@ -22,6 +22,15 @@ Rows = list[dict[str, object]]
 SEED_LIMIT = 1000  # ensemble members and other runs of seed s use seed s + 1000 j
 
 
+def label_axes(ax: Any, xlabel: str, ylabel: str, title: str, legend_size: float = 6.5) -> None:
+    """Axis labels, a 9-point title, a light grid and the legend of one panel of a study's figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size, loc="best")
+
+
 def save_png(fig: Any, path: Path) -> None:
     """Lay out the matplotlib figure ``fig``, write it as a PNG to ``path`` atomically, and close it."""
     from matplotlib import pyplot as plt

@@ -53,7 +53,7 @@ import torch
 from core.artifacts.checkpoint import build_model, load_checkpoint
 from core.evaluate import ensemble_log_probs, predict, score
 from landscape.tools.artifacts import checkpoint_data
-from studies.reproductions.common import SEED_LIMIT, csv_pair, mean_half, mean_se, save_png, study_main
+from studies.reproductions.common import SEED_LIMIT, csv_pair, label_axes, mean_half, mean_se, save_png, study_main
 from studies.reproductions.lottery import accuracies, run_resuming
 from studies.verdict import Claim, paired_verdicts
 
@@ -169,12 +169,9 @@ def gain_panel(ax: Any, rows: Sequence[dict[str, object]], model: str, methods: 
         ax.errorbar(x, [p[0] for p in points], yerr=[p[1] for p in points], marker="os^vDP"[n % 6], ms=4, capsize=2,
                     lw=1, color=f"C{n}", label=labels[method])
     ax.axhline(0, color="black", lw=0.8, label=imp_label)
-    ax.set_xlabel("sparsity (% of weights pruned)")
-    ax.set_ylabel("test accuracy minus IMP's, same seed (points)")
     seeds = len(_values(rows, model, "IMP", cells[0][0]))
-    ax.set_title(f"{title}, mean and 95% interval of {seeds} seeds", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5, loc="best")
+    label_axes(ax, "sparsity (% of weights pruned)", "test accuracy minus IMP's, same seed (points)",
+               f"{title}, mean and 95% interval of {seeds} seeds")
 
 
 def tables(rows: Sequence[dict[str, object]]) -> str:

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from core.artifacts.atomic import atomic_write_text
 from core.artifacts.checkpoint import build_model, load_checkpoint
 from landscape.tools.artifacts import checkpoint_data
-from studies.reproductions.common import csv_pair, median, save_png, study_main, verdict_lines
+from studies.reproductions.common import csv_pair, label_axes, median, save_png, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS, PARTICLES
 from studies.verdict import Claim
 
@@ -233,20 +233,16 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
         ax.plot([low, high], [low, high], color="black", lw=0.8, label="measured = predicted")
         ax.set_xscale("symlog", linthresh=1e-4)
         ax.set_yscale("symlog", linthresh=1e-4)
-        ax.set_xlabel("predicted mean excess loss over the centre (nats)")
-        ax.set_ylabel("measured mean excess loss over the centre (nats)")
-        ax.set_title(f"{model}: hull of n = 2 (^), 3 (s), 4 (o) SWAMP particles, 12 seeds", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="best")
+        label_axes(ax, "predicted mean excess loss over the centre (nats)",
+                   "measured mean excess loss over the centre (nats)",
+                   f"{model}: hull of n = 2 (^), 3 (s), 4 (o) SWAMP particles, 12 seeds")
         ax = axes[1][col]
         ax.axhline(EFFECT, color="black", lw=0.8, ls="--", label=f"{EFFECT:g}% (the claim's margin)")
         ax.set_yscale("symlog", linthresh=1.0)
         ax.set_ylim(bottom=0)
-        ax.set_xlabel("particle spread s (root mean squared distance to the centre)")
-        ax.set_ylabel("unexplained share, 100 (1 - R^2) (%)")
-        ax.set_title(f"{model}: how well the quadratic model fits, against the spread", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="best")
+        label_axes(ax, "particle spread s (root mean squared distance to the centre)",
+                   "unexplained share, 100 (1 - R^2) (%)", f"{model}: how well the quadratic model fits, against the "
+                   "spread")
     fig.suptitle("Is the particles' hull low-loss because the loss is quadratic there? (MNIST-1D, SWAMP N = 4)",
                  fontsize=10)
     save_png(fig, path)

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from studies.reproductions.common import csv_pair, mean_half, mean_se, save_png, study_main, verdict_lines
+from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS, PARTICLES, _grid, _values, gain_panel, run_command
 from studies.reproductions.lottery import accuracies, run_resuming
 from studies.verdict import Claim
@@ -203,11 +203,9 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
                 ax.errorbar([next(iter(_values(rows, model, "IMP", cycle, "particle_epochs").values()))], [y],
                             yerr=[half], marker="x", ms=6, capsize=2, color="black", ls="none",
                             label="IMP (at each sparsity)" if n == 0 else None)
-        ax.set_xlabel("particle-epochs of training up to that sparsity (dense ticket not counted)")
-        ax.set_ylabel("test accuracy (%), mean and 95% interval")
-        ax.set_title(f"{model}: SWAMP from cycle K (one SWA particle before K, four from K); x = IMP", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        label_axes(ax, "particle-epochs of training up to that sparsity (dense ticket not counted)",
+                   "test accuracy (%), mean and 95% interval",
+                   f"{model}: SWAMP from cycle K (one SWA particle before K, four from K); x = IMP", 7)
     fig.suptitle("Why SWAMP works: mask or weights, SWA or particles, particles in some cycles (MNIST-1D)",
                  fontsize=10)
     save_png(fig, path)
