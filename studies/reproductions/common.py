@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from core.artifacts.atomic import atomic_write_bytes, atomic_write_text
+from core.artifacts.ownership import check_out_text
+from core.errors import UserError
 
 Rows = list[dict[str, object]]
 SEED_LIMIT = 1000  # ensemble members and other runs of seed s use seed s + 1000 j
@@ -173,6 +175,21 @@ def seeds_flag(text: str) -> list[int]:
     return seeds
 
 
+def check_runs_folder(out: Path) -> None:
+    """Refuse, before anything runs, an ``--out`` that is empty, a file, a FIFO or a broken link: the folder of a
+    study's runs is a directory (new or existing); one :class:`UserError` line naming ``--out``.
+
+    Example:
+        >>> check_runs_folder(Path("/dev/null"))
+        Traceback (most recent call last):
+        ...
+        core.errors.UserError: --out /dev/null exists and is not a directory; choose a new or existing folder of runs
+    """
+    out = check_out_text(out)
+    if (out.exists() or out.is_symlink()) and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory; choose a new or existing folder of runs")
+
+
 def study_main(argv: Sequence[str] | None, name: str, doc: str, run: Callable[[argparse.Namespace], Rows],
                read: Callable[[Path], Rows], tables: Callable[[Rows], str], *, quick: bool = False,
                figure: Callable[[Rows, Path], None] | None = None, runs_help: str = "folder of the runs") -> int:
@@ -192,8 +209,10 @@ def study_main(argv: Sequence[str] | None, name: str, doc: str, run: Callable[[a
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
     try:
+        if not args.from_csv:
+            check_runs_folder(args.out)
         rows = read(args.from_csv) if args.from_csv else run(args)
-    except (RuntimeError, OSError, KeyError, ValueError) as err:
+    except (UserError, RuntimeError, OSError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(tables(rows))
