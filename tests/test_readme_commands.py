@@ -14,7 +14,7 @@ from conftest import DATA_DIR, command_module
 
 from core.errors import UserError, run_cli
 from studies.grid.cli import parse_study
-from training import swamp
+from training import swamp, transplant
 from training.config import parse_config
 from training.imp import IMP_DEFAULTS
 
@@ -37,6 +37,7 @@ TAKES_DATA_DIR = {"landscape.barrier", "landscape.subspace", "landscape.hessian"
 PARSERS = {
     "training.swamp": lambda argv: parse_config(argv, "python -m training.swamp", swamp.DESCRIPTION),
     "training.imp": lambda argv: parse_config(argv, "python -m training.imp", "", IMP_DEFAULTS),
+    "training.transplant": transplant.parse_transplant,
     "studies.grid": parse_study,
 }
 

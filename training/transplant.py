@@ -28,7 +28,7 @@ from core.artifacts.checkpoint import load_checkpoint
 from core.artifacts.rundir import RunDir
 from core.errors import RESUME_RUN, ArgumentParser, UserError, run_cli
 from training import swamp
-from training.config import parse_config
+from training.config import RunConfig, parse_config
 from training.engines.cluster import exit_now
 from training.run import MaskRule
 
@@ -112,7 +112,9 @@ def _check_first(first: dict[str, Tensor], current: dict[str, Tensor], source: s
                             "from a run that starts dense, with the same --prune-exclude and --prune-biases")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_transplant(argv: Sequence[str] | None) -> tuple[RunConfig, str]:
+    """The run's settings and ``--masks-from`` of a command line, checked but not run (nothing is read or
+    written); a :class:`UserError` line for a missing ``--masks-from`` or one that is the run's ``--out``."""
     pre = ArgumentParser(prog=PROG, add_help=False)
     pre.add_argument("--masks-from", metavar="RUN")
     known, rest = pre.parse_known_args(argv)
@@ -121,8 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--masks-from RUN is required: the run directory whose cycle k mask cycle k trains under")
     if Path(known.masks_from).resolve() == Path(cfg.out).resolve():
         raise UserError(f"--out {cfg.out} is --masks-from: a transplanted run never replaces the run it reads")
-    rule = transplant_rule(run_masks(known.masks_from, cfg.cycles), f"--masks-from {known.masks_from}")
-    return swamp.run_and_report(cfg, rule, {"pruning_schedule": "transplanted", "masks_from": known.masks_from})
+    return cfg, known.masks_from
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg, masks_from = parse_transplant(argv)
+    rule = transplant_rule(run_masks(masks_from, cfg.cycles), f"--masks-from {masks_from}")
+    return swamp.run_and_report(cfg, rule, {"pruning_schedule": "transplanted", "masks_from": masks_from})
 
 
 if __name__ == "__main__":
