@@ -90,7 +90,8 @@ def test_bad_masks_sources_get_one_line(donors, tmp_path, case):
     message = one_line(transplant.main, argv)
     assert {"missing": "--masks-from RUN is required", "too-few-cycles": "cycle 3 is not finished there",
             "same-as-out": "never replaces the run it reads",
-            "other-model": "its masks are not this model's prunable weights"}[case] in message
+            "other-model": "trained --model mlp --model-kwargs {}, this run --model cnn1d"}[case] in message
+    assert not out.exists()  # refused before anything was written
     assert _digests(donors / "imp") == before
 
 
@@ -99,3 +100,5 @@ def test_the_rule_refuses_a_first_mask_that_is_not_dense():
     assert "is not this run's first mask" in one_line(rule, 0, {}, {"w": torch.ones(2)})
     shape = transplant.transplant_rule([{"w": torch.ones(3)}])
     assert "has shape (3,)" in one_line(shape, 0, {}, {"w": torch.ones(2)})
+    names = transplant.transplant_rule([{"v": torch.ones(2)}])
+    assert "only there: v; only here: w" in one_line(names, 0, {}, {"w": torch.ones(2)})

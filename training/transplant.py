@@ -28,7 +28,7 @@ from core.artifacts.checkpoint import load_checkpoint
 from core.artifacts.rundir import RunDir
 from core.errors import RESUME_RUN, ArgumentParser, UserError, run_cli
 from training import swamp
-from training.config import RunConfig, parse_config
+from training.config import RunConfig, parse_config, read_saved
 from training.engines.cluster import exit_now
 from training.run import MaskRule
 
@@ -126,8 +126,23 @@ def parse_transplant(argv: Sequence[str] | None) -> tuple[RunConfig, str]:
     return cfg, known.masks_from
 
 
+def check_same_model(cfg: RunConfig, masks_from: str) -> None:
+    """Refuse, before training, a source run whose ``config.json`` names another model or model arguments than
+    ``cfg`` (its masks could not fit); a source without a readable config is left to :func:`run_masks`."""
+    path = Path(masks_from) / "config.json"
+    if not path.is_file():
+        return
+    saved = read_saved(path)
+    theirs = (saved.get("model"), saved.get("model_kwargs", "{}"))
+    if theirs != (cfg.model, cfg.model_kwargs):
+        raise UserError(f"--masks-from {masks_from} trained --model {theirs[0]} --model-kwargs {theirs[1]}, this run "
+                        f"--model {cfg.model} --model-kwargs {cfg.model_kwargs}: its masks cannot fit; transplant "
+                        "from a run of the same model")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, masks_from = parse_transplant(argv)
+    check_same_model(cfg, masks_from)
     rule = transplant_rule(run_masks(masks_from, cfg.cycles), f"--masks-from {masks_from}")
     return swamp.run_and_report(cfg, rule, {"pruning_schedule": "transplanted", "masks_from": masks_from})
 
