@@ -126,6 +126,17 @@ def mean_se(values: Sequence[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
+def seed_values(rows: Sequence[Mapping[str, object]], key: str, **match: object) -> dict[int, float]:
+    """seed -> the ``key`` column of the rows whose columns equal ``match``.
+
+    Example:
+        >>> seed_values([{"seed": 0, "arm": "a", "acc": 1.0}, {"seed": 1, "arm": "b", "acc": 2.0}], "acc", arm="b")
+        {1: 2.0}
+    """
+    return {int(r["seed"]): float(r[key]) for r in rows  # type: ignore[call-overload,arg-type]
+            if all(r[k] == v for k, v in match.items())}
+
+
 def mean_half(values: Sequence[float]) -> tuple[float, float]:
     """The mean of ``values`` and the half-width of its 95% Student-t interval (0 for one value).
 

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.artifacts.atomic import atomic_write_text
-from studies.reproductions.common import csv_pair, mean_se, study_main, verdict_lines
+from studies.reproductions.common import csv_pair, mean_se, seed_values, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS
 from studies.verdict import Claim
 
@@ -103,8 +103,7 @@ def measure_all(out: Path, seeds: Sequence[int], jobs: int = 1, data_dir: Path =
 
 
 def _by_seed(rows: Sequence[dict[str, object]], model: str, pair: str, cycle: int, key: str) -> dict[int, float]:
-    return {int(r["seed"]): float(r[key]) for r in rows  # type: ignore[call-overload,arg-type]
-            if r["model"] == model and r["pair"] == pair and r["cycle"] == cycle}
+    return seed_values(rows, key, model=model, pair=pair, cycle=cycle)
 
 
 def tables(rows: Sequence[dict[str, object]]) -> str:

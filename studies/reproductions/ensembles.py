@@ -53,7 +53,16 @@ import torch
 from core.artifacts.checkpoint import build_model, load_checkpoint
 from core.evaluate import ensemble_log_probs, predict, score
 from landscape.tools.artifacts import checkpoint_data
-from studies.reproductions.common import SEED_LIMIT, csv_pair, label_axes, mean_half, mean_se, save_png, study_main
+from studies.reproductions.common import (
+    SEED_LIMIT,
+    csv_pair,
+    label_axes,
+    mean_half,
+    mean_se,
+    save_png,
+    seed_values,
+    study_main,
+)
 from studies.reproductions.lottery import accuracies, run_resuming
 from studies.verdict import Claim, paired_verdicts
 
@@ -147,8 +156,7 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
 def _values(rows: Sequence[dict[str, object]], model: str, method: str, cycle: int, key: str = "test_acc"
             ) -> dict[int, float]:
     """seed -> the ``key`` column of the rows of ``model``, ``method`` and ``cycle``."""
-    return {int(r["seed"]): float(r[key]) for r in rows  # type: ignore[call-overload,arg-type]
-            if r["model"] == model and r["method"] == method and r["cycle"] == cycle}
+    return seed_values(rows, key, model=model, method=method, cycle=cycle)
 
 
 def _grid(rows: Sequence[dict[str, object]]) -> list[tuple[str, int, float]]:

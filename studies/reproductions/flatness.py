@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.artifacts.atomic import atomic_write_text
-from studies.reproductions.common import csv_pair, median, study_main, verdict_lines
+from studies.reproductions.common import csv_pair, median, seed_values, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS
 from studies.reproductions.mechanisms import RUN_NAMES
 from studies.verdict import Claim
@@ -82,11 +82,6 @@ def measure_all(out: Path, seeds: Sequence[int], jobs: int = 1, data_dir: Path =
     return rows
 
 
-def _traces(rows: Sequence[dict[str, object]], model: str, method: str, cycle: int) -> dict[int, float]:
-    return {int(r["seed"]): float(r["trace"]) for r in rows  # type: ignore[call-overload,arg-type]
-            if r["model"] == model and r["method"] == method and r["cycle"] == cycle}
-
-
 def tables(rows: Sequence[dict[str, object]]) -> str:
     """The Markdown tables: the median trace per arm, then one verdict table per comparison of
     :data:`COMPARISONS` (Holm over the architectures x sparsities of each).
@@ -105,13 +100,13 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
     for model, cycle, sparsity in cells:
         parts = []
         for m in METHODS:
-            values = sorted(_traces(rows, model, m, cycle).values())
+            values = sorted(seed_values(rows, "trace", model=model, method=m, cycle=cycle).values())
             parts.append(f"{median(values):.4g} ({len(values)})" if values else "-")
         lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(parts) + " |")
     for a, b, sentence in COMPARISONS:
         family = {}
         for model, cycle, sparsity in cells:
-            ta, tb = _traces(rows, model, a, cycle), _traces(rows, model, b, cycle)
+            ta, tb = (seed_values(rows, "trace", model=model, method=x, cycle=cycle) for x in (a, b))
             seeds = sorted(set(ta) & set(tb))
             family[f"{model} | {100 * sparsity:.1f}%"] = [100 * (ta[s] - tb[s]) / tb[s] for s in seeds]
         lines += verdict_lines(f"**{sentence}** (A = {a}, B = {b}; d = 100 (tr A - tr B) / tr B in %, claim: less by "
