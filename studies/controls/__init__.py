@@ -11,10 +11,12 @@ Per model (:mod:`studies.controls.measurements`):
 * **connectivity**: the test loss / error barrier (Frankle et al. 2020, ``points`` on the line, BatchNorm
   recomputed) between the particles of one SWAMP cycle (treatment: one ticket, one mask) beside the
   barrier between the solutions of two different seeds at the same cycle (control: another ticket, mask
-  and data order), for IMP and SWAMP, raw and after weight matching (Ainsworth et al. 2023,
+  and data order; each seed with the next, cyclically: :func:`studies.controls.measurements.seed_groups`),
+  for IMP and SWAMP, raw and after weight matching (Ainsworth et al. 2023,
   :mod:`landscape.tools.align`); "n/a" where alignment refuses the model;
 * **hull**: uniform samples of the convex hull (:func:`landscape.tools.subspace.hull_landscape`) of K particles
-  of one cycle beside that of K solutions of K different seeds at the same cycle (K = ``--hull-vertices``);
+  of one cycle beside that of K solutions of K different seeds at the same cycle (K = ``--hull-vertices``;
+  each seed with the K - 1 next ones, cyclically);
   reported: mean hull loss minus the vertices' mean loss, largest hull loss minus the worst vertex's,
   and the fraction of samples at or below the worst vertex;
 * **flatness**: raw Hessian trace and the BatchNorm-invariant traces (:func:`landscape.flatness.

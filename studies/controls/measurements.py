@@ -124,10 +124,27 @@ def _particle_pairs(runs: Sequence[Run]) -> list[Measurement]:
     return out
 
 
+def seed_groups(seeds: Sequence[int], k: int) -> list[tuple[int, ...]]:
+    """The groups of ``k`` seeds whose solutions form the unpaired controls (seed pairs, seed hulls): each seed
+    with the ``k - 1`` seeds after it in ``seeds``, cyclically, so every seed starts one group (n groups of n > k
+    seeds; one group of exactly k; none of fewer). Each group is sorted.
+
+    Example:
+        >>> seed_groups([0, 1, 2, 3], 2), seed_groups([0, 1, 2], 3), seed_groups([0, 1, 2], 2)
+        ([(0, 1), (1, 2), (2, 3), (0, 3)], [(0, 1, 2)], [(0, 1), (1, 2), (0, 2)])
+    """
+    n = len(seeds)
+    if n < k:
+        return []
+    if n == k:
+        return [tuple(seeds)]
+    return [tuple(sorted(seeds[(i + j) % n] for j in range(k))) for i in range(n)]
+
+
 def _seed_pairs(grid: Grid, unalignable: dict[str, str]) -> list[Measurement]:
     out = []
     for (model, method), seeds in sorted(grid.items()):
-        for i, j in combinations(sorted(seeds), 2):
+        for i, j in seed_groups(sorted(seeds), 2):
             for k in sorted(set(seeds[i].cycles) & set(seeds[j].cycles)):
                 labels = {"model": model, "method": method, "cycle": k, "seeds": [i, j],
                           "sparsity": seeds[i].metrics(k)["sparsity"]}
@@ -138,14 +155,13 @@ def _seed_pairs(grid: Grid, unalignable: dict[str, str]) -> list[Measurement]:
 
 def _hulls(grid: Grid, vertices: int) -> list[Measurement]:
     """Hulls of ``vertices`` particles of one SWAMP cycle (per seed), then of as many seeds' solutions (per
-    method and cycle: the first seeds)."""
+    method and cycle: the groups of :func:`seed_groups`)."""
     particle, seed = [], []
     for (model, method), seeds in sorted(grid.items()):
-        if len(seeds) >= vertices:
-            chosen = sorted(seeds)[:vertices]
+        for chosen in seed_groups(sorted(seeds), vertices):
             first = seeds[chosen[0]]
             for k in sorted(set.intersection(*(set(seeds[s].cycles) for s in chosen))):
-                labels = {"model": model, "method": method, "cycle": k, "seeds": chosen,
+                labels = {"model": model, "method": method, "cycle": k, "seeds": list(chosen),
                           "sparsity": first.metrics(k)["sparsity"]}
                 seed.append(Measurement("seed_hulls", _key(model, method, first.rewind, chosen, k), labels,
                                         tuple(seeds[s].average(k) for s in chosen)))

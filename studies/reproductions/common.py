@@ -98,7 +98,7 @@ def verdict_lines(heading: str, family: Mapping[str, Sequence[float]], claim: An
         >>> lines[-1]
         '| mlp | 0.0% | +1.08 | [+0.93, +1.24] (95.0%) | 6/0/0 | 9.6e-06 | **holds** |'
     """
-    from studies.verdict import paired_verdicts
+    from studies.verdict import TOO_FEW, paired_verdicts
 
     family = {label: list(d) for label, d in family.items() if len(d)}
     if not family:
@@ -107,8 +107,10 @@ def verdict_lines(heading: str, family: Mapping[str, Sequence[float]], claim: An
              f"| {columns} | mean | simultaneous interval | wins/ties/losses | Holm p | verdict |",
              "|" + "---|" * (columns.count("|") + 6)]
     for v in paired_verdicts(family, claim):
-        lines.append(f"| {v.label} | {v.mean:+.{digits}f}{unit} | [{v.low:+.{digits}f}, {v.high:+.{digits}f}] "
-                     f"({100 * v.level:.1f}%) | {v.record()} | {v.p_holm:.2g} | **{v.outcome}** |")
+        decided = v.outcome != TOO_FEW  # below the rule's minimum of seeds: no interval, no p-value
+        interval = f"[{v.low:+.{digits}f}, {v.high:+.{digits}f}] ({100 * v.level:.1f}%)" if decided else "-"
+        lines.append(f"| {v.label} | {v.mean:+.{digits}f}{unit} | {interval} | {v.record()} | "
+                     f"{f'{v.p_holm:.2g}' if decided else '-'} | **{v.outcome}** |")
     return lines
 
 
@@ -203,12 +205,13 @@ def check_runs_folder(out: Path) -> None:
 
 def study_main(argv: Sequence[str] | None, name: str, doc: str, run: Callable[[argparse.Namespace], Rows],
                read: Callable[[Path], Rows], tables: Callable[[Rows], str], *, quick: bool = False,
-               figure: Callable[[Rows, Path], None] | None = None, runs_help: str = "folder of the runs") -> int:
+               figure: Callable[[Rows, Path], None] | None = None, runs_help: str = "folder of the runs",
+               default_out: str = "runs/ensembles") -> int:
     """The command line of a study ``python -m studies.reproductions.NAME``: ``--out``, ``--seeds``, ``--jobs``,
     ``--data-dir`` (and ``--quick``), ``--from-csv``; prints the tables (and draws ``OUT/NAME.png`` with
     ``figure``). Failures are one ``error:`` line and exit 2."""
     parser = argparse.ArgumentParser(prog=f"python -m studies.reproductions.{name}", description=doc.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ensembles"), help=f"{runs_help} (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"{runs_help} (default %(default)s)")
     parser.add_argument("--seeds", type=seeds_flag, default=list(range(12)), help="seeds, e.g. 0-11 (default 0-11)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (default %(default)s)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST-1D cache (default %(default)s)")

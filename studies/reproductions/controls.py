@@ -1,0 +1,367 @@
+"""The controls grid at 12 seeds, judged by the one verdict rule: every landscape claim of SWAMP beside its null.
+
+The measurements are those of :mod:`studies.controls` (docs/controls.md): particle-pair barriers beside seed-pair
+barriers (raw and after weight matching), hulls of particles beside hulls of different seeds' solutions, raw and
+BatchNorm-invariant Hessian traces of SWAMP and IMP, test accuracy, and the rewind sweep. This module trains the
+grid (or resumes it), measures it, keeps one per-seed row per number (``controls.csv``, committed as
+docs/data/controls-mnist1d.csv) and prints every table and verdict from those rows alone.
+
+Grid: MNIST-1D, IMP and SWAMP (N = 4), ticket after 2 dense epochs, 4 cycles pruning half of the remaining
+weights (sparsity 0, 50, 75, 87.5%); cnn1d (BatchNorm) with 8 epochs per cycle (96% dense, above the published
+CNN's 94%) and the MLP with 32 epochs per cycle (62-64% dense, as in the ensembles study); seeds 0-11. Rewind
+sweep: cnn1d at rewind points 0, 1, 4, 8 beside the grid's 2. The unpaired controls pair each seed s with the
+next (:func:`studies.controls.measurements.seed_groups`): the seed pair (s, s + 1) and the seed hull (s, s + 1,
+s + 2), indices modulo the 12 seeds, so every seed has one control and each solution serves in 2 (3) of them.
+
+Verdicts (:func:`studies.verdict.paired_verdicts`; Holm over model x sparsity of each family; delta fixed
+before the measurements):
+
+=====================================  =============================================  =========  ==============
+claim                                  A - B per seed                                 direction  delta
+=====================================  =============================================  =========  ==============
+particles are connected, seeds not     particle error barrier - seed pair's (SWAMP)   less       1 point
+... and after weight matching          particle error barrier - aligned seed pair's   less       1 point
+the particles' hull is low-loss        particle hull excess - seed hull's (SWAMP)     less       0.1 nats
+SWAMP is flatter (raw trace)           100 (SWAMP - IMP) / IMP                        less       10%
+... BatchNorm-invariant (cnn1d)        the same of sum ||theta_l||^2 tr H_ll          less       10%
+the flatter solution is more accurate  accuracy of the flatter (raw trace) - other's  greater    0.5 points
+SWAMP is more accurate than IMP        SWAMP - IMP test accuracy                      greater    0.5 points
+a ticket at rewind r is unstable       particle error barrier at r - at 2             greater    1 point
+SWAMP needs a stable ticket            SWAMP - IMP accuracy at rewind r               less       0.5 points
+=====================================  =============================================  =========  ==============
+
+The hull excess is the mean test loss of 32 uniform samples of the hull minus the mean of its 3 vertices'.
+
+``python -m studies.reproductions.controls --out runs/controls --seeds 0-11 --jobs 2`` trains, measures (cached
+under ``OUT/analysis/controls``) and writes ``OUT/controls.csv`` and ``OUT/controls.png``; ``--from-csv`` prints
+the tables of a committed CSV.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from studies.controls.measurements import Controls, Settings, seed_groups
+from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
+from studies.reproductions.lottery import run_resuming
+from studies.verdict import Claim
+
+GRID = {"cnn1d": 8, "mlp": 32}  # model -> epochs per cycle
+CYCLES, RATIO, PARTICLES, REWIND = 4, 0.5, 4, 2
+SWEEP = (0, 1, 4, 8)  # cnn1d's other rewind points
+HULL_EFFECT, BARRIER_EFFECT, TRACE_EFFECT, ACC_EFFECT = 0.1, 1.0, 10.0, 0.5
+FIELDS = ["model", "rewind", "measure", "method", "seed", "cycle", "sparsity", "value"]
+TYPES: dict[str, Callable[[str], Any]] = {
+    k: int if k in ("rewind", "seed", "cycle") else float if k in ("sparsity", "value") else str for k in FIELDS}
+write_csv, read_csv = csv_pair(FIELDS, TYPES, "controls")
+TRACES = {"trace_raw": "raw trace", "trace_layer": "BN-invariant, per layer",
+          "trace_channel": "BN-invariant, per channel"}
+
+
+def train_commands(out: Path, seeds: Sequence[int], data_dir: Path, quick: bool = False
+                   ) -> list[tuple[list[str], Path]]:
+    """(command, run folder) of every run: the grid of both models, then cnn1d's rewind sweep.
+
+    Example:
+        >>> cmd, run = train_commands(Path("r"), [3], Path("data"))[1]
+        >>> run.as_posix(), " ".join(cmd[3:11])
+        ('r/grid/cnn1d-swamp-s3', '--model cnn1d --epochs 8 --seed 3 --rewind-epochs 2')
+    """
+    def one(module: str, model: str, seed: int, rewind: int, run: Path) -> tuple[list[str], Path]:
+        epochs = 1 if quick else GRID[model]
+        cmd = [sys.executable, "-m", f"training.{module}", "--model", model, "--epochs", str(epochs), "--seed",
+               str(seed), "--rewind-epochs", str(rewind), "--cycles",
+               str(2 if quick else CYCLES), "--prune-ratio", str(RATIO), "--no-progress", "--device", "cpu",
+               "--data-dir", str(data_dir), "--out", str(run)]
+        return ([*cmd, "--particles", str(PARTICLES)] if module == "swamp" else cmd), run
+
+    grid = [one(m, model, s, REWIND, out / "grid" / f"{model}-{m}-s{s}")
+            for s in seeds for model in GRID for m in ("imp", "swamp")]
+    sweep = [one(m, "cnn1d", s, r, out / "rewind" / f"cnn1d-{m}-r{r}-s{s}")
+             for r in (SWEEP[:1] if quick else SWEEP) for s in seeds for m in ("imp", "swamp")]
+    return grid + sweep
+
+
+def rows_of(controls: Controls) -> list[dict[str, object]]:
+    """One row per seed and number of the controls' measurements (:data:`FIELDS`; accuracies and error barriers in
+    points, traces as measured). A seed pair or seed hull is filed under the seed that starts its group.
+
+    Example:
+        >>> from studies.controls.measurements import Settings
+        >>> rows = {"accuracy": [{"model": "mlp", "method": "imp", "seed": 0, "rewind": 2, "cycle": 0,
+        ...                       "sparsity": 0.0, "test_acc": 0.625}],
+        ...         "particle_pairs": [{"model": "mlp", "seed": 0, "rewind": 2, "cycle": 0, "sparsity": 0.0,
+        ...                             "loss": 0.0, "error": e} for e in (0.001, 0.003)]}
+        >>> [(r["measure"], r["value"]) for r in rows_of(Controls(Settings(), rows, {}))]
+        [('test_acc', 62.5), ('particle_error', 0.2), ('particle_loss', 0.0)]
+    """
+    rows: list[dict[str, object]] = []
+    rewind = controls.settings.rewind
+
+    def add(r: Mapping[str, Any], measure: str, method: str, seed: int, value: float | None,
+            rewind_of: int = rewind) -> None:
+        if value is not None:
+            rows.append({"model": r["model"], "rewind": rewind_of, "measure": measure, "method": method,
+                         "seed": seed, "cycle": r["cycle"], "sparsity": r["sparsity"], "value": round(value, 6)})
+
+    get = controls.rows.get
+    seeds: dict[tuple[str, str], list[int]] = {}
+    for r in get("accuracy", []):
+        add(r, "test_acc", r["method"], r["seed"], 100 * r["test_acc"], r["rewind"])
+        if r["rewind"] == rewind:
+            seeds.setdefault((r["model"], r["method"]), []).append(r["seed"])
+    pairs: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in get("particle_pairs", []):
+        pairs.setdefault((r["model"], r["rewind"], r["seed"], r["cycle"]), []).append(r)
+    for (_, rewind_of, seed, _), group in pairs.items():
+        add(group[0], "particle_error", "swamp", seed, 100 * statistics.fmean(g["error"] for g in group), rewind_of)
+        add(group[0], "particle_loss", "swamp", seed, statistics.fmean(g["loss"] for g in group), rewind_of)
+
+    def start(r: Mapping[str, Any], k: int) -> int:
+        ordered = sorted(set(seeds[(r["model"], r["method"])]))
+        return {g: ordered[i] for i, g in enumerate(seed_groups(ordered, k))}[tuple(r["seeds"])]
+
+    for r in get("seed_pairs", []):
+        s = start(r, 2)
+        for measure, key, scale in (("seed_error", "error", 100), ("seed_loss", "loss", 1),
+                                    ("seed_error_aligned", "aligned_error", 100),
+                                    ("seed_loss_aligned", "aligned_loss", 1)):
+            add(r, measure, r["method"], s, None if r[key] is None else scale * r[key])
+    for r in get("particle_hulls", []):
+        add(r, "particle_hull_excess", "swamp", r["seed"], r["excess_mean"])
+        add(r, "particle_hull_below", "swamp", r["seed"], r["frac_below"])
+    for r in get("seed_hulls", []):
+        s = start(r, len(r["seeds"]))
+        add(r, "seed_hull_excess", r["method"], s, r["excess_mean"])
+        add(r, "seed_hull_below", r["method"], s, r["frac_below"])
+    for r in get("flatness", []):
+        for measure, key in (("trace_raw", "raw"), ("trace_layer", "normalized"), ("trace_channel", "channel")):
+            add(r, measure, r["method"], r["seed"], r[key])
+    return rows
+
+
+def run(args: Any) -> list[dict[str, object]]:
+    """Train (or resume) every run under ``args.out``, measure the controls (``args.jobs`` at once) and write
+    ``OUT/controls.csv``; returns its rows."""
+    from studies.controls.cache import measure
+
+    quick = getattr(args, "quick", False)
+    last = f"cycle_{(2 if quick else CYCLES) - 1:02d}"
+    tasks = [(cmd, run) for cmd, run in train_commands(args.out, args.seeds, args.data_dir, quick)
+             if not (run / last / "metrics.json").is_file()]  # a finished run is not started again to resume
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(lambda task: run_resuming(*task), tasks))
+    settings = Settings(rewind=REWIND, data_dir=str(args.data_dir))
+    rows = rows_of(measure(args.out, settings, args.jobs, progress=False))
+    write_csv(rows, args.out / "controls.csv")
+    return rows
+
+
+Values = dict[int, float]
+
+
+def values(rows: Sequence[Mapping[str, object]], measure: str, **match: object) -> dict[tuple, Values]:
+    """(model, rewind, cycle, sparsity) -> seed -> value of ``measure`` for the rows matching ``match``."""
+    out: dict[tuple, Values] = {}
+    for r in rows:
+        if r["measure"] == measure and all(r[k] == v for k, v in match.items()):
+            out.setdefault((r["model"], r["rewind"], r["cycle"], r["sparsity"]), {})[r["seed"]] = r["value"]
+    return dict(sorted(out.items(), key=lambda kv: (list(GRID).index(kv[0][0]), kv[0][1], kv[0][2])))
+
+
+def _label(cell: tuple, rewind: bool = False) -> str:
+    model, r, _, sparsity = cell
+    return f"{model} | {f'{r} | ' if rewind else ''}{100 * sparsity:.1f}%"
+
+
+def differences(a: Mapping[tuple, Values], b: Mapping[tuple, Values], how: Callable[[float, float], float]
+                ) -> dict[tuple, list[float]]:
+    """cell -> how(a_s, b_s) over the seeds both have, for the cells of ``a`` that ``b`` has too."""
+    return {cell: [how(va[s], b[cell][s]) for s in sorted(va) if s in b[cell]] for cell, va in a.items() if cell in b}
+
+
+def _minus(x: float, y: float) -> float:
+    return x - y
+
+
+def _relative(x: float, y: float) -> float:
+    return 100 * (x - y) / y
+
+
+def _cells(rows: Sequence[Mapping[str, object]], model_cells: Mapping[tuple, Any],
+           columns: Sequence[tuple[str, dict]], digits: int = 2) -> list[str]:
+    out = []
+    for cell in model_cells:
+        parts = []
+        for measure, match in columns:
+            v = values(rows, measure, **match).get(cell, {})
+            parts.append(mean_se(list(v.values()), digits) if v else "n/a")
+        out.append(f"| {_label(cell)} | " + " | ".join(parts) + " |")
+    return out
+
+
+def verdict_families(rows: Sequence[Mapping[str, object]]) -> list[tuple[str, dict[str, list[float]], Claim, str]]:
+    """Every family of the module docstring's table: (heading, label -> per-seed differences, claim, unit)."""
+    grid = {"rewind": REWIND}
+    particles = values(rows, "particle_error", **grid)
+    fams: list[tuple[str, dict[str, list[float]], Claim, str]] = []
+    for key, what in (("seed_error", "raw"), ("seed_error_aligned", "after weight matching")):
+        diff = differences(particles, values(rows, key, method="swamp", **grid), _minus)
+        fams.append((f"**The particles are connected, different seeds' solutions are not ({what})** (A = particle "
+                     f"pairs, B = the seed pair (s, s + 1); test-error barrier in points; claim: less by "
+                     f"{BARRIER_EFFECT:g} point", {_label(c): d for c, d in diff.items()},
+                     Claim("less", BARRIER_EFFECT), ""))
+    hull = differences(values(rows, "particle_hull_excess", **grid),
+                       values(rows, "seed_hull_excess", method="swamp", **grid), _minus)
+    fams.append((f"**The particles' hull is low-loss, a hull of different seeds' solutions is not** (A = 3 particles, "
+                 f"B = the seeds (s, s + 1, s + 2); mean hull test loss - mean vertex loss, nats; claim: less by "
+                 f"{HULL_EFFECT:g}", {_label(c): d for c, d in hull.items()}, Claim("less", HULL_EFFECT), ""))
+    for measure, name in TRACES.items():
+        diff = differences(values(rows, measure, method="swamp", **grid), values(rows, measure, method="imp", **grid),
+                           _relative)
+        fams.append((f"**SWAMP is flatter than IMP: {name}** (100 (SWAMP - IMP) / IMP, %; claim: less by "
+                     f"{TRACE_EFFECT:g}%", {_label(c): d for c, d in diff.items()}, Claim("less", TRACE_EFFECT), "%"))
+    accuracy = {m: values(rows, "test_acc", method=m, **grid) for m in ("imp", "swamp")}
+    traces = {m: values(rows, "trace_raw", method=m, **grid) for m in ("imp", "swamp")}
+    flatter: dict[str, list[float]] = {}
+    for cell, ti in traces["imp"].items():
+        ts, ai, as_ = traces["swamp"].get(cell, {}), accuracy["imp"][cell], accuracy["swamp"][cell]
+        flatter[_label(cell)] = [(as_[s] - ai[s]) * (1 if ts[s] < ti[s] else -1) for s in sorted(ti) if s in ts]
+    fams.append(("**The flatter solution is the more accurate** (A = the one of SWAMP and IMP with the smaller raw "
+                 "trace, B = the other, same seed; test accuracy in points; claim: greater by "
+                 f"{ACC_EFFECT:g} point", flatter, Claim("greater", ACC_EFFECT), ""))
+    gain = differences(accuracy["swamp"], accuracy["imp"], _minus)
+    fams.append((f"**SWAMP is more accurate than IMP** (test accuracy, points; claim: greater by {ACC_EFFECT:g} point",
+                 {_label(c): d for c, d in gain.items()}, Claim("greater", ACC_EFFECT), ""))
+    base = {(m, c, s): v for (m, _, c, s), v in particles.items()}
+    sweep = {cell: v for cell, v in values(rows, "particle_error").items() if cell[1] != REWIND}
+    unstable = {_label(cell, True): [v[s] - base[(cell[0], cell[2], cell[3])][s] for s in sorted(v)
+                                     if s in base.get((cell[0], cell[2], cell[3]), {})] for cell, v in sweep.items()}
+    fams.append((f"**A ticket at rewind point r is unstable to SGD noise** (A = particle error barrier at rewind r, "
+                 f"B = at rewind {REWIND}, same seed; points; claim: greater by {BARRIER_EFFECT:g} point", unstable,
+                 Claim("greater", BARRIER_EFFECT), ""))
+    acc_all = {m: values(rows, "test_acc", method=m) for m in ("imp", "swamp")}
+    needs = differences({c: v for c, v in acc_all["swamp"].items() if c[1] != REWIND}, acc_all["imp"], _minus)
+    fams.append((f"**SWAMP needs a stable ticket: from rewind point r it falls below IMP** (SWAMP - IMP test "
+                 f"accuracy, points; claim: less by {ACC_EFFECT:g} point",
+                 {_label(c, True): d for c, d in needs.items()}, Claim("less", ACC_EFFECT), ""))
+    return fams
+
+
+def tables(rows: Sequence[Mapping[str, object]]) -> str:
+    """The Markdown tables of docs/controls.md: accuracy, connectivity, hull, flatness and rewind (mean +- standard
+    error over seeds), then every verdict family of the one rule.
+
+    Example:
+        >>> rows = [{"model": "mlp", "rewind": 2, "measure": "test_acc", "method": m, "seed": s, "cycle": 0,
+        ...          "sparsity": 0.0, "value": 60.0 + s + (1.0 if m == "swamp" else 0.0)}
+        ...         for m in ("imp", "swamp") for s in range(6)]
+        >>> print(tables(rows).splitlines()[2])
+        | mlp | 0.0% | 62.50 ± 0.76 | 63.50 ± 0.76 | 6 |
+    """
+    grid = {"rewind": REWIND}
+    acc = values(rows, "test_acc", method="imp", **grid)
+    lines = ["| model | sparsity | IMP test accuracy (%) | SWAMP (N = 4) | seeds |", "|---|---|---|---|---|"]
+    lines += [line[:-1] + f"| {len(acc[c])} |" for c, line in
+              zip(acc, _cells(rows, acc, [("test_acc", {"method": m, **grid}) for m in ("imp", "swamp")]),
+                  strict=True)]
+    barrier_cols = [("particle_error", grid), ("seed_error", {"method": "swamp", **grid}),
+                    ("seed_error_aligned", {"method": "swamp", **grid}), ("seed_error", {"method": "imp", **grid}),
+                    ("seed_error_aligned", {"method": "imp", **grid})]
+    loss_cols = [(k.replace("error", "loss"), m) for k, m in barrier_cols]
+    head = "particle pairs | SWAMP seed pairs | SWAMP, aligned | IMP seed pairs | IMP, aligned"
+    lines += ["", f"| model | sparsity | test-error barrier (points): {head} |", "|---|---|---|---|---|---|---|"]
+    lines += _cells(rows, acc, barrier_cols)
+    lines += ["", f"| model | sparsity | test-loss barrier (nats): {head} |", "|---|---|---|---|---|---|---|"]
+    lines += _cells(rows, acc, loss_cols, 4)
+    lines += ["", "| model | sparsity | particle hull: excess (nats) | fraction ≤ worst vertex | SWAMP seed hull: "
+              "excess | fraction ≤ worst vertex | IMP seed hull: excess |", "|---|---|---|---|---|---|---|"]
+    lines += _cells(rows, acc, [("particle_hull_excess", grid), ("particle_hull_below", grid),
+                                ("seed_hull_excess", {"method": "swamp", **grid}),
+                                ("seed_hull_below", {"method": "swamp", **grid}),
+                                ("seed_hull_excess", {"method": "imp", **grid})], 3)
+    lines += ["", "| model | sparsity | " + " | ".join(f"IMP {n} | SWAMP {n}" for n in TRACES.values()) + " |",
+              "|---|---|" + "---|" * 2 * len(TRACES)]
+    lines += _cells(rows, acc, [(k, {"method": m, **grid}) for k in TRACES for m in ("imp", "swamp")], 1)
+    sweep = values(rows, "test_acc", method="imp", model="cnn1d")
+    lines += ["", "| model | rewind | sparsity | particle error barrier (points) | particle loss barrier | "
+              "IMP accuracy (%) | SWAMP accuracy (%) |", "|---|---|---|---|---|---|---|"]
+    for cell in sorted(sweep, key=lambda c: (c[1], c[2])):
+        parts = []
+        for measure, match, digits in (("particle_error", {}, 2), ("particle_loss", {}, 4),
+                                       ("test_acc", {"method": "imp"}, 2), ("test_acc", {"method": "swamp"}, 2)):
+            v = values(rows, measure, model="cnn1d", **match).get(cell, {})
+            parts.append(mean_se(list(v.values()), digits) if v else "n/a")
+        lines.append(f"| {_label(cell, True)} | " + " | ".join(parts) + " |")
+    for heading, family, claim, unit in verdict_families(rows):
+        columns = "model | rewind | sparsity" if "rewind point r" in heading else "model | sparsity"
+        lines += verdict_lines(heading, family, claim, columns=columns, unit=unit,
+                               digits=4 if "nats" in heading else 2)
+    return "\n".join(lines)
+
+
+def figure(rows: Sequence[Mapping[str, object]], path: Path) -> None:
+    """Four panels with 95% intervals over seeds: SWAMP - IMP accuracy, particle and seed-pair error barriers,
+    SWAMP's relative trace difference, and the particle barrier against the rewind point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, grid_axes = plt.subplots(2, 2, figsize=(11, 8))
+    axes = grid_axes.flatten()
+    grid = {"rewind": REWIND}
+    families = {h: f for h, f, _, _ in verdict_families(rows)}
+
+    def draw(ax: Any, family: Mapping[str, Sequence[float]], model: str, label: str, offset: float = 0.0) -> None:
+        points = [(float(k.split("|")[-1].strip(" %")), mean_half(v)) for k, v in family.items()
+                  if k.startswith(model + " ") and v]
+        if points:
+            xs, mh = zip(*points, strict=True)
+            ax.errorbar([x + offset for x in xs], [m for m, _ in mh], yerr=[h for _, h in mh], marker="o",
+                        capsize=3, label=label)
+
+    gain = next(f for h, f in families.items() if h.startswith("**SWAMP is more accurate"))
+    for i, model in enumerate(GRID):
+        draw(axes[0], gain, model, model, 1.5 * i)
+    axes[0].axhline(0, color="grey", lw=0.8)
+    label_axes(axes[0], "sparsity (%)", "SWAMP - IMP test accuracy (points)", "SWAMP's accuracy gain over IMP")
+    for i, model in enumerate(GRID):
+        for measure, match, name in (("particle_error", grid, "particles"),
+                                     ("seed_error", {"method": "swamp", **grid}, "seed pairs"),
+                                     ("seed_error_aligned", {"method": "swamp", **grid}, "seed pairs, aligned")):
+            family = {_label(c): list(v.values()) for c, v in values(rows, measure, **match).items()}
+            draw(axes[1], family, model, f"{model}: {name}", 1.5 * i)
+    axes[1].set_yscale("symlog", linthresh=1)
+    axes[1].set_ylim(0, 2000)  # room for the legend above the seed pairs
+    label_axes(axes[1], "sparsity (%)", "test-error barrier (points)", "Particles against different seeds")
+    axes[1].legend(fontsize=6.5, loc="upper left", ncol=2)
+    raw = next(f for h, f in families.items() if "raw trace" in h)
+    for i, model in enumerate(GRID):
+        draw(axes[2], raw, model, model, 1.5 * i)
+    axes[2].axhline(0, color="grey", lw=0.8)
+    label_axes(axes[2], "sparsity (%)", "100 (SWAMP - IMP) / IMP (%)", "SWAMP's raw Hessian trace against IMP's")
+    barrier = values(rows, "particle_error", model="cnn1d")
+    for cycle in sorted({c[2] for c in barrier}):
+        cells = sorted((c for c in barrier if c[2] == cycle), key=lambda c: c[1])
+        mh = [mean_half(list(barrier[c].values())) for c in cells]
+        axes[3].errorbar([c[1] for c in cells], [m for m, _ in mh], yerr=[h for _, h in mh], marker="o", capsize=3,
+                         label=f"sparsity {100 * cells[0][3]:.1f}%")
+    label_axes(axes[3], "rewind point (dense epochs)", "particle test-error barrier (points)",
+               "cnn1d: ticket stability against the rewind point")
+    fig.suptitle("Controls grid, MNIST-1D: means over seeds with pointwise 95% t intervals", fontsize=10)
+    save_png(fig, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return study_main(argv, "controls", __doc__, run, read_csv, tables, quick=True, figure=figure,
+                      runs_help="folder of the runs and their controls cache", default_out="runs/controls")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
