@@ -8,7 +8,7 @@ seeds); the modules here read it:
 * :mod:`studies.tables`: the study as pandas tables, what the notebooks read;
 * :mod:`studies.figures`: the notebooks' figures;
 * :mod:`studies.claims`, :mod:`studies.report` (``python -m studies.report DIR``): paired comparisons
-  and every table of docs/results.md as Markdown;
+  and every table of docs/earlier-results.md as Markdown;
 * :mod:`studies.budget` (``python -m studies.budget DIR ...``): SWAMP against IMP across studies of
   different epochs per cycle;
 * :mod:`studies.manifest`: the role of each method (:func:`studies.manifest.method_roles`).

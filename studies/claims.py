@@ -129,7 +129,7 @@ def paired_table(rows: list[Paired], title: str, scale: float = 100.0, digits: i
 
 
 def claims_report(root: str | Path, cycles: list[int] | None = None) -> str:
-    """Markdown: the paired comparisons and extremes behind each verdict of docs/results.md."""
+    """Markdown: the paired comparisons and extremes behind each verdict of docs/earlier-results.md."""
     roles, labels = st.roles(root), st.method_labels(root)
     acc = st.accuracy_frame(root)
     swamp, imp, swa, particles = roles["swamp"], roles["imp"], roles["swa"], roles["particles"]

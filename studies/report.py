@@ -1,4 +1,4 @@
-"""``python -m studies.report DIR``: a study's numbers as Markdown tables (docs/results.md).
+"""``python -m studies.report DIR``: a study's numbers as Markdown tables (docs/earlier-results.md).
 
 The tables of means are followed by the paired per-seed comparisons behind the verdicts
 (:mod:`studies.claims`).

@@ -244,7 +244,7 @@ def seed_means(paths: Sequence[Sequence[float]]) -> np.ndarray:
     return d.mean(0)
 
 
-# The earlier floating-point-path rule (tables of docs/results.md made before the paired rule above): kept
+# The earlier floating-point-path rule (tables of docs/earlier-results.md made before the paired rule above): kept
 # for those tables until they are regenerated from committed data with paired_verdicts.
 
 

@@ -127,8 +127,8 @@ def test_bad_input_is_a_library_error(call):
         call()
 
 
-# Exact values and boundaries of the rule (what docs/results.md prints): the reasons, the TOST p-values, the
-# strictness of every inequality at its edge. A constant difference has a zero-width interval at its mean, so it
+# Exact values and boundaries of the rule (what the verdict tables of docs/reproductions.md and docs/controls.md
+# print): the reasons, the TOST p-values, the strictness of every inequality at its edge. A constant difference has a zero-width interval at its mean, so it
 # puts an interval limit exactly on the effect size.
 
 def _one(d, direction, effect, **kwargs):
@@ -255,7 +255,7 @@ def test_bad_arguments_are_named():
 
 
 def test_earlier_floating_point_path_rule_outcomes_and_reasons():
-    """studies.verdict.verdict, the rule of the earlier tables of docs/results.md."""
+    """studies.verdict.verdict, the rule of the earlier tables of docs/earlier-results.md."""
     def both(means, stds):
         v = verdict(means, stds)
         return v.outcome, v.reason
