@@ -41,6 +41,8 @@ from landscape.tools.plots import LEGEND_WIDTH, LINE_STYLES, label_figure
 from studies import controls as sc
 from studies.claims import paired
 from studies.controls.realisations import load_controls  # noqa: F401 - the notebook reads it from here
+from studies.controls.verdicts import label as cell_label
+from studies.controls.verdicts import outcomes
 from studies.figures import PANEL
 from studies.tables import mean_std
 
@@ -117,10 +119,13 @@ def hull_frame(controls: sc.Controls, measure: str = "excess_mean") -> pd.DataFr
 def flatness_frame(controls: sc.Controls) -> pd.DataFrame:
     """SWAMP - IMP per model, measure (raw trace, BN-invariant per layer / per channel) and cycle, paired by
     seed: ``imp_mean`` (IMP's mean over seeds), ``mean`` +- ``std`` of the difference, ``record``
-    (wins/ties/losses), ``beyond`` (the spread rule of :func:`studies.controls.resolved`) and ``relative_mean``
+    (wins/ties/losses), ``holds`` ("SWAMP is flatter" holds under the one rule,
+    :func:`studies.controls.verdicts.outcomes`) and ``relative_mean``
     +- ``relative_std`` = 100 (mean, std) / imp_mean, in percent of IMP's value. Measures a model lacks
     (no layer followed by BatchNorm) have no row."""
     frame, rows = _rows(controls, "flatness"), []
+    verdicts = outcomes(controls)
+    families = dict(zip(MEASURES, ("flatter_raw", "flatter_layer", "flatter_channel"), strict=True))
     for model in sorted(frame["model"].unique()) if len(frame) else []:
         for key, name in MEASURES.items():
             part = frame[(frame["model"] == model) & frame[key].notna()]
@@ -128,10 +133,12 @@ def flatness_frame(controls: sc.Controls) -> pd.DataFrame:
                 imp = float(part.loc[(part["method"] == "imp") & (part["cycle"] == p.cycle), key].mean())
                 rows.append({"model": model, "measure": name, "cycle": p.cycle, "sparsity": 100 * p.sparsity,
                              "imp_mean": imp, "mean": p.mean, "std": p.std, "seeds": p.seeds, "record": p.record(),
-                             "beyond": sc.resolved(p) != "no", "relative_mean": 100 * p.mean / imp,
+                             "holds": verdicts.get((families[key], cell_label((model, 0, p.cycle, p.sparsity))))
+                             == "holds",
+                             "relative_mean": 100 * p.mean / imp,
                              "relative_std": 100 * p.std / imp})
     return pd.DataFrame(rows, columns=["model", "measure", "cycle", "sparsity", "imp_mean", "mean", "std", "seeds",
-                                       "record", "beyond", "relative_mean", "relative_std"])
+                                       "record", "holds", "relative_mean", "relative_std"])
 
 
 REWIND_QUANTITIES = ("particle-pair test-loss barrier", "particle-pair test-error barrier (%)",
@@ -278,7 +285,7 @@ def hull_figure(frame: pd.DataFrame) -> Figure:
 
 def flatness_figure(frame: pd.DataFrame) -> Figure:
     """The :func:`flatness_frame` as one panel per model: SWAMP - IMP in % of IMP's value against sparsity,
-    per measure, with a zero line; markers are filled where the difference is beyond the seed spread.
+    per measure, with a zero line; markers are filled where "SWAMP is flatter" holds under the one rule.
     A model without the BatchNorm-invariant measures says so in its title."""
     models = sorted(frame["model"].unique())
     fig, axes = _grid(1, len(models))
@@ -291,24 +298,24 @@ def flatness_figure(frame: pd.DataFrame) -> Figure:
                 continue
             _series(ax, part, "sparsity", name, n, len(measures), value="relative_mean", spread="relative_std",
                     markerfacecolor="none")
-            beyond = part[part["beyond"].astype(bool)]
-            ax.plot(beyond["sparsity"], beyond["relative_mean"], linestyle="none", marker=LINE_STYLES[n][0],
-                    markersize=5, color=f"C{n}", label=f"_beyond the seed spread: {name}",
+            holds = part[part["holds"].astype(bool)]
+            ax.plot(holds["sparsity"], holds["relative_mean"], linestyle="none", marker=LINE_STYLES[n][0],
+                    markersize=5, color=f"C{n}", label=f"_holds: {name}",
                     transform=ax.transData + _shift(ax, n, len(measures)))
         ax.axhline(0.0, color="grey", linewidth=0.8)
         _sparsity_axis(ax, mine if len(mine) else frame)
         ax.set(ylabel="SWAMP − IMP (% of IMP's mean)", title=model if mine["measure"].isin(measures[1:]).any()
                else f"{model}\n(BN-invariant: n/a, no layer followed by BatchNorm)")
     _legend(fig, axes[0], [Line2D([], [], color="0.3", marker="o", linestyle="none",
-                                  label="filled: beyond the seed spread"),
+                                  label="filled: flatter holds (one rule)"),
                            Line2D([], [], color="0.3", marker="o", markerfacecolor="none", linestyle="none",
-                                  label="hollow: within it")])
+                                  label="hollow: it does not (or not yet)")])
     return label_figure(fig, "Flatness: SWAMP − IMP of the Hessian trace, raw and BatchNorm-invariant (below 0: "
                         "SWAMP flatter)",
                         "Paired by seed (same dense ticket): mean ± std over seeds of the difference, divided by "
                         "IMP's mean. BN-invariant: sum over the layers (or channels) in front of a BatchNorm of "
-                        "‖θ‖² tr H (Dinh et al. 2017). Beyond the seed spread: the same sign on every seed and "
-                        "|mean| > std.")
+                        "‖θ‖² tr H (Dinh et al. 2017). Filled: \"SWAMP is flatter\" holds by the one rule (delta 10%, "
+                        "paired t interval on the relative difference, Holm over model x sparsity, >= 6 seeds).")
 
 
 REWIND_AXES = {  # quantity -> y label, linear range of the symmetric-log axis (None: a linear axis)

@@ -24,10 +24,11 @@ def _controls() -> Controls:
     seed_pairs = [{"model": "mlp", "method": m, "cycle": 0, "seeds": list(g), "sparsity": 0.0, "loss": 1.0,
                    "error": 0.30 + 0.01 * g[0], "aligned_loss": 0.1, "aligned_error": 0.05}
                   for m in ("imp", "swamp") for g in seed_groups(SEEDS, 2)]
-    hulls = [{"model": "mlp", "seed": s, "cycle": 0, "sparsity": 0.0, "excess_mean": -0.01, "frac_below": 1.0}
+    hulls = [{"model": "mlp", "seed": s, "cycle": 0, "sparsity": 0.0, "excess_mean": -0.01, "excess_max": -0.001,
+              "frac_below": 1.0}
              for s in SEEDS]
     seed_hulls = [{"model": "mlp", "method": m, "cycle": 0, "seeds": list(g), "sparsity": 0.0,
-                   "excess_mean": 1.0 + 0.01 * g[0], "frac_below": 0.0}
+                   "excess_mean": 1.0 + 0.01 * g[0], "excess_max": 2.0, "frac_below": 0.0}
                   for m in ("imp", "swamp") for g in seed_groups(SEEDS, 3)]
     flat = [{"model": "mlp", "method": m, "seed": s, "cycle": 0, "sparsity": 0.0,
              "raw": (100.0 + s) * (0.8 if m == "swamp" else 1.0), "normalized": None, "channel": None}
@@ -95,10 +96,12 @@ def test_the_rewind_families_compare_each_rewind_point_with_the_grids_on_the_sam
 def test_the_commands_train_the_grid_then_the_rewind_sweep():
     commands = controls.train_commands(Path("r"), [0, 1], Path("data"))
     runs = [run.relative_to("r").as_posix() for _, run in commands]
-    assert runs[:4] == ["grid/cnn1d-imp-s0", "grid/cnn1d-swamp-s0", "grid/mlp-imp-s0", "grid/mlp-swamp-s0"]
-    assert len(runs) == 2 * 4 + 2 * 2 * len(controls.SWEEP)
-    cmd = commands[2][0]  # the MLP's IMP run
-    assert cmd[cmd.index("--epochs") + 1] == "32" and cmd[cmd.index("--rewind-epochs") + 1] == "2"
+    assert runs[:6] == ["grid/cnn1d-imp-s0", "grid/cnn1d-swamp-s0", "grid/mlp-imp-s0", "grid/mlp-swamp-s0",
+                        "grid/transformer1d-imp-s0", "grid/transformer1d-swamp-s0"]
+    assert len(runs) == 2 * 2 * len(controls.GRID) + 2 * 2 * len(controls.SWEEP)
+    epochs = {run.name.split("-")[0]: c[c.index("--epochs") + 1] for c, run in commands if "grid/" in run.as_posix()}
+    assert epochs == {"cnn1d": "8", "mlp": "32", "transformer1d": "64"}  # each model at its capacity
+    assert {c[c.index("--rewind-epochs") + 1] for c, run in commands if "grid/" in run.as_posix()} == {"2"}
     swept = [c for c, run in commands if "rewind/" in run.as_posix()]
     assert sorted({c[c.index("--rewind-epochs") + 1] for c in swept}) == ["0", "1", "4", "8"]
     assert all(c[c.index("--particles") + 1] == "4" for c, run in commands if "swamp" in run.name)

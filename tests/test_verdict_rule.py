@@ -128,8 +128,8 @@ def test_bad_input_is_a_library_error(call):
 
 
 # Exact values and boundaries of the rule (what the verdict tables of docs/reproductions.md and docs/controls.md
-# print): the reasons, the TOST p-values, the strictness of every inequality at its edge. A constant difference has a zero-width interval at its mean, so it
-# puts an interval limit exactly on the effect size.
+# print): the reasons, the TOST p-values, the strictness of every inequality at its edge. A constant difference has a
+# zero-width interval at its mean, so it puts an interval limit exactly on the effect size.
 
 def _one(d, direction, effect, **kwargs):
     return paired_verdicts({"c": d}, Claim(direction, effect), **kwargs)[0]

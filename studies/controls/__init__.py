@@ -27,8 +27,9 @@ Per model (:mod:`studies.controls.measurements`):
 * **accuracy**: SWAMP - IMP test accuracy of the grid, paired by seed.
 
 Every measurement is one JSON file ``ROOT/analysis/controls/KIND/KEY.json`` (:mod:`studies.controls.cache`),
-computed only when missing, ``--jobs K`` at once; the tables and the spread rule are
-:mod:`studies.controls.tables`, and ``python -m studies.report ROOT`` prints them from the cache.
+computed only when missing, ``--jobs K`` at once; the tables are :mod:`studies.controls.tables`, their verdicts
+(the project's one rule) :mod:`studies.controls.verdicts`, and ``python -m studies.report ROOT`` prints them from
+the cache.
 
 ``python -m studies.controls ROOT [--rewind N] [--jobs K] [--json OUT]`` prints the Markdown tables.
 """
@@ -47,13 +48,13 @@ from studies.controls.tables import (
     flatness_table,
     hull_table,
     report,
-    resolved,
     rewind_table,
-    separation,
 )
+from studies.controls.verdicts import Family, outcomes, rows_of, verdict_families
 
 __all__ = ["KINDS", "CachedControls", "Controls", "Measurement", "Paired", "Run", "Settings", "accuracy_rows",
            "accuracy_table", "cache_dir", "cached_controls", "connectivity_table", "controls_section",
            "correlation_rows", "correlation_table", "find_runs", "flatness_table", "grid_runs", "hull_table", "main",
-           "measure", "measure_row", "plan_measurements", "report", "resolved", "rewind_table", "separation",
+           "measure", "measure_row", "plan_measurements", "report", "rewind_table", "Family", "outcomes", "rows_of",
+           "verdict_families",
            "unalignable_models"]

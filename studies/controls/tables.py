@@ -1,9 +1,7 @@
-"""The controls' Markdown tables, and the spread rule their verdict columns apply.
-
-Spread rule ("beyond the seed spread"): a paired difference (same seed) is resolved when it has the same
-sign on every seed and |mean| > its standard deviation (:func:`resolved`); a treatment is separated from an
-unpaired control when the intervals mean +- std (std over seeds, or over seed pairs) do not overlap
-(:func:`separation`). Means +- sample std; wins/ties/losses count seeds.
+"""The controls' Markdown tables: each treatment beside its control (means +- sample std over seeds, or over seed
+pairs; wins/ties/losses count seeds), with the verdict of the project's one rule in the last column
+(:mod:`studies.controls.verdicts`: paired t intervals, Holm over model x sparsity, "does not hold" only where the
+interval excludes the paper's effect; "too few seeds" below 6).
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from scipy import stats
 from studies.claims import Paired, paired
 from studies.controls.cache import cache_dir, cached_controls
 from studies.controls.measurements import Controls
+from studies.controls.verdicts import label, outcomes
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float, int]:
@@ -35,26 +34,6 @@ def _cell(values: Sequence[float], scale: float = 1.0, digits: int = 4) -> str:
     if n < 2:
         return "n/a" if n == 0 else f"{scale * mean:.{digits}f}"
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
-
-
-def separation(treatment: Sequence[float], control: Sequence[float]) -> str:
-    """``below`` / ``above`` when mean +- std of the treatment lies wholly below / above the control's,
-    else ``overlap``; ``n/a`` without both."""
-    (mt, st, nt), (mc, sc, nc) = _stats(treatment), _stats(control)
-    if not nt or not nc:
-        return "n/a"
-    if mt + st < mc - sc:
-        return "below"
-    return "above" if mt - st > mc + sc else "overlap"
-
-
-def resolved(p: Paired) -> str:
-    """A paired difference beyond the seed spread: the same sign on every seed and |mean| > std."""
-    if p.seeds < 2 or not abs(p.mean) > p.std:
-        return "no"
-    if p.positive == p.seeds:
-        return "higher"
-    return "lower" if p.negative == p.seeds else "no"
 
 
 def _per_seed(rows: Sequence[dict], key: str, **where: Any) -> list[float]:
@@ -88,16 +67,19 @@ def connectivity_table(controls: Controls, metric: str = "loss") -> str:
     scale, digits = (100.0, 2) if metric == "error" else (1.0, 4)
     pp, sp, rewind = controls.rows["particle_pairs"], controls.rows["seed_pairs"], controls.settings.rewind
     lines = ["| model | sparsity | SWAMP particle pairs (seeds) | SWAMP seed pairs, raw | SWAMP seed pairs, aligned | "
-             "IMP seed pairs, raw | IMP seed pairs, aligned | particles vs aligned SWAMP seeds |",
+             "IMP seed pairs, raw | IMP seed pairs, aligned | particles below SWAMP seed pairs (one rule, test error: "
+             "raw / aligned) |",
              "|---|---|---|---|---|---|---|---|"]
+    verdicts = outcomes(controls)
     for model in _models(controls, "seed_pairs"):
         for k in _cycles(sp, model=model):
             treat = _per_seed(pp, metric, model=model, cycle=k, rewind=rewind)
             cells = [_cell(_select(sp, key, model=model, method=method, cycle=k), scale, digits)
                      for method in ("swamp", "imp") for key in (metric, f"aligned_{metric}")]
-            control = _select(sp, f"aligned_{metric}", model=model, method="swamp", cycle=k)
-            lines.append(f"| {model} | {_sparsity(sp, model=model, cycle=k)} | {_cell(treat, scale, digits)} "
-                         f"({len(treat)}) | {' | '.join(cells)} | {separation(treat, control)} |")
+            where = f"{model} | {_sparsity(sp, model=model, cycle=k)}"
+            verdict = " / ".join(verdicts.get((key, where), "n/a") for key in ("connected", "connected_aligned"))
+            lines.append(f"| {where} | {_cell(treat, scale, digits)} ({len(treat)}) | {' | '.join(cells)} | "
+                         f"{verdict} |")
     return "\n".join(lines)
 
 
@@ -105,7 +87,8 @@ def hull_table(controls: Controls) -> str:
     """The particles' hull (treatment, per seed) beside the hull of solutions of different seeds (control)."""
     ph, sh = controls.rows["particle_hulls"], controls.rows["seed_hulls"]
     lines = ["| model | sparsity | measure | SWAMP particles (per seed) | SWAMP seeds | IMP seeds | "
-             "particles vs SWAMP seeds |", "|---|---|---|---|---|---|---|"]
+             "particles below SWAMP seeds (one rule) |", "|---|---|---|---|---|---|---|"]
+    verdicts = outcomes(controls)
     names = {"excess_mean": "mean hull loss − mean vertex loss", "excess_max": "max hull loss − worst vertex",
              "frac_below": "fraction ≤ worst vertex"}
     for model in _models(controls, "seed_hulls"):
@@ -113,9 +96,10 @@ def hull_table(controls: Controls) -> str:
             for key, name in names.items():
                 treat, control = _select(ph, key, model=model, cycle=k), _select(sh, key, model=model,
                                                                                  method="swamp", cycle=k)
-                lines.append(f"| {model} | {_sparsity(sh, model=model, cycle=k)} | {name} | {_cell(treat)} | "
-                             f"{_cell(control)} | {_cell(_select(sh, key, model=model, method='imp', cycle=k))} | "
-                             f"{separation(treat, control)} |")
+                where = f"{model} | {_sparsity(sh, model=model, cycle=k)}"
+                verdict = verdicts.get(("hull", where), "n/a") if key == "excess_mean" else "–"
+                lines.append(f"| {where} | {name} | {_cell(treat)} | {_cell(control)} | "
+                             f"{_cell(_select(sh, key, model=model, method='imp', cycle=k))} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -129,16 +113,19 @@ def _paired_rows(rows: Sequence[dict], value: str, model: str, a: str = "swamp",
 def flatness_table(controls: Controls) -> str:
     """SWAMP against IMP per flatness measure, paired by seed (SWAMP lower = flatter)."""
     rows = controls.rows["flatness"]
-    lines = ["| model | sparsity | measure | IMP | SWAMP | SWAMP − IMP | wins/ties/losses | beyond spread |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | sparsity | measure | IMP | SWAMP | SWAMP − IMP | wins/ties/losses | SWAMP flatter (one rule, "
+             "delta 10%) |", "|---|---|---|---|---|---|---|---|"]
     names = {"raw": "raw trace", "normalized": "BN-invariant, per layer", "channel": "BN-invariant, per channel"}
+    families = {"raw": "flatter_raw", "normalized": "flatter_layer", "channel": "flatter_channel"}
+    verdicts = outcomes(controls)
     for model in _models(controls, "flatness"):
         for key, name in names.items():
             for p in _paired_rows(rows, key, model):
                 cells = [_cell(_select(rows, key, model=model, method=m, cycle=p.cycle), digits=2)
                          for m in ("imp", "swamp")]
+                verdict = verdicts.get((families[key], label((model, 0, p.cycle, p.sparsity))), "n/a")
                 lines.append(f"| {model} | {100 * p.sparsity:.1f}% | {name} | {' | '.join(cells)} | "
-                             f"{p.mean:+.2f} ± {p.std:.2f} | {p.record()} | {resolved(p)} |")
+                             f"{p.mean:+.2f} ± {p.std:.2f} | {p.record()} | {verdict} |")
             if not _paired_rows(rows, key, model):
                 lines.append(f"| {model} | all | {name} | n/a (no layer followed by BatchNorm) | | | | |")
     return "\n".join(lines)
@@ -177,14 +164,16 @@ def correlation_table(controls: Controls) -> str:
 def accuracy_table(controls: Controls) -> str:
     """Test accuracy of the grid's IMP and SWAMP solutions and SWAMP − IMP, paired by seed."""
     rows = [r for r in controls.rows["accuracy"] if r["rewind"] == controls.settings.rewind]
-    lines = ["| model | sparsity | IMP (%) | SWAMP (%) | SWAMP − IMP (points) | wins/ties/losses | beyond spread |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | sparsity | IMP (%) | SWAMP (%) | SWAMP − IMP (points) | wins/ties/losses | SWAMP more accurate "
+             "(one rule, delta 0.5) |", "|---|---|---|---|---|---|---|"]
+    verdicts = outcomes(controls)
     for model in sorted({r["model"] for r in rows}):
         for p in _paired_rows(rows, "test_acc", model):
             cells = [_cell(_select(rows, "test_acc", model=model, method=m, cycle=p.cycle), 100, 2)
                      for m in ("imp", "swamp")]
+            verdict = verdicts.get(("more_accurate", label((model, 0, p.cycle, p.sparsity))), "n/a")
             lines.append(f"| {model} | {100 * p.sparsity:.1f}% | {' | '.join(cells)} | {100 * p.mean:+.2f} ± "
-                         f"{100 * p.std:.2f} | {p.record()} | {resolved(p)} |")
+                         f"{100 * p.std:.2f} | {p.record()} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -192,8 +181,9 @@ def rewind_table(controls: Controls) -> str:
     """Per model with several rewind points: particle-pair barriers and SWAMP − IMP accuracy at each."""
     acc, pp = controls.rows["accuracy"], controls.rows["particle_pairs"]
     lines = ["| model | rewind epochs | sparsity | particle-pair loss barrier | particle-pair error barrier (%) | "
-             "IMP (%) | SWAMP (%) | SWAMP − IMP (points) | wins/ties/losses | beyond spread |",
+             "IMP (%) | SWAMP (%) | SWAMP − IMP (points) | wins/ties/losses | SWAMP below IMP (one rule, delta 0.5) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    verdicts = outcomes(controls)
     for model in sorted({r["model"] for r in acc}):
         rewinds = sorted({r["rewind"] for r in acc if r["model"] == model})
         if len(rewinds) < 2:
@@ -204,8 +194,10 @@ def rewind_table(controls: Controls) -> str:
                          for m in ("imp", "swamp")]
                 where = {"model": model, "rewind": rewind, "cycle": p.cycle}
                 barriers = f"{_cell(_per_seed(pp, 'loss', **where))} | {_cell(_per_seed(pp, 'error', **where), 100, 2)}"
+                verdict = ("grid" if rewind == controls.settings.rewind else
+                           verdicts.get(("needs_stable", label((model, rewind, p.cycle, p.sparsity), True)), "n/a"))
                 lines.append(f"| {model} | {rewind} | {100 * p.sparsity:.1f}% | {barriers} | {' | '.join(cells)} | "
-                             f"{100 * p.mean:+.2f} ± {100 * p.std:.2f} | {p.record()} | {resolved(p)} |")
+                             f"{100 * p.mean:+.2f} ± {100 * p.std:.2f} | {p.record()} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -221,7 +213,9 @@ def report(controls: Controls) -> Iterator[str]:
     yield "### Connectivity: test error barrier (%)\n\n" + connectivity_table(controls, "error")
     yield "### Hull (test loss)\n\n" + hull_table(controls)
     yield "### Flatness: SWAMP against IMP\n\n" + flatness_table(controls)
-    yield "### Flatness against test accuracy\n\n" + correlation_table(controls)
+    yield ("### Flatness against test accuracy\n\n" + correlation_table(controls) + "\n\nDescriptive only: the "
+           "points share seeds and cycles and are not independent, and the method moves both; the verdict is the "
+           "paired family `flatter_more_accurate` of `studies.controls.verdicts`.")
     yield "### Rewind point\n\n" + rewind_table(controls)
     yield "### Accuracy: SWAMP against IMP\n\n" + accuracy_table(controls)
 

@@ -39,28 +39,24 @@ the tables of a committed CSV.
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from studies.controls.measurements import Controls, Settings, seed_groups
+from studies.controls.measurements import Settings
+from studies.controls.verdicts import REWIND, TRACES, label, rows_of, values, verdict_families
 from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
 from studies.reproductions.lottery import run_resuming
-from studies.verdict import Claim
 
-GRID = {"cnn1d": 8, "mlp": 32}  # model -> epochs per cycle
-CYCLES, RATIO, PARTICLES, REWIND = 4, 0.5, 4, 2
+GRID = {"cnn1d": 8, "mlp": 32, "transformer1d": 64}  # model -> epochs per cycle (each at its capacity)
+CYCLES, RATIO, PARTICLES = 4, 0.5, 4
 SWEEP = (0, 1, 4, 8)  # cnn1d's other rewind points
-HULL_EFFECT, BARRIER_EFFECT, TRACE_EFFECT, ACC_EFFECT = 0.1, 1.0, 10.0, 0.5
 FIELDS = ["model", "rewind", "measure", "method", "seed", "cycle", "sparsity", "value"]
 TYPES: dict[str, Callable[[str], Any]] = {
     k: int if k in ("rewind", "seed", "cycle") else float if k in ("sparsity", "value") else str for k in FIELDS}
 write_csv, read_csv = csv_pair(FIELDS, TYPES, "controls")
-TRACES = {"trace_raw": "raw trace", "trace_layer": "BN-invariant, per layer",
-          "trace_channel": "BN-invariant, per channel"}
 
 
 def train_commands(out: Path, seeds: Sequence[int], data_dir: Path, quick: bool = False
@@ -87,64 +83,6 @@ def train_commands(out: Path, seeds: Sequence[int], data_dir: Path, quick: bool 
     return grid + sweep
 
 
-def rows_of(controls: Controls) -> list[dict[str, object]]:
-    """One row per seed and number of the controls' measurements (:data:`FIELDS`; accuracies and error barriers in
-    points, traces as measured). A seed pair or seed hull is filed under the seed that starts its group.
-
-    Example:
-        >>> from studies.controls.measurements import Settings
-        >>> rows = {"accuracy": [{"model": "mlp", "method": "imp", "seed": 0, "rewind": 2, "cycle": 0,
-        ...                       "sparsity": 0.0, "test_acc": 0.625}],
-        ...         "particle_pairs": [{"model": "mlp", "seed": 0, "rewind": 2, "cycle": 0, "sparsity": 0.0,
-        ...                             "loss": 0.0, "error": e} for e in (0.001, 0.003)]}
-        >>> [(r["measure"], r["value"]) for r in rows_of(Controls(Settings(), rows, {}))]
-        [('test_acc', 62.5), ('particle_error', 0.2), ('particle_loss', 0.0)]
-    """
-    rows: list[dict[str, object]] = []
-    rewind = controls.settings.rewind
-
-    def add(r: Mapping[str, Any], measure: str, method: str, seed: int, value: float | None,
-            rewind_of: int = rewind) -> None:
-        if value is not None:
-            rows.append({"model": r["model"], "rewind": rewind_of, "measure": measure, "method": method,
-                         "seed": seed, "cycle": r["cycle"], "sparsity": r["sparsity"], "value": round(value, 6)})
-
-    get = controls.rows.get
-    seeds: dict[tuple[str, str], list[int]] = {}
-    for r in get("accuracy", []):
-        add(r, "test_acc", r["method"], r["seed"], 100 * r["test_acc"], r["rewind"])
-        if r["rewind"] == rewind:
-            seeds.setdefault((r["model"], r["method"]), []).append(r["seed"])
-    pairs: dict[tuple, list[Mapping[str, Any]]] = {}
-    for r in get("particle_pairs", []):
-        pairs.setdefault((r["model"], r["rewind"], r["seed"], r["cycle"]), []).append(r)
-    for (_, rewind_of, seed, _), group in pairs.items():
-        add(group[0], "particle_error", "swamp", seed, 100 * statistics.fmean(g["error"] for g in group), rewind_of)
-        add(group[0], "particle_loss", "swamp", seed, statistics.fmean(g["loss"] for g in group), rewind_of)
-
-    def start(r: Mapping[str, Any], k: int) -> int:
-        ordered = sorted(set(seeds[(r["model"], r["method"])]))
-        return {g: ordered[i] for i, g in enumerate(seed_groups(ordered, k))}[tuple(r["seeds"])]
-
-    for r in get("seed_pairs", []):
-        s = start(r, 2)
-        for measure, key, scale in (("seed_error", "error", 100), ("seed_loss", "loss", 1),
-                                    ("seed_error_aligned", "aligned_error", 100),
-                                    ("seed_loss_aligned", "aligned_loss", 1)):
-            add(r, measure, r["method"], s, None if r[key] is None else scale * r[key])
-    for r in get("particle_hulls", []):
-        add(r, "particle_hull_excess", "swamp", r["seed"], r["excess_mean"])
-        add(r, "particle_hull_below", "swamp", r["seed"], r["frac_below"])
-    for r in get("seed_hulls", []):
-        s = start(r, len(r["seeds"]))
-        add(r, "seed_hull_excess", r["method"], s, r["excess_mean"])
-        add(r, "seed_hull_below", r["method"], s, r["frac_below"])
-    for r in get("flatness", []):
-        for measure, key in (("trace_raw", "raw"), ("trace_layer", "normalized"), ("trace_channel", "channel")):
-            add(r, measure, r["method"], r["seed"], r[key])
-    return rows
-
-
 def run(args: Any) -> list[dict[str, object]]:
     """Train (or resume) every run under ``args.out``, measure the controls (``args.jobs`` at once) and write
     ``OUT/controls.csv``; returns its rows."""
@@ -162,37 +100,6 @@ def run(args: Any) -> list[dict[str, object]]:
     return rows
 
 
-Values = dict[int, float]
-
-
-def values(rows: Sequence[Mapping[str, object]], measure: str, **match: object) -> dict[tuple, Values]:
-    """(model, rewind, cycle, sparsity) -> seed -> value of ``measure`` for the rows matching ``match``."""
-    out: dict[tuple, Values] = {}
-    for r in rows:
-        if r["measure"] == measure and all(r[k] == v for k, v in match.items()):
-            out.setdefault((r["model"], r["rewind"], r["cycle"], r["sparsity"]), {})[r["seed"]] = r["value"]
-    return dict(sorted(out.items(), key=lambda kv: (list(GRID).index(kv[0][0]), kv[0][1], kv[0][2])))
-
-
-def _label(cell: tuple, rewind: bool = False) -> str:
-    model, r, _, sparsity = cell
-    return f"{model} | {f'{r} | ' if rewind else ''}{100 * sparsity:.1f}%"
-
-
-def differences(a: Mapping[tuple, Values], b: Mapping[tuple, Values], how: Callable[[float, float], float]
-                ) -> dict[tuple, list[float]]:
-    """cell -> how(a_s, b_s) over the seeds both have, for the cells of ``a`` that ``b`` has too."""
-    return {cell: [how(va[s], b[cell][s]) for s in sorted(va) if s in b[cell]] for cell, va in a.items() if cell in b}
-
-
-def _minus(x: float, y: float) -> float:
-    return x - y
-
-
-def _relative(x: float, y: float) -> float:
-    return 100 * (x - y) / y
-
-
 def _cells(rows: Sequence[Mapping[str, object]], model_cells: Mapping[tuple, Any],
            columns: Sequence[tuple[str, dict]], digits: int = 2) -> list[str]:
     out = []
@@ -201,56 +108,8 @@ def _cells(rows: Sequence[Mapping[str, object]], model_cells: Mapping[tuple, Any
         for measure, match in columns:
             v = values(rows, measure, **match).get(cell, {})
             parts.append(mean_se(list(v.values()), digits) if v else "n/a")
-        out.append(f"| {_label(cell)} | " + " | ".join(parts) + " |")
+        out.append(f"| {label(cell)} | " + " | ".join(parts) + " |")
     return out
-
-
-def verdict_families(rows: Sequence[Mapping[str, object]]) -> list[tuple[str, dict[str, list[float]], Claim, str]]:
-    """Every family of the module docstring's table: (heading, label -> per-seed differences, claim, unit)."""
-    grid = {"rewind": REWIND}
-    particles = values(rows, "particle_error", **grid)
-    fams: list[tuple[str, dict[str, list[float]], Claim, str]] = []
-    for key, what in (("seed_error", "raw"), ("seed_error_aligned", "after weight matching")):
-        diff = differences(particles, values(rows, key, method="swamp", **grid), _minus)
-        fams.append((f"**The particles are connected, different seeds' solutions are not ({what})** (A = particle "
-                     f"pairs, B = the seed pair (s, s + 1); test-error barrier in points; claim: less by "
-                     f"{BARRIER_EFFECT:g} point", {_label(c): d for c, d in diff.items()},
-                     Claim("less", BARRIER_EFFECT), ""))
-    hull = differences(values(rows, "particle_hull_excess", **grid),
-                       values(rows, "seed_hull_excess", method="swamp", **grid), _minus)
-    fams.append((f"**The particles' hull is low-loss, a hull of different seeds' solutions is not** (A = 3 particles, "
-                 f"B = the seeds (s, s + 1, s + 2); mean hull test loss - mean vertex loss, nats; claim: less by "
-                 f"{HULL_EFFECT:g}", {_label(c): d for c, d in hull.items()}, Claim("less", HULL_EFFECT), ""))
-    for measure, name in TRACES.items():
-        diff = differences(values(rows, measure, method="swamp", **grid), values(rows, measure, method="imp", **grid),
-                           _relative)
-        fams.append((f"**SWAMP is flatter than IMP: {name}** (100 (SWAMP - IMP) / IMP, %; claim: less by "
-                     f"{TRACE_EFFECT:g}%", {_label(c): d for c, d in diff.items()}, Claim("less", TRACE_EFFECT), "%"))
-    accuracy = {m: values(rows, "test_acc", method=m, **grid) for m in ("imp", "swamp")}
-    traces = {m: values(rows, "trace_raw", method=m, **grid) for m in ("imp", "swamp")}
-    flatter: dict[str, list[float]] = {}
-    for cell, ti in traces["imp"].items():
-        ts, ai, as_ = traces["swamp"].get(cell, {}), accuracy["imp"][cell], accuracy["swamp"][cell]
-        flatter[_label(cell)] = [(as_[s] - ai[s]) * (1 if ts[s] < ti[s] else -1) for s in sorted(ti) if s in ts]
-    fams.append(("**The flatter solution is the more accurate** (A = the one of SWAMP and IMP with the smaller raw "
-                 "trace, B = the other, same seed; test accuracy in points; claim: greater by "
-                 f"{ACC_EFFECT:g} point", flatter, Claim("greater", ACC_EFFECT), ""))
-    gain = differences(accuracy["swamp"], accuracy["imp"], _minus)
-    fams.append((f"**SWAMP is more accurate than IMP** (test accuracy, points; claim: greater by {ACC_EFFECT:g} point",
-                 {_label(c): d for c, d in gain.items()}, Claim("greater", ACC_EFFECT), ""))
-    base = {(m, c, s): v for (m, _, c, s), v in particles.items()}
-    sweep = {cell: v for cell, v in values(rows, "particle_error").items() if cell[1] != REWIND}
-    unstable = {_label(cell, True): [v[s] - base[(cell[0], cell[2], cell[3])][s] for s in sorted(v)
-                                     if s in base.get((cell[0], cell[2], cell[3]), {})] for cell, v in sweep.items()}
-    fams.append((f"**A ticket at rewind point r is unstable to SGD noise** (A = particle error barrier at rewind r, "
-                 f"B = at rewind {REWIND}, same seed; points; claim: greater by {BARRIER_EFFECT:g} point", unstable,
-                 Claim("greater", BARRIER_EFFECT), ""))
-    acc_all = {m: values(rows, "test_acc", method=m) for m in ("imp", "swamp")}
-    needs = differences({c: v for c, v in acc_all["swamp"].items() if c[1] != REWIND}, acc_all["imp"], _minus)
-    fams.append((f"**SWAMP needs a stable ticket: from rewind point r it falls below IMP** (SWAMP - IMP test "
-                 f"accuracy, points; claim: less by {ACC_EFFECT:g} point",
-                 {_label(c, True): d for c, d in needs.items()}, Claim("less", ACC_EFFECT), ""))
-    return fams
 
 
 def tables(rows: Sequence[Mapping[str, object]]) -> str:
@@ -297,11 +156,11 @@ def tables(rows: Sequence[Mapping[str, object]]) -> str:
                                        ("test_acc", {"method": "imp"}, 2), ("test_acc", {"method": "swamp"}, 2)):
             v = values(rows, measure, model="cnn1d", **match).get(cell, {})
             parts.append(mean_se(list(v.values()), digits) if v else "n/a")
-        lines.append(f"| {_label(cell, True)} | " + " | ".join(parts) + " |")
-    for heading, family, claim, unit in verdict_families(rows):
-        columns = "model | rewind | sparsity" if "rewind point r" in heading else "model | sparsity"
-        lines += verdict_lines(heading, family, claim, columns=columns, unit=unit,
-                               digits=4 if "nats" in heading else 2)
+        lines.append(f"| {label(cell, True)} | " + " | ".join(parts) + " |")
+    for fam in verdict_families(rows):
+        columns = "model | rewind | sparsity" if fam.key in ("unstable", "needs_stable") else "model | sparsity"
+        lines += verdict_lines(fam.heading, fam.family, fam.claim, columns=columns, unit=fam.unit,
+                               digits=4 if fam.key == "hull" else 2)
     return "\n".join(lines)
 
 
@@ -316,17 +175,17 @@ def figure(rows: Sequence[Mapping[str, object]], path: Path) -> None:
     fig, grid_axes = plt.subplots(2, 2, figsize=(11, 8))
     axes = grid_axes.flatten()
     grid = {"rewind": REWIND}
-    families = {h: f for h, f, _, _ in verdict_families(rows)}
+    families = {fam.key: fam.family for fam in verdict_families(rows)}
 
-    def draw(ax: Any, family: Mapping[str, Sequence[float]], model: str, label: str, offset: float = 0.0) -> None:
+    def draw(ax: Any, family: Mapping[str, Sequence[float]], model: str, legend: str, offset: float = 0.0) -> None:
         points = [(float(k.split("|")[-1].strip(" %")), mean_half(v)) for k, v in family.items()
                   if k.startswith(model + " ") and v]
         if points:
             xs, mh = zip(*points, strict=True)
             ax.errorbar([x + offset for x in xs], [m for m, _ in mh], yerr=[h for _, h in mh], marker="o",
-                        capsize=3, label=label)
+                        capsize=3, label=legend)
 
-    gain = next(f for h, f in families.items() if h.startswith("**SWAMP is more accurate"))
+    gain = families["more_accurate"]
     for i, model in enumerate(GRID):
         draw(axes[0], gain, model, model, 1.5 * i)
     axes[0].axhline(0, color="grey", lw=0.8)
@@ -335,13 +194,13 @@ def figure(rows: Sequence[Mapping[str, object]], path: Path) -> None:
         for measure, match, name in (("particle_error", grid, "particles"),
                                      ("seed_error", {"method": "swamp", **grid}, "seed pairs"),
                                      ("seed_error_aligned", {"method": "swamp", **grid}, "seed pairs, aligned")):
-            family = {_label(c): list(v.values()) for c, v in values(rows, measure, **match).items()}
+            family = {label(c): list(v.values()) for c, v in values(rows, measure, **match).items()}
             draw(axes[1], family, model, f"{model}: {name}", 1.5 * i)
     axes[1].set_yscale("symlog", linthresh=1)
     axes[1].set_ylim(0, 2000)  # room for the legend above the seed pairs
     label_axes(axes[1], "sparsity (%)", "test-error barrier (points)", "Particles against different seeds")
     axes[1].legend(fontsize=6.5, loc="upper left", ncol=2)
-    raw = next(f for h, f in families.items() if "raw trace" in h)
+    raw = families["flatter_raw"]
     for i, model in enumerate(GRID):
         draw(axes[2], raw, model, model, 1.5 * i)
     axes[2].axhline(0, color="grey", lw=0.8)
