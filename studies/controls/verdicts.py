@@ -87,11 +87,16 @@ def rows_of(controls: Controls) -> list[dict[str, object]]:
         add(group[0], "particle_error", "swamp", seed, 100 * statistics.fmean(g["error"] for g in group), rewind_of)
         add(group[0], "particle_loss", "swamp", seed, statistics.fmean(g["loss"] for g in group), rewind_of)
 
+    starts: dict[tuple[str, str, int], dict[tuple[int, ...], int]] = {}
+
     def start(r: Mapping[str, Any], k: int) -> int | None:
         """The seed that starts the row's group, None for a group :func:`seed_groups` does not form (a cache of
         an earlier planner that measured every pair)."""
-        ordered = sorted(set(seeds.get((r["model"], r["method"]), [])))
-        return {g: ordered[i] for i, g in enumerate(seed_groups(ordered, k))}.get(tuple(r["seeds"]))
+        key = (r["model"], r["method"], k)
+        if key not in starts:
+            ordered = sorted(set(seeds.get(key[:2], [])))
+            starts[key] = {g: ordered[i] for i, g in enumerate(seed_groups(ordered, k))}
+        return starts[key].get(tuple(r["seeds"]))
 
     for r in get("seed_pairs", []):
         if (s := start(r, 2)) is None:

@@ -101,16 +101,13 @@ def run(args: Any) -> list[dict[str, object]]:
     return rows
 
 
-def _cells(rows: Sequence[Mapping[str, object]], model_cells: Mapping[tuple, Any],
-           columns: Sequence[tuple[str, dict]], digits: int = 2) -> list[str]:
-    out = []
-    for cell in model_cells:
-        parts = []
-        for measure, match in columns:
-            v = values(rows, measure, **match).get(cell, {})
-            parts.append(mean_se(list(v.values()), digits) if v else "n/a")
-        out.append(f"| {label(cell)} | " + " | ".join(parts) + " |")
-    return out
+def _cells(rows: Sequence[Mapping[str, object]], cells: Sequence[tuple], columns: Sequence[tuple],
+           digits: int = 2, rewind: bool = False) -> list[str]:
+    """One Markdown row per cell: mean +- standard error over seeds of each column ``(measure, match)`` or
+    ``(measure, match, digits)``; ``n/a`` where a cell has no value."""
+    found = [(values(rows, c[0], **c[1]), c[2] if len(c) > 2 else digits) for c in columns]  # one pass per column
+    return [f"| {label(cell, rewind)} | " + " | ".join(mean_se(list(v[cell].values()), d) if v.get(cell) else "n/a"
+                                                      for v, d in found) + " |" for cell in cells]
 
 
 def tables(rows: Sequence[Mapping[str, object]]) -> str:
@@ -148,16 +145,12 @@ def tables(rows: Sequence[Mapping[str, object]]) -> str:
     lines += ["", "| model | sparsity | " + " | ".join(f"IMP {n} | SWAMP {n}" for n in TRACES.values()) + " |",
               "|---|---|" + "---|" * 2 * len(TRACES)]
     lines += _cells(rows, acc, [(k, {"method": m, **grid}) for k in TRACES for m in ("imp", "swamp")], 1)
-    sweep = values(rows, "test_acc", method="imp", model="cnn1d")
+    sweep = sorted(values(rows, "test_acc", method="imp", model="cnn1d"), key=lambda c: (c[1], c[2]))
     lines += ["", "| model | rewind | sparsity | particle error barrier (points) | particle loss barrier | "
               "IMP accuracy (%) | SWAMP accuracy (%) |", "|---|---|---|---|---|---|---|"]
-    for cell in sorted(sweep, key=lambda c: (c[1], c[2])):
-        parts = []
-        for measure, match, digits in (("particle_error", {}, 2), ("particle_loss", {}, 4),
-                                       ("test_acc", {"method": "imp"}, 2), ("test_acc", {"method": "swamp"}, 2)):
-            v = values(rows, measure, model="cnn1d", **match).get(cell, {})
-            parts.append(mean_se(list(v.values()), digits) if v else "n/a")
-        lines.append(f"| {label(cell, True)} | " + " | ".join(parts) + " |")
+    lines += _cells(rows, sweep, [("particle_error", {"model": "cnn1d"}, 2), ("particle_loss", {"model": "cnn1d"}, 4),
+                                  ("test_acc", {"model": "cnn1d", "method": "imp"}, 2),
+                                  ("test_acc", {"model": "cnn1d", "method": "swamp"}, 2)], rewind=True)
     for fam in verdict_families(rows):
         columns = "model | rewind | sparsity" if fam.key in ("unstable", "needs_stable") else "model | sparsity"
         lines += verdict_lines(fam.heading, fam.family, fam.claim, columns=columns, unit=fam.unit,
