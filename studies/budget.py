@@ -10,7 +10,9 @@ d_{k,s} = acc_A - acc_B (:func:`studies.claims.paired`; the same seed gives the 
 * at the same cost, SWAMP@E with N particles against IMP@(N E) (:func:`equal_cost_frame`): both
   spend r + N E (k + 1) particle-epochs to reach cycle k (r: the ticket's epochs).
 
-``python -m studies.budget DIR [DIR ...] [--cycles K,...]`` prints both tables in Markdown;
+Each table is judged by the project's one rule (:func:`studies.verdict.paired_verdicts`: claim "SWAMP is more
+accurate", δ = 0.5 points, Holm over the table's rows). ``python -m studies.budget DIR [DIR ...] [--cycles K,...]``
+prints both tables in Markdown;
 ``analysis_notebooks/06_training_budget.ipynb`` draws :func:`budget_figure`.
 """
 
@@ -29,10 +31,11 @@ from core.artifacts.jsonfile import brief_repr
 from core.errors import ArgumentParser, UserError, run_cli
 from landscape.tools.cli import cycle_list
 from studies import tables as st
-from studies.claims import paired
+from studies.claims import ACCURACY_EFFECT, paired
 from studies.figures import panels
 from studies.grid.manifest import MANIFEST
 from studies.report import finished_accuracy
+from studies.verdict import TOO_FEW, Claim, paired_verdicts
 from training.presets import PRESETS
 
 
@@ -86,7 +89,7 @@ def compare(arms: pd.DataFrame, a: str, b: str) -> list[dict]:
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
     columns = ["a", "b", "a_epochs", "b_epochs", "cycle", "sparsity", "mean", "std", "seeds", "positive", "ties",
-               "negative", "p_value",
+               "negative", "p_value", "differences",
                "a_acc", "a_acc_std", "a_cost", "b_acc", "b_acc_std", "b_cost"]
     return pd.DataFrame(rows, columns=columns).sort_values(["a_epochs", "b_epochs", "cycle"], ignore_index=True)
 
@@ -113,17 +116,24 @@ def equal_cost_frame(studies: Sequence[str | Path] | pd.DataFrame) -> pd.DataFra
 
 
 def comparison_table(frame: pd.DataFrame, cycles: Sequence[int] | None = None) -> str:
-    """Markdown: per comparison and cycle, both arms' accuracy and cost, and their paired difference."""
-    lines = ["| SWAMP epochs per cycle | IMP epochs per cycle | pruned | particle-epochs SWAMP / IMP | IMP | SWAMP | "
-             "SWAMP − IMP (mean ± std) | seeds SWAMP > / = / < IMP | paired t-test p |", "|---" * 9 + "|"]
-    for r in frame.itertuples():
-        if cycles is not None and r.cycle not in cycles:
-            continue
+    """Markdown: per comparison and cycle, both arms' accuracy and cost, their paired difference and the one rule's
+    verdict on "SWAMP is more accurate" (:func:`studies.verdict.paired_verdicts`, claim ``greater``, δ = 0.5 points,
+    Holm over the rows shown)."""
+    shown = [r for r in frame.itertuples() if cycles is None or r.cycle in cycles]
+    verdicts = paired_verdicts({str(k): [100 * d for d in r.differences] for k, r in enumerate(shown)},
+                               Claim("greater", ACCURACY_EFFECT))
+    lines = [f"Claim: SWAMP − IMP greater, δ = {ACCURACY_EFFECT} points; Holm over the {len(shown)} rows.", "",
+             "| SWAMP epochs per cycle | IMP epochs per cycle | pruned | particle-epochs SWAMP / IMP | IMP | SWAMP | "
+             "SWAMP − IMP (mean ± std) | seeds SWAMP > / = / < IMP | simultaneous interval | Holm p | verdict |",
+             "|---" * 11 + "|"]
+    for r, v in zip(shown, verdicts, strict=True):
         std = "–" if math.isnan(r.std) else f"{100 * r.std:.2f}"
-        p = "–" if math.isnan(r.p_value) else f"{r.p_value:.3f}"
+        decided = v.outcome != TOO_FEW
+        interval = f"[{v.low:+.2f}, {v.high:+.2f}] ({100 * v.level:.1f}%)" if decided else "–"
         lines.append(f"| {r.a_epochs} | {r.b_epochs} | {100 * r.sparsity:.1f}% | {r.a_cost:.0f} / {r.b_cost:.0f} | "
                      f"{100 * r.b_acc:.2f} ± {100 * r.b_acc_std:.2f} | {100 * r.a_acc:.2f} ± {100 * r.a_acc_std:.2f} | "
-                     f"{100 * r.mean:+.2f} ± {std} | {r.positive}/{r.ties}/{r.negative} | {p} |")
+                     f"{100 * r.mean:+.2f} ± {std} | {r.positive}/{r.ties}/{r.negative} | {interval} | "
+                     f"{f'{v.p_holm:.2g}' if decided else '–'} | **{v.outcome}** |")
     return "\n".join(lines)
 
 

@@ -15,14 +15,19 @@ the floating-point path), the spread max_r m_r - min_r m_r, and the standard dev
 per seed, whether sign(d_{r,s}) is the same in every realisation (a tie is its own sign) and the range
 max_r d_{r,s} - min_r d_{r,s}, averaged over seeds.
 
-Verdict rule: :func:`studies.verdict.verdict` (holds / does not hold / unresolved, on the m_r and s_r alone).
+Verdict: the project's one rule (:func:`studies.verdict.paired_verdicts`) on the per-seed differences averaged
+over the on-disk realisations, dbar_s = mean_r d_{r,s} (:func:`studies.verdict.seed_means`: the paths share seeds,
+initialisation and data order, so they are not independent replicates and the seeds stay the unit of replication),
+Holm over the cycles of the report, under a claim (default: A greater than B by 0.5 points of accuracy).
+Realisations known only from published numbers have no per-seed differences: they are shown, not judged.
 
 Realisations that are not on disk (a published table's means, stds and wins/ties/losses, made with
 :func:`published_effect`) join through ``realisation_effects(..., published=...)``; the per-seed columns then
 count the on-disk ones only.
 
 ``python -m studies.realisations DIR DIR ... [--labels intel-t1,amd-t1] [--cycles K,K] [--value COLUMN]
-[--published LABEL:K:MEAN:STD:W/T/L ...]`` prints the table (:func:`realisation_table`).
+[--claim greater|less|equivalent] [--effect DELTA] [--published LABEL:K:MEAN:STD:W/T/L ...]`` prints the table
+(:func:`realisation_table`).
 """
 
 from __future__ import annotations
@@ -47,26 +52,38 @@ from studies.claims import paired
 from studies.grid.args import parse_seeds
 from studies.grid.plan import ROLES
 from studies.report import finished_accuracy
-from studies.verdict import DOES_NOT_HOLD, HOLDS, UNRESOLVED, Verdict, verdict
+from studies.verdict import (
+    DIRECTIONS,
+    DOES_NOT_HOLD,
+    HOLDS,
+    TOO_FEW,
+    UNRESOLVED,
+    Claim,
+    PairedVerdict,
+    paired_verdicts,
+    seed_means,
+)
 
 __all__ = [
+    "Claim",
     "CycleEffects",
     "DOES_NOT_HOLD",
     "Effect",
     "GRID_KEYS",
     "HOLDS",
+    "PairedVerdict",
     "RealisationReport",
+    "TOO_FEW",
     "UNRESOLVED",
-    "Verdict",
     "main",
     "published_arg",
     "published_effect",
     "realisation_effects",
     "realisation_table",
     "value_scale",
-    "verdict",
 ]
 
+ACCURACY_GAIN = Claim("greater", 0.5)  # the default claim: A more accurate than B by half a point
 GRID_KEYS = ("preset", "settings", "methods", "quick")  # what makes two studies realisations of one grid
 
 
@@ -128,7 +145,7 @@ class CycleEffects:
     means_std: float  # std (ddof = 1) of the realisation means
     same_sign: int | None  # seeds whose difference has one sign in every on-disk realisation; None with < 2
     seed_range: float  # mean over seeds of max - min of the difference across on-disk realisations; NaN with < 2
-    verdict: Verdict
+    verdict: PairedVerdict  # the one rule on the per-seed differences averaged over the on-disk realisations
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,7 @@ class RealisationReport:
     b: str
     cycles: tuple[CycleEffects, ...]
     published: tuple[str, ...] = ()  # labels of the realisations known only from published numbers
+    claim: Claim = ACCURACY_GAIN  # judged in the table's unit (points for accuracies)
 
     def at(self, cycle: int) -> CycleEffects:
         """The cycle's row; one :class:`UserError` line if it is not in the report."""
@@ -151,9 +169,10 @@ class RealisationReport:
         return found
 
 
-def _cycle_effects(cycle: int, sparsity: float, effects: Sequence[Effect], seeds: Sequence[int]) -> CycleEffects:
+def _cycle_effects(cycle: int, sparsity: float, effects: Sequence[Effect], seeds: Sequence[int],
+                   judged: PairedVerdict) -> CycleEffects:
     """One cycle's :class:`CycleEffects` from its realisations' effects (on disk or published): the
-    spread of their means, the per-seed agreement of those with per-seed differences, and the verdict."""
+    spread of their means, the per-seed agreement of those with per-seed differences, and its verdict ``judged``."""
     means = np.array([e.mean for e in effects])
     per_seed = np.array([e.differences for e in effects if e.differences is not None]).reshape(-1, len(seeds))
     compared = len(per_seed) >= 2 and len(seeds) > 0
@@ -162,8 +181,7 @@ def _cycle_effects(cycle: int, sparsity: float, effects: Sequence[Effect], seeds
         cycle, sparsity, tuple(effects), tuple(seeds), float(means.mean()), float(means.max() - means.min()),
         float(means.std(ddof=1)),
         int((signs == signs[0]).all(axis=0).sum()) if compared else None,
-        float((per_seed.max(axis=0) - per_seed.min(axis=0)).mean()) if compared else math.nan,
-        verdict(means, [e.std for e in effects]))
+        float((per_seed.max(axis=0) - per_seed.min(axis=0)).mean()) if compared else math.nan, judged)
 
 
 def _grid(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -244,7 +262,8 @@ def _common_pairs(roots: Sequence[Path], accs: Sequence[pd.DataFrame], value: st
 def realisation_effects(studies: Sequence[str | Path], value: str = "average_test_acc", a_role: str = "swamp",
                         b_role: str = "imp", labels: Sequence[str] | None = None, cycles: Sequence[int] | None = None,
                         seeds: Sequence[int] | None = None,
-                        published: Mapping[str, Mapping[int, Effect]] | None = None) -> RealisationReport:
+                        published: Mapping[str, Mapping[int, Effect]] | None = None,
+                        claim: Claim = ACCURACY_GAIN) -> RealisationReport:
     """Per cycle, the paired difference A - B in every realisation, its spread across them and the verdict.
 
     Args:
@@ -259,9 +278,13 @@ def realisation_effects(studies: Sequence[str | Path], value: str = "average_tes
         published: realisations known only from a published table, ``{label: {cycle: effect}}``
             (:func:`published_effect`, in the unit of ``value``); they follow the studies in the report, and the
             per-seed columns count the studies only.
+        claim: what the verdicts test, its effect in the table's unit (:func:`value_scale`: points for
+            accuracies); default A > B by 0.5 points.
 
     Returns:
-        :class:`RealisationReport`; per cycle, the seeds are those that A and B finished in every study.
+        :class:`RealisationReport`; per cycle, the seeds are those that A and B finished in every study, and the
+        verdict the one rule's (:func:`studies.verdict.paired_verdicts`) on the per-seed differences averaged over
+        the studies (:func:`studies.verdict.seed_means`), Holm over the report's cycles.
 
     Refused with one :class:`UserError` line: fewer than two realisations, studies of different grids
     (``study.json``'s preset, settings, methods), no seed or no finished cycle in common, a role no method
@@ -295,7 +318,7 @@ def realisation_effects(studies: Sequence[str | Path], value: str = "average_tes
     done = sorted(int(k) for k in set(common.get_level_values("cycle")) if all(k in e for e in published.values()))
     what = f"{a} and {b} on a common seed in every study" + (" and given by every published realisation"
                                                               if published else "")
-    rows = []
+    found = []
     for cycle in st.chosen_cycles(done, cycles, what):
         keep = common[common.get_level_values("cycle") == cycle]
         cycle_seeds = tuple(int(s) for s in keep.get_level_values("seed"))
@@ -306,10 +329,14 @@ def realisation_effects(studies: Sequence[str | Path], value: str = "average_tes
             effects.append(Effect(row.mean, row.std, row.seeds, row.positive, row.ties, row.negative, row.p_value,
                                   tuple(float(x) for x in d)))
             sparsity.append(row.sparsity)
-        effects += [e[cycle] for e in published.values()]
-        rows.append(_cycle_effects(cycle, float(np.mean(sparsity)), effects, cycle_seeds))
+        found.append((cycle, float(np.mean(sparsity)), effects + [e[cycle] for e in published.values()], cycle_seeds))
+    scale = value_scale(value)
+    family = {str(cycle): scale * seed_means([e.differences for e in effects if e.differences is not None])
+              for cycle, _, effects, _ in found}
+    judged = paired_verdicts(family, claim)
+    rows = [_cycle_effects(*cycle, v) for cycle, v in zip(found, judged, strict=True)]
     legend = st.method_labels(roots[0])
-    return RealisationReport((*names, *published), value, legend[a], legend[b], tuple(rows), tuple(published))
+    return RealisationReport((*names, *published), value, legend[a], legend[b], tuple(rows), tuple(published), claim)
 
 
 def value_scale(value: str) -> float:
@@ -323,12 +350,16 @@ def _num(x: float, scale: float, digits: int, sign: bool = True) -> str:
 
 def realisation_table(report: RealisationReport, digits: int = 2) -> str:
     """Markdown: per sparsity, each realisation's mean ± std (wins/ties/losses) of A - B, the pooled mean, the
-    spread of the realisation means, the per-seed agreement and the verdict."""
+    spread of the realisation means, the per-seed agreement and the one rule's verdict on the per-seed differences
+    averaged over the on-disk realisations."""
     scale = value_scale(report.value)
     unit = "points" if scale == 100.0 else "as in results.csv"
     columns = [*report.labels, "pooled mean", "spread (max − min)", "std of means", "seeds with one sign",
-               "mean seed range", "verdict"]
+               "mean seed range", "verdict (mean over paths, simultaneous interval, Holm p, wins/ties/losses)"]
     lines = [f"#### {report.value}: A = {report.a}, B = {report.b}, A − B per realisation ({unit})", "",
+             f"Claim: A − B {report.claim.direction}, δ = {report.claim.effect:g} ({unit}); the one rule on the "
+             f"per-seed differences averaged over the on-disk realisations, Holm over the {len(report.cycles)} "
+             "cycles shown.", "",
              "| pruned | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for c in report.cycles:
         cells = [f"{_num(e.mean, scale, digits)} ± {_num(e.std, scale, digits, False)} ({e.record()})"
@@ -336,14 +367,14 @@ def realisation_table(report: RealisationReport, digits: int = 2) -> str:
         agree = "–" if c.same_sign is None else f"{c.same_sign} of {len(c.seeds)}"
         cells += [_num(c.pooled, scale, digits), _num(c.spread, scale, digits, False),
                   _num(c.means_std, scale, digits, False), agree, _num(c.seed_range, scale, digits, False),
-                  f"**{c.verdict.outcome}** ({c.verdict.reason})"]
+                  c.verdict.summary(digits)]
         lines.append(f"| {100 * c.sparsity:.1f}% | " + " | ".join(cells) + " |")
     seeds = sorted({s for c in report.cycles for s in c.seeds})
     lines += ["", f"On-disk realisations paired over seeds {', '.join(map(str, seeds))} (those every realisation "
                   "finished at the cycle); wins/ties/losses count seeds with A > / = / < B."]
     if report.published:
         lines.append(f"{', '.join(report.published)}: published numbers (no per-seed differences; the seed columns "
-                     "count the on-disk realisations only).")
+                     "and the verdict count the on-disk realisations only).")
     return "\n".join(lines)
 
 
@@ -375,12 +406,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="results.csv column compared (default average_test_acc)")
     parser.add_argument("--a-role", default="swamp", choices=ROLES, help="role of method A (default swamp)")
     parser.add_argument("--b-role", default="imp", choices=ROLES, help="role of method B (default imp)")
+    parser.add_argument("--claim", default="greater", choices=DIRECTIONS,
+                        help="what the verdicts test of A − B (default greater)")
+    parser.add_argument("--effect", type=float, default=0.5, metavar="DELTA",
+                        help="the claimed effect in the table's unit, points for accuracies (default 0.5)")
     parser.add_argument("--published", type=published_arg, action="append", default=[],
                         metavar="LABEL:CYCLE:MEAN:STD:W/T/L",
                         help="one cycle of a realisation known only from a published table, mean and std in the "
                              "table's unit (points for accuracies), e.g. intel-t1:9:-0.35:0.16:0/0/6; repeat per "
                              "cycle and realisation")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.effect) and args.effect > 0):
+        raise UserError(f"--effect must be a finite number > 0, not {args.effect:g}")
     scale, published = value_scale(args.value), {}
     limit = 100.0 if scale == 100.0 else MAX_PUBLISHED  # a difference of two accuracies in points
     for label, cycle, effect in args.published:
@@ -393,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         published[label][cycle] = dataclasses.replace(effect, mean=effect.mean / scale, std=effect.std / scale)
     report = realisation_effects(args.studies, args.value, args.a_role, args.b_role,
                                  None if args.labels is None else args.labels.split(","), args.cycles,
-                                 None if args.seeds is None else parse_seeds(args.seeds), published)
+                                 None if args.seeds is None else parse_seeds(args.seeds), published,
+                                 Claim(args.claim, args.effect))
     print(realisation_table(report))
     return 0
 

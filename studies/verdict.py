@@ -101,6 +101,19 @@ class PairedVerdict:
         """``wins/ties/losses`` of A against B over the seeds."""
         return f"{self.wins}/{self.ties}/{self.losses}"
 
+    def summary(self, digits: int = 2) -> str:
+        """One Markdown cell: the outcome in bold, then the mean, its simultaneous interval, Holm's p and
+        wins/ties/losses (the reason alone when there are too few seeds).
+
+        Example:
+            >>> paired_verdicts({"x": [1.0, 1.2, 0.9, 1.1, 1.0, 1.3]}, Claim("greater", 0.5))[0].summary()
+            '**holds** (+1.08 [+0.93, +1.24] at 95.0%, Holm p 9.6e-06, 6/0/0)'
+        """
+        if self.outcome == TOO_FEW:
+            return f"**{self.outcome}** ({self.reason})"
+        return (f"**{self.outcome}** ({self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}] at "
+                f"{100 * self.level:.1f}%, Holm p {self.p_holm:.2g}, {self.record()})")
+
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm's (1979) step-down adjusted p-values, in the input order.
@@ -242,58 +255,3 @@ def seed_means(paths: Sequence[Sequence[float]]) -> np.ndarray:
     if d.ndim != 2 or not d.size:
         raise LibraryArgumentError("paths must be a (paths, seeds) table of differences")
     return d.mean(0)
-
-
-# The earlier floating-point-path rule (tables of docs/earlier-results.md made before the paired rule above): kept
-# for those tables until they are regenerated from committed data with paired_verdicts.
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Whether an effect survives the floating-point path (:func:`verdict`), and why."""
-
-    outcome: str  # HOLDS, DOES_NOT_HOLD or UNRESOLVED
-    reason: str
-
-
-def verdict(means: Sequence[float], stds: Sequence[float]) -> Verdict:
-    """The earlier floating-point-path rule on realisation means ``m_r`` and seed stds ``s_r``: **holds** when the m_r
-    have one sign, |m_r| > s_r in every realisation and |mean m_r| > max m_r - min m_r; **does not hold** when
-    |m_r| <= s_r in every realisation; **unresolved** otherwise (a realisation of one seed: unresolved).
-    Superseded by :func:`paired_verdicts`.
-
-    Args:
-        means: mean paired difference A - B of every realisation (at least two), in any unit.
-        stds: its sample standard deviation over seeds, same unit; NaN for a realisation of one seed.
-
-    Returns:
-        :class:`Verdict`: ``holds``, ``does not hold`` or ``unresolved`` with a short reason.
-
-    Example (issue 17, 86.6% sparsity):
-
-    >>> verdict([-0.35, 0.62, 0.68], [0.16, 0.29, 0.36]).outcome
-    'unresolved'
-    """
-    m, s = np.asarray(means, dtype=float), np.asarray(stds, dtype=float)
-    if m.ndim != 1 or len(m) < 2 or s.shape != m.shape:
-        raise LibraryArgumentError(f"verdict needs one mean and one std per realisation, for at least two "
-                                   f"realisations; got {len(np.atleast_1d(m))} means and {len(np.atleast_1d(s))} "
-                                   "stds")
-    if not np.isfinite(m).all() or (s < 0).any() or np.isinf(s).any():
-        raise LibraryArgumentError(f"verdict needs finite means and stds >= 0; got means {list(m)}, stds {list(s)}")
-    if np.isnan(s).any():
-        return Verdict(UNRESOLVED, "a realisation has one seed, so no seed spread")
-    pooled, spread = float(m.mean()), float(m.max() - m.min())
-    one_sign = bool((m > 0).all() or (m < 0).all())
-    within = int((np.abs(m) <= s).sum())
-    if one_sign and within == 0 and abs(pooled) > spread:
-        return Verdict(HOLDS, f"A {'>' if pooled > 0 else '<'} B in every realisation, beyond the seed std and "
-                              "the realisation spread")
-    if within == len(m):
-        return Verdict(DOES_NOT_HOLD, "within the seed std in every realisation")
-    reasons = ["the sign differs between realisations"] if not one_sign else []
-    if within:
-        reasons.append(f"within the seed std in {within} of {len(m)} realisations")
-    if one_sign and abs(pooled) <= spread:  # with both signs the spread always covers the pooled mean
-        reasons.append("the realisation spread is at least the pooled mean")
-    return Verdict(UNRESOLVED, "; ".join(reasons))

@@ -272,7 +272,7 @@ def test_controls_across_realisations_apply_the_verdict_rule_to_each_paired_diff
     SWAMP − IMP mean and std over seeds, computed here by hand from the JSON rows, and the rule's verdict;
     the CLI prints the library's table."""
     from studies.controls import realisations as cr
-    from studies.realisations import verdict
+    from studies.verdict import Claim, paired_verdicts
 
     first, second = controls_json(np.random.default_rng(1)), controls_json(np.random.default_rng(2))
     paths = [tmp_path / "t1.json", tmp_path / "t2.json"]
@@ -280,20 +280,29 @@ def test_controls_across_realisations_apply_the_verdict_rule_to_each_paired_diff
         path.write_text(json.dumps(body))
     rows = cr.realisation_rows([cr.load_controls(p) for p in paths])
     keys = {(r["quantity"], r["model"], round(r["sparsity"], 3)) for r in rows}
-    assert ("test accuracy (points)", "mlp", 0.75) in keys and ("raw Hessian trace", "cnn1d", 0.0) in keys
-    assert ("BN-invariant trace, per layer", "mlp", 0.0) not in keys  # no BatchNorm: no such trace
+    assert ("test accuracy (points)", "mlp", 0.75) in keys and ("raw Hessian trace (% of IMP's)", "cnn1d", 0.0) in keys
+    assert ("BN-invariant trace, per layer (% of IMP's)", "mlp", 0.0) not in keys  # no BatchNorm: no such trace
 
-    def by_hand(body: dict, model: str, cycle: int) -> tuple[float, float]:
+    def by_hand(body: dict, model: str, cycle: int) -> np.ndarray:
         acc = {(r["method"], r["seed"]): r["test_acc"] for r in body["rows"]["accuracy"]
                if r["model"] == model and r["cycle"] == cycle and r["rewind"] == 2}
-        d = np.array([100 * (acc["swamp", s] - acc["imp", s]) for s in SEEDS])
-        return float(d.mean()), float(d.std(ddof=1))
+        return np.array([100 * (acc["swamp", s] - acc["imp", s]) for s in SEEDS])
 
-    row = next(r for r in rows if r["quantity"] == "test accuracy (points)" and r["model"] == "mlp"
-               and r["sparsity"] == SPARSITY[2])
+    accuracy = [r for r in rows if r["quantity"] == "test accuracy (points)"]
+    row = next(r for r in accuracy if r["model"] == "mlp" and r["sparsity"] == SPARSITY[2])
     expected = [by_hand(body, "mlp", 2) for body in (first, second)]
-    assert [x for e in row["effects"] for x in e[:2]] == pytest.approx([x for e in expected for x in e])
-    assert row["verdict"] == verdict([m for m, _ in expected], [s for _, s in expected])
+    assert [x for e in row["effects"] for x in e[:2]] == pytest.approx(
+        [x for d in expected for x in (d.mean(), d.std(ddof=1))])
+    family = {f"{r['model']} | {100 * r['sparsity']:.1f}%": (by_hand(first, r["model"], SPARSITY.index(r["sparsity"]))
+                                                            + by_hand(second, r["model"],
+                                                                      SPARSITY.index(r["sparsity"]))) / 2
+              for r in accuracy}
+    judged = paired_verdicts(family, Claim("greater", 0.5))  # Holm over the accuracy family, mean over paths
+    assert [r["verdict"].outcome for r in accuracy] == [v.outcome for v in judged]
+    assert row["verdict"].p_holm == pytest.approx(judged[accuracy.index(row)].p_holm)
+    assert row["verdict"].n == len(SEEDS)
+    trace = next(r for r in rows if r["quantity"].startswith("raw Hessian trace") and r["model"] == "cnn1d")
+    assert trace["verdict"].label.startswith("cnn1d") and "%" in trace["quantity"], "traces in % of IMP's"
     assert cr.main([str(p) for p in paths] + ["--labels", "a,b"]) == 0
     assert capsys.readouterr().out.strip() == cr.realisation_table([cr.load_controls(p) for p in paths], ["a", "b"])
     with pytest.raises(UserError, match="at least two realisations"):

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import DATA_DIR
@@ -22,11 +23,12 @@ from studies import budget as sb
 from studies import tables as st
 from studies.analyse import analyse_study
 from studies.analyse import main as analysis_main
-from studies.claims import count_below, extremes, paired, paired_table
+from studies.claims import count_below, extremes, paired, paired_table, relative_frame
 from studies.grid.cli import MANIFEST, default_plan, quick_plan, run_study
 from studies.grid.cli import main as study_main
 from studies.manifest import method_roles
 from studies.report import study_report
+from studies.verdict import Claim, paired_verdicts
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "analysis_notebooks"
@@ -310,6 +312,7 @@ def test_budget_pairs_swamp_with_imp_per_seed_at_equal_epochs_and_at_equal_cost(
     assert sb.main([str(study), str(budget_study), "--cycles", "1"]) == 0
     tables = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert len(tables) == 2 + 2 + 1  # two headers; at cycle 1, the 2 budgets and the 1 equal-cost pair
+    assert all(line.endswith("| **too few seeds** |") for line in tables if line[2].isdigit()), "2 seeds: no verdict"
     with pytest.raises(UserError, match="two studies train 1 epochs per cycle"):
         sb.budget_frame([study, study])
 
@@ -360,6 +363,33 @@ def test_paired_records_wins_ties_losses_and_a_constant_difference_is_significan
     assert "| 3/0/0 | 0.000 |" in paired_table([constant], "t")
     same = paired(frame.assign(v=1.0), "v", "a", "b")[1]
     assert same.p_value == 1.0 and same.record() == "0/3/0"
+
+
+def test_claims_tables_judge_each_cycle_by_the_one_rule_with_holm_over_the_cycles_shown():
+    rng = np.random.default_rng(0)
+    b = rng.normal(0.9, 0.01, size=(2, 8))
+    a = b + np.array([[0.01], [0.0]]) + rng.normal(0, 0.0005, size=(2, 8))  # +1 point at cycle 0, none at 1
+    frame = pd.DataFrame([{"method": m, "seed": s, "cycle": c, "sparsity": 0.5 * c, "v": float(x[c, s])}
+                          for m, x in (("a", a), ("b", b)) for c in (0, 1) for s in range(8)])
+    rows = paired(frame, "v", "a", "b")
+    assert [len(r.differences) for r in rows] == [8, 8]
+    claim = Claim("greater", 0.5)
+    expected = paired_verdicts({str(r.cycle): [100 * d for d in r.differences] for r in rows}, claim)
+    assert [v.outcome for v in expected] == ["holds", "does not hold"]
+    lines = paired_table(rows, "t", claim=claim).splitlines()
+    assert [line.rsplit("|", 2)[1].strip() for line in lines[-2:]] == ["**holds**", "**does not hold**"]
+    assert f"{expected[0].p_holm:.2g}" in lines[-2] and "8/0/0" in lines[-2]
+    alone = paired_table(rows, "t", cycles=[1], claim=claim).splitlines()[-1]  # Holm over one cycle now
+    assert f"{paired_verdicts({'1': [100 * d for d in rows[1].differences]}, claim)[0].p_holm:.2g}" in alone
+    few = paired(frame[frame["seed"] < 3], "v", "a", "b")
+    assert paired_table(few, "t", claim=claim).splitlines()[-1].endswith("| – | – | **too few seeds** |")
+
+
+def test_relative_frame_gives_differences_in_percent_of_the_control():
+    frame = pd.DataFrame({"method": ["a", "b", "a", "b", "a"], "seed": [0, 0, 1, 1, 2], "cycle": [0] * 5,
+                          "sparsity": [0.0] * 5, "trace": [80.0, 100.0, 30.0, 20.0, 5.0]})
+    (row,) = paired(relative_frame(frame, "trace", "b"), "trace", "a", "b")
+    assert row.differences == pytest.approx((-20.0, 50.0)) and row.seeds == 2  # seed 2 has no control: dropped
 
 
 def test_paired_differences_are_per_seed_and_per_cycle():

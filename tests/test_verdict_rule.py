@@ -16,7 +16,6 @@ from studies.verdict import (
     holm,
     paired_verdicts,
     seed_means,
-    verdict,
 )
 
 
@@ -252,42 +251,3 @@ def test_bad_arguments_are_named():
         Claim("more", 1.0)
     with pytest.raises(LibraryArgumentError, match="effect must be a finite number > 0"):
         Claim("greater", 0.0)
-
-
-def test_earlier_floating_point_path_rule_outcomes_and_reasons():
-    """studies.verdict.verdict, the rule of the earlier tables of docs/earlier-results.md."""
-    def both(means, stds):
-        v = verdict(means, stds)
-        return v.outcome, v.reason
-
-    assert both([1.0, 1.2, 1.1], [0.5, 0.5, 0.5]) == (
-        HOLDS, "A > B in every realisation, beyond the seed std and the realisation spread")
-    assert both([-1.0, -1.2], [0.5, 0.5])[1].startswith("A < B in every realisation")
-    assert both([0.1, -0.1], [0.2, 0.2]) == (DOES_NOT_HOLD, "within the seed std in every realisation")
-    assert both([0.5, -0.5], [0.5, 0.5])[0] == DOES_NOT_HOLD  # |m| = s counts as within
-    assert both([0.0, 0.0], [0.0, 0.0])[0] == DOES_NOT_HOLD
-    assert both([-0.35, 0.62, 0.68], [0.16, 0.29, 0.36]) == (UNRESOLVED, "the sign differs between realisations")
-    assert both([1.0, 1.0, 0.25], [0.5, 0.5, 0.5]) == (
-        UNRESOLVED, "within the seed std in 1 of 3 realisations; the realisation spread is at least the pooled mean")
-    assert both([1.0, 1.25, 0.75], [0.5, 0.5, 0.8]) == (UNRESOLVED, "within the seed std in 1 of 3 realisations")
-    assert both([0.1, 2.0], [0.05, 0.05]) == (UNRESOLVED, "the realisation spread is at least the pooled mean")
-    assert both([1.0, 3.0], [0.5, 0.5])[0] == UNRESOLVED  # pooled mean 2 = spread 2: not beyond it
-    assert both([1.0, 2.5], [0.5, 0.5])[0] == HOLDS
-    assert both([-1.0, 0.5], [0.5, 0.75]) == (
-        UNRESOLVED, "the sign differs between realisations; within the seed std in 1 of 2 realisations")
-    assert both([0.5, 0.625], [0.125, 0.125]) == (
-        HOLDS, "A > B in every realisation, beyond the seed std and the realisation spread")
-    # a zero mean has neither sign
-    assert both([0.0, 1.0], [0.5, 0.5]) == (
-        UNRESOLVED, "the sign differs between realisations; within the seed std in 1 of 2 realisations")
-    assert both([0.0, -1.0], [0.5, 0.5]) == (
-        UNRESOLVED, "the sign differs between realisations; within the seed std in 1 of 2 realisations")
-    assert both([1.0, 1.0], [0.5, float("nan")]) == (UNRESOLVED, "a realisation has one seed, so no seed spread")
-    for means, stds in (([1.0], [0.5]), ([1.0, 2.0], [0.5]), ([[1.0, 2.0]], [[0.5, 0.5]])):
-        with pytest.raises(LibraryArgumentError, match=r"one mean and one std per realisation, for at least two "
-                                                       r"realisations; got \d means and \d stds$"):
-            verdict(means, stds)
-    for means, stds in (([1.0, float("nan")], [0.5, 0.5]), ([1.0, 2.0], [-0.5, 0.5]), ([1.0, 2.0], [np.inf, 0.5]),
-                        ([1.0, np.inf], [0.5, 0.5])):
-        with pytest.raises(LibraryArgumentError, match="finite means and stds >= 0"):
-            verdict(means, stds)

@@ -2,31 +2,38 @@
 
 A *realisation* is the same controls grid trained and measured on another floating-point path (another
 CPU, another torch thread count, a GPU): the runs are byte-deterministic per path and differ across
-paths. For every (model, sparsity, quantity) the paired difference SWAMP − IMP over seeds is computed in
-each realisation's controls JSON (``python -m studies.controls ROOT --json OUT``) and judged by the rule
-of :func:`studies.verdict.verdict` (holds only where every realisation agrees in sign, each is beyond
-its seed std, and the pooled mean exceeds the spread of the realisation means).
+paths. For every (quantity, model, sparsity) the paired difference SWAMP − IMP per seed is computed in each
+realisation's controls JSON (``python -m studies.controls ROOT --json OUT``): test accuracy in points, Hessian
+traces in percent of IMP's (as :mod:`studies.controls.verdicts`). The table shows each realisation's mean ± std
+and wins/ties/losses; the verdict is the project's one rule (:func:`studies.verdict.paired_verdicts`) on the
+per-seed differences averaged over the realisations (:func:`studies.verdict.seed_means`: the paths share seeds,
+initialisation and data order, so the seeds stay the unit of replication), over the seeds every realisation
+measured, Holm over each quantity's model x sparsity family, with the claims of :mod:`studies.controls.verdicts`
+(SWAMP more accurate by 0.5 points; its trace smaller by 10%).
 
     python -m studies.controls.realisations A.json B.json [--labels t1,t2]
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core.artifacts.jsonfile import BadJSON, read_json
 from core.errors import ArgumentParser, UserError, run_cli
 from studies.controls.measurements import Controls, Settings
-from studies.controls.tables import _paired_rows
-from studies.verdict import verdict
+from studies.controls.verdicts import ACC_EFFECT, TRACE_EFFECT, label, minus, relative, rows_of, values
+from studies.verdict import Claim, paired_verdicts, seed_means
 
-# (row kind, value key, label, scale to the table's unit)
-QUANTITIES = (("accuracy", "test_acc", "test accuracy (points)", 100.0),
-              ("flatness", "raw", "raw Hessian trace", 1.0),
-              ("flatness", "normalized", "BN-invariant trace, per layer", 1.0),
-              ("flatness", "channel", "BN-invariant trace, per channel", 1.0))
+# (measure of studies.controls.verdicts.rows_of, label, SWAMP - IMP per seed, claim)
+QUANTITIES: tuple[tuple[str, str, Callable[[float, float], float], Claim], ...] = (
+    ("test_acc", "test accuracy (points)", minus, Claim("greater", ACC_EFFECT)),
+    ("trace_raw", "raw Hessian trace (% of IMP's)", relative, Claim("less", TRACE_EFFECT)),
+    ("trace_layer", "BN-invariant trace, per layer (% of IMP's)", relative, Claim("less", TRACE_EFFECT)),
+    ("trace_channel", "BN-invariant trace, per channel (% of IMP's)", relative, Claim("less", TRACE_EFFECT)))
 
 
 def load_controls(path: str | Path) -> Controls:
@@ -59,40 +66,49 @@ def load_controls(path: str | Path) -> Controls:
 
 
 def realisation_rows(realisations: Sequence[Controls]) -> list[dict]:
-    """One row per (quantity, model, sparsity) measured in every realisation: each realisation's paired
-    SWAMP − IMP ``(mean, std, wins, ties, losses)`` in the table's unit and the :class:`Verdict`."""
+    """One row per (quantity, model, sparsity) measured in every realisation: each realisation's SWAMP − IMP
+    ``(mean, std, wins, ties, losses)`` over the common seeds, in the quantity's unit, and the one rule's
+    :class:`~studies.verdict.PairedVerdict` on the per-seed differences averaged over the realisations."""
     if len(realisations) < 2:
         raise UserError(f"need at least two realisations of the controls grid, got {len(realisations)}")
     rewinds = {c.settings.rewind for c in realisations}
     if len(rewinds) != 1:
         raise UserError(f"the realisations' grids are at different rewind points ({sorted(rewinds)})")
+    (rewind,), tables = rewinds, [rows_of(c) for c in realisations]
     out = []
-    for kind, key, label, scale in QUANTITIES:
-        models = sorted(set.intersection(*({r["model"] for r in c.rows[kind]} for c in realisations)))
-        for model in models:
-            where = {"rewind": realisations[0].settings.rewind} if kind == "accuracy" else {}
-            per = [{p.cycle: p for p in _paired_rows(c.rows[kind], key, model, **where)} for c in realisations]
-            for cycle in sorted(set.intersection(*(set(p) for p in per))):
-                effects = [p[cycle] for p in per]
-                means, stds = [scale * e.mean for e in effects], [scale * e.std for e in effects]
-                out.append({"quantity": label, "model": model, "sparsity": effects[0].sparsity,
-                            "effects": [(m, s, e.positive, e.ties, e.negative)
-                                        for m, s, e in zip(means, stds, effects, strict=True)],
-                            "verdict": verdict(means, stds)})
+    for measure, name, how, claim in QUANTITIES:
+        per = []
+        for rows in tables:
+            swamp, imp = (values(rows, measure, method=m, rewind=rewind) for m in ("swamp", "imp"))
+            per.append({cell: {s: how(v, imp[cell][s]) for s, v in va.items() if s in imp[cell]}
+                        for cell, va in swamp.items() if cell in imp})
+        cells = [cell for cell in per[0] if all(cell in p for p in per[1:])]
+        found = []
+        for cell in cells:
+            seeds = sorted(set.intersection(*(set(p[cell]) for p in per)))
+            if seeds:
+                found.append((cell, [[p[cell][s] for s in seeds] for p in per]))
+        if not found:
+            continue
+        judged = paired_verdicts({label(cell): seed_means(d) for cell, d in found}, claim)
+        for (cell, d), verdict in zip(found, judged, strict=True):
+            effects = [(statistics.fmean(x), statistics.stdev(x) if len(x) > 1 else math.nan, sum(v > 0 for v in x),
+                        sum(v == 0 for v in x), sum(v < 0 for v in x)) for x in d]
+            out.append({"quantity": name, "model": cell[0], "sparsity": cell[3], "effects": effects,
+                        "verdict": verdict})
     return out
 
 
 def realisation_table(realisations: Sequence[Controls], labels: Sequence[str]) -> str:
-    """:func:`realisation_rows` as Markdown, one column per realisation (``labels``)."""
+    """:func:`realisation_rows` as Markdown, one column per realisation (``labels``) and the verdict."""
     if len(labels) != len(realisations):
         raise UserError(f"--labels names {len(labels)} realisations, but {len(realisations)} are given")
-    lines = [f"| quantity | model | sparsity | {' | '.join(labels)} | verdict |",
-             "|" + "---|" * (len(labels) + 4)]
+    lines = [f"| quantity | model | sparsity | {' | '.join(labels)} | verdict over the mean of the realisations "
+             "(mean, simultaneous interval, Holm p, wins/ties/losses) |", "|" + "---|" * (len(labels) + 4)]
     for row in realisation_rows(realisations):
         cells = [f"{m:+.2f} ± {s:.2f} ({w}/{t}/{loss})" for m, s, w, t, loss in row["effects"]]
-        v = row["verdict"]
         lines.append(f"| {row['quantity']} | {row['model']} | {100 * row['sparsity']:.1f}% | {' | '.join(cells)} | "
-                     f"**{v.outcome}** ({v.reason}) |")
+                     f"{row['verdict'].summary()} |")
     return "\n".join(lines)
 
 

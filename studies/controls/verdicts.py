@@ -146,11 +146,18 @@ def differences(a: Mapping[tuple, Values], b: Mapping[tuple, Values], how: Calla
     return {cell: [how(va[s], b[cell][s]) for s in sorted(va) if s in b[cell]] for cell, va in a.items() if cell in b}
 
 
-def _minus(x: float, y: float) -> float:
+def minus(x: float, y: float) -> float:
+    """The difference ``x - y`` (accuracies, barriers, hull excesses)."""
     return x - y
 
 
-def _relative(x: float, y: float) -> float:
+def relative(x: float, y: float) -> float:
+    """``x - y`` in percent of ``y`` (Hessian traces).
+
+    Example:
+        >>> relative(90.0, 100.0)
+        -10.0
+    """
     return 100 * (x - y) / y
 
 
@@ -166,19 +173,19 @@ def verdict_families(rows: Rows, rewind: int = REWIND) -> list[Family]:
     fams: list[Family] = []
     for key, measure, what in (("connected", "seed_error", "raw"),
                                ("connected_aligned", "seed_error_aligned", "after weight matching")):
-        diff = differences(particles, values(rows, measure, method="swamp", **grid), _minus)
+        diff = differences(particles, values(rows, measure, method="swamp", **grid), minus)
         fams.append(Family(key, f"**The particles are connected, different seeds' solutions are not ({what})** "
                                 f"(A = particle pairs, B = the seed pair (s, s + 1); test-error barrier in points; "
                                 f"claim: less by {BARRIER_EFFECT:g} point", _labelled(diff),
                            Claim("less", BARRIER_EFFECT)))
     hull = differences(values(rows, "particle_hull_excess", **grid),
-                       values(rows, "seed_hull_excess", method="swamp", **grid), _minus)
+                       values(rows, "seed_hull_excess", method="swamp", **grid), minus)
     fams.append(Family("hull", "**The particles' hull is low-loss, a hull of different seeds' solutions is not** (A = "
                                "3 particles, B = the seeds (s, s + 1, s + 2); mean hull test loss - mean vertex loss, "
                                f"nats; claim: less by {HULL_EFFECT:g}", _labelled(hull), Claim("less", HULL_EFFECT)))
     for measure, name in TRACES.items():
         diff = differences(values(rows, measure, method="swamp", **grid), values(rows, measure, method="imp", **grid),
-                           _relative)
+                           relative)
         fams.append(Family(f"flatter_{measure.removeprefix('trace_')}",
                            f"**SWAMP is flatter than IMP: {name}** (100 (SWAMP - IMP) / IMP, %; claim: less by "
                            f"{TRACE_EFFECT:g}%", _labelled(diff), Claim("less", TRACE_EFFECT), "%"))
@@ -193,7 +200,7 @@ def verdict_families(rows: Rows, rewind: int = REWIND) -> list[Family]:
                                                 "and IMP with the smaller raw trace, B = the other, same seed; test "
                                                 f"accuracy in points; claim: greater by {ACC_EFFECT:g} point", flatter,
                        Claim("greater", ACC_EFFECT)))
-    gain = differences(accuracy["swamp"], accuracy["imp"], _minus)
+    gain = differences(accuracy["swamp"], accuracy["imp"], minus)
     fams.append(Family("more_accurate", "**SWAMP is more accurate than IMP** (test accuracy, points; claim: greater "
                                         f"by {ACC_EFFECT:g} point", _labelled(gain), Claim("greater", ACC_EFFECT)))
     base = {(m, c, s): v for (m, _, c, s), v in particles.items()}
@@ -204,7 +211,7 @@ def verdict_families(rows: Rows, rewind: int = REWIND) -> list[Family]:
                                    f"barrier at rewind r, B = at rewind {rewind}, same seed; points; claim: greater by "
                                    f"{BARRIER_EFFECT:g} point", unstable, Claim("greater", BARRIER_EFFECT)))
     acc_all = {m: values(rows, "test_acc", method=m) for m in ("imp", "swamp")}
-    needs = differences({c: v for c, v in acc_all["swamp"].items() if c[1] != rewind}, acc_all["imp"], _minus)
+    needs = differences({c: v for c, v in acc_all["swamp"].items() if c[1] != rewind}, acc_all["imp"], minus)
     fams.append(Family("needs_stable", "**SWAMP needs a stable ticket: from rewind point r it falls below IMP** "
                                        f"(SWAMP - IMP test accuracy, points; claim: less by {ACC_EFFECT:g} point",
                        _labelled(needs, True), Claim("less", ACC_EFFECT)))
