@@ -9,7 +9,6 @@ import pytest
 from studies.reproductions import controls, matched
 from tests.conftest import REPOSITORY
 
-COMMITTED = REPOSITORY / "docs" / "data" / "matched-mnist1d.csv"
 
 
 def _rows(seeds: int = 8) -> list[dict[str, object]]:
@@ -66,11 +65,3 @@ def test_the_cli_prints_the_csvs_tables_and_the_figure_is_a_png(tmp_path, capsys
     matched.figure(_rows(), tmp_path / "m.png")
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-
-@pytest.mark.skipif(not COMMITTED.is_file(), reason="the trace-matched study's data is not committed yet")
-def test_reproductions_md_prints_the_committed_datas_tables():
-    doc = (REPOSITORY / "docs" / "reproductions.md").read_text()
-    rows = matched.read_csv(COMMITTED)
-    assert {int(r["seed"]) for r in rows} == set(range(12))
-    for line in matched.tables(rows).splitlines():
-        assert line in doc, line

@@ -7,7 +7,6 @@ import pytest
 from studies.reproductions import mechanisms, particles
 from tests.conftest import REPOSITORY
 
-COMMITTED = REPOSITORY / "docs" / "data" / "particles-mnist1d.csv"
 
 
 def _rows(gain_per_doubling: float, seeds: int = 8) -> list[dict[str, object]]:
@@ -57,11 +56,3 @@ def test_the_cli_prints_the_csvs_tables_and_the_figure_is_a_png(tmp_path, capsys
     particles.figure(_rows(0.5), tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-
-@pytest.mark.skipif(not COMMITTED.is_file(), reason="the particle study's data is not committed yet")
-def test_reproductions_md_prints_the_committed_datas_tables():
-    doc = (REPOSITORY / "docs" / "reproductions.md").read_text()
-    rows = particles.read_csv(COMMITTED)
-    assert {int(r["seed"]) for r in rows} == set(range(12))
-    for line in particles.tables(rows).splitlines():
-        assert line in doc, line

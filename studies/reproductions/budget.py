@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from studies.reproductions import ensembles
+from studies.reproductions import common, ensembles
 from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
 from studies.reproductions.lottery import accuracies, run_resuming
 from studies.verdict import Claim
@@ -196,8 +196,7 @@ def _gain_lines(ax: Any, rows: Sequence[dict[str, object]], grid: Sequence[tuple
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(argv, "budget", __doc__, lambda a: run_all(a.out, a.seeds, a.jobs, a.quick, a.data_dir),
-                      read_csv, tables, quick=True, figure=figure)
+    return study_main(argv, "budget", __doc__, common.trainer(run_all), read_csv, tables, quick=True, figure=figure)
 
 
 if __name__ == "__main__":

@@ -203,6 +203,12 @@ def check_runs_folder(out: Path) -> None:
         raise UserError(f"--out {out} exists and is not a directory; choose a new or existing folder of runs")
 
 
+def trainer(run_all: Callable[..., Rows]) -> Callable[[argparse.Namespace], Rows]:
+    """The ``run`` of :func:`study_main` for a study that trains: ``run_all(out, seeds, jobs, quick, data_dir)``
+    called with the parsed flags."""
+    return lambda a: run_all(a.out, a.seeds, a.jobs, a.quick, a.data_dir)
+
+
 def study_main(argv: Sequence[str] | None, name: str, doc: str, run: Callable[[argparse.Namespace], Rows],
                read: Callable[[Path], Rows], tables: Callable[[Rows], str], *, quick: bool = False,
                figure: Callable[[Rows, Path], None] | None = None, runs_help: str = "folder of the runs",

@@ -54,6 +54,7 @@ import torch
 from core.artifacts.checkpoint import build_model, load_checkpoint
 from core.evaluate import ensemble_log_probs, predict, score
 from landscape.tools.artifacts import checkpoint_data
+from studies.reproductions import common
 from studies.reproductions.common import (
     SEED_LIMIT,
     csv_pair,
@@ -244,8 +245,7 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(argv, "ensembles", __doc__, lambda a: run_all(a.out, a.seeds, a.jobs, a.quick, a.data_dir),
-                      read_csv, tables, quick=True, figure=figure)
+    return study_main(argv, "ensembles", __doc__, common.trainer(run_all), read_csv, tables, quick=True, figure=figure)
 
 
 if __name__ == "__main__":

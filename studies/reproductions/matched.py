@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.artifacts.atomic import atomic_write_text
+from studies.reproductions import common
 from studies.reproductions.common import (
     csv_pair,
     label_axes,
@@ -221,8 +222,8 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(argv, "matched", __doc__, lambda a: run_all(a.out, a.seeds, a.jobs, a.quick, a.data_dir),
-                      read_csv, tables, quick=True, figure=figure, default_out="runs/controls")
+    return study_main(argv, "matched", __doc__, common.trainer(run_all), read_csv, tables, quick=True, figure=figure,
+                      default_out="runs/controls")
 
 
 if __name__ == "__main__":

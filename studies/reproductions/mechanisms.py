@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from studies.reproductions import common
 from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS, PARTICLES, _grid, _values, gain_panel, run_command
 from studies.reproductions.lottery import accuracies, run_resuming
@@ -212,8 +213,7 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(argv, "mechanisms", __doc__, lambda a: run_all(a.out, a.seeds, a.jobs, a.quick, a.data_dir),
-                      read_csv, tables, quick=True, figure=figure,
+    return study_main(argv, "mechanisms", __doc__, common.trainer(run_all), read_csv, tables, quick=True, figure=figure,
                       runs_help="folder of the runs, shared with studies.reproductions.ensembles")
 
 

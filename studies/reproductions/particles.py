@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from studies.reproductions import ensembles
+from studies.reproductions import common, ensembles
 from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
 from studies.reproductions.lottery import accuracies, run_resuming
 from studies.verdict import Claim
@@ -97,25 +97,6 @@ def families(rows: Sequence[dict[str, object]]) -> list[tuple[str, dict[str, lis
              f"±{EFFECT}", plateau, Claim("equivalent", EFFECT))]
 
 
-def tables(rows: Sequence[dict[str, object]]) -> str:
-    """The Markdown tables of docs/reproductions.md: test accuracy per arm (mean ± standard error over seeds), then
-    the verdict table of each claim (:func:`families`, the one rule).
-
-    Example:
-        >>> rows = [{"model": "cnn1d", "method": m, "seed": s, "cycle": 0, "sparsity": 0.0, "test_acc": 90.0 + s}
-        ...         for m in METHODS for s in range(2)]
-        >>> print(tables(rows).splitlines()[2])
-        | cnn1d | 0.0% | 90.50 ± 0.50 | 90.50 ± 0.50 | 90.50 ± 0.50 | 90.50 ± 0.50 | 90.50 ± 0.50 |
-    """
-    lines = ["| model | sparsity | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
-    for model, cycle, sparsity in ensembles._grid(rows):
-        cells = [mean_se(list(ensembles._values(rows, model, m, cycle).values())) for m in METHODS]
-        lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(cells) + " |")
-    for heading, family, claim in families(rows):
-        lines += verdict_lines(heading, family, claim, columns="model | comparison | sparsity")
-    return "\n".join(lines)
-
-
 def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
     """SWAMP(N) − IMP (left) and SWAMP(2N) − SWAMP(N) (right) against sparsity, mean and 95% t interval over seeds;
     written atomically as PNG."""
@@ -142,9 +123,27 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
     save_png(fig, path)
 
 
+def tables(rows: Sequence[dict[str, object]]) -> str:
+    """The Markdown tables of docs/reproductions.md: test accuracy per arm (mean ± standard error over seeds), then
+    the verdict table of each claim (:func:`families`, the one rule).
+
+    Example:
+        >>> rows = [{"model": "cnn1d", "method": m, "seed": s, "cycle": 0, "sparsity": 0.0, "test_acc": 90.0 + s}
+        ...         for m in METHODS for s in range(2)]
+        >>> print(tables(rows).splitlines()[2])
+        | cnn1d | 0.0% | 90.50 ± 0.50 | 90.50 ± 0.50 | 90.50 ± 0.50 | 90.50 ± 0.50 | 90.50 ± 0.50 |
+    """
+    lines = ["| model | sparsity | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
+    for model, cycle, sparsity in ensembles._grid(rows):
+        cells = [mean_se(list(ensembles._values(rows, model, m, cycle).values())) for m in METHODS]
+        lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(cells) + " |")
+    for heading, family, claim in families(rows):
+        lines += verdict_lines(heading, family, claim, columns="model | comparison | sparsity")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(argv, "particles", __doc__, lambda a: run_all(a.out, a.seeds, a.jobs, a.quick, a.data_dir),
-                      read_csv, tables, quick=True, figure=figure)
+    return study_main(argv, "particles", __doc__, common.trainer(run_all), read_csv, tables, quick=True, figure=figure)
 
 
 if __name__ == "__main__":
