@@ -1,11 +1,8 @@
-"""The training-budget study (studies.reproductions.budget): run names, verdict families, tables, committed data."""
+"""The training-budget study (studies.reproductions.budget): run names, verdict families, tables."""
 
 from __future__ import annotations
 
-import pytest
-
 from studies.reproductions import budget, ensembles
-from tests.conftest import REPOSITORY
 
 SPARSITIES = (0.0, 0.5)
 

@@ -1,14 +1,10 @@
-"""The trace-matched IMP control (studies.reproductions.matched): arms, verdict families, tables, committed data."""
+"""The trace-matched IMP control (studies.reproductions.matched): arms, verdict families, tables."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from studies.reproductions import controls, matched
-from tests.conftest import REPOSITORY
-
 
 
 def _rows(seeds: int = 8) -> list[dict[str, object]]:

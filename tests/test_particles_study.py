@@ -1,12 +1,9 @@
-"""The particle-count study (studies.reproductions.particles): run names, verdict families, tables, committed data."""
+"""The particle-count study (studies.reproductions.particles): run names, verdict families, tables."""
 
 from __future__ import annotations
 
-import pytest
-
 from studies.reproductions import mechanisms, particles
 from tests.conftest import REPOSITORY
-
 
 
 def _rows(gain_per_doubling: float, seeds: int = 8) -> list[dict[str, object]]:
