@@ -1,15 +1,15 @@
-"""The pages print exactly the tables that the committed per-seed data give (the budget and particle-count
-studies of docs/reproductions.md)."""
+"""The pages print exactly the tables that the committed per-seed data give (the budget, particle-count and
+trace-matched studies of docs/reproductions.md)."""
 
 from __future__ import annotations
 
 import pytest
 
-from studies.reproductions import budget, particles
+from studies.reproductions import budget, matched, particles
 from tests.conftest import REPOSITORY
 
 
-@pytest.mark.parametrize("study", [budget, particles], ids=["budget", "particles"])
+@pytest.mark.parametrize("study", [budget, particles, matched], ids=["budget", "particles", "matched"])
 def test_reproductions_md_prints_the_committed_datas_tables(study):
     rows = study.read_csv(REPOSITORY / "docs" / "data" / f"{study.__name__.rsplit('.', 1)[1]}-mnist1d.csv")
     assert {int(r["seed"]) for r in rows} == set(range(12)), "12 seeds, as the page says"

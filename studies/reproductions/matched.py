@@ -199,7 +199,7 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
 
     cells = _cells(rows)
     seeds = len(seed_values(rows, "test_acc", model=MODEL, method="IMP", cycle=cells[0][0]))
-    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.2), dpi=150)
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 5.0), dpi=150)
     arms = ("IMP", *TUNED)
     for k, method in enumerate(arms):
         x = [100 * s + (k - 2) * 0.6 for _, s in cells]
@@ -216,6 +216,8 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
                f"cnn1d: how much sharper than SWAMP each IMP is\nmean and 95% interval of {seeds} seeds")
     label_axes(axes[1], "sparsity (% of weights pruned)", "SWAMP's test accuracy minus the arm's (points)",
                f"cnn1d: SWAMP's lead over each IMP\nmean and 95% interval of {seeds} seeds")
+    for ax in axes:  # below each panel: inside, the legend would hide the points at 0% sparsity
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     fig.suptitle("IMP made flatter by a larger learning rate or smaller batches, beside SWAMP (MNIST-1D, 8 epochs per "
                  "cycle)", fontsize=10)
     save_png(fig, path)
