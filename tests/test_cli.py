@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+from conftest import DATA_DIR
 
 from core.errors import run_cli
 from training import imp, swamp
@@ -72,6 +74,22 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "training.swamp", "--particles", "-2", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --particles must be at least 1"
+
+
+def test_the_one_shot_command_is_the_library_run_and_refuses_particles(tmp_path, capsys):
+    from training import oneshot
+
+    flags = ["--cycles", "2", "--epochs", "1", "--rewind-epochs", "0", "--no-progress", "--data-dir", str(DATA_DIR)]
+    assert run_cli(oneshot.main, [*flags, "--out", str(tmp_path / "cli")]) == 0
+    assert "run directory:" in capsys.readouterr().out
+    oneshot.run_oneshot(parse_config([*flags, "--out", str(tmp_path / "lib")], "oneshot", "", oneshot.IMP_DEFAULTS))
+    for name in ("cycle_00/average.safetensors", "cycle_01/average.safetensors"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "lib" / name).read_bytes()
+    config = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert (config["pruning_schedule"], config["particles"], config["swa"]) == ("one-shot", 1, False)
+    assert run_cli(oneshot.main, [*flags, "--particles", "2", "--out", str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: python -m training.oneshot trains one particle per density; "
+                                               "--particles 2 is not a one-shot baseline")
 
 
 def test_a_one_shot_run_cannot_be_resumed_as_iterative_pruning(tmp_path, capsys):
