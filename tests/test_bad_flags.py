@@ -26,7 +26,7 @@ from studies import analyse as analysis
 from studies import budget as study_budget
 from studies import report as study_report
 from studies.grid import cli as training_study
-from training import imp, swamp, transplant
+from training import imp, oneshot, swamp, transplant
 from training.resume import load_train_state, save_train_state
 from training.train import TrainState
 
@@ -304,12 +304,13 @@ def _cli(module):
     return module.main if module is hessian else (lambda argv: run_cli(module.main, argv))
 
 
-CLIS = {"training.swamp": (swamp, []), "training.imp": (imp, []),
+CLIS = {"training.swamp": (swamp, []), "training.imp": (imp, []), "training.oneshot": (oneshot, []),
         "training.transplant": (transplant, ["--masks-from", "x"]), "studies.grid": (training_study, ["--out", "x"]),
         "landscape.barrier": (barrier, []), "landscape.subspace": (subspace, []), "landscape.hessian": (hessian, []),
         "studies.analyse": (analysis, ["{study}"]), "studies.report": (study_report, ["{study}"]),
         "studies.budget": (study_budget, ["{study}"])}
 UNPARSABLE = {"training.swamp": ["--epochs", "abc"], "training.imp": ["--epochs", "abc"],
+              "training.oneshot": ["--epochs", "abc"],
               "training.transplant": ["--epochs", "abc"],
               "studies.grid": ["--epochs", "abc"], "landscape.barrier": ["--points", "abc"],
               "landscape.subspace": ["--samples", "abc"], "landscape.hessian": ["--probes", "abc"],
