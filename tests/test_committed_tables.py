@@ -1,15 +1,16 @@
-"""The pages print exactly the tables that the committed per-seed data give (the budget, particle-count and
-trace-matched studies of docs/reproductions.md)."""
+"""The pages print exactly the tables that the committed per-seed data give (the budget, particle-count,
+trace-matched and one-shot studies of docs/reproductions.md)."""
 
 from __future__ import annotations
 
 import pytest
 
-from studies.reproductions import budget, matched, particles
+from studies.reproductions import budget, matched, oneshot, particles
 from tests.conftest import REPOSITORY
 
 
-@pytest.mark.parametrize("study", [budget, particles, matched], ids=["budget", "particles", "matched"])
+@pytest.mark.parametrize("study", [budget, particles, matched, oneshot],
+                         ids=["budget", "particles", "matched", "oneshot"])
 def test_reproductions_md_prints_the_committed_datas_tables(study):
     rows = study.read_csv(REPOSITORY / "docs" / "data" / f"{study.__name__.rsplit('.', 1)[1]}-mnist1d.csv")
     assert {int(r["seed"]) for r in rows} == set(range(12)), "12 seeds, as the page says"
