@@ -163,6 +163,30 @@ def _values(rows: Sequence[dict[str, object]], model: str, method: str, cycle: i
     return seed_values(rows, key, model=model, method=method, cycle=cycle)
 
 
+def difference(rows: Sequence[dict[str, object]], model: str, a: str, b: str, cycle: int) -> list[float]:
+    """A − B of the ``test_acc`` column (points) per seed at ``cycle``, over the seeds both methods have.
+
+    Example:
+        >>> rows = [{"model": "mlp", "method": m, "seed": 0, "cycle": 1, "test_acc": x} for m, x in (("a", 3.0),
+        ...                                                                                        ("b", 1.0))]
+        >>> difference(rows, "mlp", "a", "b", 1)
+        [2.0]
+    """
+    va, vb = (_values(rows, model, m, cycle) for m in (a, b))
+    return [va[s] - vb[s] for s in sorted(va) if s in vb]
+
+
+def accuracy_rows(runs: Mapping[tuple[str, str, int], Path]) -> list[dict[str, object]]:
+    """The rows (model, method, seed, cycle, sparsity, test_acc) of the finished runs ``(model, method, seed) ->
+    run folder``."""
+    rows: list[dict[str, object]] = []
+    for (model, method, seed), path in runs.items():
+        for cycle, (sparsity, acc) in sorted(accuracies(path).items()):
+            rows.append({"model": model, "method": method, "seed": seed, "cycle": cycle, "sparsity": sparsity,
+                         "test_acc": round(acc, 4)})
+    return rows
+
+
 def _grid(rows: Sequence[dict[str, object]]) -> list[tuple[str, int, float]]:
     """(model, cycle, sparsity) of the rows, in the study's order."""
     seen = {(str(r["model"]), int(r["cycle"])): float(r["sparsity"]) for r in rows}  # type: ignore[call-overload]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from studies.reproductions import common, ensembles
 from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
-from studies.reproductions.lottery import accuracies, run_resuming
+from studies.reproductions.lottery import run_resuming
 from studies.verdict import Claim
 
 MODELS = ("cnn1d",)
@@ -63,19 +63,9 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
                                                                    quick, data_dir, *flags), path)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(lambda task: run_resuming(*task), runs.values()))
-    rows: list[dict[str, object]] = []
-    for (model, method, seed), (_, path) in runs.items():
-        for cycle, (sparsity, acc) in sorted(accuracies(path).items()):
-            rows.append({"model": model, "method": method, "seed": seed, "cycle": cycle, "sparsity": sparsity,
-                         "test_acc": round(acc, 4)})
+    rows = ensembles.accuracy_rows({key: path for key, (_, path) in runs.items()})
     write_csv(rows, out / "oneshot.csv")
     return rows
-
-
-def _difference(rows: Sequence[dict[str, object]], model: str, a: str, b: str, cycle: int) -> list[float]:
-    """A − B (points) per seed at ``cycle``, over the seeds both have."""
-    va, vb = (ensembles._values(rows, model, m, cycle) for m in (a, b))
-    return [va[s] - vb[s] for s in sorted(va) if s in vb]
 
 
 def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
@@ -115,7 +105,7 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
         cells = [mean_se(list(ensembles._values(rows, model, m, cycle).values())) for m in METHODS]
         lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(cells) + " |")
     for a, b, sentence, first in FAMILIES:
-        family = {f"{model} | {100 * sparsity:.1f}%": _difference(rows, model, a, b, cycle)
+        family = {f"{model} | {100 * sparsity:.1f}%": ensembles.difference(rows, model, a, b, cycle)
                   for model, cycle, sparsity in grid if cycle >= first}
         lines += verdict_lines(f"**\"{sentence}\"** (A = {a}, B = {b}; test accuracy, points; claim: greater, "
                                f"δ = {EFFECT}", family, Claim("greater", EFFECT))

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from studies.reproductions import common, ensembles
 from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
-from studies.reproductions.lottery import accuracies, run_resuming
+from studies.reproductions.ensembles import difference
+from studies.reproductions.lottery import run_resuming
 from studies.verdict import Claim
 
 MODELS = ("cnn1d",)
@@ -62,19 +63,9 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(lambda key: run_resuming(_command(key[1], key[0], key[2], runs[key], quick, data_dir),
                                                runs[key]), order))
-    rows: list[dict[str, object]] = []
-    for (model, method, seed), path in runs.items():
-        for cycle, (sparsity, acc) in sorted(accuracies(path).items()):
-            rows.append({"model": model, "method": method, "seed": seed, "cycle": cycle, "sparsity": sparsity,
-                         "test_acc": round(acc, 4)})
+    rows = ensembles.accuracy_rows(runs)
     write_csv(rows, out / "particles.csv")
     return rows
-
-
-def _difference(rows: Sequence[dict[str, object]], model: str, a: str, b: str, cycle: int) -> list[float]:
-    """A − B (points) per seed at ``cycle``, over the seeds both have."""
-    va, vb = (ensembles._values(rows, model, m, cycle) for m in (a, b))
-    return [va[s] - vb[s] for s in sorted(va) if s in vb]
 
 
 def families(rows: Sequence[dict[str, object]]) -> list[tuple[str, dict[str, list[float]], Claim]]:
@@ -84,11 +75,11 @@ def families(rows: Sequence[dict[str, object]]) -> list[tuple[str, dict[str, lis
     for model, cycle, sparsity in grid:
         where = f"{100 * sparsity:.1f}%"
         for n in COUNTS:
-            against_imp[f"{model} | N={n} | {where}"] = _difference(rows, model, f"SWAMP (N={n})", "IMP", cycle)
+            against_imp[f"{model} | N={n} | {where}"] = difference(rows, model, f"SWAMP (N={n})", "IMP", cycle)
         for n in COUNTS[:-1]:
-            doubling[f"{model} | N={2 * n} vs N={n} | {where}"] = _difference(rows, model, f"SWAMP (N={2 * n})",
-                                                                              f"SWAMP (N={n})", cycle)
-        plateau[f"{model} | N=8 vs N=4 | {where}"] = _difference(rows, model, "SWAMP (N=8)", "SWAMP (N=4)", cycle)
+            doubling[f"{model} | N={2 * n} vs N={n} | {where}"] = difference(rows, model, f"SWAMP (N={2 * n})",
+                                                                             f"SWAMP (N={n})", cycle)
+        plateau[f"{model} | N=8 vs N=4 | {where}"] = difference(rows, model, "SWAMP (N=8)", "SWAMP (N=4)", cycle)
     return [(f"**\"SWAMP with N particles is more accurate than IMP\"** (SWAMP(N) − IMP, points; claim: greater, "
              f"δ = {EFFECT}", against_imp, Claim("greater", EFFECT)),
             (f"**\"Doubling the particles makes SWAMP more accurate\"** (SWAMP(2N) − SWAMP(N), points; claim: greater, "
@@ -113,7 +104,7 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
     titles = ("SWAMP with N particles − IMP", "SWAMP(2N) − SWAMP(N): doubling the particles")
     for ax, comparisons, title in zip(axes, pairs, titles, strict=True):
         for k, (a, b, name) in enumerate(comparisons):
-            points = [mean_half(_difference(rows, m, a, b, c)) for m, c, _ in grid]
+            points = [mean_half(difference(rows, m, a, b, c)) for m, c, _ in grid]
             ax.errorbar([100 * s + (k - 1.5) * 0.35 for *_, s in grid], [p[0] for p in points],
                         yerr=[p[1] for p in points], marker="os^D"[k], ms=4, capsize=2, lw=1, color=f"C{k}", label=name)
         ax.axhline(0, color="black", lw=0.8, label="no difference")
