@@ -37,6 +37,7 @@ TAKES_DATA_DIR = {"landscape.barrier", "landscape.subspace", "landscape.hessian"
 PARSERS = {
     "training.swamp": lambda argv: parse_config(argv, "python -m training.swamp", swamp.DESCRIPTION),
     "training.imp": lambda argv: parse_config(argv, "python -m training.imp", "", IMP_DEFAULTS),
+    "training.oneshot": lambda argv: parse_config(argv, "python -m training.oneshot", "", IMP_DEFAULTS),
     "training.transplant": transplant.parse_transplant,
     "studies.grid": parse_study,
 }
