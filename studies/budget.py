@@ -31,11 +31,11 @@ from core.artifacts.jsonfile import brief_repr
 from core.errors import ArgumentParser, UserError, run_cli
 from landscape.tools.cli import cycle_list
 from studies import tables as st
-from studies.claims import ACCURACY_EFFECT, paired
+from studies.claims import paired
 from studies.figures import panels
 from studies.grid.manifest import MANIFEST
 from studies.report import finished_accuracy
-from studies.verdict import TOO_FEW, Claim, paired_verdicts
+from studies.verdict import ACCURACY_EFFECT, Claim, paired_verdicts
 from training.presets import PRESETS
 
 
@@ -128,12 +128,10 @@ def comparison_table(frame: pd.DataFrame, cycles: Sequence[int] | None = None) -
              "|---" * 11 + "|"]
     for r, v in zip(shown, verdicts, strict=True):
         std = "–" if math.isnan(r.std) else f"{100 * r.std:.2f}"
-        decided = v.outcome != TOO_FEW
-        interval = f"[{v.low:+.2f}, {v.high:+.2f}] ({100 * v.level:.1f}%)" if decided else "–"
         lines.append(f"| {r.a_epochs} | {r.b_epochs} | {100 * r.sparsity:.1f}% | {r.a_cost:.0f} / {r.b_cost:.0f} | "
                      f"{100 * r.b_acc:.2f} ± {100 * r.b_acc_std:.2f} | {100 * r.a_acc:.2f} ± {100 * r.a_acc_std:.2f} | "
-                     f"{100 * r.mean:+.2f} ± {std} | {r.positive}/{r.ties}/{r.negative} | {interval} | "
-                     f"{f'{v.p_holm:.2g}' if decided else '–'} | **{v.outcome}** |")
+                     f"{100 * r.mean:+.2f} ± {std} | {r.positive}/{r.ties}/{r.negative} | " + " | ".join(v.cells())
+                     + " |")
     return "\n".join(lines)
 
 

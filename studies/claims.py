@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from studies import tables as st
-from studies.verdict import TOO_FEW, Claim, PairedVerdict, paired_verdicts
+from studies.verdict import ACCURACY_EFFECT, TRACE_EFFECT, Claim, PairedVerdict, paired_verdicts
 
 
 @dataclass(frozen=True)
@@ -158,19 +158,9 @@ def paired_table(rows: list[Paired], title: str, scale: float = 100.0, digits: i
     for r, v in zip(shown, verdicts, strict=True):
         spread = f"{_fmt(r.mean, scale, digits)} ± {_fmt(r.std, scale, digits, sign=False)}"
         cells = [f"{100 * r.sparsity:.1f}%", spread, r.record()]
-        if v is None:
-            cells.append("–" if math.isnan(r.p_value) else f"{r.p_value:.3f}")
-        elif v.outcome == TOO_FEW:
-            cells += ["–", "–", f"**{v.outcome}**"]
-        else:
-            cells += [f"[{v.low:+.{digits}f}, {v.high:+.{digits}f}] ({100 * v.level:.1f}%)", f"{v.p_holm:.2g}",
-                      f"**{v.outcome}**"]
+        cells += ["–" if math.isnan(r.p_value) else f"{r.p_value:.3f}"] if v is None else v.cells(digits)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-ACCURACY_EFFECT = 0.5  # points of test accuracy: the smallest gain the paper's sentences are taken to mean
-TRACE_EFFECT = 10.0  # percent of the control's Hessian trace
 
 
 def _particles_claim(root: str | Path, method: str, swamp: str) -> Claim:

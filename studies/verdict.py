@@ -60,6 +60,10 @@ HOLDS, DOES_NOT_HOLD, UNRESOLVED, TOO_FEW = "holds", "does not hold", "unresolve
 DIRECTIONS = ("greater", "less", "equivalent")
 ALPHA = 0.05
 MIN_SEEDS = 6
+# The paper's effect sizes delta, fixed before the runs (one source for every study):
+ACCURACY_EFFECT = 0.5  # points of test accuracy: the smallest gain the paper's sentences are taken to mean
+TRACE_EFFECT = 10.0  # percent of the control's Hessian trace
+BARRIER_EFFECT = 1.0  # points of test error between two solutions
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,19 @@ class PairedVerdict:
     def record(self) -> str:
         """``wins/ties/losses`` of A against B over the seeds."""
         return f"{self.wins}/{self.ties}/{self.losses}"
+
+    def cells(self, digits: int = 2, missing: str = "–") -> list[str]:
+        """The Markdown cells simultaneous interval, Holm's p and the outcome in bold (``missing`` for the first two
+        when there are too few seeds).
+
+        Example:
+            >>> paired_verdicts({"x": [1.0, 1.2, 0.9, 1.1, 1.0, 1.3]}, Claim("greater", 0.5))[0].cells()
+            ['[+0.93, +1.24] (95.0%)', '9.6e-06', '**holds**']
+        """
+        if self.outcome == TOO_FEW:
+            return [missing, missing, f"**{self.outcome}**"]
+        return [f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}] ({100 * self.level:.1f}%)", f"{self.p_holm:.2g}",
+                f"**{self.outcome}**"]
 
     def summary(self, digits: int = 2) -> str:
         """One Markdown cell: the outcome in bold, then the mean, its simultaneous interval, Holm's p and

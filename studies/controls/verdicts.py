@@ -31,10 +31,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from studies.controls.measurements import Controls, seed_groups
-from studies.verdict import Claim
+from studies.verdict import ACCURACY_EFFECT, BARRIER_EFFECT, TRACE_EFFECT, Claim
 
 REWIND = 2  # the grid's rewind point unless a caller says otherwise
-HULL_EFFECT, BARRIER_EFFECT, TRACE_EFFECT, ACC_EFFECT = 0.1, 1.0, 10.0, 0.5
+HULL_EFFECT = 0.1  # nats of hull excess
+ACC_EFFECT = ACCURACY_EFFECT
 TRACES = {"trace_raw": "raw trace", "trace_layer": "BN-invariant, per layer",
           "trace_channel": "BN-invariant, per channel"}
 Rows = Sequence[Mapping[str, Any]]

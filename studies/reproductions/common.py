@@ -98,7 +98,7 @@ def verdict_lines(heading: str, family: Mapping[str, Sequence[float]], claim: An
         >>> lines[-1]
         '| mlp | 0.0% | +1.08 | [+0.93, +1.24] (95.0%) | 6/0/0 | 9.6e-06 | **holds** |'
     """
-    from studies.verdict import TOO_FEW, paired_verdicts
+    from studies.verdict import paired_verdicts
 
     family = {label: list(d) for label, d in family.items() if len(d)}
     if not family:
@@ -107,10 +107,8 @@ def verdict_lines(heading: str, family: Mapping[str, Sequence[float]], claim: An
              f"| {columns} | mean | simultaneous interval | wins/ties/losses | Holm p | verdict |",
              "|" + "---|" * (columns.count("|") + 6)]
     for v in paired_verdicts(family, claim):
-        decided = v.outcome != TOO_FEW  # below the rule's minimum of seeds: no interval, no p-value
-        interval = f"[{v.low:+.{digits}f}, {v.high:+.{digits}f}] ({100 * v.level:.1f}%)" if decided else "-"
-        lines.append(f"| {v.label} | {v.mean:+.{digits}f}{unit} | {interval} | {v.record()} | "
-                     f"{f'{v.p_holm:.2g}' if decided else '-'} | **{v.outcome}** |")
+        interval, holm_p, outcome = v.cells(digits, missing="-")  # too few seeds: no interval, no p-value
+        lines.append(f"| {v.label} | {v.mean:+.{digits}f}{unit} | {interval} | {v.record()} | {holm_p} | {outcome} |")
     return lines
 
 

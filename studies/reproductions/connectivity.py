@@ -36,11 +36,11 @@ from pathlib import Path
 from core.artifacts.atomic import atomic_write_text
 from studies.reproductions.common import csv_pair, mean_se, seed_values, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS
-from studies.verdict import Claim
+from studies.verdict import BARRIER_EFFECT, Claim
 
 PAIRS = ("batch order only", "mask only", "all four")
 CYCLES = (1, 3, 5)
-EFFECT = 1.0  # points of test error
+EFFECT = BARRIER_EFFECT  # points of test error
 FIELDS = ["model", "pair", "seed", "cycle", "sparsity", "error_barrier", "loss_barrier"]
 TYPES = {k: str if k in ("model", "pair") else int if k in ("seed", "cycle") else float for k in FIELDS}
 write_csv, read_csv = csv_pair(FIELDS, TYPES, "connectivity")

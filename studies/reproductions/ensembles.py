@@ -66,13 +66,13 @@ from studies.reproductions.common import (
     study_main,
 )
 from studies.reproductions.lottery import accuracies, run_resuming
-from studies.verdict import Claim, paired_verdicts
+from studies.verdict import ACCURACY_EFFECT, Claim, paired_verdicts
 
 MODELS = {"cnn1d": 16, "mlp": 32}  # model -> epochs per cycle (trained to capacity)
 PARTICLES = 4
 MEMBER_OFFSET = SEED_LIMIT  # seed of ensemble member j: seed + 1000 j
 CYCLES, RATIO = 6, 0.5
-EFFECT = 0.5  # points of accuracy: the smallest effect the claims are taken to mean
+EFFECT = ACCURACY_EFFECT  # points of accuracy: the smallest effect the claims are taken to mean
 METHODS = ("IMP", "IMP x4 epochs", "IMP ensemble of 2", "IMP ensemble of 4", "SWAMP (N=4)",
            "SWAMP particles' ensemble")
 COSTS = {"IMP": (1, 1), "IMP x4 epochs": (4, 1), "IMP ensemble of 2": (2, 2), "IMP ensemble of 4": (4, 4),

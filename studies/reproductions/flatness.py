@@ -28,7 +28,7 @@ from core.artifacts.atomic import atomic_write_text
 from studies.reproductions.common import csv_pair, median, seed_values, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS
 from studies.reproductions.mechanisms import RUN_NAMES
-from studies.verdict import Claim
+from studies.verdict import TRACE_EFFECT, Claim
 
 METHODS = ("IMP", "SWA only (N=1)", "particles only (N=4, no SWA)", "SWAMP (N=4)")
 COMPARISONS = (("SWA only (N=1)", "IMP", "SWA alone gives flatter solutions than IMP"),
@@ -38,7 +38,7 @@ COMPARISONS = (("SWA only (N=1)", "IMP", "SWA alone gives flatter solutions than
                ("SWAMP (N=4)", "particles only (N=4, no SWA)", "SWAMP is flatter than particles without SWA"))
 CYCLES = (1, 3, 5)  # pruned cycles: 50%, 87.5% and 96.9% sparsity
 PROBES, SAMPLES = 16, 256
-EFFECT = 10.0  # percent of the control's trace
+EFFECT = TRACE_EFFECT  # percent of the control's trace
 FIELDS = ["model", "method", "seed", "cycle", "sparsity", "trace", "stderr"]
 TYPES = {"model": str, "method": str, "seed": int, "cycle": int, "sparsity": float, "trace": float,
          "stderr": float}

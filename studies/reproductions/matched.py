@@ -55,7 +55,7 @@ from studies.reproductions.common import (
 )
 from studies.reproductions.controls import CYCLES, train_commands
 from studies.reproductions.lottery import run_resuming
-from studies.verdict import Claim
+from studies.verdict import ACCURACY_EFFECT, TRACE_EFFECT, Claim
 
 MODEL = "cnn1d"
 REWIND = 2
@@ -63,7 +63,7 @@ TUNED = {"IMP, LR 0.13": ("lr0.13", ["--lr", "0.13"]), "IMP, LR 0.2": ("lr0.2", 
          "IMP, batch 64": ("b64", ["--batch-size", "64"]), "IMP, batch 32": ("b32", ["--batch-size", "32"])}
 # arm -> (run name, flags beside the grid's): a ladder around SWAMP's trace, which is 17-31% below IMP's
 METHODS = ("IMP", "SWAMP (N=4)", *TUNED)
-ACC_EFFECT, TRACE_EFFECT = 0.5, 10.0  # points of accuracy; percent of the other's trace
+ACC_EFFECT = ACCURACY_EFFECT
 FIELDS = ["model", "method", "seed", "cycle", "sparsity", "test_acc", "trace"]
 TYPES = {"model": str, "method": str, "seed": int, "cycle": int, "sparsity": float, "test_acc": float,
          "trace": float}

@@ -44,9 +44,9 @@ from studies.reproductions import common
 from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS, PARTICLES, _grid, _values, gain_panel, run_command
 from studies.reproductions.lottery import accuracies, run_resuming
-from studies.verdict import Claim
+from studies.verdict import ACCURACY_EFFECT, Claim
 
-EFFECT = 0.5  # points of accuracy
+EFFECT = ACCURACY_EFFECT  # points of accuracy
 RUN_NAMES = {"IMP": "imp-j0", "SWA only (N=1)": "swa", "particles only (N=4, no SWA)": "particles",
              "SWAMP (N=4)": "swamp", "IMP on SWAMP's masks": "imp-on-swamp-masks",
              "SWAMP on IMP's masks": "swamp-on-imp-masks", "SWAMP from cycle 2": "swamp-from-c2",
