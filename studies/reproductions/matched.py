@@ -93,11 +93,21 @@ def runs(out: Path, seeds: Sequence[int], data_dir: Path, quick: bool = False) -
     return plan
 
 
-def _trace(run: Path, cycle: int, cache: Path, data_dir: Path) -> dict[str, float]:
-    """The test accuracy, sparsity and raw Hessian trace of ``run``'s cycle solution (cached in ``cache``)."""
+def solution(run: Path, cycle: int, cache: Path, data_dir: Path, known: Path | None = None) -> dict[str, float]:
+    """The test accuracy (%), sparsity and raw Hessian trace of ``run``'s cycle solution, cached in ``cache``.
+
+    The trace is :func:`studies.controls.measurements.measure_row`'s raw trace in the controls grid's settings;
+    ``known``, a file of the controls grid's own cache (``OUT/analysis/controls/flatness``) holding that same
+    measurement of this solution, is read instead of measuring again where it exists.
+    """
     path = cache / f"{run.name}-c{cycle:02d}.json"
     if path.is_file():
         return json.loads(path.read_text())
+    if known is not None and known.is_file():
+        row = json.loads(known.read_text())["row"]
+        value = {"trace": row["raw"], "test_acc": 100.0 * row["test_acc"], "sparsity": row["sparsity"]}
+        atomic_write_text(path, json.dumps(value))
+        return value
     from studies.controls.measurements import Measurement, Settings, measure_row
 
     row = measure_row(Measurement("flatness", path.stem, {}, (run / f"cycle_{cycle:02d}" / "average.safetensors",)),
@@ -123,7 +133,7 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
     cache.mkdir(parents=True, exist_ok=True)
     keys = [(method, seed, cycle) for (method, seed) in plan for cycle in range(cycles)]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        found = list(pool.map(lambda k: _trace(plan[k[0], k[1]][1], k[2], cache, data_dir), keys))
+        found = list(pool.map(lambda k: solution(plan[k[0], k[1]][1], k[2], cache, data_dir), keys))
     rows: list[dict[str, object]] = [
         {"model": MODEL, "method": method, "seed": seed, "cycle": cycle, "sparsity": v["sparsity"],
          "test_acc": round(v["test_acc"], 4), "trace": round(v["trace"], 6)}
