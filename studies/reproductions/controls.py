@@ -42,14 +42,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from studies.controls.measurements import Settings
 from studies.controls.verdicts import REWIND, TRACES, label, rows_of, values, verdict_families
 from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
-from studies.reproductions.lottery import run_resuming
+from studies.reproductions.lottery import run_all_resuming
 
 GRID = {"cnn1d": 8, "mlp": 32, "transformer1d": 64}  # model -> epochs per cycle (each at its capacity)
 CYCLES, RATIO, PARTICLES = 4, 0.5, 4
@@ -91,10 +90,7 @@ def run(args: Any) -> list[dict[str, object]]:
 
     quick = getattr(args, "quick", False)
     last = f"cycle_{(2 if quick else CYCLES) - 1:02d}"
-    tasks = [(cmd, run) for cmd, run in train_commands(args.out, args.seeds, args.data_dir, quick)
-             if not (run / last / "metrics.json").is_file()]  # a finished run is not started again to resume
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(lambda task: run_resuming(*task), tasks))
+    run_all_resuming(train_commands(args.out, args.seeds, args.data_dir, quick), args.jobs, last)
     settings = Settings(rewind=REWIND, data_dir=str(args.data_dir))
     rows = rows_of(measure(args.out, settings, args.jobs, progress=False))
     write_csv(rows, args.out / "controls.csv")

@@ -45,7 +45,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,7 @@ from studies.reproductions.common import (
     seed_values,
     study_main,
 )
-from studies.reproductions.lottery import accuracies, run_resuming
+from studies.reproductions.lottery import accuracies, run_all_resuming
 from studies.verdict import ACCURACY_EFFECT, Claim, paired_verdicts
 
 MODELS = {"cnn1d": 16, "mlp": 32}  # model -> epochs per cycle (trained to capacity)
@@ -136,9 +135,7 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
             data_dir: Path = Path("data")) -> list[dict[str, object]]:
     """Run (or resume) every run of ``seeds`` under ``out``; returns the rows of ``ensembles.csv`` (also written)."""
     plan = {(model, seed): _runs(model, seed, out, quick, data_dir) for model in MODELS for seed in seeds}
-    tasks = [task for runs in plan.values() for task in runs.values()]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(lambda task: run_resuming(*task), tasks))
+    run_all_resuming([task for runs in plan.values() for task in runs.values()], jobs)
     rows: list[dict[str, object]] = []
     for (model, seed), runs in plan.items():
         imp, imp4x, swamp = (accuracies(runs[name][1]) for name in ("imp-j0", "imp4x", "swamp"))

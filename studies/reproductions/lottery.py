@@ -33,7 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -125,6 +125,14 @@ def run_resuming(command: list[str], out: Path) -> None:
         raise RuntimeError(f"{' '.join(command[2:4])} --out {out} failed (exit {done.returncode}): {tail}")
 
 
+def run_all_resuming(tasks: Iterable[tuple[list[str], Path]], jobs: int = 1, finished: str | None = None) -> None:
+    """:func:`run_resuming` of every (command, run folder) in ``tasks``, ``jobs`` at once; with ``finished`` (a
+    cycle folder such as ``cycle_03``) a run whose ``finished/metrics.json`` exists is not started again."""
+    todo = [task for task in tasks if finished is None or not (task[1] / finished / "metrics.json").is_file()]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(lambda task: run_resuming(*task), todo))
+
+
 def accuracies(out: Path, column: str = "average_test_acc") -> dict[int, tuple[float, float]]:
     """cycle -> (sparsity, test accuracy in %) of a finished run's results.csv (``column``: which accuracy)."""
     with open(out / "results.csv", newline="") as f:
@@ -143,8 +151,7 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False)
                   for c in wanted if c > 0]
         tasks += [(baseline_command(name, seed, out / f"baseline-{name.lower()}-s{seed}", quick),
                    out / f"baseline-{name.lower()}-s{seed}") for name in BASELINES]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(lambda task: run_resuming(*task), tasks))
+    run_all_resuming(tasks, jobs)
     rows: list[dict[str, object]] = []
     for seed in seeds:
         lottery = accuracies(out / f"lottery-s{seed}")

@@ -54,7 +54,7 @@ from studies.reproductions.common import (
     verdict_lines,
 )
 from studies.reproductions.controls import CYCLES, train_commands
-from studies.reproductions.lottery import run_resuming
+from studies.reproductions.lottery import run_all_resuming
 from studies.verdict import ACCURACY_EFFECT, TRACE_EFFECT, Claim
 
 MODEL = "cnn1d"
@@ -125,10 +125,7 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
     its rows."""
     plan = runs(out, seeds, data_dir, quick)
     cycles = 2 if quick else CYCLES
-    last = f"cycle_{cycles - 1:02d}"
-    todo = [task for task in plan.values() if not (task[1] / last / "metrics.json").is_file()]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(lambda task: run_resuming(*task), todo))
+    run_all_resuming(plan.values(), jobs, f"cycle_{cycles - 1:02d}")
     cache = out / "analysis" / "matched"
     cache.mkdir(parents=True, exist_ok=True)
     keys = [(method, seed, cycle) for (method, seed) in plan for cycle in range(cycles)]

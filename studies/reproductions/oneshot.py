@@ -26,12 +26,11 @@ from the committed per-seed data without running anything.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from studies.reproductions import common, ensembles
 from studies.reproductions.common import csv_pair, label_axes, mean_half, mean_se, save_png, study_main, verdict_lines
-from studies.reproductions.lottery import run_resuming
+from studies.reproductions.lottery import run_all_resuming
 from studies.verdict import Claim
 
 MODELS = ("cnn1d",)
@@ -61,8 +60,7 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
                 path = out / f"{model}-{name}-s{seed}"
                 runs[model, method, seed] = (ensembles.run_command(program, model, seed, ensembles.MODELS[model], path,
                                                                    quick, data_dir, *flags), path)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(lambda task: run_resuming(*task), runs.values()))
+    run_all_resuming(runs.values(), jobs)
     rows = ensembles.accuracy_rows({key: path for key, (_, path) in runs.items()})
     write_csv(rows, out / "oneshot.csv")
     return rows
