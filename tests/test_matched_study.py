@@ -15,7 +15,7 @@ def _rows(seeds: int = 8) -> list[dict[str, object]]:
         wobble = 0.02 * (seed % 3)
         arms = {"IMP": (90.0, 100.0), "SWAMP (N=4)": (91.0, 75.0), "IMP, LR 0.13": (91.0 + wobble, 76.0 + wobble),
                 "IMP, LR 0.2": (90.0 + wobble, 50.0), "IMP, batch 64": (90.0 - wobble, 60.0),
-                "IMP, batch 32": (90.0, 40.0 + wobble)}
+                "IMP, batch 32": (90.0, 40.0 + wobble), "SWAMP (N=4), batch 32": (91.0 - wobble, 30.0)}
         rows += [{"model": "cnn1d", "method": m, "seed": seed, "cycle": 1, "sparsity": 0.5, "test_acc": a + seed / 10,
                   "trace": t * (1 + seed / 100)} for m, (a, t) in arms.items()]
     return rows
@@ -38,6 +38,10 @@ def test_the_tuned_arms_train_the_grid_imp_with_one_flag_changed():
         assert run == Path(f"r/matched/cnn1d-imp-{name}-s5")
         out = cmd.index("--out")
         assert cmd[:out] == grid_imp[:out] and cmd[out + 2:] == flags, "the grid's IMP, one flag changed"
+    grid_swamp = plan["SWAMP (N=4)", 5][0]
+    cmd, run = plan["SWAMP (N=4), batch 32", 5]
+    assert run == Path("r/matched/cnn1d-swamp-b32-s5")
+    assert cmd[:out] == grid_swamp[:out] and cmd[out + 2:] == [*grid_swamp[out + 2:], "--batch-size", "32"]
 
 
 def test_each_question_is_judged_by_the_one_rule():
@@ -50,7 +54,11 @@ def test_each_question_is_judged_by_the_one_rule():
     assert better["IMP, LR 0.13"] == "**holds**" and better["IMP, batch 64"] == "**does not hold**"
     assert "| IMP, LR 0.13 | 50.0% | +1.4% |" in text, "traces relative to SWAMP's, in percent (76 + wobble vs 75)"
     few = matched.tables(_rows(seeds=3))
-    assert few.count("**too few seeds**") == 3 * len(matched.TUNED)
+    assert few.count("**too few seeds**") == 3 * len(matched.TUNED) + 2
+    tuned = text.split("SWAMP is more accurate than IMP when both train with batches of 32", 1)[1]
+    assert "| 50.0% | +0.98 |" in tuned and "**holds**" in tuned.split("\n\n")[1], "SWAMP b32 − IMP b32, paired"
+    flatter = text.split("SWAMP is flatter than IMP when both train with batches of 32", 1)[1].split("\n\n")[1]
+    assert "**holds**" in flatter, "a quarter below IMP's trace at the same batch"
 
 
 def test_the_cli_prints_the_csvs_tables_and_the_figure_is_a_png(tmp_path, capsys):
