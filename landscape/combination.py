@@ -84,6 +84,19 @@ def mean_loss(model: nn.Module, data: Iterable[Batch], loss_fn: LossFn | None = 
     return check_finite_loss(_eval_mode_loss(model, data, loss_fn, name), f"the {name} loss of model")
 
 
+def _check_running_variances(state: Mapping[str, Tensor], coefficients: Sequence[float]) -> None:
+    """Refuse (:class:`ArgumentError`) a combination whose BatchNorm running variances (combined like the weights:
+    no batches to recompute them on) turned negative, as they can outside the hull; the normalisation would give
+    NaN, which the loss check would then blame on the weights or the data."""
+    for key, value in state.items():
+        if key.endswith("running_var") and value.is_floating_point() and bool((value < 0).any()):
+            raise ArgumentError(
+                f"the BatchNorm running variance {key!r} combined at coefficients {[float(c) for c in coefficients]} "
+                f"is negative ({float(value.min()):.3g}): stored statistics combined like the weights do not extend "
+                "outside the hull (a negative coefficient); recompute BatchNorm at every point (bn batches; "
+                "--bn-recal N in the tools) or stay inside the hull (--margin 0)")
+
+
 def check_finite_loss(point: Evaluation, what: str) -> Evaluation:
     """``point`` if its loss is a finite number, else :class:`ArgumentError` (``what`` names it)."""
     check_finite(point.loss, what)
@@ -291,6 +304,8 @@ class Combination:
         if bn is not None and self.has_batchnorm:
             with model_applied_to(lambda: next(iter(bn))[0], "bn_data"):
                 recalibrate_batchnorm(self.model, bn)
+        elif min(coefficients) < 0:  # outside the hull the stored statistics extrapolate, and can turn invalid
+            _check_running_variances(state, coefficients)
         return self.model.eval()
 
     def evaluate(self, rows: Sequence[Sequence[float]], data: Mapping[str, Iterable[Batch]],

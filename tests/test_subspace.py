@@ -96,6 +96,24 @@ def test_plane_scan_resumes_from_its_partial_file(tiny_run, tmp_path, monkeypatc
     assert other.resumed == 0  # a partial file of other settings is not reused
 
 
+def test_negative_batchnorm_variances_outside_the_hull_are_named_and_nothing_is_written(tiny_run, tmp_path, capsys):
+    """Regression (found by test_flag_fuzz): with --bn-recal 0 the stored running variances are combined like the
+    weights, and at a plane point outside the hull one turned negative; the NaN loss was blamed on "the models'
+    weights" and the refused command left its .partial file behind."""
+    out = tmp_path / "r.json"
+    argv = [*map(str, particles(tiny_run)), "--samples", "4", "--resolution", "3", "--plane", "--bn-recal", "0",
+            "--json", str(out), "--no-progress"]
+    assert run_cli(main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the BatchNorm running variance ") and err.count("\n") == 1, err
+    assert "is negative" in err and "--bn-recal N" in err
+    assert not any(tmp_path.iterdir()), "a refused command writes nothing (no r.json.partial)"
+    assert run_cli(main, [*argv[:-5], "--bn-recal", "256", *argv[-3:]]) == 0, "recomputed BatchNorm: a plane"
+    ckpts = load_compatible(particles(tiny_run))
+    inside = CheckpointSet(ckpts, EvalOptions(("test",), bn_recal=0, progress=False)).combination
+    inside.load([0.2, 0.3, 0.5])  # inside the hull the combined variances stay valid
+
+
 def test_collinear_checkpoints_have_no_plane(tiny_run):
     a, b, _ = particles(tiny_run)
     with pytest.raises(ValueError, match="collinear"):

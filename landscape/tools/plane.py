@@ -31,7 +31,7 @@ import numpy as np
 
 from core.artifacts.atomic import atomic_write_text
 from core.artifacts.jsonfile import BadJSON, read_json
-from core.errors import UserError
+from core.errors import LibraryArgumentError, UserError
 from core.evaluate import Evaluation
 from core.options import to_json
 from landscape.connectivity import plane_geometry
@@ -127,7 +127,9 @@ def checkpoint_plane(checkpoints: Sequence[CheckpointLike], resolution: int = 21
 
     try:
         values = inputs.scan(rows, desc="plane", results=points, on_point=keep)
-    except BaseException:
+    except (UserError, LibraryArgumentError):  # a refusal: the same scan would be refused again; nothing is kept
+        raise
+    except BaseException:  # an interruption: the points computed so far are kept for a rerun
         if partial is not None and len(points) > resumed:
             _save_partial(partial, identity, points)
         raise
