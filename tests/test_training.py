@@ -205,6 +205,29 @@ def test_same_seed_gives_identical_checkpoints(tiny_run, tmp_path):
         assert all(torch.equal(first[k], second[k]) for k in first), path
 
 
+def test_init_seed_changes_the_initial_weights_alone(tmp_path):
+    """--init-seed J draws the initial weights of --seed J and keeps everything else of --seed (the data order):
+    the one-factor control of docs/reproductions.md (initialisation only)."""
+    args = ("--particles", "1", "--no-swa", "--cycles", "1", "--epochs", "1", "--rewind-epochs", "0")
+    plain, same = make_run(tmp_path / "s1", "--seed", "1", *args), make_run(tmp_path / "s1i1", "--seed", "1",
+                                                                            "--init-seed", "1", *args)
+    other, mixed = make_run(tmp_path / "s2", "--seed", "2", *args), make_run(tmp_path / "s1i2", "--seed", "1",
+                                                                             "--init-seed", "2", *args)
+    for path in _checkpoints(plain):  # giving the default explicitly changes no byte of the weights
+        first, second = _raw(path)[0], _raw(same / path.relative_to(plain))[0]
+        assert all(torch.equal(first[k], second[k]) for k in first), path
+    ticket = {name: _raw(run / "ticket.safetensors")[0] for name, run in (("s1", plain), ("s2", other),
+                                                                          ("mixed", mixed))}
+    assert all(torch.equal(ticket["mixed"][k], ticket["s2"][k]) for k in ticket["s2"]), "seed 2's initial weights"
+    assert not all(torch.equal(ticket["mixed"][k], ticket["s1"][k]) for k in ticket["s1"])
+    trained = {name: _raw(run / "cycle_00" / "average.safetensors")[0] for name, run in (("s2", other),
+                                                                                         ("mixed", mixed))}
+    assert not all(torch.equal(trained["mixed"][k], trained["s2"][k]) for k in trained["s2"]), \
+        "the same initial weights trained in seed 1's data order end elsewhere"
+    assert json.loads((mixed / "config.json").read_text())["init_seed"] == 2
+    assert json.loads((plain / "config.json").read_text())["init_seed"] is None
+
+
 def test_average_states_is_the_exact_mean():
     states = [{"w": torch.randn(5, 3), "n": torch.tensor(7)} for _ in range(4)]
     avg = average_states(states)

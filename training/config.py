@@ -126,6 +126,9 @@ class RunConfig:
     bn_samples: int = option(0, "training samples for BN recalibration (0 = all)")
     # run
     seed: int = option(0, "master seed; particle p of cycle k derives its data order from (seed, k, p)")
+    init_seed: int | None = option(None, "seed of the initial weights alone (default: --seed); the data order, "
+                                         "pruning and BatchNorm streams keep --seed, so two runs that differ only here "
+                                         "differ only in their initialisation")
     out: str = option(None, "run directory", default_text=OUT_TEXT)
     resume: bool = option(False, "continue the run in --out")
     overwrite: bool = option(False, "replace an existing run directory")
@@ -260,7 +263,7 @@ def validate(cfg: RunConfig) -> None:
     """Refuse impossible hyperparameters with one clear line (raises :class:`UserError`)."""
     if isinstance(cfg.dataset, str):
         check_dataset_name(cfg.dataset)
-    missing = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None and f.name != "progress"]
+    missing = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None and f.name not in ("progress", "init_seed")]
     if "model" in missing and cfg.preset == GENERIC_PRESET:
         raise UserError(f"--dataset {cfg.dataset} has no default model; give --model (a zoo name, torchvision:NAME, "
                         "timm:NAME or PACKAGE.MODULE:CALLABLE)")
@@ -302,6 +305,8 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise UserError(message)
     check_seed(cfg.seed)
+    if cfg.init_seed is not None:
+        check_seed(cfg.init_seed, "--init-seed")
     kwargs = _json_object(cfg.model_kwargs, "--model-kwargs", '{"width": 64}')
     if "num_classes" in kwargs:  # the model's output must match the labels, so the data set decides it
         raise UserError("--model-kwargs: num_classes comes from the data set; leave it out of --model-kwargs")

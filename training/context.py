@@ -86,7 +86,8 @@ class Context:
 
     def fresh_model(self, state: dict[str, Tensor] | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.cfg.seed, "init"))
+            init = self.cfg.seed if self.cfg.init_seed is None else self.cfg.init_seed
+            torch.manual_seed(derive_seed(init, "init"))
             model = self.builder()
         if state is not None:
             model.load_state_dict(state)
