@@ -29,7 +29,7 @@ delta = :data:`EFFECT` points (``greater``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -106,9 +106,11 @@ def _by_seed(rows: Sequence[dict[str, object]], model: str, pair: str, cycle: in
     return seed_values(rows, key, model=model, pair=pair, cycle=cycle)
 
 
-def tables(rows: Sequence[dict[str, object]]) -> str:
+def tables(rows: Sequence[dict[str, object]], pairs: Sequence[str] = PAIRS, models: Sequence[str] = tuple(MODELS),
+           words: Mapping[str, str] | None = None) -> str:
     """The Markdown tables: error and loss barriers per pair (mean +- standard error over seeds), then the
-    verdicts of each factor against the batch-order pair.
+    verdicts of each factor against the batch-order pair (``pairs[0]``); ``words`` names what differs in each
+    other pair (default: ``their PAIR``).
 
     Example:
         >>> rows = [{"model": "mlp", "pair": p, "seed": s, "cycle": 1, "sparsity": 0.5,
@@ -117,24 +119,24 @@ def tables(rows: Sequence[dict[str, object]]) -> str:
         >>> print(tables(rows).splitlines()[2])
         | mlp | 50.0% | 0.35 ± 0.08 | 3.25 ± 0.08 | 20.25 ± 0.08 | 0.010 ± 0.000 | 0.010 ± 0.000 | 0.010 ± 0.000 |
     """
+    words = {"mask only": "their mask only", "all four": "all four factors"} if words is None else words
     cells = sorted({(str(r["model"]), int(r["cycle"]), float(r["sparsity"])) for r in rows},  # type: ignore
-                   key=lambda c: (list(MODELS).index(c[0]), c[1]))
-    lines = ["| model | sparsity | " + " | ".join(f"{p}: error barrier (points)" for p in PAIRS) + " | "
-             + " | ".join(f"{p}: loss barrier" for p in PAIRS) + " |", "|---|---|" + "---|" * 2 * len(PAIRS)]
+                   key=lambda c: (list(models).index(c[0]), c[1]))
+    lines = ["| model | sparsity | " + " | ".join(f"{p}: error barrier (points)" for p in pairs) + " | "
+             + " | ".join(f"{p}: loss barrier" for p in pairs) + " |", "|---|---|" + "---|" * 2 * len(pairs)]
     for model, cycle, sparsity in cells:
-        errors = [mean_se(list(_by_seed(rows, model, p, cycle, "error_barrier").values())) for p in PAIRS]
-        losses = [mean_se(list(_by_seed(rows, model, p, cycle, "loss_barrier").values()), 3) for p in PAIRS]
+        errors = [mean_se(list(_by_seed(rows, model, p, cycle, "error_barrier").values())) for p in pairs]
+        losses = [mean_se(list(_by_seed(rows, model, p, cycle, "loss_barrier").values()), 3) for p in pairs]
         lines.append(f"| {model} | {100 * sparsity:.1f}% | " + " | ".join(errors + losses) + " |")
-    for pair in PAIRS[1:]:
+    for pair in pairs[1:]:
         family = {}
         for model, cycle, sparsity in cells:
             a = _by_seed(rows, model, pair, cycle, "error_barrier")
-            b = _by_seed(rows, model, "batch order only", cycle, "error_barrier")
+            b = _by_seed(rows, model, pairs[0], cycle, "error_barrier")
             family[f"{model} | {100 * sparsity:.1f}%"] = [a[s] - b[s] for s in sorted(a) if s in b]
-        what = "their mask only" if pair == "mask only" else "all four factors"
-        lines += verdict_lines(f"**Solutions that differ in {what} are less connected than particles** (A = {pair}, "
-                               f"B = batch order only; test-error barrier in points; claim: greater by {EFFECT:g} "
-                               "point", family, Claim("greater", EFFECT))
+        lines += verdict_lines(f"**Solutions that differ in {words.get(pair, f'their {pair}')} are less connected "
+                               f"than particles** (A = {pair}, B = {pairs[0]}; test-error barrier in points; claim: "
+                               f"greater by {EFFECT:g} point", family, Claim("greater", EFFECT))
     return "\n".join(lines)
 
 
