@@ -97,10 +97,16 @@ def endpoints(out: Path, model: str, pair: str, seed: int, cycle: int, seeds: Se
 
 def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
             data_dir: Path = Path("data")) -> list[dict[str, object]]:
-    """Train (or resume) the transplanted runs, measure (or read) every pair's barriers at cycles 1.. and write
-    ``OUT/factors.csv``; pairs whose runs are not finished are left out. Returns the rows."""
+    """Train (or resume) the transplanted runs, then :func:`measure_all`. Returns the rows of ``factors.csv``."""
     cycles = 2 if quick else CYCLES
     run_all_resuming(runs(out, seeds, data_dir, quick).values(), jobs, f"cycle_{cycles - 1:02d}")
+    return measure_all(out, seeds, jobs, data_dir, cycles)
+
+
+def measure_all(out: Path, seeds: Sequence[int], jobs: int = 1, data_dir: Path = Path("data"),
+                cycles: int = CYCLES) -> list[dict[str, object]]:
+    """Measure (or read) every pair's barriers at cycles 1 to ``cycles`` − 1 and write ``OUT/factors.csv``; pairs
+    whose runs are not finished are left out. Returns the rows."""
     cache = out / "analysis" / "factors"
     cache.mkdir(parents=True, exist_ok=True)
 
