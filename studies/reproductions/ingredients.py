@@ -38,7 +38,6 @@ docs/data/ingredients-mnist1d.csv`` prints them from the committed per-seed data
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from studies.reproductions import common
@@ -55,7 +54,7 @@ from studies.reproductions.common import (
 )
 from studies.reproductions.controls import CYCLES, GRID, train_commands
 from studies.reproductions.lottery import run_all_resuming
-from studies.reproductions.matched import solution
+from studies.reproductions.matched import solutions
 from studies.verdict import ACCURACY_EFFECT, TRACE_EFFECT, Claim
 
 MODELS = tuple(GRID)
@@ -121,8 +120,7 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
     cache = out / "analysis" / "ingredients"
     cache.mkdir(parents=True, exist_ok=True)
     keys = [(*key, cycle) for key in plan for cycle in range(cycles)]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        found = list(pool.map(lambda k: solution(plan[k[:3]][1], k[3], cache, data_dir, _grid_cache(out, *k)), keys))
+    found = solutions([(plan[k[:3]][1], k[3], cache, data_dir, _grid_cache(out, *k)) for k in keys], jobs)
     rows: list[dict[str, object]] = [
         {"model": model, "method": method, "seed": seed, "cycle": cycle, "sparsity": v["sparsity"],
          "test_acc": round(v["test_acc"], 4), "trace": round(v["trace"], 6)}

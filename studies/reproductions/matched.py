@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.artifacts.atomic import atomic_write_text
@@ -125,6 +124,20 @@ def solution(run: Path, cycle: int, cache: Path, data_dir: Path, known: Path | N
     return value
 
 
+def solutions(tasks: Sequence[tuple[Path, int, Path, Path, Path | None]], jobs: int = 1) -> list[dict[str, float]]:
+    """:func:`solution` of every ``(run, cycle, cache, data_dir, known)``, in order, ``jobs`` at once in worker
+    *processes* (:class:`studies.grid.workers.WorkerPool`): the traces trace some models with torch.fx, which patches
+    ``nn.Module.__call__`` for the whole process while it traces, so two threads measuring at once break each other.
+    """
+    if jobs <= 1:
+        return [solution(*task) for task in tasks]
+    from studies.grid.workers import WorkerPool
+
+    with WorkerPool(jobs) as pool:
+        futures = [pool.submit(solution, *task) for task in tasks]
+        return [f.result() for f in futures]
+
+
 def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
             data_dir: Path = Path("data")) -> list[dict[str, object]]:
     """Train (or resume) every run, measure every solution's trace (cached), and write ``OUT/matched.csv``; returns
@@ -135,8 +148,7 @@ def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
     cache = out / "analysis" / "matched"
     cache.mkdir(parents=True, exist_ok=True)
     keys = [(method, seed, cycle) for (method, seed) in plan for cycle in range(cycles)]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        found = list(pool.map(lambda k: solution(plan[k[0], k[1]][1], k[2], cache, data_dir), keys))
+    found = solutions([(plan[k[0], k[1]][1], k[2], cache, data_dir, None) for k in keys], jobs)
     rows: list[dict[str, object]] = [
         {"model": MODEL, "method": method, "seed": seed, "cycle": cycle, "sparsity": v["sparsity"],
          "test_acc": round(v["test_acc"], 4), "trace": round(v["trace"], 6)}
