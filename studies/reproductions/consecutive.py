@@ -188,9 +188,11 @@ def figure(rows: Sequence[dict[str, object]], path: Path) -> None:
                             color=f"C{k}", label=f"{method}, {pair}")
         ax.axhline(BARRIER_EFFECT, color="grey", lw=0.8, ls="--", label=f"{BARRIER_EFFECT:g} point")
         ax.set_yscale("symlog", linthresh=1.0)
-        label_axes(ax, "sparsity of the later cycle (% of weights pruned)", "test-error barrier (points, symlog)",
-                   f"{model}: barriers between cycles k-1 and k and between seeds\nmean and 95% interval of "
-                   f"{seeds} seeds")
+        ax.set_ylim(-0.3, 200)
+        ax.set_yticks([0, 0.5, 1, 10, 100], ["0", "0.5", "1", "10", "100"])
+        label_axes(ax, "sparsity of the later cycle (% of weights pruned)",
+                   "test-error barrier (points; linear below 1, log above)",
+                   f"{model}: cycles k-1 to k (solid), seed pairs (dotted)\nmean and 95% interval of {seeds} seeds")
     fig.suptitle("Linear connectivity of consecutive IMP, SWA and SWAMP solutions, beside different seeds' "
                  "(MNIST-1D, controls grid)", fontsize=10)
     save_png(fig, path)
