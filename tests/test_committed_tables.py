@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from studies.reproductions import budget, consecutive, ingredients, matched, oneshot, particles
+from studies.reproductions import budget, consecutive, factors, ingredients, matched, oneshot, particles
 from tests.conftest import REPOSITORY
 
-STUDIES = [budget, particles, matched, oneshot, ingredients, consecutive]
+STUDIES = [budget, particles, matched, oneshot, ingredients, consecutive, factors]
 
 
 @pytest.mark.parametrize("study", STUDIES, ids=[s.__name__.rsplit(".", 1)[1] for s in STUDIES])
