@@ -29,7 +29,7 @@ delta = :data:`EFFECT` points (``greater``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,17 +89,24 @@ def measure_all(out: Path, seeds: Sequence[int], jobs: int = 1, data_dir: Path =
              if all(p.is_file() for p in endpoints(out, model, pair, seed, cycle))
              and all((p.parent / "metrics.json").is_file() for p in endpoints(out, model, pair, seed, cycle))]
 
+    rows = barrier_rows(tasks, lambda task: endpoints(out, *task), cache, data_dir, jobs)
+    write_csv(rows, out / "connectivity.csv")
+    return rows
+
+
+def barrier_rows(tasks: Sequence[tuple[str, str, int, int]],
+                 ends: Callable[[tuple[str, str, int, int]], tuple[Path, Path]], cache: Path, data_dir: Path,
+                 jobs: int = 1) -> list[dict[str, object]]:
+    """One row of ``connectivity.csv``'s columns per (model, pair, seed, cycle) task: :func:`measure` of the two
+    checkpoints ``ends(task)`` (cached as ``cache/MODEL-PAIR-sS-cCC.json``), ``jobs`` at once."""
     def one(task: tuple[str, str, int, int]) -> dict[str, object]:
         model, pair, seed, cycle = task
-        v = measure(*endpoints(out, model, pair, seed, cycle), cache,
-                    f"{model}-{pair.replace(' ', '-')}-s{seed}-c{cycle:02d}", data_dir)
+        v = measure(*ends(task), cache, f"{model}-{pair.replace(' ', '-')}-s{seed}-c{cycle:02d}", data_dir)
         return {"model": model, "pair": pair, "seed": seed, "cycle": cycle, "sparsity": round(v["sparsity"], 6),
                 "error_barrier": round(v["error_barrier"], 4), "loss_barrier": round(v["loss_barrier"], 6)}
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        rows = list(pool.map(one, tasks))
-    write_csv(rows, out / "connectivity.csv")
-    return rows
+        return list(pool.map(one, tasks))
 
 
 def _by_seed(rows: Sequence[dict[str, object]], model: str, pair: str, cycle: int, key: str) -> dict[int, float]:

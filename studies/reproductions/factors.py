@@ -33,7 +33,6 @@ IMP runs per model and seed under ``OUT/factors`` (the grid's runs are those of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from studies.reproductions import common, connectivity
@@ -117,15 +116,7 @@ def measure_all(out: Path, seeds: Sequence[int], jobs: int = 1, data_dir: Path =
     tasks = [(model, pair, seed, cycle) for model in MODELS for seed in seeds for cycle in range(1, cycles)
              for pair in PAIRS if ready(model, pair, seed, cycle)]
 
-    def one(task: tuple[str, str, int, int]) -> dict[str, object]:
-        model, pair, seed, cycle = task
-        v = connectivity.measure(*endpoints(out, model, pair, seed, cycle, seeds), cache,
-                                 f"{model}-{pair.replace(' ', '-')}-s{seed}-c{cycle:02d}", data_dir)
-        return {"model": model, "pair": pair, "seed": seed, "cycle": cycle, "sparsity": round(v["sparsity"], 6),
-                "error_barrier": round(v["error_barrier"], 4), "loss_barrier": round(v["loss_barrier"], 6)}
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        rows = list(pool.map(one, tasks))
+    rows = connectivity.barrier_rows(tasks, lambda task: endpoints(out, *task, seeds), cache, data_dir, jobs)
     write_csv(rows, out / "factors.csv")
     return rows
 
