@@ -73,6 +73,9 @@ def test_a_trace_the_controls_grid_measured_is_read_not_measured_again(tmp_path)
     value = matched.solution(run, 1, cache, tmp_path / "data", known)
     assert value == {"trace": 55.5, "test_acc": 50.0, "sparsity": 0.5}, "accuracy in percent"
     assert json.loads((cache / "no-such-run-c01.json").read_text()) == value, "cached like a measurement"
+    other = tmp_path / "other-run"  # in worker processes (traces are not thread-safe), results in task order
+    assert matched.solutions([(other, 1, cache, tmp_path / "data", known), (run, 1, cache, tmp_path / "data", None)],
+                             jobs=2) == [value, value]
     assert ingredients._grid_cache(Path("r"), "cnn1d", "IMP", 0, 1) == Path(
         "r/analysis/controls/flatness/cnn1d-imp-r2-s0-c01.json"), "the controls grid's own cache key"
     assert ingredients._grid_cache(Path("r"), "cnn1d", "SWA only (N=1)", 0, 1) is None

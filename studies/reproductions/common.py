@@ -201,6 +201,20 @@ def check_runs_folder(out: Path) -> None:
         raise UserError(f"--out {out} exists and is not a directory; choose a new or existing folder of runs")
 
 
+def map_processes(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], jobs: int = 1) -> list[Any]:
+    """``fn(*task)`` of every task, in order, ``jobs`` at once in worker *processes*
+    (:class:`studies.grid.workers.WorkerPool`; in this process for one job): the landscape measurements trace models
+    with torch.fx, which patches ``nn.Module.__call__`` process-wide while it traces, so they are not thread-safe
+    (docs/reliability.md). ``fn`` must be importable by name (a module-level function)."""
+    if jobs <= 1:
+        return [fn(*task) for task in tasks]
+    from studies.grid.workers import WorkerPool
+
+    with WorkerPool(jobs) as pool:
+        futures = [pool.submit(fn, *task) for task in tasks]
+        return [f.result() for f in futures]
+
+
 def trainer(run_all: Callable[..., Rows]) -> Callable[[argparse.Namespace], Rows]:
     """The ``run`` of :func:`study_main` for a study that trains: ``run_all(out, seeds, jobs, quick, data_dir)``
     called with the parsed flags."""

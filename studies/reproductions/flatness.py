@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.artifacts.atomic import atomic_write_text
-from studies.reproductions.common import csv_pair, median, seed_values, study_main, verdict_lines
+from studies.reproductions.common import csv_pair, map_processes, median, seed_values, study_main, verdict_lines
 from studies.reproductions.ensembles import MODELS
 from studies.reproductions.mechanisms import RUN_NAMES
 from studies.verdict import TRACE_EFFECT, Claim
@@ -70,14 +69,12 @@ def measure_all(out: Path, seeds: Sequence[int], jobs: int = 1, data_dir: Path =
              for cycle in cycles
              if (out / f"{model}-{RUN_NAMES[method]}-s{seed}" / f"cycle_{cycle:02d}" / "metrics.json").is_file()]
 
-    def one(task: tuple[str, str, int, int]) -> dict[str, object]:
-        model, method, seed, cycle = task
-        v = measure(out / f"{model}-{RUN_NAMES[method]}-s{seed}", cycle, cache, data_dir)
-        return {"model": model, "method": method, "seed": seed, "cycle": cycle, "sparsity": v["sparsity"],
-                "trace": round(v["trace"], 6), "stderr": round(v["stderr"], 6)}
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        rows = list(pool.map(one, tasks))
+    found = map_processes(measure, [(out / f"{model}-{RUN_NAMES[method]}-s{seed}", cycle, cache, data_dir)
+                                    for model, method, seed, cycle in tasks], jobs)  # traces: not thread-safe
+    rows: list[dict[str, object]] = [
+        {"model": model, "method": method, "seed": seed, "cycle": cycle, "sparsity": v["sparsity"],
+         "trace": round(v["trace"], 6), "stderr": round(v["stderr"], 6)}
+        for (model, method, seed, cycle), v in zip(tasks, found, strict=True)]
     write_csv(rows, out / "flatness.csv")
     return rows
 

@@ -47,6 +47,7 @@ from studies.reproductions import common
 from studies.reproductions.common import (
     csv_pair,
     label_axes,
+    map_processes,
     mean_half,
     mean_se,
     median,
@@ -126,16 +127,8 @@ def solution(run: Path, cycle: int, cache: Path, data_dir: Path, known: Path | N
 
 def solutions(tasks: Sequence[tuple[Path, int, Path, Path, Path | None]], jobs: int = 1) -> list[dict[str, float]]:
     """:func:`solution` of every ``(run, cycle, cache, data_dir, known)``, in order, ``jobs`` at once in worker
-    *processes* (:class:`studies.grid.workers.WorkerPool`): the traces trace some models with torch.fx, which patches
-    ``nn.Module.__call__`` for the whole process while it traces, so two threads measuring at once break each other.
-    """
-    if jobs <= 1:
-        return [solution(*task) for task in tasks]
-    from studies.grid.workers import WorkerPool
-
-    with WorkerPool(jobs) as pool:
-        futures = [pool.submit(solution, *task) for task in tasks]
-        return [f.result() for f in futures]
+    processes (:func:`studies.reproductions.common.map_processes`: the traces are not thread-safe)."""
+    return map_processes(solution, tasks, jobs)
 
 
 def run_all(out: Path, seeds: Sequence[int], jobs: int = 1, quick: bool = False,
