@@ -234,6 +234,8 @@ def test_bad_study_flags_are_one_upfront_error(tmp_path, args, message, capsys):
     (["--data-dir", __file__], "is a file, not a directory"),
     (["--data-dir", f"{__file__}/data"], "cannot be created or written"),
     (["--seed", "-1"], "--seed must lie in [0,"),
+    (["--init-seed", "-1"], "--init-seed must lie in [0,"),
+    (["--init-seed", str(2**32)], "--init-seed must lie in [0,"),
     (["--loss", "mse"], "--loss mse needs real-valued targets"),
     (["--optimizer", "adam", "--engine", "vectorized"], "--engine vectorized trains with SGD, cross-entropy and a "
                                                         "built-in schedule only, not --optimizer adam"),

@@ -259,11 +259,14 @@ def _json_object(text: str, flag: str, example: str) -> dict[str, Any]:
     return json_object_flag(text, flag, example)
 
 
+NONE_MEANS_DEFAULT = ("progress", "init_seed")  # fields whose None is a value (a terminal decides; --seed's), not a gap
+
+
 def validate(cfg: RunConfig) -> None:
     """Refuse impossible hyperparameters with one clear line (raises :class:`UserError`)."""
     if isinstance(cfg.dataset, str):
         check_dataset_name(cfg.dataset)
-    missing = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None and f.name not in ("progress", "init_seed")]
+    missing = [f.name for f in fields(cfg) if getattr(cfg, f.name) is None and f.name not in NONE_MEANS_DEFAULT]
     if "model" in missing and cfg.preset == GENERIC_PRESET:
         raise UserError(f"--dataset {cfg.dataset} has no default model; give --model (a zoo name, torchvision:NAME, "
                         "timm:NAME or PACKAGE.MODULE:CALLABLE)")
